@@ -1,0 +1,354 @@
+//! The application: built from a validated [`Config`] by [`App::build`]
+//! (bind the listeners, open the store and the queue), then run by
+//! [`App::run`] until a shutdown future fires. This is the only module that
+//! knows every other one.
+//!
+//! Two listeners:
+//! - `public_listen` (browser-facing): the OAuth callback and nothing that
+//!   needs the admin token;
+//! - `api_listen` (partner-facing): ingest, the admin API, the pull-side
+//!   proxy, `/metrics`, `/healthz`, `/readyz`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::datadog;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use crate::telemetry::LogHandle;
+use crate::telemetry::metrics::Metrics;
+
+/// Why the app could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen on {name} {addr}: {error}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("storage.data_dir {path} is not usable: {error}")]
+    DataDir { path: String, error: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Datadog(#[from] datadog::BuildError),
+}
+
+/// State shared by every part of the running relay.
+pub struct Shared {
+    config: ArcSwap<Config>,
+    generation: AtomicU64,
+    pub metrics: Metrics,
+    pub store: Store,
+    pub datadog: datadog::Client,
+    ready: AtomicBool,
+    pub shutdown: Shutdown,
+    log: Option<LogHandle>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The current configuration (changes on reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.shutdown.is_triggered()
+    }
+}
+
+/// A built, not yet running, relay.
+pub struct App {
+    shared: Arc<Shared>,
+    public: TcpListener,
+    api: TcpListener,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("public", &self.public_addr())
+            .field("api", &self.api_addr())
+            .finish()
+    }
+}
+
+/// Reloads a running app's configuration (SIGHUP, or a test).
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloader {
+    /// Applies `new`: secrets, limits, delivery tuning and log level take
+    /// effect at once; listeners, storage and `[datadog]` need a restart.
+    pub fn reload(&self, new: Config) -> Reloaded {
+        let old = self.shared.config();
+        let mut needs_restart = Vec::new();
+        if old.server.public_listen != new.server.public_listen {
+            needs_restart.push("server.public_listen");
+        }
+        if old.server.api_listen != new.server.api_listen {
+            needs_restart.push("server.api_listen");
+        }
+        if old.storage.data_dir != new.storage.data_dir {
+            needs_restart.push("storage.data_dir");
+        }
+        if old.storage.database_url != new.storage.database_url {
+            needs_restart.push("storage.database_url");
+        }
+        if old.storage.master_key.to_base64() != new.storage.master_key.to_base64() {
+            needs_restart.push("storage.master_key");
+        }
+        if old.datadog.ca_file != new.datadog.ca_file || old.datadog.resolve != new.datadog.resolve
+        {
+            needs_restart.push("datadog.ca_file / datadog.resolve");
+        }
+        if let Some(log) = &self.shared.log {
+            if let Err(e) = log.set_level(&new.log.level) {
+                tracing::warn!(error = %e, "log level not changed");
+            }
+        }
+        self.shared.config.store(Arc::new(new));
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.metrics.config_generation.set(generation as i64);
+        self.shared
+            .metrics
+            .config_reloads
+            .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "ok" })
+            .inc();
+        for key in &needs_restart {
+            tracing::warn!(
+                key,
+                "setting changed on reload; it takes effect after a restart"
+            );
+        }
+        tracing::info!(generation, "configuration reloaded");
+        Reloaded {
+            generation,
+            needs_restart,
+        }
+    }
+
+    /// Records a reload that failed validation (the old config stays).
+    pub fn failed(&self) {
+        self.shared
+            .metrics
+            .config_reloads
+            .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "error" })
+            .inc();
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.shared.generation()
+    }
+}
+
+impl App {
+    /// Builds the app: checks the data dir, opens the store, binds both
+    /// listeners. Nothing is served until [`App::run`].
+    pub async fn build(config: Config) -> Result<App, BuildError> {
+        App::build_with_log(config, None).await
+    }
+
+    /// As [`App::build`], with a handle to change the log level on reload.
+    pub async fn build_with_log(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
+        check_data_dir(&config.storage.data_dir)?;
+        let datadog = datadog::Client::new(&config.datadog)?;
+        let store = match &config.storage.database_url {
+            Some(url) => Store::open_postgres(url, &config.storage.master_key).await?,
+            None => Store::open_sqlite(&config.sqlite_path(), &config.storage.master_key).await?,
+        };
+        let public = bind("server.public_listen", config.server.public_listen).await?;
+        let api = bind("server.api_listen", config.server.api_listen).await?;
+        let metrics = Metrics::new();
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            generation: AtomicU64::new(1),
+            metrics,
+            store,
+            datadog,
+            ready: AtomicBool::new(false),
+            shutdown: Shutdown::new(),
+            log,
+        });
+        shared.metrics.config_generation.set(1);
+        Ok(App {
+            shared,
+            public,
+            api,
+        })
+    }
+
+    /// The bound browser-facing address (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or_else(|_| self.shared.config().server.public_listen)
+    }
+
+    /// The bound partner-facing address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .unwrap_or_else(|_| self.shared.config().server.api_listen)
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            shared,
+            public,
+            api,
+        } = self;
+        let signal = shared.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal.trigger();
+        });
+
+        let api_router = api_router(shared.clone());
+        let public_router = public_router(shared.clone());
+        shared.ready.store(true, Ordering::SeqCst);
+        tracing::info!(
+            api = %api.local_addr()?,
+            public = %public.local_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            "ddrelay started"
+        );
+
+        let s1 = shared.shutdown.clone();
+        let s2 = shared.shutdown.clone();
+        let api_server = axum::serve(
+            api,
+            api_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { s1.wait().await });
+        let public_server = axum::serve(
+            public,
+            public_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { s2.wait().await });
+        let (a, p) = tokio::join!(api_server.into_future(), public_server.into_future());
+        a?;
+        p?;
+        shared.store.close().await;
+        tracing::info!("ddrelay stopped");
+        Ok(())
+    }
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BuildError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| BuildError::Bind { name, addr, error })
+}
+
+/// Creates the data dir if needed and proves it is writable.
+fn check_data_dir(dir: &Path) -> Result<(), BuildError> {
+    let err = |error: String| BuildError::DataDir {
+        path: dir.display().to_string(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let probe = dir.join(".ddrelay-write-probe");
+    std::fs::write(&probe, b"ok").map_err(|e| err(format!("not writable: {e}")))?;
+    std::fs::remove_file(&probe).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+fn api_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+fn public_router(shared: Arc<Shared>) -> Router {
+    Router::new().with_state(shared)
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_generation": shared.generation(),
+    }))
+    .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_ready() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"ready": true})),
+        )
+            .into_response()
+    } else {
+        let why = if shared.shutdown.is_triggered() {
+            "draining"
+        } else {
+            "starting"
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ready": false, "reason": why})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}

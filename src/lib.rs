@@ -1,0 +1,30 @@
+//! ddrelay: a sidecar that lets a SaaS partner ship each of its customers'
+//! data into that customer's own Datadog account.
+//!
+//! # Layout
+//! - [`cli`]: the command line; [`app`]: builds and runs everything.
+//! - [`config`]: TOML + environment → validated [`config::Config`].
+//! - [`site`]: every Datadog site, host and intake limit (the only place a
+//!   Datadog hostname is written).
+//! - [`secret`]: the redacting [`secret::Secret`] type and sealing at rest.
+//! - [`store`]: tenants, sealed credentials and pending OAuth flows
+//!   (SQLite by default, PostgreSQL for several replicas).
+//! - [`codec`]: bounded decompression and compression of bodies.
+//! - [`datadog`]: the one HTTP client for every call to Datadog.
+//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
+//! - [`shutdown`]: the shutdown signal.
+//!
+//! See ARCHITECTURE.md for the data flow and what each module may know.
+
+pub mod app;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod datadog;
+pub mod secret;
+pub mod shutdown;
+pub mod site;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

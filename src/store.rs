@@ -1,0 +1,892 @@
+//! The credential and tenant store: tenants, their sealed tokens and API
+//! keys, and pending OAuth flows.
+//!
+//! One implementation over `sqlx::AnyPool` serves both backends: SQLite
+//! under `storage.data_dir` (the embedded default) and PostgreSQL when
+//! `storage.database_url` is set (several replicas sharing credentials). The
+//! SQL is portable (`$1` placeholders, `ON CONFLICT`, `RETURNING`); the DDL
+//! lives in `migrations/<backend>/` and is versioned by sqlx's migrator.
+//!
+//! Every secret column is sealed by [`Sealer`] with the tenant (or flow) and
+//! the column name as associated data, so the database never sees plaintext
+//! and a value moved between rows fails to open. The `meta` table holds a
+//! sealed canary: opening the store with a different master key is a clear
+//! startup error, never silent garbage.
+//!
+//! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
+//! tenant lifecycle gives it.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+use crate::secret::{MasterKey, SealError, Sealer, Secret};
+
+/// Which database engine is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A tenant's lifecycle state (contract: "The OAuth flow", step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    /// A connect flow was started but never completed.
+    Pending,
+    /// Tokens and an API key are held; data flows.
+    Connected,
+    /// Datadog refused the grant or the key and we could not recover: the
+    /// customer must connect again. Data is held meanwhile.
+    ReauthRequired,
+    /// The partner disconnected the tenant; its secrets are deleted.
+    Disconnected,
+}
+
+impl TenantState {
+    pub const ALL: [TenantState; 4] = [
+        TenantState::Pending,
+        TenantState::Connected,
+        TenantState::ReauthRequired,
+        TenantState::Disconnected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Pending => "pending",
+            TenantState::Connected => "connected",
+            TenantState::ReauthRequired => "reauth_required",
+            TenantState::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl fmt::Display for TenantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TenantState {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        TenantState::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown tenant state `{s}`")))
+    }
+}
+
+/// What the store knows about a tenant, without its secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub state: TenantState,
+    pub reason: Option<String>,
+    /// The API domain (`datadoghq.eu`), once connected.
+    pub domain: Option<String>,
+    pub org_id: Option<String>,
+    pub org_name: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Option<String>,
+    pub access_expires_at: Option<i64>,
+    pub api_key_id: Option<String>,
+    pub api_key_last4: Option<String>,
+    pub has_api_key: bool,
+    pub has_refresh_token: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub connected_at: Option<i64>,
+    /// Increases on every change; replicas use it to notice changes.
+    pub version: i64,
+}
+
+/// A tenant's secrets, opened.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub access_token: Option<Secret>,
+    pub access_expires_at: Option<i64>,
+    pub refresh_token: Option<Secret>,
+    pub api_key: Option<Secret>,
+}
+
+/// An OAuth connect flow awaiting its callback.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// SHA-256 of the `state` value (hex); the state itself is not stored.
+    pub state_hash: String,
+    pub tenant: String,
+    pub verifier: Secret,
+    /// The host the browser was sent to authorize at.
+    pub web_host: String,
+    /// The site domain the flow is bound to; `None` when it started at the
+    /// US1 region picker (the user may pick any region).
+    pub domain: Option<String>,
+    pub client_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The result of a completed connect, written atomically.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub domain: String,
+    pub org_id: Option<String>,
+    pub org_name: Option<String>,
+    pub client_id: String,
+    pub scopes: Option<String>,
+    pub access_token: Secret,
+    pub access_expires_at: i64,
+    pub refresh_token: Option<Secret>,
+    pub api_key: Secret,
+    pub api_key_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the master key does not match the one this store was created with (storage.master_key); restore the original key"
+    )]
+    WrongMasterKey,
+    #[error("cannot open the store at {location}: {message}")]
+    Open { location: String, message: String },
+    #[error("store migration failed: {0}")]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored secret for tenant {tenant} ({field}) cannot be opened: {error}")]
+    Seal {
+        tenant: String,
+        field: &'static str,
+        error: SealError,
+    },
+    #[error("store holds unexpected data: {0}")]
+    Corrupt(String),
+    #[error("tenant {0} does not exist")]
+    NoTenant(String),
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const CANARY_SCOPE: &str = "ddrelay-store";
+const CANARY_FIELD: &str = "canary";
+const CANARY_TEXT: &[u8] = b"ddrelay master key check";
+
+/// The credential and tenant store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    sealer: Sealer,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+const TENANT_COLUMNS: &str = "id, state, reason, domain, org_id, org_name, client_id, scopes, access_expires_at, \
+     api_key_id, api_key_last4, api_key IS NOT NULL AS has_api_key, refresh_token IS NOT NULL AS has_refresh_token, \
+     created_at, updated_at, connected_at, version";
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path`.
+    pub async fn open_sqlite(path: &Path, key: &MasterKey) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                location: parent.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: readers never block the writer; FULL: a committed
+                    // credential survives power loss; busy_timeout: writers wait
+                    // for each other instead of failing.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Open {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Store::init(pool, Backend::Sqlite, key).await
+    }
+
+    /// Opens the PostgreSQL store at `url`.
+    pub async fn open_postgres(url: &Secret, key: &MasterKey) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let location = redact_url(url.expose());
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url.expose())
+            .await
+            .map_err(|e| StoreError::Open {
+                location: location.clone(),
+                message: redact_text(&e.to_string(), url),
+            })?;
+        Store::init(pool, Backend::Postgres, key).await
+    }
+
+    async fn init(pool: AnyPool, backend: Backend, key: &MasterKey) -> Result<Store, StoreError> {
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let store = Store {
+            pool,
+            backend,
+            sealer: Sealer::new(key),
+        };
+        store.check_canary().await?;
+        Ok(store)
+    }
+
+    async fn check_canary(&self) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal(CANARY_SCOPE, CANARY_FIELD, CANARY_TEXT);
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('canary', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'canary'")
+            .fetch_one(&self.pool)
+            .await?;
+        let stored: Vec<u8> = row.try_get("value")?;
+        match self.sealer.open(CANARY_SCOPE, CANARY_FIELD, &stored) {
+            Ok(v) if v.as_slice() == CANARY_TEXT => Ok(()),
+            Ok(_) | Err(SealError::WrongKey) | Err(SealError::Tampered) => {
+                Err(StoreError::WrongMasterKey)
+            }
+            Err(SealError::Malformed) => Err(StoreError::Corrupt(
+                "the master key canary is malformed".into(),
+            )),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Closes the pool (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- flows ----------------------------------------------------------
+
+    /// Stores a pending flow; its verifier is sealed under the state hash.
+    pub async fn create_flow(&self, flow: &Flow) -> Result<(), StoreError> {
+        let sealed =
+            self.sealer
+                .seal_secret(&flow_scope(&flow.state_hash), "verifier", &flow.verifier);
+        sqlx::query(
+            "INSERT INTO oauth_flows (state_hash, tenant, sealed, web_host, domain, client_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&flow.state_hash)
+        .bind(&flow.tenant)
+        .bind(sealed)
+        .bind(&flow.web_host)
+        .bind(flow.domain.as_deref())
+        .bind(&flow.client_id)
+        .bind(flow.created_at)
+        .bind(flow.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes and returns the flow for `state_hash`: a state is usable once,
+    /// even when two callbacks race (the DELETE decides).
+    pub async fn take_flow(&self, state_hash: &str) -> Result<Option<Flow>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM oauth_flows WHERE state_hash = $1 \
+             RETURNING state_hash, tenant, sealed, web_host, domain, client_id, created_at, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let verifier = self
+            .sealer
+            .open_secret(&flow_scope(state_hash), "verifier", &sealed)
+            .map_err(|error| StoreError::Seal {
+                tenant: row.try_get("tenant").unwrap_or_default(),
+                field: "verifier",
+                error,
+            })?;
+        Ok(Some(Flow {
+            state_hash: row.try_get("state_hash")?,
+            tenant: row.try_get("tenant")?,
+            verifier,
+            web_host: row.try_get("web_host")?,
+            domain: row.try_get("domain")?,
+            client_id: row.try_get("client_id")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
+    }
+
+    /// Deletes flows that expired before `now`; returns how many.
+    pub async fn purge_expired_flows(&self, now: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM oauth_flows WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Pending flows per tenant (tenants with a started, unfinished connect).
+    pub async fn count_flows(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM oauth_flows")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    // ---- tenants --------------------------------------------------------
+
+    /// Records that a connect flow started for `id`: a new tenant becomes
+    /// `pending`; a disconnected one too; a connected one keeps its state
+    /// (a reconnect must not interrupt its deliveries).
+    pub async fn touch_pending(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tenants (id, state, created_at, updated_at, version) \
+             VALUES ($1, 'pending', $2, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants)) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET state = 'pending', reason = NULL, updated_at = $2, \
+             version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) \
+             WHERE id = $1 AND state = 'disconnected'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let sql = const_format_tenant_select_one();
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| tenant_from_row(&r)).transpose()
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query(const_format_tenant_select_all())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// Tenants changed after `version` (replicas poll this).
+    pub async fn tenants_changed_since(&self, version: i64) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query(const_format_tenant_select_since())
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// The tenant connected to Datadog org `org_id`, other than `except`.
+    pub async fn tenant_for_org(
+        &self,
+        org_id: &str,
+        except: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM tenants WHERE org_id = $1 AND id <> $2 AND state IN ('connected', 'reauth_required') LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(except)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    /// Opens a tenant's secrets.
+    pub async fn credentials(&self, id: &str) -> Result<Credentials, StoreError> {
+        let row = sqlx::query("SELECT access_token, access_expires_at, refresh_token, api_key FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NoTenant(id.to_string()))?;
+        Ok(Credentials {
+            access_token: self.open_column(&row, id, "access_token")?,
+            access_expires_at: row.try_get("access_expires_at")?,
+            refresh_token: self.open_column(&row, id, "refresh_token")?,
+            api_key: self.open_column(&row, id, "api_key")?,
+        })
+    }
+
+    fn open_column(
+        &self,
+        row: &AnyRow,
+        tenant: &str,
+        field: &'static str,
+    ) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Vec<u8>> = row.try_get(field)?;
+        sealed
+            .map(|s| {
+                self.sealer
+                    .open_secret(tenant, field, &s)
+                    .map_err(|error| StoreError::Seal {
+                        tenant: tenant.to_string(),
+                        field,
+                        error,
+                    })
+            })
+            .transpose()
+    }
+
+    /// Stores a completed connect atomically: tokens, key, site and org, and
+    /// the `connected` state, in one statement.
+    pub async fn save_connection(
+        &self,
+        id: &str,
+        c: &Connection,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let access = self.sealer.seal_secret(id, "access_token", &c.access_token);
+        let refresh = c
+            .refresh_token
+            .as_ref()
+            .map(|r| self.sealer.seal_secret(id, "refresh_token", r));
+        let key = self.sealer.seal_secret(id, "api_key", &c.api_key);
+        let last4 = last4(&c.api_key);
+        sqlx::query(
+            "INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
+               access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, version) \
+             VALUES ($1, 'connected', NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, \
+               (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants)) \
+             ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, domain = excluded.domain, \
+               org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
+               scopes = excluded.scopes, access_token = excluded.access_token, \
+               access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
+               api_key = excluded.api_key, api_key_id = excluded.api_key_id, api_key_last4 = excluded.api_key_last4, \
+               updated_at = excluded.updated_at, connected_at = excluded.connected_at, version = excluded.version",
+        )
+        .bind(id)
+        .bind(&c.domain)
+        .bind(c.org_id.as_deref())
+        .bind(c.org_name.as_deref())
+        .bind(&c.client_id)
+        .bind(c.scopes.as_deref())
+        .bind(access)
+        .bind(c.access_expires_at)
+        .bind(refresh)
+        .bind(key)
+        .bind(c.api_key_id.as_deref())
+        .bind(last4)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores refreshed tokens. A rotated refresh token is written in the
+    /// same statement as the access token that came with it.
+    pub async fn save_tokens(
+        &self,
+        id: &str,
+        access: &Secret,
+        expires_at: i64,
+        refresh: Option<&Secret>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let access = self.sealer.seal_secret(id, "access_token", access);
+        let refresh = refresh.map(|r| self.sealer.seal_secret(id, "refresh_token", r));
+        let r = sqlx::query(
+            "UPDATE tenants SET access_token = $2, access_expires_at = $3, \
+               refresh_token = COALESCE($4, refresh_token), updated_at = $5, \
+               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(access)
+        .bind(expires_at)
+        .bind(refresh)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoTenant(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Stores a new API key (after key re-creation) and marks the tenant connected.
+    pub async fn save_api_key(
+        &self,
+        id: &str,
+        key: &Secret,
+        key_id: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal_secret(id, "api_key", key);
+        let r = sqlx::query(
+            "UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, \
+               updated_at = $5, version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sealed)
+        .bind(key_id)
+        .bind(last4(key))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoTenant(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Changes a tenant's state and reason.
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: TenantState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE tenants SET state = $2, reason = $3, updated_at = $4, \
+               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoTenant(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a tenant's secrets and marks it disconnected. Site and org are
+    /// kept so an operator can still see what it was.
+    pub async fn disconnect(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE tenants SET state = 'disconnected', reason = $2, access_token = NULL, access_expires_at = NULL, \
+               refresh_token = NULL, api_key = NULL, updated_at = $3, \
+               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoTenant(id.to_string()));
+        }
+        sqlx::query("DELETE FROM oauth_flows WHERE tenant = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Row counts per state (for metrics).
+    pub async fn count_by_state(&self) -> Result<Vec<(TenantState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tenants GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("state")?;
+                Ok((s.parse()?, r.try_get("n")?))
+            })
+            .collect()
+    }
+}
+
+// sqlx 0.9 wants `&'static str` queries; these are built once.
+fn const_format_tenant_select_one() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+}
+
+fn const_format_tenant_select_all() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
+}
+
+fn const_format_tenant_select_since() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE version > $1 ORDER BY version")
+    })
+}
+
+fn tenant_from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(Tenant {
+        id: r.try_get("id")?,
+        state: state.parse()?,
+        reason: r.try_get("reason")?,
+        domain: r.try_get("domain")?,
+        org_id: r.try_get("org_id")?,
+        org_name: r.try_get("org_name")?,
+        client_id: r.try_get("client_id")?,
+        scopes: r.try_get("scopes")?,
+        access_expires_at: r.try_get("access_expires_at")?,
+        api_key_id: r.try_get("api_key_id")?,
+        api_key_last4: r.try_get("api_key_last4")?,
+        has_api_key: get_bool(r, "has_api_key")?,
+        has_refresh_token: get_bool(r, "has_refresh_token")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        connected_at: r.try_get("connected_at")?,
+        version: r.try_get("version")?,
+    })
+}
+
+/// SQLite returns booleans as integers, PostgreSQL as booleans.
+fn get_bool(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
+    if let Ok(b) = r.try_get::<bool, _>(col) {
+        return Ok(b);
+    }
+    Ok(r.try_get::<i64, _>(col)? != 0)
+}
+
+fn flow_scope(state_hash: &str) -> String {
+    format!("flow:{state_hash}")
+}
+
+fn last4(key: &Secret) -> String {
+    let k = key.expose();
+    k.get(k.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A database URL with its password and query removed, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => crate::secret::REDACTED.to_string(),
+    }
+}
+
+/// Removes the URL's password from a driver error message, should it echo it.
+fn redact_text(text: &str, url: &Secret) -> String {
+    let mut out = text.replace(url.expose(), &redact_url(url.expose()));
+    if let Ok(u) = url::Url::parse(url.expose()) {
+        if let Some(p) = u.password() {
+            if !p.is_empty() {
+                out = out.replace(p, "redacted");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> (Store, MasterKey) {
+        let key = MasterKey::generate();
+        (
+            Store::open_sqlite(&dir.path().join("t.db"), &key)
+                .await
+                .unwrap(),
+            key,
+        )
+    }
+
+    fn connection(key: &str) -> Connection {
+        Connection {
+            domain: "datadoghq.eu".into(),
+            org_id: Some("org-1".into()),
+            org_name: Some("Org One".into()),
+            client_id: "client".into(),
+            scopes: Some("api_keys_write".into()),
+            access_token: Secret::new("access-AAAA-plaintext"),
+            access_expires_at: 1000,
+            refresh_token: Some(Secret::new("refresh-RRRR-plaintext")),
+            api_key: Secret::new(key),
+            api_key_id: Some("key-id".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_master_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(&dir).await;
+        s.close().await;
+        let err = Store::open_sqlite(&dir.path().join("t.db"), &MasterKey::generate())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongMasterKey), "{err}");
+    }
+
+    #[tokio::test]
+    async fn tenant_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(&dir).await;
+        s.touch_pending("acme", 1).await.unwrap();
+        assert_eq!(
+            s.tenant("acme").await.unwrap().unwrap().state,
+            TenantState::Pending
+        );
+        s.save_connection("acme", &connection("apikey-KKKK-plaintext-0001"), 2)
+            .await
+            .unwrap();
+        let t = s.tenant("acme").await.unwrap().unwrap();
+        assert_eq!(
+            (t.state, t.domain.as_deref(), t.has_api_key),
+            (TenantState::Connected, Some("datadoghq.eu"), true)
+        );
+        assert_eq!(t.api_key_last4.as_deref(), Some("0001"));
+        // A new connect flow does not interrupt a connected tenant.
+        s.touch_pending("acme", 3).await.unwrap();
+        assert_eq!(
+            s.tenant("acme").await.unwrap().unwrap().state,
+            TenantState::Connected
+        );
+        let c = s.credentials("acme").await.unwrap();
+        assert_eq!(c.api_key.unwrap().expose(), "apikey-KKKK-plaintext-0001");
+        s.save_tokens("acme", &Secret::new("access-2"), 5000, None, 4)
+            .await
+            .unwrap();
+        let c = s.credentials("acme").await.unwrap();
+        assert_eq!(c.access_token.unwrap().expose(), "access-2");
+        assert_eq!(
+            c.refresh_token.unwrap().expose(),
+            "refresh-RRRR-plaintext",
+            "refresh kept when not rotated"
+        );
+        assert_eq!(
+            s.tenant_for_org("org-1", "other").await.unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(s.tenant_for_org("org-1", "acme").await.unwrap(), None);
+        s.disconnect("acme", "disconnected by operator", 5)
+            .await
+            .unwrap();
+        let c = s.credentials("acme").await.unwrap();
+        assert!(c.api_key.is_none() && c.refresh_token.is_none() && c.access_token.is_none());
+        assert_eq!(
+            s.tenant("acme").await.unwrap().unwrap().state,
+            TenantState::Disconnected
+        );
+        assert!(matches!(
+            s.set_state("nope", TenantState::Connected, None, 1).await,
+            Err(StoreError::NoTenant(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn flows_are_single_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(&dir).await;
+        let flow = Flow {
+            state_hash: "abc".into(),
+            tenant: "acme".into(),
+            verifier: Secret::new("verifier-VVVV-plaintext"),
+            web_host: "app.datadoghq.com".into(),
+            domain: None,
+            client_id: "client".into(),
+            created_at: 1,
+            expires_at: 100,
+        };
+        s.create_flow(&flow).await.unwrap();
+        let got = s.take_flow("abc").await.unwrap().unwrap();
+        assert_eq!(got.verifier.expose(), "verifier-VVVV-plaintext");
+        assert!(s.take_flow("abc").await.unwrap().is_none());
+        s.create_flow(&Flow {
+            state_hash: "old".into(),
+            ..flow
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.purge_expired_flows(101).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_plaintext_secret_in_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(&dir).await;
+        s.save_connection("acme", &connection("apikey-KKKK-plaintext-0001"), 2)
+            .await
+            .unwrap();
+        s.create_flow(&Flow {
+            state_hash: "h".into(),
+            tenant: "acme".into(),
+            verifier: Secret::new("verifier-VVVV-plaintext"),
+            web_host: "app.datadoghq.com".into(),
+            domain: None,
+            client_id: "c".into(),
+            created_at: 1,
+            expires_at: 2,
+        })
+        .await
+        .unwrap();
+        s.close().await;
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        for needle in [
+            "apikey-KKKK-plaintext",
+            "access-AAAA-plaintext",
+            "refresh-RRRR-plaintext",
+            "verifier-VVVV-plaintext",
+        ] {
+            assert!(
+                !all.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} found in plaintext"
+            );
+        }
+        // The non-secret fields are there, so the scan would have found them.
+        assert!(all.windows(12).any(|w| w == b"datadoghq.eu"));
+    }
+}

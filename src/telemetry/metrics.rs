@@ -1,0 +1,320 @@
+//! Every Prometheus metric ddrelay exports, named in this one file.
+//!
+//! Cardinality: labels are bounded sets (data kind, site, status class,
+//! reason, state, event). There is deliberately **no per-tenant label**:
+//! with 10,000 tenants a per-tenant series per metric would make `/metrics`
+//! tens of megabytes and overload the partner's Prometheus. Per-tenant
+//! detail (queue depth, held and dead-lettered items, last error) is on the
+//! admin API (`GET /v1/tenants`) and the status page instead.
+//!
+//! Each `App` owns its own [`Metrics`] (no global registry), so tests can run
+//! several relays in one process and read each one's numbers.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindReason {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindOutcome {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendLabels {
+    pub kind: &'static str,
+    pub site: &'static str,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindSite {
+    pub kind: &'static str,
+    pub site: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OAuthLabels {
+    pub event: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusClass {
+    pub status_class: &'static str,
+}
+
+/// The relay's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Ingest requests by kind and HTTP status class.
+    pub ingest_requests: Family<SendLabels, Counter>,
+    /// Items received, by kind and outcome (`accepted`, `rejected`).
+    pub ingest_items: Family<KindOutcome, Counter>,
+    /// Decompressed body bytes received, by kind and outcome.
+    pub ingest_bytes: Family<KindOutcome, Counter>,
+    /// Rejected requests by kind and reason.
+    pub ingest_rejections: Family<KindReason, Counter>,
+    /// Seconds from request start to the 202 (durable) answer.
+    pub ingest_ack_seconds: Family<KindLabels, Histogram>,
+    /// Items and bytes in the durable queue, and the oldest item's age.
+    pub queue_items: Gauge,
+    pub queue_bytes: Gauge,
+    pub queue_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    /// Records that failed their checksum on read (reported, skipped).
+    pub queue_corrupt_records: Counter,
+    /// Requests sent to Datadog by kind, site and status class
+    /// (`2xx`, `4xx`, `5xx`, `transport`).
+    pub send_requests: Family<SendLabels, Counter>,
+    /// Items and compressed bytes delivered (2xx) by kind and site.
+    pub delivered_items: Family<KindSite, Counter>,
+    pub delivered_bytes: Family<KindSite, Counter>,
+    /// Retries scheduled, by kind and reason.
+    pub retries: Family<KindReason, Counter>,
+    /// Items dead-lettered (Datadog answered 400) and aged out.
+    pub dead_lettered_items: Family<KindLabels, Counter>,
+    pub aged_out_items: Family<KindLabels, Counter>,
+    /// Seconds from ingest acknowledgement to Datadog's 2xx.
+    pub end_to_end_seconds: Family<KindLabels, Histogram>,
+    /// Tenants by state.
+    pub tenants: Family<StateLabels, Gauge>,
+    /// OAuth events: connect, callback, refresh, key_create, key_validate, revoke.
+    pub oauth_events: Family<OAuthLabels, Counter>,
+    /// Config reloads by result, and the current generation.
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_generation: Gauge,
+    /// Pull-side proxy responses by status class.
+    pub proxy_requests: Family<StatusClass, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ddrelay");
+        let m = Metrics {
+            ingest_requests: Family::default(),
+            ingest_items: Family::default(),
+            ingest_bytes: Family::default(),
+            ingest_rejections: Family::default(),
+            ingest_ack_seconds: Family::new_with_constructor(latency_histogram),
+            queue_items: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            queue_oldest_age_seconds: Gauge::default(),
+            queue_corrupt_records: Counter::default(),
+            send_requests: Family::default(),
+            delivered_items: Family::default(),
+            delivered_bytes: Family::default(),
+            retries: Family::default(),
+            dead_lettered_items: Family::default(),
+            aged_out_items: Family::default(),
+            end_to_end_seconds: Family::new_with_constructor(latency_histogram),
+            tenants: Family::default(),
+            oauth_events: Family::default(),
+            config_reloads: Family::default(),
+            config_generation: Gauge::default(),
+            proxy_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_requests",
+            "Ingest API requests by data kind and HTTP status class",
+            m.ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_items",
+            "Items received by data kind and outcome",
+            m.ingest_items.clone(),
+        );
+        registry.register(
+            "ingest_bytes",
+            "Decompressed request bytes received by data kind and outcome",
+            m.ingest_bytes.clone(),
+        );
+        registry.register(
+            "ingest_rejections",
+            "Rejected ingest requests by data kind and reason",
+            m.ingest_rejections.clone(),
+        );
+        registry.register(
+            "ingest_ack_seconds",
+            "Seconds from request start to the durable 202",
+            m.ingest_ack_seconds.clone(),
+        );
+        registry.register(
+            "queue_items",
+            "Items waiting in the durable queue",
+            m.queue_items.clone(),
+        );
+        registry.register(
+            "queue_bytes",
+            "Bytes stored in the durable queue",
+            m.queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest queued record",
+            m.queue_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "queue_corrupt_records",
+            "Queue records that failed their checksum",
+            m.queue_corrupt_records.clone(),
+        );
+        registry.register(
+            "send_requests",
+            "Requests sent to Datadog intakes by kind, site and status class",
+            m.send_requests.clone(),
+        );
+        registry.register(
+            "delivered_items",
+            "Items Datadog accepted, by kind and site",
+            m.delivered_items.clone(),
+        );
+        registry.register(
+            "delivered_bytes",
+            "Compressed bytes Datadog accepted, by kind and site",
+            m.delivered_bytes.clone(),
+        );
+        registry.register(
+            "retries",
+            "Delivery retries by kind and reason",
+            m.retries.clone(),
+        );
+        registry.register(
+            "dead_lettered_items",
+            "Items Datadog refused with 400, kept in the dead-letter area",
+            m.dead_lettered_items.clone(),
+        );
+        registry.register(
+            "aged_out_items",
+            "Items not sent because they passed Datadog's acceptance window",
+            m.aged_out_items.clone(),
+        );
+        registry.register(
+            "end_to_end_seconds",
+            "Seconds from ingest acknowledgement to Datadog's 2xx",
+            m.end_to_end_seconds.clone(),
+        );
+        registry.register("tenants", "Tenants by state", m.tenants.clone());
+        registry.register(
+            "oauth_events",
+            "OAuth and key lifecycle events by outcome",
+            m.oauth_events.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Configuration generation, incremented by each successful reload",
+            m.config_generation.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "Pull-side proxy responses by status class",
+            m.proxy_requests.clone(),
+        );
+        let info = prometheus_client::metrics::info::Info::new(vec![(
+            "version",
+            env!("CARGO_PKG_VERSION"),
+        )]);
+        registry.register("build", "ddrelay build information", info);
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn oauth(&self, event: &'static str, outcome: &'static str) {
+        self.oauth_events
+            .get_or_create(&OAuthLabels { event, outcome })
+            .inc();
+    }
+}
+
+/// `2xx`, `4xx`, `5xx` for an HTTP status.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_metrics() {
+        let m = Metrics::new();
+        m.ingest_items
+            .get_or_create(&KindOutcome {
+                kind: "logs",
+                outcome: "accepted",
+            })
+            .inc_by(3);
+        m.oauth("refresh", "ok");
+        let text = m.render();
+        assert!(
+            text.contains("ddrelay_ingest_items_total{kind=\"logs\",outcome=\"accepted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ddrelay_oauth_events_total{event=\"refresh\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ddrelay_build_info"), "{text}");
+    }
+}
