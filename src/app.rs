@@ -22,12 +22,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::admin::{self, AdminState, Purged, QueueView, Queued};
 use crate::config::Config;
 use crate::datadog;
+use crate::oauth;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
+use crate::tenant::{ConfigHandle, Tenants};
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +51,11 @@ pub enum BuildError {
 
 /// State shared by every part of the running relay.
 pub struct Shared {
-    config: ArcSwap<Config>,
+    config: ConfigHandle,
     generation: AtomicU64,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub store: Store,
-    pub datadog: datadog::Client,
+    pub tenants: Arc<Tenants>,
     ready: AtomicBool,
     pub shutdown: Shutdown,
     log: Option<LogHandle>,
@@ -134,10 +137,10 @@ impl Reloader {
         {
             needs_restart.push("datadog.ca_file / datadog.resolve");
         }
-        if let Some(log) = &self.shared.log {
-            if let Err(e) = log.set_level(&new.log.level) {
-                tracing::warn!(error = %e, "log level not changed");
-            }
+        if let Some(log) = &self.shared.log
+            && let Err(e) = log.set_level(&new.log.level)
+        {
+            tracing::warn!(error = %e, "log level not changed");
         }
         self.shared.config.store(Arc::new(new));
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -191,13 +194,16 @@ impl App {
         };
         let public = bind("server.public_listen", config.server.public_listen).await?;
         let api = bind("server.api_listen", config.server.api_listen).await?;
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
+        let config: ConfigHandle = Arc::new(ArcSwap::from_pointee(config));
+        let tenants =
+            Arc::new(Tenants::load(store.clone(), datadog, config.clone(), metrics.clone()).await?);
         let shared = Arc::new(Shared {
-            config: ArcSwap::from_pointee(config),
+            config,
             generation: AtomicU64::new(1),
             metrics,
             store,
-            datadog,
+            tenants,
             ready: AtomicBool::new(false),
             shutdown: Shutdown::new(),
             log,
@@ -252,6 +258,7 @@ impl App {
 
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
+        spawn_housekeeping(shared.clone());
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(
             api = %api.local_addr()?,
@@ -301,15 +308,83 @@ fn check_data_dir(dir: &Path) -> Result<(), BuildError> {
 }
 
 fn api_router(shared: Arc<Shared>) -> Router {
+    let admin = admin::router(AdminState {
+        tenants: shared.tenants.clone(),
+        queue: Arc::new(NoQueue),
+        delivery: None,
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
+        .merge(admin)
 }
 
+/// The browser-facing listener serves the OAuth callback and nothing else.
 fn public_router(shared: Arc<Shared>) -> Router {
-    Router::new().with_state(shared)
+    Router::new()
+        .route("/oauth/callback", get(callback))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(shared)
+}
+
+async fn callback(
+    State(shared): State<Arc<Shared>>,
+    query: Result<
+        axum::extract::Query<oauth::CallbackQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    match query {
+        Ok(axum::extract::Query(q)) => oauth::callback(&shared.tenants, q).await.into_response(),
+        Err(_) => oauth::pages::Page::failure(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "This page was opened with a malformed query string.",
+            "Start the connection again from the Datadog integration tile.",
+        )
+        .into_response(),
+    }
+}
+
+/// Periodic work: pick up tenant changes (other replicas), drop expired flows.
+fn spawn_housekeeping(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.wait() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = shared.tenants.sync().await {
+                tracing::warn!(error = %e, "tenant sync failed");
+            }
+            n += 1;
+            if n.is_multiple_of(30)
+                && let Err(e) = shared.store.purge_expired_flows(crate::tenant::now()).await
+            {
+                tracing::warn!(error = %e, "purging expired flows failed");
+            }
+        }
+    });
+}
+
+/// Placeholder until the durable queue is wired in: nothing is queued.
+struct NoQueue;
+
+impl QueueView for NoQueue {
+    fn tenant(&self, _: &str) -> Queued {
+        Queued::default()
+    }
+    fn all(&self) -> std::collections::HashMap<String, Queued> {
+        std::collections::HashMap::new()
+    }
+    fn purge(&self, _: &str) -> Purged {
+        Purged::default()
+    }
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

@@ -34,6 +34,34 @@ pub enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Operator view of tenants, through the admin API of the relay that FILE configures.
+    Tenants {
+        /// The relay's TOML configuration file (for api_listen and admin_token).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: TenantsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsAction {
+    /// List every tenant with its state, site and queue depth.
+    List {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant (JSON).
+    Show {
+        /// The tenant id.
+        id: String,
+    },
+    /// Revoke a tenant's tokens at Datadog, delete its secrets and discard its queued data.
+    Disconnect {
+        /// The tenant id.
+        id: String,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -42,6 +70,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run_blocking(config),
+        Command::Tenants { config, action } => crate::ops::tenants(&config, action),
+    }
+}
+
+pub(crate) fn print_problems(e: &crate::config::ConfigError) {
+    for p in &e.problems {
+        eprintln!("error: {p}");
     }
 }
 
@@ -53,15 +88,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
+            print_problems(&e);
             ExitCode::FAILURE
         }
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ddrelay")
@@ -72,9 +105,7 @@ fn run_blocking(path: PathBuf) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
+            print_problems(&e);
             return ExitCode::FAILURE;
         }
     };

@@ -415,7 +415,7 @@ fn figment_problems(error: figment::Error, file: &str) -> Vec<Problem> {
                 figment::error::Kind::InvalidType(actual, expected) => {
                     format!("wrong type: found {actual}, expected {expected}")
                 }
-                other => other.to_string(),
+                other => one_line(&other.to_string()),
             };
             let origin = match &e.metadata {
                 Some(m) if m.name.as_ref() == "environment variable" => {
@@ -435,6 +435,29 @@ fn figment_problems(error: figment::Error, file: &str) -> Vec<Problem> {
             }
         })
         .collect()
+}
+
+/// Folds a multi-line parser message (TOML errors draw the offending line
+/// and a caret) into one line: its first line plus the explanation lines.
+fn one_line(message: &str) -> String {
+    let mut lines = message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = lines
+        .filter(|l| {
+            !l.starts_with(' ')
+                && !l.contains(" | ")
+                && !l.trim_start().starts_with('|')
+                && !l.trim_start().starts_with('^')
+        })
+        .collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first}: {}", rest.join(", "))
+    }
 }
 
 /// Collects problems while turning a [`RawConfig`] into a [`Config`].
@@ -678,13 +701,13 @@ impl Validator<'_> {
             raw.server.admin_token_file,
             true,
         );
-        if let Some(t) = &admin_token {
-            if t.expose().len() < 16 {
-                self.problem(
-                    "server.admin_token",
-                    "is shorter than 16 characters; use a long random token",
-                );
-            }
+        if let Some(t) = &admin_token
+            && t.expose().len() < 16
+        {
+            self.problem(
+                "server.admin_token",
+                "is shorter than 16 characters; use a long random token",
+            );
         }
         // Datadog's largest request is 5 MB of logs; compressed bodies are
         // smaller. 16 MiB on the wire and 64 MiB decompressed leave headroom.

@@ -476,12 +476,12 @@ impl Client {
 /// Reads `Retry-After` (seconds) or `X-RateLimit-Reset` (seconds until reset).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     for name in ["retry-after", "x-ratelimit-reset"] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            if let Ok(secs) = v.trim().parse::<f64>() {
-                if secs.is_finite() && secs >= 0.0 {
-                    return Some(Duration::from_secs_f64(secs.min(3600.0)));
-                }
-            }
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(secs) = v.trim().parse::<f64>()
+            && secs.is_finite()
+            && secs >= 0.0
+        {
+            return Some(Duration::from_secs_f64(secs.min(3600.0)));
         }
     }
     None

@@ -11,20 +11,27 @@
 //!   (SQLite by default, PostgreSQL for several replicas).
 //! - [`codec`]: bounded decompression and compression of bodies.
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
+//! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
+//! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
+//! - [`admin`]: the `/v1` admin API.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
 //! - [`shutdown`]: the shutdown signal.
 //!
 //! See ARCHITECTURE.md for the data flow and what each module may know.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datadog;
+pub mod oauth;
+pub mod ops;
 pub mod secret;
 pub mod shutdown;
 pub mod site;
 pub mod store;
 pub mod telemetry;
+pub mod tenant;
 pub mod tls;

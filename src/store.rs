@@ -718,12 +718,11 @@ pub fn redact_url(url: &str) -> String {
 /// Removes the URL's password from a driver error message, should it echo it.
 fn redact_text(text: &str, url: &Secret) -> String {
     let mut out = text.replace(url.expose(), &redact_url(url.expose()));
-    if let Ok(u) = url::Url::parse(url.expose()) {
-        if let Some(p) = u.password() {
-            if !p.is_empty() {
-                out = out.replace(p, "redacted");
-            }
-        }
+    if let Ok(u) = url::Url::parse(url.expose())
+        && let Some(p) = u.password()
+        && !p.is_empty()
+    {
+        out = out.replace(p, "redacted");
     }
     out
 }

@@ -16,10 +16,12 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogConfig, LogFormat};
 
+type SetLevel = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
 /// Changes the log filter of the running process.
 #[derive(Clone)]
 pub struct LogHandle {
-    set: Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    set: Arc<SetLevel>,
 }
 
 impl std::fmt::Debug for LogHandle {

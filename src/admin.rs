@@ -1,0 +1,309 @@
+//! The admin API on `api_listen` (`/v1/*`), behind the admin bearer token:
+//! start a tenant's connect flow, list and inspect tenants, disconnect one.
+//!
+//! The token is compared in constant time against the *current*
+//! configuration, so a rotated `admin_token` takes effect on reload. Errors
+//! are JSON `{"errors": ["..."]}` naming what is wrong.
+//!
+//! This module turns HTTP into calls on `oauth` and `tenant`; queue figures
+//! come through the [`QueueView`] trait so it does not depend on the queue's
+//! internals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::oauth::{self, ConnectError, ConnectRequest};
+use crate::secret::ct_eq;
+use crate::store::Tenant;
+use crate::tenant::{CredentialError, Tenants, validate_id};
+
+/// Per-tenant queue figures, as the admin API and status page show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Queued {
+    pub items: u64,
+    pub bytes: u64,
+    /// Unix milliseconds of the oldest queued record, if any.
+    pub oldest_ms: Option<i64>,
+}
+
+/// What was done with a disconnected tenant's queued data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub records: u64,
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// The queue as the admin API sees it.
+pub trait QueueView: Send + Sync {
+    fn tenant(&self, tenant: &str) -> Queued;
+    fn all(&self) -> HashMap<String, Queued>;
+    fn purge(&self, tenant: &str) -> Purged;
+}
+
+/// Extra per-tenant delivery figures (held, dead-lettered, aged out, last error).
+pub trait DeliveryView: Send + Sync {
+    fn tenant(&self, tenant: &str) -> serde_json::Value;
+}
+
+/// Everything the admin API needs.
+#[derive(Clone)]
+pub struct AdminState {
+    pub tenants: Arc<Tenants>,
+    pub queue: Arc<dyn QueueView>,
+    pub delivery: Option<Arc<dyn DeliveryView>>,
+}
+
+/// `{"errors": [...]}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "errors": [self.message] })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ConnectError> for ApiError {
+    fn from(e: ConnectError) -> ApiError {
+        let status = match e {
+            ConnectError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// The tenant as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    pub tenant: String,
+    pub state: &'static str,
+    /// The API domain, e.g. `datadoghq.eu`.
+    pub site: Option<String>,
+    pub org_id: Option<String>,
+    pub org_name: Option<String>,
+    pub reason: Option<String>,
+    pub queued_items: u64,
+    pub queued_bytes: u64,
+    pub oldest_queued_ms: Option<i64>,
+    pub client_id: Option<String>,
+    pub api_key_last4: Option<String>,
+    pub access_token_expires_at: Option<i64>,
+    pub connected_at: Option<i64>,
+    pub updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<serde_json::Value>,
+}
+
+impl TenantView {
+    pub fn new(t: Tenant, q: Queued, delivery: Option<serde_json::Value>) -> TenantView {
+        TenantView {
+            state: t.state.as_str(),
+            site: t.domain,
+            org_id: t.org_id,
+            org_name: t.org_name,
+            reason: t.reason,
+            queued_items: q.items,
+            queued_bytes: q.bytes,
+            oldest_queued_ms: q.oldest_ms,
+            client_id: t.client_id,
+            api_key_last4: t.api_key_last4,
+            access_token_expires_at: t.access_expires_at,
+            connected_at: t.connected_at,
+            updated_at: t.updated_at,
+            tenant: t.id,
+            delivery,
+        }
+    }
+}
+
+/// The `/v1` routes, token-protected.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/tenants", get(list))
+        .route("/v1/tenants/{tenant}", get(show).delete(disconnect))
+        .route("/v1/tenants/{tenant}/connect", post(connect))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Checks `Authorization: Bearer <admin_token>` in constant time.
+pub fn authorized(headers: &HeaderMap, expected: &[&crate::secret::Secret]) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+    else {
+        return false;
+    };
+    // Evaluate every candidate so timing does not reveal which one matched.
+    expected.iter().fold(false, |ok, t| {
+        ct_eq(given.trim().as_bytes(), t.expose().as_bytes()) | ok
+    })
+}
+
+/// Answers 401 without the admin token.
+pub fn unauthorized() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong admin token (Authorization: Bearer <server.admin_token>)",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let config = state.tenants.config();
+    if authorized(req.headers(), &[&config.server.admin_token]) {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
+fn view(state: &AdminState, t: Tenant) -> TenantView {
+    let q = state.queue.tenant(&t.id);
+    let d = state.delivery.as_ref().map(|d| d.tenant(&t.id));
+    TenantView::new(t, q, d)
+}
+
+async fn list(State(state): State<AdminState>) -> Response {
+    let queued = state.queue.all();
+    let tenants: Vec<TenantView> = state
+        .tenants
+        .list()
+        .into_iter()
+        .map(|t| {
+            let q = queued.get(&t.id).copied().unwrap_or_default();
+            let d = state.delivery.as_ref().map(|d| d.tenant(&t.id));
+            TenantView::new(t, q, d)
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "tenants": tenants })).into_response()
+}
+
+fn checked(tenant: &str) -> Result<(), ApiError> {
+    validate_id(tenant)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid tenant id: {e}")))
+}
+
+fn not_found(tenant: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("tenant {tenant} does not exist"),
+    )
+}
+
+async fn show(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    let entry = state
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| not_found(&tenant))?;
+    Ok(axum::Json(view(&state, entry.record())).into_response())
+}
+
+async fn connect(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    let req: ConnectRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        ConnectRequest::default()
+    } else {
+        if let Some(ct) = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            && !ct.starts_with("application/json")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected a JSON body (Content-Type: application/json), got {ct}"),
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid JSON body: {e} (expected {{\"site\": \"https://app.datadoghq.eu\"}})"
+                ),
+            )
+        })?
+    };
+    let resp = oauth::connect(&state.tenants, &tenant, req).await?;
+    Ok(axum::Json(resp).into_response())
+}
+
+async fn disconnect(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    if state.tenants.get(&tenant).is_none() {
+        return Err(not_found(&tenant));
+    }
+    let revocation = state
+        .tenants
+        .disconnect(&tenant)
+        .await
+        .map_err(|e| match e {
+            CredentialError::Unknown(_) => not_found(&tenant),
+            other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        })?;
+    let purged = state.queue.purge(&tenant);
+    if purged.items > 0 {
+        tracing::warn!(tenant = %tenant, items = purged.items, bytes = purged.bytes, "queued data of a disconnected tenant discarded");
+    }
+    Ok(axum::Json(serde_json::json!({
+        "tenant": tenant,
+        "state": "disconnected",
+        "revoked": revocation,
+        "secrets": "deleted",
+        "queued_data": {
+            "action": if purged.items > 0 { "discarded" } else { "none_queued" },
+            "records": purged.records,
+            "items": purged.items,
+            "bytes": purged.bytes,
+            "note": "a disconnected tenant has no API key, so its queued data could not be delivered; it was removed from disk",
+        },
+    }))
+    .into_response())
+}

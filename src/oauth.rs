@@ -1,0 +1,604 @@
+//! The OAuth onboarding flow: authorize URLs with PKCE and `state`, and the
+//! callback that exchanges the code, creates the tenant's API key and stores
+//! everything sealed.
+//!
+//! Security rules enforced here (see SECURITY.md):
+//! - `state` is random, single use (the store's DELETE … RETURNING decides a
+//!   race), expires after `oauth.state_ttl`, and is bound to the tenant, the
+//!   PKCE verifier, the OAuth client and the site the flow started at.
+//! - The callback's `domain` decides where the client secret is sent, so it
+//!   must be *exactly* an allowed site domain, and the same site the flow
+//!   started at unless it started at the US1 region picker. Anything else is
+//!   refused before any outbound request.
+//! - Pages never show a secret and escape every value.
+//!
+//! Token and key HTTP calls are in `datadog.rs`; credentials and state in
+//! `tenant.rs`; this module decides the flow.
+
+pub mod pages;
+pub mod pkce;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::datadog::{KeyError, TokenError, Validity};
+use crate::secret::Secret;
+use crate::site::{Site, SiteError, WebSite, us1};
+use crate::store::{Connection, Flow, StoreError, TenantState};
+use crate::tenant::{Tenants, now, validate_id};
+use pages::Page;
+
+/// Body of `POST /v1/tenants/{tenant}/connect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The `site` Datadog passed to the onboarding URL, a bare host, or a
+    /// site domain. Absent: the US1 region picker.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// `"test"` to use `[oauth.test_client]`.
+    #[serde(default)]
+    pub client: Option<String>,
+}
+
+/// Answer of `POST /v1/tenants/{tenant}/connect`.
+#[derive(Debug, Serialize)]
+pub struct ConnectResponse {
+    pub tenant: String,
+    pub authorize_url: String,
+    /// Unix seconds after which the flow's state is refused.
+    pub expires_at: i64,
+    /// The site the flow is bound to, or `null` when the user picks a region.
+    pub site: Option<&'static str>,
+}
+
+/// Why a connect could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Site(#[from] SiteError),
+    #[error("invalid tenant id: {0}")]
+    Tenant(#[from] crate::tenant::IdError),
+    #[error("no [oauth.test_client] is configured, so {{\"client\": \"test\"}} cannot be used")]
+    NoTestClient,
+    #[error("unknown client `{0}`; expected \"test\" or omit it")]
+    UnknownClient(String),
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Starts a connect flow for `tenant`: returns the authorize URL.
+pub async fn connect(
+    tenants: &Tenants,
+    tenant: &str,
+    req: ConnectRequest,
+) -> Result<ConnectResponse, ConnectError> {
+    validate_id(tenant)?;
+    let config = tenants.config();
+    let web = match req.site.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(site) => config.datadog.allowed_sites.web_site(site)?,
+        None => WebSite {
+            site: us1(),
+            host: us1().web_host.to_string(),
+        },
+    };
+    let client = match req.client.as_deref() {
+        None | Some("") | Some("published") | Some("default") => config.oauth.client.clone(),
+        Some("test") => config
+            .oauth
+            .test_client
+            .clone()
+            .ok_or(ConnectError::NoTestClient)?,
+        Some(other) => return Err(ConnectError::UnknownClient(other.to_string())),
+    };
+    let verifier = pkce::verifier();
+    let state = pkce::state();
+    let created_at = now();
+    let expires_at = created_at + config.oauth.state_ttl.as_secs() as i64;
+    let bound = if web.is_region_picker() {
+        None
+    } else {
+        Some(web.site.domain)
+    };
+    tenants.store().purge_expired_flows(created_at).await?;
+    tenants
+        .store()
+        .create_flow(&Flow {
+            state_hash: pkce::state_hash(state.expose()),
+            tenant: tenant.to_string(),
+            verifier: verifier.clone(),
+            web_host: web.host.clone(),
+            domain: bound.map(str::to_string),
+            client_id: client.client_id.clone(),
+            created_at,
+            expires_at,
+        })
+        .await?;
+    tenants.touch_pending(tenant).await?;
+    let mut url = url::Url::parse(&web.authorize_url())
+        .map_err(|_| SiteError::Malformed(web.host.clone(), "bad host"))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("redirect_uri", config.oauth.redirect_uri.as_str());
+        q.append_pair("client_id", &client.client_id);
+        q.append_pair("response_type", "code");
+        q.append_pair("state", state.expose());
+        q.append_pair("code_challenge", &pkce::challenge(&verifier));
+        q.append_pair("code_challenge_method", "S256");
+        if !config.oauth.scopes.is_empty() {
+            q.append_pair("scope", &config.oauth.scopes.join(" "));
+        }
+    }
+    tenants.metrics().oauth("connect", "started");
+    tracing::info!(tenant = %tenant, authorize_host = %web.host, bound_site = bound.unwrap_or("any"), "connect flow started");
+    Ok(ConnectResponse {
+        tenant: tenant.to_string(),
+        authorize_url: url.to_string(),
+        expires_at,
+        site: bound,
+    })
+}
+
+/// The query Datadog sends to the redirect URI.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub domain: Option<String>,
+    pub site: Option<String>,
+    pub dd_oid: Option<String>,
+    pub dd_org_name: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// Longest value accepted for any callback parameter.
+const MAX_PARAM: usize = 2048;
+
+fn bad(
+    status: StatusCode,
+    title: &str,
+    message: impl Into<String>,
+    advice: impl Into<String>,
+) -> Page {
+    Page::failure(status, title, message, advice)
+}
+
+const START_AGAIN: &str =
+    "Start the connection again from the Datadog integration tile (Connect Accounts).";
+
+/// Handles `GET /oauth/callback`: the whole second half of the flow.
+pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
+    let metrics = tenants.metrics();
+    let too_long = [
+        &q.code,
+        &q.state,
+        &q.domain,
+        &q.site,
+        &q.dd_oid,
+        &q.dd_org_name,
+        &q.error,
+        &q.error_description,
+    ]
+    .iter()
+    .any(|v| v.as_ref().is_some_and(|s| s.len() > MAX_PARAM));
+    if too_long {
+        metrics.oauth("callback", "malformed");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "A parameter of this request is too long.",
+            START_AGAIN,
+        );
+    }
+    let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
+        metrics.oauth("callback", "missing_state");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "This page was opened without the `state` parameter that ties it to a connection you started.",
+            START_AGAIN,
+        );
+    };
+    let flow = match tenants.store().take_flow(&pkce::state_hash(state)).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            metrics.oauth("callback", "unknown_state");
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Link expired or already used",
+                "This authorization link is unknown or was already used. Each link works once.",
+                START_AGAIN,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable during oauth callback");
+            metrics.oauth("callback", "store_error");
+            return bad(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The connection could not be completed.",
+                "Please try again in a minute.",
+            );
+        }
+    };
+    let tenant = flow.tenant.clone();
+    if flow.expires_at < now() {
+        metrics.oauth("callback", "expired_state");
+        tracing::info!(tenant = %tenant, "oauth callback with an expired state");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Link expired",
+            "This authorization link has expired.",
+            START_AGAIN,
+        );
+    }
+    if let Some(error) = q.error.as_deref() {
+        let (title, message) = if error == "access_denied" {
+            (
+                "Access was not granted",
+                "The connection was cancelled: access was denied on Datadog's authorization page."
+                    .to_string(),
+            )
+        } else {
+            (
+                "Datadog reported an error",
+                format!(
+                    "Datadog reported `{error}`{}.",
+                    q.error_description
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                ),
+            )
+        };
+        metrics.oauth(
+            "callback",
+            if error == "access_denied" {
+                "denied"
+            } else {
+                "error"
+            },
+        );
+        tracing::info!(tenant = %tenant, error = %error, "oauth callback carried an error");
+        note_pending_reason(
+            tenants,
+            &tenant,
+            &format!("the last connect attempt ended with `{error}` at Datadog"),
+        )
+        .await;
+        return bad(StatusCode::FORBIDDEN, title, message, START_AGAIN);
+    }
+    let config = tenants.config();
+    let Some(domain) = q.domain.as_deref().filter(|d| !d.is_empty()) else {
+        metrics.oauth("callback", "missing_domain");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Datadog's answer did not say which Datadog site your account is on (`domain`).",
+            START_AGAIN,
+        );
+    };
+    let site: &'static Site = match config.datadog.allowed_sites.by_domain(domain) {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.oauth("callback", "bad_domain");
+            tracing::warn!(tenant = %tenant, domain = %domain.chars().take(100).collect::<String>(), error = %e, "oauth callback with a domain that is not an allowed Datadog site; nothing contacted");
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Unsupported Datadog site",
+                format!("`{domain}` is not a Datadog site this service can connect to."),
+                "If your Datadog account is on another site, contact the service's support.",
+            );
+        }
+    };
+    if let Some(bound) = flow.domain.as_deref()
+        && bound != site.domain
+    {
+        metrics.oauth("callback", "site_mismatch");
+        tracing::warn!(tenant = %tenant, started = %bound, returned = %site.domain, "oauth callback site differs from the one the flow started at; nothing contacted");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Datadog site mismatch",
+            format!(
+                "The connection was started for {bound} but Datadog answered for {}.",
+                site.domain
+            ),
+            START_AGAIN,
+        );
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        metrics.oauth("callback", "missing_code");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Datadog's answer carried no authorization code.",
+            START_AGAIN,
+        );
+    };
+    let Some(client) = config.oauth.client(&flow.client_id).cloned() else {
+        metrics.oauth("callback", "unknown_client");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Configuration changed",
+            "The OAuth client this connection started with is no longer configured.",
+            START_AGAIN,
+        );
+    };
+
+    // 1. Exchange the code.
+    let tokens = match tenants
+        .datadog()
+        .exchange_code(
+            site,
+            &client,
+            code,
+            &flow.verifier,
+            config.oauth.redirect_uri.as_str(),
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            metrics.oauth("token_exchange", token_error_label(&e));
+            tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "code exchange failed");
+            let page = token_error_page(&e);
+            note_pending_reason(
+                tenants,
+                &tenant,
+                &format!("code exchange failed: {}", page.message),
+            )
+            .await;
+            return page;
+        }
+    };
+    metrics.oauth("token_exchange", "ok");
+    let org_id = q.dd_oid.clone().filter(|s| !s.is_empty());
+
+    // 2. One Datadog org, one tenant: refuse a second tenant for the same org
+    //    (the org can hold only one key for this integration).
+    if let Some(org) = &org_id {
+        match tenants.store().tenant_for_org(org, &tenant).await {
+            Ok(Some(other)) => {
+                metrics.oauth("callback", "org_taken");
+                tracing::warn!(tenant = %tenant, other_tenant = %other, org = %org, "datadog org already connected to another tenant; refusing");
+                let _ = tenants
+                    .datadog()
+                    .revoke(site, &client, &tokens.access_token, "access_token")
+                    .await;
+                if let Some(rt) = &tokens.refresh_token {
+                    let _ = tenants
+                        .datadog()
+                        .revoke(site, &client, rt, "refresh_token")
+                        .await;
+                }
+                note_pending_reason(
+                    tenants,
+                    &tenant,
+                    &format!("Datadog org {org} is already connected to tenant {other}"),
+                )
+                .await;
+                return bad(
+                    StatusCode::CONFLICT,
+                    "Already connected",
+                    "This Datadog organization is already connected to another account of this service.",
+                    "Disconnect it there first, or sign in to the account it is connected to.",
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable during oauth callback");
+                return bad(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Temporarily unavailable",
+                    "The connection could not be completed.",
+                    "Please try again in a minute.",
+                );
+            }
+        }
+    }
+
+    // 3. The API key: keep a still-valid key we hold for the same org
+    //    (a reconnect), otherwise create one.
+    let existing = reusable_key(tenants, &tenant, site, org_id.as_deref()).await;
+    let (api_key, api_key_id) = match existing {
+        Some(k) => (k, None),
+        None => match tenants
+            .datadog()
+            .create_api_key(site, &tokens.access_token)
+            .await
+        {
+            Ok(k) => {
+                metrics.oauth("key_create", "ok");
+                (k.key, k.id)
+            }
+            Err(e) => {
+                metrics.oauth("key_create", key_error_label(&e));
+                tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "api key creation failed during connect");
+                let page = key_error_page(&e);
+                let reason = match e {
+                    KeyError::Exists => KEY_EXISTS_REASON.to_string(),
+                    _ => format!("API key creation failed: {e}"),
+                };
+                note_failed_connect(tenants, &tenant, &reason).await;
+                return page;
+            }
+        },
+    };
+
+    // 4. Store everything atomically, then answer.
+    let connection = Connection {
+        domain: site.domain.to_string(),
+        org_id: org_id.clone(),
+        org_name: q.dd_org_name.clone().filter(|s| !s.is_empty()),
+        client_id: client.client_id.clone(),
+        scopes: tokens.scope.clone(),
+        access_token: tokens.access_token.clone(),
+        access_expires_at: now() + tokens.expires_in.unwrap_or(3600) as i64,
+        refresh_token: tokens.refresh_token.clone(),
+        api_key,
+        api_key_id,
+    };
+    if let Err(e) = tenants.record_connection(&tenant, connection).await {
+        tracing::error!(tenant = %tenant, error = %e, "cannot store the new connection");
+        metrics.oauth("callback", "store_error");
+        return bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The connection could not be saved.",
+            START_AGAIN,
+        );
+    }
+    metrics.oauth("callback", "connected");
+    tracing::info!(tenant = %tenant, site = %site.domain, org = org_id.as_deref().unwrap_or("-"), "tenant connected");
+    Page::success(
+        q.dd_org_name.as_deref().filter(|s| !s.is_empty()),
+        site.domain,
+    )
+}
+
+/// What the tenant status says after key creation answered 409.
+pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
+     the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
+
+/// A key this tenant already holds for the same org that Datadog still accepts.
+async fn reusable_key(
+    tenants: &Tenants,
+    tenant: &str,
+    site: &'static Site,
+    org_id: Option<&str>,
+) -> Option<Secret> {
+    let entry = tenants.get(tenant)?;
+    let record = entry.record();
+    if !record.has_api_key
+        || record.domain.as_deref() != Some(site.domain)
+        || record.org_id.as_deref() != org_id
+    {
+        return None;
+    }
+    let key = tenants.api_key(tenant).await.ok()?;
+    match tenants.datadog().validate_key(site, &key).await {
+        Validity::Valid => {
+            tracing::info!(tenant = %tenant, "reconnect keeps the tenant's existing, still valid API key");
+            Some(key)
+        }
+        _ => None,
+    }
+}
+
+/// Records why the last connect attempt failed, on a tenant that is not
+/// connected (a connected tenant keeps delivering with what it has).
+async fn note_pending_reason(tenants: &Tenants, tenant: &str, reason: &str) {
+    if let Some(e) = tenants.get(tenant)
+        && e.state() == TenantState::Pending
+    {
+        let _ = tenants
+            .set_state(tenant, TenantState::Pending, Some(reason))
+            .await;
+    }
+}
+
+/// A failed key creation: a never-connected tenant stays pending with the
+/// reason; a tenant that was connected needs reauthorization.
+async fn note_failed_connect(tenants: &Tenants, tenant: &str, reason: &str) {
+    if let Some(e) = tenants.get(tenant) {
+        let state = match e.state() {
+            TenantState::Pending | TenantState::Disconnected => TenantState::Pending,
+            _ => TenantState::ReauthRequired,
+        };
+        let _ = tenants.set_state(tenant, state, Some(reason)).await;
+    }
+}
+
+fn token_error_label(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Refused { error, .. } if error == "invalid_client" => "invalid_client",
+        TokenError::Refused { error, .. } if error == "invalid_grant" => "invalid_grant",
+        TokenError::Refused { .. } => "refused",
+        TokenError::Unavailable(_) => "unavailable",
+        TokenError::Unexpected { .. } => "unexpected",
+    }
+}
+
+fn key_error_label(e: &KeyError) -> &'static str {
+    match e {
+        KeyError::Exists => "exists",
+        KeyError::Forbidden { .. } => "forbidden",
+        KeyError::Unavailable(_) => "unavailable",
+        KeyError::Unexpected { .. } => "unexpected",
+    }
+}
+
+/// Maps Datadog's documented token errors to guidance.
+fn token_error_page(e: &TokenError) -> Page {
+    match e {
+        TokenError::Refused {
+            error,
+            description,
+            status,
+        } => {
+            let text = format!("{error} {}", description.as_deref().unwrap_or_default())
+                .to_ascii_lowercase();
+            if text.contains("redirect") {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    "Connection misconfigured",
+                    "Datadog rejected the redirect URI (Mismatching redirect URI).",
+                    "The service's oauth.redirect_uri must exactly match a redirect URI registered on its OAuth client. Please contact the service's support.",
+                )
+            } else if error == "invalid_client" || text.contains("client_id") || *status == 401 {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    "Connection misconfigured",
+                    "Datadog rejected this service's OAuth client credentials.",
+                    "The service's client id or client secret is wrong or was rotated. Please contact the service's support.",
+                )
+            } else if error == "invalid_grant" || text.contains("code") {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    "Authorization expired",
+                    "Datadog did not accept the authorization code (Invalid code or code verifier): it expired or was already used.",
+                    START_AGAIN,
+                )
+            } else {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    "Datadog refused the connection",
+                    format!("Datadog answered `{error}`."),
+                    START_AGAIN,
+                )
+            }
+        }
+        TokenError::Unavailable(_) | TokenError::Unexpected { .. } => bad(
+            StatusCode::BAD_GATEWAY,
+            "Datadog unavailable",
+            "Datadog could not be reached to complete the connection.",
+            "Please try again in a few minutes.",
+        ),
+    }
+}
+
+fn key_error_page(e: &KeyError) -> Page {
+    match e {
+        KeyError::Exists => bad(
+            StatusCode::CONFLICT,
+            "An API key already exists",
+            "Your Datadog organization already has an \"OAuth Client API Key\" for this integration, which this service cannot read.",
+            "In Datadog, open Organization Settings > API Keys, revoke the key named \"OAuth Client API Key\" for this integration, then connect again.",
+        ),
+        KeyError::Forbidden { .. } => bad(
+            StatusCode::FORBIDDEN,
+            "Permission missing",
+            "Datadog refused to create an API key: the integration's OAuth client lacks the api_keys_write scope.",
+            "Please contact the service's support.",
+        ),
+        KeyError::Unavailable(_) | KeyError::Unexpected { .. } => bad(
+            StatusCode::BAD_GATEWAY,
+            "Datadog unavailable",
+            "Datadog could not create the API key for this connection.",
+            "Please try again in a few minutes.",
+        ),
+    }
+}

@@ -1,0 +1,149 @@
+//! Operator commands that talk to a running relay through its admin API:
+//! `ddrelay tenants list|show|disconnect`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::{TenantsAction, print_problems, runtime};
+use crate::config::Config;
+
+/// The address to reach a listener bound to `addr` from this machine.
+pub fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+pub fn tenants(path: &Path, action: TenantsAction) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_problems(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tenants_async(&config, action)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), String> {
+    let base = local_url(config.server.api_listen);
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let token = config.server.admin_token.expose();
+    let (method, url) = match &action {
+        TenantsAction::List { .. } => (reqwest::Method::GET, format!("{base}/v1/tenants")),
+        TenantsAction::Show { id } => (
+            reqwest::Method::GET,
+            format!("{base}/v1/tenants/{}", encode(id)),
+        ),
+        TenantsAction::Disconnect { id } => (
+            reqwest::Method::DELETE,
+            format!("{base}/v1/tenants/{}", encode(id)),
+        ),
+    };
+    let resp = http
+        .request(method, &url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| {
+            format!("cannot reach the relay's admin API at {base} (server.api_listen): {e}")
+        })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
+    if !status.is_success() {
+        let msg = body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        return Err(format!("{status}: {msg}"));
+    }
+    match action {
+        TenantsAction::List { json: false } => print_table(&body),
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+fn encode(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+fn print_table(body: &serde_json::Value) {
+    let empty = Vec::new();
+    let tenants = body["tenants"].as_array().unwrap_or(&empty);
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let rows: Vec<[String; 6]> = tenants
+        .iter()
+        .map(|t| {
+            [
+                s(&t["tenant"]),
+                s(&t["state"]),
+                s(&t["site"]),
+                t["queued_items"].as_u64().unwrap_or(0).to_string(),
+                t["queued_bytes"].as_u64().unwrap_or(0).to_string(),
+                s(&t["reason"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "TENANT",
+        "STATE",
+        "SITE",
+        "QUEUED_ITEMS",
+        "QUEUED_BYTES",
+        "REASON",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(5) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 5 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    println!("{} tenant(s)", rows.len());
+}

@@ -1,0 +1,590 @@
+//! Tenants: who they are, what state they are in, and their credentials.
+//!
+//! [`Tenants`] is the in-memory view of the store's tenants, loaded at start
+//! and kept fresh by [`Tenants::sync`] (which also picks up changes made by
+//! other replicas sharing a PostgreSQL store). It hands out what the rest of
+//! the relay needs, at send time, never earlier:
+//! - the tenant's site and state (ingest decides 202/409 from it);
+//! - its API key (opened from the store once, then cached in memory);
+//! - a fresh access token, refreshed **single-flight** per tenant: concurrent
+//!   callers wait for one refresh; the rotated refresh token is persisted in
+//!   the same statement as the new access token, before either is used.
+//!
+//! A refresh that Datadog refuses for good (`invalid_grant`, 401) moves the
+//! tenant to `reauth_required` with a reason an operator can act on.
+//!
+//! This module knows the store and the Datadog client; it knows nothing of
+//! HTTP servers, the queue or the pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::config::{ClientCredentials, Config};
+use crate::datadog::{self, TokenError};
+use crate::secret::Secret;
+use crate::site::Site;
+use crate::store::{Connection, Store, StoreError, Tenant, TenantState};
+use crate::telemetry::metrics::Metrics;
+
+/// Refresh an access token this long before it expires (Datadog's own
+/// clients use a 300 s buffer, reference §7.6).
+pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
+
+/// Longest tenant id accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The running configuration, shared and swapped on reload.
+pub type ConfigHandle = Arc<ArcSwap<Config>>;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a tenant id is refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("tenant id is empty")]
+    Empty,
+    #[error("tenant id is longer than {MAX_ID_LEN} characters")]
+    TooLong,
+    #[error("tenant id `{0}` has a character outside A-Z a-z 0-9 . _ - (at position {1})")]
+    BadChar(String, usize),
+}
+
+/// Checks a tenant id: 1 to 128 characters of `A-Za-z0-9._-`.
+pub fn validate_id(id: &str) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong);
+    }
+    if let Some(pos) = id
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'))
+    {
+        let shown: String = id
+            .chars()
+            .take(MAX_ID_LEN)
+            .filter(|c| !c.is_control())
+            .collect();
+        return Err(IdError::BadChar(shown, pos));
+    }
+    Ok(())
+}
+
+/// Why credentials could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    #[error("tenant {0} does not exist")]
+    Unknown(String),
+    #[error("tenant {tenant} is {state}")]
+    NotConnected { tenant: String, state: TenantState },
+    #[error("tenant {0} has no stored {1}")]
+    Missing(String, &'static str),
+    #[error("tenant {tenant}: {message}")]
+    Store { tenant: String, message: String },
+    #[error("tenant {tenant}: token refresh failed: {error}")]
+    Refresh { tenant: String, error: TokenError },
+    #[error(
+        "tenant {tenant}: the OAuth client {client_id} it was connected with is no longer configured"
+    )]
+    UnknownClient { tenant: String, client_id: String },
+}
+
+impl CredentialError {
+    /// True when retrying later can help (Datadog or the store briefly unavailable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CredentialError::Refresh { error, .. } => matches!(error, TokenError::Unavailable(_)),
+            CredentialError::Store { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// One tenant in memory.
+#[derive(Debug)]
+pub struct Entry {
+    record: RwLock<Tenant>,
+    api_key: RwLock<Option<Secret>>,
+    access: RwLock<Option<(Secret, i64)>>,
+    /// Serialises refreshes of this tenant's tokens.
+    token_lock: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn new(record: Tenant) -> Entry {
+        Entry {
+            record: RwLock::new(record),
+            api_key: RwLock::new(None),
+            access: RwLock::new(None),
+            token_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn record(&self) -> Tenant {
+        self.record.read().clone()
+    }
+
+    pub fn state(&self) -> TenantState {
+        self.record.read().state
+    }
+
+    /// The tenant's site, once connected.
+    pub fn site(&self) -> Option<&'static Site> {
+        self.record
+            .read()
+            .domain
+            .as_deref()
+            .and_then(Site::by_domain)
+    }
+}
+
+/// What disconnecting a tenant did at Datadog.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Revocation {
+    /// `revoked`, `not_held`, or `failed: <why>`, per token.
+    pub refresh_token: String,
+    pub access_token: String,
+}
+
+/// The tenants and their credentials.
+pub struct Tenants {
+    store: Store,
+    datadog: datadog::Client,
+    config: ConfigHandle,
+    metrics: Arc<Metrics>,
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    synced_version: parking_lot::Mutex<i64>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants")
+            .field("count", &self.entries.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenants {
+    /// Loads every tenant from the store.
+    pub async fn load(
+        store: Store,
+        datadog: datadog::Client,
+        config: ConfigHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<Tenants, StoreError> {
+        let tenants = Tenants {
+            store,
+            datadog,
+            config,
+            metrics,
+            entries: RwLock::new(HashMap::new()),
+            synced_version: parking_lot::Mutex::new(0),
+        };
+        tenants.sync().await?;
+        Ok(tenants)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn datadog(&self) -> &datadog::Client {
+        &self.datadog
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Applies every change in the store since the last sync (ours and
+    /// other replicas'). Returns how many tenants changed.
+    pub async fn sync(&self) -> Result<usize, StoreError> {
+        let since = *self.synced_version.lock();
+        let changed = self.store.tenants_changed_since(since).await?;
+        let n = changed.len();
+        for t in changed {
+            self.apply(t);
+        }
+        self.update_state_gauges();
+        Ok(n)
+    }
+
+    /// Installs a fresh record, dropping cached secrets if they may have changed.
+    fn apply(&self, record: Tenant) {
+        {
+            let mut v = self.synced_version.lock();
+            *v = (*v).max(record.version);
+        }
+        let existing = self.entries.read().get(&record.id).cloned();
+        match existing {
+            Some(entry) => {
+                let old = entry.record();
+                if old.version > record.version {
+                    return;
+                }
+                if old.api_key_last4 != record.api_key_last4
+                    || !record.has_api_key
+                    || old.api_key_id != record.api_key_id
+                {
+                    *entry.api_key.write() = None;
+                }
+                if old.access_expires_at != record.access_expires_at {
+                    *entry.access.write() = None;
+                }
+                *entry.record.write() = record;
+            }
+            None => {
+                self.entries
+                    .write()
+                    .insert(record.id.clone(), Arc::new(Entry::new(record)));
+            }
+        }
+    }
+
+    async fn reload_one(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(t) = self.store.tenant(id).await? {
+            self.apply(t);
+        }
+        self.update_state_gauges();
+        Ok(())
+    }
+
+    fn update_state_gauges(&self) {
+        let mut counts: HashMap<TenantState, i64> =
+            TenantState::ALL.iter().map(|s| (*s, 0)).collect();
+        for e in self.entries.read().values() {
+            *counts.entry(e.state()).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.metrics
+                .tenants
+                .get_or_create(&crate::telemetry::metrics::StateLabels {
+                    state: state.as_str(),
+                })
+                .set(n);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.entries.read().get(id).cloned()
+    }
+
+    /// Every tenant, sorted by id.
+    pub fn list(&self) -> Vec<Tenant> {
+        let mut v: Vec<Tenant> = self.entries.read().values().map(|e| e.record()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Notes that a connect flow started for `id`.
+    pub async fn touch_pending(&self, id: &str) -> Result<(), StoreError> {
+        self.store.touch_pending(id, now()).await?;
+        self.reload_one(id).await
+    }
+
+    /// Stores a completed connection and caches its secrets.
+    pub async fn record_connection(
+        &self,
+        id: &str,
+        connection: Connection,
+    ) -> Result<(), StoreError> {
+        self.store.save_connection(id, &connection, now()).await?;
+        self.reload_one(id).await?;
+        if let Some(entry) = self.get(id) {
+            *entry.api_key.write() = Some(connection.api_key.clone());
+            *entry.access.write() = Some((
+                connection.access_token.clone(),
+                connection.access_expires_at,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Changes a tenant's state (and why).
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: TenantState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.store.set_state(id, state, reason, now()).await?;
+        self.reload_one(id).await
+    }
+
+    /// Stores a new API key (after key recovery) and caches it.
+    pub async fn record_api_key(&self, id: &str, key: &datadog::ApiKey) -> Result<(), StoreError> {
+        self.store
+            .save_api_key(id, &key.key, key.id.as_deref(), now())
+            .await?;
+        self.reload_one(id).await?;
+        if let Some(entry) = self.get(id) {
+            *entry.api_key.write() = Some(key.key.clone());
+        }
+        Ok(())
+    }
+
+    /// The OAuth client a tenant was connected with.
+    pub fn client_for(&self, record: &Tenant) -> Result<ClientCredentials, CredentialError> {
+        let config = self.config();
+        let client_id = record
+            .client_id
+            .clone()
+            .unwrap_or_else(|| config.oauth.client.client_id.clone());
+        config
+            .oauth
+            .client(&client_id)
+            .cloned()
+            .ok_or(CredentialError::UnknownClient {
+                tenant: record.id.clone(),
+                client_id,
+            })
+    }
+
+    /// The tenant's API key, for sending. Opened from the store once.
+    pub async fn api_key(&self, id: &str) -> Result<Secret, CredentialError> {
+        let entry = self
+            .get(id)
+            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        if let Some(k) = entry.api_key.read().clone() {
+            return Ok(k);
+        }
+        let creds = self
+            .store
+            .credentials(id)
+            .await
+            .map_err(|e| CredentialError::Store {
+                tenant: id.to_string(),
+                message: e.to_string(),
+            })?;
+        let key = creds
+            .api_key
+            .ok_or(CredentialError::Missing(id.to_string(), "API key"))?;
+        *entry.api_key.write() = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Forgets the cached API key (after Datadog refused it).
+    pub fn forget_api_key(&self, id: &str) {
+        if let Some(e) = self.get(id) {
+            *e.api_key.write() = None;
+        }
+    }
+
+    /// A valid access token, refreshed single-flight when it expires within
+    /// [`REFRESH_AHEAD`]. `force` refreshes even a token that looks valid
+    /// (after Datadog answered 401/403 to it).
+    pub async fn access_token(&self, id: &str, force: bool) -> Result<Secret, CredentialError> {
+        let entry = self
+            .get(id)
+            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let seen = entry.access.read().clone();
+        if !force
+            && let Some((token, exp)) = &seen
+            && fresh(*exp)
+        {
+            return Ok(token.clone());
+        }
+        let _guard = entry.token_lock.lock().await;
+        // Another caller may have refreshed while we waited (here or on
+        // another replica): re-read from the store.
+        let creds = self
+            .store
+            .credentials(id)
+            .await
+            .map_err(|e| CredentialError::Store {
+                tenant: id.to_string(),
+                message: e.to_string(),
+            })?;
+        if let (Some(token), Some(exp)) = (&creds.access_token, creds.access_expires_at) {
+            let changed = seen.as_ref().map(|(t, _)| t != token).unwrap_or(true);
+            if fresh(exp) && (!force || changed) {
+                *entry.access.write() = Some((token.clone(), exp));
+                return Ok(token.clone());
+            }
+        }
+        let record = entry.record();
+        if !matches!(
+            record.state,
+            TenantState::Connected | TenantState::ReauthRequired
+        ) {
+            return Err(CredentialError::NotConnected {
+                tenant: id.to_string(),
+                state: record.state,
+            });
+        }
+        let site = entry
+            .site()
+            .ok_or(CredentialError::Missing(id.to_string(), "site"))?;
+        let refresh = creds
+            .refresh_token
+            .ok_or(CredentialError::Missing(id.to_string(), "refresh token"))?;
+        let client = self.client_for(&record)?;
+        match self.datadog.refresh(site, &client, &refresh).await {
+            Ok(tokens) => {
+                let exp = now() + tokens.expires_in.unwrap_or(3600) as i64;
+                self.store
+                    .save_tokens(
+                        id,
+                        &tokens.access_token,
+                        exp,
+                        tokens.refresh_token.as_ref(),
+                        now(),
+                    )
+                    .await
+                    .map_err(|e| CredentialError::Store {
+                        tenant: id.to_string(),
+                        message: e.to_string(),
+                    })?;
+                *entry.access.write() = Some((tokens.access_token.clone(), exp));
+                let _ = self.reload_one(id).await;
+                self.metrics.oauth("refresh", "ok");
+                tracing::info!(tenant = %id, rotated = tokens.refresh_token.is_some(), "access token refreshed");
+                Ok(tokens.access_token)
+            }
+            Err(error) => {
+                self.metrics.oauth(
+                    "refresh",
+                    if error.is_grant_revoked() {
+                        "revoked"
+                    } else {
+                        "error"
+                    },
+                );
+                if error.is_grant_revoked() {
+                    let reason = format!(
+                        "Datadog refused the refresh token ({error}): the customer revoked the integration's access or uninstalled it; they must connect again from the Datadog integration tile"
+                    );
+                    tracing::warn!(tenant = %id, "grant revoked, tenant needs reauthorization");
+                    let _ = self
+                        .set_state(id, TenantState::ReauthRequired, Some(&reason))
+                        .await;
+                } else if error.is_client_error() {
+                    tracing::error!(tenant = %id, error = %error, "Datadog rejected our client credentials; check oauth.client_id and oauth.client_secret");
+                } else {
+                    tracing::warn!(tenant = %id, error = %error, "token refresh failed");
+                }
+                Err(CredentialError::Refresh {
+                    tenant: id.to_string(),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Revokes the tenant's tokens at Datadog, deletes its secrets and marks
+    /// it disconnected.
+    pub async fn disconnect(&self, id: &str) -> Result<Revocation, CredentialError> {
+        let entry = self
+            .get(id)
+            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let record = entry.record();
+        let creds = self
+            .store
+            .credentials(id)
+            .await
+            .map_err(|e| CredentialError::Store {
+                tenant: id.to_string(),
+                message: e.to_string(),
+            })?;
+        let site = entry.site();
+        let client = self.client_for(&record).ok();
+        let mut outcome = Revocation {
+            refresh_token: "not_held".into(),
+            access_token: "not_held".into(),
+        };
+        if let (Some(site), Some(client)) = (site, client) {
+            if let Some(rt) = &creds.refresh_token {
+                outcome.refresh_token = match self
+                    .datadog
+                    .revoke(site, &client, rt, "refresh_token")
+                    .await
+                {
+                    Ok(()) => "revoked".into(),
+                    Err(e) => format!("failed: {e}"),
+                };
+            }
+            if let Some(at) = &creds.access_token {
+                outcome.access_token =
+                    match self.datadog.revoke(site, &client, at, "access_token").await {
+                        Ok(()) => "revoked".into(),
+                        Err(e) => format!("failed: {e}"),
+                    };
+            }
+        }
+        self.metrics.oauth(
+            "revoke",
+            if outcome.refresh_token.starts_with("failed") {
+                "error"
+            } else {
+                "ok"
+            },
+        );
+        self.store
+            .disconnect(
+                id,
+                "disconnected by the partner (DELETE /v1/tenants)",
+                now(),
+            )
+            .await
+            .map_err(|e| CredentialError::Store {
+                tenant: id.to_string(),
+                message: e.to_string(),
+            })?;
+        *entry.api_key.write() = None;
+        *entry.access.write() = None;
+        let _ = self.reload_one(id).await;
+        tracing::info!(tenant = %id, refresh = %outcome.refresh_token, "tenant disconnected");
+        Ok(outcome)
+    }
+}
+
+fn fresh(expires_at: i64) -> bool {
+    expires_at - now() > REFRESH_AHEAD.as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids() {
+        assert!(validate_id("acme-corp_1.eu").is_ok());
+        assert_eq!(validate_id(""), Err(IdError::Empty));
+        assert_eq!(validate_id(&"a".repeat(129)), Err(IdError::TooLong));
+        assert!(matches!(validate_id("a/b"), Err(IdError::BadChar(_, 1))));
+        assert!(matches!(validate_id("a b"), Err(IdError::BadChar(_, 1))));
+        assert!(matches!(validate_id("é"), Err(IdError::BadChar(_, 0))));
+    }
+}
