@@ -34,6 +34,12 @@ pub enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
+    Healthcheck {
+        /// The URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8126/healthz")]
+        url: String,
+    },
     /// Operator view of tenants, through the admin API of the relay that FILE configures.
     Tenants {
         /// The relay's TOML configuration file (for api_listen and admin_token).
@@ -71,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run_blocking(config),
         Command::Tenants { config, action } => crate::ops::tenants(&config, action),
+        Command::Healthcheck { url } => crate::ops::healthcheck(&url),
     }
 }
 

@@ -147,3 +147,20 @@ fn print_table(body: &serde_json::Value) {
     }
     println!("{} tenant(s)", rows.len());
 }
+
+/// `ddrelay healthcheck`: GET `url`, exit 0 on 200.
+pub fn healthcheck(url: &str) -> ExitCode {
+    let Ok(rt) = runtime() else { return ExitCode::FAILURE };
+    let result = rt.block_on(async {
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
+        let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", resp.status())) }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
