@@ -35,6 +35,10 @@ use crate::telemetry::metrics::Metrics;
 /// clients use a 300 s buffer, reference §7.6).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
+/// A token refreshed by a concurrent caller is used if it has at least this
+/// many seconds left.
+const MIN_REMAINING: i64 = 5;
+
 /// Longest tenant id accepted.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -66,9 +70,12 @@ pub enum IdError {
     TooLong,
     #[error("tenant id `{0}` has a character outside A-Z a-z 0-9 . _ - (at position {1})")]
     BadChar(String, usize),
+    #[error("tenant id must start with a letter or digit")]
+    BadStart,
 }
 
-/// Checks a tenant id: 1 to 128 characters of `A-Za-z0-9._-`.
+/// Checks a tenant id: 1 to 128 characters of `A-Za-z0-9._-`, starting
+/// with a letter or digit.
 pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return Err(IdError::Empty);
@@ -86,6 +93,10 @@ pub fn validate_id(id: &str) -> Result<(), IdError> {
             .filter(|c| !c.is_control())
             .collect();
         return Err(IdError::BadChar(shown, pos));
+    }
+    // Ids name directories (dead letters): never `.`, `..` or hidden names.
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(IdError::BadStart);
     }
     Ok(())
 }
@@ -128,6 +139,10 @@ pub struct Entry {
     access: RwLock<Option<(Secret, i64)>>,
     /// Serialises refreshes of this tenant's tokens.
     token_lock: tokio::sync::Mutex<()>,
+    /// Counts refreshes done here, so waiters know one happened meanwhile.
+    refreshes: std::sync::atomic::AtomicU64,
+    /// Serialises key recovery after a 403 (one key creation per incident).
+    recovery_lock: tokio::sync::Mutex<()>,
 }
 
 impl Entry {
@@ -137,6 +152,8 @@ impl Entry {
             api_key: RwLock::new(None),
             access: RwLock::new(None),
             token_lock: tokio::sync::Mutex::new(()),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
+            recovery_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -156,6 +173,21 @@ impl Entry {
             .as_deref()
             .and_then(Site::by_domain)
     }
+}
+
+/// What the Forbidden fallback concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The key the request used was already replaced: just send again.
+    AlreadyReplaced,
+    /// A new key was created and stored: resume.
+    NewKey,
+    /// The key still validates: the 403 was something else (treat as transient).
+    KeyStillValid,
+    /// The customer must connect again; data is held.
+    ReauthRequired(String),
+    /// Datadog could not be asked (outage, 5xx, store): try again later.
+    Undecided(String),
 }
 
 /// What disconnecting a tenant did at Datadog.
@@ -252,7 +284,8 @@ impl Tenants {
                 {
                     *entry.api_key.write() = None;
                 }
-                if old.access_expires_at != record.access_expires_at {
+                let cached_exp = entry.access.read().as_ref().map(|(_, exp)| *exp);
+                if cached_exp.is_some() && cached_exp != record.access_expires_at {
                     *entry.access.write() = None;
                 }
                 *entry.record.write() = record;
@@ -416,6 +449,7 @@ impl Tenants {
         {
             return Ok(token.clone());
         }
+        let generation = entry.refreshes.load(std::sync::atomic::Ordering::SeqCst);
         let _guard = entry.token_lock.lock().await;
         // Another caller may have refreshed while we waited (here or on
         // another replica): re-read from the store.
@@ -428,8 +462,13 @@ impl Tenants {
                 message: e.to_string(),
             })?;
         if let (Some(token), Some(exp)) = (&creds.access_token, creds.access_expires_at) {
-            let changed = seen.as_ref().map(|(t, _)| t != token).unwrap_or(true);
-            if fresh(exp) && (!force || changed) {
+            // Someone refreshed while we waited: use their token while it is
+            // still valid, even inside the refresh-ahead margin (short-lived
+            // tokens must not make every waiter refresh again).
+            let refreshed_here = entry.refreshes.load(std::sync::atomic::Ordering::SeqCst) != generation;
+            let refreshed_elsewhere = seen.as_ref().is_some_and(|(t, _)| t != token);
+            let refreshed_meanwhile = (refreshed_here || refreshed_elsewhere) && exp - now() > MIN_REMAINING;
+            if refreshed_meanwhile || (!force && fresh(exp)) {
                 *entry.access.write() = Some((token.clone(), exp));
                 return Ok(token.clone());
             }
@@ -468,6 +507,7 @@ impl Tenants {
                         message: e.to_string(),
                     })?;
                 *entry.access.write() = Some((tokens.access_token.clone(), exp));
+                entry.refreshes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = self.reload_one(id).await;
                 self.metrics.oauth("refresh", "ok");
                 tracing::info!(tenant = %id, rotated = tokens.refresh_token.is_some(), "access token refreshed");
@@ -501,6 +541,100 @@ impl Tenants {
                 })
             }
         }
+    }
+
+    /// The Forbidden fallback, run once per incident (single-flight per
+    /// tenant): Datadog answered 401/403 to `key_used`. Validate the key; if
+    /// it is dead, get an access token (refreshing if needed) and create a
+    /// new key; if that is impossible, mark the tenant `reauth_required`
+    /// with a reason an operator can act on.
+    pub async fn recover_key(&self, id: &str, key_used: &Secret) -> Recovery {
+        let Some(entry) = self.get(id) else {
+            return Recovery::Undecided(format!("tenant {id} is gone"));
+        };
+        let _guard = entry.recovery_lock.lock().await;
+        // Did a concurrent incident already replace the key?
+        self.forget_api_key(id);
+        let current = match self.api_key(id).await {
+            Ok(k) => k,
+            Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
+            Err(e) => return Recovery::Undecided(e.to_string()),
+        };
+        if &current != key_used {
+            return Recovery::AlreadyReplaced;
+        }
+        if entry.state() != TenantState::Connected {
+            return Recovery::ReauthRequired(entry.record().reason.unwrap_or_else(|| "tenant is not connected".into()));
+        }
+        let Some(site) = entry.site() else {
+            return Recovery::Undecided("tenant has no site".into());
+        };
+        match self.datadog.validate_key(site, &current).await {
+            datadog::Validity::Valid => {
+                self.metrics.oauth("key_validate", "valid");
+                return Recovery::KeyStillValid;
+            }
+            datadog::Validity::Unknown(why) => {
+                self.metrics.oauth("key_validate", "unknown");
+                return Recovery::Undecided(format!("cannot validate the API key: {why}"));
+            }
+            datadog::Validity::Invalid => {
+                self.metrics.oauth("key_validate", "invalid");
+                tracing::warn!(tenant = %id, site = %site.domain, "api key refused by datadog; creating a new one");
+            }
+        }
+        let mut forced = false;
+        loop {
+            let token = match self.access_token(id, forced).await {
+                Ok(t) => t,
+                Err(CredentialError::Refresh { error, .. }) if error.is_grant_revoked() => {
+                    // access_token() already moved the tenant to reauth_required.
+                    return Recovery::ReauthRequired(self.get(id).and_then(|e| e.record().reason).unwrap_or_default());
+                }
+                Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
+                Err(e) => return self.needs_reauth(id, &format!("cannot get an access token to create a new API key: {e}")).await,
+            };
+            match self.datadog.create_api_key(site, &token).await {
+                Ok(key) => {
+                    self.metrics.oauth("key_create", "ok");
+                    if let Err(e) = self.record_api_key(id, &key).await {
+                        return Recovery::Undecided(format!("new API key created but not stored: {e}"));
+                    }
+                    tracing::info!(tenant = %id, "new api key created after datadog refused the old one");
+                    return Recovery::NewKey;
+                }
+                Err(datadog::KeyError::Exists) => {
+                    self.metrics.oauth("key_create", "exists");
+                    return self.needs_reauth(id, crate::oauth::KEY_EXISTS_REASON).await;
+                }
+                Err(datadog::KeyError::Forbidden { status }) if !forced => {
+                    // The token may have been revoked early: refresh once and retry.
+                    tracing::info!(tenant = %id, status, "key creation refused; refreshing the token once");
+                    forced = true;
+                }
+                Err(datadog::KeyError::Forbidden { status }) => {
+                    self.metrics.oauth("key_create", "forbidden");
+                    return self
+                        .needs_reauth(
+                            id,
+                            &format!("Datadog refused to create a new API key ({status}): the grant lacks api_keys_write or was revoked; the customer must connect again"),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    self.metrics.oauth("key_create", "unavailable");
+                    return Recovery::Undecided(e.to_string());
+                }
+            }
+        }
+    }
+
+    async fn needs_reauth(&self, id: &str, reason: &str) -> Recovery {
+        tracing::warn!(tenant = %id, reason = %reason, "tenant needs reauthorization; its data is held");
+        if let Err(e) = self.set_state(id, TenantState::ReauthRequired, Some(reason)).await {
+            return Recovery::Undecided(format!("cannot record reauth_required: {e}"));
+        }
+        Recovery::ReauthRequired(reason.to_string())
     }
 
     /// Revokes the tenant's tokens at Datadog, deletes its secrets and marks
@@ -586,5 +720,7 @@ mod tests {
         assert!(matches!(validate_id("a/b"), Err(IdError::BadChar(_, 1))));
         assert!(matches!(validate_id("a b"), Err(IdError::BadChar(_, 1))));
         assert!(matches!(validate_id("é"), Err(IdError::BadChar(_, 0))));
+        assert_eq!(validate_id(".."), Err(IdError::BadStart));
+        assert_eq!(validate_id("-x"), Err(IdError::BadStart));
     }
 }
