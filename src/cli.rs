@@ -82,7 +82,7 @@ pub struct FakedogArgs {
     /// Where to write the generated CA certificate (PEM).
     #[arg(long, value_name = "FILE", default_value = "fakedog-ca.pem")]
     pub ca_out: PathBuf,
-    /// An OAuth client: id=..,secret=..,redirect=..[,redirect=..][,scopes=a+b][,name=..][,test][,owner=ORG].
+    /// An OAuth client: `id=..,secret=..,redirect=..[,redirect=..][,scopes=a+b][,name=..][,test][,owner=ORG]`.
     /// Repeatable. Default: the demo client (demo-client / demo-secret).
     #[arg(long = "client", value_name = "SPEC")]
     pub clients: Vec<String>,

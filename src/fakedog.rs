@@ -6,15 +6,15 @@
 //! - **Every site at once, over TLS.** One HTTPS listener serves every host
 //!   of every Datadog site ([`crate::site::SITES`]: web hosts, custom
 //!   subdomains through wildcard SANs, `api.*`, `http-intake.logs.*`) and
-//!   picks the behaviour from the `Host` header ([`server`]). A CA and a
+//!   picks the behaviour from the `Host` header (`fakedog/server.rs`). A CA and a
 //!   server certificate are made at start; the CA goes to a file for a relay
 //!   (`[datadog] ca_file` + `[datadog.resolve]`, see [`FakeDog::resolve_map`])
 //!   or curl.
-//! - **The OAuth server** ([`oauth`]), **API keys** ([`keys`]) and the
-//!   **intakes** ([`intake`]), each enforcing Datadog's documented rules and
+//! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`) and the
+//!   **intakes** (`intake.rs`), each enforcing Datadog's documented rules and
 //!   answering Datadog's status codes and bodies
 //!   (`shared/reference/datadog-api.md` §1, §2, §4).
-//! - **A plain-HTTP control listener** ([`control`]): inspection, faults and
+//! - **A plain-HTTP control listener** (`control.rs`): inspection, faults and
 //!   fakeintake-compatible routes (reference §6).
 //! - **This test-support API** ([`FakeDog`]) and a scripted [`Browser`].
 //!
@@ -91,8 +91,8 @@ pub enum FakeDogError {
     },
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("invalid command-line value: {0}")]
-    Cli(String),
+    #[error("cannot build an HTTP client trusting fakedog: {0}")]
+    HttpClient(String),
 }
 
 /// An OAuth client as registered in Datadog's Developer Platform.
@@ -561,7 +561,7 @@ impl FakeDog {
     /// of [`FakeDog::resolve_map`] to fakedog and follows no redirects.
     pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, FakeDogError> {
         let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes())
-            .map_err(|e| FakeDogError::Cli(e.to_string()))?;
+            .map_err(|e| FakeDogError::HttpClient(e.to_string()))?;
         let mut b = reqwest::Client::builder()
             .tls_certs_only([ca])
             .no_proxy()

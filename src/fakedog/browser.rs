@@ -194,9 +194,17 @@ impl Browser {
 }
 
 fn request_error(url: &str, e: &reqwest::Error) -> BrowserError {
+    // The error and its sources: reqwest's own text rarely names the cause.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
     BrowserError::Request {
         url: url.to_string(),
-        message: crate::datadog::describe(e),
+        message,
     }
 }
 

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -77,6 +78,12 @@ impl IntoResponse for ControlError {
 }
 
 type Answer = Result<Json<Value>, ControlError>;
+
+/// Parses a JSON body whatever its content type (curl's `-d` sends a form type).
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::BadRequest(format!("invalid {what}: {e}")))
+}
 type Shr = AxState<Arc<Shared>>;
 
 /// Builds the control router.
@@ -244,9 +251,8 @@ async fn faults(AxState(s): Shr) -> Json<Value> {
     Json(json!(s.lock().faults))
 }
 
-async fn add_fault(AxState(s): Shr, body: axum::body::Bytes) -> Answer {
-    let fault: Fault = serde_json::from_slice(&body)
-        .map_err(|e| ControlError::BadRequest(format!("invalid fault: {e}")))?;
+async fn add_fault(AxState(s): Shr, body: Bytes) -> Answer {
+    let fault: Fault = parse(&body, "fault")?;
     let id = s.lock().add_fault(fault)?;
     Ok(Json(json!({ "id": id })))
 }
@@ -269,9 +275,8 @@ struct NewOrg {
     id: Option<String>,
 }
 
-async fn create_org(AxState(s): Shr, body: axum::body::Bytes) -> Answer {
-    let o: NewOrg = serde_json::from_slice(&body)
-        .map_err(|e| ControlError::BadRequest(format!("invalid org: {e}")))?;
+async fn create_org(AxState(s): Shr, body: Bytes) -> Answer {
+    let o: NewOrg = parse(&body, "org")?;
     let site = Site::by_name_or_domain(&o.site)
         .ok_or_else(|| ControlError::BadRequest(format!("unknown Datadog site {}", o.site)))?;
     let org = s.lock().add_org(&o.name, site, o.id)?;
@@ -302,9 +307,8 @@ async fn clients(AxState(s): Shr) -> Json<Value> {
     Json(json!(clients))
 }
 
-async fn register_client(AxState(s): Shr, body: axum::body::Bytes) -> Answer {
-    let spec: ClientSpec = serde_json::from_slice(&body)
-        .map_err(|e| ControlError::BadRequest(format!("invalid client: {e}")))?;
+async fn register_client(AxState(s): Shr, body: Bytes) -> Answer {
+    let spec: ClientSpec = parse(&body, "client")?;
     let id = spec.id.clone();
     s.lock().add_client(spec.into_client())?;
     Ok(Json(json!({ "status": "ok", "id": id })))
@@ -322,7 +326,8 @@ struct Seconds {
     seconds: u64,
 }
 
-async fn token_ttl(AxState(s): Shr, Json(b): Json<Seconds>) -> Answer {
+async fn token_ttl(AxState(s): Shr, body: Bytes) -> Answer {
+    let b: Seconds = parse(&body, "body (expected {\"seconds\": N})")?;
     if b.seconds == 0 {
         return Err(ControlError::BadRequest(
             "seconds must be at least 1".into(),
@@ -337,9 +342,10 @@ struct Auto {
     auto: bool,
 }
 
-async fn consent(AxState(s): Shr, Json(b): Json<Auto>) -> Json<Value> {
+async fn consent(AxState(s): Shr, body: Bytes) -> Answer {
+    let b: Auto = parse(&body, "body (expected {\"auto\": true|false})")?;
     s.lock().auto_consent = b.auto;
-    Json(json!({ "status": "ok" }))
+    Ok(Json(json!({ "status": "ok" })))
 }
 
 #[derive(Deserialize)]
@@ -347,15 +353,20 @@ struct Login {
     org: Option<String>,
 }
 
-async fn login(AxState(s): Shr, Json(b): Json<Login>) -> Answer {
+async fn login(AxState(s): Shr, body: Bytes) -> Answer {
+    let b: Login = parse(
+        &body,
+        "body (expected {\"org\": \"<id or name>\"} or {\"org\": null})",
+    )?;
     s.lock().set_login(b.org.as_deref())?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
-async fn advance(AxState(s): Shr, Json(b): Json<Seconds>) -> Json<Value> {
+async fn advance(AxState(s): Shr, body: Bytes) -> Answer {
+    let b: Seconds = parse(&body, "body (expected {\"seconds\": N})")?;
     let mut st = s.lock();
     st.advance(Duration::from_secs(b.seconds));
-    Json(json!({ "clock_unix": st.now_unix() }))
+    Ok(Json(json!({ "clock_unix": st.now_unix() })))
 }
 
 #[derive(Deserialize)]
@@ -423,7 +434,7 @@ async fn routestats(AxState(s): Shr) -> Json<Value> {
     Json(json!({ "routes": routes }))
 }
 
-async fn configure_override(AxState(s): Shr, body: axum::body::Bytes) -> Response {
+async fn configure_override(AxState(s): Shr, body: Bytes) -> Response {
     let o: Override = match serde_json::from_slice(&body) {
         Ok(o) => o,
         Err(e) => {

@@ -158,8 +158,9 @@ impl State {
         );
         *self.rec.keys_created.entry(org.id.clone()).or_default() += 1;
         tracing::info!(org = %org.id, client = %grant.client_id, "fakedog created a marketplace api key");
-        // Datadog names the user who authorized; fakedog has one user per org.
-        let user = serde_json::json!({"data": {"type": "users", "id": org.id}});
+        // Datadog names the user who authorized; fakedog has no users, so
+        // each key gets a fresh user id.
+        let user = serde_json::json!({"data": {"type": "users", "id": uuid()}});
         Ok(serde_json::json!({
             "data": {
                 "type": "api_keys",

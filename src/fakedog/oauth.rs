@@ -834,7 +834,7 @@ impl State {
             c.used = true;
             c.grant = Some(grant);
         }
-        tracing::info!(client, org = %org.id, host = %target.host, "fakedog exchanged a code");
+        tracing::info!(client = %client, org = %org.id, host = %target.host, "fakedog exchanged a code");
         Ok(self.issue_tokens(grant))
     }
 

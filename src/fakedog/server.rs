@@ -36,7 +36,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// True when `site`'s own web host is US1's app host, the region picker.
+    /// True for US1's app host, `app.datadoghq.com`: the region picker.
     pub(crate) fn is_region_picker(&self) -> bool {
         self.role == HostRole::Web && self.host == crate::site::us1().web_host
     }

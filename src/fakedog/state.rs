@@ -523,7 +523,7 @@ impl State {
         detail: impl Into<String>,
     ) {
         let detail = detail.into();
-        tracing::debug!(?kind, host, path, detail = %detail, "fakedog violation");
+        tracing::warn!(?kind, host, path, detail = %detail, "fakedog recorded a violation of datadog's rules");
         self.rec.violations.push(Violation {
             kind,
             host: host.to_string(),

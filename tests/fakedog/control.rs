@@ -19,11 +19,13 @@ async fn get(w: &World, path: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// POSTs JSON the way `curl -d` does (with a form content type).
 async fn post(w: &World, path: &str, body: Value) -> (StatusCode, Value) {
     json_of(
         plain()
             .post(format!("{}{path}", w.fd.control_url()))
-            .json(&body)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
             .send()
             .await
             .unwrap(),
