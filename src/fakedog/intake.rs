@@ -176,10 +176,12 @@ pub(crate) async fn submit(
     };
     let body = match axum::body::to_bytes(body, READ_CAP).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) if is_length_limit(&e) => {
             let r = Reject::TooLarge(format!("Payload too large: over {READ_CAP} bytes"));
             return refuse(&shared, &target, endpoint, &org, r);
         }
+        // The client went away mid-body: nothing to answer that it will read.
+        Err(_) => return error_response(endpoint, StatusCode::BAD_REQUEST, "Incomplete body"),
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -235,6 +237,18 @@ pub(crate) async fn submit(
         Endpoint::SeriesV1 | Endpoint::CheckRun => serde_json::json!({"status": "ok"}),
     };
     json(StatusCode::ACCEPTED, body)
+}
+
+/// True when reading the body stopped at [`READ_CAP`].
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() || c.to_string().contains("length limit") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn refuse(shared: &Shared, target: &Target, endpoint: Endpoint, org: &str, r: Reject) -> Response {
@@ -1049,6 +1063,14 @@ mod tests {
         assert!(run(Endpoint::CheckRun, no_tags).is_err());
         let bad_status = r#"[{"check":"app.ok","host_name":"h","status":7,"tags":[]}]"#;
         assert!(run(Endpoint::CheckRun, bad_status).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_read_cap_is_recognised() {
+        let e = axum::body::to_bytes(Body::from(vec![0u8; 10]), 5)
+            .await
+            .unwrap_err();
+        assert!(is_length_limit(&e));
     }
 
     #[test]
