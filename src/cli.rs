@@ -2,13 +2,16 @@
 //! `anyhow` lives here and in `main.rs` only; library modules return typed
 //! errors.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::fakedog::{FakeDog, Options};
 use crate::telemetry;
 
 /// ddrelay: connect your customers' Datadog accounts through OAuth and
@@ -48,6 +51,9 @@ pub enum Command {
         #[command(subcommand)]
         action: TenantsAction,
     },
+    /// Run fakedog, a local Datadog emulator (every site over HTTPS: OAuth,
+    /// API keys, intakes) to rehearse the OAuth flow offline. See docs/fakedog.md.
+    Fakedog(FakedogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +76,40 @@ pub enum TenantsAction {
     },
 }
 
+/// `ddrelay fakedog` options.
+#[derive(Debug, clap::Args)]
+pub struct FakedogArgs {
+    /// HTTPS listener serving every Datadog hostname.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP control listener (inspection, faults, fakeintake API).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9444")]
+    pub control: SocketAddr,
+    /// Where to write the generated CA certificate (PEM).
+    #[arg(long, value_name = "FILE", default_value = "fakedog-ca.pem")]
+    pub ca_out: PathBuf,
+    /// An OAuth client: `id=..,secret=..,redirect=..[,redirect=..][,scopes=a+b][,name=..][,test][,owner=ORG]`.
+    /// Repeatable. Default: the demo client (demo-client / demo-secret).
+    #[arg(long = "client", value_name = "SPEC")]
+    pub clients: Vec<String>,
+    /// An organization: name=..,site=datadoghq.eu[,id=..]. Repeatable.
+    /// Default: one org per Datadog site.
+    #[arg(long = "org", value_name = "SPEC")]
+    pub orgs: Vec<String>,
+    /// Skip the consent page (authorize redirects at once).
+    #[arg(long)]
+    pub auto_consent: bool,
+    /// Validate and count only; keep no items (benchmarks).
+    #[arg(long)]
+    pub counting: bool,
+    /// Access-token lifetime, e.g. 1h, 90s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub token_ttl: Duration,
+    /// Log level (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run_blocking(config),
         Command::Tenants { config, action } => crate::ops::tenants(&config, action),
         Command::Healthcheck { url } => crate::ops::healthcheck(&url),
+        Command::Fakedog(args) => fakedog_blocking(args),
     }
 }
 
@@ -139,6 +180,74 @@ async fn run(path: PathBuf, config: Config, log: telemetry::LogHandle) -> anyhow
     let reloader = app.reloader();
     spawn_reload_on_sighup(path, reloader)?;
     app.run(terminate_signal()).await
+}
+
+fn fakedog_blocking(args: FakedogArgs) -> ExitCode {
+    if args.token_ttl.is_zero() {
+        eprintln!("error: --token-ttl must be more than zero");
+        return ExitCode::FAILURE;
+    }
+    let options = Options {
+        listen: args.listen,
+        control: args.control,
+        ca_out: Some(args.ca_out),
+        auto_consent: args.auto_consent,
+        counting: args.counting,
+        token_ttl: args.token_ttl,
+        ..Options::default()
+    }
+    .with_cli_specs(&args.clients, &args.orgs);
+    let options = match options {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init_logging(&LogConfig {
+        level: args.log_level,
+        format: LogFormat::Text,
+    });
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let fakedog = match FakeDog::start(options).await {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Listen for the signals before printing: whoever reads the banner
+        // may signal at once.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        {
+            use std::io::Write as _;
+            // A closed stdout (a pipe whose reader left) must not stop fakedog.
+            let _ = writeln!(std::io::stdout().lock(), "{}", fakedog.banner());
+        }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("sigterm received, stopping fakedog"),
+            _ = int.recv() => tracing::info!("interrupt received, stopping fakedog"),
+        }
+        fakedog.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -16,6 +16,8 @@
 //! - [`admin`]: the `/v1` admin API.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
+//! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
+//!   keys, intakes, faults) behind `ddrelay fakedog` and every test.
 //! - [`shutdown`]: the shutdown signal.
 //!
 //! See ARCHITECTURE.md for the data flow and what each module may know.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datadog;
+pub mod fakedog;
 pub mod oauth;
 pub mod ops;
 pub mod secret;

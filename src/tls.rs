@@ -85,6 +85,8 @@ impl Authority {
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves. Each
 /// request carries its TLS server name (SNI) as a [`ServerName`] extension.
+/// A response carrying the [`Abort`] extension is never sent: the connection
+/// (HTTP/1.1) or the stream (HTTP/2) is dropped instead.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -121,7 +123,17 @@ pub async fn serve(
                     req.extensions_mut().insert(ServerName(sni.clone()));
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
-                    router.clone().oneshot(req)
+                    let response = router.clone().oneshot(req);
+                    async move {
+                        let response = match response.await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        };
+                        if response.extensions().get::<Abort>().is_some() {
+                            return Err(Aborted);
+                        }
+                        Ok(response)
+                    }
                 },
             );
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -130,6 +142,17 @@ pub async fn serve(
         });
     }
 }
+
+/// A response extension: instead of sending the response, drop the
+/// connection (HTTP/1.1) or reset the stream (HTTP/2). fakedog uses it to
+/// emulate a connection lost mid-request.
+#[derive(Debug, Clone, Copy)]
+pub struct Abort;
+
+/// The service error that makes hyper drop the connection for [`Abort`].
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose")]
+struct Aborted;
 
 /// The TLS server name the client asked for.
 #[derive(Debug, Clone)]
