@@ -150,11 +150,20 @@ fn print_table(body: &serde_json::Value) {
 
 /// `ddrelay healthcheck`: GET `url`, exit 0 on 200.
 pub fn healthcheck(url: &str) -> ExitCode {
-    let Ok(rt) = runtime() else { return ExitCode::FAILURE };
+    let Ok(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
     let result = rt.block_on(async {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
         let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", resp.status())) }
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", resp.status()))
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -465,9 +465,11 @@ impl Tenants {
             // Someone refreshed while we waited: use their token while it is
             // still valid, even inside the refresh-ahead margin (short-lived
             // tokens must not make every waiter refresh again).
-            let refreshed_here = entry.refreshes.load(std::sync::atomic::Ordering::SeqCst) != generation;
+            let refreshed_here =
+                entry.refreshes.load(std::sync::atomic::Ordering::SeqCst) != generation;
             let refreshed_elsewhere = seen.as_ref().is_some_and(|(t, _)| t != token);
-            let refreshed_meanwhile = (refreshed_here || refreshed_elsewhere) && exp - now() > MIN_REMAINING;
+            let refreshed_meanwhile =
+                (refreshed_here || refreshed_elsewhere) && exp - now() > MIN_REMAINING;
             if refreshed_meanwhile || (!force && fresh(exp)) {
                 *entry.access.write() = Some((token.clone(), exp));
                 return Ok(token.clone());
@@ -507,7 +509,9 @@ impl Tenants {
                         message: e.to_string(),
                     })?;
                 *entry.access.write() = Some((tokens.access_token.clone(), exp));
-                entry.refreshes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                entry
+                    .refreshes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = self.reload_one(id).await;
                 self.metrics.oauth("refresh", "ok");
                 tracing::info!(tenant = %id, rotated = tokens.refresh_token.is_some(), "access token refreshed");
@@ -564,7 +568,12 @@ impl Tenants {
             return Recovery::AlreadyReplaced;
         }
         if entry.state() != TenantState::Connected {
-            return Recovery::ReauthRequired(entry.record().reason.unwrap_or_else(|| "tenant is not connected".into()));
+            return Recovery::ReauthRequired(
+                entry
+                    .record()
+                    .reason
+                    .unwrap_or_else(|| "tenant is not connected".into()),
+            );
         }
         let Some(site) = entry.site() else {
             return Recovery::Undecided("tenant has no site".into());
@@ -589,16 +598,29 @@ impl Tenants {
                 Ok(t) => t,
                 Err(CredentialError::Refresh { error, .. }) if error.is_grant_revoked() => {
                     // access_token() already moved the tenant to reauth_required.
-                    return Recovery::ReauthRequired(self.get(id).and_then(|e| e.record().reason).unwrap_or_default());
+                    return Recovery::ReauthRequired(
+                        self.get(id)
+                            .and_then(|e| e.record().reason)
+                            .unwrap_or_default(),
+                    );
                 }
                 Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
-                Err(e) => return self.needs_reauth(id, &format!("cannot get an access token to create a new API key: {e}")).await,
+                Err(e) => {
+                    return self
+                        .needs_reauth(
+                            id,
+                            &format!("cannot get an access token to create a new API key: {e}"),
+                        )
+                        .await;
+                }
             };
             match self.datadog.create_api_key(site, &token).await {
                 Ok(key) => {
                     self.metrics.oauth("key_create", "ok");
                     if let Err(e) = self.record_api_key(id, &key).await {
-                        return Recovery::Undecided(format!("new API key created but not stored: {e}"));
+                        return Recovery::Undecided(format!(
+                            "new API key created but not stored: {e}"
+                        ));
                     }
                     tracing::info!(tenant = %id, "new api key created after datadog refused the old one");
                     return Recovery::NewKey;
@@ -631,7 +653,10 @@ impl Tenants {
 
     async fn needs_reauth(&self, id: &str, reason: &str) -> Recovery {
         tracing::warn!(tenant = %id, reason = %reason, "tenant needs reauthorization; its data is held");
-        if let Err(e) = self.set_state(id, TenantState::ReauthRequired, Some(reason)).await {
+        if let Err(e) = self
+            .set_state(id, TenantState::ReauthRequired, Some(reason))
+            .await
+        {
             return Recovery::Undecided(format!("cannot record reauth_required: {e}"));
         }
         Recovery::ReauthRequired(reason.to_string())

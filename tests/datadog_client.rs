@@ -19,29 +19,49 @@ use ddrelay::tls::{Authority, ServerName};
 /// A TLS server with a certificate for `names`; answers `/api/v1/validate`
 /// with the Host header and SNI it saw.
 async fn server(ca: &Authority, names: &[&str]) -> SocketAddr {
-    let config = ca.server_config(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let config = ca
+        .server_config(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = Router::new().route(
         "/api/v1/validate",
-        get(|uri: axum::http::Uri, headers: HeaderMap, axum::Extension(sni): axum::Extension<ServerName>| async move {
-            // HTTP/1.1 carries the host in `Host`, HTTP/2 in the `:authority` (the URI).
-            let host = headers
-                .get("host")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| uri.host().map(str::to_string))
-                .unwrap_or_default();
-            let key = headers.get("dd-api-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let valid = key == "good-key" && host == "api.datadoghq.eu" && sni.0.as_deref() == Some("api.datadoghq.eu");
-            if valid {
-                (axum::http::StatusCode::OK, "{\"valid\":true}")
-            } else {
-                (axum::http::StatusCode::FORBIDDEN, "{\"errors\":[\"Forbidden\"]}")
-            }
-        }),
+        get(
+            |uri: axum::http::Uri,
+             headers: HeaderMap,
+             axum::Extension(sni): axum::Extension<ServerName>| async move {
+                // HTTP/1.1 carries the host in `Host`, HTTP/2 in the `:authority` (the URI).
+                let host = headers
+                    .get("host")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| uri.host().map(str::to_string))
+                    .unwrap_or_default();
+                let key = headers
+                    .get("dd-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let valid = key == "good-key"
+                    && host == "api.datadoghq.eu"
+                    && sni.0.as_deref() == Some("api.datadoghq.eu");
+                if valid {
+                    (axum::http::StatusCode::OK, "{\"valid\":true}")
+                } else {
+                    (
+                        axum::http::StatusCode::FORBIDDEN,
+                        "{\"errors\":[\"Forbidden\"]}",
+                    )
+                }
+            },
+        ),
     );
-    tokio::spawn(ddrelay::tls::serve(listener, config, router, std::future::pending()));
+    tokio::spawn(ddrelay::tls::serve(
+        listener,
+        config,
+        router,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -51,7 +71,10 @@ fn client(ca: &Authority, dir: &tempfile::TempDir, resolve: &[(&str, SocketAddr)
     let config = DatadogConfig {
         allowed_sites: AllowedSites::default(),
         ca_file: Some(ca_file),
-        resolve: resolve.iter().map(|(h, a)| (h.to_string(), *a)).collect::<BTreeMap<_, _>>(),
+        resolve: resolve
+            .iter()
+            .map(|(h, a)| (h.to_string(), *a))
+            .collect::<BTreeMap<_, _>>(),
     };
     Client::new(&config).unwrap()
 }
@@ -65,8 +88,14 @@ async fn resolve_pins_the_real_hostname_to_a_local_tls_server() {
     let c = client(&ca, &dir, &[("api.datadoghq.eu", addr)]);
     // The server only says valid when Host and SNI are the real name and the
     // request arrived at its (random) port: the resolve port was honoured.
-    assert_eq!(c.validate_key(eu, &Secret::new("good-key")).await, Validity::Valid);
-    assert_eq!(c.validate_key(eu, &Secret::new("bad-key")).await, Validity::Invalid);
+    assert_eq!(
+        c.validate_key(eu, &Secret::new("good-key")).await,
+        Validity::Valid
+    );
+    assert_eq!(
+        c.validate_key(eu, &Secret::new("bad-key")).await,
+        Validity::Invalid
+    );
 }
 
 #[tokio::test]
@@ -78,7 +107,10 @@ async fn a_certificate_for_another_name_is_rejected() {
     let eu = Site::by_domain("datadoghq.eu").unwrap();
     let c = client(&ca, &dir, &[("api.datadoghq.eu", addr)]);
     match c.validate_key(eu, &Secret::new("good-key")).await {
-        Validity::Unknown(why) => assert!(why.to_lowercase().contains("certificate") || why.contains("NotValidForName"), "{why}"),
+        Validity::Unknown(why) => assert!(
+            why.to_lowercase().contains("certificate") || why.contains("NotValidForName"),
+            "{why}"
+        ),
         other => panic!("expected a TLS failure, got {other:?}"),
     }
 }
@@ -91,5 +123,8 @@ async fn an_untrusted_ca_is_rejected() {
     let addr = server(&ca, &["api.datadoghq.eu"]).await;
     let eu = Site::by_domain("datadoghq.eu").unwrap();
     let c = client(&other, &dir, &[("api.datadoghq.eu", addr)]);
-    assert!(matches!(c.validate_key(eu, &Secret::new("good-key")).await, Validity::Unknown(_)));
+    assert!(matches!(
+        c.validate_key(eu, &Secret::new("good-key")).await,
+        Validity::Unknown(_)
+    ));
 }

@@ -10,7 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn write_config(dir: &Path, data_dir: &str, public: u16, api: u16) -> std::path::PathBuf {
@@ -65,7 +69,10 @@ fn wait_started(child: &mut std::process::Child) -> BufReader<std::process::Chil
 }
 
 fn get(url: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let r = reqwest::get(url).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
@@ -76,7 +83,12 @@ fn get(url: &str) -> (u16, String) {
 fn serves_health_and_metrics_then_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
-    let cfg = write_config(dir.path(), dir.path().join("data").to_str().unwrap(), free_port(), api);
+    let cfg = write_config(
+        dir.path(),
+        dir.path().join("data").to_str().unwrap(),
+        free_port(),
+        api,
+    );
     let mut child = command(&cfg).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = wait_started(&mut child);
     let (s, body) = get(&format!("http://127.0.0.1:{api}/healthz"));
@@ -91,7 +103,10 @@ fn serves_health_and_metrics_then_drains_on_sigterm() {
     assert_eq!(get(&format!("http://127.0.0.1:{api}/v1/tenants")).0, 401);
 
     // SIGHUP reloads: the generation increments.
-    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, body) = get(&format!("http://127.0.0.1:{api}/healthz"));
@@ -103,7 +118,10 @@ fn serves_health_and_metrics_then_drains_on_sigterm() {
         std::thread::yield_now();
     }
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     let mut rest = String::new();
@@ -117,11 +135,19 @@ fn a_taken_port_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = write_config(dir.path(), dir.path().join("data").to_str().unwrap(), free_port(), port);
+    let cfg = write_config(
+        dir.path(),
+        dir.path().join("data").to_str().unwrap(),
+        free_port(),
+        port,
+    );
     let out = command(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.api_listen") && err.contains(&port.to_string()), "{err}");
+    assert!(
+        err.contains("server.api_listen") && err.contains(&port.to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,9 +155,17 @@ fn an_unusable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let cfg = write_config(dir.path(), file.join("sub").to_str().unwrap(), free_port(), free_port());
+    let cfg = write_config(
+        dir.path(),
+        file.join("sub").to_str().unwrap(),
+        free_port(),
+        free_port(),
+    );
     let out = command(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("storage.data_dir") && err.contains("not-a-dir"), "{err}");
+    assert!(
+        err.contains("storage.data_dir") && err.contains("not-a-dir"),
+        "{err}"
+    );
 }

@@ -8,10 +8,16 @@ use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::store::{Connection, Flow, Store, StoreError, TenantState};
 use sqlx::Connection as _;
 
+type Reopen = Box<
+    dyn Fn(
+        MasterKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Store, StoreError>>>>,
+>;
+
 struct Backend {
     store: Store,
     key: MasterKey,
-    reopen: Box<dyn Fn(MasterKey) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Store, StoreError>>>>>,
+    reopen: Reopen,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -35,13 +41,19 @@ async fn sqlite() -> Backend {
 /// A fresh PostgreSQL database, or None when no server is configured.
 pub async fn postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("DDRELAY_TEST_POSTGRES") else {
-        assert!(std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(), "DDRELAY_TEST_POSTGRES is required");
+        assert!(
+            std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(),
+            "DDRELAY_TEST_POSTGRES is required"
+        );
         eprintln!("skipping PostgreSQL: DDRELAY_TEST_POSTGRES is not set");
         return None;
     };
     let name = format!("ddrelay_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let mut url = url::Url::parse(&admin_url).unwrap();
     url.set_path(&format!("/{name}"));
     Some(url.to_string())
@@ -91,30 +103,71 @@ async fn lifecycle_on_every_backend() {
     for (name, b) in backends().await {
         let s = &b.store;
         s.touch_pending("t1", 1).await.unwrap();
-        assert_eq!(s.tenant("t1").await.unwrap().unwrap().state, TenantState::Pending, "{name}");
-        s.save_connection("t1", &connection("org-1"), 2).await.unwrap();
+        assert_eq!(
+            s.tenant("t1").await.unwrap().unwrap().state,
+            TenantState::Pending,
+            "{name}"
+        );
+        s.save_connection("t1", &connection("org-1"), 2)
+            .await
+            .unwrap();
         let t = s.tenant("t1").await.unwrap().unwrap();
         assert!(t.has_api_key && t.has_refresh_token, "{name}");
         assert_eq!(t.api_key_last4.as_deref(), Some("1234"), "{name}");
-        s.save_tokens("t1", &Secret::new("access-2"), 500, Some(&Secret::new("refresh-2")), 3).await.unwrap();
+        s.save_tokens(
+            "t1",
+            &Secret::new("access-2"),
+            500,
+            Some(&Secret::new("refresh-2")),
+            3,
+        )
+        .await
+        .unwrap();
         let c = s.credentials("t1").await.unwrap();
         assert_eq!(c.refresh_token.unwrap().expose(), "refresh-2", "{name}");
         assert_eq!(c.access_expires_at, Some(500), "{name}");
-        s.set_state("t1", TenantState::ReauthRequired, Some("why"), 4).await.unwrap();
+        s.set_state("t1", TenantState::ReauthRequired, Some("why"), 4)
+            .await
+            .unwrap();
         let t = s.tenant("t1").await.unwrap().unwrap();
-        assert_eq!((t.state, t.reason.as_deref()), (TenantState::ReauthRequired, Some("why")), "{name}");
+        assert_eq!(
+            (t.state, t.reason.as_deref()),
+            (TenantState::ReauthRequired, Some("why")),
+            "{name}"
+        );
         let v = t.version;
         s.touch_pending("t2", 5).await.unwrap();
         let changed = s.tenants_changed_since(v).await.unwrap();
-        assert_eq!(changed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), vec!["t2"], "{name}");
-        assert_eq!(s.tenant_for_org("org-1", "t2").await.unwrap().as_deref(), Some("t1"), "{name}");
+        assert_eq!(
+            changed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            vec!["t2"],
+            "{name}"
+        );
+        assert_eq!(
+            s.tenant_for_org("org-1", "t2").await.unwrap().as_deref(),
+            Some("t1"),
+            "{name}"
+        );
         s.disconnect("t1", "bye", 6).await.unwrap();
-        assert!(s.credentials("t1").await.unwrap().api_key.is_none(), "{name}");
+        assert!(
+            s.credentials("t1").await.unwrap().api_key.is_none(),
+            "{name}"
+        );
         let counts = s.count_by_state().await.unwrap();
-        assert!(counts.contains(&(TenantState::Disconnected, 1)) && counts.contains(&(TenantState::Pending, 1)), "{name}: {counts:?}");
+        assert!(
+            counts.contains(&(TenantState::Disconnected, 1))
+                && counts.contains(&(TenantState::Pending, 1)),
+            "{name}: {counts:?}"
+        );
         s.close().await;
         // Reopening with another key is refused; with the right key it works.
-        assert!(matches!((b.reopen)(MasterKey::generate()).await, Err(StoreError::WrongMasterKey)), "{name}");
+        assert!(
+            matches!(
+                (b.reopen)(MasterKey::generate()).await,
+                Err(StoreError::WrongMasterKey)
+            ),
+            "{name}"
+        );
         let again = (b.reopen)(b.key.clone()).await.unwrap();
         assert_eq!(again.tenants().await.unwrap().len(), 2, "{name}");
     }
