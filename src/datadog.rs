@@ -99,6 +99,8 @@ impl TokenError {
     /// the customer must authorize again.
     pub fn is_grant_revoked(&self) -> bool {
         match self {
+            // A wrong client secret is our problem, not a revoked grant.
+            TokenError::Refused { error, .. } if error == "invalid_client" => false,
             TokenError::Refused { status, error, .. } => {
                 error == "invalid_grant" || *status == 401 || error == "unauthorized_client"
             }

@@ -15,6 +15,7 @@
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
 //! - [`admin`]: the `/v1` admin API.
 //! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
 //! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
 //!   keys, intakes, faults) behind `ddrelay fakedog` and every test.
@@ -31,6 +32,7 @@ pub mod datadog;
 pub mod fakedog;
 pub mod oauth;
 pub mod ops;
+pub mod sandbox;
 pub mod secret;
 pub mod shutdown;
 pub mod site;

@@ -1,0 +1,271 @@
+//! A relay wired to fakedog on loopback: the real [`App`], configured
+//! through a real TOML file, trusting fakedog's CA and pinning every Datadog
+//! hostname to fakedog with `[datadog.resolve]`. `ddrelay demo`, the
+//! benchmarks and the integration tests all start the product this way, so
+//! none of them needs a Datadog account and all of them run the production
+//! code paths (TLS, real hostnames, the OAuth round trip through a browser).
+//!
+//! The relay's `redirect_uri` is `http://relay.test/oauth/callback`; the
+//! scripted browser resolves `relay.test` to the relay's public listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::{App, Reloader, Shared};
+use crate::codec;
+use crate::config::Config;
+use crate::fakedog::{ClientSpec, FakeDog, Page};
+use crate::site::{Encoding, Endpoint};
+
+/// The OAuth client the sandbox relay uses (registered at fakedog).
+pub const CLIENT_ID: &str = "ddrelay-sandbox-client";
+/// Its secret (fakedog's, not a real one).
+pub const CLIENT_SECRET: &str = "ddrelay-sandbox-client-secret";
+/// The relay's redirect URI host, resolved by the scripted browser.
+pub const RELAY_HOST: &str = "relay.test";
+/// The sandbox relay's admin token.
+pub const ADMIN_TOKEN: &str = "ddrelay-sandbox-admin-token";
+
+/// The redirect URI registered for the sandbox client.
+pub fn redirect_uri() -> String {
+    format!("http://{RELAY_HOST}/oauth/callback")
+}
+
+/// Registers the sandbox client at `dog` (idempotent per fakedog).
+pub fn register_client(dog: &FakeDog) -> anyhow::Result<()> {
+    if dog.clients().iter().any(|c| c.id == CLIENT_ID) {
+        return Ok(());
+    }
+    dog.register_client(
+        ClientSpec::new(CLIENT_ID, CLIENT_SECRET, redirect_uri()).named("ddrelay sandbox"),
+    )?;
+    Ok(())
+}
+
+/// The relay's configuration file for `dog`, with `extra` TOML appended
+/// (extra sections, e.g. `[delivery]`; keys of `[oauth]`, `[server]`,
+/// `[storage]` and `[datadog]` are set here).
+pub fn config_text(dog: &FakeDog, data_dir: &Path, master_key: &str, extra: &str) -> String {
+    let mut resolve = String::new();
+    for (host, addr) in dog.resolve_map() {
+        resolve.push_str(&format!("\"{host}\" = \"{addr}\"\n"));
+    }
+    format!(
+        r#"# written by ddrelay's sandbox: a relay wired to fakedog
+[oauth]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+redirect_uri = "{redirect}"
+
+[server]
+public_listen = "127.0.0.1:0"
+api_listen = "127.0.0.1:0"
+admin_token = "{ADMIN_TOKEN}"
+
+[storage]
+data_dir = "{data_dir}"
+master_key = "{master_key}"
+
+[datadog]
+ca_file = "{ca}"
+
+[datadog.resolve]
+{resolve}
+{extra}
+"#,
+        redirect = redirect_uri(),
+        data_dir = data_dir.display(),
+        ca = dog.ca_file().display(),
+    )
+}
+
+/// A running relay.
+pub struct Relay {
+    pub api: SocketAddr,
+    pub public: SocketAddr,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    shared: Arc<Shared>,
+    reloader: Reloader,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("api", &self.api)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the master key kept beside a sandbox data dir, or makes one.
+fn master_key_for(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("master.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        return Ok(k.trim().to_string());
+    }
+    let key = crate::secret::MasterKey::generate().to_base64();
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&path, key.expose())?;
+    Ok(key.expose().to_string())
+}
+
+impl Relay {
+    /// Starts a relay in `dir` (its config file, master key and data dir
+    /// live there; starting again in the same dir finds its queue and store).
+    pub async fn start(dog: &FakeDog, dir: &Path, extra_toml: &str) -> anyhow::Result<Relay> {
+        register_client(dog)?;
+        let data_dir = dir.join("data");
+        let key = master_key_for(dir)?;
+        let config_path = dir.join("ddrelay.toml");
+        std::fs::write(&config_path, config_text(dog, &data_dir, &key, extra_toml))?;
+        let config =
+            Config::load_with_env(&config_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let app = App::build(config).await.context("building the relay")?;
+        let (api, public) = (app.api_addr(), app.public_addr());
+        let shared = app.shared();
+        let reloader = app.reloader();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        Ok(Relay {
+            api,
+            public,
+            config_path,
+            data_dir,
+            shared,
+            reloader,
+            stop: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// `http://<api_listen><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// Calls the admin API; returns status and JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+
+    /// Asks for an authorize URL for `tenant` (optionally at `site`).
+    pub async fn authorize_url(&self, tenant: &str, site: Option<&str>) -> anyhow::Result<String> {
+        let body = site.map(|s| serde_json::json!({ "site": s }));
+        let (status, v) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{tenant}/connect"),
+                body,
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "connect answered {status}: {v}");
+        v["authorize_url"]
+            .as_str()
+            .map(str::to_string)
+            .context("no authorize_url")
+    }
+
+    /// Connects `tenant` to fakedog org `org` the way a customer does: the
+    /// partner asks for an authorize URL, the browser follows it, clicks
+    /// Authorize on fakedog's consent page and lands on the relay's callback.
+    pub async fn connect(
+        &self,
+        dog: &FakeDog,
+        tenant: &str,
+        site: Option<&str>,
+        org: &str,
+    ) -> anyhow::Result<Page> {
+        dog.login(org)?;
+        let url = self.authorize_url(tenant, site).await?;
+        let browser = dog.browser(&[(RELAY_HOST, self.public)])?;
+        Ok(browser.authorize(&url).await?)
+    }
+
+    /// Sends an ingest request for `tenant`, compressed with `encoding`.
+    pub async fn send(
+        &self,
+        tenant: &str,
+        endpoint: Endpoint,
+        body: &[u8],
+        encoding: Encoding,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut req = self
+            .http
+            .post(self.url(endpoint.path()))
+            .header("DD-API-KEY", tenant)
+            .header("Content-Type", "application/json")
+            .body(codec::compress(encoding, 1, body));
+        if let Some(token) = match encoding {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Deflate => Some("deflate"),
+            Encoding::Zstd => Some("zstd"),
+        } {
+            req = req.header("Content-Encoding", token);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+
+    /// Stops the relay (drains) and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
