@@ -10,6 +10,8 @@
 //! - [`store`]: tenants, sealed credentials and pending OAuth flows
 //!   (SQLite by default, PostgreSQL for several replicas).
 //! - [`codec`]: bounded decompression and compression of bodies.
+//! - [`queue`]: the durable on-disk queue between ingest and delivery
+//!   (group commit, crash recovery, quotas, compaction).
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datadog;
+pub mod queue;
 pub mod secret;
 pub mod shutdown;
 pub mod site;
