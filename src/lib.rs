@@ -10,6 +10,8 @@
 //! - [`store`]: tenants, sealed credentials and pending OAuth flows
 //!   (SQLite by default, PostgreSQL for several replicas).
 //! - [`codec`]: bounded decompression and compression of bodies.
+//! - [`queue`]: the durable on-disk queue between ingest and delivery
+//!   (group commit, crash recovery, quotas, compaction).
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
 //! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
@@ -33,6 +35,7 @@ pub mod fakedog;
 pub mod oauth;
 pub mod ops;
 pub mod sandbox;
+pub mod queue;
 pub mod secret;
 pub mod shutdown;
 pub mod site;

@@ -1,0 +1,250 @@
+//! Record framing: encoding, decoding and checksums of one queue record.
+//!
+//! Owns the byte layout documented in [`crate::queue`] ("Record framing") and
+//! nothing else: it does no I/O and keeps no state. Every field is
+//! little-endian. A record is a fixed 60-byte header, the tenant id (UTF-8)
+//! and the payload:
+//!
+//! ```text
+//! off len field
+//!   0   4 magic        b"DDRQ"
+//!   4   1 version      1
+//!   5   1 flags        bit 0 MORE: the next record belongs to the same atomic batch
+//!   6   1 stream       opaque stream code
+//!   7   1 reserved     0
+//!   8   2 tenant_len
+//!  10   2 reserved     0
+//!  12   4 items
+//!  16   4 payload_len
+//!  20   8 seq          the record id
+//!  28   8 created_ms
+//!  36   8 oldest_ms
+//!  44   8 newest_ms
+//!  52   4 pcrc         CRC32C(payload)
+//!  56   4 hcrc         CRC32C(bytes 0..56 ‖ tenant)
+//!  60   … tenant, then payload
+//! ```
+//!
+//! `hcrc` covers the header (which includes `pcrc`) and the tenant, so the
+//! two together cover header and payload; a corrupted length is caught by
+//! `hcrc` before it is trusted. The split lets the writer stamp `seq` and
+//! the `MORE` flag (and compaction clear it) by re-computing only `hcrc`.
+
+/// The first four bytes of every record.
+pub(crate) const MAGIC: [u8; 4] = *b"DDRQ";
+/// The framing version this code writes and reads.
+pub(crate) const VERSION: u8 = 1;
+/// Size of the fixed part of the header.
+pub(crate) const HEADER_LEN: usize = 60;
+/// Flag: another record of the same atomic `append_batch` follows.
+pub(crate) const FLAG_MORE: u8 = 1;
+
+const OFF_FLAGS: usize = 5;
+const OFF_SEQ: usize = 20;
+const OFF_PCRC: usize = 52;
+const OFF_HCRC: usize = 56;
+
+/// The decoded fixed header of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub flags: u8,
+    pub stream: u8,
+    pub tenant_len: u16,
+    pub items: u32,
+    pub payload_len: u32,
+    pub seq: u64,
+    pub created_ms: i64,
+    pub oldest_ms: i64,
+    pub newest_ms: i64,
+    pub pcrc: u32,
+}
+
+impl Header {
+    /// Total framed length of the record.
+    pub fn record_len(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.tenant_len) + u64::from(self.payload_len)
+    }
+}
+
+/// Why a header could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    /// Not a record start (wrong magic or version, or reserved bits set).
+    Framing,
+    /// The header checksum does not match.
+    Checksum,
+}
+
+/// The framed length of a record with this tenant and payload.
+pub(crate) fn record_len(tenant_len: usize, payload_len: usize) -> usize {
+    HEADER_LEN + tenant_len + payload_len
+}
+
+/// Encodes a record with `seq` 0 and no flags; [`stamp`] sets both later.
+/// The payload checksum (the expensive part) is computed here, in the
+/// caller's task, not on the writer thread.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode(
+    tenant: &str,
+    stream: u8,
+    items: u32,
+    created_ms: i64,
+    oldest_ms: i64,
+    newest_ms: i64,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(record_len(tenant.len(), payload.len()));
+    buf.extend_from_slice(&MAGIC);
+    buf.push(VERSION);
+    buf.push(0);
+    buf.push(stream);
+    buf.push(0);
+    // The caller checked both lengths (AppendError::TooLarge).
+    buf.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&items.to_le_bytes());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes());
+    buf.extend_from_slice(&created_ms.to_le_bytes());
+    buf.extend_from_slice(&oldest_ms.to_le_bytes());
+    buf.extend_from_slice(&newest_ms.to_le_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(tenant.as_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Sets `seq` and `flags` in an encoded record and recomputes `hcrc`.
+/// `record` must come from [`encode`] (or be a verified record read back).
+pub(crate) fn stamp(record: &mut [u8], seq: u64, flags: u8) {
+    record[OFF_FLAGS] = flags;
+    record[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    let tenant_len = usize::from(u16::from_le_bytes([record[8], record[9]]));
+    let hcrc = header_crc(
+        &record[..OFF_HCRC],
+        &record[HEADER_LEN..HEADER_LEN + tenant_len],
+    );
+    record[OFF_HCRC..HEADER_LEN].copy_from_slice(&hcrc.to_le_bytes());
+}
+
+fn header_crc(fixed: &[u8], tenant: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(fixed), tenant)
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes the fixed header without checking `hcrc` (the tenant is needed
+/// for that: see [`check_header`]). `fixed` must be `HEADER_LEN` bytes.
+pub(crate) fn decode_header(fixed: &[u8]) -> Result<Header, HeaderError> {
+    if fixed.len() < HEADER_LEN
+        || fixed[0..4] != MAGIC
+        || fixed[4] != VERSION
+        || fixed[OFF_FLAGS] & !FLAG_MORE != 0
+        || fixed[7] != 0
+        || fixed[10] != 0
+        || fixed[11] != 0
+    {
+        return Err(HeaderError::Framing);
+    }
+    Ok(Header {
+        flags: fixed[OFF_FLAGS],
+        stream: fixed[6],
+        tenant_len: u16_at(fixed, 8),
+        items: u32_at(fixed, 12),
+        payload_len: u32_at(fixed, 16),
+        seq: u64_at(fixed, OFF_SEQ),
+        created_ms: u64_at(fixed, 28) as i64,
+        oldest_ms: u64_at(fixed, 36) as i64,
+        newest_ms: u64_at(fixed, 44) as i64,
+        pcrc: u32_at(fixed, OFF_PCRC),
+    })
+}
+
+/// Checks `hcrc` over the fixed header and the tenant bytes.
+pub(crate) fn check_header(fixed: &[u8], tenant: &[u8]) -> Result<(), HeaderError> {
+    if header_crc(&fixed[..OFF_HCRC], tenant) == u32_at(fixed, OFF_HCRC) {
+        Ok(())
+    } else {
+        Err(HeaderError::Checksum)
+    }
+}
+
+/// A fully verified record, as bytes: header, tenant and payload checked.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub header: Header,
+}
+
+/// Why a whole record failed verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordError {
+    Header(HeaderError),
+    /// The buffer is shorter than the header says.
+    Short,
+    /// The tenant is not UTF-8.
+    Tenant,
+    /// The payload checksum does not match.
+    Payload,
+}
+
+/// Verifies a whole record held in `buf` (exactly one record, or more bytes
+/// after it, which are ignored).
+pub(crate) fn verify(buf: &[u8]) -> Result<Verified, RecordError> {
+    if buf.len() < HEADER_LEN {
+        return Err(RecordError::Short);
+    }
+    let header = decode_header(&buf[..HEADER_LEN]).map_err(RecordError::Header)?;
+    let tenant_end = HEADER_LEN + usize::from(header.tenant_len);
+    let end = tenant_end + header.payload_len as usize;
+    if buf.len() < end {
+        return Err(RecordError::Short);
+    }
+    check_header(&buf[..HEADER_LEN], &buf[HEADER_LEN..tenant_end]).map_err(RecordError::Header)?;
+    if std::str::from_utf8(&buf[HEADER_LEN..tenant_end]).is_err() {
+        return Err(RecordError::Tenant);
+    }
+    if crc32c::crc32c(&buf[tenant_end..end]) != header.pcrc {
+        return Err(RecordError::Payload);
+    }
+    Ok(Verified { header })
+}
+
+/// Length of one ack-file entry: `seq` (u64 LE) then CRC32C of those 8 bytes.
+pub(crate) const ACK_ENTRY_LEN: usize = 12;
+
+/// Encodes one ack-file entry.
+pub(crate) fn encode_ack(seq: u64, out: &mut Vec<u8>) {
+    let bytes = seq.to_le_bytes();
+    out.extend_from_slice(&bytes);
+    out.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+}
+
+/// Decodes an ack file; entries failing their checksum (a torn or garbage
+/// tail) are skipped. Returns the seqs and the number of bad entries.
+pub(crate) fn decode_acks(buf: &[u8]) -> (Vec<u64>, usize) {
+    let mut seqs = Vec::with_capacity(buf.len() / ACK_ENTRY_LEN);
+    let mut bad = 0;
+    for chunk in buf.chunks(ACK_ENTRY_LEN) {
+        if chunk.len() == ACK_ENTRY_LEN && crc32c::crc32c(&chunk[..8]) == u32_at(chunk, 8) {
+            seqs.push(u64_at(chunk, 0));
+        } else {
+            bad += 1;
+        }
+    }
+    (seqs, bad)
+}
