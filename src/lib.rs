@@ -11,6 +11,10 @@
 //!   (SQLite by default, PostgreSQL for several replicas).
 //! - [`codec`]: bounded decompression and compression of bodies.
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
+//! - [`ingest`]: the Datadog-compatible ingest API; for now the validation
+//!   and normalization of request bodies ([`ingest::validate`]).
+//! - [`pipeline`]: packing queued items into Datadog request payloads that
+//!   never exceed Datadog's limits ([`pipeline::batch`], [`pipeline::encode`]).
 //! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
 //! - [`admin`]: the `/v1` admin API.
@@ -26,8 +30,10 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datadog;
+pub mod ingest;
 pub mod oauth;
 pub mod ops;
+pub mod pipeline;
 pub mod secret;
 pub mod shutdown;
 pub mod site;
