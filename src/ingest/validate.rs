@@ -299,15 +299,19 @@ pub(crate) fn compact_into(out: &mut Vec<u8>, src: &[u8]) {
             b'"' => {
                 // Skip to the closing quote, jumping over escapes.
                 i += 1;
-                while let Some(k) = memchr::memchr2(b'"', b'\\', &src[i..]) {
-                    i += k;
-                    if src[i] == b'\\' {
-                        i += 2;
-                    } else {
-                        break;
+                loop {
+                    match src.get(i..).and_then(|s| memchr::memchr2(b'"', b'\\', s)) {
+                        Some(k) if src[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => {
+                            i = src.len();
+                            break;
+                        }
                     }
                 }
-                i += 1;
             }
             b' ' | b'\t' | b'\n' | b'\r' => {
                 out.extend_from_slice(&src[run..i]);

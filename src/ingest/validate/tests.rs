@@ -482,3 +482,55 @@ fn escaped_keys_and_strings_are_understood() {
         other => panic!("{other:?}"),
     }
 }
+
+fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        ".*".prop_map(Value::String),
+        "[ \"\\\\\n\t\r{}\\[\\],:a-z]*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map("[ \"a-z\\\\\n]*", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Compaction of pretty-printed JSON is exactly serde_json's compact form.
+    #[test]
+    fn compaction_equals_compact_serialization(v in arb_json()) {
+        let mut out = Vec::new();
+        compact_into(&mut out, serde_json::to_string_pretty(&v).unwrap().as_bytes());
+        proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+    }
+
+    /// Any array of objects is a valid logs body (without reserved
+    /// attributes), and the payload gives back each object, one per line.
+    #[test]
+    fn any_objects_are_logs(items in proptest::collection::vec(arb_json(), 0..8)) {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|v| {
+                let mut o = match v { Value::Object(o) => o, other => [("v".to_string(), other)].into_iter().collect() };
+                for k in ["ddsource", "ddtags", "hostname", "service", "status", "timestamp"] {
+                    o.remove(k);
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let body = serde_json::to_string_pretty(&items).unwrap();
+        let v = validate(Endpoint::Logs, body.as_bytes(), NOW_MS).unwrap();
+        proptest::prop_assert_eq!(v.items as usize, items.len());
+        // Byte-exact: the payload is serde_json's compact form of each item
+        // (compared as text, as float parsing does not round-trip exactly).
+        let want: Vec<String> = items.iter().map(Value::to_string).collect();
+        proptest::prop_assert_eq!(String::from_utf8(v.payload).unwrap(), want.join("\n"));
+    }
+}
