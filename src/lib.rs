@@ -13,6 +13,10 @@
 //! - [`queue`]: the durable on-disk queue between ingest and delivery
 //!   (group commit, crash recovery, quotas, compaction).
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
+//! - [`ingest`]: the Datadog-compatible ingest API; for now the validation
+//!   and normalization of request bodies ([`ingest::validate`]).
+//! - [`pipeline`]: packing queued items into Datadog request payloads that
+//!   never exceed Datadog's limits ([`pipeline::batch`], [`pipeline::encode`]).
 //! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
 //! - [`admin`]: the `/v1` admin API.
@@ -32,10 +36,12 @@ pub mod codec;
 pub mod config;
 pub mod datadog;
 pub mod fakedog;
+pub mod ingest;
 pub mod oauth;
 pub mod ops;
-pub mod sandbox;
+pub mod pipeline;
 pub mod queue;
+pub mod sandbox;
 pub mod secret;
 pub mod shutdown;
 pub mod site;

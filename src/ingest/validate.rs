@@ -1,0 +1,1313 @@
+//! Validation and normalization of ingest request bodies, one data kind per
+//! [`Endpoint`].
+//!
+//! Owns: the body shape each intake accepts, the per-field checks Datadog
+//! documents, the timestamp windows, and turning the accepted items into the
+//! queue record payload (each item as compact JSON, items joined by `\n`).
+//! Knows nothing of HTTP, tenants, compression or the queue's format: the
+//! caller hands in a decompressed body and the current time, and gets back
+//! either [`Validated`] or an [`Invalid`] whose messages go into Datadog's
+//! `{"errors":[...]}` body. All or nothing: one bad item rejects the request.
+//!
+//! Limits enforced (sources in `shared/reference/datadog-api.md` §4, values
+//! from [`Endpoint::limits`] and [`Endpoint::window`]):
+//! - series v2/v1 (§4.1, §4.2): `metric` starts with a letter, ≤ 200
+//!   characters; tags ≤ 200 characters; point timestamps at most 1 hour in
+//!   the past and 10 minutes in the future; v2 `type` 0..=3; v1 `type` one
+//!   of `""`, `count`, `gauge`, `rate`; v1 points are `[ts, value]` pairs.
+//! - logs (§4.4): ≤ 1000 entries per request, ≤ 1,000,000 bytes per entry,
+//!   reserved attributes are strings, numeric `timestamp` (ms) within 18 hours
+//!   past / 2 hours future.
+//! - events v1 (§4.5): `title` and `text` required, `text` ≤ 4000
+//!   characters, `aggregation_key` ≤ 100, `priority` and `alert_type` enums,
+//!   `date_happened` within 18 hours past.
+//! - check_run (§4.7): `check`, `host_name`, `status` 0..=3 required,
+//!   `timestamp` within 10 minutes past.
+//!
+//! Decisions where the reference is silent or UNCONFIRMED (each also noted
+//! at the check itself):
+//! - Unknown fields are kept untouched everywhere (forward compatibility:
+//!   Datadog adds fields; the relay must not drop what the client sent).
+//! - `null` for an optional field counts as absent (the clients' models mark
+//!   these fields nullable); `null` for a required field is an error.
+//! - Metric names: only the first character (a letter) and the length are
+//!   enforced. Datadog's custom-metrics page says other characters are
+//!   converted to underscores by Datadog, so refusing them would refuse data
+//!   Datadog accepts.
+//! - Logs: any JSON object is a log (no field is required; Datadog accepts a
+//!   log without `message`); `message` may be of any type; a string
+//!   `timestamp` is not parsed (Datadog accepts many date formats).
+//! - check_run `tags`: the spec marks it required, but whether the intake
+//!   refuses a check without it is UNCONFIRMED. A missing `tags` is accepted
+//!   and `"tags":[]` is appended to the item, so what we forward is valid
+//!   under either reading; `"tags":null` is refused.
+//! - series v1 point values must be numbers (the v1 model allows `null`;
+//!   whether the intake does is UNCONFIRMED, so we refuse it clearly).
+//!
+//! Speed: this runs on every request, so it never builds a
+//! `serde_json::Value`. One pass finds each item (`&RawValue`), one strips
+//! the whitespace into the payload, and one walks the compact item with
+//! borrowed, non-allocating visitors that skip unknown values.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::site::Endpoint;
+
+/// An accepted request: the queue record payload and its summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    /// The items, each as compact JSON (no raw newline inside), joined by
+    /// `b'\n'`: the queue record payload.
+    pub payload: Vec<u8>,
+    pub items: u32,
+    /// Min and max item timestamps, unix milliseconds (items without a
+    /// timestamp count as `now`; an empty request gives `now` for both).
+    pub oldest_ms: i64,
+    pub newest_ms: i64,
+}
+
+/// One problem with one item (or with a field of a single-object body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// The item's position in the request's array; `None` for a body that is
+    /// one object.
+    pub index: Option<usize>,
+    /// Path of the field, e.g. `series[3].points[0].timestamp` or `status`;
+    /// empty when the item itself is wrong.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ItemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(i) = self.index {
+            write!(f, "item {i}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a request was refused; nothing of it may be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Not JSON, or not the top-level shape this endpoint takes.
+    #[error("{0}")]
+    Body(String),
+    /// Items with invalid fields: at most [`MAX_ERRORS`] listed, `more` not.
+    #[error("{}", self.messages().join("; "))]
+    Items { errors: Vec<ItemError>, more: usize },
+    /// One item is larger than Datadog accepts for a single item, even alone.
+    #[error("item {index}: {size} bytes; Datadog accepts at most {limit} bytes per item")]
+    ItemTooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
+    /// More items in one request than Datadog accepts in one request.
+    #[error("{items} items in one request; Datadog accepts at most {limit}")]
+    TooManyItems { items: usize, limit: usize },
+}
+
+impl Invalid {
+    /// The strings for Datadog's `{"errors":[...]}` response body.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Invalid::Items { errors, more } => {
+                let mut out: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                if *more > 0 {
+                    out.push(format!("+{more} more"));
+                }
+                out
+            }
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// How many item errors a response lists; a client that sends 50,000 bad
+/// series needs the pattern, not 50,000 lines.
+pub const MAX_ERRORS: usize = 100;
+
+/// Datadog's longest metric name (custom metrics docs, reference §4.1).
+const METRIC_NAME_MAX_CHARS: usize = 200;
+/// Datadog's longest tag (tagging docs, reference §4.1).
+const TAG_MAX_CHARS: usize = 200;
+/// Logs: "Maximum array size if sending multiple logs in an array: 1000
+/// entries" (reference §4.4).
+const LOGS_MAX_ENTRIES: usize = 1000;
+/// Events v1 `text` maxLength (reference §4.5).
+const EVENT_TEXT_MAX_CHARS: usize = 4000;
+/// Events v1 `aggregation_key` maxLength (reference §4.5).
+const EVENT_AGGREGATION_KEY_MAX_CHARS: usize = 100;
+
+/// Checks `body` (already decompressed) for `endpoint` and builds the queue
+/// payload. `now_ms` is the current unix time in milliseconds.
+pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validated, Invalid> {
+    let (raws, single) = split_items(endpoint, body)?;
+    if endpoint == Endpoint::Logs && raws.len() > LOGS_MAX_ENTRIES {
+        return Err(Invalid::TooManyItems {
+            items: raws.len(),
+            limit: LOGS_MAX_ENTRIES,
+        });
+    }
+    let max_item = endpoint.limits().max_item;
+    let window = endpoint.window();
+    let mut errors = Errors::default();
+    let mut ctx = Ctx {
+        endpoint,
+        now_ms,
+        past_ms: duration_ms(window.past),
+        future_ms: duration_ms(window.future),
+        prefix: match endpoint {
+            Endpoint::SeriesV2 | Endpoint::SeriesV1 => Some("series"),
+            _ => None,
+        },
+        index: None,
+        errors: &mut errors,
+        oldest: i64::MAX,
+        newest: i64::MIN,
+        item_has_time: false,
+        item_has_tags: false,
+    };
+    let mut payload = Vec::with_capacity(body.len() + raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        if i > 0 {
+            payload.push(b'\n');
+        }
+        let start = payload.len();
+        compact_into(&mut payload, raw.get().as_bytes());
+        let size = payload.len() - start;
+        if size > max_item {
+            return Err(Invalid::ItemTooLarge {
+                index: i,
+                size,
+                limit: max_item,
+            });
+        }
+        ctx.index = if single && ctx.prefix.is_none() {
+            None
+        } else {
+            Some(i)
+        };
+        ctx.item_has_time = false;
+        ctx.item_has_tags = false;
+        check_item(&mut ctx, &payload[start..]);
+        if !ctx.item_has_time {
+            ctx.note_time(now_ms);
+        }
+        if endpoint == Endpoint::CheckRun && !ctx.item_has_tags && payload.last() == Some(&b'}') {
+            // UNCONFIRMED whether the intake requires `tags`: send `[]`.
+            // The item is a compact non-empty object (`check` is required,
+            // and a check without it is refused below), so `,` is valid.
+            payload.pop();
+            payload.extend_from_slice(br#","tags":[]}"#);
+        }
+    }
+    let Ctx { oldest, newest, .. } = ctx;
+    if !errors.list.is_empty() {
+        return Err(Invalid::Items {
+            errors: errors.list,
+            more: errors.more,
+        });
+    }
+    let (oldest_ms, newest_ms) = if raws.is_empty() {
+        (now_ms, now_ms)
+    } else {
+        (oldest, newest)
+    };
+    Ok(Validated {
+        payload,
+        items: u32::try_from(raws.len()).unwrap_or(u32::MAX),
+        oldest_ms,
+        newest_ms,
+    })
+}
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The series body: `{"series":[...]}`; other top-level keys are ignored.
+#[derive(Deserialize)]
+struct SeriesBody<'a> {
+    #[serde(borrow)]
+    series: Vec<&'a RawValue>,
+}
+
+/// Finds the items of a body. Returns them and whether the body was a
+/// single object (rather than an array).
+fn split_items(endpoint: Endpoint, body: &[u8]) -> Result<(Vec<&RawValue>, bool), Invalid> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let not_json = |e: serde_json::Error| Invalid::Body(format!("body is not valid JSON: {e}"));
+    match endpoint {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
+            if first != Some(b'{') {
+                return Err(Invalid::Body(
+                    r#"body must be a JSON object {"series":[...]}"#.into(),
+                ));
+            }
+            let parsed: SeriesBody = serde_json::from_slice(body).map_err(|e| {
+                if e.is_data() {
+                    Invalid::Body(format!(
+                        r#"body must be a JSON object {{"series":[...]}}: {e}"#
+                    ))
+                } else {
+                    not_json(e)
+                }
+            })?;
+            Ok((parsed.series, false))
+        }
+        Endpoint::Logs | Endpoint::CheckRun => match first {
+            Some(b'[') => Ok((serde_json::from_slice(body).map_err(not_json)?, false)),
+            Some(b'{') => Ok((vec![serde_json::from_slice(body).map_err(not_json)?], true)),
+            _ => Err(Invalid::Body(format!(
+                "body must be a JSON array of {} objects, or one object",
+                if endpoint == Endpoint::Logs {
+                    "log"
+                } else {
+                    "service check"
+                }
+            ))),
+        },
+        Endpoint::Events => match first {
+            Some(b'{') => Ok((vec![serde_json::from_slice(body).map_err(not_json)?], true)),
+            _ => Err(Invalid::Body("body must be one JSON event object".into())),
+        },
+    }
+}
+
+/// Appends `src`, a valid JSON value, without its insignificant whitespace.
+///
+/// Valid JSON never separates two tokens by whitespace alone (a `,`, `:` or
+/// bracket is always between values), so dropping every whitespace byte
+/// outside strings keeps the meaning; strings are copied verbatim, and a
+/// valid JSON string holds no raw newline (control characters must be
+/// escaped), so the output holds no `\n`.
+pub(crate) fn compact_into(out: &mut Vec<u8>, src: &[u8]) {
+    let mut run = 0;
+    let mut i = 0;
+    while i < src.len() {
+        match src[i] {
+            b'"' => {
+                // Skip to the closing quote, jumping over escapes.
+                i += 1;
+                loop {
+                    match src.get(i..).and_then(|s| memchr::memchr2(b'"', b'\\', s)) {
+                        Some(k) if src[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => {
+                            i = src.len();
+                            break;
+                        }
+                    }
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.extend_from_slice(&src[run..i]);
+                while i < src.len() && matches!(src[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+                run = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.extend_from_slice(&src[run.min(src.len())..]);
+}
+
+#[derive(Default)]
+struct Errors {
+    list: Vec<ItemError>,
+    more: usize,
+}
+
+/// The state of one validation: where we are, the window, what we found.
+struct Ctx<'e> {
+    endpoint: Endpoint,
+    now_ms: i64,
+    past_ms: i64,
+    future_ms: i64,
+    /// `series` for the series bodies, whose paths start `series[i].`.
+    prefix: Option<&'static str>,
+    index: Option<usize>,
+    errors: &'e mut Errors,
+    oldest: i64,
+    newest: i64,
+    item_has_time: bool,
+    item_has_tags: bool,
+}
+
+impl Ctx<'_> {
+    /// Records an error at `rel`, the path inside the current item.
+    fn fail(&mut self, rel: fmt::Arguments<'_>, message: String) {
+        if self.errors.list.len() >= MAX_ERRORS {
+            self.errors.more += 1;
+            return;
+        }
+        let rel = rel.to_string();
+        let field = match (self.prefix, self.index) {
+            (Some(p), Some(i)) if rel.is_empty() => format!("{p}[{i}]"),
+            (Some(p), Some(i)) => format!("{p}[{i}].{rel}"),
+            _ => rel,
+        };
+        self.errors.list.push(ItemError {
+            index: self.index,
+            field,
+            message,
+        });
+    }
+
+    fn note_time(&mut self, ms: i64) {
+        self.oldest = self.oldest.min(ms);
+        self.newest = self.newest.max(ms);
+    }
+
+    /// Checks a timestamp (ms) against the endpoint's window and records it.
+    fn check_time(&mut self, ms: i64, rel: fmt::Arguments<'_>) {
+        self.item_has_time = true;
+        self.note_time(ms);
+        let age = self.now_ms.saturating_sub(ms);
+        if age > self.past_ms {
+            let m = format!(
+                "{} in the past; Datadog accepts at most {}",
+                span(age),
+                window_span(self.past_ms)
+            );
+            self.fail(rel, m);
+        } else if -age > self.future_ms {
+            let m = format!(
+                "{} in the future; Datadog accepts at most {}",
+                span(age.saturating_neg()),
+                window_span(self.future_ms)
+            );
+            self.fail(rel, m);
+        }
+    }
+}
+
+fn plural(n: i64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// A distance in time, rounded up so that it never reads as within a window
+/// it is outside of.
+fn span(ms: i64) -> String {
+    let s = ms.saturating_add(999) / 1000;
+    if s < 120 {
+        plural(s, "second")
+    } else if s < 120 * 60 {
+        plural((s + 59) / 60, "minute")
+    } else if s < 48 * 3600 {
+        plural((s + 3599) / 3600, "hour")
+    } else {
+        plural(s / 86_400, "day")
+    }
+}
+
+/// A window length, exact: `1 hour`, `10 minutes`, `18 hours`.
+fn window_span(ms: i64) -> String {
+    let s = ms / 1000;
+    if s % 3600 == 0 {
+        plural(s / 3600, "hour")
+    } else if s % 60 == 0 {
+        plural(s / 60, "minute")
+    } else {
+        plural(s, "second")
+    }
+}
+
+fn check_item(ctx: &mut Ctx<'_>, item: &[u8]) {
+    let mut de = serde_json::Deserializer::from_slice(item);
+    let result = match ctx.endpoint {
+        Endpoint::SeriesV2 => As(SeriesV2 { ctx: &mut *ctx }).deserialize(&mut de),
+        Endpoint::SeriesV1 => As(SeriesV1 { ctx: &mut *ctx }).deserialize(&mut de),
+        Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de),
+        Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de),
+        Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de),
+    };
+    // The item was parsed as a `RawValue` already, and the visitors report
+    // problems into `ctx` instead of failing, so this is unreachable; if it
+    // ever happens the request is still refused rather than queued.
+    if let Err(e) = result {
+        ctx.fail(format_args!(""), format!("cannot be read: {e}"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Borrowed, non-failing visitors.
+
+/// An object key, borrowed unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON value seen only as far as its type (and its value for scalars).
+enum Kind<'de> {
+    Null,
+    Bool,
+    Int(i64),
+    /// An integer above `i64::MAX`.
+    BigInt,
+    Float(f64),
+    Str(Cow<'de, str>),
+    Array,
+    Object,
+}
+
+impl Kind<'_> {
+    fn describe(&self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Int(_) | Kind::BigInt | Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Kind<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Kind<'de>, E> {
+                Ok(Kind::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Kind<'de>, E> {
+                Ok(Kind::Bool)
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Kind<'de>, E> {
+                Ok(Kind::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Kind<'de>, E> {
+                Ok(i64::try_from(v).map_or(Kind::BigInt, Kind::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Kind<'de>, E> {
+                Ok(Kind::Float(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Kind<'de>, E> {
+                Ok(Kind::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Kind<'de>, E> {
+                Ok(Kind::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Kind<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq)?;
+                Ok(Kind::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Kind<'de>, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(Kind::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A check of one JSON value that expects an object or an array. Values of
+/// any other type are reported through `got` and skipped; nothing fails.
+trait Shape<'de>: Sized {
+    /// The value has the wrong type (`kind` is e.g. "a string").
+    fn got(self, kind: &'static str);
+    fn null(self) {
+        self.got("null");
+    }
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.got("an object");
+        IgnoredAny.visit_map(map).map(|_| ())
+    }
+    fn seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.got("an array");
+        IgnoredAny.visit_seq(seq).map(|_| ())
+    }
+}
+
+/// Runs a [`Shape`] as a serde seed.
+struct As<S>(S);
+
+impl<'de, S: Shape<'de>> Visitor<'de> for As<S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.null();
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.got("a boolean");
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.0.got("a number");
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.0.got("a number");
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.got("a number");
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.got("a string");
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.map(map)
+    }
+}
+
+impl<'de, S: Shape<'de>> DeserializeSeed<'de> for As<S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn char_len_over(s: &str, max: usize) -> bool {
+    // Bytes ≥ chars, so the common short string needs no counting.
+    s.len() > max && s.chars().count() > max
+}
+
+// --- scalar checks on `Kind` -------------------------------------------------
+
+/// A string field; `null` counts as absent when `optional`.
+fn want_str<'a, 'de>(
+    ctx: &mut Ctx<'_>,
+    v: &'a Kind<'de>,
+    field: &str,
+    optional: bool,
+) -> Option<&'a str> {
+    match v {
+        Kind::Str(s) => Some(s),
+        Kind::Null if optional => None,
+        other => {
+            ctx.fail(
+                format_args!("{field}"),
+                format!("must be a string, got {}", other.describe()),
+            );
+            None
+        }
+    }
+}
+
+/// An integer field; `null` counts as absent when `optional`.
+fn want_int(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str, optional: bool) -> Option<i64> {
+    match v {
+        Kind::Int(n) => Some(*n),
+        Kind::Null if optional => None,
+        Kind::BigInt => {
+            ctx.fail(
+                format_args!("{field}"),
+                "must be a 64-bit integer, got a larger number".into(),
+            );
+            None
+        }
+        other => {
+            ctx.fail(
+                format_args!("{field}"),
+                format!("must be an integer, got {}", other.describe()),
+            );
+            None
+        }
+    }
+}
+
+fn want_int_in(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str, optional: bool, max: i64) {
+    if let Some(n) = want_int(ctx, v, field, optional)
+        && !(0..=max).contains(&n)
+    {
+        ctx.fail(
+            format_args!("{field}"),
+            format!("must be between 0 and {max}, got {n}"),
+        );
+    }
+}
+
+fn want_object(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str) {
+    if !matches!(v, Kind::Object | Kind::Null) {
+        ctx.fail(
+            format_args!("{field}"),
+            format!("must be an object, got {}", v.describe()),
+        );
+    }
+}
+
+fn want_one_of(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str, allowed: &[&str]) {
+    if let Some(s) = want_str(ctx, v, field, true)
+        && !allowed.contains(&s)
+    {
+        let m = format!("must be one of {}, got \"{s}\"", allowed.join(", "));
+        ctx.fail(format_args!("{field}"), m);
+    }
+}
+
+fn want_max_chars(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str, optional: bool, max: usize) {
+    if let Some(s) = want_str(ctx, v, field, optional)
+        && char_len_over(s, max)
+    {
+        let m = format!(
+            "{} characters; Datadog accepts at most {max}",
+            s.chars().count()
+        );
+        ctx.fail(format_args!("{field}"), m);
+    }
+}
+
+/// Datadog custom metric naming (reference §4.1): starts with a letter,
+/// ≤ 200 characters. Other characters are left for Datadog, which converts
+/// them to underscores (see the module doc).
+fn want_metric_name(ctx: &mut Ctx<'_>, v: &Kind<'_>) {
+    let Some(name) = want_str(ctx, v, "metric", false) else {
+        return;
+    };
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        let m = if name.is_empty() {
+            "must not be empty".to_string()
+        } else {
+            format!("\"{name}\" must start with a letter")
+        };
+        ctx.fail(format_args!("metric"), m);
+    } else if char_len_over(name, METRIC_NAME_MAX_CHARS) {
+        let m = format!(
+            "{} characters; Datadog accepts at most {METRIC_NAME_MAX_CHARS}",
+            name.chars().count()
+        );
+        ctx.fail(format_args!("metric"), m);
+    }
+}
+
+fn missing(ctx: &mut Ctx<'_>, field: &str) {
+    ctx.fail(format_args!("{field}"), "is required".into());
+}
+
+// --- arrays of strings -------------------------------------------------------
+
+/// `tags`-like: an array of strings, each at most `max_chars` (0: no limit).
+struct Strings<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+    field: &'static str,
+    max_chars: usize,
+    optional: bool,
+}
+
+impl<'de> Shape<'de> for Strings<'_, '_> {
+    fn got(self, kind: &'static str) {
+        let field = self.field;
+        self.ctx.fail(
+            format_args!("{field}"),
+            format!("must be an array of strings, got {kind}"),
+        );
+    }
+    fn null(self) {
+        if !self.optional {
+            self.got("null");
+        }
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let field = self.field;
+        let mut j = 0usize;
+        while let Some(v) = seq.next_element::<Kind<'de>>()? {
+            match &v {
+                Kind::Str(s) => {
+                    if self.max_chars > 0 && char_len_over(s, self.max_chars) {
+                        let m = format!(
+                            "{} characters; Datadog accepts at most {}",
+                            s.chars().count(),
+                            self.max_chars
+                        );
+                        self.ctx.fail(format_args!("{field}[{j}]"), m);
+                    }
+                }
+                other => self.ctx.fail(
+                    format_args!("{field}[{j}]"),
+                    format!("must be a string, got {}", other.describe()),
+                ),
+            }
+            j += 1;
+        }
+        Ok(())
+    }
+}
+
+// --- series v2 ---------------------------------------------------------------
+
+struct SeriesV2<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+fn not_object(ctx: &mut Ctx<'_>, kind: &'static str) {
+    ctx.fail(
+        format_args!(""),
+        format!("must be a JSON object, got {kind}"),
+    );
+}
+
+impl<'de> Shape<'de> for SeriesV2<'_, '_> {
+    fn got(self, kind: &'static str) {
+        not_object(self.ctx, kind);
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.ctx;
+        let (mut metric, mut points) = (false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "metric" => {
+                    metric = true;
+                    want_metric_name(ctx, &map.next_value()?);
+                }
+                "points" => {
+                    points = true;
+                    map.next_value_seed(As(PointsV2 { ctx: &mut *ctx }))?;
+                }
+                // 0 unspecified, 1 count, 2 rate, 3 gauge.
+                "type" => want_int_in(ctx, &map.next_value()?, "type", true, 3),
+                "interval" => {
+                    want_int(ctx, &map.next_value()?, "interval", true);
+                }
+                "resources" => map.next_value_seed(As(Resources { ctx: &mut *ctx }))?,
+                "tags" => map.next_value_seed(As(Strings {
+                    ctx: &mut *ctx,
+                    field: "tags",
+                    max_chars: TAG_MAX_CHARS,
+                    optional: true,
+                }))?,
+                f @ ("unit" | "source_type_name") => {
+                    let v: Kind = map.next_value()?;
+                    want_str(ctx, &v, f, true);
+                }
+                "metadata" => want_object(ctx, &map.next_value()?, "metadata"),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !metric {
+            missing(ctx, "metric");
+        }
+        if !points {
+            missing(ctx, "points");
+        }
+        Ok(())
+    }
+}
+
+struct PointsV2<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for PointsV2<'_, '_> {
+    fn got(self, kind: &'static str) {
+        self.ctx.fail(
+            format_args!("points"),
+            format!("must be an array of {{\"timestamp\",\"value\"}} objects, got {kind}"),
+        );
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut j = 0usize;
+        while seq
+            .next_element_seed(As(PointV2 {
+                ctx: &mut *self.ctx,
+                j,
+            }))?
+            .is_some()
+        {
+            j += 1;
+        }
+        if j == 0 {
+            self.ctx
+                .fail(format_args!("points"), "must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+struct PointV2<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+    j: usize,
+}
+
+impl<'de> Shape<'de> for PointV2<'_, '_> {
+    fn got(self, kind: &'static str) {
+        let j = self.j;
+        self.ctx.fail(
+            format_args!("points[{j}]"),
+            format!("must be a {{\"timestamp\",\"value\"}} object, got {kind}"),
+        );
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (ctx, j) = (self.ctx, self.j);
+        let (mut ts, mut value) = (false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "timestamp" => {
+                    ts = true;
+                    match map.next_value()? {
+                        Kind::Int(s) => {
+                            ctx.check_time(
+                                s.saturating_mul(1000),
+                                format_args!("points[{j}].timestamp"),
+                            );
+                        }
+                        other => ctx.fail(
+                            format_args!("points[{j}].timestamp"),
+                            format!(
+                                "must be an integer (seconds since the epoch), got {}",
+                                other.describe()
+                            ),
+                        ),
+                    }
+                }
+                "value" => {
+                    value = true;
+                    match map.next_value()? {
+                        Kind::Int(_) | Kind::BigInt | Kind::Float(_) => {}
+                        other => ctx.fail(
+                            format_args!("points[{j}].value"),
+                            format!("must be a number, got {}", other.describe()),
+                        ),
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // The model marks both optional, but a point without them is
+        // meaningless (reference §4.1: "needed in practice").
+        if !ts {
+            ctx.fail(format_args!("points[{j}].timestamp"), "is required".into());
+        }
+        if !value {
+            ctx.fail(format_args!("points[{j}].value"), "is required".into());
+        }
+        Ok(())
+    }
+}
+
+struct Resources<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for Resources<'_, '_> {
+    fn got(self, kind: &'static str) {
+        self.ctx.fail(
+            format_args!("resources"),
+            format!("must be an array of {{\"name\",\"type\"}} objects, got {kind}"),
+        );
+    }
+    fn null(self) {}
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut j = 0usize;
+        while seq
+            .next_element_seed(As(Resource {
+                ctx: &mut *self.ctx,
+                j,
+            }))?
+            .is_some()
+        {
+            j += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Resource<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+    j: usize,
+}
+
+impl<'de> Shape<'de> for Resource<'_, '_> {
+    fn got(self, kind: &'static str) {
+        let j = self.j;
+        self.ctx.fail(
+            format_args!("resources[{j}]"),
+            format!("must be a {{\"name\",\"type\"}} object, got {kind}"),
+        );
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (ctx, j) = (self.ctx, self.j);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                f @ ("name" | "type") => {
+                    let v: Kind = map.next_value()?;
+                    if !matches!(v, Kind::Str(_) | Kind::Null) {
+                        ctx.fail(
+                            format_args!("resources[{j}].{f}"),
+                            format!("must be a string, got {}", v.describe()),
+                        );
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// --- series v1 ---------------------------------------------------------------
+
+struct SeriesV1<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for SeriesV1<'_, '_> {
+    fn got(self, kind: &'static str) {
+        not_object(self.ctx, kind);
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.ctx;
+        let (mut metric, mut points) = (false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "metric" => {
+                    metric = true;
+                    want_metric_name(ctx, &map.next_value()?);
+                }
+                "points" => {
+                    points = true;
+                    map.next_value_seed(As(PointsV1 { ctx: &mut *ctx }))?;
+                }
+                "type" => want_one_of(
+                    ctx,
+                    &map.next_value()?,
+                    "type",
+                    &["", "count", "gauge", "rate"],
+                ),
+                "host" => {
+                    want_str(ctx, &map.next_value()?, "host", true);
+                }
+                "interval" => {
+                    want_int(ctx, &map.next_value()?, "interval", true);
+                }
+                "tags" => map.next_value_seed(As(Strings {
+                    ctx: &mut *ctx,
+                    field: "tags",
+                    max_chars: TAG_MAX_CHARS,
+                    optional: true,
+                }))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !metric {
+            missing(ctx, "metric");
+        }
+        if !points {
+            missing(ctx, "points");
+        }
+        Ok(())
+    }
+}
+
+struct PointsV1<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for PointsV1<'_, '_> {
+    fn got(self, kind: &'static str) {
+        self.ctx.fail(
+            format_args!("points"),
+            format!("must be an array of [timestamp, value] pairs, got {kind}"),
+        );
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut j = 0usize;
+        while seq
+            .next_element_seed(As(PointV1 {
+                ctx: &mut *self.ctx,
+                j,
+            }))?
+            .is_some()
+        {
+            j += 1;
+        }
+        if j == 0 {
+            self.ctx
+                .fail(format_args!("points"), "must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+struct PointV1<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+    j: usize,
+}
+
+impl<'de> Shape<'de> for PointV1<'_, '_> {
+    fn got(self, kind: &'static str) {
+        let j = self.j;
+        self.ctx.fail(
+            format_args!("points[{j}]"),
+            format!("must be a [timestamp, value] pair, got {kind}"),
+        );
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (ctx, j) = (self.ctx, self.j);
+        let mut n = 0usize;
+        while let Some(v) = seq.next_element::<Kind<'de>>()? {
+            match (n, &v) {
+                // v1 points are doubles in the model: a float timestamp is fine.
+                (0, Kind::Int(s)) => {
+                    ctx.check_time(s.saturating_mul(1000), format_args!("points[{j}][0]"));
+                }
+                (0, Kind::Float(s)) => {
+                    // `as` saturates; a NaN cannot come from JSON.
+                    ctx.check_time((s * 1000.0) as i64, format_args!("points[{j}][0]"));
+                }
+                (0, other) => ctx.fail(
+                    format_args!("points[{j}][0]"),
+                    format!(
+                        "timestamp must be a number (seconds since the epoch), got {}",
+                        other.describe()
+                    ),
+                ),
+                // UNCONFIRMED whether the intake takes a null value: refuse it.
+                (1, Kind::Int(_) | Kind::BigInt | Kind::Float(_)) => {}
+                (1, other) => ctx.fail(
+                    format_args!("points[{j}][1]"),
+                    format!("value must be a number, got {}", other.describe()),
+                ),
+                _ => {}
+            }
+            n += 1;
+        }
+        if n != 2 {
+            ctx.fail(
+                format_args!("points[{j}]"),
+                format!("must be a [timestamp, value] pair, got {n} elements"),
+            );
+        }
+        Ok(())
+    }
+}
+
+// --- logs ----------------------------------------------------------------------
+
+struct Log<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for Log<'_, '_> {
+    fn got(self, kind: &'static str) {
+        not_object(self.ctx, kind);
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.ctx;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                // Reserved attributes Datadog interprets (reference §4.4).
+                f @ ("ddsource" | "ddtags" | "hostname" | "service" | "status") => {
+                    let v: Kind = map.next_value()?;
+                    want_str(ctx, &v, f, true);
+                }
+                "timestamp" => match map.next_value()? {
+                    Kind::Int(ms) => ctx.check_time(ms, format_args!("timestamp")),
+                    // `as` saturates; a NaN cannot come from JSON.
+                    Kind::Float(ms) => ctx.check_time(ms as i64, format_args!("timestamp")),
+                    // A date string: Datadog parses many formats; not checked.
+                    Kind::Str(_) | Kind::Null => {}
+                    other => ctx.fail(
+                        format_args!("timestamp"),
+                        format!(
+                            "must be milliseconds since the epoch or a date string, got {}",
+                            other.describe()
+                        ),
+                    ),
+                },
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// --- events --------------------------------------------------------------------
+
+struct Event<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+/// Events v1 `alert_type` values (reference §4.5).
+const ALERT_TYPES: [&str; 7] = [
+    "error",
+    "warning",
+    "info",
+    "success",
+    "user_update",
+    "recommendation",
+    "snapshot",
+];
+
+impl<'de> Shape<'de> for Event<'_, '_> {
+    fn got(self, kind: &'static str) {
+        not_object(self.ctx, kind);
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.ctx;
+        let (mut title, mut text) = (false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "title" => {
+                    title = true;
+                    want_str(ctx, &map.next_value()?, "title", false);
+                }
+                "text" => {
+                    text = true;
+                    want_max_chars(ctx, &map.next_value()?, "text", false, EVENT_TEXT_MAX_CHARS);
+                }
+                "date_happened" => {
+                    if let Some(s) = want_int(ctx, &map.next_value()?, "date_happened", true) {
+                        ctx.check_time(s.saturating_mul(1000), format_args!("date_happened"));
+                    }
+                }
+                "priority" => want_one_of(ctx, &map.next_value()?, "priority", &["normal", "low"]),
+                "alert_type" => want_one_of(ctx, &map.next_value()?, "alert_type", &ALERT_TYPES),
+                "aggregation_key" => want_max_chars(
+                    ctx,
+                    &map.next_value()?,
+                    "aggregation_key",
+                    true,
+                    EVENT_AGGREGATION_KEY_MAX_CHARS,
+                ),
+                "tags" => map.next_value_seed(As(Strings {
+                    ctx: &mut *ctx,
+                    field: "tags",
+                    max_chars: 0,
+                    optional: true,
+                }))?,
+                f @ ("host" | "source_type_name" | "device_name") => {
+                    let v: Kind = map.next_value()?;
+                    want_str(ctx, &v, f, true);
+                }
+                "related_event_id" => {
+                    want_int(ctx, &map.next_value()?, "related_event_id", true);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !title {
+            missing(ctx, "title");
+        }
+        if !text {
+            missing(ctx, "text");
+        }
+        Ok(())
+    }
+}
+
+// --- service checks --------------------------------------------------------------
+
+struct Check<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+}
+
+impl<'de> Shape<'de> for Check<'_, '_> {
+    fn got(self, kind: &'static str) {
+        not_object(self.ctx, kind);
+    }
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.ctx;
+        let (mut check, mut host, mut status) = (false, false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "check" => {
+                    check = true;
+                    want_str(ctx, &map.next_value()?, "check", false);
+                }
+                "host_name" => {
+                    host = true;
+                    want_str(ctx, &map.next_value()?, "host_name", false);
+                }
+                // 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+                "status" => {
+                    status = true;
+                    want_int_in(ctx, &map.next_value()?, "status", false, 3);
+                }
+                "tags" => {
+                    ctx.item_has_tags = true;
+                    map.next_value_seed(As(Strings {
+                        ctx: &mut *ctx,
+                        field: "tags",
+                        max_chars: 0,
+                        optional: false,
+                    }))?;
+                }
+                "message" => {
+                    want_str(ctx, &map.next_value()?, "message", true);
+                }
+                "timestamp" => {
+                    if let Some(s) = want_int(ctx, &map.next_value()?, "timestamp", true) {
+                        ctx.check_time(s.saturating_mul(1000), format_args!("timestamp"));
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !check {
+            missing(ctx, "check");
+        }
+        if !host {
+            missing(ctx, "host_name");
+        }
+        if !status {
+            missing(ctx, "status");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,536 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+const NOW_MS: i64 = 1_700_000_000_000;
+const NOW_S: i64 = NOW_MS / 1000;
+
+fn ok(endpoint: Endpoint, body: &Value) -> Validated {
+    validate(endpoint, body.to_string().as_bytes(), NOW_MS).unwrap()
+}
+
+fn errors(endpoint: Endpoint, body: &Value) -> Vec<String> {
+    match validate(endpoint, body.to_string().as_bytes(), NOW_MS) {
+        Err(e @ Invalid::Items { .. }) => e.messages(),
+        other => panic!("expected item errors, got {other:?}"),
+    }
+}
+
+fn items(v: &Validated) -> Vec<Value> {
+    v.payload
+        .split(|b| *b == b'\n')
+        .map(|i| serde_json::from_slice(i).unwrap())
+        .collect()
+}
+
+fn series(metric: &str, ts: i64) -> Value {
+    json!({"metric": metric, "type": 3, "points": [{"timestamp": ts, "value": 1.5}],
+           "tags": ["env:prod", "a:b"], "resources": [{"name": "h", "type": "host"}]})
+}
+
+#[test]
+fn compaction_respects_strings() {
+    let src = br#" { "a" : [ 1 , 2 ] , "b c" : "x \" y \\" , "d":"\\" , "e" : { } } "#;
+    let mut out = Vec::new();
+    compact_into(&mut out, src);
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        r#"{"a":[1,2],"b c":"x \" y \\","d":"\\","e":{}}"#
+    );
+}
+
+#[test]
+fn series_v2_pretty_body_becomes_compact_lines() {
+    let body = json!({"series": [series("a.b", NOW_S - 30), series("c_d", NOW_S + 60)]});
+    let pretty = serde_json::to_string_pretty(&body).unwrap();
+    let v = validate(Endpoint::SeriesV2, pretty.as_bytes(), NOW_MS).unwrap();
+    assert_eq!(v.items, 2);
+    assert_eq!(items(&v), body["series"].as_array().unwrap().clone());
+    assert!(!v.payload.contains(&b' '));
+    assert_eq!(
+        (v.oldest_ms, v.newest_ms),
+        (NOW_MS - 30_000, NOW_MS + 60_000)
+    );
+}
+
+#[test]
+fn unknown_fields_are_kept() {
+    let mut s = series("a", NOW_S);
+    s["future_field"] = json!({"x": [1, "two", null]});
+    s["points"][0]["extra"] = json!(true);
+    let body = json!({"series": [s.clone()], "other": 1});
+    assert_eq!(items(&ok(Endpoint::SeriesV2, &body)), vec![s]);
+}
+
+#[test]
+fn the_documented_message_format() {
+    let mut list: Vec<Value> = (0..3).map(|_| series("ok", NOW_S)).collect();
+    list.push(series("late", NOW_S - 2 * 3600));
+    let errs = errors(Endpoint::SeriesV2, &json!({ "series": list }));
+    assert_eq!(
+        errs,
+        [
+            "item 3: series[3].points[0].timestamp: 2 hours in the past; Datadog accepts at most 1 hour"
+        ]
+    );
+    let errs = errors(
+        Endpoint::SeriesV2,
+        &json!({"series": [series("a", NOW_S + 15 * 60)]}),
+    );
+    assert_eq!(
+        errs,
+        [
+            "item 0: series[0].points[0].timestamp: 15 minutes in the future; Datadog accepts at most 10 minutes"
+        ]
+    );
+    // Just outside the window never reads as inside it.
+    let errs = errors(
+        Endpoint::SeriesV2,
+        &json!({"series": [series("a", NOW_S - 3601)]}),
+    );
+    assert!(errs[0].ends_with("61 minutes in the past; Datadog accepts at most 1 hour"));
+    // The window edges are inside.
+    ok(
+        Endpoint::SeriesV2,
+        &json!({"series": [series("a", NOW_S - 3600), series("a", NOW_S + 600)]}),
+    );
+}
+
+#[test]
+fn series_v2_field_checks() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].metric: is required",
+        ),
+        (
+            json!({"metric": 5, "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].metric: must be a string, got a number",
+        ),
+        (
+            json!({"metric": "1abc", "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "must start with a letter",
+        ),
+        (
+            json!({"metric": "", "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].metric: must not be empty",
+        ),
+        (
+            json!({"metric": "a".repeat(201), "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "201 characters; Datadog accepts at most 200",
+        ),
+        (json!({"metric": "a"}), "series[0].points: is required"),
+        (
+            json!({"metric": "a", "points": []}),
+            "series[0].points: must not be empty",
+        ),
+        (
+            json!({"metric": "a", "points": {"timestamp": NOW_S}}),
+            "series[0].points: must be an array",
+        ),
+        (
+            json!({"metric": "a", "points": [[NOW_S, 1]]}),
+            "series[0].points[0]: must be a {\"timestamp\",\"value\"} object, got an array",
+        ),
+        (
+            json!({"metric": "a", "points": [{"timestamp": NOW_S}]}),
+            "series[0].points[0].value: is required",
+        ),
+        (
+            json!({"metric": "a", "points": [{"value": 1}]}),
+            "series[0].points[0].timestamp: is required",
+        ),
+        (
+            json!({"metric": "a", "points": [{"timestamp": NOW_S as f64 + 0.5, "value": 1}]}),
+            "must be an integer (seconds since the epoch), got a number",
+        ),
+        (
+            json!({"metric": "a", "points": [{"timestamp": NOW_S, "value": "1"}]}),
+            "series[0].points[0].value: must be a number, got a string",
+        ),
+        (
+            json!({"metric": "a", "type": 4, "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].type: must be between 0 and 3, got 4",
+        ),
+        (
+            json!({"metric": "a", "tags": ["ok", 3], "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].tags[1]: must be a string, got a number",
+        ),
+        (
+            json!({"metric": "a", "tags": ["x".repeat(201)], "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].tags[0]: 201 characters",
+        ),
+        (
+            json!({"metric": "a", "tags": "env:prod", "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].tags: must be an array of strings, got a string",
+        ),
+        (
+            json!({"metric": "a", "resources": [{"name": 1}], "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].resources[0].name: must be a string",
+        ),
+        (
+            json!({"metric": "a", "metadata": [], "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].metadata: must be an object, got an array",
+        ),
+        (
+            json!({"metric": "a", "unit": 1, "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].unit: must be a string",
+        ),
+        (
+            json!("nope"),
+            "item 0: series[0]: must be a JSON object, got a string",
+        ),
+    ];
+    for (item, want) in cases {
+        let errs = errors(Endpoint::SeriesV2, &json!({ "series": [item.clone()] }));
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{item}: {errs:?} lacks {want}"
+        );
+    }
+    // Tolerated: other characters in names (Datadog converts them), nulls for
+    // optional fields, multibyte tags of 200 characters.
+    ok(
+        Endpoint::SeriesV2,
+        &json!({"series": [{"metric": "my-app.req count", "type": null, "unit": null, "tags": ["é".repeat(200)],
+                            "points": [{"timestamp": NOW_S, "value": -1e300}]}]}),
+    );
+}
+
+#[test]
+fn errors_are_capped() {
+    let list: Vec<Value> = (0..150).map(|_| json!({"metric": "a"})).collect();
+    match validate(
+        Endpoint::SeriesV2,
+        json!({ "series": list }).to_string().as_bytes(),
+        NOW_MS,
+    ) {
+        Err(e @ Invalid::Items { .. }) => {
+            let m = e.messages();
+            assert_eq!(m.len(), MAX_ERRORS + 1);
+            assert_eq!(m.last().unwrap(), "+50 more");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bodies_of_the_wrong_shape() {
+    for (endpoint, body) in [
+        (Endpoint::SeriesV2, &b"not json"[..]),
+        (Endpoint::SeriesV2, b"[]"),
+        (Endpoint::SeriesV2, b"{}"),
+        (Endpoint::SeriesV2, br#"{"series": {}}"#),
+        (Endpoint::SeriesV2, br#"{"series": [1, }"#),
+        (Endpoint::SeriesV1, b""),
+        (Endpoint::Logs, b"\"a log\""),
+        (Endpoint::Logs, b"[{}"),
+        (Endpoint::Logs, b"{} {}"),
+        (Endpoint::Events, b"[{}]"),
+        (Endpoint::CheckRun, b"3"),
+    ] {
+        let r = validate(endpoint, body, NOW_MS);
+        assert!(
+            matches!(r, Err(Invalid::Body(_))),
+            "{endpoint} {:?}: {r:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(ok(Endpoint::SeriesV2, &json!({"series": []})).items, 0);
+}
+
+#[test]
+fn series_v1() {
+    let item = json!({"metric": "system.load.1", "points": [[NOW_S, 0.7], [NOW_S as f64 - 10.5, 1]],
+                      "type": "gauge", "host": "h", "tags": ["environment:test"], "interval": 20});
+    let v = ok(Endpoint::SeriesV1, &json!({"series": [item.clone()]}));
+    assert_eq!(items(&v), vec![item]);
+    assert_eq!(v.oldest_ms, NOW_MS - 10_500);
+    for (item, want) in [
+        (
+            json!({"metric": "a", "points": [[NOW_S, 1, 2]]}),
+            "series[0].points[0]: must be a [timestamp, value] pair, got 3 elements",
+        ),
+        (
+            json!({"metric": "a", "points": [[NOW_S, null]]}),
+            "series[0].points[0][1]: value must be a number, got null",
+        ),
+        (
+            json!({"metric": "a", "points": [[NOW_S - 7200, 1]]}),
+            "series[0].points[0][0]: 2 hours in the past",
+        ),
+        (
+            json!({"metric": "a", "type": "histogram", "points": [[NOW_S, 1]]}),
+            "series[0].type: must be one of , count, gauge, rate, got \"histogram\"",
+        ),
+        (
+            json!({"metric": "a", "points": [{"timestamp": NOW_S, "value": 1}]}),
+            "series[0].points[0]: must be a [timestamp, value] pair, got an object",
+        ),
+    ] {
+        let errs = errors(Endpoint::SeriesV1, &json!({ "series": [item.clone()] }));
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{item}: {errs:?} lacks {want}"
+        );
+    }
+}
+
+#[test]
+fn logs() {
+    let log = json!({"message": "hello\nworld \"quoted\"", "ddsource": "app", "ddtags": "env:prod,a:b",
+                     "hostname": "h", "service": "s", "status": "info", "timestamp": NOW_MS - 3_600_000,
+                     "nested": {"deep": [1, 2, {"x": "y"}]}});
+    let v = ok(
+        Endpoint::Logs,
+        &json!([log.clone(), {"no_message": true}, {"timestamp": "2023-11-14T22:13:20Z"}]),
+    );
+    assert_eq!(v.items, 3);
+    assert_eq!(
+        items(&v),
+        vec![
+            log.clone(),
+            json!({"no_message": true}),
+            json!({"timestamp": "2023-11-14T22:13:20Z"})
+        ]
+    );
+    assert_eq!((v.oldest_ms, v.newest_ms), (NOW_MS - 3_600_000, NOW_MS));
+    // One object alone.
+    let v = ok(Endpoint::Logs, &log);
+    assert_eq!(items(&v), vec![log]);
+    assert_eq!(ok(Endpoint::Logs, &json!([])).items, 0);
+
+    for (body, want) in [
+        (
+            json!([{"message": "a"}, "b"]),
+            "item 1: must be a JSON object, got a string",
+        ),
+        (
+            json!([{"status": 3}]),
+            "item 0: status: must be a string, got a number",
+        ),
+        (
+            json!({"ddtags": ["a"]}),
+            "ddtags: must be a string, got an array",
+        ),
+        (
+            json!([{"timestamp": NOW_MS - 19 * 3_600_000}]),
+            "item 0: timestamp: 19 hours in the past; Datadog accepts at most 18 hours",
+        ),
+        (
+            json!([{"timestamp": NOW_MS + 3 * 3_600_000}]),
+            "item 0: timestamp: 3 hours in the future; Datadog accepts at most 2 hours",
+        ),
+        (
+            json!([{"timestamp": true}]),
+            "item 0: timestamp: must be milliseconds since the epoch or a date string",
+        ),
+    ] {
+        let errs = errors(Endpoint::Logs, &body);
+        assert!(
+            errs.iter().any(|e| e == want || e.starts_with(want)),
+            "{body}: {errs:?} lacks {want}"
+        );
+    }
+}
+
+#[test]
+fn logs_request_limits() {
+    let many: Vec<Value> = (0..1001).map(|i| json!({"message": i})).collect();
+    assert_eq!(
+        validate(Endpoint::Logs, json!(many).to_string().as_bytes(), NOW_MS),
+        Err(Invalid::TooManyItems {
+            items: 1001,
+            limit: 1000
+        })
+    );
+    assert_eq!(ok(Endpoint::Logs, &json!(many[..1000])).items, 1000);
+
+    // 1,000,000 bytes is the largest log; the size counts after compaction.
+    let pad = 1_000_000 - r#"{"message":""}"#.len();
+    let exact = json!({ "message": "x".repeat(pad) });
+    let body = format!(
+        "[ {{ \"ok\" : 1 }} ,\n {} ]",
+        serde_json::to_string_pretty(&exact).unwrap()
+    );
+    assert_eq!(
+        validate(Endpoint::Logs, body.as_bytes(), NOW_MS)
+            .unwrap()
+            .items,
+        2
+    );
+    let over = json!([{}, { "message": "x".repeat(pad + 1) }]);
+    assert_eq!(
+        validate(Endpoint::Logs, over.to_string().as_bytes(), NOW_MS),
+        Err(Invalid::ItemTooLarge {
+            index: 1,
+            size: 1_000_001,
+            limit: 1_000_000
+        })
+    );
+}
+
+#[test]
+fn events() {
+    let event = json!({"title": "Deploy", "text": "%%% \n**done** \n %%%", "date_happened": NOW_S - 3600,
+                       "priority": "low", "alert_type": "success", "aggregation_key": "k", "tags": ["a:b"],
+                       "host": "h", "source_type_name": "s", "device_name": "d", "related_event_id": 42, "x": 1});
+    let v = ok(Endpoint::Events, &event);
+    assert_eq!((v.items, items(&v)), (1, vec![event]));
+    assert_eq!(v.oldest_ms, NOW_MS - 3_600_000);
+    for (body, want) in [
+        (json!({"text": "t"}), "title: is required"),
+        (json!({"title": "t"}), "text: is required"),
+        (
+            json!({"title": "t", "text": "x".repeat(4001)}),
+            "text: 4001 characters; Datadog accepts at most 4000",
+        ),
+        (
+            json!({"title": "t", "text": "x", "priority": "high"}),
+            "priority: must be one of normal, low, got \"high\"",
+        ),
+        (
+            json!({"title": "t", "text": "x", "alert_type": "fatal"}),
+            "alert_type: must be one of error, warning",
+        ),
+        (
+            json!({"title": "t", "text": "x", "aggregation_key": "k".repeat(101)}),
+            "aggregation_key: 101 characters",
+        ),
+        (
+            json!({"title": "t", "text": "x", "date_happened": NOW_S - 19 * 3600}),
+            "date_happened: 19 hours in the past",
+        ),
+        (
+            json!({"title": "t", "text": "x", "related_event_id": "1"}),
+            "related_event_id: must be an integer, got a string",
+        ),
+        (
+            json!({"title": null, "text": "x"}),
+            "title: must be a string, got null",
+        ),
+    ] {
+        let errs = errors(Endpoint::Events, &body);
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{body}: {errs:?} lacks {want}"
+        );
+    }
+    ok(
+        Endpoint::Events,
+        &json!({"title": "t", "text": "é".repeat(4000)}),
+    );
+}
+
+#[test]
+fn check_run() {
+    let check = json!({"check": "app.ok", "host_name": "h", "status": 0, "tags": ["a:b"],
+                       "message": "m", "timestamp": NOW_S - 60});
+    let v = ok(
+        Endpoint::CheckRun,
+        &json!([check.clone(), {"check": "c", "host_name": "h", "status": 3}]),
+    );
+    assert_eq!(
+        items(&v),
+        vec![
+            check.clone(),
+            json!({"check": "c", "host_name": "h", "status": 3, "tags": []})
+        ]
+    );
+    assert_eq!((v.oldest_ms, v.newest_ms), (NOW_MS - 60_000, NOW_MS));
+    assert_eq!(items(&ok(Endpoint::CheckRun, &check)), vec![check]);
+    for (body, want) in [
+        (
+            json!([{"host_name": "h", "status": 0}]),
+            "item 0: check: is required",
+        ),
+        (
+            json!([{"check": "c", "status": 0}]),
+            "item 0: host_name: is required",
+        ),
+        (
+            json!([{"check": "c", "host_name": "h"}]),
+            "item 0: status: is required",
+        ),
+        (
+            json!([{"check": "c", "host_name": "h", "status": 4}]),
+            "item 0: status: must be between 0 and 3, got 4",
+        ),
+        (
+            json!([{"check": "c", "host_name": "h", "status": 0, "tags": null}]),
+            "item 0: tags: must be an array of strings, got null",
+        ),
+        (
+            json!({"check": "c", "host_name": "h", "status": 0, "timestamp": NOW_S - 11 * 60}),
+            "timestamp: 11 minutes in the past; Datadog accepts at most 10 minutes",
+        ),
+    ] {
+        let errs = errors(Endpoint::CheckRun, &body);
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{body}: {errs:?} lacks {want}"
+        );
+    }
+}
+
+#[test]
+fn escaped_keys_and_strings_are_understood() {
+    // `\u0073tatus` is `status`: the check sees through escapes.
+    let body = br#"[{"\u0073tatus": 1, "message": "tab\there"}]"#;
+    match validate(Endpoint::Logs, body, NOW_MS) {
+        Err(Invalid::Items { errors, .. }) => assert_eq!(errors[0].field, "status"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        ".*".prop_map(Value::String),
+        "[ \"\\\\\n\t\r{}\\[\\],:a-z]*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map("[ \"a-z\\\\\n]*", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Compaction of pretty-printed JSON is exactly serde_json's compact form.
+    #[test]
+    fn compaction_equals_compact_serialization(v in arb_json()) {
+        let mut out = Vec::new();
+        compact_into(&mut out, serde_json::to_string_pretty(&v).unwrap().as_bytes());
+        proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+    }
+
+    /// Any array of objects is a valid logs body (without reserved
+    /// attributes), and the payload gives back each object, one per line.
+    #[test]
+    fn any_objects_are_logs(items in proptest::collection::vec(arb_json(), 0..8)) {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|v| {
+                let mut o = match v { Value::Object(o) => o, other => [("v".to_string(), other)].into_iter().collect() };
+                for k in ["ddsource", "ddtags", "hostname", "service", "status", "timestamp"] {
+                    o.remove(k);
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let body = serde_json::to_string_pretty(&items).unwrap();
+        let v = validate(Endpoint::Logs, body.as_bytes(), NOW_MS).unwrap();
+        proptest::prop_assert_eq!(v.items as usize, items.len());
+        // Byte-exact: the payload is serde_json's compact form of each item
+        // (compared as text, as float parsing does not round-trip exactly).
+        let want: Vec<String> = items.iter().map(Value::to_string).collect();
+        proptest::prop_assert_eq!(String::from_utf8(v.payload).unwrap(), want.join("\n"));
+    }
+}

@@ -1,0 +1,389 @@
+//! Packing queued items into Datadog request payloads that never exceed the
+//! endpoint's limits.
+//!
+//! Owns: the request wrappers (`{"series":[…]}`, `[…]`, a lone event), the
+//! order-preserving split of a run of items into payloads, and the guarantee
+//! that every payload satisfies [`Limits`]: compressed body ≤
+//! `max_compressed`, uncompressed body ≤ `max_uncompressed`, items ≤
+//! `max_items`, each item ≤ `max_item`. Knows nothing of the network, retries,
+//! tenants or the queue: items in, bodies out.
+//!
+//! Limits are [`Endpoint::limits`] (reference §4, `datadog-api.md`): series
+//! v2 512,000 B compressed / 5,242,880 B uncompressed ("less than", so one
+//! byte less); logs 5,000,000 B, 1000 entries, 1,000,000 B per entry; events
+//! one per request; check_run the Agent's 2.5 MB / 4 MB caps.
+//!
+//! Exact, not estimated. The uncompressed size and the item count are
+//! counted. The compressed size is bounded by [`Encoder::final_bound`]: an
+//! item goes in only while the bound with it (and the closing wrapper) stays
+//! within `max_compressed`. When the bound says no, the encoder is sync-
+//! flushed, which replaces the worst case of everything since the last flush
+//! by its real size, and the bound is asked again; only when it still says no
+//! is the payload finished. The real size is then at most the last bound that
+//! said yes. Payloads far below the cap (the common case for small batches)
+//! are compressed in one pass with no flush at all. As a last line of
+//! defence, a finished body over the cap (impossible while the bound is
+//! right) is split in halves and packed again, so the limit holds regardless.
+//!
+//! Fill (measured by `benches/pipeline.rs`, level 1): series v2 payloads end
+//! within ~1% of the 512,000-byte cap with gzip and zstd, and logs payloads
+//! at the 1000-entry or 5,000,000-byte cap, whichever comes first.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::encode::{EncodeError, Encoder};
+use crate::site::{Encoding, Endpoint, Limits};
+
+/// One request body, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub body: Bytes,
+    pub encoding: Encoding,
+    /// The payload holds `items[first_item..first_item + item_count]`.
+    pub first_item: usize,
+    pub item_count: usize,
+    pub uncompressed_len: usize,
+}
+
+impl Payload {
+    pub fn items(&self) -> Range<usize> {
+        self.first_item..self.first_item + self.item_count
+    }
+}
+
+/// Items that did not become a payload. Each covers a range of the input,
+/// in order with the payloads around it, so nothing is lost silently.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// This item cannot be sent even alone (it should have been refused at
+    /// ingest); the caller dead-letters it.
+    #[error("item {index} ({size} bytes) cannot fit in any {endpoint} request: {reason}")]
+    Oversized {
+        index: usize,
+        size: usize,
+        endpoint: Endpoint,
+        reason: String,
+    },
+    /// The compressor failed (not expected: it writes to memory); the items
+    /// may be retried.
+    #[error("compressing items {first_item}..{} failed: {source}", first_item + item_count)]
+    Encode {
+        first_item: usize,
+        item_count: usize,
+        #[source]
+        source: EncodeError,
+    },
+}
+
+impl BatchError {
+    /// The input items this error covers.
+    pub fn items(&self) -> Range<usize> {
+        match self {
+            BatchError::Oversized { index, .. } => *index..index + 1,
+            BatchError::Encode {
+                first_item,
+                item_count,
+                ..
+            } => *first_item..first_item + item_count,
+        }
+    }
+}
+
+/// How items are joined into one body.
+struct Frame {
+    open: &'static [u8],
+    sep: &'static [u8],
+    close: &'static [u8],
+}
+
+fn frame(endpoint: Endpoint) -> Frame {
+    match endpoint {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 => Frame {
+            open: br#"{"series":["#,
+            sep: b",",
+            close: b"]}",
+        },
+        Endpoint::Logs | Endpoint::CheckRun => Frame {
+            open: b"[",
+            sep: b",",
+            close: b"]",
+        },
+        // One event per request: the item is the body.
+        Endpoint::Events => Frame {
+            open: b"",
+            sep: b"",
+            close: b"",
+        },
+    }
+}
+
+/// Packs items for one endpoint with one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packer {
+    endpoint: Endpoint,
+    encoding: Encoding,
+    level: i32,
+    limits: Limits,
+}
+
+/// A payload being filled.
+struct Open {
+    enc: Encoder,
+    first: usize,
+    count: usize,
+}
+
+impl Packer {
+    /// A packer for `endpoint` within its Datadog limits. `level`: see
+    /// [`Encoder::new`].
+    pub fn new(endpoint: Endpoint, encoding: Encoding, level: i32) -> Packer {
+        Packer {
+            endpoint,
+            encoding,
+            level,
+            limits: endpoint.limits(),
+        }
+        .with_limits(endpoint.limits())
+    }
+
+    /// At most `n` items per payload (never more than the endpoint allows,
+    /// never fewer than one): used to split in halves after an unexpected 413.
+    pub fn with_max_items(mut self, n: usize) -> Packer {
+        self.limits.max_items = n.clamp(1, self.limits.max_items.max(1));
+        self
+    }
+
+    /// Replaces the limits, e.g. smaller ones for tests. Sending with limits
+    /// above [`Endpoint::limits`] gets payloads refused by Datadog.
+    /// Events always go one per request (their body is the event itself).
+    pub fn with_limits(mut self, limits: Limits) -> Packer {
+        self.limits = limits;
+        if self.endpoint == Endpoint::Events {
+            self.limits.max_items = self.limits.max_items.min(1);
+        }
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Packs `items` (compact JSON, in order) into payloads. The entries
+    /// cover `0..items.len()` in order, each a contiguous range, every item
+    /// exactly once: `Ok` payloads satisfy every limit; an `Err` names the
+    /// items it covers ([`BatchError::items`]).
+    pub fn pack(&self, items: &[&[u8]]) -> Vec<Result<Payload, BatchError>> {
+        let mut out = Vec::new();
+        self.pack_into(items, 0, &mut out);
+        out
+    }
+
+    /// Packs `items`, which start at input index `offset`, onto `out`.
+    fn pack_into(
+        &self,
+        items: &[&[u8]],
+        offset: usize,
+        out: &mut Vec<Result<Payload, BatchError>>,
+    ) {
+        let frame = frame(self.endpoint);
+        let mut open: Option<Open> = None;
+        for (k, item) in items.iter().enumerate() {
+            if let Some(mut p) = open.take() {
+                match self.try_add(&frame, &mut p, item) {
+                    Ok(true) => {
+                        open = Some(p);
+                        continue;
+                    }
+                    Ok(false) => self.close(&frame, p, items, offset, out),
+                    Err(source) => out.push(Err(BatchError::Encode {
+                        first_item: p.first,
+                        item_count: p.count,
+                        source,
+                    })),
+                }
+            }
+            open = self.start(&frame, offset + k, item, out);
+        }
+        if let Some(p) = open {
+            self.close(&frame, p, items, offset, out);
+        }
+    }
+
+    fn oversized(&self, index: usize, size: usize, reason: String) -> BatchError {
+        BatchError::Oversized {
+            index,
+            size,
+            endpoint: self.endpoint,
+            reason,
+        }
+    }
+
+    /// Starts a payload with `item`, or settles the item alone when the
+    /// bound cannot promise it fits: compressed alone it either fits (a
+    /// payload of one) or is oversized.
+    fn start(
+        &self,
+        frame: &Frame,
+        index: usize,
+        item: &[u8],
+        out: &mut Vec<Result<Payload, BatchError>>,
+    ) -> Option<Open> {
+        let l = &self.limits;
+        let unc = frame.open.len() + item.len() + frame.close.len();
+        let reason = if item.len() > l.max_item {
+            Some(format!(
+                "Datadog accepts at most {} bytes per item",
+                l.max_item
+            ))
+        } else if unc > l.max_uncompressed {
+            Some(format!(
+                "its request would be {unc} bytes; Datadog accepts at most {}",
+                l.max_uncompressed
+            ))
+        } else if l.max_items == 0 {
+            Some("the endpoint accepts no items".into())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.push(Err(self.oversized(index, item.len(), reason)));
+            return None;
+        }
+        let encode_err = |source| BatchError::Encode {
+            first_item: index,
+            item_count: 1,
+            source,
+        };
+        let capacity = self.capacity();
+        let mut enc = match Encoder::new(self.encoding, self.level, capacity) {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(Err(encode_err(e)));
+                return None;
+            }
+        };
+        let fits = enc.final_bound(unc) <= l.max_compressed;
+        let written = enc.write(frame.open).and_then(|()| enc.write(item));
+        if let Err(e) = written {
+            out.push(Err(encode_err(e)));
+            return None;
+        }
+        let p = Open {
+            enc,
+            first: index,
+            count: 1,
+        };
+        if fits {
+            return Some(p);
+        }
+        match self.finish(frame, p) {
+            Ok(payload) if payload.body.len() <= l.max_compressed => out.push(Ok(payload)),
+            Ok(payload) => out.push(Err(self.oversized(
+                index,
+                item.len(),
+                format!(
+                    "it compresses to {} bytes; Datadog accepts at most {}",
+                    payload.body.len(),
+                    l.max_compressed
+                ),
+            ))),
+            Err(e) => out.push(Err(encode_err(e))),
+        }
+        None
+    }
+
+    /// Adds `item` to `p` if every limit still provably holds. `Ok(false)`:
+    /// the payload is full.
+    fn try_add(&self, frame: &Frame, p: &mut Open, item: &[u8]) -> Result<bool, EncodeError> {
+        let l = &self.limits;
+        let add = frame.sep.len() + item.len();
+        if p.count >= l.max_items
+            || item.len() > l.max_item
+            || p.enc.uncompressed_len() + add + frame.close.len() > l.max_uncompressed
+        {
+            return Ok(false);
+        }
+        if p.enc.final_bound(add + frame.close.len()) > l.max_compressed {
+            if p.enc.unflushed() == 0 {
+                return Ok(false);
+            }
+            p.enc.sync_flush()?;
+            if p.enc.final_bound(add + frame.close.len()) > l.max_compressed {
+                return Ok(false);
+            }
+        }
+        p.enc.write(frame.sep)?;
+        p.enc.write(item)?;
+        p.count += 1;
+        Ok(true)
+    }
+
+    fn finish(&self, frame: &Frame, mut p: Open) -> Result<Payload, EncodeError> {
+        p.enc.write(frame.close)?;
+        let uncompressed_len = p.enc.uncompressed_len();
+        let body = p.enc.finish()?;
+        Ok(Payload {
+            body: Bytes::from(body),
+            encoding: self.encoding,
+            first_item: p.first,
+            item_count: p.count,
+            uncompressed_len,
+        })
+    }
+
+    /// Finishes `p` onto `out`. `items` start at input index `offset`.
+    fn close(
+        &self,
+        frame: &Frame,
+        p: Open,
+        items: &[&[u8]],
+        offset: usize,
+        out: &mut Vec<Result<Payload, BatchError>>,
+    ) {
+        let (first, count) = (p.first, p.count);
+        match self.finish(frame, p) {
+            Ok(payload) if payload.body.len() <= self.limits.max_compressed => {
+                out.push(Ok(payload));
+            }
+            // Unreachable while `final_bound` is a true bound (tested in
+            // `encode`); if it ever is not, the limit still holds.
+            Ok(payload) if count > 1 => {
+                debug_assert!(false, "final_bound was exceeded: {}", payload.body.len());
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    size = payload.body.len(),
+                    limit = self.limits.max_compressed,
+                    "compressed payload above its bound; splitting it"
+                );
+                let range = first - offset..first - offset + count;
+                self.with_max_items(count.div_ceil(2))
+                    .pack_into(&items[range], first, out);
+            }
+            Ok(payload) => out.push(Err(self.oversized(
+                first,
+                items.get(first - offset).map_or(0, |i| i.len()),
+                format!(
+                    "it compresses to {} bytes; Datadog accepts at most {}",
+                    payload.body.len(),
+                    self.limits.max_compressed
+                ),
+            ))),
+            Err(source) => out.push(Err(BatchError::Encode {
+                first_item: first,
+                item_count: count,
+                source,
+            })),
+        }
+    }
+
+    /// A starting size for the output buffer: most payloads end near the
+    /// compressed cap or are small, so start at a quarter of it.
+    fn capacity(&self) -> usize {
+        (self.limits.max_compressed / 4).min(1 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests;
