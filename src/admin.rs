@@ -53,6 +53,10 @@ pub trait QueueView: Send + Sync {
 /// Extra per-tenant delivery figures (held, dead-lettered, aged out, last error).
 pub trait DeliveryView: Send + Sync {
     fn tenant(&self, tenant: &str) -> serde_json::Value;
+    /// The tenant's dead-letter entries (metadata).
+    fn dead_letters(&self, tenant: &str) -> serde_json::Value;
+    /// The refused items of one dead-letter entry.
+    fn dead_letter_items(&self, tenant: &str, id: u64) -> Option<Vec<String>>;
 }
 
 /// Everything the admin API needs.
@@ -149,6 +153,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tenants", get(list))
         .route("/v1/tenants/{tenant}", get(show).delete(disconnect))
         .route("/v1/tenants/{tenant}/connect", post(connect))
+        .route("/v1/tenants/{tenant}/dead_letters", get(dead_letters))
+        .route("/v1/tenants/{tenant}/dead_letters/{id}", get(dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -306,4 +312,45 @@ async fn disconnect(
         },
     }))
     .into_response())
+}
+
+async fn dead_letters(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    state
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| not_found(&tenant))?;
+    let d = state
+        .delivery
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no delivery pipeline"))?;
+    Ok(axum::Json(d.dead_letters(&tenant)).into_response())
+}
+
+async fn dead_letter(
+    State(state): State<AdminState>,
+    Path((tenant, id)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    state
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| not_found(&tenant))?;
+    let d = state
+        .delivery
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no delivery pipeline"))?;
+    let items = d.dead_letter_items(&tenant, id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("tenant {tenant} has no dead letter {id}"),
+        )
+    })?;
+    Ok(
+        axum::Json(serde_json::json!({ "tenant": tenant, "id": id, "items": items }))
+            .into_response(),
+    )
 }

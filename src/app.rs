@@ -22,10 +22,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::admin::{self, AdminState, Purged, QueueView, Queued};
+use std::collections::HashMap;
+
+use crate::admin::{self, AdminState, DeliveryView, Purged, QueueView, Queued};
 use crate::config::Config;
 use crate::datadog;
+use crate::ingest::{self, api::IngestState};
 use crate::oauth;
+use crate::pipeline::deadletter::DeadLetters;
+use crate::pipeline::send::Pipeline;
+use crate::queue::{Limits as QueueLimits, Queue, QueueError};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::telemetry::LogHandle;
@@ -47,6 +53,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Datadog(#[from] datadog::BuildError),
+    #[error("cannot open the queue: {0}")]
+    Queue(#[from] QueueError),
 }
 
 /// State shared by every part of the running relay.
@@ -56,6 +64,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub tenants: Arc<Tenants>,
+    pub queue: Queue,
+    pub pipeline: Arc<Pipeline>,
     ready: AtomicBool,
     pub shutdown: Shutdown,
     log: Option<LogHandle>,
@@ -198,12 +208,37 @@ impl App {
         let config: ConfigHandle = Arc::new(ArcSwap::from_pointee(config));
         let tenants =
             Arc::new(Tenants::load(store.clone(), datadog, config.clone(), metrics.clone()).await?);
+        let cfg = config.load_full();
+        let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
+        tracing::info!(
+            records = recovery.records,
+            items = recovery.items,
+            bytes = recovery.bytes,
+            corrupt_records = recovery.corrupt_records,
+            truncated_bytes = recovery.truncated_bytes,
+            "queue recovered"
+        );
+        let dead_dir = cfg.storage.data_dir.join("dead-letters");
+        let dead = DeadLetters::open(&dead_dir, cfg.queue.dead_letter_max_bytes).map_err(|e| {
+            BuildError::DataDir {
+                path: dead_dir.display().to_string(),
+                error: e.to_string(),
+            }
+        })?;
+        let pipeline = Arc::new(Pipeline::new(
+            queue.clone(),
+            tenants.clone(),
+            metrics.clone(),
+            dead,
+        ));
         let shared = Arc::new(Shared {
             config,
             generation: AtomicU64::new(1),
             metrics,
             store,
             tenants,
+            queue,
+            pipeline,
             ready: AtomicBool::new(false),
             shutdown: Shutdown::new(),
             log,
@@ -259,6 +294,7 @@ impl App {
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
         spawn_housekeeping(shared.clone());
+        let delivery = tokio::spawn(shared.pipeline.clone().run(shared.shutdown.clone()));
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(
             api = %api.local_addr()?,
@@ -280,9 +316,15 @@ impl App {
         )
         .with_graceful_shutdown(async move { s2.wait().await });
         let (a, p) = tokio::join!(api_server.into_future(), public_server.into_future());
+        // No request is in flight any more: finish the drain, then close the
+        // queue (syncs its ack files) and the store.
+        if let Err(e) = delivery.await {
+            tracing::error!(error = %e, "delivery task failed");
+        }
+        shared.queue.close().await;
+        shared.store.close().await;
         a?;
         p?;
-        shared.store.close().await;
         tracing::info!("ddrelay stopped");
         Ok(())
     }
@@ -308,17 +350,35 @@ fn check_data_dir(dir: &Path) -> Result<(), BuildError> {
 }
 
 fn api_router(shared: Arc<Shared>) -> Router {
+    let views = Arc::new(Views {
+        queue: shared.queue.clone(),
+        pipeline: shared.pipeline.clone(),
+        tenants: shared.tenants.clone(),
+    });
     let admin = admin::router(AdminState {
         tenants: shared.tenants.clone(),
-        queue: Arc::new(NoQueue),
-        delivery: None,
+        queue: views.clone(),
+        delivery: Some(views),
     });
+    let ingest = ingest::api::router(IngestState {
+        tenants: shared.tenants.clone(),
+        queue: shared.queue.clone(),
+        metrics: shared.metrics.clone(),
+    });
+    let config = shared.config();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
         .merge(admin)
+        .merge(ingest)
+        // Bodies are bounded by the handlers themselves (413 with a JSON body).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.server.request_timeout,
+        ))
 }
 
 /// The browser-facing listener serves the OAuth callback and nothing else.
@@ -362,6 +422,20 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             if let Err(e) = shared.tenants.sync().await {
                 tracing::warn!(error = %e, "tenant sync failed");
             }
+            let stats = shared.queue.stats();
+            shared.metrics.queue_items.set(stats.items as i64);
+            shared.metrics.queue_bytes.set(stats.bytes as i64);
+            shared.metrics.queue_oldest_age_seconds.set(
+                stats
+                    .oldest_created_ms
+                    .map(|t| ((crate::tenant::now_ms() - t).max(0) as f64) / 1000.0)
+                    .unwrap_or(0.0),
+            );
+            let corrupt = shared.queue.corrupt_records();
+            let seen = shared.metrics.queue_corrupt_records.get();
+            if corrupt > seen {
+                shared.metrics.queue_corrupt_records.inc_by(corrupt - seen);
+            }
             n += 1;
             if n.is_multiple_of(30)
                 && let Err(e) = shared.store.purge_expired_flows(crate::tenant::now()).await
@@ -372,18 +446,85 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
     });
 }
 
-/// Placeholder until the durable queue is wired in: nothing is queued.
-struct NoQueue;
+/// The queue and delivery figures, as the admin API and status page see them.
+struct Views {
+    queue: Queue,
+    pipeline: Arc<Pipeline>,
+    tenants: Arc<Tenants>,
+}
 
-impl QueueView for NoQueue {
-    fn tenant(&self, _: &str) -> Queued {
-        Queued::default()
+fn queued(stats: &crate::queue::Stats) -> Queued {
+    Queued {
+        items: stats.items,
+        bytes: stats.bytes,
+        oldest_ms: stats.oldest_created_ms,
     }
-    fn all(&self) -> std::collections::HashMap<String, Queued> {
-        std::collections::HashMap::new()
+}
+
+impl QueueView for Views {
+    fn tenant(&self, tenant: &str) -> Queued {
+        queued(&self.queue.tenant_stats(tenant))
     }
-    fn purge(&self, _: &str) -> Purged {
-        Purged::default()
+    fn all(&self) -> HashMap<String, Queued> {
+        self.queue
+            .all_tenant_stats()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), queued(&v)))
+            .collect()
+    }
+    fn purge(&self, tenant: &str) -> Purged {
+        let (records, items, bytes) = self.queue.purge_tenant(tenant);
+        self.pipeline.dead_letters().purge(tenant);
+        Purged {
+            records,
+            items,
+            bytes,
+        }
+    }
+}
+
+/// Held data is flagged when its oldest item is older than half of the
+/// shortest common acceptance window (series: 1 hour).
+const HELD_WARNING_AGE_MS: i64 = 30 * 60 * 1000;
+
+impl DeliveryView for Views {
+    fn tenant(&self, tenant: &str) -> serde_json::Value {
+        let d = self.pipeline.tenant(tenant);
+        let dead = self.pipeline.dead_letters().totals(tenant);
+        let stats = self.queue.tenant_stats(tenant);
+        let held = self
+            .tenants
+            .get(tenant)
+            .is_some_and(|e| e.state() != crate::store::TenantState::Connected);
+        let oldest_age_ms = stats
+            .oldest_created_ms
+            .map(|t| (crate::tenant::now_ms() - t).max(0));
+        serde_json::json!({
+            "delivered_items": d.delivered_items,
+            "held_items": if held { stats.items } else { 0 },
+            "dead_lettered_items": d.dead_lettered_items,
+            "dead_letters": dead,
+            "aged_out_items": d.aged_out_items,
+            "retries": d.retries,
+            "forbidden_in_a_row": d.forbidden_in_a_row,
+            "last_error": d.last_error,
+            "last_error_ms": d.last_error_ms,
+            "last_delivery_ms": d.last_delivery_ms,
+            "oldest_queued_age_s": oldest_age_ms.map(|a| a / 1000),
+            "approaching_acceptance_window": oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
+        })
+    }
+
+    fn dead_letters(&self, tenant: &str) -> serde_json::Value {
+        serde_json::json!({
+            "tenant": tenant,
+            "totals": self.pipeline.dead_letters().totals(tenant),
+            "entries": self.pipeline.dead_letters().list(tenant),
+        })
+    }
+
+    fn dead_letter_items(&self, tenant: &str, id: u64) -> Option<Vec<String>> {
+        self.pipeline.dead_letters().items(tenant, id)
     }
 }
 

@@ -6,4 +6,5 @@
 //! decompression, status codes) will live here too. Nothing under `ingest`
 //! knows compression for delivery, retries or Datadog hosts.
 
+pub mod api;
 pub mod validate;

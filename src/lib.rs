@@ -35,6 +35,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datadog;
+pub mod demo;
 pub mod fakedog;
 pub mod ingest;
 pub mod oauth;

@@ -9,5 +9,10 @@
 //! Nothing here touches the network, tokio, the queue's storage or tenants;
 //! the sender that posts the payloads will live beside these modules.
 
+pub mod age;
 pub mod batch;
+pub mod deadletter;
 pub mod encode;
+pub mod limits;
+pub mod retry;
+pub mod send;

@@ -148,6 +148,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::QueueConfig;
 use format::HEADER_LEN;
+pub use index::ReadyInfo;
 use index::{State, StreamKey, ToRead};
 use writer::{Job, Pending, Writer};
 
@@ -529,6 +530,15 @@ impl Queue {
             return Err(AppendError::Closed);
         }
         rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// What is ready in one stream, counted from the front up to `enough`
+    /// payload bytes: lets the sender wait for a fuller batch.
+    pub fn ready_info(&self, tenant: &str, stream: u8, enough: u64) -> Option<ReadyInfo> {
+        self.shared()
+            .state
+            .lock()
+            .ready_info(tenant, stream, enough)
     }
 
     /// (tenant, stream) pairs with records ready to take, least recently

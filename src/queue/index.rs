@@ -26,6 +26,17 @@ use super::{AppendError, Limits, RecordId, Stats};
 /// A (tenant, stream code) pair: the unit of ordering.
 pub(crate) type StreamKey = (Arc<str>, u8);
 
+/// A summary of a stream's ready records (see [`State::ready_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyInfo {
+    /// Ready records counted (all of them, or until `enough` bytes).
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// The earliest `created_ms` among them.
+    pub oldest_created_ms: i64,
+}
+
 /// What the index keeps per live record: 32 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -421,6 +432,28 @@ impl State {
         for id in segs {
             self.reap(id);
         }
+    }
+
+    /// What is ready in one stream, counting from the front until `enough`
+    /// payload bytes (so the cost is bounded by one batch, not the backlog).
+    pub fn ready_info(&self, tenant: &str, stream: u8, enough: u64) -> Option<ReadyInfo> {
+        let (key, _) = self.tenants.get_key_value(tenant)?;
+        let s = self.streams.get(&(key.clone(), stream))?;
+        let front = s.ready.front()?;
+        let mut info = ReadyInfo {
+            records: 0,
+            bytes: 0,
+            oldest_created_ms: front.created_ms,
+        };
+        for e in &s.ready {
+            info.records += 1;
+            info.bytes += e.payload_len(tenant);
+            info.oldest_created_ms = info.oldest_created_ms.min(e.created_ms);
+            if info.bytes >= enough {
+                break;
+            }
+        }
+        Some(info)
     }
 
     /// Streams with ready records, least recently served first (ties: the

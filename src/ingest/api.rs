@@ -1,0 +1,391 @@
+//! The Datadog-compatible ingest endpoints on `api_listen`.
+//!
+//! `POST /api/v2/series`, `/api/v1/series`, `/api/v2/logs`, `/api/v1/events`,
+//! `/api/v1/check_run`: the tenant is the `DD-Relay-Tenant` header, else the
+//! value of `DD-API-KEY` (so Datadog's own clients work with the tenant id as
+//! their API key). The body is decoded (bounded), validated as Datadog would,
+//! and appended to the durable queue as one record; `202` only once it is
+//! durable. Nothing of a rejected request is queued.
+//!
+//! Status codes (contract, "Ingest"): 400 bad input, 404 unknown tenant,
+//! 409 tenant not connected, 413 body too large, 429 tenant over its queue
+//! share, 503 queue full or draining — each with `{"errors": [...]}` naming
+//! what is wrong, and `Retry-After` where waiting helps.
+//!
+//! This module never sees compression for sending, retries or Datadog hosts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use super::validate::{Invalid, Validated, validate};
+use crate::codec::{self, CodecError};
+use crate::queue::{AppendError, NewRecord, Queue};
+use crate::site::{Encoding, Endpoint};
+use crate::store::TenantState;
+use crate::telemetry::metrics::{
+    KindLabels, KindOutcome, KindReason, Metrics, SendLabels, status_class,
+};
+use crate::tenant::{Tenants, now_ms, validate_id};
+
+/// The header that names the tenant.
+pub const TENANT_HEADER: &str = "dd-relay-tenant";
+
+/// Bodies at least this large are decoded and validated off the async
+/// workers, so a 5 MB log batch does not stall other requests.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+/// What the ingest endpoints need.
+#[derive(Clone)]
+pub struct IngestState {
+    pub tenants: Arc<Tenants>,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An ingest failure: a status, the errors body, and maybe Retry-After.
+#[derive(Debug)]
+pub struct IngestError {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub errors: Vec<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl IngestError {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> IngestError {
+        IngestError {
+            status,
+            reason,
+            errors: vec![message.into()],
+            retry_after: None,
+        }
+    }
+
+    fn retry(mut self, after: Duration) -> IngestError {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(serde_json::json!({ "errors": self.errors })),
+        )
+            .into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// The ingest routes.
+pub fn router(state: IngestState) -> Router {
+    let mut r = Router::new();
+    for endpoint in Endpoint::ALL {
+        r = r.route(
+            endpoint.path(),
+            post(move |s: State<IngestState>, h: HeaderMap, b: Body| handle(endpoint, s, h, b)),
+        );
+    }
+    r.with_state(state)
+}
+
+async fn handle(
+    endpoint: Endpoint,
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let kind = endpoint.name();
+    let result = ingest(endpoint, &state, &headers, body).await;
+    let status = match &result {
+        Ok(_) => StatusCode::ACCEPTED,
+        Err(e) => e.status,
+    };
+    state
+        .metrics
+        .ingest_requests
+        .get_or_create(&SendLabels {
+            kind,
+            site: "-",
+            status_class: status_class(status.as_u16()),
+        })
+        .inc();
+    match result {
+        Ok(()) => {
+            state
+                .metrics
+                .ingest_ack_seconds
+                .get_or_create(&KindLabels { kind })
+                .observe(started.elapsed().as_secs_f64());
+            (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                success_body(endpoint),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            state
+                .metrics
+                .ingest_rejections
+                .get_or_create(&KindReason {
+                    kind,
+                    reason: e.reason,
+                })
+                .inc();
+            e.into_response()
+        }
+    }
+}
+
+/// Datadog's own success bodies, so clients parse them as they would Datadog's.
+fn success_body(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::SeriesV2 => r#"{"errors":[]}"#,
+        Endpoint::Logs => "{}",
+        Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun => r#"{"status":"ok"}"#,
+    }
+}
+
+/// Which tenant a request names.
+pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
+    let raw = headers
+        .get(TENANT_HEADER)
+        .or_else(|| headers.get("dd-api-key"))
+        .ok_or_else(|| {
+            IngestError::new(
+                StatusCode::BAD_REQUEST,
+                "no_tenant",
+                "missing DD-Relay-Tenant header (or DD-API-KEY holding the tenant id)",
+            )
+        })?;
+    let id = raw
+        .to_str()
+        .map_err(|_| {
+            IngestError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_tenant",
+                "the tenant header is not ASCII",
+            )
+        })?
+        .trim()
+        .to_string();
+    validate_id(&id).map_err(|e| {
+        IngestError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_tenant",
+            format!("invalid tenant id: {e}"),
+        )
+    })?;
+    Ok(id)
+}
+
+async fn ingest(
+    endpoint: Endpoint,
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), IngestError> {
+    let kind = endpoint.name();
+    let tenant = tenant_of(headers)?;
+    let entry = state
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| IngestError::new(StatusCode::NOT_FOUND, "unknown_tenant", format!("tenant {tenant} does not exist; connect it first (POST /v1/tenants/{tenant}/connect)")))?;
+    match entry.state() {
+        TenantState::Connected | TenantState::ReauthRequired => {}
+        state @ (TenantState::Pending | TenantState::Disconnected) => {
+            return Err(IngestError::new(
+                StatusCode::CONFLICT,
+                "not_connected",
+                format!(
+                    "tenant {tenant} is {state}: its Datadog account is not connected, so its data cannot be accepted"
+                ),
+            ));
+        }
+    }
+    let encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
+            IngestError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_encoding",
+                format!("unsupported Content-Encoding {:?}; expected gzip, deflate, zstd, zstd1 or identity", v),
+            )
+        })?,
+    };
+    let config = state.tenants.config();
+    let wire = axum::body::to_bytes(body, config.server.max_body as usize)
+        .await
+        .map_err(|_| {
+            IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "request body is larger than {} bytes (server.max_body)",
+                    config.server.max_body
+                ),
+            )
+        })?;
+    let limit = config.server.max_decompressed_body as usize;
+    let now = now_ms();
+    let decoded = if wire.len() >= BLOCKING_THRESHOLD {
+        tokio::task::spawn_blocking(move || {
+            decode_and_validate(endpoint, encoding, &wire, limit, now)
+        })
+        .await
+        .map_err(|_| {
+            IngestError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "validation task failed",
+            )
+        })?
+    } else {
+        decode_and_validate(endpoint, encoding, &wire, limit, now)
+    };
+    let (validated, body_len) = match decoded {
+        Ok(v) => v,
+        Err((e, body_len)) => {
+            state
+                .metrics
+                .ingest_bytes
+                .get_or_create(&KindOutcome {
+                    kind,
+                    outcome: "rejected",
+                })
+                .inc_by(body_len as u64);
+            return Err(e);
+        }
+    };
+    let record = NewRecord {
+        tenant: &tenant,
+        stream: endpoint.code(),
+        items: validated.items,
+        created_ms: now,
+        oldest_ms: validated.oldest_ms,
+        newest_ms: validated.newest_ms,
+        payload: &validated.payload,
+    };
+    match state.queue.append(record).await {
+        Ok(_) => {
+            state
+                .metrics
+                .ingest_items
+                .get_or_create(&KindOutcome {
+                    kind,
+                    outcome: "accepted",
+                })
+                .inc_by(validated.items as u64);
+            state
+                .metrics
+                .ingest_bytes
+                .get_or_create(&KindOutcome {
+                    kind,
+                    outcome: "accepted",
+                })
+                .inc_by(body_len as u64);
+            Ok(())
+        }
+        Err(e) => {
+            state
+                .metrics
+                .ingest_items
+                .get_or_create(&KindOutcome {
+                    kind,
+                    outcome: "rejected",
+                })
+                .inc_by(validated.items as u64);
+            Err(match e {
+                AppendError::TenantFull { tenant_bytes, limit, retry_after } => IngestError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant_queue_full",
+                    format!("tenant {tenant} has {tenant_bytes} bytes queued, its share is {limit} (queue.tenant_max_bytes); retry later"),
+                )
+                .retry(retry_after),
+                AppendError::DiskFull { retry_after } => {
+                    IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", "the relay's queue is full (queue.max_bytes); retry later").retry(retry_after)
+                }
+                AppendError::TooLarge { len, limit } => {
+                    IngestError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request is {len} bytes once normalised; the queue accepts at most {limit}"))
+                }
+                AppendError::Closed => IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the relay is shutting down; retry against another replica or later")
+                    .retry(Duration::from_secs(5)),
+                AppendError::Io(err) => {
+                    tracing::error!(tenant = %tenant, error = %err, "queue write failed");
+                    IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_error", "the relay could not store the request; retry later").retry(Duration::from_secs(5))
+                }
+            })
+        }
+    }
+}
+
+type Decoded = Result<(Validated, usize), (IngestError, usize)>;
+
+fn decode_and_validate(
+    endpoint: Endpoint,
+    encoding: Encoding,
+    wire: &Bytes,
+    limit: usize,
+    now_ms: i64,
+) -> Decoded {
+    let body = codec::decompress(encoding, wire, limit).map_err(|e| {
+        let err = match e {
+            CodecError::TooLarge { limit } => IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body decompresses to more than {limit} bytes (server.max_decompressed_body)"),
+            ),
+            CodecError::Corrupt { .. } => IngestError::new(StatusCode::BAD_REQUEST, "bad_encoding", e.to_string()),
+        };
+        (err, wire.len())
+    })?;
+    let len = body.len();
+    match validate(endpoint, &body, now_ms) {
+        Ok(v) => Ok((v, len)),
+        Err(invalid) => Err((invalid_to_error(endpoint, invalid), len)),
+    }
+}
+
+fn invalid_to_error(endpoint: Endpoint, invalid: Invalid) -> IngestError {
+    match invalid {
+        Invalid::Body(message) => IngestError::new(StatusCode::BAD_REQUEST, "bad_body", message),
+        items @ Invalid::Items { .. } => IngestError {
+            status: StatusCode::BAD_REQUEST,
+            reason: "bad_items",
+            errors: items.messages(),
+            retry_after: None,
+        },
+        Invalid::TooManyItems { items, limit } => IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!(
+                "{items} {} items in one request; Datadog accepts at most {limit} per request",
+                endpoint.name()
+            ),
+        ),
+        Invalid::ItemTooLarge { index, size, limit } => IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "item_too_large",
+            format!(
+                "item {index} is {size} bytes; Datadog accepts at most {limit} bytes per {} item",
+                endpoint.name()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,110 @@
+//! Age-out: Datadog drops items older than its acceptance window
+//! (`Endpoint::window`: series 1 h, check_run 10 min, logs and events 18 h),
+//! so an item held in the queue past it is not sent but counted.
+//!
+//! Records carry their oldest and newest item timestamps, so this per-item
+//! parse runs only for records that straddle the cutoff (rare).
+
+use serde_json::Value;
+
+use crate::site::Endpoint;
+
+/// What to do with one item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trimmed {
+    /// Fresh enough: send as is.
+    Keep,
+    /// Entirely past the window.
+    Drop,
+    /// Some of its points were past the window: send this instead.
+    Rewritten(Vec<u8>),
+}
+
+/// Trims `item` (compact JSON) to what is newer than `cutoff_ms`.
+pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
+    let Ok(mut v) = serde_json::from_slice::<Value>(item) else {
+        return Trimmed::Keep;
+    };
+    let cutoff_s = cutoff_ms.div_euclid(1000);
+    match endpoint {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
+            let Some(points) = v.get_mut("points").and_then(Value::as_array_mut) else {
+                return Trimmed::Keep;
+            };
+            let before = points.len();
+            points.retain(|p| {
+                let ts = match endpoint {
+                    Endpoint::SeriesV2 => p.get("timestamp").and_then(Value::as_i64),
+                    _ => p.get(0).and_then(Value::as_f64).map(|f| f as i64),
+                };
+                ts.is_none_or(|t| t >= cutoff_s)
+            });
+            match points.len() {
+                0 => Trimmed::Drop,
+                n if n == before => Trimmed::Keep,
+                _ => serde_json::to_vec(&v)
+                    .map(Trimmed::Rewritten)
+                    .unwrap_or(Trimmed::Keep),
+            }
+        }
+        Endpoint::Logs => match v.get("timestamp").and_then(Value::as_i64) {
+            Some(ms) if ms < cutoff_ms => Trimmed::Drop,
+            _ => Trimmed::Keep,
+        },
+        Endpoint::Events => match v.get("date_happened").and_then(Value::as_i64) {
+            Some(s) if s < cutoff_s => Trimmed::Drop,
+            _ => Trimmed::Keep,
+        },
+        Endpoint::CheckRun => match v.get("timestamp").and_then(Value::as_i64) {
+            Some(s) if s < cutoff_s => Trimmed::Drop,
+            _ => Trimmed::Keep,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_points_are_trimmed() {
+        let item =
+            br#"{"metric":"a","points":[{"timestamp":100,"value":1},{"timestamp":200,"value":2}]}"#;
+        assert_eq!(trim(Endpoint::SeriesV2, item, 50_000), Trimmed::Keep);
+        assert_eq!(trim(Endpoint::SeriesV2, item, 300_000), Trimmed::Drop);
+        match trim(Endpoint::SeriesV2, item, 150_000) {
+            Trimmed::Rewritten(b) => {
+                let v: Value = serde_json::from_slice(&b).unwrap();
+                assert_eq!(v["points"].as_array().unwrap().len(), 1);
+                assert_eq!(v["points"][0]["timestamp"], 200);
+            }
+            other => panic!("{other:?}"),
+        }
+        let v1 = br#"{"metric":"a","points":[[100,1.0]]}"#;
+        assert_eq!(trim(Endpoint::SeriesV1, v1, 200_000), Trimmed::Drop);
+    }
+
+    #[test]
+    fn timestamps_of_other_kinds() {
+        assert_eq!(
+            trim(Endpoint::Logs, br#"{"message":"m","timestamp":1000}"#, 2000),
+            Trimmed::Drop
+        );
+        assert_eq!(
+            trim(Endpoint::Logs, br#"{"message":"m"}"#, 2000),
+            Trimmed::Keep
+        );
+        assert_eq!(
+            trim(Endpoint::CheckRun, br#"{"check":"c","timestamp":1}"#, 2000),
+            Trimmed::Drop
+        );
+        assert_eq!(
+            trim(
+                Endpoint::Events,
+                br#"{"title":"t","date_happened":5}"#,
+                2000
+            ),
+            Trimmed::Keep
+        );
+    }
+}

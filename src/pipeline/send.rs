@@ -1,0 +1,763 @@
+//! The sender: takes records from the durable queue, packs them into
+//! payloads within Datadog's limits, sends each tenant's payloads to its own
+//! site with its own key, and acks records only after Datadog's 2xx.
+//!
+//! Isolation is the design goal (peers.md §3: one revoked key must never
+//! stall every tenant):
+//! - one task at most per (tenant, kind) stream, at most
+//!   `delivery.tenant_concurrency` per tenant and `delivery.max_concurrency`
+//!   in all; a global permit is held only while a request is being sent;
+//! - a failing stream does not wait in memory: its records go back to the
+//!   queue (on disk) and the stream gets a jittered exponential backoff, so
+//!   an outage of one site costs the others nothing and memory stays flat;
+//! - a 401/403 pauses just that tenant and runs the Forbidden fallback
+//!   (`tenant::Tenants::recover_key`) once per incident;
+//! - the dispatcher serves ready streams least-recently-served first.
+//!
+//! Batching: a stream is sent when it holds about a payload's worth of data
+//! or its oldest record is `delivery.batch_max_age` old (or on drain).
+//!
+//! Age-out: items that could only arrive after Datadog's acceptance window
+//! (`Endpoint::window`) are not sent; they are counted per tenant and kind.
+//!
+//! This module never imports axum.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::batch::{Packer, Payload};
+use super::deadletter::DeadLetters;
+use super::limits::Limiters;
+use super::retry::{Backoff, Verdict, classify};
+use crate::config::Config;
+use crate::queue::{Queue, RecordId};
+use crate::secret::Secret;
+use crate::shutdown::Shutdown;
+use crate::site::{Encoding, Endpoint, Site};
+use crate::store::TenantState;
+use crate::telemetry::metrics::{
+    KindLabels, KindReason, KindSite, Metrics, SendLabels, status_class,
+};
+use crate::tenant::{CredentialError, Recovery, Tenants, now_ms};
+
+/// How long to keep sending on shutdown before leaving the rest on disk is
+/// `delivery.drain_timeout`; this is the dispatcher's idle re-check period.
+const IDLE_RECHECK: Duration = Duration::from_millis(500);
+
+/// A stream's state in the dispatcher.
+#[derive(Debug, Default)]
+struct StreamState {
+    in_flight: bool,
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// Per-tenant delivery state and figures (shown by the admin API).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TenantDelivery {
+    #[serde(skip)]
+    in_flight: usize,
+    #[serde(skip)]
+    paused_until: Option<Instant>,
+    #[serde(skip)]
+    recovering: bool,
+    /// 403s while the key still validated, since the last success.
+    pub forbidden_in_a_row: u32,
+    pub delivered_items: u64,
+    pub dead_lettered_items: u64,
+    pub aged_out_items: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    pub last_delivery_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct DispatchState {
+    streams: HashMap<(Arc<str>, u8), StreamState>,
+    tenants: HashMap<Arc<str>, TenantDelivery>,
+}
+
+/// How one stream task ended.
+#[derive(Debug)]
+enum Outcome {
+    /// Nothing was there to send.
+    Idle,
+    /// Everything taken was settled (delivered, dead-lettered or aged out).
+    Done,
+    /// Datadog or the network failed: back off this stream.
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
+    /// 401/403 with this key.
+    Forbidden { key: Secret, status: u16 },
+    /// Credentials unavailable (tenant not connected any more, store error).
+    Hold { why: String, transient: bool },
+}
+
+/// The delivery pipeline.
+pub struct Pipeline {
+    queue: Queue,
+    tenants: Arc<Tenants>,
+    metrics: Arc<Metrics>,
+    dead: DeadLetters,
+    global: Arc<Semaphore>,
+    state: Mutex<DispatchState>,
+    wake: Notify,
+    limiters: ArcSwap<Limiters>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+/// Records per take: enough for a full payload of small items.
+const MAX_RECORDS_PER_TAKE: usize = 4096;
+
+fn fill_target(endpoint: Endpoint) -> u64 {
+    // About half a payload: at typical compression ratios a series payload's
+    // 512 KB compressed cap is reached near 3-4 MB of JSON.
+    (endpoint.limits().max_uncompressed / 2) as u64
+}
+
+impl Pipeline {
+    pub fn new(
+        queue: Queue,
+        tenants: Arc<Tenants>,
+        metrics: Arc<Metrics>,
+        dead: DeadLetters,
+    ) -> Pipeline {
+        let config = tenants.config();
+        Pipeline {
+            global: Arc::new(Semaphore::new(config.delivery.max_concurrency)),
+            limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
+            queue,
+            tenants,
+            metrics,
+            dead,
+            state: Mutex::new(DispatchState::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead
+    }
+
+    /// The tenant's delivery figures.
+    pub fn tenant(&self, tenant: &str) -> TenantDelivery {
+        self.state
+            .lock()
+            .tenants
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Wakes the dispatcher (a tenant reconnected, the config changed).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.tenants.config()
+    }
+
+    /// Runs until `shutdown`, then drains for at most `delivery.drain_timeout`
+    /// and leaves the rest on disk.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let mut tasks = JoinSet::new();
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            if self.limiters.load().config() != &self.config().limits {
+                self.limiters
+                    .store(Arc::new(Limiters::new(&self.config().limits)));
+            }
+            let wake_at = self.dispatch(&mut tasks, false);
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.queue.wait_for_data() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = housekeeping.tick() => self.limiters.load().shrink(),
+            }
+        }
+        let deadline = Instant::now() + self.config().delivery.drain_timeout;
+        tracing::info!(in_flight = tasks.len(), "draining deliveries");
+        loop {
+            let wake_at = self.dispatch(&mut tasks, true).min(deadline);
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tasks.join_next() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+        let left = tasks.len();
+        tasks.shutdown().await;
+        let stats = self.queue.stats();
+        tracing::info!(
+            aborted_sends = left,
+            queued_items = stats.items,
+            queued_bytes = stats.bytes,
+            "delivery stopped; the rest stays queued on disk"
+        );
+    }
+
+    /// Starts a task for every stream that may send now; returns when to look again.
+    fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<()>, draining: bool) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + IDLE_RECHECK;
+        let config = self.config();
+        let max_age_ms = config.delivery.batch_max_age.as_millis() as i64;
+        let now_wall = now_ms();
+        let ready = self.queue.ready_streams();
+        let mut st = self.state.lock();
+        for (tenant, code) in ready {
+            let Some(endpoint) = Endpoint::from_code(code) else {
+                continue;
+            };
+            let Some(entry) = self.tenants.get(&tenant) else {
+                continue;
+            };
+            if entry.state() != TenantState::Connected {
+                continue; // held: reauth_required, or gone
+            }
+            let DispatchState { streams, tenants } = &mut *st;
+            let td = tenants.entry(tenant.clone()).or_default();
+            if let Some(until) = td.paused_until {
+                if until > now {
+                    wake = wake.min(until);
+                    continue;
+                }
+                td.paused_until = None;
+            }
+            if td.recovering || td.in_flight >= config.delivery.tenant_concurrency {
+                continue;
+            }
+            let ss = streams.entry((tenant.clone(), code)).or_default();
+            if ss.in_flight {
+                continue;
+            }
+            if let Some(at) = ss.next_attempt
+                && at > now
+            {
+                wake = wake.min(at);
+                continue;
+            }
+            if !draining
+                && endpoint != Endpoint::Events
+                && let Some(info) = self.queue.ready_info(&tenant, code, fill_target(endpoint))
+            {
+                let age = now_wall - info.oldest_created_ms;
+                if info.bytes < fill_target(endpoint)
+                    && (info.records as usize) < MAX_RECORDS_PER_TAKE
+                    && age < max_age_ms
+                {
+                    wake = wake.min(now + Duration::from_millis((max_age_ms - age).max(1) as u64));
+                    continue;
+                }
+            }
+            let Ok(permit) = self.global.clone().try_acquire_owned() else {
+                break; // every global slot is busy; a finishing task wakes us
+            };
+            ss.in_flight = true;
+            td.in_flight += 1;
+            let this = self.clone();
+            tasks.spawn(async move {
+                let outcome = this.deliver(&tenant, code, endpoint).await;
+                drop(permit);
+                this.settle(&tenant, code, endpoint, outcome).await;
+                this.wake.notify_one();
+            });
+        }
+        wake
+    }
+
+    /// Updates stream and tenant state after a task.
+    async fn settle(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+        code: u8,
+        endpoint: Endpoint,
+        outcome: Outcome,
+    ) {
+        let config = self.config();
+        let backoff = Backoff {
+            initial: config.delivery.retry_initial,
+            max: config.delivery.retry_max,
+        };
+        let mut start_recovery = None;
+        {
+            let mut st = self.state.lock();
+            let DispatchState { streams, tenants } = &mut *st;
+            let td = tenants.entry(tenant.clone()).or_default();
+            td.in_flight = td.in_flight.saturating_sub(1);
+            let ss = streams.entry((tenant.clone(), code)).or_default();
+            ss.in_flight = false;
+            match outcome {
+                Outcome::Idle => {}
+                Outcome::Done => {
+                    ss.failures = 0;
+                    ss.next_attempt = None;
+                    td.forbidden_in_a_row = 0;
+                }
+                Outcome::Retry { after, why } => {
+                    ss.failures += 1;
+                    let delay = backoff.delay(ss.failures, after, rand::random::<f64>());
+                    ss.next_attempt = Some(Instant::now() + delay);
+                    td.retries += 1;
+                    td.last_error = Some(why.clone());
+                    td.last_error_ms = Some(now_ms());
+                    self.metrics
+                        .retries
+                        .get_or_create(&KindReason {
+                            kind: endpoint.name(),
+                            reason: "retryable",
+                        })
+                        .inc();
+                    tracing::debug!(tenant = %tenant, kind = endpoint.name(), failures = ss.failures, delay_ms = delay.as_millis() as u64, error = %why, "delivery failed; backing off");
+                }
+                Outcome::Hold { why, transient } => {
+                    ss.failures += 1;
+                    let delay = if transient {
+                        backoff.delay(ss.failures, None, rand::random::<f64>())
+                    } else {
+                        backoff.max
+                    };
+                    ss.next_attempt = Some(Instant::now() + delay);
+                    td.last_error = Some(why);
+                    td.last_error_ms = Some(now_ms());
+                }
+                Outcome::Forbidden { key, status } => {
+                    td.last_error =
+                        Some(format!("Datadog answered {status} to the tenant's API key"));
+                    td.last_error_ms = Some(now_ms());
+                    self.metrics
+                        .retries
+                        .get_or_create(&KindReason {
+                            kind: endpoint.name(),
+                            reason: "forbidden",
+                        })
+                        .inc();
+                    if !td.recovering {
+                        td.recovering = true;
+                        start_recovery = Some(key);
+                    }
+                }
+            }
+        }
+        if let Some(key) = start_recovery {
+            let this = self.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move { this.recover(tenant, key).await });
+        }
+    }
+
+    /// The Forbidden fallback for one incident; other streams of the tenant
+    /// stay paused until it ends.
+    async fn recover(self: Arc<Self>, tenant: Arc<str>, key: Secret) {
+        let result = self.tenants.recover_key(&tenant, &key).await;
+        let config = self.config();
+        let backoff = Backoff {
+            initial: config.delivery.retry_initial,
+            max: config.delivery.retry_max,
+        };
+        let mut st = self.state.lock();
+        let td = st.tenants.entry(tenant.clone()).or_default();
+        td.recovering = false;
+        match result {
+            Recovery::AlreadyReplaced | Recovery::NewKey => {
+                td.paused_until = None;
+                td.forbidden_in_a_row = 0;
+            }
+            Recovery::KeyStillValid => {
+                td.forbidden_in_a_row += 1;
+                let n = td.forbidden_in_a_row;
+                if n > config.delivery.forbidden_retries {
+                    tracing::error!(tenant = %tenant, forbidden_in_a_row = n, "datadog keeps answering 403 to a key that validates; holding the tenant's data and retrying slowly (check the org's permissions)");
+                    td.paused_until = Some(Instant::now() + backoff.max);
+                } else {
+                    tracing::warn!(tenant = %tenant, forbidden_in_a_row = n, "403 from an intake although the key validates; treating as transient");
+                    td.paused_until =
+                        Some(Instant::now() + backoff.delay(n, None, rand::random::<f64>()));
+                }
+                td.last_error = Some(format!(
+                    "Datadog answered 403 although the API key validates ({n} in a row)"
+                ));
+            }
+            Recovery::ReauthRequired(reason) => {
+                // The tenant's state holds it; a reconnect resumes it.
+                td.last_error = Some(reason);
+            }
+            Recovery::Undecided(why) => {
+                tracing::warn!(tenant = %tenant, error = %why, "forbidden fallback could not decide; retrying later");
+                td.paused_until =
+                    Some(Instant::now() + backoff.delay(2, None, rand::random::<f64>()));
+                td.last_error = Some(why);
+            }
+        }
+        td.last_error_ms = Some(now_ms());
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Sends one take's worth of a stream.
+    async fn deliver(&self, tenant: &Arc<str>, code: u8, endpoint: Endpoint) -> Outcome {
+        let config = self.config();
+        let limits = endpoint.limits();
+        let max_records = if endpoint == Endpoint::Events {
+            64
+        } else {
+            MAX_RECORDS_PER_TAKE
+        };
+        let taken = match self
+            .queue
+            .take(tenant, code, max_records, limits.max_uncompressed)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                return Outcome::Retry {
+                    after: None,
+                    why: format!("queue read failed: {e}"),
+                };
+            }
+        };
+        if taken.is_empty() {
+            return Outcome::Idle;
+        }
+        let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
+        let Some(entry) = self.tenants.get(tenant) else {
+            self.queue.release(&ids);
+            return Outcome::Hold {
+                why: "tenant is gone".into(),
+                transient: false,
+            };
+        };
+        let site: &'static Site = match entry.site() {
+            Some(s) => s,
+            None => {
+                self.queue.release(&ids);
+                return Outcome::Hold {
+                    why: "tenant has no site".into(),
+                    transient: false,
+                };
+            }
+        };
+        let key = match self.tenants.api_key(tenant).await {
+            Ok(k) => k,
+            Err(e) => {
+                self.queue.release(&ids);
+                let transient = e.is_transient() || !matches!(e, CredentialError::Missing(..));
+                return Outcome::Hold {
+                    why: e.to_string(),
+                    transient,
+                };
+            }
+        };
+
+        // Split records into items, dropping what passed Datadog's window.
+        let cutoff_ms = now_ms() - endpoint.window().past.as_millis() as i64;
+        let mut items: Vec<&[u8]> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        let mut remaining: Vec<u32> = vec![0; taken.len()];
+        let mut aged = 0u64;
+        let mut rewritten: Vec<Vec<u8>> = Vec::new();
+        let mut stale_positions: Vec<(usize, usize)> = Vec::new();
+        for (ri, rec) in taken.iter().enumerate() {
+            if rec.newest_ms < cutoff_ms {
+                aged += rec.items as u64;
+                continue;
+            }
+            for item in rec.payload.split(|b| *b == b'\n').filter(|i| !i.is_empty()) {
+                if rec.oldest_ms < cutoff_ms {
+                    match super::age::trim(endpoint, item, cutoff_ms) {
+                        super::age::Trimmed::Keep => {}
+                        super::age::Trimmed::Drop => {
+                            aged += 1;
+                            continue;
+                        }
+                        super::age::Trimmed::Rewritten(bytes) => {
+                            stale_positions.push((items.len(), rewritten.len()));
+                            rewritten.push(bytes);
+                        }
+                    }
+                }
+                items.push(item);
+                owner.push(ri);
+                remaining[ri] += 1;
+            }
+        }
+        for (pos, ri) in stale_positions {
+            items[pos] = &rewritten[ri];
+        }
+        if aged > 0 {
+            self.metrics
+                .aged_out_items
+                .get_or_create(&KindLabels {
+                    kind: endpoint.name(),
+                })
+                .inc_by(aged);
+            self.state
+                .lock()
+                .tenants
+                .entry(tenant.clone())
+                .or_default()
+                .aged_out_items += aged;
+            tracing::warn!(tenant = %tenant, kind = endpoint.name(), items = aged, "items passed datadog's acceptance window while queued; not sent");
+        }
+
+        let encoding = encoding_for(endpoint, &config);
+        let packer = Packer::new(endpoint, encoding, config.delivery.compression_level);
+        let mut done = vec![false; items.len()];
+        let mut work: VecDeque<(Range<usize>, usize)> = VecDeque::new();
+        work.push_back((0..items.len(), limits.max_items));
+        let mut stop: Option<Outcome> = None;
+        'work: while let Some((range, max_items)) = work.pop_front() {
+            let p = packer.with_max_items(max_items);
+            for result in p.pack(&items[range.clone()]) {
+                match result {
+                    Err(e) => {
+                        let r = shift(e.items(), range.start);
+                        self.dead_letter(tenant, endpoint, 0, &e.to_string(), &items[r.clone()]);
+                        mark(&mut done, r);
+                    }
+                    Ok(payload) => {
+                        let r = shift(payload.items(), range.start);
+                        match self
+                            .send_payload(tenant, site, endpoint, &key, &payload)
+                            .await
+                        {
+                            Sent::Verdict(Verdict::Delivered, _) => {
+                                self.metrics
+                                    .delivered_items
+                                    .get_or_create(&KindSite {
+                                        kind: endpoint.name(),
+                                        site: site.name,
+                                    })
+                                    .inc_by(r.len() as u64);
+                                self.metrics
+                                    .delivered_bytes
+                                    .get_or_create(&KindSite {
+                                        kind: endpoint.name(),
+                                        site: site.name,
+                                    })
+                                    .inc_by(payload.body.len() as u64);
+                                mark(&mut done, r);
+                            }
+                            Sent::Verdict(Verdict::DeadLetter, answer) => {
+                                self.dead_letter(
+                                    tenant,
+                                    endpoint,
+                                    answer.0,
+                                    &answer.1,
+                                    &items[r.clone()],
+                                );
+                                mark(&mut done, r);
+                            }
+                            Sent::Verdict(Verdict::Split, answer) => {
+                                if r.len() <= 1 {
+                                    self.dead_letter(
+                                        tenant,
+                                        endpoint,
+                                        answer.0,
+                                        &answer.1,
+                                        &items[r.clone()],
+                                    );
+                                    mark(&mut done, r);
+                                } else {
+                                    tracing::warn!(tenant = %tenant, kind = endpoint.name(), items = r.len(), "datadog answered 413 to a payload within its documented limits; splitting it in halves");
+                                    self.metrics
+                                        .retries
+                                        .get_or_create(&KindReason {
+                                            kind: endpoint.name(),
+                                            reason: "split",
+                                        })
+                                        .inc();
+                                    let half = r.len().div_ceil(2);
+                                    work.push_back((r.clone(), half));
+                                }
+                            }
+                            Sent::Verdict(Verdict::Forbidden, answer) => {
+                                stop = Some(Outcome::Forbidden {
+                                    key: key.clone(),
+                                    status: answer.0,
+                                });
+                                break 'work;
+                            }
+                            Sent::Verdict(Verdict::Retry { after }, answer) => {
+                                stop = Some(Outcome::Retry {
+                                    after,
+                                    why: format!("Datadog answered {}: {}", answer.0, answer.1),
+                                });
+                                break 'work;
+                            }
+                            Sent::Transport(why) => {
+                                stop = Some(Outcome::Retry { after: None, why });
+                                break 'work;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // Ack records whose items are all settled; release the others.
+        for (i, d) in done.iter().enumerate() {
+            if *d {
+                remaining[owner[i]] -= 1;
+            }
+        }
+        let now = now_ms();
+        let (mut ack, mut release) = (Vec::new(), Vec::new());
+        let mut delivered = 0u64;
+        for (ri, rec) in taken.iter().enumerate() {
+            if remaining[ri] == 0 {
+                ack.push(rec.id);
+                delivered += rec.items as u64;
+                self.metrics
+                    .end_to_end_seconds
+                    .get_or_create(&KindLabels {
+                        kind: endpoint.name(),
+                    })
+                    .observe(((now - rec.created_ms).max(0) as f64) / 1000.0);
+            } else {
+                release.push(rec.id);
+            }
+        }
+        self.queue.ack(&ack);
+        self.queue.release(&release);
+        if !ack.is_empty() {
+            let mut st = self.state.lock();
+            let td = st.tenants.entry(tenant.clone()).or_default();
+            td.delivered_items += delivered;
+            td.last_delivery_ms = Some(now);
+        }
+        stop.unwrap_or(Outcome::Done)
+    }
+
+    async fn send_payload(
+        &self,
+        tenant: &Arc<str>,
+        site: &'static Site,
+        endpoint: Endpoint,
+        key: &Secret,
+        payload: &Payload,
+    ) -> Sent {
+        let events = if endpoint == Endpoint::Events {
+            payload.item_count as u32
+        } else {
+            0
+        };
+        let limiters = self.limiters.load_full();
+        limiters.wait(tenant, payload.body.len(), events).await;
+        let timeout = self.config().delivery.request_timeout;
+        let result = self
+            .tenants
+            .datadog()
+            .send(
+                site,
+                endpoint,
+                key,
+                payload.encoding,
+                payload.body.clone(),
+                timeout,
+            )
+            .await;
+        match result {
+            Ok(answer) => {
+                self.metrics
+                    .send_requests
+                    .get_or_create(&SendLabels {
+                        kind: endpoint.name(),
+                        site: site.name,
+                        status_class: status_class(answer.status),
+                    })
+                    .inc();
+                Sent::Verdict(
+                    classify(answer.status, answer.retry_after),
+                    (answer.status, answer.excerpt),
+                )
+            }
+            Err(e) => {
+                self.metrics
+                    .send_requests
+                    .get_or_create(&SendLabels {
+                        kind: endpoint.name(),
+                        site: site.name,
+                        status_class: "transport",
+                    })
+                    .inc();
+                Sent::Transport(e.to_string())
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        tenant: &Arc<str>,
+        endpoint: Endpoint,
+        status: u16,
+        answer: &str,
+        items: &[&[u8]],
+    ) {
+        self.metrics
+            .dead_lettered_items
+            .get_or_create(&KindLabels {
+                kind: endpoint.name(),
+            })
+            .inc_by(items.len() as u64);
+        self.state
+            .lock()
+            .tenants
+            .entry(tenant.clone())
+            .or_default()
+            .dead_lettered_items += items.len() as u64;
+        tracing::warn!(tenant = %tenant, kind = endpoint.name(), status, items = items.len(), answer = %answer, "datadog refused a payload; kept in the dead-letter area");
+        if let Err(e) = self
+            .dead
+            .put(tenant, endpoint.name(), status, answer, items, now_ms())
+        {
+            tracing::error!(tenant = %tenant, error = %e, items = items.len(), "cannot write the dead-letter area; refused items are lost");
+        }
+    }
+}
+
+enum Sent {
+    Verdict(Verdict, (u16, String)),
+    Transport(String),
+}
+
+fn shift(r: Range<usize>, by: usize) -> Range<usize> {
+    r.start + by..r.end + by
+}
+
+fn mark(done: &mut [bool], r: Range<usize>) {
+    for d in &mut done[r] {
+        *d = true;
+    }
+}
+
+/// The wire encoding for an endpoint: series v2 may use zstd (`zstd1`);
+/// the others use what Datadog documents for them (`Endpoint::default_encoding`).
+pub fn encoding_for(endpoint: Endpoint, config: &Config) -> Encoding {
+    match endpoint {
+        Endpoint::SeriesV2 => config.delivery.compression.encoding(),
+        e => e.default_encoding(),
+    }
+}
