@@ -31,6 +31,9 @@ use crate::secret::{MasterKey, Secret};
 use crate::site::{AllowedSites, Encoding};
 use raw::RawConfig;
 
+/// Smallest queue sizes: one Datadog-sized request must fit a record.
+const MIN_QUEUE_BYTES: u64 = 8 << 20;
+
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "DDRELAY_";
 
@@ -861,8 +864,16 @@ impl Validator<'_> {
         if queue.tenant_max_bytes > queue.max_bytes {
             self.problem("queue.tenant_max_bytes", "is larger than queue.max_bytes");
         }
-        if queue.segment_bytes < (1 << 20) {
-            self.problem("queue.segment_bytes", "must be at least 1MiB");
+        // A request Datadog accepts (5 MB of logs, once normalised) must fit
+        // one record, or the relay would refuse it for its size.
+        for (key, value) in [
+            ("queue.segment_bytes", queue.segment_bytes),
+            ("queue.tenant_max_bytes", queue.tenant_max_bytes),
+            ("queue.max_bytes", queue.max_bytes),
+        ] {
+            if value < MIN_QUEUE_BYTES {
+                self.problem(key, "must be at least 8MiB so a Datadog-sized request (5 MB of logs) fits");
+            }
         }
 
         // [delivery]

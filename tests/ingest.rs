@@ -1,0 +1,241 @@
+//! Ingest and delivery end to end against fakedog over TLS: every kind for
+//! tenants on several sites at once, every encoding, large and bursty inputs
+//! within Datadog's limits, bad input answered per item with nothing queued,
+//! and the status codes of the contract.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ddrelay::fakedog::{FakeDog, Fault};
+use ddrelay::sandbox::Relay;
+use ddrelay::site::{Encoding, Endpoint};
+use ddrelay::tenant::now;
+use serde_json::json;
+use support::{dog, relay, tenant_json};
+
+const FAST: &str = "[delivery]\nbatch_max_age = \"100ms\"\n";
+
+/// Waits until `org` received at least `n` items of `endpoint` (fakedog's
+/// count is the observable condition; the deadline only bounds a failure).
+async fn wait_items(dog: &FakeDog, org: &str, endpoint: Endpoint, n: u64) {
+    let id = dog.org(org).unwrap().id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dog.item_count(&id, endpoint) < n {
+        assert!(Instant::now() < deadline, "{org} got {} of {n} {endpoint} items", dog.item_count(&id, endpoint));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the relay's queue is empty.
+async fn wait_drained(relay: &Relay) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay.shared().queue.stats().items > 0 {
+        assert!(Instant::now() < deadline, "queue not drained: {:?}", relay.shared().queue.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn series(n: usize, tag: &str) -> serde_json::Value {
+    let ts = now();
+    json!({ "series": (0..n).map(|i| json!({
+        "metric": "test.metric", "type": 3,
+        "points": [{ "timestamp": ts, "value": i }],
+        "tags": [format!("i:{i}"), format!("t:{tag}")]
+    })).collect::<Vec<_>>() })
+}
+
+fn logs(n: usize, tag: &str) -> serde_json::Value {
+    json!((0..n).map(|i| json!({ "message": format!("log {i} of {tag}"), "service": "svc", "ddtags": format!("t:{tag}") })).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, FAST).await;
+    let tenants = [("us", "Demo US1", "datadoghq.com"), ("eu", "Demo EU1", "datadoghq.eu"), ("ap2", "Demo AP2", "ap2.datadoghq.com")];
+    for (t, org, domain) in tenants {
+        assert_eq!(relay.connect(&dog, t, Some(domain), org).await.unwrap().status, 200);
+    }
+    let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Deflate, Encoding::Zstd];
+    for (t, _, _) in tenants {
+        for enc in encodings {
+            let ts = now();
+            let (s, v) = relay.send(t, Endpoint::SeriesV2, series(3, t).to_string().as_bytes(), enc).await.unwrap();
+            assert_eq!((s, &v), (202, &json!({"errors": []})), "{t} {enc:?}");
+            let (s, v) = relay.send(t, Endpoint::Logs, logs(2, t).to_string().as_bytes(), enc).await.unwrap();
+            assert_eq!(s, 202, "{t} {enc:?} {v}");
+            let event = json!({ "title": format!("e {t}"), "text": "hello", "tags": [format!("t:{t}")] });
+            assert_eq!(relay.send(t, Endpoint::Events, event.to_string().as_bytes(), enc).await.unwrap().0, 202);
+            let check = json!({ "check": "app.ok", "host_name": "h", "status": 0, "tags": [format!("t:{t}")], "timestamp": ts });
+            assert_eq!(relay.send(t, Endpoint::CheckRun, check.to_string().as_bytes(), enc).await.unwrap().0, 202);
+            let v1 = json!({ "series": [{ "metric": "test.v1", "points": [[ts, 1.5]], "type": "gauge", "tags": [format!("t:{t}")] }] });
+            assert_eq!(relay.send(t, Endpoint::SeriesV1, v1.to_string().as_bytes(), enc).await.unwrap().0, 202);
+        }
+    }
+    for (t, org, domain) in tenants {
+        wait_items(&dog, org, Endpoint::SeriesV2, 12).await;
+        wait_items(&dog, org, Endpoint::Logs, 8).await;
+        wait_items(&dog, org, Endpoint::Events, 4).await;
+        wait_items(&dog, org, Endpoint::CheckRun, 4).await;
+        wait_items(&dog, org, Endpoint::SeriesV1, 4).await;
+        let id = dog.org(org).unwrap().id;
+        // Exactly, and only this tenant's data, at its own hosts.
+        for item in dog.received(&id, Endpoint::SeriesV2) {
+            assert!(item["tags"].as_array().unwrap().contains(&json!(format!("t:{t}"))), "{item}");
+        }
+        for item in dog.received(&id, Endpoint::Logs) {
+            assert_eq!(item["ddtags"], format!("t:{t}"));
+        }
+        assert_eq!(dog.host_item_count(&format!("api.{domain}"), Endpoint::SeriesV2), 12);
+        assert_eq!(dog.host_item_count(&format!("http-intake.logs.{domain}"), Endpoint::Logs), 8);
+    }
+    wait_drained(&relay).await;
+    // Nothing more than sent arrived (no duplicates in a clean run).
+    for (_, org, _) in tenants {
+        let id = dog.org(org).unwrap().id;
+        assert_eq!(dog.item_count(&id, Endpoint::SeriesV2), 12);
+        assert_eq!(dog.item_count(&id, Endpoint::Logs), 8);
+    }
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+#[tokio::test]
+async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, FAST).await;
+    assert_eq!(relay.connect(&dog, "big", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    // Series with incompressible tags: the 512,000-byte compressed cap binds.
+    let mut sent_series = 0;
+    let mut sent_logs = 0;
+    let burst: Vec<_> = (0..6)
+        .map(|b| {
+            let ts = now();
+            let body = json!({ "series": (0..4000).map(|i| json!({
+                "metric": "burst.metric",
+                "points": [{ "timestamp": ts, "value": i }],
+                "tags": (0..3).map(|_| format!("r:{}", ddrelay::secret::random_token(32))).chain([format!("b:{b}")]).collect::<Vec<_>>()
+            })).collect::<Vec<_>>() });
+            sent_series += 4000;
+            body.to_string()
+        })
+        .collect();
+    // Logs near the 1000-entry and 5 MB caps.
+    let big_logs: Vec<_> = (0..4)
+        .map(|b| {
+            sent_logs += 1000;
+            json!((0..1000).map(|i| json!({ "message": format!("{b}-{i}-{}", "x".repeat(4500)), "service": "big" })).collect::<Vec<_>>()).to_string()
+        })
+        .collect();
+    let sends = burst
+        .iter()
+        .map(|b| relay.send("big", Endpoint::SeriesV2, b.as_bytes(), Encoding::Gzip))
+        .chain(big_logs.iter().map(|b| relay.send("big", Endpoint::Logs, b.as_bytes(), Encoding::Zstd)));
+    for r in futures_util::future::join_all(sends).await {
+        let (s, v) = r.unwrap();
+        assert_eq!(s, 202, "{v}");
+    }
+    wait_items(&dog, "Demo EU1", Endpoint::SeriesV2, sent_series).await;
+    wait_items(&dog, "Demo EU1", Endpoint::Logs, sent_logs).await;
+    wait_drained(&relay).await;
+    let id = dog.org("Demo EU1").unwrap().id;
+    assert_eq!(dog.item_count(&id, Endpoint::SeriesV2), sent_series);
+    assert_eq!(dog.item_count(&id, Endpoint::Logs), sent_logs);
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+    // Several payloads were needed (the compressed cap split the series).
+    assert!(dog.requests("api.datadoghq.eu", 202) >= 6, "{}", dog.requests("api.datadoghq.eu", 202));
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, FAST).await;
+    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    let ts = now();
+    let cases: Vec<(Endpoint, serde_json::Value, &str)> = vec![
+        (Endpoint::SeriesV2, json!({ "series": [{ "metric": "ok", "points": [{ "timestamp": ts, "value": 1 }] }, { "metric": "bad", "points": [{ "timestamp": ts, "value": "NaN?" }] }] }), "series[1]"),
+        (Endpoint::SeriesV2, json!({ "series": [{ "points": [{ "timestamp": ts, "value": 1 }] }] }), "metric"),
+        (Endpoint::SeriesV2, json!({ "series": [{ "metric": "old", "points": [{ "timestamp": ts - 7200, "value": 1 }] }] }), "timestamp"),
+        (Endpoint::SeriesV2, json!({ "serie": [] }), "series"),
+        (Endpoint::Logs, json!([{ "message": "ok" }, "not an object"]), "1"),
+        (Endpoint::Events, json!({ "title": "no text" }), "text"),
+        (Endpoint::Events, json!({ "title": "t", "text": "x".repeat(4001) }), "4000"),
+        (Endpoint::CheckRun, json!([{ "check": "c", "host_name": "h", "status": 9 }]), "status"),
+    ];
+    for (endpoint, body, needle) in cases {
+        let (s, v) = relay.send("t", endpoint, body.to_string().as_bytes(), Encoding::Gzip).await.unwrap();
+        assert_eq!(s, 400, "{endpoint}: {v}");
+        let errors = v["errors"].as_array().unwrap();
+        assert!(errors.iter().any(|e| e.as_str().unwrap().contains(needle)), "{endpoint}: `{needle}` not in {v}");
+        assert_eq!(relay.shared().queue.stats().records, 0, "{endpoint}: something was queued");
+    }
+    let (s, v) = relay.send("t", Endpoint::Logs, b"{not json", Encoding::Identity).await.unwrap();
+    assert_eq!(s, 400, "{v}");
+    // Good data afterwards is delivered.
+    assert_eq!(relay.send("t", Endpoint::Logs, logs(3, "t").to_string().as_bytes(), Encoding::Gzip).await.unwrap().0, 202);
+    wait_items(&dog, "Demo US1", Endpoint::Logs, 3).await;
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+#[tokio::test]
+async fn status_codes_follow_the_contract() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, &format!("{FAST}[queue]\ntenant_max_bytes = \"8MiB\"\nmax_bytes = \"64MiB\"\n")).await;
+    let http = reqwest::Client::new();
+    let body = logs(1, "x").to_string();
+    // No tenant named.
+    let r = http.post(relay.url("/api/v2/logs")).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Unknown tenant.
+    let (s, v) = relay.send("nobody", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    assert_eq!(s, 404);
+    assert!(v["errors"][0].as_str().unwrap().contains("nobody"), "{v}");
+    // A pending tenant (connect started, never completed).
+    relay.authorize_url("waiting", None).await.unwrap();
+    let (s, v) = relay.send("waiting", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    assert_eq!(s, 409, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("waiting"), "{v}");
+    // DD-Relay-Tenant wins over DD-API-KEY.
+    assert_eq!(relay.connect(&dog, "real", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-Relay-Tenant", "real")
+        .header("DD-API-KEY", "whatever-key")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Unsupported encoding, corrupt gzip, a decompression bomb.
+    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "br").body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "gzip").body("not gzip").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let bomb = ddrelay::codec::compress(Encoding::Gzip, 9, &vec![b' '; 200 << 20]);
+    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "gzip").body(bomb).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // A body Datadog itself would accept (just under 5 MB of logs) is never refused for its size.
+    let near = json!((0..500).map(|i| json!({ "message": format!("{i}{}", "y".repeat(9_000)) })).collect::<Vec<_>>()).to_string();
+    assert!(near.len() > 4_000_000 && near.len() < 5_000_000);
+    // While the tenant's site is down its queue share (8 MiB) fills: the
+    // second such request gets 429 with Retry-After, never a silent drop.
+    dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.com").for_duration(Duration::from_secs(600))).unwrap();
+    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").body(near.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").body(near).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["errors"][0].as_str().unwrap().contains("real"), "{v}");
+    // A tenant in reauth_required is still accepted; its data is held.
+    dog.revoke_grants(&dog.org("Demo US1").unwrap().id).unwrap();
+    let _ = relay.shared().tenants.access_token("real", true).await;
+    assert_eq!(tenant_json(&relay, "real").await["state"], "reauth_required");
+    let (s, _) = relay.send("real", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    assert_eq!(s, 202);
+    let t = tenant_json(&relay, "real").await;
+    assert!(t["queued_items"].as_u64().unwrap() >= 1, "{t}");
+    assert!(t["delivery"]["held_items"].as_u64().unwrap() >= 1, "{t}");
+}
