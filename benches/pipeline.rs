@@ -137,12 +137,38 @@ fn name(e: Encoding) -> &'static str {
     }
 }
 
+/// High-cardinality series: ten random 20-character tags each (~330 B),
+/// so that the 512,000-byte compressed cap binds before the item cap.
+fn random_tag_series(n: usize) -> Vec<Vec<u8>> {
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut r = Rng(7);
+    (0..n)
+        .map(|i| {
+            let tags: Vec<String> = (0..10)
+                .map(|t| {
+                    let v: String = (0..20).map(|_| ALNUM[r.below(62) as usize] as char).collect();
+                    format!("\"t{t}:{v}\"")
+                })
+                .collect();
+            format!(
+                r#"{{"metric":"app.requests","type":1,"points":[{{"timestamp":1700000000,"value":{i}}}],"tags":[{}]}}"#,
+                tags.join(",")
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
 /// Fill and flush cost, printed once.
 fn report(series: &[&[u8]], logs: &[&[u8]]) {
     println!("== payload fill (level 1) ==");
+    let random = random_tag_series(40_000);
+    let random: Vec<&[u8]> = random.iter().map(Vec::as_slice).collect();
     for (endpoint, items, encoding) in [
         (Endpoint::SeriesV2, series, Encoding::Gzip),
         (Endpoint::SeriesV2, series, Encoding::Zstd),
+        (Endpoint::SeriesV2, &random[..], Encoding::Gzip),
+        (Endpoint::SeriesV2, &random[..], Encoding::Zstd),
         (Endpoint::Logs, logs, Encoding::Gzip),
     ] {
         let l = endpoint.limits();
