@@ -137,12 +137,38 @@ fn name(e: Encoding) -> &'static str {
     }
 }
 
+/// High-cardinality series: ten random 20-character tags each (~330 B),
+/// so that the 512,000-byte compressed cap binds before the item cap.
+fn random_tag_series(n: usize) -> Vec<Vec<u8>> {
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut r = Rng(7);
+    (0..n)
+        .map(|i| {
+            let tags: Vec<String> = (0..10)
+                .map(|t| {
+                    let v: String = (0..20).map(|_| ALNUM[r.below(62) as usize] as char).collect();
+                    format!("\"t{t}:{v}\"")
+                })
+                .collect();
+            format!(
+                r#"{{"metric":"app.requests","type":1,"points":[{{"timestamp":1700000000,"value":{i}}}],"tags":[{}]}}"#,
+                tags.join(",")
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
 /// Fill and flush cost, printed once.
 fn report(series: &[&[u8]], logs: &[&[u8]]) {
     println!("== payload fill (level 1) ==");
+    let random = random_tag_series(40_000);
+    let random: Vec<&[u8]> = random.iter().map(Vec::as_slice).collect();
     for (endpoint, items, encoding) in [
         (Endpoint::SeriesV2, series, Encoding::Gzip),
         (Endpoint::SeriesV2, series, Encoding::Zstd),
+        (Endpoint::SeriesV2, &random[..], Encoding::Gzip),
+        (Endpoint::SeriesV2, &random[..], Encoding::Zstd),
         (Endpoint::Logs, logs, Encoding::Gzip),
     ] {
         let l = endpoint.limits();
@@ -181,6 +207,41 @@ fn report(series: &[&[u8]], logs: &[&[u8]]) {
     }
 }
 
+/// This thread's CPU time in nanoseconds (Linux), so figures hold even when
+/// other work shares the machine; `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU nanoseconds per call of `f`, over at least a second of CPU.
+fn cpu_per_call(mut f: impl FnMut()) -> Option<f64> {
+    f();
+    let start = thread_cpu_ns()?;
+    let mut calls = 0u64;
+    loop {
+        f();
+        calls += 1;
+        let spent = thread_cpu_ns()? - start;
+        if spent > 1_000_000_000 && calls >= 3 {
+            return Some(spent as f64 / calls as f64);
+        }
+    }
+}
+
+/// One line of the CPU-time table: items/s and MB/s (10^6 bytes).
+fn cpu_line(label: &str, items: usize, bytes: usize, f: impl FnMut()) {
+    match cpu_per_call(f) {
+        Some(ns) => println!(
+            "{label:<48} {:>7.0} ns/item {:>9.3} M items/s {:>7.0} MB/s",
+            ns / items as f64,
+            items as f64 / ns * 1e3,
+            bytes as f64 / ns * 1e3,
+        ),
+        None => println!("{label}: no per-thread CPU clock here"),
+    }
+}
+
 fn main() {
     let series_bodies: Vec<Vec<u8>> = (0..8).map(|s| series_body(s + 1)).collect();
     let logs_bodies: Vec<Vec<u8>> = (0..8).map(|s| logs_body(s + 100)).collect();
@@ -198,6 +259,90 @@ fn main() {
         logs_queued.len() as f64 / logs_items.len() as f64,
     );
     report(&series_items, &logs_items);
+
+    println!("== thread CPU time per item (one core; unaffected by other load) ==");
+    cpu_line(
+        "validate series_v2 (item = series of 1 point)",
+        SERIES_PER_BODY,
+        series_bodies[0].len(),
+        || {
+            black_box(
+                validate(Endpoint::SeriesV2, black_box(&series_bodies[0]), NOW_MS).expect("valid"),
+            );
+        },
+    );
+    cpu_line("validate logs", LOGS_PER_BODY, logs_bodies[0].len(), || {
+        black_box(validate(Endpoint::Logs, black_box(&logs_bodies[0]), NOW_MS).expect("valid"));
+    });
+    for (label, endpoint, items, encoding) in [
+        (
+            "pack series_v2 gzip-1",
+            Endpoint::SeriesV2,
+            &series_items,
+            Encoding::Gzip,
+        ),
+        (
+            "pack series_v2 zstd-1",
+            Endpoint::SeriesV2,
+            &series_items,
+            Encoding::Zstd,
+        ),
+        (
+            "pack logs gzip-1",
+            Endpoint::Logs,
+            &logs_items,
+            Encoding::Gzip,
+        ),
+    ] {
+        let bytes: usize = items.iter().map(|i| i.len() + 1).sum();
+        let packer = Packer::new(endpoint, encoding, 1);
+        cpu_line(label, items.len(), bytes, || {
+            black_box(packer.pack(black_box(items)));
+        });
+    }
+    let gz_series = codec::compress(Encoding::Gzip, 1, &series_bodies[0]);
+    let gz_logs = codec::compress(Encoding::Gzip, 1, &logs_bodies[0]);
+    for (label, endpoint, body, n, raw_len) in [
+        (
+            "series_v2",
+            Endpoint::SeriesV2,
+            &gz_series,
+            SERIES_PER_BODY,
+            series_bodies[0].len(),
+        ),
+        (
+            "logs",
+            Endpoint::Logs,
+            &gz_logs,
+            LOGS_PER_BODY,
+            logs_bodies[0].len(),
+        ),
+    ] {
+        cpu_line(
+            &format!("floor {label}: gunzip+Value+serialize+gzip-1"),
+            n,
+            raw_len,
+            || {
+                let raw =
+                    codec::decompress(Encoding::Gzip, black_box(body), 64 << 20).expect("valid");
+                let v: serde_json::Value = serde_json::from_slice(&raw).expect("valid");
+                let out = serde_json::to_vec(&v).expect("serializable");
+                black_box(codec::compress(Encoding::Gzip, 1, &out));
+            },
+        );
+        let packer = Packer::new(endpoint, Encoding::Gzip, 1);
+        cpu_line(
+            &format!("ours  {label}: gunzip+validate+pack gzip-1"),
+            n,
+            raw_len,
+            || {
+                let raw =
+                    codec::decompress(Encoding::Gzip, black_box(body), 64 << 20).expect("valid");
+                let v = validate(endpoint, &raw, NOW_MS).expect("valid");
+                black_box(packer.pack(&lines(&v.payload)));
+            },
+        );
+    }
 
     let mut c = Criterion::default()
         .sample_size(20)

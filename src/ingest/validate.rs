@@ -45,16 +45,17 @@
 //!   whether the intake does is UNCONFIRMED, so we refuse it clearly).
 //!
 //! Speed: this runs on every request, so it never builds a
-//! `serde_json::Value`. One pass finds each item (`&RawValue`), one strips
-//! the whitespace into the payload, and one walks the compact item with
-//! borrowed, non-allocating visitors that skip unknown values.
+//! `serde_json::Value`. The body's UTF-8 is checked once; one pass of our own
+//! frames the items and copies them, compacted, into the payload; one serde
+//! pass then parses each compact item with borrowed, non-allocating visitors
+//! that skip unknown values and report problems instead of failing.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::site::Endpoint;
 
@@ -151,10 +152,15 @@ const EVENT_AGGREGATION_KEY_MAX_CHARS: usize = 100;
 /// Checks `body` (already decompressed) for `endpoint` and builds the queue
 /// payload. `now_ms` is the current unix time in milliseconds.
 pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validated, Invalid> {
-    let (raws, single) = split_items(endpoint, body)?;
-    if endpoint == Endpoint::Logs && raws.len() > LOGS_MAX_ENTRIES {
+    // Validating UTF-8 once for the whole body is much cheaper than serde
+    // doing it string by string, and lets every later pass skip it.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| Invalid::Body(format!("body is not valid UTF-8 JSON: {e}")))?;
+    let mut payload = String::with_capacity(body.len());
+    let (ranges, single) = frame(endpoint, body, &mut payload)?;
+    if endpoint == Endpoint::Logs && ranges.len() > LOGS_MAX_ENTRIES {
         return Err(Invalid::TooManyItems {
-            items: raws.len(),
+            items: ranges.len(),
             limit: LOGS_MAX_ENTRIES,
         });
     }
@@ -177,18 +183,13 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
         item_has_time: false,
         item_has_tags: false,
     };
-    let mut payload = Vec::with_capacity(body.len() + raws.len());
-    for (i, raw) in raws.iter().enumerate() {
-        if i > 0 {
-            payload.push(b'\n');
-        }
-        let start = payload.len();
-        compact_into(&mut payload, raw.get().as_bytes());
-        let size = payload.len() - start;
-        if size > max_item {
+    // Check-run items that get `"tags":[]` appended: (item end, in payload).
+    let mut add_tags = Vec::new();
+    for (i, range) in ranges.iter().enumerate() {
+        if range.len() > max_item {
             return Err(Invalid::ItemTooLarge {
                 index: i,
-                size,
+                size: range.len(),
                 limit: max_item,
             });
         }
@@ -199,16 +200,19 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
         };
         ctx.item_has_time = false;
         ctx.item_has_tags = false;
-        check_item(&mut ctx, &payload[start..]);
+        let item = payload.get(range.clone()).unwrap_or_default();
+        check_item(&mut ctx, item).map_err(|e| {
+            Invalid::Body(if single {
+                format!("body is not valid JSON: {e}")
+            } else {
+                format!("body is not valid JSON: item {i}: {e}")
+            })
+        })?;
         if !ctx.item_has_time {
             ctx.note_time(now_ms);
         }
-        if endpoint == Endpoint::CheckRun && !ctx.item_has_tags && payload.last() == Some(&b'}') {
-            // UNCONFIRMED whether the intake requires `tags`: send `[]`.
-            // The item is a compact non-empty object (`check` is required,
-            // and a check without it is refused below), so `,` is valid.
-            payload.pop();
-            payload.extend_from_slice(br#","tags":[]}"#);
+        if endpoint == Endpoint::CheckRun && !ctx.item_has_tags {
+            add_tags.push(range.end);
         }
     }
     let Ctx { oldest, newest, .. } = ctx;
@@ -218,112 +222,282 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
             more: errors.more,
         });
     }
-    let (oldest_ms, newest_ms) = if raws.is_empty() {
+    if !add_tags.is_empty() {
+        payload = with_empty_tags(&payload, &add_tags);
+    }
+    let (oldest_ms, newest_ms) = if ranges.is_empty() {
         (now_ms, now_ms)
     } else {
         (oldest, newest)
     };
     Ok(Validated {
-        payload,
-        items: u32::try_from(raws.len()).unwrap_or(u32::MAX),
+        payload: payload.into_bytes(),
+        items: u32::try_from(ranges.len()).unwrap_or(u32::MAX),
         oldest_ms,
         newest_ms,
     })
+}
+
+/// Appends `,"tags":[]` inside each check-run item ending at one of `ends`.
+/// UNCONFIRMED whether the intake requires `tags` (see the module doc). The
+/// items are valid, compact, non-empty objects (`check` is required), so
+/// each ends in `}` and the `,` is valid.
+fn with_empty_tags(payload: &str, ends: &[usize]) -> String {
+    let mut out = String::with_capacity(payload.len() + ends.len() * 10);
+    let mut from = 0;
+    for &end in ends {
+        let close = end.saturating_sub(1);
+        out.push_str(payload.get(from..close).unwrap_or_default());
+        out.push_str(r#","tags":[]"#);
+        from = close;
+    }
+    out.push_str(payload.get(from..).unwrap_or_default());
+    out
 }
 
 fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The series body: `{"series":[...]}`; other top-level keys are ignored.
-#[derive(Deserialize)]
-struct SeriesBody<'a> {
-    #[serde(borrow)]
-    series: Vec<&'a RawValue>,
+// ---------------------------------------------------------------------------
+// Framing and compaction: one pass over the body.
+//
+// The framer walks the body's top level (`{"series":[…]}`, `[…]` or one
+// object) and copies each item into the payload without insignificant
+// whitespace, recording where it went. It validates only the top level; each
+// item is then parsed in full by `check_item`, which refuses anything that is
+// not exactly one JSON value. Whitespace is dropped only next to a structural
+// byte (`{}[],:"`), so two tokens are never glued together: the compacted
+// item is valid JSON exactly when the original was, with the same meaning.
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Finds the items of a body. Returns them and whether the body was a
-/// single object (rather than an array).
-fn split_items(endpoint: Endpoint, body: &[u8]) -> Result<(Vec<&RawValue>, bool), Invalid> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let not_json = |e: serde_json::Error| Invalid::Body(format!("body is not valid JSON: {e}"));
-    match endpoint {
-        Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
-            if first != Some(b'{') {
-                return Err(Invalid::Body(
-                    r#"body must be a JSON object {"series":[...]}"#.into(),
-                ));
-            }
-            let parsed: SeriesBody = serde_json::from_slice(body).map_err(|e| {
-                if e.is_data() {
-                    Invalid::Body(format!(
-                        r#"body must be a JSON object {{"series":[...]}}: {e}"#
-                    ))
-                } else {
-                    not_json(e)
-                }
-            })?;
-            Ok((parsed.series, false))
+fn is_structural(b: u8) -> bool {
+    matches!(b, b'{' | b'}' | b'[' | b']' | b',' | b':' | b'"')
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_ws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the closing quote of the string whose contents start
+/// at `i` (or `s.len()` if it is unterminated).
+fn string_end(s: &[u8], mut i: usize) -> usize {
+    // Most JSON strings (keys, tags, enum values) are short: a plain loop
+    // over the first bytes beats the set-up cost of a vectorized search.
+    const SHORT: usize = 24;
+    let short_end = s.len().min(i + SHORT);
+    while i < short_end {
+        match s[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
         }
-        Endpoint::Logs | Endpoint::CheckRun => match first {
-            Some(b'[') => Ok((serde_json::from_slice(body).map_err(not_json)?, false)),
-            Some(b'{') => Ok((vec![serde_json::from_slice(body).map_err(not_json)?], true)),
-            _ => Err(Invalid::Body(format!(
+    }
+    loop {
+        match s.get(i..).and_then(|t| memchr::memchr2(b'"', b'\\', t)) {
+            Some(k) if s[i + k] == b'\\' => i += k + 2,
+            Some(k) => return i + k + 1,
+            None => return s.len(),
+        }
+    }
+}
+
+/// Copies the value that starts at `start` (not whitespace) into `out`
+/// without insignificant whitespace; returns the index just past it (equal
+/// to `start` if there is no value there). Not a validator: the copy is
+/// parsed afterwards. Every index it slices at is at an ASCII byte or the
+/// end, so slicing `src` never splits a character.
+fn compact_value(src: &str, start: usize, out: &mut String) -> usize {
+    let s = src.as_bytes();
+    let mut depth = 0usize;
+    let mut run = start;
+    let mut i = start;
+    while i < s.len() {
+        match s[i] {
+            b'"' => {
+                i = string_end(s, i + 1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            b',' | b':' if depth == 0 => break,
+            b if is_ws(b) => {
+                if depth == 0 {
+                    break;
+                }
+                let j = skip_ws(s, i);
+                out.push_str(src.get(run..i).unwrap_or_default());
+                let glue = !is_structural(s[i - 1]) && s.get(j).is_some_and(|&n| !is_structural(n));
+                if glue {
+                    // Two tokens side by side: invalid JSON, kept invalid.
+                    out.push(' ');
+                }
+                run = j;
+                i = j;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(src.get(run..i).unwrap_or_default());
+    i
+}
+
+/// Frames the items of the array whose `[` is at `i`; returns the index
+/// past its `]`.
+fn frame_array(
+    src: &str,
+    i: usize,
+    out: &mut String,
+    ranges: &mut Vec<Range<usize>>,
+) -> Result<usize, String> {
+    let s = src.as_bytes();
+    let mut i = skip_ws(s, i + 1);
+    if s.get(i) == Some(&b']') {
+        return Ok(i + 1);
+    }
+    loop {
+        if !ranges.is_empty() {
+            out.push('\n');
+        }
+        let start = out.len();
+        let end = compact_value(src, i, out);
+        if end == i {
+            return Err(format!("expected a value at byte {i}"));
+        }
+        ranges.push(start..out.len());
+        i = skip_ws(s, end);
+        match s.get(i) {
+            Some(b',') => i = skip_ws(s, i + 1),
+            Some(b']') => return Ok(i + 1),
+            _ => return Err(format!("expected `,` or `]` at byte {i}")),
+        }
+    }
+}
+
+/// Finds and compacts the items of `body` into `out`. Returns their ranges
+/// in `out` and whether the body was a single object (not an array).
+fn frame(
+    endpoint: Endpoint,
+    body: &str,
+    out: &mut String,
+) -> Result<(Vec<Range<usize>>, bool), Invalid> {
+    let s = body.as_bytes();
+    let not_json = |m: String| Invalid::Body(format!("body is not valid JSON: {m}"));
+    let mut ranges = Vec::new();
+    let i = skip_ws(s, 0);
+    let (end, single) = match (endpoint, s.get(i)) {
+        (Endpoint::SeriesV2 | Endpoint::SeriesV1, Some(b'{')) => {
+            (frame_series(body, i, out, &mut ranges)?, false)
+        }
+        (Endpoint::SeriesV2 | Endpoint::SeriesV1, _) => {
+            return Err(Invalid::Body(
+                r#"body must be a JSON object {"series":[...]}"#.into(),
+            ));
+        }
+        (Endpoint::Logs | Endpoint::CheckRun, Some(b'[')) => (
+            frame_array(body, i, out, &mut ranges).map_err(not_json)?,
+            false,
+        ),
+        (Endpoint::Logs | Endpoint::CheckRun | Endpoint::Events, Some(b'{')) => {
+            let end = compact_value(body, i, out);
+            ranges.push(0..out.len());
+            (end, true)
+        }
+        (Endpoint::Logs | Endpoint::CheckRun, _) => {
+            return Err(Invalid::Body(format!(
                 "body must be a JSON array of {} objects, or one object",
                 if endpoint == Endpoint::Logs {
                     "log"
                 } else {
                     "service check"
                 }
-            ))),
-        },
-        Endpoint::Events => match first {
-            Some(b'{') => Ok((vec![serde_json::from_slice(body).map_err(not_json)?], true)),
-            _ => Err(Invalid::Body("body must be one JSON event object".into())),
-        },
+            )));
+        }
+        (Endpoint::Events, _) => {
+            return Err(Invalid::Body("body must be one JSON event object".into()));
+        }
+    };
+    let rest = skip_ws(s, end);
+    if rest != s.len() {
+        return Err(not_json(format!("trailing characters at byte {rest}")));
     }
+    Ok((ranges, single))
 }
 
-/// Appends `src`, a valid JSON value, without its insignificant whitespace.
-///
-/// Valid JSON never separates two tokens by whitespace alone (a `,`, `:` or
-/// bracket is always between values), so dropping every whitespace byte
-/// outside strings keeps the meaning; strings are copied verbatim, and a
-/// valid JSON string holds no raw newline (control characters must be
-/// escaped), so the output holds no `\n`.
-pub(crate) fn compact_into(out: &mut Vec<u8>, src: &[u8]) {
-    let mut run = 0;
-    let mut i = 0;
-    while i < src.len() {
-        match src[i] {
-            b'"' => {
-                // Skip to the closing quote, jumping over escapes.
-                i += 1;
-                loop {
-                    match src.get(i..).and_then(|s| memchr::memchr2(b'"', b'\\', s)) {
-                        Some(k) if src[i + k] == b'\\' => i += k + 2,
-                        Some(k) => {
-                            i += k + 1;
-                            break;
-                        }
-                        None => {
-                            i = src.len();
-                            break;
-                        }
-                    }
-                }
+/// Frames `{"series":[…]}` whose `{` is at `i`. Other top-level keys are
+/// checked for syntax and ignored (they are not forwarded).
+fn frame_series(
+    src: &str,
+    i: usize,
+    out: &mut String,
+    ranges: &mut Vec<Range<usize>>,
+) -> Result<usize, Invalid> {
+    let s = src.as_bytes();
+    let not_json = |m: String| Invalid::Body(format!("body is not valid JSON: {m}"));
+    let shape = || Invalid::Body(r#"body must be a JSON object {"series":[...]}"#.to_string());
+    let mut i = skip_ws(s, i + 1);
+    let mut found = false;
+    if s.get(i) == Some(&b'}') {
+        return Err(shape());
+    }
+    loop {
+        if s.get(i) != Some(&b'"') {
+            return Err(not_json(format!("expected a key at byte {i}")));
+        }
+        let key_end = string_end(s, i + 1);
+        let key: Key = serde_json::from_str(src.get(i..key_end).unwrap_or_default())
+            .map_err(|e| not_json(e.to_string()))?;
+        i = skip_ws(s, key_end);
+        if s.get(i) != Some(&b':') {
+            return Err(not_json(format!("expected `:` at byte {i}")));
+        }
+        i = skip_ws(s, i + 1);
+        if key.0 == "series" {
+            if found {
+                return Err(Invalid::Body("body has `series` twice".into()));
             }
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                out.extend_from_slice(&src[run..i]);
-                while i < src.len() && matches!(src[i], b' ' | b'\t' | b'\n' | b'\r') {
-                    i += 1;
-                }
-                run = i;
+            found = true;
+            if s.get(i) != Some(&b'[') {
+                return Err(shape());
             }
-            _ => i += 1,
+            i = frame_array(src, i, out, ranges).map_err(not_json)?;
+        } else {
+            let mut other = String::new();
+            let end = compact_value(src, i, &mut other);
+            serde_json::from_str::<IgnoredAny>(&other).map_err(|e| not_json(e.to_string()))?;
+            i = end;
+        }
+        i = skip_ws(s, i);
+        match s.get(i) {
+            Some(b',') => i = skip_ws(s, i + 1),
+            Some(b'}') => break,
+            _ => return Err(not_json(format!("expected `,` or `}}` at byte {i}"))),
         }
     }
-    out.extend_from_slice(&src[run.min(src.len())..]);
+    if !found {
+        return Err(shape());
+    }
+    Ok(i + 1)
 }
 
 #[derive(Default)]
@@ -431,21 +605,18 @@ fn window_span(ms: i64) -> String {
     }
 }
 
-fn check_item(ctx: &mut Ctx<'_>, item: &[u8]) {
-    let mut de = serde_json::Deserializer::from_slice(item);
-    let result = match ctx.endpoint {
-        Endpoint::SeriesV2 => As(SeriesV2 { ctx: &mut *ctx }).deserialize(&mut de),
-        Endpoint::SeriesV1 => As(SeriesV1 { ctx: &mut *ctx }).deserialize(&mut de),
-        Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de),
-        Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de),
-        Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de),
-    };
-    // The item was parsed as a `RawValue` already, and the visitors report
-    // problems into `ctx` instead of failing, so this is unreachable; if it
-    // ever happens the request is still refused rather than queued.
-    if let Err(e) = result {
-        ctx.fail(format_args!(""), format!("cannot be read: {e}"));
+/// Parses one compacted item, reporting field problems into `ctx`. An `Err`
+/// is a JSON syntax error (or nesting deeper than serde_json's 128 levels).
+fn check_item(ctx: &mut Ctx<'_>, item: &str) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(item);
+    match ctx.endpoint {
+        Endpoint::SeriesV2 => As(SeriesV2 { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::SeriesV1 => As(SeriesV1 { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de)?,
     }
+    de.end()
 }
 
 // ---------------------------------------------------------------------------

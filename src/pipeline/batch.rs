@@ -25,9 +25,12 @@
 //! defence, a finished body over the cap (impossible while the bound is
 //! right) is split in halves and packed again, so the limit holds regardless.
 //!
-//! Fill (measured by `benches/pipeline.rs`, level 1): series v2 payloads end
-//! within ~1% of the 512,000-byte cap with gzip and zstd, and logs payloads
-//! at the 1000-entry or 5,000,000-byte cap, whichever comes first.
+//! Fill (`benches/pipeline.rs`, level 1): series v2 with high-cardinality
+//! tags end at 99.9% of the 512,000-byte cap (gzip and zstd); typical series
+//! (~260 B, 5 tags) hit the 10,000-series cap first (~2.6 MB, ~336 KB gzip);
+//! logs of 300 B – 2 KB hit the 1000-entry cap, large logs the 5,000,000-byte
+//! cap. The on-demand sync flushes cost under 0.1% of compression ratio
+//! against compressing each body in one shot.
 
 use std::ops::Range;
 
