@@ -1,0 +1,143 @@
+//! kill -9 under load, ten times: every item that got a 202 reaches the
+//! tenant's site. The relay runs as a real child process (`ddrelay run`),
+//! fakedog in this test; the child is killed with SIGKILL at a random moment
+//! while four senders keep posting, then restarted on the same data dir.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ddrelay::fakedog::FakeDog;
+use ddrelay::sandbox;
+use ddrelay::site::Endpoint;
+use parking_lot::Mutex;
+
+struct Proc {
+    child: Child,
+    api: SocketAddr,
+    public: SocketAddr,
+}
+
+/// Starts `ddrelay run` and reads its addresses from its JSON start line.
+fn spawn(config: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut line = String::new();
+    loop {
+        assert!(Instant::now() < deadline, "relay did not start");
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "relay exited before starting");
+        if line.contains("ddrelay started") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let api = v["api"].as_str().unwrap().parse().unwrap();
+            let public = v["public"].as_str().unwrap().parse().unwrap();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in err.lines() {});
+            return Proc { child, api, public };
+        }
+    }
+}
+
+/// Posts log batches with unique ids until `stop`; records the ids that got a 202.
+async fn sender(id: usize, api: Arc<Mutex<SocketAddr>>, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let ids: Vec<String> = (0..20).map(|k| format!("s{id}-{n}-{k}")).collect();
+        n += 1;
+        let body = serde_json::Value::Array(ids.iter().map(|i| serde_json::json!({ "message": i, "service": "crash" })).collect());
+        let addr = *api.lock();
+        match http.post(format!("http://{addr}/api/v2/logs")).header("DD-API-KEY", "crash").json(&body).send().await {
+            Ok(r) if r.status() == 202 => acked.lock().extend(ids),
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await, // relay down or restarting
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
+    let dog: FakeDog = support::dog().await;
+    let dir = tempfile::tempdir().unwrap();
+    sandbox::register_client(&dog).unwrap();
+    let key = ddrelay::secret::MasterKey::generate().to_base64();
+    let config = dir.path().join("ddrelay.toml");
+    let extra = "[delivery]\nbatch_max_age = \"50ms\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n";
+    std::fs::write(&config, sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), extra)).unwrap();
+
+    let mut proc = spawn(&config);
+    // Connect the tenant through the real browser flow.
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .post(format!("http://{}/v1/tenants/crash/connect", proc.api))
+        .bearer_auth(sandbox::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "site": "datadoghq.eu" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    dog.login("Demo EU1").unwrap();
+    let page = dog.browser(&[(sandbox::RELAY_HOST, proc.public)]).unwrap().authorize(v["authorize_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    let api = Arc::new(Mutex::new(proc.api));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4).map(|i| tokio::spawn(sender(i, api.clone(), acked.clone(), stop.clone()))).collect();
+
+    for round in 0..10 {
+        // Let load build up for a random moment, then SIGKILL.
+        let before = acked.lock().len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let want = before + 200 + rand::random_range(0..1500);
+        while acked.lock().len() < want {
+            assert!(Instant::now() < deadline, "round {round}: no progress");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        proc.child.kill().unwrap(); // SIGKILL
+        proc.child.wait().unwrap();
+        proc = spawn(&config);
+        *api.lock() = proc.api;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in senders {
+        s.await.unwrap();
+    }
+
+    let acked: HashSet<String> = acked.lock().iter().cloned().collect();
+    assert!(acked.len() > 2000, "only {} items acknowledged", acked.len());
+    let org = dog.org("Demo EU1").unwrap().id;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let received: HashSet<String> = dog
+            .received(&org, Endpoint::Logs)
+            .into_iter()
+            .filter_map(|v| v["message"].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|id| !received.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} acknowledged items never delivered, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
