@@ -45,6 +45,30 @@ pub enum Command {
         #[arg(long, default_value = "error")]
         log_level: String,
     },
+    /// Measure throughput, latency, CPU and memory of the whole path on this
+    /// machine (fakedog in counting mode, the relay as a separate process).
+    /// The last line printed is one JSON object with every figure.
+    Bench {
+        /// Tenants to connect (each its own Datadog org, sites round-robin).
+        #[arg(long, default_value_t = 1)]
+        tenants: usize,
+        /// Length of each load phase.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Concurrent keep-alive connections driving load.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Send ingest bodies uncompressed (default: gzip, as Datadog's clients do).
+        #[arg(long)]
+        plain_ingest: bool,
+        /// Compress series to Datadog with zstd (sent as zstd1) instead of gzip.
+        #[arg(long)]
+        zstd: bool,
+        /// A seconds-long run for CI that fails only on gross regressions
+        /// (memory bounds, delivery), never on timings.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
     Healthcheck {
         /// The URL to probe.
@@ -127,7 +151,58 @@ pub fn main() -> ExitCode {
         Command::Tenants { config, action } => crate::ops::tenants(&config, action),
         Command::Healthcheck { url } => crate::ops::healthcheck(&url),
         Command::Demo { log_level } => demo_blocking(&log_level),
+        Command::Bench { tenants, duration, concurrency, plain_ingest, zstd, smoke } => bench_blocking(crate::bench::BenchOptions {
+            tenants,
+            duration: if smoke { duration.min(Duration::from_secs(2)) } else { duration },
+            concurrency,
+            gzip_ingest: !plain_ingest,
+            zstd,
+            smoke,
+        }),
         Command::Fakedog(args) => fakedog_blocking(args),
+    }
+}
+
+/// Memory bounds the CI smoke enforces (generous: they catch leaks and
+/// unbounded buffering, not noise). Peak RSS of the relay under load.
+const SMOKE_MAX_PEAK_RSS_MIB: f64 = 256.0;
+const SMOKE_MAX_IDLE_RSS_MIB: f64 = 64.0;
+
+fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
+    telemetry::init_logging(&LogConfig { level: "error".into(), format: LogFormat::Text });
+    let smoke = opts.smoke;
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::bench::run(opts)) {
+        Ok(report) => {
+            let mut failed = Vec::new();
+            if smoke {
+                let peak = report["peak_rss_mib"].as_f64().unwrap_or(f64::MAX);
+                let idle = report["idle_rss_mib"].as_f64().unwrap_or(f64::MAX);
+                if peak > SMOKE_MAX_PEAK_RSS_MIB {
+                    failed.push(format!("peak RSS {peak:.1} MiB > {SMOKE_MAX_PEAK_RSS_MIB} MiB"));
+                }
+                if idle > SMOKE_MAX_IDLE_RSS_MIB {
+                    failed.push(format!("idle RSS {idle:.1} MiB > {SMOKE_MAX_IDLE_RSS_MIB} MiB"));
+                }
+            }
+            println!("{report}");
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("bench smoke failed: {}", failed.join("; "));
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod config;

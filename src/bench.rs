@@ -1,0 +1,524 @@
+//! `ddrelay bench`: throughput, latency, CPU and memory of the whole path,
+//! partner → relay → Datadog, measured on this machine.
+//!
+//! It starts fakedog in counting mode (validates and counts, keeps nothing)
+//! in this process, the relay as a **separate process** (`ddrelay run`, so
+//! its CPU time and RSS are read from `/proc/<pid>` alone), connects N
+//! tenants through the real OAuth flow, then drives keep-alive HTTP load
+//! with pre-built bodies (series with tags, logs of 300 B to 2 KB, events,
+//! service checks) in phases:
+//! - `series` and `logs`: closed-loop saturation, everything durable (202
+//!   means fsync'd) and delivered to fakedog before the phase ends;
+//! - `latency`: open loop at half the measured series rate, for p50/p99/p99.9
+//!   of the ingest acknowledgement as the client sees it;
+//! - end-to-end latency (202 → Datadog's 2xx) from the relay's own histogram.
+//!
+//! The floor: the same payloads decompressed, parsed into typed values,
+//! re-serialized and compressed in a tight single-thread loop; the report
+//! gives relay CPU per item divided by floor CPU per item.
+//!
+//! The last line printed is one JSON object with every figure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::codec;
+use crate::fakedog::{FakeDog, Options};
+use crate::sandbox;
+use crate::site::{Encoding, Endpoint, SITES};
+use crate::tenant::now;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub tenants: usize,
+    pub duration: Duration,
+    pub concurrency: usize,
+    /// Compress ingest bodies with gzip (as Datadog's clients do).
+    pub gzip_ingest: bool,
+    /// Series compression towards Datadog.
+    pub zstd: bool,
+    /// A short run for CI: checks memory bounds, not timings.
+    pub smoke: bool,
+}
+
+/// A child relay process.
+struct RelayProc {
+    child: std::process::Child,
+    api: std::net::SocketAddr,
+    public: std::net::SocketAddr,
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) and RSS figures of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStat {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the `(comm)`: utime is field 14, stime 15 (1-based).
+    let after = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok(ProcStat { cpu_seconds: (utime + stime) / ticks, rss_bytes: kb("VmRSS:"), peak_rss_bytes: kb("VmHWM:") })
+}
+
+fn spawn_relay(config: &Path) -> anyhow::Result<RelayProc> {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the relay process")?;
+    let stderr = child.stderr.take().context("relay stderr")?;
+    let mut reader = std::io::BufReader::new(stderr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut line = String::new();
+    loop {
+        if Instant::now() > deadline {
+            bail!("the relay did not start within 60 s");
+        }
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("the relay exited before starting");
+        }
+        if line.contains("ddrelay started") {
+            let v: serde_json::Value = serde_json::from_str(&line)?;
+            let api = v["api"].as_str().context("api")?.parse()?;
+            let public = v["public"].as_str().context("public")?.parse()?;
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return Ok(RelayProc { child, api, public });
+        }
+    }
+}
+
+/// Pre-built request bodies for one tenant.
+struct Bodies {
+    series: Vec<u8>,
+    series_points: u64,
+    series_raw: Vec<u8>,
+    logs: Vec<u8>,
+    logs_items: u64,
+    logs_raw: Vec<u8>,
+    event: Vec<u8>,
+    checks: Vec<u8>,
+}
+
+const SERIES_PER_REQUEST: usize = 1000;
+const LOGS_PER_REQUEST: usize = 500;
+
+fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
+    let ts = now();
+    let series = json!({ "series": (0..SERIES_PER_REQUEST).map(|i| json!({
+        "metric": format!("bench.metric.{}", i % 50),
+        "type": 3,
+        "points": [{ "timestamp": ts, "value": (i as f64) * 1.5 }],
+        "tags": [format!("host:h{}", i % 200), format!("env:prod"), format!("customer:{tenant}"), format!("shard:{}", (i as u64 + seed) % 17), "service:api"],
+        "resources": [{ "name": format!("h{}", i % 200), "type": "host" }]
+    })).collect::<Vec<_>>() });
+    let words = ["GET", "/api/v1/orders", "200", "user", "checkout", "completed", "latency_ms", "cache", "miss", "upstream", "timeout", "retry"];
+    let mut rng_state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut next = move || {
+        rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng_state >> 33) as usize
+    };
+    let logs = serde_json::Value::Array(
+        (0..LOGS_PER_REQUEST)
+            .map(|i| {
+                let target = 300 + next() % 1700;
+                let mut msg = String::with_capacity(target);
+                while msg.len() < target {
+                    msg.push_str(words[next() % words.len()]);
+                    msg.push(' ');
+                    msg.push_str(&format!("{}", next() % 100_000));
+                    msg.push(' ');
+                }
+                json!({ "message": msg, "service": "bench", "ddsource": "bench", "hostname": format!("h{}", i % 50), "ddtags": format!("customer:{tenant},env:prod") })
+            })
+            .collect(),
+    );
+    let event = json!({ "title": format!("bench event for {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
+    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": ts }]);
+    let enc = |v: &serde_json::Value| {
+        let raw = v.to_string().into_bytes();
+        if gzip { codec::compress(Encoding::Gzip, 1, &raw) } else { raw }
+    };
+    Bodies {
+        series: enc(&series),
+        series_points: SERIES_PER_REQUEST as u64,
+        series_raw: series.to_string().into_bytes(),
+        logs: enc(&logs),
+        logs_items: LOGS_PER_REQUEST as u64,
+        logs_raw: logs.to_string().into_bytes(),
+        event: enc(&event),
+        checks: enc(&checks),
+    }
+}
+
+/// Latency samples in microseconds.
+#[derive(Default)]
+struct Samples(parking_lot::Mutex<Vec<u32>>);
+
+impl Samples {
+    fn add(&self, d: Duration) {
+        self.0.lock().push(d.as_micros().min(u32::MAX as u128) as u32);
+    }
+    fn quantiles(&self) -> (f64, f64, f64) {
+        let mut v = self.0.lock().clone();
+        if v.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        v.sort_unstable();
+        let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        (q(0.5), q(0.99), q(0.999))
+    }
+}
+
+struct Load {
+    http: reqwest::Client,
+    api: String,
+    gzip: bool,
+}
+
+impl Load {
+    async fn post(&self, tenant: &str, endpoint: Endpoint, body: &[u8]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.api, endpoint.path()))
+            .header("DD-API-KEY", tenant)
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        if self.gzip {
+            req = req.header("Content-Encoding", "gzip");
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let _ = resp.bytes().await;
+        if status.as_u16() != 202 {
+            bail!("{} answered {status}", endpoint.path());
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// One closed-loop phase: `concurrency` workers post `endpoint` bodies for
+/// `duration`; returns (requests, wall seconds).
+async fn closed_loop(
+    load: &Arc<Load>,
+    tenants: &Arc<Vec<(String, Arc<Bodies>)>>,
+    endpoint: Endpoint,
+    concurrency: usize,
+    duration: Duration,
+    samples: &Arc<Samples>,
+) -> anyhow::Result<(u64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (load, tenants, stop, done, samples) = (load.clone(), tenants.clone(), stop.clone(), done.clone(), samples.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let (tenant, b) = &tenants[i % tenants.len()];
+                i += concurrency;
+                let body = match endpoint {
+                    Endpoint::SeriesV2 => &b.series,
+                    Endpoint::Logs => &b.logs,
+                    Endpoint::Events => &b.event,
+                    _ => &b.checks,
+                };
+                samples.add(load.post(tenant, endpoint, body).await?);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok((done.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
+}
+
+fn total_items(dog: &FakeDog, endpoint: Endpoint) -> u64 {
+    SITES.iter().map(|s| dog.host_item_count(&s.host(endpoint.host_kind()), endpoint)).sum()
+}
+
+async fn wait_delivered(dog: &FakeDog, endpoint: Endpoint, n: u64, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while total_items(dog, endpoint) < n {
+        if started.elapsed() > timeout {
+            bail!("{endpoint}: only {} of {n} items delivered within {timeout:?}", total_items(dog, endpoint));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// The single-thread floor: decompress (if compressed), parse into typed
+/// values, re-serialize, compress gzip-1. Returns CPU seconds per item.
+fn floor(raw: &[u8], wire: &[u8], gzip: bool, items: u64, encoding: Encoding) -> f64 {
+    let rounds = 20;
+    let started = cpu_now();
+    for _ in 0..rounds {
+        let body = if gzip { codec::decompress(Encoding::Gzip, wire, 64 << 20).unwrap_or_default() } else { raw.to_vec() };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let out = serde_json::to_vec(&v).unwrap_or_default();
+        let c = codec::compress(encoding, 1, &out);
+        std::hint::black_box(c);
+    }
+    (cpu_now() - started) / (rounds as f64 * items as f64)
+}
+
+/// This thread's CPU seconds.
+fn cpu_now() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .map(|ns| ns / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// Reads quantiles from the relay's Prometheus histogram `name`.
+fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        let count: f64 = line.rsplit(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
+        buckets.push((le, count));
+    }
+    // Sum across label sets by bucket bound.
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    for (le, c) in buckets {
+        match merged.last_mut() {
+            Some((l, total)) if *l == le => *total += c,
+            _ => merged.push((le, c)),
+        }
+    }
+    let total = merged.last().map(|b| b.1).unwrap_or(0.0);
+    let q = |p: f64| merged.iter().find(|(_, c)| *c >= p * total).map(|(le, _)| le * 1000.0).unwrap_or(0.0);
+    if total == 0.0 { (0.0, 0.0, 0.0) } else { (q(0.5), q(0.99), q(0.999)) }
+}
+
+/// Runs the benchmark and prints the report; the last line is JSON.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let dog = FakeDog::start(Options { counting: true, auto_consent: true, ..Options::default() }).await?;
+    sandbox::register_client(&dog)?;
+    let key = crate::secret::MasterKey::generate().to_base64();
+    let config = dir.path().join("ddrelay.toml");
+    let compression = if opts.zstd { "zstd" } else { "gzip" };
+    let extra = format!(
+        "[delivery]\nbatch_max_age = \"200ms\"\ncompression = \"{compression}\"\nmax_concurrency = 32\n[queue]\nmax_bytes = \"4GiB\"\ntenant_max_bytes = \"1GiB\"\n[log]\nformat = \"json\"\nlevel = \"warn,ddrelay=info\"\n"
+    );
+    std::fs::write(&config, sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), &extra))?;
+    let relay = spawn_relay(&config)?;
+    let pid = relay.child.id();
+    let idle = proc_stat(pid)?;
+    println!("relay pid {pid}: idle RSS {:.1} MiB", idle.rss_bytes as f64 / 1048576.0);
+
+    // Tenants: one fakedog org each, connected through the OAuth flow.
+    let admin = reqwest::Client::builder().no_proxy().build()?;
+    let api = format!("http://{}", relay.api);
+    let connect_started = Instant::now();
+    let browser = dog.browser(&[(sandbox::RELAY_HOST, relay.public)])?;
+    let mut names = Vec::with_capacity(opts.tenants);
+    let connects = futures_util::stream::iter(0..opts.tenants).map(|i| {
+        let (dog, admin, api, browser) = (&dog, &admin, &api, &browser);
+        async move {
+            let site = &SITES[i % SITES.len()];
+            let name = format!("tenant-{i:05}");
+            let org = dog.create_org(&name, site)?;
+            let v: serde_json::Value = admin
+                .post(format!("{api}/v1/tenants/{name}/connect"))
+                .bearer_auth(sandbox::ADMIN_TOKEN)
+                .json(&json!({ "site": site.domain }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let url = v["authorize_url"].as_str().context("authorize_url")?;
+            let url = format!("{url}&dd_oid={}", org.id);
+            let page = browser.authorize(&url).await?;
+            if page.status != 200 {
+                bail!("{name}: callback answered {}", page.status);
+            }
+            anyhow::Ok(name)
+        }
+    });
+    use futures_util::StreamExt as _;
+    let mut results = connects.buffer_unordered(16);
+    while let Some(r) = results.next().await {
+        names.push(r?);
+    }
+    names.sort();
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let idle_connected = proc_stat(pid)?;
+    println!(
+        "connected {} tenants in {:.1} s; idle RSS with them {:.1} MiB",
+        names.len(),
+        connect_secs,
+        idle_connected.rss_bytes as f64 / 1048576.0
+    );
+
+    // Pre-built bodies (at most 64 distinct sets, reused across tenants).
+    let sets: Vec<Arc<Bodies>> = (0..names.len().min(64)).map(|i| Arc::new(bodies(&names[i], i as u64, opts.gzip_ingest))).collect();
+    let tenants: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(names.iter().enumerate().map(|(i, n)| (n.clone(), sets[i % sets.len()].clone())).collect());
+    let load = Arc::new(Load {
+        http: reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).tcp_nodelay(true).build()?,
+        api: api.clone(),
+        gzip: opts.gzip_ingest,
+    });
+
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim() }));
+    report.insert("tenants".into(), json!(names.len()));
+    report.insert("gzip_ingest".into(), json!(opts.gzip_ingest));
+    report.insert("series_compression".into(), json!(compression));
+    report.insert("idle_rss_mib".into(), json!(idle.rss_bytes as f64 / 1048576.0));
+    report.insert("idle_connected_rss_mib".into(), json!(idle_connected.rss_bytes as f64 / 1048576.0));
+    report.insert("connect_seconds".into(), json!(connect_secs));
+
+    let mut peak = idle_connected.peak_rss_bytes;
+    for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
+        let samples = Arc::new(Samples::default());
+        let before_items = total_items(&dog, endpoint);
+        let cpu0 = proc_stat(pid)?.cpu_seconds;
+        let (requests, secs) = closed_loop(&load, &tenants, endpoint, opts.concurrency, opts.duration, &samples).await?;
+        let accepted_at = Instant::now();
+        let per_req = if endpoint == Endpoint::SeriesV2 { sets[0].series_points } else { sets[0].logs_items };
+        let items = requests * per_req;
+        let drain = wait_delivered(&dog, endpoint, before_items + items, Duration::from_secs(300)).await?;
+        let st = proc_stat(pid)?;
+        peak = peak.max(st.peak_rss_bytes);
+        let cpu = st.cpu_seconds - cpu0;
+        let raw_bytes = if endpoint == Endpoint::SeriesV2 { sets[0].series_raw.len() } else { sets[0].logs_raw.len() } as f64 * requests as f64;
+        let wire_bytes = if endpoint == Endpoint::SeriesV2 { sets[0].series.len() } else { sets[0].logs.len() } as f64 * requests as f64;
+        let total_secs = secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64());
+        let (p50, p99, p999) = samples.quantiles();
+        let (raw, wire) = if endpoint == Endpoint::SeriesV2 { (&sets[0].series_raw, &sets[0].series) } else { (&sets[0].logs_raw, &sets[0].logs) };
+        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd { Encoding::Zstd } else { Encoding::Gzip };
+        let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
+        let floor_per_item = tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, encoding)).await?;
+        let relay_per_item = cpu / items.max(1) as f64;
+        let figures = json!({
+            "accepted_items_per_s": items as f64 / secs,
+            "accepted_mb_per_s": raw_bytes / secs / 1e6,
+            "delivered_items_per_s": items as f64 / total_secs,
+            "delivered_mb_per_s": raw_bytes / total_secs / 1e6,
+            "ingest_wire_mb": wire_bytes / 1e6,
+            "relay_cpu_seconds": cpu,
+            "relay_cpu_seconds_per_million_items": relay_per_item * 1e6,
+            "relay_cpu_seconds_per_gb": cpu / (raw_bytes / 1e9),
+            "floor_cpu_seconds_per_million_items": floor_per_item * 1e6,
+            "relay_over_floor": relay_per_item / floor_per_item.max(1e-12),
+            "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
+            "drain_after_load_s": drain.as_secs_f64(),
+            "rss_mib": st.rss_bytes as f64 / 1048576.0,
+        });
+        println!("{label}: {}", serde_json::to_string_pretty(&figures)?);
+        report.insert(label.into(), figures);
+    }
+
+    // Latency at half the measured series rate, open loop.
+    let series_rate = report["series"]["accepted_items_per_s"].as_f64().unwrap_or(0.0) / 2.0;
+    let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
+    let samples = Arc::new(Samples::default());
+    let interval = Duration::from_secs_f64(1.0 / req_rate);
+    let end = Instant::now() + opts.duration;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut inflight = Vec::new();
+    let mut i = 0usize;
+    while Instant::now() < end {
+        tick.tick().await;
+        let (load, tenants, samples) = (load.clone(), tenants.clone(), samples.clone());
+        let k = i;
+        i += 1;
+        inflight.push(tokio::spawn(async move {
+            let (tenant, b) = &tenants[k % tenants.len()];
+            samples.add(load.post(tenant, Endpoint::SeriesV2, &b.series).await?);
+            anyhow::Ok(())
+        }));
+    }
+    for t in inflight {
+        t.await??;
+    }
+    let (p50, p99, p999) = samples.quantiles();
+    report.insert("half_load".into(), json!({ "series_points_per_s": series_rate, "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 } }));
+
+    // A mixed pass of events and service checks, and the end-to-end histogram.
+    for t in tenants.iter().take(100) {
+        load.post(&t.0, Endpoint::Events, &t.1.event).await?;
+        load.post(&t.0, Endpoint::CheckRun, &t.1.checks).await?;
+    }
+    let metrics = admin.get(format!("{api}/metrics")).send().await?.text().await?;
+    let (e50, e99, e999) = histogram_quantiles(&metrics, "ddrelay_end_to_end_seconds");
+    report.insert("end_to_end_ms".into(), json!({ "p50": e50, "p99": e99, "p999": e999, "note": "from the relay's histogram: bucket upper bounds" }));
+    let sent_bytes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ddrelay_delivered_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let received_bytes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ddrelay_ingest_bytes_total") && l.contains("accepted"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let requests: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ddrelay_send_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    report.insert("compression_ratio".into(), json!(received_bytes / sent_bytes.max(1.0)));
+    report.insert("intake_requests".into(), json!(requests));
+    report.insert("peak_rss_mib".into(), json!(peak as f64 / 1048576.0));
+    let violations = dog.violations().len();
+    report.insert("fakedog_violations".into(), json!(violations));
+    let report = serde_json::Value::Object(report);
+    if violations > 0 {
+        bail!("fakedog recorded {violations} limit violations: {:?}", &dog.violations()[..violations.min(3)]);
+    }
+    Ok(report)
+}
