@@ -302,7 +302,9 @@ impl State {
         self.reap(id);
     }
 
-    /// Deletes segment `id` if it is sealed, unpinned and has no live record.
+    /// Deletes segment `id` if it is sealed, has no live record, and is
+    /// neither being compacted (its acks must outlive the uncommitted
+    /// copies) nor receiving compaction copies.
     /// The data file goes first, then the ack file: a crash in between
     /// leaves an orphan ack file (removed at recovery), never a data file
     /// whose acks were lost.
@@ -310,7 +312,7 @@ impl State {
         let Some(s) = self.segments.get(&id) else {
             return;
         };
-        if s.sealed_at.is_none() || s.pinned || s.live_records != 0 {
+        if s.sealed_at.is_none() || s.pinned || s.compacting || s.live_records != 0 {
             return;
         }
         if let Some(s) = self.segments.remove(&id) {

@@ -393,6 +393,41 @@ async fn duplicate_copies_from_an_interrupted_compaction_resolve_to_one() {
 }
 
 #[tokio::test]
+async fn a_dropped_duplicate_does_not_kill_the_live_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let (q, _) = open(dir.path(), l);
+    for p in [b"a", b"b", b"c"] {
+        q.append(rec("t", 1, p)).await.expect("append");
+    }
+    q.close().await;
+    drop(q);
+    // The copy holds a and b only: segment 1 keeps c live, and gets DROP
+    // entries for its copies of a and b, which must stay local to it.
+    let segs = segments(dir.path());
+    let copy = dir.path().join("00000009.seg");
+    std::fs::copy(dir.path().join(&segs[0]), &copy).expect("copy");
+    let two = 2 * format::record_len(1, 1) as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .expect("open")
+        .set_len(two)
+        .expect("truncate");
+    for _ in 0..3 {
+        let (q, r) = open(dir.path(), l);
+        assert_eq!(r.records, 3);
+        assert_eq!(segments(dir.path()).len(), 2);
+        let t = take_all(&q, "t", 1);
+        assert_eq!(
+            payloads(&t),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        q.close().await;
+    }
+}
+
+#[tokio::test]
 async fn an_ack_in_one_segment_kills_the_copy_in_another() {
     let dir = tempfile::tempdir().expect("tempdir");
     let l = limits(1 << 20);
