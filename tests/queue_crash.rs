@@ -12,6 +12,8 @@
 //! - nothing is duplicated (a compaction cut short leaves two copies of a
 //!   record on disk, which recovery must resolve to one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
@@ -188,8 +190,9 @@ async fn load_child(q: Queue, generation: u64) {
             round += 1;
             for (tenant, stream) in acker.ready_streams() {
                 let taken = acker.take(&tenant, stream, 4, 1 << 20).expect("take");
-                let (ack, release): (Vec<_>, Vec<_>) =
-                    taken.iter().partition(|t| (t.id.seq() + round) % 2 == 0);
+                let (ack, release): (Vec<_>, Vec<_>) = taken
+                    .iter()
+                    .partition(|t| (t.id.seq() + round).is_multiple_of(2));
                 let ack: Vec<_> = ack.iter().map(|t| t.id).collect();
                 for id in &ack {
                     say(&format!("T {}", id.seq()));

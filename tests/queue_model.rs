@@ -9,6 +9,8 @@
 //! a clean close and reopen, everything appended and not acked is taken,
 //! byte for byte, and nothing else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
