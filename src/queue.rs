@@ -650,7 +650,8 @@ impl Queue {
     }
 
     /// Stops accepting appends (they get `Closed`), completes those already
-    /// accepted, syncs the head segment and every ack file.
+    /// accepted, syncs the head segment, every ack file and the directory.
+    /// Acks made after `close` are written but not synced.
     pub async fn close(&self) {
         let shared = self.shared();
         shared.closed.store(true, Ordering::SeqCst);
@@ -664,7 +665,12 @@ impl Queue {
             // The writer exits right after answering.
             let _ = h.join();
         }
-        if let Err(e) = shared.state.lock().sync_acks() {
+        let synced = shared
+            .state
+            .lock()
+            .sync_acks()
+            .and_then(|()| writer::sync_dir(&shared.dir));
+        if let Err(e) = synced {
             tracing::warn!(error = %e, "cannot sync queue ack files at close; acked records may be redelivered after a power loss");
         }
     }

@@ -309,10 +309,10 @@ async fn run(dir: &Path, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn queue_matches_model(ops in prop::collection::vec(op(), 1..80)) {
+    fn queue_matches_model(ops in prop::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(run(dir.path(), ops));

@@ -284,7 +284,7 @@ impl State {
     /// Grows a segment's recorded length (the writer wrote to it).
     pub fn grow(&mut self, seg: u32, new_len: u64) {
         if let Some(s) = self.segments.get_mut(&seg) {
-            self.disk_bytes = self.disk_bytes - s.len + new_len;
+            self.disk_bytes = self.disk_bytes.saturating_sub(s.len) + new_len;
             s.len = new_len;
         }
     }

@@ -78,6 +78,12 @@ fn framing_round_trip() {
 }
 
 #[test]
+fn the_index_costs_32_bytes_per_record() {
+    // The figure the module doc promises.
+    assert_eq!(std::mem::size_of::<super::index::Entry>(), 32);
+}
+
+#[test]
 fn crc_detects_every_flipped_byte() {
     let mut buf = format::encode("t", 1, 2, 3, 4, 5, b"some payload bytes");
     format::stamp(&mut buf, 9, 0);
