@@ -29,10 +29,14 @@
 //!
 //! # On-disk format (version 1)
 //! A directory holding a `LOCK` file (an OS lock: one process at a time),
-//! segment files `{id:08x}.seg` and their ack files `{id:08x}.ack`. Segment
-//! ids grow; the highest is the head, the only one appended to. A segment
-//! is rolled before it would exceed `segment_bytes` (< 4 GiB); a batch never
-//! spans two segments.
+//! segment files `{id:08x}.seg` and their ack files `{id:08x}.ack`, and a
+//! `seq` file: one 12-byte entry (as in ack files) reserving record seqs a
+//! million at a time (replaced by write, fsync, rename, directory fsync), so
+//! a seq is never reused even after every trace of it is deleted. Segment
+//! ids grow; the highest is the head, the only one appended to; each new
+//! segment file is made durable with a directory fsync before its first
+//! record is acknowledged. A segment is rolled before it would exceed
+//! `segment_bytes` (< 4 GiB); a batch never spans two segments.
 //!
 //! ## Record framing
 //! Records are laid end to end in a segment, no padding. Little-endian.
@@ -115,8 +119,12 @@
 //! `take` can always ack it, and there is **no duplicate window**: the old
 //! copy goes only after the new one is durable, and a crash in between
 //! leaves two copies of the same `seq`, which recovery resolves to one.
-//! Disk use stays under about twice the live data plus the head segment;
-//! copies are not counted against the budget (at most one segment's worth).
+//! A segment is never deleted while it is being compacted (its ack file
+//! must outlive the uncommitted copies); copies of a compaction that fails
+//! are `DROP`ped in their own ack files. Disk use stays under about twice
+//! the live data plus the head segment; copies are not counted against the
+//! budget. Compaction runs on the writer thread, so appends wait for it
+//! (one segment at a time: at most half a segment is copied per step).
 //!
 //! # Layout
 //! - [`format`]: record and ack-entry framing (pure).
