@@ -22,7 +22,7 @@
 //!   with [`AppendError::TenantFull`] (HTTP 429), over the global disk budget
 //!   with [`AppendError::DiskFull`] (HTTP 503), both with a retry-after.
 //! - Memory is bounded by the number of records, not their size: the index
-//!   keeps **32 bytes per record** ([`index::Entry`]: seq, created_ms,
+//!   keeps **32 bytes per record** (`index::Entry`: seq, created_ms,
 //!   segment, offset, length, items; up to ~64 bytes with `VecDeque`
 //!   growth slack), plus ~150 bytes per (tenant, stream) and per segment.
 //!   Payloads are read from disk with `pread` on every `take`, never cached.
@@ -127,10 +127,10 @@
 //! (one segment at a time: at most half a segment is copied per step).
 //!
 //! # Layout
-//! - [`format`]: record and ack-entry framing (pure).
-//! - [`index`]: the in-memory index, accounting, ack files, deletions.
-//! - [`recover`]: the recovery procedure.
-//! - [`writer`]: the group-commit thread and compaction.
+//! - `format`: record and ack-entry framing (pure).
+//! - `index`: the in-memory index, accounting, ack files, deletions.
+//! - `recover`: the recovery procedure.
+//! - `writer`: the group-commit thread and compaction.
 
 mod format;
 mod index;
