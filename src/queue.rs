@@ -22,17 +22,21 @@
 //!   with [`AppendError::TenantFull`] (HTTP 429), over the global disk budget
 //!   with [`AppendError::DiskFull`] (HTTP 503), both with a retry-after.
 //! - Memory is bounded by the number of records, not their size: the index
-//!   keeps **32 bytes per record** ([`index::Entry`]: seq, created_ms,
+//!   keeps **32 bytes per record** (`index::Entry`: seq, created_ms,
 //!   segment, offset, length, items; up to ~64 bytes with `VecDeque`
 //!   growth slack), plus ~150 bytes per (tenant, stream) and per segment.
 //!   Payloads are read from disk with `pread` on every `take`, never cached.
 //!
 //! # On-disk format (version 1)
 //! A directory holding a `LOCK` file (an OS lock: one process at a time),
-//! segment files `{id:08x}.seg` and their ack files `{id:08x}.ack`. Segment
-//! ids grow; the highest is the head, the only one appended to. A segment
-//! is rolled before it would exceed `segment_bytes` (< 4 GiB); a batch never
-//! spans two segments.
+//! segment files `{id:08x}.seg` and their ack files `{id:08x}.ack`, and a
+//! `seq` file: one 12-byte entry (as in ack files) reserving record seqs a
+//! million at a time (replaced by write, fsync, rename, directory fsync), so
+//! a seq is never reused even after every trace of it is deleted. Segment
+//! ids grow; the highest is the head, the only one appended to; each new
+//! segment file is made durable with a directory fsync before its first
+//! record is acknowledged. A segment is rolled before it would exceed
+//! `segment_bytes` (< 4 GiB); a batch never spans two segments.
 //!
 //! ## Record framing
 //! Records are laid end to end in a segment, no padding. Little-endian.
@@ -115,14 +119,18 @@
 //! `take` can always ack it, and there is **no duplicate window**: the old
 //! copy goes only after the new one is durable, and a crash in between
 //! leaves two copies of the same `seq`, which recovery resolves to one.
-//! Disk use stays under about twice the live data plus the head segment;
-//! copies are not counted against the budget (at most one segment's worth).
+//! A segment is never deleted while it is being compacted (its ack file
+//! must outlive the uncommitted copies); copies of a compaction that fails
+//! are `DROP`ped in their own ack files. Disk use stays under about twice
+//! the live data plus the head segment; copies are not counted against the
+//! budget. Compaction runs on the writer thread, so appends wait for it
+//! (one segment at a time: at most half a segment is copied per step).
 //!
 //! # Layout
-//! - [`format`]: record and ack-entry framing (pure).
-//! - [`index`]: the in-memory index, accounting, ack files, deletions.
-//! - [`recover`]: the recovery procedure.
-//! - [`writer`]: the group-commit thread and compaction.
+//! - `format`: record and ack-entry framing (pure).
+//! - `index`: the in-memory index, accounting, ack files, deletions.
+//! - `recover`: the recovery procedure.
+//! - `writer`: the group-commit thread and compaction.
 
 mod format;
 mod index;
@@ -660,7 +668,8 @@ impl Queue {
     }
 
     /// Stops accepting appends (they get `Closed`), completes those already
-    /// accepted, syncs the head segment and every ack file.
+    /// accepted, syncs the head segment, every ack file and the directory.
+    /// Acks made after `close` are written but not synced.
     pub async fn close(&self) {
         let shared = self.shared();
         shared.closed.store(true, Ordering::SeqCst);
@@ -674,7 +683,12 @@ impl Queue {
             // The writer exits right after answering.
             let _ = h.join();
         }
-        if let Err(e) = shared.state.lock().sync_acks() {
+        let synced = shared
+            .state
+            .lock()
+            .sync_acks()
+            .and_then(|()| writer::sync_dir(&shared.dir));
+        if let Err(e) = synced {
             tracing::warn!(error = %e, "cannot sync queue ack files at close; acked records may be redelivered after a power loss");
         }
     }

@@ -295,7 +295,7 @@ impl State {
     /// Grows a segment's recorded length (the writer wrote to it).
     pub fn grow(&mut self, seg: u32, new_len: u64) {
         if let Some(s) = self.segments.get_mut(&seg) {
-            self.disk_bytes = self.disk_bytes - s.len + new_len;
+            self.disk_bytes = self.disk_bytes.saturating_sub(s.len) + new_len;
             s.len = new_len;
         }
     }
@@ -313,7 +313,9 @@ impl State {
         self.reap(id);
     }
 
-    /// Deletes segment `id` if it is sealed, unpinned and has no live record.
+    /// Deletes segment `id` if it is sealed, has no live record, and is
+    /// neither being compacted (its acks must outlive the uncommitted
+    /// copies) nor receiving compaction copies.
     /// The data file goes first, then the ack file: a crash in between
     /// leaves an orphan ack file (removed at recovery), never a data file
     /// whose acks were lost.
@@ -321,7 +323,7 @@ impl State {
         let Some(s) = self.segments.get(&id) else {
             return;
         };
-        if s.sealed_at.is_none() || s.pinned || s.live_records != 0 {
+        if s.sealed_at.is_none() || s.pinned || s.compacting || s.live_records != 0 {
             return;
         }
         if let Some(s) = self.segments.remove(&id) {

@@ -211,10 +211,15 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
     report.records = stats.records;
     report.items = stats.items;
     report.bytes = stats.bytes;
+    // Seqs handed out before are all below the persisted reservation.
+    let reserved = std::fs::read(dir.join(super::writer::SEQ_FILE))
+        .ok()
+        .and_then(|b| format::decode_acks(&b).0.first().copied())
+        .unwrap_or(0);
     Ok(Recovered {
         state,
         report,
-        next_seq: max_seq + 1,
+        next_seq: (max_seq + 1).max(reserved),
         next_seg: segs.last().map_or(1, |l| l.saturating_add(1)),
     })
 }

@@ -2,6 +2,8 @@
 //! compaction, purge and fairness. Crash tests with a real `kill -9` are in
 //! `tests/queue_crash.rs`, the model test in `tests/queue_model.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use super::format::{self, HEADER_LEN, RecordError};
@@ -73,6 +75,12 @@ fn framing_round_trip() {
         (h2.created_ms, h2.oldest_ms, h2.newest_ms),
         (-5, i64::MIN, i64::MAX)
     );
+}
+
+#[test]
+fn the_index_costs_32_bytes_per_record() {
+    // The figure the module doc promises.
+    assert_eq!(std::mem::size_of::<super::index::Entry>(), 32);
 }
 
 #[test]
@@ -390,6 +398,41 @@ async fn duplicate_copies_from_an_interrupted_compaction_resolve_to_one() {
     drop(q);
     let (_q, r) = open(dir.path(), l);
     assert_eq!(r.records, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_duplicate_does_not_kill_the_live_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let (q, _) = open(dir.path(), l);
+    for p in [b"a", b"b", b"c"] {
+        q.append(rec("t", 1, p)).await.expect("append");
+    }
+    q.close().await;
+    drop(q);
+    // The copy holds a and b only: segment 1 keeps c live, and gets DROP
+    // entries for its copies of a and b, which must stay local to it.
+    let segs = segments(dir.path());
+    let copy = dir.path().join("00000009.seg");
+    std::fs::copy(dir.path().join(&segs[0]), &copy).expect("copy");
+    let two = 2 * format::record_len(1, 1) as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .expect("open")
+        .set_len(two)
+        .expect("truncate");
+    for _ in 0..3 {
+        let (q, r) = open(dir.path(), l);
+        assert_eq!(r.records, 3);
+        assert_eq!(segments(dir.path()).len(), 2);
+        let t = take_all(&q, "t", 1);
+        assert_eq!(
+            payloads(&t),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        q.close().await;
+    }
 }
 
 #[tokio::test]

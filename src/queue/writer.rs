@@ -15,6 +15,7 @@
 //! Must not know: tenants' quotas (checked before a job is sent), payloads'
 //! meaning, or the ready/in-flight state of records (the index's).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write as _};
 use std::os::unix::fs::FileExt as _;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::format::{self, FLAG_MORE};
-use super::index::{Entry, Move, Segment, StreamKey, seg_path};
+use super::index::{ACK_KIND_DROP, Entry, Move, Segment, StreamKey, seg_path};
 use super::{AppendError, QueueError, RecordId, Shared};
 
 /// Largest amount of appended data committed in one fsync: bounds the
@@ -46,6 +47,10 @@ const PRESSURE_AT: f64 = 0.9;
 const PRESSURE_BELOW: f64 = 0.9;
 /// Compaction writes its copies in chunks of this size.
 const COMPACT_CHUNK: usize = 4 << 20;
+/// Sequence numbers are reserved on disk (the `seq` file) this many at a
+/// time, so a seq is never reused even once every record that had it, and
+/// its ack, are deleted: one small fsync per million appends.
+const SEQ_BLOCK: u64 = 1 << 20;
 
 /// One record ready to write (encoded by the appending task).
 pub(crate) struct Pending {
@@ -95,6 +100,8 @@ pub(crate) struct Writer {
     rx: Receiver<Job>,
     head: Option<Head>,
     next_seq: u64,
+    /// Seqs below this are reserved in the `seq` file.
+    seq_limit: u64,
     next_seg: u32,
     last_compact: Instant,
 }
@@ -120,6 +127,22 @@ pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Name of the file holding the seq reservation (one ack-style entry).
+pub(crate) const SEQ_FILE: &str = "seq";
+
+/// Durably replaces the `seq` file (write a temporary, fsync, rename,
+/// fsync the directory).
+fn write_seq_file(dir: &std::path::Path, limit: u64) -> std::io::Result<()> {
+    let tmp = dir.join("seq.tmp");
+    let mut buf = Vec::with_capacity(format::ACK_ENTRY_LEN);
+    format::encode_ack(limit, &mut buf);
+    let mut f = File::create(&tmp)?;
+    f.write_all(&buf)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, dir.join(SEQ_FILE))?;
+    sync_dir(dir)
+}
+
 fn copy_err(e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), e.to_string())
 }
@@ -131,6 +154,7 @@ impl Writer {
             rx,
             head: None,
             next_seq,
+            seq_limit: next_seq,
             next_seg,
             last_compact: Instant::now(),
         }
@@ -260,9 +284,25 @@ impl Writer {
         Err(std::io::Error::other("no free queue segment name"))
     }
 
+    /// Makes sure `n` more seqs are below the limit persisted in `seq`.
+    fn reserve_seqs(&mut self, n: u64) -> std::io::Result<()> {
+        if self.next_seq + n <= self.seq_limit {
+            return Ok(());
+        }
+        let limit = self.next_seq + n + SEQ_BLOCK;
+        write_seq_file(&self.shared.dir, limit)?;
+        self.seq_limit = limit;
+        Ok(())
+    }
+
     fn append_group(&mut self, jobs: Vec<(Vec<Pending>, AppendReply)>) {
         let mut st = Staged::default();
         for (records, reply) in jobs {
+            if let Err(e) = self.reserve_seqs(records.len() as u64) {
+                tracing::warn!(error = %e, "cannot reserve queue sequence numbers; appends rejected");
+                self.fail(records, reply, &e);
+                continue;
+            }
             let job_len: u64 = records.iter().map(|p| p.bytes.len() as u64).sum();
             let fits = self
                 .head
@@ -498,12 +538,18 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
+                // The copies already written are dead (never indexed): drop
+                // them in their own segments' ack files, so that none of
+                // them outlives the original's ack.
+                let mut drops: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+                for m in &moves {
+                    format::encode_ack(m.seq | ACK_KIND_DROP, drops.entry(m.seg).or_default());
+                }
+                s.write_acks(drops);
                 if let Some(seg) = s.segments.get_mut(&from) {
                     seg.compacting = false;
                     seg.compact_failed = true;
                 }
-                // The copies already written are dead (never indexed); a
-                // restart resolves them as duplicates of the originals.
                 for id in &dest {
                     if let Some(seg) = s.segments.get_mut(id) {
                         seg.pinned = false;
@@ -512,6 +558,7 @@ impl Writer {
                 for id in dest {
                     s.reap(id);
                 }
+                s.reap(from);
                 drop(s);
                 if let Some(h) = self.head.take() {
                     let len = h.file.metadata().map_or(h.len, |m| m.len());
