@@ -73,7 +73,10 @@ pub struct ProcStat {
 pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the `(comm)`: utime is field 14, stime 15 (1-based).
-    let after = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = 100.0; // USER_HZ on Linux
     let utime: f64 = fields.get(11).context("utime")?.parse()?;
@@ -88,7 +91,11 @@ pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
             .unwrap_or(0)
             * 1024
     };
-    Ok(ProcStat { cpu_seconds: (utime + stime) / ticks, rss_bytes: kb("VmRSS:"), peak_rss_bytes: kb("VmHWM:") })
+    Ok(ProcStat {
+        cpu_seconds: (utime + stime) / ticks,
+        rss_bytes: kb("VmRSS:"),
+        peak_rss_bytes: kb("VmHWM:"),
+    })
 }
 
 fn spawn_relay(config: &Path) -> anyhow::Result<RelayProc> {
@@ -152,10 +159,25 @@ fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
         "tags": [format!("host:h{}", i % 200), format!("env:prod"), format!("customer:{tenant}"), format!("shard:{}", (i as u64 + seed) % 17), "service:api"],
         "resources": [{ "name": format!("h{}", i % 200), "type": "host" }]
     })).collect::<Vec<_>>() });
-    let words = ["GET", "/api/v1/orders", "200", "user", "checkout", "completed", "latency_ms", "cache", "miss", "upstream", "timeout", "retry"];
+    let words = [
+        "GET",
+        "/api/v1/orders",
+        "200",
+        "user",
+        "checkout",
+        "completed",
+        "latency_ms",
+        "cache",
+        "miss",
+        "upstream",
+        "timeout",
+        "retry",
+    ];
     let mut rng_state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     let mut next = move || {
-        rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (rng_state >> 33) as usize
     };
     let logs = serde_json::Value::Array(
@@ -177,7 +199,11 @@ fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
     let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": ts }]);
     let enc = |v: &serde_json::Value| {
         let raw = v.to_string().into_bytes();
-        if gzip { codec::compress(Encoding::Gzip, 1, &raw) } else { raw }
+        if gzip {
+            codec::compress(Encoding::Gzip, 1, &raw)
+        } else {
+            raw
+        }
     };
     Bodies {
         series: enc(&series),
@@ -197,7 +223,9 @@ struct Samples(parking_lot::Mutex<Vec<u32>>);
 
 impl Samples {
     fn add(&self, d: Duration) {
-        self.0.lock().push(d.as_micros().min(u32::MAX as u128) as u32);
+        self.0
+            .lock()
+            .push(d.as_micros().min(u32::MAX as u128) as u32);
     }
     fn quantiles(&self) -> (f64, f64, f64) {
         let mut v = self.0.lock().clone();
@@ -217,7 +245,12 @@ struct Load {
 }
 
 impl Load {
-    async fn post(&self, tenant: &str, endpoint: Endpoint, body: &[u8]) -> anyhow::Result<Duration> {
+    async fn post(
+        &self,
+        tenant: &str,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let mut req = self
             .http
@@ -253,7 +286,13 @@ async fn closed_loop(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let (load, tenants, stop, done, samples) = (load.clone(), tenants.clone(), stop.clone(), done.clone(), samples.clone());
+        let (load, tenants, stop, done, samples) = (
+            load.clone(),
+            tenants.clone(),
+            stop.clone(),
+            done.clone(),
+            samples.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {
@@ -276,18 +315,32 @@ async fn closed_loop(
     for t in tasks {
         t.await??;
     }
-    Ok((done.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
+    Ok((
+        done.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 fn total_items(dog: &FakeDog, endpoint: Endpoint) -> u64 {
-    SITES.iter().map(|s| dog.host_item_count(&s.host(endpoint.host_kind()), endpoint)).sum()
+    SITES
+        .iter()
+        .map(|s| dog.host_item_count(&s.host(endpoint.host_kind()), endpoint))
+        .sum()
 }
 
-async fn wait_delivered(dog: &FakeDog, endpoint: Endpoint, n: u64, timeout: Duration) -> anyhow::Result<Duration> {
+async fn wait_delivered(
+    dog: &FakeDog,
+    endpoint: Endpoint,
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while total_items(dog, endpoint) < n {
         if started.elapsed() > timeout {
-            bail!("{endpoint}: only {} of {n} items delivered within {timeout:?}", total_items(dog, endpoint));
+            bail!(
+                "{endpoint}: only {} of {n} items delivered within {timeout:?}",
+                total_items(dog, endpoint)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -300,7 +353,11 @@ fn floor(raw: &[u8], wire: &[u8], gzip: bool, items: u64, encoding: Encoding) ->
     let rounds = 20;
     let started = cpu_now();
     for _ in 0..rounds {
-        let body = if gzip { codec::decompress(Encoding::Gzip, wire, 64 << 20).unwrap_or_default() } else { raw.to_vec() };
+        let body = if gzip {
+            codec::decompress(Encoding::Gzip, wire, 64 << 20).unwrap_or_default()
+        } else {
+            raw.to_vec()
+        };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let out = serde_json::to_vec(&v).unwrap_or_default();
         let c = codec::compress(encoding, 1, &out);
@@ -313,7 +370,11 @@ fn floor(raw: &[u8], wire: &[u8], gzip: bool, items: u64, encoding: Encoding) ->
 fn cpu_now() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+        })
         .map(|ns| ns / 1e9)
         .unwrap_or(0.0)
 }
@@ -321,10 +382,25 @@ fn cpu_now() -> f64 {
 /// Reads quantiles from the relay's Prometheus histogram `name`.
 fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
-        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-        let count: f64 = line.rsplit(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")))
+    {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("+Inf");
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0.0);
         buckets.push((le, count));
     }
     // Sum across label sets by bucket bound.
@@ -337,14 +413,29 @@ fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
         }
     }
     let total = merged.last().map(|b| b.1).unwrap_or(0.0);
-    let q = |p: f64| merged.iter().find(|(_, c)| *c >= p * total).map(|(le, _)| le * 1000.0).unwrap_or(0.0);
-    if total == 0.0 { (0.0, 0.0, 0.0) } else { (q(0.5), q(0.99), q(0.999)) }
+    let q = |p: f64| {
+        merged
+            .iter()
+            .find(|(_, c)| *c >= p * total)
+            .map(|(le, _)| le * 1000.0)
+            .unwrap_or(0.0)
+    };
+    if total == 0.0 {
+        (0.0, 0.0, 0.0)
+    } else {
+        (q(0.5), q(0.99), q(0.999))
+    }
 }
 
 /// Runs the benchmark and prints the report; the last line is JSON.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
-    let dog = FakeDog::start(Options { counting: true, auto_consent: true, ..Options::default() }).await?;
+    let dog = FakeDog::start(Options {
+        counting: true,
+        auto_consent: true,
+        ..Options::default()
+    })
+    .await?;
     sandbox::register_client(&dog)?;
     let key = crate::secret::MasterKey::generate().to_base64();
     let config = dir.path().join("ddrelay.toml");
@@ -352,11 +443,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let extra = format!(
         "[delivery]\nbatch_max_age = \"200ms\"\ncompression = \"{compression}\"\nmax_concurrency = 32\n[queue]\nmax_bytes = \"4GiB\"\ntenant_max_bytes = \"1GiB\"\n[log]\nformat = \"json\"\nlevel = \"warn,ddrelay=info\"\n"
     );
-    std::fs::write(&config, sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), &extra))?;
+    std::fs::write(
+        &config,
+        sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), &extra),
+    )?;
     let relay = spawn_relay(&config)?;
     let pid = relay.child.id();
     let idle = proc_stat(pid)?;
-    println!("relay pid {pid}: idle RSS {:.1} MiB", idle.rss_bytes as f64 / 1048576.0);
+    println!(
+        "relay pid {pid}: idle RSS {:.1} MiB",
+        idle.rss_bytes as f64 / 1048576.0
+    );
 
     // Tenants: one fakedog org each, connected through the OAuth flow.
     let admin = reqwest::Client::builder().no_proxy().build()?;
@@ -403,10 +500,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     );
 
     // Pre-built bodies (at most 64 distinct sets, reused across tenants).
-    let sets: Vec<Arc<Bodies>> = (0..names.len().min(64)).map(|i| Arc::new(bodies(&names[i], i as u64, opts.gzip_ingest))).collect();
-    let tenants: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(names.iter().enumerate().map(|(i, n)| (n.clone(), sets[i % sets.len()].clone())).collect());
+    let sets: Vec<Arc<Bodies>> = (0..names.len().min(64))
+        .map(|i| Arc::new(bodies(&names[i], i as u64, opts.gzip_ingest)))
+        .collect();
+    let tenants: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), sets[i % sets.len()].clone()))
+            .collect(),
+    );
     let load = Arc::new(Load {
-        http: reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).tcp_nodelay(true).build()?,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?,
         api: api.clone(),
         gzip: opts.gzip_ingest,
     });
@@ -416,8 +525,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     report.insert("tenants".into(), json!(names.len()));
     report.insert("gzip_ingest".into(), json!(opts.gzip_ingest));
     report.insert("series_compression".into(), json!(compression));
-    report.insert("idle_rss_mib".into(), json!(idle.rss_bytes as f64 / 1048576.0));
-    report.insert("idle_connected_rss_mib".into(), json!(idle_connected.rss_bytes as f64 / 1048576.0));
+    report.insert(
+        "idle_rss_mib".into(),
+        json!(idle.rss_bytes as f64 / 1048576.0),
+    );
+    report.insert(
+        "idle_connected_rss_mib".into(),
+        json!(idle_connected.rss_bytes as f64 / 1048576.0),
+    );
     report.insert("connect_seconds".into(), json!(connect_secs));
 
     let mut peak = idle_connected.peak_rss_bytes;
@@ -425,22 +540,60 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         let samples = Arc::new(Samples::default());
         let before_items = total_items(&dog, endpoint);
         let cpu0 = proc_stat(pid)?.cpu_seconds;
-        let (requests, secs) = closed_loop(&load, &tenants, endpoint, opts.concurrency, opts.duration, &samples).await?;
+        let (requests, secs) = closed_loop(
+            &load,
+            &tenants,
+            endpoint,
+            opts.concurrency,
+            opts.duration,
+            &samples,
+        )
+        .await?;
         let accepted_at = Instant::now();
-        let per_req = if endpoint == Endpoint::SeriesV2 { sets[0].series_points } else { sets[0].logs_items };
+        let per_req = if endpoint == Endpoint::SeriesV2 {
+            sets[0].series_points
+        } else {
+            sets[0].logs_items
+        };
         let items = requests * per_req;
-        let drain = wait_delivered(&dog, endpoint, before_items + items, Duration::from_secs(300)).await?;
+        let drain = wait_delivered(
+            &dog,
+            endpoint,
+            before_items + items,
+            Duration::from_secs(300),
+        )
+        .await?;
         let st = proc_stat(pid)?;
         peak = peak.max(st.peak_rss_bytes);
         let cpu = st.cpu_seconds - cpu0;
-        let raw_bytes = if endpoint == Endpoint::SeriesV2 { sets[0].series_raw.len() } else { sets[0].logs_raw.len() } as f64 * requests as f64;
-        let wire_bytes = if endpoint == Endpoint::SeriesV2 { sets[0].series.len() } else { sets[0].logs.len() } as f64 * requests as f64;
+        let raw_bytes = if endpoint == Endpoint::SeriesV2 {
+            sets[0].series_raw.len()
+        } else {
+            sets[0].logs_raw.len()
+        } as f64
+            * requests as f64;
+        let wire_bytes = if endpoint == Endpoint::SeriesV2 {
+            sets[0].series.len()
+        } else {
+            sets[0].logs.len()
+        } as f64
+            * requests as f64;
         let total_secs = secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64());
         let (p50, p99, p999) = samples.quantiles();
-        let (raw, wire) = if endpoint == Endpoint::SeriesV2 { (&sets[0].series_raw, &sets[0].series) } else { (&sets[0].logs_raw, &sets[0].logs) };
-        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd { Encoding::Zstd } else { Encoding::Gzip };
+        let (raw, wire) = if endpoint == Endpoint::SeriesV2 {
+            (&sets[0].series_raw, &sets[0].series)
+        } else {
+            (&sets[0].logs_raw, &sets[0].logs)
+        };
+        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
+            Encoding::Zstd
+        } else {
+            Encoding::Gzip
+        };
         let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
-        let floor_per_item = tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, encoding)).await?;
+        let floor_per_item =
+            tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, encoding))
+                .await?;
         let relay_per_item = cpu / items.max(1) as f64;
         let figures = json!({
             "accepted_items_per_s": items as f64 / secs,
@@ -462,7 +615,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     }
 
     // Latency at half the measured series rate, open loop.
-    let series_rate = report["series"]["accepted_items_per_s"].as_f64().unwrap_or(0.0) / 2.0;
+    let series_rate = report["series"]["accepted_items_per_s"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 2.0;
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
     let interval = Duration::from_secs_f64(1.0 / req_rate);
@@ -493,7 +649,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         load.post(&t.0, Endpoint::Events, &t.1.event).await?;
         load.post(&t.0, Endpoint::CheckRun, &t.1.checks).await?;
     }
-    let metrics = admin.get(format!("{api}/metrics")).send().await?.text().await?;
+    let metrics = admin
+        .get(format!("{api}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let (e50, e99, e999) = histogram_quantiles(&metrics, "ddrelay_end_to_end_seconds");
     report.insert("end_to_end_ms".into(), json!({ "p50": e50, "p99": e99, "p999": e999, "note": "from the relay's histogram: bucket upper bounds" }));
     let sent_bytes: f64 = metrics
@@ -511,14 +672,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         .filter(|l| l.starts_with("ddrelay_send_requests_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    report.insert("compression_ratio".into(), json!(received_bytes / sent_bytes.max(1.0)));
+    report.insert(
+        "compression_ratio".into(),
+        json!(received_bytes / sent_bytes.max(1.0)),
+    );
     report.insert("intake_requests".into(), json!(requests));
     report.insert("peak_rss_mib".into(), json!(peak as f64 / 1048576.0));
     let violations = dog.violations().len();
     report.insert("fakedog_violations".into(), json!(violations));
     let report = serde_json::Value::Object(report);
     if violations > 0 {
-        bail!("fakedog recorded {violations} limit violations: {:?}", &dog.violations()[..violations.min(3)]);
+        bail!(
+            "fakedog recorded {violations} limit violations: {:?}",
+            &dog.violations()[..violations.min(3)]
+        );
     }
     Ok(report)
 }

@@ -151,9 +151,20 @@ pub fn main() -> ExitCode {
         Command::Tenants { config, action } => crate::ops::tenants(&config, action),
         Command::Healthcheck { url } => crate::ops::healthcheck(&url),
         Command::Demo { log_level } => demo_blocking(&log_level),
-        Command::Bench { tenants, duration, concurrency, plain_ingest, zstd, smoke } => bench_blocking(crate::bench::BenchOptions {
+        Command::Bench {
             tenants,
-            duration: if smoke { duration.min(Duration::from_secs(2)) } else { duration },
+            duration,
+            concurrency,
+            plain_ingest,
+            zstd,
+            smoke,
+        } => bench_blocking(crate::bench::BenchOptions {
+            tenants,
+            duration: if smoke {
+                duration.min(Duration::from_secs(2))
+            } else {
+                duration
+            },
             concurrency,
             gzip_ingest: !plain_ingest,
             zstd,
@@ -169,7 +180,10 @@ const SMOKE_MAX_PEAK_RSS_MIB: f64 = 256.0;
 const SMOKE_MAX_IDLE_RSS_MIB: f64 = 64.0;
 
 fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
-    telemetry::init_logging(&LogConfig { level: "error".into(), format: LogFormat::Text });
+    telemetry::init_logging(&LogConfig {
+        level: "error".into(),
+        format: LogFormat::Text,
+    });
     let smoke = opts.smoke;
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -185,10 +199,14 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
                 let peak = report["peak_rss_mib"].as_f64().unwrap_or(f64::MAX);
                 let idle = report["idle_rss_mib"].as_f64().unwrap_or(f64::MAX);
                 if peak > SMOKE_MAX_PEAK_RSS_MIB {
-                    failed.push(format!("peak RSS {peak:.1} MiB > {SMOKE_MAX_PEAK_RSS_MIB} MiB"));
+                    failed.push(format!(
+                        "peak RSS {peak:.1} MiB > {SMOKE_MAX_PEAK_RSS_MIB} MiB"
+                    ));
                 }
                 if idle > SMOKE_MAX_IDLE_RSS_MIB {
-                    failed.push(format!("idle RSS {idle:.1} MiB > {SMOKE_MAX_IDLE_RSS_MIB} MiB"));
+                    failed.push(format!(
+                        "idle RSS {idle:.1} MiB > {SMOKE_MAX_IDLE_RSS_MIB} MiB"
+                    ));
                 }
             }
             println!("{report}");

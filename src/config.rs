@@ -872,7 +872,10 @@ impl Validator<'_> {
             ("queue.max_bytes", queue.max_bytes),
         ] {
             if value < MIN_QUEUE_BYTES {
-                self.problem(key, "must be at least 8MiB so a Datadog-sized request (5 MB of logs) fits");
+                self.problem(
+                    key,
+                    "must be at least 8MiB so a Datadog-sized request (5 MB of logs) fits",
+                );
             }
         }
 

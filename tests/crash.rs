@@ -4,6 +4,8 @@
 //! while four senders keep posting, then restarted on the same data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Children are killed and waited for explicitly after each round.
+#![allow(clippy::zombie_processes)]
 
 mod support;
 
@@ -34,14 +36,21 @@ fn spawn(config: &Path) -> Proc {
             cmd.env_remove(k);
         }
     }
-    let mut child = cmd.args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut line = String::new();
     loop {
         assert!(Instant::now() < deadline, "relay did not start");
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "relay exited before starting");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "relay exited before starting"
+        );
         if line.contains("ddrelay started") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             let api = v["api"].as_str().unwrap().parse().unwrap();
@@ -54,15 +63,33 @@ fn spawn(config: &Path) -> Proc {
 }
 
 /// Posts log batches with unique ids until `stop`; records the ids that got a 202.
-async fn sender(id: usize, api: Arc<Mutex<SocketAddr>>, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+async fn sender(
+    id: usize,
+    api: Arc<Mutex<SocketAddr>>,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let ids: Vec<String> = (0..20).map(|k| format!("s{id}-{n}-{k}")).collect();
         n += 1;
-        let body = serde_json::Value::Array(ids.iter().map(|i| serde_json::json!({ "message": i, "service": "crash" })).collect());
+        let body = serde_json::Value::Array(
+            ids.iter()
+                .map(|i| serde_json::json!({ "message": i, "service": "crash" }))
+                .collect(),
+        );
         let addr = *api.lock();
-        match http.post(format!("http://{addr}/api/v2/logs")).header("DD-API-KEY", "crash").json(&body).send().await {
+        match http
+            .post(format!("http://{addr}/api/v2/logs"))
+            .header("DD-API-KEY", "crash")
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(r) if r.status() == 202 => acked.lock().extend(ids),
             Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await, // relay down or restarting
         }
@@ -76,8 +103,13 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     sandbox::register_client(&dog).unwrap();
     let key = ddrelay::secret::MasterKey::generate().to_base64();
     let config = dir.path().join("ddrelay.toml");
-    let extra = "[delivery]\nbatch_max_age = \"50ms\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n";
-    std::fs::write(&config, sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), extra)).unwrap();
+    let extra =
+        "[delivery]\nbatch_max_age = \"50ms\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n";
+    std::fs::write(
+        &config,
+        sandbox::config_text(&dog, &dir.path().join("data"), key.expose(), extra),
+    )
+    .unwrap();
 
     let mut proc = spawn(&config);
     // Connect the tenant through the real browser flow.
@@ -93,13 +125,20 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         .await
         .unwrap();
     dog.login("Demo EU1").unwrap();
-    let page = dog.browser(&[(sandbox::RELAY_HOST, proc.public)]).unwrap().authorize(v["authorize_url"].as_str().unwrap()).await.unwrap();
+    let page = dog
+        .browser(&[(sandbox::RELAY_HOST, proc.public)])
+        .unwrap()
+        .authorize(v["authorize_url"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
 
     let api = Arc::new(Mutex::new(proc.api));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let senders: Vec<_> = (0..4).map(|i| tokio::spawn(sender(i, api.clone(), acked.clone(), stop.clone()))).collect();
+    let senders: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(sender(i, api.clone(), acked.clone(), stop.clone())))
+        .collect();
 
     for round in 0..10 {
         // Let load build up for a random moment, then SIGKILL.
@@ -121,7 +160,11 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     }
 
     let acked: HashSet<String> = acked.lock().iter().cloned().collect();
-    assert!(acked.len() > 2000, "only {} items acknowledged", acked.len());
+    assert!(
+        acked.len() > 2000,
+        "only {} items acknowledged",
+        acked.len()
+    );
     let org = dog.org("Demo EU1").unwrap().id;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -134,7 +177,12 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         if missing.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "{} acknowledged items never delivered, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged items never delivered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proc.child.kill().unwrap();

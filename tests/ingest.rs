@@ -24,7 +24,11 @@ async fn wait_items(dog: &FakeDog, org: &str, endpoint: Endpoint, n: u64) {
     let id = dog.org(org).unwrap().id;
     let deadline = Instant::now() + Duration::from_secs(60);
     while dog.item_count(&id, endpoint) < n {
-        assert!(Instant::now() < deadline, "{org} got {} of {n} {endpoint} items", dog.item_count(&id, endpoint));
+        assert!(
+            Instant::now() < deadline,
+            "{org} got {} of {n} {endpoint} items",
+            dog.item_count(&id, endpoint)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -33,7 +37,11 @@ async fn wait_items(dog: &FakeDog, org: &str, endpoint: Endpoint, n: u64) {
 async fn wait_drained(relay: &Relay) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while relay.shared().queue.stats().items > 0 {
-        assert!(Instant::now() < deadline, "queue not drained: {:?}", relay.shared().queue.stats());
+        assert!(
+            Instant::now() < deadline,
+            "queue not drained: {:?}",
+            relay.shared().queue.stats()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -55,24 +63,73 @@ fn logs(n: usize, tag: &str) -> serde_json::Value {
 async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    let tenants = [("us", "Demo US1", "datadoghq.com"), ("eu", "Demo EU1", "datadoghq.eu"), ("ap2", "Demo AP2", "ap2.datadoghq.com")];
+    let tenants = [
+        ("us", "Demo US1", "datadoghq.com"),
+        ("eu", "Demo EU1", "datadoghq.eu"),
+        ("ap2", "Demo AP2", "ap2.datadoghq.com"),
+    ];
     for (t, org, domain) in tenants {
-        assert_eq!(relay.connect(&dog, t, Some(domain), org).await.unwrap().status, 200);
+        assert_eq!(
+            relay
+                .connect(&dog, t, Some(domain), org)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
-    let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Deflate, Encoding::Zstd];
+    let encodings = [
+        Encoding::Identity,
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Zstd,
+    ];
     for (t, _, _) in tenants {
         for enc in encodings {
             let ts = now();
-            let (s, v) = relay.send(t, Endpoint::SeriesV2, series(3, t).to_string().as_bytes(), enc).await.unwrap();
+            let (s, v) = relay
+                .send(
+                    t,
+                    Endpoint::SeriesV2,
+                    series(3, t).to_string().as_bytes(),
+                    enc,
+                )
+                .await
+                .unwrap();
             assert_eq!((s, &v), (202, &json!({"errors": []})), "{t} {enc:?}");
-            let (s, v) = relay.send(t, Endpoint::Logs, logs(2, t).to_string().as_bytes(), enc).await.unwrap();
+            let (s, v) = relay
+                .send(t, Endpoint::Logs, logs(2, t).to_string().as_bytes(), enc)
+                .await
+                .unwrap();
             assert_eq!(s, 202, "{t} {enc:?} {v}");
-            let event = json!({ "title": format!("e {t}"), "text": "hello", "tags": [format!("t:{t}")] });
-            assert_eq!(relay.send(t, Endpoint::Events, event.to_string().as_bytes(), enc).await.unwrap().0, 202);
+            let event =
+                json!({ "title": format!("e {t}"), "text": "hello", "tags": [format!("t:{t}")] });
+            assert_eq!(
+                relay
+                    .send(t, Endpoint::Events, event.to_string().as_bytes(), enc)
+                    .await
+                    .unwrap()
+                    .0,
+                202
+            );
             let check = json!({ "check": "app.ok", "host_name": "h", "status": 0, "tags": [format!("t:{t}")], "timestamp": ts });
-            assert_eq!(relay.send(t, Endpoint::CheckRun, check.to_string().as_bytes(), enc).await.unwrap().0, 202);
+            assert_eq!(
+                relay
+                    .send(t, Endpoint::CheckRun, check.to_string().as_bytes(), enc)
+                    .await
+                    .unwrap()
+                    .0,
+                202
+            );
             let v1 = json!({ "series": [{ "metric": "test.v1", "points": [[ts, 1.5]], "type": "gauge", "tags": [format!("t:{t}")] }] });
-            assert_eq!(relay.send(t, Endpoint::SeriesV1, v1.to_string().as_bytes(), enc).await.unwrap().0, 202);
+            assert_eq!(
+                relay
+                    .send(t, Endpoint::SeriesV1, v1.to_string().as_bytes(), enc)
+                    .await
+                    .unwrap()
+                    .0,
+                202
+            );
         }
     }
     for (t, org, domain) in tenants {
@@ -84,13 +141,25 @@ async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
         let id = dog.org(org).unwrap().id;
         // Exactly, and only this tenant's data, at its own hosts.
         for item in dog.received(&id, Endpoint::SeriesV2) {
-            assert!(item["tags"].as_array().unwrap().contains(&json!(format!("t:{t}"))), "{item}");
+            assert!(
+                item["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("t:{t}"))),
+                "{item}"
+            );
         }
         for item in dog.received(&id, Endpoint::Logs) {
             assert_eq!(item["ddtags"], format!("t:{t}"));
         }
-        assert_eq!(dog.host_item_count(&format!("api.{domain}"), Endpoint::SeriesV2), 12);
-        assert_eq!(dog.host_item_count(&format!("http-intake.logs.{domain}"), Endpoint::Logs), 8);
+        assert_eq!(
+            dog.host_item_count(&format!("api.{domain}"), Endpoint::SeriesV2),
+            12
+        );
+        assert_eq!(
+            dog.host_item_count(&format!("http-intake.logs.{domain}"), Endpoint::Logs),
+            8
+        );
     }
     wait_drained(&relay).await;
     // Nothing more than sent arrived (no duplicates in a clean run).
@@ -106,7 +175,14 @@ async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
 async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "big", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "big", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // Series with incompressible tags: the 512,000-byte compressed cap binds.
     let mut sent_series = 0;
     let mut sent_logs = 0;
@@ -132,7 +208,11 @@ async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
     let sends = burst
         .iter()
         .map(|b| relay.send("big", Endpoint::SeriesV2, b.as_bytes(), Encoding::Gzip))
-        .chain(big_logs.iter().map(|b| relay.send("big", Endpoint::Logs, b.as_bytes(), Encoding::Zstd)));
+        .chain(
+            big_logs
+                .iter()
+                .map(|b| relay.send("big", Endpoint::Logs, b.as_bytes(), Encoding::Zstd)),
+        );
     for r in futures_util::future::join_all(sends).await {
         let (s, v) = r.unwrap();
         assert_eq!(s, 202, "{v}");
@@ -145,36 +225,96 @@ async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
     assert_eq!(dog.item_count(&id, Endpoint::Logs), sent_logs);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
     // Several payloads were needed (the compressed cap split the series).
-    assert!(dog.requests("api.datadoghq.eu", 202) >= 6, "{}", dog.requests("api.datadoghq.eu", 202));
+    assert!(
+        dog.requests("api.datadoghq.eu", 202) >= 6,
+        "{}",
+        dog.requests("api.datadoghq.eu", 202)
+    );
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let ts = now();
     let cases: Vec<(Endpoint, serde_json::Value, &str)> = vec![
-        (Endpoint::SeriesV2, json!({ "series": [{ "metric": "ok", "points": [{ "timestamp": ts, "value": 1 }] }, { "metric": "bad", "points": [{ "timestamp": ts, "value": "NaN?" }] }] }), "series[1]"),
-        (Endpoint::SeriesV2, json!({ "series": [{ "points": [{ "timestamp": ts, "value": 1 }] }] }), "metric"),
-        (Endpoint::SeriesV2, json!({ "series": [{ "metric": "old", "points": [{ "timestamp": ts - 7200, "value": 1 }] }] }), "timestamp"),
+        (
+            Endpoint::SeriesV2,
+            json!({ "series": [{ "metric": "ok", "points": [{ "timestamp": ts, "value": 1 }] }, { "metric": "bad", "points": [{ "timestamp": ts, "value": "NaN?" }] }] }),
+            "series[1]",
+        ),
+        (
+            Endpoint::SeriesV2,
+            json!({ "series": [{ "points": [{ "timestamp": ts, "value": 1 }] }] }),
+            "metric",
+        ),
+        (
+            Endpoint::SeriesV2,
+            json!({ "series": [{ "metric": "old", "points": [{ "timestamp": ts - 7200, "value": 1 }] }] }),
+            "timestamp",
+        ),
         (Endpoint::SeriesV2, json!({ "serie": [] }), "series"),
-        (Endpoint::Logs, json!([{ "message": "ok" }, "not an object"]), "1"),
+        (
+            Endpoint::Logs,
+            json!([{ "message": "ok" }, "not an object"]),
+            "1",
+        ),
         (Endpoint::Events, json!({ "title": "no text" }), "text"),
-        (Endpoint::Events, json!({ "title": "t", "text": "x".repeat(4001) }), "4000"),
-        (Endpoint::CheckRun, json!([{ "check": "c", "host_name": "h", "status": 9 }]), "status"),
+        (
+            Endpoint::Events,
+            json!({ "title": "t", "text": "x".repeat(4001) }),
+            "4000",
+        ),
+        (
+            Endpoint::CheckRun,
+            json!([{ "check": "c", "host_name": "h", "status": 9 }]),
+            "status",
+        ),
     ];
     for (endpoint, body, needle) in cases {
-        let (s, v) = relay.send("t", endpoint, body.to_string().as_bytes(), Encoding::Gzip).await.unwrap();
+        let (s, v) = relay
+            .send("t", endpoint, body.to_string().as_bytes(), Encoding::Gzip)
+            .await
+            .unwrap();
         assert_eq!(s, 400, "{endpoint}: {v}");
         let errors = v["errors"].as_array().unwrap();
-        assert!(errors.iter().any(|e| e.as_str().unwrap().contains(needle)), "{endpoint}: `{needle}` not in {v}");
-        assert_eq!(relay.shared().queue.stats().records, 0, "{endpoint}: something was queued");
+        assert!(
+            errors.iter().any(|e| e.as_str().unwrap().contains(needle)),
+            "{endpoint}: `{needle}` not in {v}"
+        );
+        assert_eq!(
+            relay.shared().queue.stats().records,
+            0,
+            "{endpoint}: something was queued"
+        );
     }
-    let (s, v) = relay.send("t", Endpoint::Logs, b"{not json", Encoding::Identity).await.unwrap();
+    let (s, v) = relay
+        .send("t", Endpoint::Logs, b"{not json", Encoding::Identity)
+        .await
+        .unwrap();
     assert_eq!(s, 400, "{v}");
     // Good data afterwards is delivered.
-    assert_eq!(relay.send("t", Endpoint::Logs, logs(3, "t").to_string().as_bytes(), Encoding::Gzip).await.unwrap().0, 202);
+    assert_eq!(
+        relay
+            .send(
+                "t",
+                Endpoint::Logs,
+                logs(3, "t").to_string().as_bytes(),
+                Encoding::Gzip
+            )
+            .await
+            .unwrap()
+            .0,
+        202
+    );
     wait_items(&dog, "Demo US1", Endpoint::Logs, 3).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
@@ -182,23 +322,55 @@ async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
 #[tokio::test]
 async fn status_codes_follow_the_contract() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, &format!("{FAST}[queue]\ntenant_max_bytes = \"8MiB\"\nmax_bytes = \"64MiB\"\n")).await;
+    let (relay, _dir) = relay(
+        &dog,
+        &format!("{FAST}[queue]\ntenant_max_bytes = \"8MiB\"\nmax_bytes = \"64MiB\"\n"),
+    )
+    .await;
     let http = reqwest::Client::new();
     let body = logs(1, "x").to_string();
     // No tenant named.
-    let r = http.post(relay.url("/api/v2/logs")).body(body.clone()).send().await.unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // Unknown tenant.
-    let (s, v) = relay.send("nobody", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    let (s, v) = relay
+        .send(
+            "nobody",
+            Endpoint::Logs,
+            body.as_bytes(),
+            Encoding::Identity,
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 404);
     assert!(v["errors"][0].as_str().unwrap().contains("nobody"), "{v}");
     // A pending tenant (connect started, never completed).
     relay.authorize_url("waiting", None).await.unwrap();
-    let (s, v) = relay.send("waiting", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    let (s, v) = relay
+        .send(
+            "waiting",
+            Endpoint::Logs,
+            body.as_bytes(),
+            Encoding::Identity,
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 409, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("waiting"), "{v}");
     // DD-Relay-Tenant wins over DD-API-KEY.
-    assert_eq!(relay.connect(&dog, "real", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "real", Some("datadoghq.com"), "Demo US1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let r = http
         .post(relay.url("/api/v2/logs"))
         .header("DD-Relay-Tenant", "real")
@@ -209,22 +381,65 @@ async fn status_codes_follow_the_contract() {
         .unwrap();
     assert_eq!(r.status(), 202);
     // Unsupported encoding, corrupt gzip, a decompression bomb.
-    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "br").body(body.clone()).send().await.unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "real")
+        .header("Content-Encoding", "br")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "gzip").body("not gzip").send().await.unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "real")
+        .header("Content-Encoding", "gzip")
+        .body("not gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let bomb = ddrelay::codec::compress(Encoding::Gzip, 9, &vec![b' '; 200 << 20]);
-    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").header("Content-Encoding", "gzip").body(bomb).send().await.unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "real")
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     // A body Datadog itself would accept (just under 5 MB of logs) is never refused for its size.
-    let near = json!((0..500).map(|i| json!({ "message": format!("{i}{}", "y".repeat(9_000)) })).collect::<Vec<_>>()).to_string();
+    let near = json!(
+        (0..500)
+            .map(|i| json!({ "message": format!("{i}{}", "y".repeat(9_000)) }))
+            .collect::<Vec<_>>()
+    )
+    .to_string();
     assert!(near.len() > 4_000_000 && near.len() < 5_000_000);
     // While the tenant's site is down its queue share (8 MiB) fills: the
     // second such request gets 429 with Retry-After, never a silent drop.
-    dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.com").for_duration(Duration::from_secs(600))).unwrap();
-    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").body(near.clone()).send().await.unwrap();
+    dog.inject_fault(
+        Fault::status(503)
+            .on_host("http-intake.logs.datadoghq.com")
+            .for_duration(Duration::from_secs(600)),
+    )
+    .unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "real")
+        .body(near.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    let r = http.post(relay.url("/api/v2/logs")).header("DD-API-KEY", "real").body(near).send().await.unwrap();
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "real")
+        .body(near)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let v: serde_json::Value = r.json().await.unwrap();
@@ -232,8 +447,14 @@ async fn status_codes_follow_the_contract() {
     // A tenant in reauth_required is still accepted; its data is held.
     dog.revoke_grants(&dog.org("Demo US1").unwrap().id).unwrap();
     let _ = relay.shared().tenants.access_token("real", true).await;
-    assert_eq!(tenant_json(&relay, "real").await["state"], "reauth_required");
-    let (s, _) = relay.send("real", Endpoint::Logs, body.as_bytes(), Encoding::Identity).await.unwrap();
+    assert_eq!(
+        tenant_json(&relay, "real").await["state"],
+        "reauth_required"
+    );
+    let (s, _) = relay
+        .send("real", Endpoint::Logs, body.as_bytes(), Encoding::Identity)
+        .await
+        .unwrap();
     assert_eq!(s, 202);
     let t = tenant_json(&relay, "real").await;
     assert!(t["queued_items"].as_u64().unwrap() >= 1, "{t}");

@@ -19,7 +19,10 @@ fn python() -> Option<String> {
     match std::env::var("DDRELAY_TEST_PYTHON") {
         Ok(p) => Some(p),
         Err(_) => {
-            assert!(std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(), "DDRELAY_TEST_PYTHON is required (run scripts/test)");
+            assert!(
+                std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(),
+                "DDRELAY_TEST_PYTHON is required (run scripts/test)"
+            );
             eprintln!("skipping: DDRELAY_TEST_PYTHON is not set (run scripts/test)");
             None
         }
@@ -31,8 +34,23 @@ async fn the_official_python_client_works_unchanged() {
     let Some(python) = python() else { return };
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
-    assert_eq!(relay.connect(&dog, "py-tenant", Some("https://app.datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_all_kinds.py");
+    assert_eq!(
+        relay
+            .connect(
+                &dog,
+                "py-tenant",
+                Some("https://app.datadoghq.eu"),
+                "Demo EU1"
+            )
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/send_all_kinds.py"
+    );
     let out = tokio::process::Command::new(&python)
         .arg(script)
         .env("RELAY_URL", format!("http://{}", relay.api))
@@ -42,21 +60,41 @@ async fn the_official_python_client_works_unchanged() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all kinds sent"), "{stdout}");
 
     let org = dog.org("Demo EU1").unwrap().id;
-    let expected = [(Endpoint::SeriesV2, 2), (Endpoint::SeriesV1, 1), (Endpoint::Logs, 4), (Endpoint::Events, 1), (Endpoint::CheckRun, 1)];
+    let expected = [
+        (Endpoint::SeriesV2, 2),
+        (Endpoint::SeriesV1, 1),
+        (Endpoint::Logs, 4),
+        (Endpoint::Events, 1),
+        (Endpoint::CheckRun, 1),
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
     for (endpoint, n) in expected {
         while dog.item_count(&org, endpoint) < n {
-            assert!(Instant::now() < deadline, "{endpoint}: {} of {n} delivered", dog.item_count(&org, endpoint));
+            assert!(
+                Instant::now() < deadline,
+                "{endpoint}: {} of {n} delivered",
+                dog.item_count(&org, endpoint)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let logs = dog.received(&org, Endpoint::Logs);
-    assert!(logs.iter().any(|l| l["message"] == "hello from the official client"), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "hello from the official client"),
+        "{logs:?}"
+    );
     let series = dog.received(&org, Endpoint::SeriesV2);
-    assert!(series.iter().all(|s| s["metric"] == "python.client.gauge"), "{series:?}");
+    assert!(
+        series.iter().all(|s| s["metric"] == "python.client.gauge"),
+        "{series:?}"
+    );
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
