@@ -1,5 +1,7 @@
 //! The admin API on `api_listen` (`/v1/*`), behind the admin bearer token:
-//! start a tenant's connect flow, list and inspect tenants, disconnect one.
+//! start a tenant's connect flow, list and inspect tenants, disconnect one,
+//! run the verification checklist (`POST /v1/tenants/{tenant}/verify`, see
+//! [`crate::verify`]). The HTML status page on `/` lives in [`status`].
 //!
 //! The token is compared in constant time against the *current*
 //! configuration, so a rotated `admin_token` takes effect on reload. Errors
@@ -25,6 +27,8 @@ use crate::oauth::{self, ConnectError, ConnectRequest};
 use crate::secret::ct_eq;
 use crate::store::Tenant;
 use crate::tenant::{CredentialError, Tenants, validate_id};
+
+pub mod status;
 
 /// Per-tenant queue figures, as the admin API and status page show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -59,12 +63,21 @@ pub trait DeliveryView: Send + Sync {
     fn dead_letter_items(&self, tenant: &str, id: u64) -> Option<Vec<String>>;
 }
 
+/// The relay as a whole, as the status page shows it.
+pub trait RelayView: Send + Sync {
+    /// True while `/readyz` answers 200.
+    fn ready(&self) -> bool;
+    /// `/healthz`'s `config_generation`.
+    fn config_generation(&self) -> u64;
+}
+
 /// Everything the admin API needs.
 #[derive(Clone)]
 pub struct AdminState {
     pub tenants: Arc<Tenants>,
     pub queue: Arc<dyn QueueView>,
     pub delivery: Option<Arc<dyn DeliveryView>>,
+    pub relay: Arc<dyn RelayView>,
 }
 
 /// `{"errors": [...]}` with a status.
@@ -147,16 +160,19 @@ impl TenantView {
     }
 }
 
-/// The `/v1` routes, token-protected.
+/// The `/v1` routes, token-protected, and the status page on `/` (which
+/// also accepts a browser session, see [`status`]).
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/tenants", get(list))
         .route("/v1/tenants/{tenant}", get(show).delete(disconnect))
         .route("/v1/tenants/{tenant}/connect", post(connect))
+        .route("/v1/tenants/{tenant}/verify", post(verify))
         .route("/v1/tenants/{tenant}/dead_letters", get(dead_letters))
         .route("/v1/tenants/{tenant}/dead_letters/{id}", get(dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(status::router(state))
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time.
@@ -312,6 +328,19 @@ async fn disconnect(
         },
     }))
     .into_response())
+}
+
+/// Runs Datadog's "Test the OAuth client" checklist for the tenant and
+/// answers the [`crate::verify::Report`] (200 whether or not every step passed).
+async fn verify(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    checked(&tenant)?;
+    let report = crate::verify::run(&state.tenants, &tenant)
+        .await
+        .ok_or_else(|| not_found(&tenant))?;
+    Ok(axum::Json(report).into_response())
 }
 
 async fn dead_letters(

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 use std::collections::HashMap;
 
-use crate::admin::{self, AdminState, DeliveryView, Purged, QueueView, Queued};
+use crate::admin::{self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView};
 use crate::config::Config;
 use crate::datadog;
 use crate::ingest::{self, api::IngestState};
@@ -89,6 +89,15 @@ impl Shared {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutdown.is_triggered()
+    }
+}
+
+impl RelayView for Shared {
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+    fn config_generation(&self) -> u64 {
+        self.generation()
     }
 }
 
@@ -359,6 +368,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         tenants: shared.tenants.clone(),
         queue: views.clone(),
         delivery: Some(views),
+        relay: shared.clone(),
     });
     let ingest = ingest::api::router(IngestState {
         tenants: shared.tenants.clone(),

@@ -1,4 +1,5 @@
-//! The command line: `run`, `check-config`, `demo`, `fakedog`, `tenants`.
+//! The command line: `run`, `check-config`, `demo`, `fakedog`, `tenants`,
+//! `verify`.
 //! `anyhow` lives here and in `main.rs` only; library modules return typed
 //! errors.
 
@@ -83,6 +84,27 @@ pub enum Command {
         #[command(subcommand)]
         action: TenantsAction,
     },
+    /// Run Datadog's "Test the OAuth client" checklist for a connected tenant,
+    /// inside the relay that FILE configures (through its admin API).
+    ///
+    /// Steps: the relay holds the tenant as connected; its site is allowed; a
+    /// forced token refresh succeeds; its API key validates; the site's API
+    /// and logs hosts resolve and answer; one test item of each kind (series,
+    /// log, event, service check), tagged ddrelay:verify, is accepted; the
+    /// granted scopes include oauth.scopes and api_keys_write.
+    ///
+    /// Exit status: 0 when every step passes, 1 when one fails, 2 when the
+    /// checklist could not run (bad config, relay unreachable, unknown tenant).
+    Verify {
+        /// The relay's TOML configuration file (for api_listen and admin_token).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        /// The tenant id.
+        tenant: String,
+        /// Print the admin API's JSON report instead of the checklist.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run fakedog, a local Datadog emulator (every site over HTTPS: OAuth,
     /// API keys, intakes) to rehearse the OAuth flow offline. See docs/fakedog.md.
     Fakedog(FakedogArgs),
@@ -149,6 +171,11 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run_blocking(config),
         Command::Tenants { config, action } => crate::ops::tenants(&config, action),
+        Command::Verify {
+            config,
+            tenant,
+            json,
+        } => crate::ops::verify(&config, &tenant, json),
         Command::Healthcheck { url } => crate::ops::healthcheck(&url),
         Command::Demo { log_level } => demo_blocking(&log_level),
         Command::Bench {

@@ -19,7 +19,9 @@
 //!   never exceed Datadog's limits ([`pipeline::batch`], [`pipeline::encode`]).
 //! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
-//! - [`admin`]: the `/v1` admin API.
+//! - [`admin`]: the `/v1` admin API and the HTML status page on `/`.
+//! - [`verify`]: Datadog's "Test the OAuth client" checklist for one tenant
+//!   (`ddrelay verify`, `POST /v1/tenants/{tenant}/verify`).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
@@ -51,3 +53,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod verify;

@@ -1,5 +1,5 @@
 //! Operator commands that talk to a running relay through its admin API:
-//! `ddrelay tenants list|show|disconnect`.
+//! `ddrelay tenants list|show|disconnect` and `ddrelay verify`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -146,6 +146,128 @@ fn print_table(body: &serde_json::Value) {
         println!("{}", line.join("  ").trim_end());
     }
     println!("{} tenant(s)", rows.len());
+}
+
+/// Exit status of `ddrelay verify` when the checklist could not run at all.
+const VERIFY_NOT_RUN: u8 = 2;
+
+/// `ddrelay verify --config FILE TENANT`: asks the relay to run the
+/// checklist (`POST /v1/tenants/{tenant}/verify`) and prints one PASS/FAIL
+/// line per step. Exit 0 when all pass, 1 when one fails, 2 when it could
+/// not run.
+pub fn verify(path: &Path, tenant: &str, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_problems(&e);
+            return ExitCode::from(VERIFY_NOT_RUN);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(VERIFY_NOT_RUN);
+        }
+    };
+    let report = match rt.block_on(verify_async(&config, tenant)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(VERIFY_NOT_RUN);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", checklist_text(&report));
+    }
+    if report["passed"].as_bool() == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn verify_async(config: &Config, tenant: &str) -> Result<serde_json::Value, String> {
+    let base = local_url(config.server.api_listen);
+    let url = format!("{base}/v1/tenants/{}/verify", encode(tenant));
+    let http = reqwest::Client::builder()
+        .timeout(config.server.request_timeout + std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = http
+        .post(&url)
+        .bearer_auth(config.server.admin_token.expose())
+        .send()
+        .await
+        .map_err(|e| {
+            format!("cannot reach the relay's admin API at {base} (server.api_listen): {e}")
+        })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
+    if !status.is_success() {
+        let msg = body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        return Err(format!("{status}: {msg}"));
+    }
+    Ok(body)
+}
+
+/// The checklist as text: a heading, one `PASS`/`FAIL` line per step (with
+/// the detail beneath), and a closing count.
+pub fn checklist_text(report: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let empty = Vec::new();
+    let steps = report["steps"].as_array().unwrap_or(&empty);
+    let mut out = format!(
+        "verifying tenant {} (site {})\n",
+        s(&report["tenant"]),
+        s(&report["site"])
+    );
+    let width = steps
+        .iter()
+        .map(|st| s(&st["name"]).len())
+        .max()
+        .unwrap_or(0);
+    let mut failed = 0;
+    for st in steps {
+        let ok = st["passed"].as_bool() == Some(true);
+        if !ok {
+            failed += 1;
+        }
+        out.push_str(&format!(
+            "{}  {:<width$}  {}\n      {}\n",
+            if ok { "PASS" } else { "FAIL" },
+            s(&st["name"]),
+            s(&st["title"]),
+            s(&st["detail"]),
+        ));
+    }
+    out.push_str(&format!(
+        "result: {} of {} checks passed{}\n",
+        steps.len() - failed,
+        steps.len(),
+        if failed == 0 {
+            String::new()
+        } else {
+            format!(", {failed} failed")
+        }
+    ));
+    out
 }
 
 /// `ddrelay healthcheck`: GET `url`, exit 0 on 200.

@@ -1,0 +1,196 @@
+//! The programs in `examples/` work against a real relay wired to fakedog:
+//! the partner onboarding app drives a customer from the onboarding URL to
+//! `connected`, `send_data` (Rust) and `send_data.py` (Datadog's official
+//! Python client) get every data kind accepted and delivered.
+//!
+//! `cargo test` builds the Rust examples next to the `ddrelay` binary; when
+//! only this test file was built they are not there and their part is
+//! skipped. The Python part needs `DDRELAY_TEST_PYTHON` (a Python with
+//! `datadog-api-client`, which `scripts/test` provides); without it that part
+//! is skipped, unless `DDRELAY_REQUIRE_EXTERNAL=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ddrelay::fakedog::FakeDog;
+use ddrelay::sandbox::{ADMIN_TOKEN, RELAY_HOST};
+use ddrelay::site::Endpoint;
+use support::{dog, relay, tenant_json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// A built example program, if `cargo test` built the examples.
+fn example(name: &str) -> Option<PathBuf> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_ddrelay"));
+    let path = bin.parent()?.join("examples").join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIP: example {name} is not built (run `cargo test` without --test, or `cargo build --examples`)"
+        );
+        None
+    }
+}
+
+/// Waits until `org` received at least `n` items of each kind.
+async fn delivered(dog: &FakeDog, org: &str, n: u64) {
+    let org = dog.org(org).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kinds = [
+        Endpoint::SeriesV2,
+        Endpoint::Logs,
+        Endpoint::Events,
+        Endpoint::CheckRun,
+    ];
+    while kinds.iter().any(|k| dog.item_count(&org.id, *k) < n) {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {:?}",
+            kinds.map(|k| dog.item_count(&org.id, k))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
+    let (Some(app_bin), Some(send_bin)) = (example("partner_onboarding"), example("send_data"))
+    else {
+        return;
+    };
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
+    let relay_url = format!("http://{}", relay.api);
+
+    // The partner app, on a free port.
+    let mut app = tokio::process::Command::new(app_bin)
+        .args(["--relay", &relay_url, "--listen", "127.0.0.1:0"])
+        .args(["--tenant", "acme"])
+        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(app.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let app_url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+
+    // Datadog sends the customer to the onboarding URL with `site`; the app
+    // redirects to the relay's authorize URL at that site.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!(
+            "{app_url}/onboarding?site=https%3A%2F%2Fapp.datadoghq.eu"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        authorize.starts_with("https://app.datadoghq.eu/oauth2/v1/authorize?"),
+        "{authorize}"
+    );
+    assert_eq!(tenant_json(&relay, "acme").await["state"], "pending");
+
+    // The customer authorizes; the relay's callback finishes the connection.
+    dog.login("Demo EU1").unwrap();
+    let page = dog
+        .browser(&[(RELAY_HOST, relay.public)])
+        .unwrap()
+        .authorize(&authorize)
+        .await
+        .unwrap();
+    assert!(
+        page.body.contains("You may now close this tab."),
+        "{}",
+        page.body
+    );
+    let status = http
+        .get(format!("{app_url}/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("<dd id=\"state\">connected</dd>"),
+        "{status}"
+    );
+
+    // send_data: every kind, gzip, tenant in DD-Relay-Tenant.
+    let out = tokio::process::Command::new(send_bin)
+        .args(["--relay", &relay_url, "--tenant", "acme"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("202 Accepted").count(), 4, "{stdout}");
+    delivered(&dog, "Demo EU1", 1).await;
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+    app.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_sends_every_kind_with_datadogs_client() {
+    let python = match std::env::var("DDRELAY_TEST_PYTHON") {
+        Ok(p) => p,
+        Err(_) if std::env::var("DDRELAY_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
+            panic!("DDRELAY_TEST_PYTHON is not set (DDRELAY_REQUIRE_EXTERNAL=1): run scripts/test")
+        }
+        Err(_) => {
+            eprintln!("SKIP: DDRELAY_TEST_PYTHON is not set; examples/send_data.py did not run");
+            return;
+        }
+    };
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
+    relay
+        .connect(
+            &dog,
+            "globex",
+            Some("https://us3.datadoghq.com"),
+            "Demo US3",
+        )
+        .await
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/send_data.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("RELAY_URL", format!("http://{}", relay.api))
+        .env("RELAY_TENANT", "globex")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("accepted").count(), 4, "{stdout}");
+    delivered(&dog, "Demo US3", 1).await;
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}

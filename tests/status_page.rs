@@ -1,0 +1,281 @@
+//! The status page (`GET /` on api_listen): its access rules over plain
+//! HTTP, then the page itself as headless Chromium renders it, with tenants
+//! on two sites, one in `reauth_required` holding data, one pending, and an
+//! org name full of HTML.
+//!
+//! Chromium is Debian's `chromium` (`scripts/test` installs it), driven with
+//! `--dump-dom` (and `--screenshot`) and the flags this machine needs. Without
+//! it the browser part is skipped, unless `DDRELAY_REQUIRE_EXTERNAL=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ddrelay::fakedog::FakeDog;
+use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
+use ddrelay::site::{Encoding, Endpoint, Site};
+use support::{dog, relay, tenant_json};
+
+/// The org name Datadog passes as `dd_org_name`: untrusted text.
+const EVIL_ORG: &str = "<b id=\"injected\">Evil & Co</b>";
+
+/// Tenants on two sites (US1, EU1): acme, globex and umbrella connected
+/// (umbrella's org name is HTML), initech in reauth_required holding one
+/// log, pending-co pending.
+async fn populate(dog: &FakeDog, relay: &Relay) {
+    let eu = Site::by_domain("datadoghq.eu").unwrap();
+    let evil = dog.create_org(EVIL_ORG, eu).unwrap();
+    let initech = dog.create_org("Initech", eu).unwrap();
+    for (tenant, site, org) in [
+        ("acme", "https://app.datadoghq.com", "Demo US1"),
+        ("globex", "https://app.datadoghq.eu", "Demo EU1"),
+        ("umbrella", "https://app.datadoghq.eu", evil.id.as_str()),
+        ("initech", "https://app.datadoghq.eu", initech.id.as_str()),
+    ] {
+        let page = relay.connect(dog, tenant, Some(site), org).await.unwrap();
+        assert_eq!(page.status, 200, "{tenant}: {}", page.body);
+    }
+    relay.authorize_url("pending-co", None).await.unwrap();
+    revoke(dog, relay, "initech", &initech.id).await;
+    // Its data is still accepted, and held.
+    let (status, body) = relay
+        .send(
+            "initech",
+            Endpoint::Logs,
+            br#"[{"message":"held while reauth is required"}]"#,
+            Encoding::Gzip,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Moves `tenant` (connected to `org`) to reauth_required the way delivery
+/// would: the grant is revoked at Datadog, then a refresh is forced.
+async fn revoke(dog: &FakeDog, relay: &Relay, tenant: &str, org: &str) {
+    let org = dog.org(org).unwrap();
+    assert!(dog.revoke_grants(&org.id).unwrap() >= 1);
+    assert!(
+        relay
+            .shared()
+            .tenants
+            .access_token(tenant, true)
+            .await
+            .is_err()
+    );
+    assert_eq!(tenant_json(relay, tenant).await["state"], "reauth_required");
+}
+
+fn chromium() -> Option<String> {
+    let bin = std::env::var("DDRELAY_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let found = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(bin);
+    }
+    if std::env::var("DDRELAY_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("chromium not found (DDRELAY_REQUIRE_EXTERNAL=1): apt-get install chromium");
+    }
+    eprintln!("SKIP: chromium not found; the browser part of the status page test did not run");
+    None
+}
+
+/// Runs headless Chromium on `url` and returns the DOM it rendered;
+/// `screenshot` also writes a PNG.
+async fn render(bin: &str, profile: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    match screenshot {
+        Some(png) => cmd.arg(format!("--screenshot={}", png.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        cmd.arg(url).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("chromium did not finish within 90 s")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `<tr>` of `tenant` in the dumped DOM.
+fn row<'a>(dom: &'a str, tenant: &str) -> &'a str {
+    let start = dom
+        .find(&format!("data-tenant=\"{tenant}\""))
+        .unwrap_or_else(|| panic!("no row for {tenant}"));
+    let end = dom[start..].find("</tr>").unwrap() + start;
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_needs_the_token_and_keeps_it_out_of_the_page() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = http.get(relay.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("?token="));
+    let r = http.get(relay.url("/?token=wrong")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // ?token= → 303 to the same query without the token, and a session cookie.
+    let r = http
+        .get(relay.url(&format!("/?state=connected&token={ADMIN_TOKEN}&q=ac")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/?state=connected&q=ac");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains(ADMIN_TOKEN), "the cookie is not the token");
+    let session = cookie.split(';').next().unwrap().to_string();
+
+    let r = http
+        .get(relay.url("/?state=connected"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("ddrelay status"));
+    assert!(!body.contains(ADMIN_TOKEN));
+
+    // The bearer header works too; the cookie does not open /v1.
+    let r = http
+        .get(relay.url("/"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(relay.url("/v1/tenants"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_tenants_and_states() {
+    let Some(bin) = chromium() else { return };
+    let dog = dog().await;
+    let (relay, dir) = relay(&dog, "").await;
+    populate(&dog, &relay).await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let base = format!("http://{}", relay.api);
+    let dom = render(
+        &bin,
+        profile.path(),
+        &format!("{base}/?token={ADMIN_TOKEN}"),
+        None,
+    )
+    .await;
+    assert!(dom.contains("ddrelay status"), "{dom}");
+    assert!(!dom.contains(ADMIN_TOKEN), "the token is never in the page");
+    assert!(dom.contains(">ready<"), "{dom}");
+    assert!(
+        dom.contains(&format!(">{}<", env!("CARGO_PKG_VERSION"))),
+        "version"
+    );
+    for (tenant, state, site) in [
+        ("acme", "connected", "datadoghq.com"),
+        ("globex", "connected", "datadoghq.eu"),
+        ("umbrella", "connected", "datadoghq.eu"),
+        ("initech", "reauth_required", "datadoghq.eu"),
+    ] {
+        let r = row(&dom, tenant);
+        assert!(r.contains(&format!("data-state=\"{state}\"")), "{r}");
+        assert!(r.contains(&format!("<td>{site}</td>")), "{r}");
+    }
+    assert!(row(&dom, "pending-co").contains("data-state=\"pending\""));
+    assert!(dom.contains("id=\"count-connected\">3<"), "{dom}");
+    assert!(dom.contains("id=\"count-reauth_required\">1<"), "{dom}");
+    assert!(dom.contains("id=\"count-pending\">1<"), "{dom}");
+    assert!(dom.contains("id=\"tenants-total\">5<"), "{dom}");
+    // The problem tenant comes first, with its reason and held data.
+    let first = dom.find("<tr data-tenant=").unwrap();
+    assert!(dom[first..].starts_with("<tr data-tenant=\"initech\""));
+    let r = row(&dom, "initech");
+    assert!(r.contains("class=\"problem\""), "{r}");
+    assert!(r.contains("must connect again"), "{r}");
+    assert!(r.contains("<td class=\"num\">1</td>"), "one held log: {r}");
+    // Datadog's org name is text, never markup.
+    assert!(
+        !dom.contains("<b id=\"injected\">"),
+        "org name was not escaped"
+    );
+    assert!(
+        row(&dom, "umbrella").contains("&lt;b id=\"injected\"&gt;Evil &amp; Co&lt;/b&gt;"),
+        "{}",
+        row(&dom, "umbrella")
+    );
+
+    // Filtering: the token link keeps the other parameters.
+    let dom = render(
+        &bin,
+        profile.path(),
+        &format!("{base}/?token={ADMIN_TOKEN}&state=connected&q=glo"),
+        None,
+    )
+    .await;
+    assert!(dom.contains("data-tenant=\"globex\""), "{dom}");
+    for other in ["acme", "initech", "umbrella", "pending-co"] {
+        assert!(
+            !dom.contains(&format!("data-tenant=\"{other}\"")),
+            "{other}"
+        );
+    }
+
+    // A screenshot, for people (and to prove it paints).
+    let png = dir.path().join("status.png");
+    render(
+        &bin,
+        profile.path(),
+        &format!("{base}/?token={ADMIN_TOKEN}"),
+        Some(&png),
+    )
+    .await;
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "screenshot is {size} bytes");
+    if let Ok(keep) = std::env::var("DDRELAY_KEEP_SCREENSHOT") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+}
