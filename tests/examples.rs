@@ -5,9 +5,9 @@
 //!
 //! `cargo test` builds the Rust examples next to the `ddrelay` binary; when
 //! only this test file was built they are not there and their part is
-//! skipped. The Python part needs `DDRELAY_TEST_PYTHON` (a Python with
+//! skipped. The Python part needs `DDRELAYTEST_PYTHON` (a Python with
 //! `datadog-api-client`, which `scripts/test` provides); without it that part
-//! is skipped, unless `DDRELAY_REQUIRE_EXTERNAL=1`.
+//! is skipped, unless `DDRELAYTEST_REQUIRE_EXTERNAL=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -155,13 +155,13 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_sends_every_kind_with_datadogs_client() {
-    let python = match std::env::var("DDRELAY_TEST_PYTHON") {
+    let python = match std::env::var("DDRELAYTEST_PYTHON") {
         Ok(p) => p,
-        Err(_) if std::env::var("DDRELAY_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
-            panic!("DDRELAY_TEST_PYTHON is not set (DDRELAY_REQUIRE_EXTERNAL=1): run scripts/test")
+        Err(_) if std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
+            panic!("DDRELAYTEST_PYTHON is not set (DDRELAYTEST_REQUIRE_EXTERNAL=1): run scripts/test")
         }
         Err(_) => {
-            eprintln!("SKIP: DDRELAY_TEST_PYTHON is not set; examples/send_data.py did not run");
+            eprintln!("SKIP: DDRELAYTEST_PYTHON is not set; examples/send_data.py did not run");
             return;
         }
     };

@@ -2,9 +2,9 @@
 //! the relay with the tenant id as its API key, works unchanged for every
 //! data kind, and what it sends reaches the tenant's own site.
 //!
-//! Needs DDRELAY_TEST_PYTHON (a Python with datadog-api-client; scripts/test
+//! Needs DDRELAYTEST_PYTHON (a Python with datadog-api-client; scripts/test
 //! creates one). Without it the test is skipped, unless
-//! DDRELAY_REQUIRE_EXTERNAL=1 (CI), where it fails.
+//! DDRELAYTEST_REQUIRE_EXTERNAL=1 (CI), where it fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,14 +16,14 @@ use ddrelay::site::Endpoint;
 use support::{dog, relay};
 
 fn python() -> Option<String> {
-    match std::env::var("DDRELAY_TEST_PYTHON") {
+    match std::env::var("DDRELAYTEST_PYTHON") {
         Ok(p) => Some(p),
         Err(_) => {
             assert!(
-                std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(),
-                "DDRELAY_TEST_PYTHON is required (run scripts/test)"
+                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                "DDRELAYTEST_PYTHON is required (run scripts/test)"
             );
-            eprintln!("skipping: DDRELAY_TEST_PYTHON is not set (run scripts/test)");
+            eprintln!("skipping: DDRELAYTEST_PYTHON is not set (run scripts/test)");
             None
         }
     }

@@ -24,9 +24,9 @@ use std::time::Duration;
 use ddrelay::queue::{Limits, NewRecord, Queue, Taken};
 use rand::Rng as _;
 
-const CHILD_DIR: &str = "DDRELAY_QUEUE_CRASH_DIR";
-const CHILD_GEN: &str = "DDRELAY_QUEUE_CRASH_GEN";
-const CHILD_MODE: &str = "DDRELAY_QUEUE_CRASH_MODE";
+const CHILD_DIR: &str = "DDRELAYTEST_QUEUE_CRASH_DIR";
+const CHILD_GEN: &str = "DDRELAYTEST_QUEUE_CRASH_GEN";
+const CHILD_MODE: &str = "DDRELAYTEST_QUEUE_CRASH_MODE";
 
 const LIMITS: Limits = Limits {
     max_bytes: 1 << 30,

@@ -5,7 +5,7 @@
 //!
 //! Chromium is Debian's `chromium` (`scripts/test` installs it), driven with
 //! `--dump-dom` (and `--screenshot`) and the flags this machine needs. Without
-//! it the browser part is skipped, unless `DDRELAY_REQUIRE_EXTERNAL=1`.
+//! it the browser part is skipped, unless `DDRELAYTEST_REQUIRE_EXTERNAL=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,7 +70,7 @@ async fn revoke(dog: &FakeDog, relay: &Relay, tenant: &str, org: &str) {
 }
 
 fn chromium() -> Option<String> {
-    let bin = std::env::var("DDRELAY_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let bin = std::env::var("DDRELAYTEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let found = std::process::Command::new(&bin)
         .arg("--version")
         .output()
@@ -78,8 +78,8 @@ fn chromium() -> Option<String> {
     if found {
         return Some(bin);
     }
-    if std::env::var("DDRELAY_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("chromium not found (DDRELAY_REQUIRE_EXTERNAL=1): apt-get install chromium");
+    if std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("chromium not found (DDRELAYTEST_REQUIRE_EXTERNAL=1): apt-get install chromium");
     }
     eprintln!("SKIP: chromium not found; the browser part of the status page test did not run");
     None
@@ -275,7 +275,7 @@ async fn chromium_renders_tenants_and_states() {
     .await;
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "screenshot is {size} bytes");
-    if let Ok(keep) = std::env::var("DDRELAY_KEEP_SCREENSHOT") {
+    if let Ok(keep) = std::env::var("DDRELAYTEST_KEEP_SCREENSHOT") {
         std::fs::copy(&png, keep).unwrap();
     }
 }

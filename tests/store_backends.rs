@@ -1,6 +1,6 @@
 //! The same store behaviour on both backends: SQLite (embedded default) and
 //! PostgreSQL (shared by replicas). PostgreSQL tests use the server named by
-//! DDRELAY_TEST_POSTGRES (scripts/test sets it), each in a fresh database.
+//! DDRELAYTEST_POSTGRES (scripts/test sets it), each in a fresh database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,12 +40,12 @@ async fn sqlite() -> Backend {
 
 /// A fresh PostgreSQL database, or None when no server is configured.
 pub async fn postgres_url() -> Option<String> {
-    let Ok(admin_url) = std::env::var("DDRELAY_TEST_POSTGRES") else {
+    let Ok(admin_url) = std::env::var("DDRELAYTEST_POSTGRES") else {
         assert!(
-            std::env::var("DDRELAY_REQUIRE_EXTERNAL").is_err(),
-            "DDRELAY_TEST_POSTGRES is required"
+            std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+            "DDRELAYTEST_POSTGRES is required"
         );
-        eprintln!("skipping PostgreSQL: DDRELAY_TEST_POSTGRES is not set");
+        eprintln!("skipping PostgreSQL: DDRELAYTEST_POSTGRES is not set");
         return None;
     };
     let name = format!("ddrelay_test_{}", uuid::Uuid::new_v4().simple());

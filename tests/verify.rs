@@ -55,7 +55,7 @@ fn passed(report: &Value, name: &str) -> bool {
 /// given the way an operator overrides any key: by environment.
 async fn cli(relay: &Relay, tenant: &str) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    // The test harness's own DDRELAY_* variables are not config keys.
+    // Start from a clean environment: no DDRELAY_* override leaks in.
     for (k, _) in std::env::vars() {
         if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
             cmd.env_remove(k);
