@@ -20,6 +20,9 @@
 //! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
 //! - [`admin`]: the `/v1` admin API.
+//! - [`proxy`]: the pull side, `/v1/tenants/{tenant}/datadog/{path}`: a
+//!   tenant's Datadog API with its own token and site (path policy, header
+//!   hygiene, refresh and one retry, limits, streaming).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
@@ -41,6 +44,7 @@ pub mod ingest;
 pub mod oauth;
 pub mod ops;
 pub mod pipeline;
+pub mod proxy;
 pub mod queue;
 pub mod sandbox;
 pub mod secret;
