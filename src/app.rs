@@ -31,6 +31,7 @@ use crate::ingest::{self, api::IngestState};
 use crate::oauth;
 use crate::pipeline::deadletter::DeadLetters;
 use crate::pipeline::send::Pipeline;
+use crate::proxy::{self, ProxyState};
 use crate::queue::{Limits as QueueLimits, Queue, QueueError};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
@@ -375,6 +376,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         queue: shared.queue.clone(),
         metrics: shared.metrics.clone(),
     });
+    let proxy = proxy::router(ProxyState::new(shared.tenants.clone()));
     let config = shared.config();
     Router::new()
         .route("/healthz", get(healthz))
@@ -389,6 +391,10 @@ fn api_router(shared: Arc<Shared>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.server.request_timeout,
         ))
+        // Merged after the layers: the proxy bounds its own body and each
+        // attempt (`proxy.timeout`, a refresh and a retry may exceed
+        // `server.request_timeout`), and streams after the handler returns.
+        .merge(proxy)
 }
 
 /// The browser-facing listener serves the OAuth callback and nothing else.

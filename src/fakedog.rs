@@ -10,9 +10,10 @@
 //!   server certificate are made at start; the CA goes to a file for a relay
 //!   (`[datadog] ca_file` + `[datadog.resolve]`, see [`FakeDog::resolve_map`])
 //!   or curl.
-//! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`) and the
-//!   **intakes** (`intake.rs`), each enforcing Datadog's documented rules and
-//!   answering Datadog's status codes and bodies
+//! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`), the
+//!   **intakes** (`intake.rs`) and a few **public API reads** with OAuth
+//!   scopes (`api.rs`: monitors, users), each enforcing Datadog's documented
+//!   rules and answering Datadog's status codes and bodies
 //!   (`shared/reference/datadog-api.md` §1, §2, §4).
 //! - **A plain-HTTP control listener** (`control.rs`): inspection, faults and
 //!   fakeintake-compatible routes (reference §6).
@@ -28,6 +29,7 @@
 //! implements it. Requests that break a documented rule are also recorded as
 //! [`Violation`]s: the relay's tests assert there are none.
 
+mod api;
 mod browser;
 mod control;
 mod faults;
@@ -54,6 +56,7 @@ use crate::shutdown::Shutdown;
 use crate::site::{Endpoint, SITES, Site};
 use crate::tls::{Authority, TlsError};
 
+pub use api::{ApiRequest, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
 pub use browser::{Browser, BrowserError, Page};
 pub use faults::Fault;
 pub use oauth::challenge_of;
@@ -678,6 +681,17 @@ impl FakeDog {
             .and_then(|m| m.get(&status))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Requests received on the public API routes (`/api/v1/monitor`,
+    /// `/api/v2/users`, …) and on unknown paths, with their headers.
+    pub fn api_requests(&self) -> Vec<ApiRequest> {
+        self.shared.lock().rec.api_requests.clone()
+    }
+
+    /// Every host that received a request (answered or not), sorted.
+    pub fn hosts_seen(&self) -> Vec<String> {
+        self.shared.lock().rec.requests.keys().cloned().collect()
     }
 
     /// How many API keys the marketplace endpoint created for `org`.

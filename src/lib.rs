@@ -22,6 +22,9 @@
 //! - [`admin`]: the `/v1` admin API and the HTML status page on `/`.
 //! - [`verify`]: Datadog's "Test the OAuth client" checklist for one tenant
 //!   (`ddrelay verify`, `POST /v1/tenants/{tenant}/verify`).
+//! - [`proxy`]: the pull side, `/v1/tenants/{tenant}/datadog/{path}`: a
+//!   tenant's Datadog API with its own token and site (path policy, header
+//!   hygiene, refresh and one retry, limits, streaming).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
@@ -44,6 +47,7 @@ pub mod ingest;
 pub mod oauth;
 pub mod ops;
 pub mod pipeline;
+pub mod proxy;
 pub mod queue;
 pub mod sandbox;
 pub mod secret;

@@ -36,13 +36,38 @@ pub fn redirect_uri() -> String {
     format!("http://{RELAY_HOST}/oauth/callback")
 }
 
-/// Registers the sandbox client at `dog` (idempotent per fakedog).
+/// Registers the sandbox client at `dog` with fakedog's default scopes
+/// (`api_keys_write`), unless it is registered already.
 pub fn register_client(dog: &FakeDog) -> anyhow::Result<()> {
     if dog.clients().iter().any(|c| c.id == CLIENT_ID) {
         return Ok(());
     }
     dog.register_client(
         ClientSpec::new(CLIENT_ID, CLIENT_SECRET, redirect_uri()).named("ddrelay sandbox"),
+    )?;
+    Ok(())
+}
+
+/// Registers the sandbox client with exactly `scopes` (include
+/// `api_keys_write`, or connecting fails at key creation). Call it before
+/// [`Relay::start`], which then keeps this registration; registering again
+/// with other scopes is an error.
+pub fn register_client_with_scopes(dog: &FakeDog, scopes: &[&str]) -> anyhow::Result<()> {
+    if let Some(c) = dog.clients().into_iter().find(|c| c.id == CLIENT_ID) {
+        anyhow::ensure!(
+            c.scopes
+                .iter()
+                .map(String::as_str)
+                .eq(scopes.iter().copied()),
+            "the sandbox client is already registered with scopes {:?}",
+            c.scopes
+        );
+        return Ok(());
+    }
+    dog.register_client(
+        ClientSpec::new(CLIENT_ID, CLIENT_SECRET, redirect_uri())
+            .named("ddrelay sandbox")
+            .scopes(scopes),
     )?;
     Ok(())
 }

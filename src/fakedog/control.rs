@@ -16,6 +16,7 @@
 //! | `GET /fakedog/keys` | keys created per org, and every key's state |
 //! | `GET /fakedog/token_calls` | token and revoke calls per host |
 //! | `GET /fakedog/violations` | rule violations |
+//! | `GET /fakedog/api_requests` | requests to the public API routes and unknown paths, with headers |
 //! | `POST /fakedog/reset` | forget what was recorded and every fault |
 //! | `GET`/`POST`/`DELETE /fakedog/faults` | list, add (a `Fault`), clear |
 //! | `GET`/`POST /fakedog/orgs` | list, create `{"name","site"[,"id"]}` |
@@ -100,6 +101,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/fakedog/keys", get(keys))
         .route("/fakedog/token_calls", get(token_calls))
         .route("/fakedog/violations", get(violations))
+        .route("/fakedog/api_requests", get(api_requests))
         .route("/fakedog/reset", post(reset))
         .route(
             "/fakedog/faults",
@@ -240,6 +242,10 @@ async fn token_calls(AxState(s): Shr) -> Json<Value> {
 
 async fn violations(AxState(s): Shr) -> Json<Value> {
     Json(json!(s.lock().rec.violations))
+}
+
+async fn api_requests(AxState(s): Shr) -> Json<Value> {
+    Json(json!(s.lock().rec.api_requests))
 }
 
 async fn reset(AxState(s): Shr) -> Json<Value> {

@@ -37,7 +37,7 @@ pub(crate) enum KeyError {
 }
 
 /// `2021-05-06T16:32:07.411970+00:00`, the shape of Datadog's `created_at`.
-fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"

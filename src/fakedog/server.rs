@@ -7,6 +7,9 @@
 //! Datadog's 404 (`{"errors":["Not found"]}`), e.g. `/api/v2/logs` on
 //! `api.*` or `/oauth2/v1/token` on a web host.
 //!
+//! Any path no route serves is recorded (`api.rs`, [`super::ApiRequest`])
+//! and answered with that 404.
+//!
 //! The middleware also applies faults ([`super::faults`]) and counts every
 //! response per host and status.
 
@@ -24,7 +27,7 @@ use crate::site::{Endpoint, HostRole, Site};
 use crate::tls::Abort;
 
 use super::state::Shared;
-use super::{intake, keys, oauth};
+use super::{api, intake, keys, oauth};
 
 /// The Datadog host a request arrived at.
 #[derive(Debug, Clone)]
@@ -86,11 +89,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/oauth2/v1/token", post(oauth::token))
         .route("/oauth2/v1/revoke", post(oauth::revoke))
         .route("/api/v2/api_keys/marketplace", post(keys::create))
-        .route("/api/v1/validate", get(keys::validate));
+        .route("/api/v1/validate", get(keys::validate))
+        .route(
+            "/api/v1/monitor",
+            get(api::list_monitors).post(api::create_monitor),
+        )
+        .route("/api/v1/monitor/{id}", get(api::get_monitor))
+        .route("/api/v2/users", get(api::list_users));
     for endpoint in Endpoint::ALL {
         r = r.route(endpoint.path(), post(intake::submit));
     }
-    r.fallback(|| async { not_found() })
+    r.fallback(api::unknown)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             front_end,

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::secret::{Secret, random_token};
 use crate::site::{Endpoint, Site};
 
+use super::api::{ApiRequest, Monitor, User};
 use super::faults::{ActiveFault, Fault};
 
 /// Datadog's access-token lifetime: "a time-to-live (TTL) of 1 hour"
@@ -256,6 +257,8 @@ pub(crate) struct Recording {
     pub revoke_calls: BTreeMap<String, u64>,
     pub keys_created: BTreeMap<String, u64>,
     pub violations: Vec<Violation>,
+    /// Requests to the public API routes and to unknown paths (`api.rs`).
+    pub api_requests: Vec<ApiRequest>,
 }
 
 /// The emulated Datadog, and what it saw.
@@ -275,6 +278,9 @@ pub(crate) struct State {
     pub refresh: HashMap<String, RefreshToken>,
     /// Every key ever created, by value.
     pub keys: HashMap<String, ApiKey>,
+    /// Every org's monitors and users (`api.rs`), seeded at org creation.
+    pub monitors: Vec<Monitor>,
+    pub users: Vec<User>,
     pub faults: Vec<ActiveFault>,
     next_id: u64,
     pub rec: Recording,
@@ -321,6 +327,8 @@ impl State {
             access: HashMap::new(),
             refresh: HashMap::new(),
             keys: HashMap::new(),
+            monitors: Vec::new(),
+            users: Vec::new(),
             faults: Vec::new(),
             next_id: 0,
             rec: Recording::default(),
@@ -380,6 +388,7 @@ impl State {
             site,
         };
         self.orgs.push(org.clone());
+        self.seed_api_data(&org);
         Ok(org)
     }
 
