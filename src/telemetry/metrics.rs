@@ -274,11 +274,52 @@ impl Metrics {
         out
     }
 
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools
+    /// that do not speak OpenMetrics (promtool, older agents).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+
     pub fn oauth(&self, event: &'static str, outcome: &'static str) {
         self.oauth_events
             .get_or_create(&OAuthLabels { event, outcome })
             .inc();
     }
+}
+
+/// Converts OpenMetrics text to the Prometheus 0.0.4 text format: counter
+/// families are named with their `_total` samples, `info` families become
+/// `_info` gauges, and `# UNIT` / `# EOF` lines are dropped.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut pending_help: Option<(String, String)> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name.to_string(), help.to_string()));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gaugehistogram" | "stateset" | "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            if let Some((_, help)) = pending_help.take() {
+                out.push_str(&format!("# HELP {name} {help}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// `2xx`, `4xx`, `5xx` for an HTTP status.

@@ -1,0 +1,136 @@
+//! `/metrics` after a realistic run: valid for promtool, scraped by a real
+//! Prometheus server (Debian's `prometheus` package), every family present,
+//! and its size independent of the number of tenants (no per-tenant labels).
+//!
+//! promtool and prometheus come from scripts/test; without them the checks
+//! that need them are skipped, unless DDRELAYTEST_REQUIRE_EXTERNAL=1 (CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ddrelay::site::{Encoding, Endpoint};
+use support::{dog, relay};
+
+fn tool(name: &str) -> Option<String> {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().ok().filter(|o| o.status.success());
+    match found {
+        Some(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        None => {
+            assert!(std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(), "{name} is required (run scripts/test)");
+            eprintln!("skipping the {name} check: not installed (run scripts/test)");
+            None
+        }
+    }
+}
+
+async fn exercised_relay() -> (ddrelay::fakedog::FakeDog, ddrelay::sandbox::Relay, tempfile::TempDir) {
+    let dog = dog().await;
+    let (relay, dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\n").await;
+    assert_eq!(relay.connect(&dog, "m", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    let body = serde_json::json!([{ "message": "hello" }]).to_string();
+    assert_eq!(relay.send("m", Endpoint::Logs, body.as_bytes(), Encoding::Gzip).await.unwrap().0, 202);
+    assert_eq!(relay.send("m", Endpoint::Logs, b"not json", Encoding::Identity).await.unwrap().0, 400);
+    let org = dog.org("Demo EU1").unwrap().id;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dog.item_count(&org, Endpoint::Logs) < 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (dog, relay, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_complete_and_bounded() {
+    let (_dog, relay, _dir) = exercised_relay().await;
+    let http = reqwest::Client::new();
+    let text = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for family in [
+        "ddrelay_ingest_requests_total",
+        "ddrelay_ingest_items_total",
+        "ddrelay_ingest_bytes_total",
+        "ddrelay_ingest_rejections_total",
+        "ddrelay_ingest_ack_seconds_bucket",
+        "ddrelay_queue_items",
+        "ddrelay_queue_bytes",
+        "ddrelay_queue_oldest_age_seconds",
+        "ddrelay_send_requests_total",
+        "ddrelay_delivered_items_total",
+        "ddrelay_end_to_end_seconds_bucket",
+        "ddrelay_tenants{state=\"connected\"}",
+        "ddrelay_oauth_events_total{event=\"callback\",outcome=\"connected\"}",
+        "ddrelay_config_generation",
+        "ddrelay_build_info",
+    ] {
+        assert!(text.contains(family), "{family} missing from:\n{text}");
+    }
+    assert!(text.contains("ddrelay_ingest_rejections_total{kind=\"logs\",reason=\"bad_body\"} 1"), "{text}");
+    assert!(!text.contains("tenant="), "no per-tenant label: {text}");
+
+    // OpenMetrics on request.
+    let om = http.get(relay.url("/metrics")).header("Accept", "application/openmetrics-text; version=1.0.0").send().await.unwrap();
+    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(om.text().await.unwrap().trim_end().ends_with("# EOF"));
+
+    // promtool accepts it.
+    if let Some(promtool) = tool("promtool") {
+        let mut child = Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    // 500 more tenants do not change the size of /metrics beyond noise.
+    for i in 0..500 {
+        relay.authorize_url(&format!("many-{i}"), None).await.unwrap();
+    }
+    let after = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(after.len() < text.len() + 2048, "{} -> {} bytes", text.len(), after.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_server_scrapes_the_relay() {
+    let Some(prometheus) = tool("prometheus") else { return };
+    let (_dog, relay, dir) = exercised_relay().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ddrelay\n    static_configs:\n      - targets: ['{}']\n", relay.api),
+    )
+    .unwrap();
+    let mut server = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let query = |q: &str| format!("http://127.0.0.1:{port}/api/v1/query?query={q}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let ok = loop {
+        if Instant::now() > deadline {
+            break false;
+        }
+        if let Ok(r) = http.get(query("ddrelay_delivered_items_total")).send().await {
+            last = r.text().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+            if v["data"]["result"].as_array().is_some_and(|a| !a.is_empty()) {
+                let up: serde_json::Value = http.get(query("up")).send().await.unwrap().json().await.unwrap();
+                assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+                break true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "prometheus never ingested ddrelay_delivered_items_total: {last}");
+}
