@@ -163,6 +163,8 @@ impl Reloader {
             tracing::warn!(error = %e, "log level not changed");
         }
         self.shared.config.store(Arc::new(new));
+        // Let the sender pick up new limits and tuning now, not at its next tick.
+        self.shared.pipeline.poke();
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.shared.metrics.config_generation.set(generation as i64);
         self.shared
@@ -583,11 +585,21 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderM
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     if wants_openmetrics {
         (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             shared.metrics.render(),
         )
             .into_response()
     } else {
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render_text()).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            shared.metrics.render_text(),
+        )
+            .into_response()
     }
 }

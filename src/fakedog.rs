@@ -699,6 +699,21 @@ impl FakeDog {
         self.shared.lock().keys_created(org)
     }
 
+    /// Every API key value issued for `org` (id or name), live or revoked:
+    /// tests search the relay's output for them.
+    pub fn keys_issued(&self, org: &str) -> Vec<String> {
+        let state = self.shared.lock();
+        let Some(id) = state.org(org).map(|o| o.id.clone()) else {
+            return Vec::new();
+        };
+        state
+            .keys
+            .iter()
+            .filter(|(_, k)| k.org == id)
+            .map(|(value, _)| value.clone())
+            .collect()
+    }
+
     /// A live key for (org, client) made directly, as if created earlier
     /// (for tests that skip the OAuth flow); not counted in `keys_created`.
     pub fn issue_key(&self, org: &str, client_id: &str) -> Result<String, FakeDogError> {

@@ -28,6 +28,14 @@ struct Proc {
     public: SocketAddr,
 }
 
+impl Drop for Proc {
+    /// A failing test never leaves a relay running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `ddrelay run` and reads its addresses from its JSON start line.
 fn spawn(config: &Path) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
@@ -151,7 +159,7 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         }
         proc.child.kill().unwrap(); // SIGKILL
         proc.child.wait().unwrap();
-        proc = spawn(&config);
+        proc = spawn(&config); // the old Proc's drop finds it already reaped
         *api.lock() = proc.api;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -185,7 +193,6 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    proc.child.kill().unwrap();
-    proc.child.wait().unwrap();
+    drop(proc);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }

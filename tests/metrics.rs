@@ -17,24 +17,57 @@ use ddrelay::site::{Encoding, Endpoint};
 use support::{dog, relay};
 
 fn tool(name: &str) -> Option<String> {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().ok().filter(|o| o.status.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
     match found {
         Some(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
         None => {
-            assert!(std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(), "{name} is required (run scripts/test)");
+            assert!(
+                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                "{name} is required (run scripts/test)"
+            );
             eprintln!("skipping the {name} check: not installed (run scripts/test)");
             None
         }
     }
 }
 
-async fn exercised_relay() -> (ddrelay::fakedog::FakeDog, ddrelay::sandbox::Relay, tempfile::TempDir) {
+async fn exercised_relay() -> (
+    ddrelay::fakedog::FakeDog,
+    ddrelay::sandbox::Relay,
+    tempfile::TempDir,
+) {
     let dog = dog().await;
     let (relay, dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\n").await;
-    assert_eq!(relay.connect(&dog, "m", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "m", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let body = serde_json::json!([{ "message": "hello" }]).to_string();
-    assert_eq!(relay.send("m", Endpoint::Logs, body.as_bytes(), Encoding::Gzip).await.unwrap().0, 202);
-    assert_eq!(relay.send("m", Endpoint::Logs, b"not json", Encoding::Identity).await.unwrap().0, 400);
+    assert_eq!(
+        relay
+            .send("m", Endpoint::Logs, body.as_bytes(), Encoding::Gzip)
+            .await
+            .unwrap()
+            .0,
+        202
+    );
+    assert_eq!(
+        relay
+            .send("m", Endpoint::Logs, b"not json", Encoding::Identity)
+            .await
+            .unwrap()
+            .0,
+        400
+    );
     let org = dog.org("Demo EU1").unwrap().id;
     let deadline = Instant::now() + Duration::from_secs(20);
     while dog.item_count(&org, Endpoint::Logs) < 1 {
@@ -48,7 +81,14 @@ async fn exercised_relay() -> (ddrelay::fakedog::FakeDog, ddrelay::sandbox::Rela
 async fn metrics_are_valid_complete_and_bounded() {
     let (_dog, relay, _dir) = exercised_relay().await;
     let http = reqwest::Client::new();
-    let text = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(relay.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for family in [
         "ddrelay_ingest_requests_total",
         "ddrelay_ingest_items_total",
@@ -68,35 +108,85 @@ async fn metrics_are_valid_complete_and_bounded() {
     ] {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }
-    assert!(text.contains("ddrelay_ingest_rejections_total{kind=\"logs\",reason=\"bad_body\"} 1"), "{text}");
+    assert!(
+        text.contains("ddrelay_ingest_rejections_total{kind=\"logs\",reason=\"bad_body\"} 1"),
+        "{text}"
+    );
     assert!(!text.contains("tenant="), "no per-tenant label: {text}");
 
     // OpenMetrics on request.
-    let om = http.get(relay.url("/metrics")).header("Accept", "application/openmetrics-text; version=1.0.0").send().await.unwrap();
-    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let om = http
+        .get(relay.url("/metrics"))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     assert!(om.text().await.unwrap().trim_end().ends_with("# EOF"));
 
     // promtool accepts it.
     if let Some(promtool) = tool("promtool") {
-        let mut child = Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // 500 more tenants do not change the size of /metrics beyond noise.
     for i in 0..500 {
-        relay.authorize_url(&format!("many-{i}"), None).await.unwrap();
+        relay
+            .authorize_url(&format!("many-{i}"), None)
+            .await
+            .unwrap();
     }
-    let after = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(after.len() < text.len() + 2048, "{} -> {} bytes", text.len(), after.len());
+    let after = http
+        .get(relay.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        after.len() < text.len() + 2048,
+        "{} -> {} bytes",
+        text.len(),
+        after.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_server_scrapes_the_relay() {
-    let Some(prometheus) = tool("prometheus") else { return };
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
     let (_dog, relay, dir) = exercised_relay().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -105,7 +195,10 @@ async fn a_real_prometheus_server_scrapes_the_relay() {
     .unwrap();
     let mut server = Command::new(prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -119,11 +212,25 @@ async fn a_real_prometheus_server_scrapes_the_relay() {
         if Instant::now() > deadline {
             break false;
         }
-        if let Ok(r) = http.get(query("ddrelay_delivered_items_total")).send().await {
+        if let Ok(r) = http
+            .get(query("ddrelay_delivered_items_total"))
+            .send()
+            .await
+        {
             last = r.text().await.unwrap_or_default();
             let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-            if v["data"]["result"].as_array().is_some_and(|a| !a.is_empty()) {
-                let up: serde_json::Value = http.get(query("up")).send().await.unwrap().json().await.unwrap();
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                let up: serde_json::Value = http
+                    .get(query("up"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
                 break true;
             }
@@ -132,5 +239,8 @@ async fn a_real_prometheus_server_scrapes_the_relay() {
     };
     let _ = server.kill();
     let _ = server.wait();
-    assert!(ok, "prometheus never ingested ddrelay_delivered_items_total: {last}");
+    assert!(
+        ok,
+        "prometheus never ingested ddrelay_delivered_items_total: {last}"
+    );
 }

@@ -181,9 +181,16 @@ impl Pipeline {
         let mut tasks = JoinSet::new();
         let mut housekeeping = tokio::time::interval(Duration::from_secs(30));
         loop {
-            if self.limiters.load().config() != &self.config().limits {
-                self.limiters
-                    .store(Arc::new(Limiters::new(&self.config().limits)));
+            let limits = self.config().limits.clone();
+            if self.limiters.load().config() != &limits {
+                tracing::info!(
+                    tenant_requests_per_second = limits.tenant_requests_per_second,
+                    tenant_bytes_per_second = limits.tenant_bytes_per_second,
+                    global_requests_per_second = limits.global_requests_per_second,
+                    global_bytes_per_second = limits.global_bytes_per_second,
+                    "outbound rate limits updated"
+                );
+                self.limiters.store(Arc::new(Limiters::new(&limits)));
             }
             let wake_at = self.dispatch(&mut tasks, false);
             while tasks.try_join_next().is_some() {}
