@@ -45,11 +45,7 @@ fn spawn(config: &Path, log: PathBuf) -> Proc {
     loop {
         assert!(Instant::now() < deadline, "relay did not start");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .filter(|l| l.contains("ddrelay started"))
-            .next_back()
-        {
+        if let Some(line) = text.lines().rfind(|l| l.contains("ddrelay started")) {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let starts = text
                 .lines()
