@@ -356,8 +356,58 @@ async fn wait_delivered(
 }
 
 /// The single-thread floor: decompress (if compressed), parse into typed
-/// values, re-serialize, compress gzip-1. Returns CPU seconds per item.
-fn floor(raw: &[u8], wire: &[u8], gzip: bool, items: u64, encoding: Encoding) -> f64 {
+/// values (borrowing serde structs for the bench's series and logs), re-serialize,
+/// compress at level 1. Returns CPU seconds per item.
+fn floor(
+    raw: &[u8],
+    wire: &[u8],
+    gzip: bool,
+    items: u64,
+    endpoint: Endpoint,
+    encoding: Encoding,
+) -> f64 {
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Point {
+        timestamp: i64,
+        value: f64,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Resource<'a> {
+        #[serde(borrow)]
+        name: std::borrow::Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Series<'a> {
+        #[serde(borrow)]
+        metric: std::borrow::Cow<'a, str>,
+        #[serde(rename = "type", default)]
+        kind: Option<i32>,
+        points: Vec<Point>,
+        #[serde(borrow, default)]
+        tags: Vec<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        resources: Vec<Resource<'a>>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        series: Vec<Series<'a>>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Log<'a> {
+        #[serde(borrow)]
+        message: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        service: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        ddsource: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        hostname: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        ddtags: Option<std::borrow::Cow<'a, str>>,
+    }
     let rounds = 20;
     let started = cpu_now();
     for _ in 0..rounds {
@@ -366,8 +416,15 @@ fn floor(raw: &[u8], wire: &[u8], gzip: bool, items: u64, encoding: Encoding) ->
         } else {
             raw.to_vec()
         };
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let out = serde_json::to_vec(&v).unwrap_or_default();
+        let out = match endpoint {
+            Endpoint::SeriesV2 => serde_json::from_slice::<Payload>(&body)
+                .ok()
+                .and_then(|p| serde_json::to_vec(&p).ok()),
+            _ => serde_json::from_slice::<Vec<Log>>(&body)
+                .ok()
+                .and_then(|l| serde_json::to_vec(&l).ok()),
+        }
+        .unwrap_or_default();
         let c = codec::compress(encoding, 1, &out);
         std::hint::black_box(c);
     }
@@ -601,9 +658,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             Encoding::Gzip
         };
         let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
-        let floor_per_item =
-            tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, encoding))
-                .await?;
+        let floor_per_item = tokio::task::spawn_blocking(move || {
+            floor(&raw, &wire, gzip, per_req, endpoint, encoding)
+        })
+        .await?;
         let relay_per_item = cpu / items.max(1) as f64;
         let figures = json!({
             "accepted_items_per_s": items as f64 / secs,
