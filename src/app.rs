@@ -435,8 +435,13 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
                 _ = shared.shutdown.wait() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = shared.tenants.sync().await {
-                tracing::warn!(error = %e, "tenant sync failed");
+            match shared.tenants.sync().await {
+                Ok(synced) => {
+                    for tenant in synced.disconnected {
+                        discard_disconnected(&shared, &tenant);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "tenant sync failed"),
             }
             let stats = shared.queue.stats();
             shared.metrics.queue_items.set(stats.items as i64);
@@ -460,6 +465,19 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// Another replica disconnected `tenant` (`DELETE /v1/tenants/{tenant}`
+/// there): discard what this replica still queues for it, as that replica
+/// did with its own queue.
+fn discard_disconnected(shared: &Shared, tenant: &str) {
+    let (records, items, bytes) = shared.queue.purge_tenant(tenant);
+    shared.pipeline.dead_letters().purge(tenant);
+    if items > 0 {
+        tracing::warn!(tenant = %tenant, records, items, bytes, "tenant disconnected on another replica; its data queued here discarded");
+    } else {
+        tracing::info!(tenant = %tenant, "tenant disconnected on another replica");
+    }
 }
 
 /// The queue and delivery figures, as the admin API and status page see them.

@@ -202,6 +202,17 @@ pub struct Revocation {
     pub access_token: String,
 }
 
+/// What one [`Tenants::sync`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Tenants whose record changed.
+    pub changed: usize,
+    /// Tenants this replica knew as not disconnected that another replica
+    /// disconnected: their data queued here is to be discarded, as the
+    /// replica that answered the DELETE did with its own.
+    pub disconnected: Vec<String>,
+}
+
 /// The tenants and their credentials.
 pub struct Tenants {
     store: Store,
@@ -262,31 +273,40 @@ impl Tenants {
     /// Only this moves the mark it reads from: a record re-read alone
     /// ([`Tenants::reload`]) may carry a higher number than another tenant's
     /// change not yet read here.
-    pub async fn sync(&self) -> Result<usize, StoreError> {
+    pub async fn sync(&self) -> Result<Synced, StoreError> {
         let since = *self.synced_version.lock();
         let changed = self.store.tenants_changed_since(since).await?;
-        let n = changed.len();
+        let mut synced = Synced {
+            changed: changed.len(),
+            disconnected: Vec::new(),
+        };
         let mut highest = since;
         for t in changed {
             highest = highest.max(t.version);
-            self.apply(t);
+            let id = t.id.clone();
+            if let Some((before, TenantState::Disconnected)) = self.apply(t)
+                && before != TenantState::Disconnected
+            {
+                synced.disconnected.push(id);
+            }
         }
         {
             let mut v = self.synced_version.lock();
             *v = (*v).max(highest);
         }
         self.update_state_gauges();
-        Ok(n)
+        Ok(synced)
     }
 
-    /// Installs a fresh record, dropping cached secrets if they may have changed.
-    fn apply(&self, record: Tenant) {
+    /// Installs a fresh record, dropping cached secrets if they may have
+    /// changed. Returns the state change it made, if any.
+    fn apply(&self, record: Tenant) -> Option<(TenantState, TenantState)> {
         let existing = self.entries.read().get(&record.id).cloned();
         match existing {
             Some(entry) => {
                 let old = entry.record();
                 if old.version > record.version {
-                    return;
+                    return None;
                 }
                 if old.api_key_last4 != record.api_key_last4
                     || !record.has_api_key
@@ -298,12 +318,15 @@ impl Tenants {
                 if cached_exp.is_some() && cached_exp != record.access_expires_at {
                     *entry.access.write() = None;
                 }
+                let change = (old.state != record.state).then_some((old.state, record.state));
                 *entry.record.write() = record;
+                change
             }
             None => {
                 self.entries
                     .write()
                     .insert(record.id.clone(), Arc::new(Entry::new(record)));
+                None
             }
         }
     }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::FakeDog;
+use ddrelay::fakedog::{FakeDog, Fault};
 use ddrelay::sandbox;
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
@@ -511,7 +511,20 @@ async fn three_replicas_share_one_postgres_store() {
         1,
         "reconnect keeps the live key"
     );
-    // The partner disconnects tenant2 through replica 1.
+    // The partner disconnects tenant2 through replica 1 while replica 0
+    // still queues data for it (its intake answers 503): replica 0 discards
+    // that data once it sees the disconnect, as replica 1 did with its own.
+    dog.inject_fault(Fault::status(503).on_endpoint(Endpoint::Logs))
+        .unwrap();
+    let r = http()
+        .post(format!("http://{}/api/v2/logs", apis[0]))
+        .header("DD-API-KEY", &tenants[2])
+        .json(&serde_json::json!([{ "message": "held" }]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(queued_items(apis[0], &tenants[2]).await > 0);
     let r = http()
         .delete(format!("http://{}/v1/tenants/{}", apis[1], tenants[2]))
         .bearer_auth(sandbox::ADMIN_TOKEN)
@@ -533,6 +546,15 @@ async fn three_replicas_share_one_postgres_store() {
         409,
         "a disconnected tenant is refused everywhere"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued_items(apis[0], &tenants[2]).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "replica 0 kept the disconnected tenant's data"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dog.clear_faults();
 
     let problems = problems.lock().clone();
     assert!(
@@ -540,6 +562,20 @@ async fn three_replicas_share_one_postgres_store() {
         "{problems:#?}"
     );
     drop(replicas);
+}
+
+/// `queued_items` of `tenant` on one replica.
+async fn queued_items(replica: SocketAddr, tenant: &str) -> u64 {
+    let v: serde_json::Value = http()
+        .get(format!("http://{replica}/v1/tenants/{tenant}"))
+        .bearer_auth(sandbox::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["queued_items"].as_u64().unwrap()
 }
 
 /// Waits until every replica reports `tenant` in `state`; returns how long.
