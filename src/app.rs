@@ -467,16 +467,25 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
     });
 }
 
-/// Another replica disconnected `tenant` (`DELETE /v1/tenants/{tenant}`
-/// there): discard what this replica still queues for it, as that replica
-/// did with its own queue.
+/// `tenant` became disconnected (`DELETE /v1/tenants/{tenant}` on this or
+/// another replica): discard what this replica still queues for it, as the
+/// replica that answered the DELETE did with its own queue (on that one,
+/// nothing is left by now).
 fn discard_disconnected(shared: &Shared, tenant: &str) {
+    // Connected again meanwhile: what is queued now may be new data (a
+    // pending or disconnected tenant's data is refused, so that is old).
+    if shared.tenants.get(tenant).is_some_and(|e| {
+        matches!(
+            e.state(),
+            crate::store::TenantState::Connected | crate::store::TenantState::ReauthRequired
+        )
+    }) {
+        return;
+    }
     let (records, items, bytes) = shared.queue.purge_tenant(tenant);
     shared.pipeline.dead_letters().purge(tenant);
     if items > 0 {
-        tracing::warn!(tenant = %tenant, records, items, bytes, "tenant disconnected on another replica; its data queued here discarded");
-    } else {
-        tracing::info!(tenant = %tenant, "tenant disconnected on another replica");
+        tracing::warn!(tenant = %tenant, records, items, bytes, "tenant disconnected; its data queued on this replica discarded");
     }
 }
 

@@ -52,6 +52,12 @@ pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 /// used if it has at least this many seconds left.
 const MIN_REMAINING: i64 = 5;
 
+/// With a shared store, at most this many tenants per second are re-read
+/// from it because a request was about to be refused (unknown here, or not
+/// connected): enough for tenants connected on another replica moments ago,
+/// bounded against a client that keeps sending for unknown ids.
+const RECHECKS_PER_SECOND: u32 = 50;
+
 /// Longest tenant id accepted.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -207,9 +213,9 @@ pub struct Revocation {
 pub struct Synced {
     /// Tenants whose record changed.
     pub changed: usize,
-    /// Tenants this replica knew as not disconnected that another replica
-    /// disconnected: their data queued here is to be discarded, as the
-    /// replica that answered the DELETE did with its own.
+    /// Tenants seen becoming disconnected since the last sync (here or on
+    /// another replica): data still queued here for them is to be
+    /// discarded, as the relay that answered the DELETE did with its own.
     pub disconnected: Vec<String>,
 }
 
@@ -221,6 +227,10 @@ pub struct Tenants {
     metrics: Arc<Metrics>,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     synced_version: parking_lot::Mutex<i64>,
+    /// (second, rechecks in it), see [`Tenants::recheck`].
+    rechecks: parking_lot::Mutex<(i64, u32)>,
+    /// Tenants seen becoming disconnected since the last sync.
+    newly_disconnected: parking_lot::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -246,6 +256,8 @@ impl Tenants {
             metrics,
             entries: RwLock::new(HashMap::new()),
             synced_version: parking_lot::Mutex::new(0),
+            rechecks: parking_lot::Mutex::new((0, 0)),
+            newly_disconnected: parking_lot::Mutex::new(Vec::new()),
         };
         tenants.sync().await?;
         Ok(tenants)
@@ -283,30 +295,32 @@ impl Tenants {
         let mut highest = since;
         for t in changed {
             highest = highest.max(t.version);
-            let id = t.id.clone();
-            if let Some((before, TenantState::Disconnected)) = self.apply(t)
-                && before != TenantState::Disconnected
-            {
-                synced.disconnected.push(id);
-            }
+            self.apply(t);
         }
         {
             let mut v = self.synced_version.lock();
             *v = (*v).max(highest);
         }
+        synced.disconnected = std::mem::take(&mut *self.newly_disconnected.lock());
         self.update_state_gauges();
         Ok(synced)
     }
 
     /// Installs a fresh record, dropping cached secrets if they may have
-    /// changed. Returns the state change it made, if any.
-    fn apply(&self, record: Tenant) -> Option<(TenantState, TenantState)> {
+    /// changed, and noting a tenant that became disconnected (whichever
+    /// path read it: a sync, a re-read, our own disconnect).
+    fn apply(&self, record: Tenant) {
         let existing = self.entries.read().get(&record.id).cloned();
         match existing {
             Some(entry) => {
                 let old = entry.record();
                 if old.version > record.version {
-                    return None;
+                    return;
+                }
+                if old.state != TenantState::Disconnected
+                    && record.state == TenantState::Disconnected
+                {
+                    self.newly_disconnected.lock().push(record.id.clone());
                 }
                 if old.api_key_last4 != record.api_key_last4
                     || !record.has_api_key
@@ -318,15 +332,12 @@ impl Tenants {
                 if cached_exp.is_some() && cached_exp != record.access_expires_at {
                     *entry.access.write() = None;
                 }
-                let change = (old.state != record.state).then_some((old.state, record.state));
                 *entry.record.write() = record;
-                change
             }
             None => {
                 self.entries
                     .write()
                     .insert(record.id.clone(), Arc::new(Entry::new(record)));
-                None
             }
         }
     }
@@ -339,6 +350,30 @@ impl Tenants {
         }
         self.update_state_gauges();
         Ok(())
+    }
+
+    /// For a caller about to refuse `id` because this replica does not know
+    /// it or holds it as not connected: with a store shared by replicas,
+    /// re-read it (another replica may have connected it since the last
+    /// sync) and return it. Bounded to [`RECHECKS_PER_SECOND`]; beyond that,
+    /// and with the embedded store (one process: memory is the truth), the
+    /// entry as it is.
+    pub async fn recheck(&self, id: &str) -> Option<Arc<Entry>> {
+        if self.store.backend() == crate::store::Backend::Postgres {
+            let allowed = {
+                let mut r = self.rechecks.lock();
+                let second = now();
+                if r.0 != second {
+                    *r = (second, 0);
+                }
+                r.1 += 1;
+                r.1 <= RECHECKS_PER_SECOND
+            };
+            if allowed && let Err(e) = self.reload(id).await {
+                tracing::warn!(tenant = %id, error = %e, "cannot re-read the tenant from the store");
+            }
+        }
+        self.get(id)
     }
 
     /// Takes tenant `id`'s credentials lock (single-flight across replicas,
