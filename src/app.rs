@@ -424,7 +424,8 @@ async fn callback(
     }
 }
 
-/// Periodic work: pick up tenant changes (other replicas), drop expired flows.
+/// Periodic work: pick up tenant changes (other replicas; discard the local
+/// queue of a tenant disconnected anywhere), drop expired flows.
 fn spawn_housekeeping(shared: Arc<Shared>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
