@@ -280,7 +280,8 @@ impl Tenants {
     }
 
     /// Applies every change in the store since the last sync (ours and
-    /// other replicas'). Returns how many tenants changed.
+    /// other replicas'): how many tenants changed, and which became
+    /// disconnected.
     ///
     /// Only this moves the mark it reads from: a record re-read alone
     /// ([`Tenants::reload`]) may carry a higher number than another tenant's
