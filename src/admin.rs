@@ -249,11 +249,21 @@ fn not_found(tenant: &str) -> ApiError {
     )
 }
 
+/// Re-reads one tenant from the store: with replicas, a change made on
+/// another one shows at once rather than at the next sync (the list is as
+/// of the last sync, at most about 2 s old).
+async fn fresh(state: &AdminState, tenant: &str) {
+    if let Err(e) = state.tenants.reload(tenant).await {
+        tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant from the store");
+    }
+}
+
 async fn show(
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     checked(&tenant)?;
+    fresh(&state, &tenant).await;
     let entry = state
         .tenants
         .get(&tenant)
@@ -299,6 +309,7 @@ async fn disconnect(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     checked(&tenant)?;
+    fresh(&state, &tenant).await;
     if state.tenants.get(&tenant).is_none() {
         return Err(not_found(&tenant));
     }
@@ -311,6 +322,7 @@ async fn disconnect(
             other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         })?;
     let purged = state.queue.purge(&tenant);
+    let shared_store = state.tenants.store().backend() == crate::store::Backend::Postgres;
     if purged.items > 0 {
         tracing::warn!(tenant = %tenant, items = purged.items, bytes = purged.bytes, "queued data of a disconnected tenant discarded");
     }
@@ -325,6 +337,7 @@ async fn disconnect(
             "items": purged.items,
             "bytes": purged.bytes,
             "note": "a disconnected tenant has no API key, so its queued data could not be delivered; it was removed from disk",
+            "scope": if shared_store { "this replica's queue; the other replicas sharing the store discard theirs at their next sync (within seconds)" } else { "this relay's queue" },
         },
     }))
     .into_response())

@@ -426,7 +426,8 @@ async fn callback(
     }
 }
 
-/// Periodic work: pick up tenant changes (other replicas), drop expired flows.
+/// Periodic work: pick up tenant changes (other replicas; discard the local
+/// queue of a tenant disconnected anywhere), drop expired flows.
 fn spawn_housekeeping(shared: Arc<Shared>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
@@ -437,8 +438,13 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
                 _ = shared.shutdown.wait() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = shared.tenants.sync().await {
-                tracing::warn!(error = %e, "tenant sync failed");
+            match shared.tenants.sync().await {
+                Ok(synced) => {
+                    for tenant in synced.disconnected {
+                        discard_disconnected(&shared, &tenant);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "tenant sync failed"),
             }
             let stats = shared.queue.stats();
             shared.metrics.queue_items.set(stats.items as i64);
@@ -462,6 +468,28 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// `tenant` became disconnected (`DELETE /v1/tenants/{tenant}` on this or
+/// another replica): discard what this replica still queues for it, as the
+/// replica that answered the DELETE did with its own queue (on that one,
+/// nothing is left by now).
+fn discard_disconnected(shared: &Shared, tenant: &str) {
+    // Connected again meanwhile: what is queued now may be new data (a
+    // pending or disconnected tenant's data is refused, so that is old).
+    if shared.tenants.get(tenant).is_some_and(|e| {
+        matches!(
+            e.state(),
+            crate::store::TenantState::Connected | crate::store::TenantState::ReauthRequired
+        )
+    }) {
+        return;
+    }
+    let (records, items, bytes) = shared.queue.purge_tenant(tenant);
+    shared.pipeline.dead_letters().purge(tenant);
+    if items > 0 {
+        tracing::warn!(tenant = %tenant, records, items, bytes, "tenant disconnected; its data queued on this replica discarded");
+    }
 }
 
 /// The queue and delivery figures, as the admin API and status page see them.

@@ -1,5 +1,5 @@
 //! The command line: `run`, `check-config`, `demo`, `fakedog`, `tenants`,
-//! `verify`.
+//! `verify`, `store migrate`.
 //! `anyhow` lives here and in `main.rs` only; library modules return typed
 //! errors.
 
@@ -105,6 +105,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Credential store maintenance (offline: stop the relay first).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Run fakedog, a local Datadog emulator (every site over HTTPS: OAuth,
     /// API keys, intakes) to rehearse the OAuth flow offline. See docs/fakedog.md.
     Fakedog(FakedogArgs),
@@ -127,6 +132,31 @@ pub enum TenantsAction {
     Disconnect {
         /// The tenant id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Copy the store that FILE configures (the embedded SQLite store under
+    /// storage.data_dir, or its database_url) into a PostgreSQL database, to
+    /// run several replicas on it: every tenant with its sealed tokens and
+    /// API key (byte for byte: the same master key opens them) and every
+    /// pending connect flow. Refuses a target that already holds tenants
+    /// unless --force; verifies the copy (rows read back identical, counts,
+    /// every secret opens). Stop the relay first. Then set
+    /// storage.database_url to the target and start the replicas.
+    Migrate {
+        /// The relay's TOML configuration file (source store and master key).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        /// The target: postgres://user[:password]@host:port/database
+        /// (the database must exist; tables are created).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Copy even if the target already holds tenants (same ids are
+        /// overwritten, others kept).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -197,6 +227,9 @@ pub fn main() -> ExitCode {
             zstd,
             smoke,
         }),
+        Command::Store {
+            action: StoreAction::Migrate { config, to, force },
+        } => crate::ops::store_migrate(&config, &to, force),
         Command::Fakedog(args) => fakedog_blocking(args),
     }
 }

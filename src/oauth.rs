@@ -225,6 +225,11 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         }
     };
     let tenant = flow.tenant.clone();
+    // The flow may have started on another replica: read the tenant now
+    // rather than at the next sync.
+    if let Err(e) = tenants.reload(&tenant).await {
+        tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant during oauth callback");
+    }
     if flow.expires_at < now() {
         metrics.oauth("callback", "expired_state");
         tracing::info!(tenant = %tenant, "oauth callback with an expired state");
@@ -401,7 +406,25 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
     }
 
     // 3. The API key: keep a still-valid key we hold for the same org
-    //    (a reconnect), otherwise create one.
+    //    (a reconnect), otherwise create one. Under the tenant lock until the
+    //    connection is stored, so a key re-creation or a refresh on another
+    //    replica never interleaves with it (one key per org).
+    let lock = match tenants.lock(&tenant).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %e, "store unavailable during oauth callback");
+            metrics.oauth("callback", "store_error");
+            return bad(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The connection could not be completed.",
+                START_AGAIN,
+            );
+        }
+    };
+    if let Err(e) = tenants.reload(&tenant).await {
+        tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant during oauth callback");
+    }
     let existing = reusable_key(tenants, &tenant, site, org_id.as_deref()).await;
     let (api_key, api_key_id) = match existing {
         Some(k) => (k, None),
@@ -441,7 +464,9 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         api_key,
         api_key_id,
     };
-    if let Err(e) = tenants.record_connection(&tenant, connection).await {
+    let stored = tenants.record_connection(&tenant, connection).await;
+    lock.release().await;
+    if let Err(e) = stored {
         tracing::error!(tenant = %tenant, error = %e, "cannot store the new connection");
         metrics.oauth("callback", "store_error");
         return bad(

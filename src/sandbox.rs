@@ -76,6 +76,22 @@ pub fn register_client_with_scopes(dog: &FakeDog, scopes: &[&str]) -> anyhow::Re
 /// (extra sections, e.g. `[delivery]`; keys of `[oauth]`, `[server]`,
 /// `[storage]` and `[datadog]` are set here).
 pub fn config_text(dog: &FakeDog, data_dir: &Path, master_key: &str, extra: &str) -> String {
+    config_text_with_store(dog, data_dir, master_key, None, extra)
+}
+
+/// As [`config_text`], with `storage.database_url` set when `database_url`
+/// is given: replicas sharing one PostgreSQL store (same master key, each
+/// its own `data_dir`).
+pub fn config_text_with_store(
+    dog: &FakeDog,
+    data_dir: &Path,
+    master_key: &str,
+    database_url: Option<&str>,
+    extra: &str,
+) -> String {
+    let database_url = database_url
+        .map(|u| format!("database_url = {}\n", toml_string(u)))
+        .unwrap_or_default();
     let mut resolve = String::new();
     for (host, addr) in dog.resolve_map() {
         resolve.push_str(&format!("\"{host}\" = \"{addr}\"\n"));
@@ -95,7 +111,7 @@ admin_token = "{ADMIN_TOKEN}"
 [storage]
 data_dir = "{data_dir}"
 master_key = "{master_key}"
-
+{database_url}
 [datadog]
 ca_file = "{ca}"
 
@@ -107,6 +123,21 @@ ca_file = "{ca}"
         data_dir = data_dir.display(),
         ca = dog.ca_file().display(),
     )
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A running relay.
@@ -147,11 +178,28 @@ impl Relay {
     /// Starts a relay in `dir` (its config file, master key and data dir
     /// live there; starting again in the same dir finds its queue and store).
     pub async fn start(dog: &FakeDog, dir: &Path, extra_toml: &str) -> anyhow::Result<Relay> {
+        let key = master_key_for(dir)?;
+        Relay::start_with_store(dog, dir, &key, None, extra_toml).await
+    }
+
+    /// Starts a relay in `dir` on the store `database_url` (PostgreSQL) when
+    /// given, with `master_key`: several such relays on one database are
+    /// replicas (each keeps its queue under its own `dir`).
+    pub async fn start_with_store(
+        dog: &FakeDog,
+        dir: &Path,
+        master_key: &str,
+        database_url: Option<&str>,
+        extra_toml: &str,
+    ) -> anyhow::Result<Relay> {
         register_client(dog)?;
         let data_dir = dir.join("data");
-        let key = master_key_for(dir)?;
+        let key = master_key;
         let config_path = dir.join("ddrelay.toml");
-        std::fs::write(&config_path, config_text(dog, &data_dir, &key, extra_toml))?;
+        std::fs::write(
+            &config_path,
+            config_text_with_store(dog, &data_dir, key, database_url, extra_toml),
+        )?;
         let config =
             Config::load_with_env(&config_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = App::build(config).await.context("building the relay")?;

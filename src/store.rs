@@ -5,7 +5,8 @@
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when
 //! `storage.database_url` is set (several replicas sharing credentials). The
 //! SQL is portable (`$1` placeholders, `ON CONFLICT`, `RETURNING`); the DDL
-//! lives in `migrations/<backend>/` and is versioned by sqlx's migrator.
+//! lives in `migrations/<backend>/` (same versions on both) and is versioned
+//! by sqlx's migrator.
 //!
 //! Every secret column is sealed by [`Sealer`] with the tenant (or flow) and
 //! the column name as associated data, so the database never sees plaintext
@@ -13,12 +14,36 @@
 //! sealed canary: opening the store with a different master key is a clear
 //! startup error, never silent garbage.
 //!
+//! What several replicas rely on (docs/scale-out.md):
+//! - **Change numbers.** Every change to a tenant row sets `version` to the
+//!   next number. Replicas poll [`Store::tenants_changed_since`], so a
+//!   committed change must never carry a number lower than one a replica has
+//!   already seen. SQLite takes its write lock at the start of each writing
+//!   statement, so `MAX(version) + 1` inside the statement is ordered.
+//!   PostgreSQL takes the number from a one-row counter
+//!   (`ddrelay_next_tenant_version()`, migration 0002) whose row lock is held
+//!   until the change commits: numbers are handed out and committed in the
+//!   same order (a rolled-back change gives its number back), so every
+//!   change still invisible to a reader is numbered above all it can see.
+//! - **The tenant lock.** [`Store::lock_tenant`] serialises whoever reads a
+//!   tenant's credentials, renews them at Datadog and writes them back
+//!   (refresh, key re-creation, a callback's new connection, a disconnect):
+//!   an in-process mutex, and on PostgreSQL also a transaction-scoped
+//!   advisory lock held on a connection of its own until [`TenantLock`] is
+//!   released, so it is single-flight across replicas.
+//! - **Flows** are rows: a connect started on one replica completes on any
+//!   other (`take_flow` is one `DELETE … RETURNING`).
+//!
 //! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
 //! tenant lifecycle gives it.
 
+pub mod copy;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -28,7 +53,7 @@ use sqlx::{AnyPool, Executor as _, Row as _};
 use crate::secret::{MasterKey, SealError, Sealer, Secret};
 
 /// Which database engine is behind the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -170,6 +195,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("tenant {0} does not exist")]
     NoTenant(String),
+    #[error("cannot take the credentials lock of tenant {tenant}: {message}")]
+    Lock { tenant: String, message: String },
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -179,12 +206,102 @@ const CANARY_SCOPE: &str = "ddrelay-store";
 const CANARY_FIELD: &str = "canary";
 const CANARY_TEXT: &[u8] = b"ddrelay master key check";
 
+/// Connections reserved for holding tenant locks on PostgreSQL, per
+/// replica. A locked section holds one across a Datadog call (at most
+/// [`LOCK_WAIT`]), so they are kept apart from the main pool: a refresh storm
+/// can never starve the reads and writes the locked sections themselves need.
+/// Opened lazily; one per tenant being renewed at this moment.
+const LOCK_CONNECTIONS: u32 = 8;
+
+/// Connections of the main pool on PostgreSQL, per replica (short queries).
+const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// Longest wait for a tenant lock held by another replica. A locked section
+/// makes at most five Datadog calls (validate, refresh, create, refresh,
+/// create) of at most 30 s each; a waiter gives up after this and its caller
+/// retries later (a transient error).
+pub const LOCK_WAIT: Duration = Duration::from_secs(180);
+
+/// A lock transaction left idle longer than this is ended by PostgreSQL, so
+/// a wedged holder cannot block a tenant forever (a holder that dies
+/// releases at once: its connection closes).
+const LOCK_IDLE_LIMIT: Duration = Duration::from_secs(300);
+
 /// The credential and tenant store.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL only: the connections that hold advisory locks.
+    lock_pool: Option<AnyPool>,
+    /// In-process half of [`Store::lock_tenant`], shared by clones.
+    local_locks: LocalLocks,
     backend: Backend,
     sealer: Sealer,
+}
+
+type LocalLocks = Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// A tenant's credentials lock (see [`Store::lock_tenant`]). Release it with
+/// [`TenantLock::release`]; dropping it releases too (on PostgreSQL the
+/// rollback is sent when the connection returns to the pool, a moment later).
+#[must_use = "the lock is released when this is dropped"]
+pub struct TenantLock {
+    // Field order: the database lock goes before the in-process one, so a
+    // local waiter never finds the advisory lock still held by us.
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    local: Option<tokio::sync::OwnedMutexGuard<()>>,
+    tenant: String,
+    locks: LocalLocks,
+}
+
+impl fmt::Debug for TenantLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantLock")
+            .field("tenant", &self.tenant)
+            .field("shared", &self.tx.is_some())
+            .finish()
+    }
+}
+
+impl TenantLock {
+    /// Releases the lock now (commits the lock transaction on PostgreSQL).
+    pub async fn release(mut self) {
+        if let Some(tx) = self.tx.take()
+            && let Err(e) = tx.commit().await
+        {
+            // The connection is dropped with the error: the server ends the
+            // transaction, and the lock with it.
+            tracing::warn!(tenant = %self.tenant, error = %e, "releasing a tenant lock failed");
+        }
+    }
+}
+
+impl Drop for TenantLock {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        drop(self.local.take());
+        let mut map = self.locks.lock();
+        if map
+            .get(&self.tenant)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.tenant);
+        }
+    }
+}
+
+/// The advisory lock key of a tenant: 64 bits of SHA-256, namespaced so it
+/// cannot collide with another application's keys on a shared server by
+/// design (only by chance, which merely serialises two tenants).
+fn advisory_key(tenant: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ddrelay tenant lock\0");
+    h.update(tenant.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
 }
 
 impl fmt::Debug for Store {
@@ -231,26 +348,38 @@ impl Store {
                 location: path.display().to_string(),
                 message: e.to_string(),
             })?;
-        Store::init(pool, Backend::Sqlite, key).await
+        Store::init(pool, None, Backend::Sqlite, key).await
     }
 
     /// Opens the PostgreSQL store at `url`.
     pub async fn open_postgres(url: &Secret, key: &MasterKey) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let location = redact_url(url.expose());
+        let open_error = |e: sqlx::Error| StoreError::Open {
+            location: location.clone(),
+            message: redact_text(&e.to_string(), url),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(16)
+            .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url.expose())
             .await
-            .map_err(|e| StoreError::Open {
-                location: location.clone(),
-                message: redact_text(&e.to_string(), url),
-            })?;
-        Store::init(pool, Backend::Postgres, key).await
+            .map_err(open_error)?;
+        let lock_pool = AnyPoolOptions::new()
+            .max_connections(LOCK_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(LOCK_WAIT)
+            .connect_lazy(url.expose())
+            .map_err(open_error)?;
+        Store::init(pool, Some(lock_pool), Backend::Postgres, key).await
     }
 
-    async fn init(pool: AnyPool, backend: Backend, key: &MasterKey) -> Result<Store, StoreError> {
+    async fn init(
+        pool: AnyPool,
+        lock_pool: Option<AnyPool>,
+        backend: Backend,
+        key: &MasterKey,
+    ) -> Result<Store, StoreError> {
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
@@ -261,6 +390,8 @@ impl Store {
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let store = Store {
             pool,
+            lock_pool,
+            local_locks: LocalLocks::default(),
             backend,
             sealer: Sealer::new(key),
         };
@@ -299,9 +430,88 @@ impl Store {
         &self.sealer
     }
 
-    /// Closes the pool (SQLite checkpoints its WAL).
+    /// Closes the pools (SQLite checkpoints its WAL).
     pub async fn close(&self) {
+        if let Some(p) = &self.lock_pool {
+            p.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// Takes tenant `id`'s credentials lock, waiting for whoever holds it:
+    /// in this process (every backend) and, on PostgreSQL, on every replica
+    /// sharing the database (`pg_advisory_xact_lock` in a transaction of a
+    /// connection reserved for locks, held until the lock is released).
+    ///
+    /// Hold it across read → call Datadog → write, and re-read the tenant
+    /// after taking it: whoever held it before may have changed everything.
+    /// Locks of different tenants are independent; never take a second lock
+    /// while holding one.
+    pub async fn lock_tenant(&self, id: &str) -> Result<TenantLock, StoreError> {
+        let mutex = self
+            .local_locks
+            .lock()
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        let mut lock = TenantLock {
+            tx: None,
+            local: None,
+            tenant: id.to_string(),
+            locks: self.local_locks.clone(),
+        };
+        lock.local = Some(mutex.lock_owned().await);
+        let Some(pool) = &self.lock_pool else {
+            return Ok(lock);
+        };
+        let fail = |e: sqlx::Error| {
+            let timed_out = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "55P03");
+            StoreError::Lock {
+                tenant: id.to_string(),
+                message: if timed_out {
+                    format!("still held elsewhere after {} s", LOCK_WAIT.as_secs())
+                } else {
+                    e.to_string()
+                },
+            }
+        };
+        let mut tx = pool.begin().await.map_err(fail)?;
+        sqlx::query(
+            "SELECT set_config('lock_timeout', $1, true) AS a, \
+               set_config('idle_in_transaction_session_timeout', $2, true) AS b",
+        )
+        .bind(format!("{}ms", LOCK_WAIT.as_millis()))
+        .bind(format!("{}ms", LOCK_IDLE_LIMIT.as_millis()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(fail)?;
+        sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+            .bind(advisory_key(id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        lock.tx = Some(tx);
+        Ok(lock)
+    }
+
+    /// A statement that changes a tenant row, with `{next}` replaced by this
+    /// backend's next change number (see the module documentation). Built
+    /// once per statement and backend.
+    fn versioned(&self, template: &'static str) -> &'static str {
+        type Cache = parking_lot::Mutex<HashMap<(&'static str, Backend), &'static str>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let next = match self.backend {
+            Backend::Sqlite => "(SELECT COALESCE(MAX(version), 0) + 1 FROM tenants)",
+            Backend::Postgres => "ddrelay_next_tenant_version()",
+        };
+        let mut cache = CACHE.get_or_init(Default::default).lock();
+        let sql: &'static str = cache
+            .entry((template, self.backend))
+            .or_insert_with(|| Box::leak(template.replace("{next}", next).into_boxed_str()));
+        sql
     }
 
     // ---- flows ----------------------------------------------------------
@@ -383,20 +593,20 @@ impl Store {
     /// `pending`; a disconnected one too; a connected one keeps its state
     /// (a reconnect must not interrupt its deliveries).
     pub async fn touch_pending(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(self.versioned(
             "INSERT INTO tenants (id, state, created_at, updated_at, version) \
-             VALUES ($1, 'pending', $2, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants)) \
+             VALUES ($1, 'pending', $2, $2, {next}) \
              ON CONFLICT (id) DO NOTHING",
-        )
+        ))
         .bind(id)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        sqlx::query(
+        sqlx::query(self.versioned(
             "UPDATE tenants SET state = 'pending', reason = NULL, updated_at = $2, \
-             version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) \
+             version = {next} \
              WHERE id = $1 AND state = 'disconnected'",
-        )
+        ))
         .bind(id)
         .bind(now)
         .execute(&self.pool)
@@ -493,16 +703,16 @@ impl Store {
         let key = self.sealer.seal_secret(id, "api_key", &c.api_key);
         let last4 = last4(&c.api_key);
         sqlx::query(
-            "INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
+            self.versioned("INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
                access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, version) \
              VALUES ($1, 'connected', NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, \
-               (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants)) \
+               {next}) \
              ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, domain = excluded.domain, \
                org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
                scopes = excluded.scopes, access_token = excluded.access_token, \
                access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
                api_key = excluded.api_key, api_key_id = excluded.api_key_id, api_key_last4 = excluded.api_key_last4, \
-               updated_at = excluded.updated_at, connected_at = excluded.connected_at, version = excluded.version",
+               updated_at = excluded.updated_at, connected_at = excluded.connected_at, version = excluded.version"),
         )
         .bind(id)
         .bind(&c.domain)
@@ -534,11 +744,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let access = self.sealer.seal_secret(id, "access_token", access);
         let refresh = refresh.map(|r| self.sealer.seal_secret(id, "refresh_token", r));
-        let r = sqlx::query(
+        let r = sqlx::query(self.versioned(
             "UPDATE tenants SET access_token = $2, access_expires_at = $3, \
                refresh_token = COALESCE($4, refresh_token), updated_at = $5, \
-               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
-        )
+               version = {next} WHERE id = $1",
+        ))
         .bind(id)
         .bind(access)
         .bind(expires_at)
@@ -562,8 +772,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sealed = self.sealer.seal_secret(id, "api_key", key);
         let r = sqlx::query(
-            "UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, \
-               updated_at = $5, version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+            self.versioned("UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, \
+               updated_at = $5, version = {next} WHERE id = $1"),
         )
         .bind(id)
         .bind(sealed)
@@ -586,10 +796,10 @@ impl Store {
         reason: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query(
+        let r = sqlx::query(self.versioned(
             "UPDATE tenants SET state = $2, reason = $3, updated_at = $4, \
-               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
-        )
+               version = {next} WHERE id = $1",
+        ))
         .bind(id)
         .bind(state.as_str())
         .bind(reason)
@@ -606,9 +816,9 @@ impl Store {
     /// kept so an operator can still see what it was.
     pub async fn disconnect(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let r = sqlx::query(
-            "UPDATE tenants SET state = 'disconnected', reason = $2, access_token = NULL, access_expires_at = NULL, \
+            self.versioned("UPDATE tenants SET state = 'disconnected', reason = $2, access_token = NULL, access_expires_at = NULL, \
                refresh_token = NULL, api_key = NULL, updated_at = $3, \
-               version = (SELECT COALESCE(MAX(version), 0) + 1 FROM tenants) WHERE id = $1",
+               version = {next} WHERE id = $1"),
         )
         .bind(id)
         .bind(reason)

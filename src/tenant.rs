@@ -6,12 +6,25 @@
 //! the relay needs, at send time, never earlier:
 //! - the tenant's site and state (ingest decides 202/409 from it);
 //! - its API key (opened from the store once, then cached in memory);
-//! - a fresh access token, refreshed **single-flight** per tenant: concurrent
-//!   callers wait for one refresh; the rotated refresh token is persisted in
-//!   the same statement as the new access token, before either is used.
+//! - a fresh access token, refreshed **single-flight** per tenant across
+//!   every replica: the refresh runs under the store's tenant lock
+//!   ([`Store::lock_tenant`]), re-reads the tokens after taking it (another
+//!   caller, here or on another replica, may have refreshed meanwhile) and
+//!   persists the rotated refresh token in the same statement as the new
+//!   access token, before the lock is released or either is used. A
+//!   rotated refresh token is never presented twice.
+//!
+//! The Forbidden fallback ([`Tenants::recover_key`]) runs under the same
+//! lock, so a 403 seen by every replica at once creates one new key: the
+//! replicas that waited re-read the store and find the key replaced.
 //!
 //! A refresh that Datadog refuses for good (`invalid_grant`, 401) moves the
 //! tenant to `reauth_required` with a reason an operator can act on.
+//!
+//! Sync: [`Tenants::sync`] reads the changes numbered above the highest it
+//! has applied from a sync (store `version`, commit-ordered on both
+//! backends); single-tenant re-reads never move that mark, so a change
+//! committed elsewhere is never skipped.
 //!
 //! This module knows the store and the Datadog client; it knows nothing of
 //! HTTP servers, the queue or the pipeline.
@@ -28,16 +41,22 @@ use crate::config::{ClientCredentials, Config};
 use crate::datadog::{self, TokenError};
 use crate::secret::Secret;
 use crate::site::Site;
-use crate::store::{Connection, Store, StoreError, Tenant, TenantState};
+use crate::store::{Connection, Store, StoreError, Tenant, TenantLock, TenantState};
 use crate::telemetry::metrics::Metrics;
 
 /// Refresh an access token this long before it expires (Datadog's own
 /// clients use a 300 s buffer, reference §7.6).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
-/// A token refreshed by a concurrent caller is used if it has at least this
-/// many seconds left.
+/// A token refreshed by a concurrent caller (here or on another replica) is
+/// used if it has at least this many seconds left.
 const MIN_REMAINING: i64 = 5;
+
+/// With a shared store, at most this many tenants per second are re-read
+/// from it because a request was about to be refused (unknown here, or not
+/// connected): enough for tenants connected on another replica moments ago,
+/// bounded against a client that keeps sending for unknown ids.
+const RECHECKS_PER_SECOND: u32 = 50;
 
 /// Longest tenant id accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -137,12 +156,6 @@ pub struct Entry {
     record: RwLock<Tenant>,
     api_key: RwLock<Option<Secret>>,
     access: RwLock<Option<(Secret, i64)>>,
-    /// Serialises refreshes of this tenant's tokens.
-    token_lock: tokio::sync::Mutex<()>,
-    /// Counts refreshes done here, so waiters know one happened meanwhile.
-    refreshes: std::sync::atomic::AtomicU64,
-    /// Serialises key recovery after a 403 (one key creation per incident).
-    recovery_lock: tokio::sync::Mutex<()>,
 }
 
 impl Entry {
@@ -151,9 +164,6 @@ impl Entry {
             record: RwLock::new(record),
             api_key: RwLock::new(None),
             access: RwLock::new(None),
-            token_lock: tokio::sync::Mutex::new(()),
-            refreshes: std::sync::atomic::AtomicU64::new(0),
-            recovery_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -198,6 +208,17 @@ pub struct Revocation {
     pub access_token: String,
 }
 
+/// What one [`Tenants::sync`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Tenants whose record changed.
+    pub changed: usize,
+    /// Tenants seen becoming disconnected since the last sync (here or on
+    /// another replica): data still queued here for them is to be
+    /// discarded, as the relay that answered the DELETE did with its own.
+    pub disconnected: Vec<String>,
+}
+
 /// The tenants and their credentials.
 pub struct Tenants {
     store: Store,
@@ -206,6 +227,10 @@ pub struct Tenants {
     metrics: Arc<Metrics>,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     synced_version: parking_lot::Mutex<i64>,
+    /// (second, rechecks in it), see [`Tenants::recheck`].
+    rechecks: parking_lot::Mutex<(i64, u32)>,
+    /// Tenants seen becoming disconnected since the last sync.
+    newly_disconnected: parking_lot::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -231,6 +256,8 @@ impl Tenants {
             metrics,
             entries: RwLock::new(HashMap::new()),
             synced_version: parking_lot::Mutex::new(0),
+            rechecks: parking_lot::Mutex::new((0, 0)),
+            newly_disconnected: parking_lot::Mutex::new(Vec::new()),
         };
         tenants.sync().await?;
         Ok(tenants)
@@ -253,30 +280,48 @@ impl Tenants {
     }
 
     /// Applies every change in the store since the last sync (ours and
-    /// other replicas'). Returns how many tenants changed.
-    pub async fn sync(&self) -> Result<usize, StoreError> {
+    /// other replicas'): how many tenants changed, and which became
+    /// disconnected.
+    ///
+    /// Only this moves the mark it reads from: a record re-read alone
+    /// ([`Tenants::reload`]) may carry a higher number than another tenant's
+    /// change not yet read here.
+    pub async fn sync(&self) -> Result<Synced, StoreError> {
         let since = *self.synced_version.lock();
         let changed = self.store.tenants_changed_since(since).await?;
-        let n = changed.len();
+        let mut synced = Synced {
+            changed: changed.len(),
+            disconnected: Vec::new(),
+        };
+        let mut highest = since;
         for t in changed {
+            highest = highest.max(t.version);
             self.apply(t);
         }
-        self.update_state_gauges();
-        Ok(n)
-    }
-
-    /// Installs a fresh record, dropping cached secrets if they may have changed.
-    fn apply(&self, record: Tenant) {
         {
             let mut v = self.synced_version.lock();
-            *v = (*v).max(record.version);
+            *v = (*v).max(highest);
         }
+        synced.disconnected = std::mem::take(&mut *self.newly_disconnected.lock());
+        self.update_state_gauges();
+        Ok(synced)
+    }
+
+    /// Installs a fresh record, dropping cached secrets if they may have
+    /// changed, and noting a tenant that became disconnected (whichever
+    /// path read it: a sync, a re-read, our own disconnect).
+    fn apply(&self, record: Tenant) {
         let existing = self.entries.read().get(&record.id).cloned();
         match existing {
             Some(entry) => {
                 let old = entry.record();
                 if old.version > record.version {
                     return;
+                }
+                if old.state != TenantState::Disconnected
+                    && record.state == TenantState::Disconnected
+                {
+                    self.newly_disconnected.lock().push(record.id.clone());
                 }
                 if old.api_key_last4 != record.api_key_last4
                     || !record.has_api_key
@@ -298,12 +343,44 @@ impl Tenants {
         }
     }
 
-    async fn reload_one(&self, id: &str) -> Result<(), StoreError> {
+    /// Re-reads one tenant from the store (a change made by another replica
+    /// shows at once instead of at the next sync).
+    pub async fn reload(&self, id: &str) -> Result<(), StoreError> {
         if let Some(t) = self.store.tenant(id).await? {
             self.apply(t);
         }
         self.update_state_gauges();
         Ok(())
+    }
+
+    /// For a caller about to refuse `id` because this replica does not know
+    /// it or holds it as not connected: with a store shared by replicas,
+    /// re-read it (another replica may have connected it since the last
+    /// sync) and return it. Bounded to [`RECHECKS_PER_SECOND`]; beyond that,
+    /// and with the embedded store (one process: memory is the truth), the
+    /// entry as it is.
+    pub async fn recheck(&self, id: &str) -> Option<Arc<Entry>> {
+        if self.store.backend() == crate::store::Backend::Postgres {
+            let allowed = {
+                let mut r = self.rechecks.lock();
+                let second = now();
+                if r.0 != second {
+                    *r = (second, 0);
+                }
+                r.1 += 1;
+                r.1 <= RECHECKS_PER_SECOND
+            };
+            if allowed && let Err(e) = self.reload(id).await {
+                tracing::warn!(tenant = %id, error = %e, "cannot re-read the tenant from the store");
+            }
+        }
+        self.get(id)
+    }
+
+    /// Takes tenant `id`'s credentials lock (single-flight across replicas,
+    /// see [`Store::lock_tenant`]).
+    pub async fn lock(&self, id: &str) -> Result<TenantLock, StoreError> {
+        self.store.lock_tenant(id).await
     }
 
     fn update_state_gauges(&self) {
@@ -344,7 +421,7 @@ impl Tenants {
     /// Notes that a connect flow started for `id`.
     pub async fn touch_pending(&self, id: &str) -> Result<(), StoreError> {
         self.store.touch_pending(id, now()).await?;
-        self.reload_one(id).await
+        self.reload(id).await
     }
 
     /// Stores a completed connection and caches its secrets.
@@ -354,7 +431,7 @@ impl Tenants {
         connection: Connection,
     ) -> Result<(), StoreError> {
         self.store.save_connection(id, &connection, now()).await?;
-        self.reload_one(id).await?;
+        self.reload(id).await?;
         if let Some(entry) = self.get(id) {
             *entry.api_key.write() = Some(connection.api_key.clone());
             *entry.access.write() = Some((
@@ -373,7 +450,7 @@ impl Tenants {
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         self.store.set_state(id, state, reason, now()).await?;
-        self.reload_one(id).await
+        self.reload(id).await
     }
 
     /// Stores a new API key (after key recovery) and caches it.
@@ -381,7 +458,7 @@ impl Tenants {
         self.store
             .save_api_key(id, &key.key, key.id.as_deref(), now())
             .await?;
-        self.reload_one(id).await?;
+        self.reload(id).await?;
         if let Some(entry) = self.get(id) {
             *entry.api_key.write() = Some(key.key.clone());
         }
@@ -442,34 +519,56 @@ impl Tenants {
         let entry = self
             .get(id)
             .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
-        let seen = entry.access.read().clone();
+        let cached = entry.access.read().clone();
         if !force
-            && let Some((token, exp)) = &seen
+            && let Some((token, exp)) = &cached
             && fresh(*exp)
         {
             return Ok(token.clone());
         }
-        let generation = entry.refreshes.load(std::sync::atomic::Ordering::SeqCst);
-        let _guard = entry.token_lock.lock().await;
-        // Another caller may have refreshed while we waited (here or on
-        // another replica): re-read from the store.
+        // The token this caller judged stale: if the store holds another one
+        // once we have the lock, someone refreshed meanwhile.
+        let seen = match cached {
+            Some((token, _)) => Some(token),
+            None => {
+                self.store
+                    .credentials(id)
+                    .await
+                    .map_err(|e| store_error(id, e))?
+                    .access_token
+            }
+        };
+        let lock = self.lock(id).await.map_err(|e| store_error(id, e))?;
+        let result = self.token_locked(id, seen.as_ref(), force).await;
+        lock.release().await;
+        result
+    }
+
+    /// The refresh itself; the caller holds the tenant lock. Re-reads the
+    /// tenant and its tokens (another replica may have refreshed, replaced
+    /// the key or disconnected it while we waited), refreshes unless a
+    /// usable token is already there, and stores the result before
+    /// returning it.
+    async fn token_locked(
+        &self,
+        id: &str,
+        seen: Option<&Secret>,
+        force: bool,
+    ) -> Result<Secret, CredentialError> {
+        self.reload(id).await.map_err(|e| store_error(id, e))?;
+        let entry = self
+            .get(id)
+            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
         let creds = self
             .store
             .credentials(id)
             .await
-            .map_err(|e| CredentialError::Store {
-                tenant: id.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| store_error(id, e))?;
         if let (Some(token), Some(exp)) = (&creds.access_token, creds.access_expires_at) {
             // Someone refreshed while we waited: use their token while it is
             // still valid, even inside the refresh-ahead margin (short-lived
             // tokens must not make every waiter refresh again).
-            let refreshed_here =
-                entry.refreshes.load(std::sync::atomic::Ordering::SeqCst) != generation;
-            let refreshed_elsewhere = seen.as_ref().is_some_and(|(t, _)| t != token);
-            let refreshed_meanwhile =
-                (refreshed_here || refreshed_elsewhere) && exp - now() > MIN_REMAINING;
+            let refreshed_meanwhile = seen != Some(token) && exp - now() > MIN_REMAINING;
             if refreshed_meanwhile || (!force && fresh(exp)) {
                 *entry.access.write() = Some((token.clone(), exp));
                 return Ok(token.clone());
@@ -495,6 +594,8 @@ impl Tenants {
         match self.datadog.refresh(site, &client, &refresh).await {
             Ok(tokens) => {
                 let exp = now() + tokens.expires_in.unwrap_or(3600) as i64;
+                // Stored before the lock is released: the next holder, here
+                // or on another replica, reads the rotated refresh token.
                 self.store
                     .save_tokens(
                         id,
@@ -504,15 +605,12 @@ impl Tenants {
                         now(),
                     )
                     .await
-                    .map_err(|e| CredentialError::Store {
-                        tenant: id.to_string(),
-                        message: e.to_string(),
+                    .map_err(|e| {
+                        tracing::error!(tenant = %id, error = %e, "refreshed tokens could not be stored; the tenant may need to reconnect");
+                        store_error(id, e)
                     })?;
                 *entry.access.write() = Some((tokens.access_token.clone(), exp));
-                entry
-                    .refreshes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let _ = self.reload_one(id).await;
+                let _ = self.reload(id).await;
                 self.metrics.oauth("refresh", "ok");
                 tracing::info!(tenant = %id, rotated = tokens.refresh_token.is_some(), "access token refreshed");
                 Ok(tokens.access_token)
@@ -552,16 +650,36 @@ impl Tenants {
     /// it is dead, get an access token (refreshing if needed) and create a
     /// new key; if that is impossible, mark the tenant `reauth_required`
     /// with a reason an operator can act on.
+    ///
+    /// Single-flight across replicas: it runs under the tenant lock, and
+    /// whoever waited for it re-reads the tenant and its key from the store
+    /// first, so a 403 seen by every replica at once creates one key.
     pub async fn recover_key(&self, id: &str, key_used: &Secret) -> Recovery {
+        if self.get(id).is_none() {
+            return Recovery::Undecided(format!("tenant {id} is gone"));
+        }
+        let lock = match self.lock(id).await {
+            Ok(l) => l,
+            Err(e) => return Recovery::Undecided(e.to_string()),
+        };
+        let recovery = self.recover_key_locked(id, key_used).await;
+        lock.release().await;
+        recovery
+    }
+
+    async fn recover_key_locked(&self, id: &str, key_used: &Secret) -> Recovery {
+        // Did a concurrent incident (here or on another replica) already
+        // replace the key, or change the tenant's state? Read the store, not
+        // the cache, which may be up to one sync old.
+        if let Err(e) = self.reload(id).await {
+            return Recovery::Undecided(e.to_string());
+        }
         let Some(entry) = self.get(id) else {
             return Recovery::Undecided(format!("tenant {id} is gone"));
         };
-        let _guard = entry.recovery_lock.lock().await;
-        // Did a concurrent incident already replace the key?
         self.forget_api_key(id);
         let current = match self.api_key(id).await {
             Ok(k) => k,
-            Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
             Err(e) => return Recovery::Undecided(e.to_string()),
         };
         if &current != key_used {
@@ -593,8 +711,11 @@ impl Tenants {
             }
         }
         let mut forced = false;
+        let mut seen: Option<Secret> = None;
         loop {
-            let token = match self.access_token(id, forced).await {
+            // Under the lock already: refresh here, never through
+            // access_token() (the lock is not reentrant).
+            let token = match self.token_locked(id, seen.as_ref(), forced).await {
                 Ok(t) => t,
                 Err(CredentialError::Refresh { error, .. }) if error.is_grant_revoked() => {
                     // access_token() already moved the tenant to reauth_required.
@@ -633,6 +754,7 @@ impl Tenants {
                     // The token may have been revoked early: refresh once and retry.
                     tracing::info!(tenant = %id, status, "key creation refused; refreshing the token once");
                     forced = true;
+                    seen = Some(token);
                 }
                 Err(datadog::KeyError::Forbidden { status }) => {
                     self.metrics.oauth("key_create", "forbidden");
@@ -664,7 +786,22 @@ impl Tenants {
 
     /// Revokes the tenant's tokens at Datadog, deletes its secrets and marks
     /// it disconnected.
+    ///
+    /// Under the tenant lock: a refresh on another replica either finished
+    /// before (its rotated token is the one revoked here) or finds the
+    /// tenant disconnected.
     pub async fn disconnect(&self, id: &str) -> Result<Revocation, CredentialError> {
+        if self.get(id).is_none() {
+            return Err(CredentialError::Unknown(id.to_string()));
+        }
+        let lock = self.lock(id).await.map_err(|e| store_error(id, e))?;
+        let result = self.disconnect_locked(id).await;
+        lock.release().await;
+        result
+    }
+
+    async fn disconnect_locked(&self, id: &str) -> Result<Revocation, CredentialError> {
+        self.reload(id).await.map_err(|e| store_error(id, e))?;
         let entry = self
             .get(id)
             .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
@@ -673,10 +810,7 @@ impl Tenants {
             .store
             .credentials(id)
             .await
-            .map_err(|e| CredentialError::Store {
-                tenant: id.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| store_error(id, e))?;
         let site = entry.site();
         let client = self.client_for(&record).ok();
         let mut outcome = Revocation {
@@ -723,9 +857,16 @@ impl Tenants {
             })?;
         *entry.api_key.write() = None;
         *entry.access.write() = None;
-        let _ = self.reload_one(id).await;
+        let _ = self.reload(id).await;
         tracing::info!(tenant = %id, refresh = %outcome.refresh_token, "tenant disconnected");
         Ok(outcome)
+    }
+}
+
+fn store_error(id: &str, e: StoreError) -> CredentialError {
+    CredentialError::Store {
+        tenant: id.to_string(),
+        message: e.to_string(),
     }
 }
 

@@ -1,12 +1,23 @@
 //! The same store behaviour on both backends: SQLite (embedded default) and
 //! PostgreSQL (shared by replicas). PostgreSQL tests use the server named by
-//! DDRELAYTEST_POSTGRES (scripts/test sets it), each in a fresh database.
+//! DDRELAYTEST_POSTGRES (scripts/test sets it), each in a fresh database
+//! that is dropped afterwards; under DDRELAYTEST_REQUIRE_EXTERNAL=1 they
+//! fail rather than skip when it is not set.
+//!
+//! "Another replica" is a second `Store` opened on the same database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
 use ddrelay::secret::{MasterKey, Secret};
-use ddrelay::store::{Connection, Flow, Store, StoreError, TenantState};
+use ddrelay::store::{Backend as Engine, Connection, Flow, Store, StoreError, TenantState};
 use sqlx::Connection as _;
+use sqlx::Row as _;
 
 type Reopen = Box<
     dyn Fn(
@@ -17,8 +28,23 @@ type Reopen = Box<
 struct Backend {
     store: Store,
     key: MasterKey,
+    /// Opens the same database again (another replica, or a restart).
     reopen: Reopen,
+    /// A URL for a raw connection (`sqlx::AnyConnection`).
+    raw_url: String,
     _dir: Option<tempfile::TempDir>,
+    _db: Option<support::PgDatabase>,
+}
+
+impl Backend {
+    async fn replica(&self) -> Store {
+        (self.reopen)(self.key.clone()).await.unwrap()
+    }
+
+    async fn raw(&self) -> sqlx::AnyConnection {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.raw_url).await.unwrap()
+    }
 }
 
 async fn sqlite() -> Backend {
@@ -34,44 +60,30 @@ async fn sqlite() -> Backend {
             let p = p.clone();
             Box::pin(async move { Store::open_sqlite(&p, &k).await })
         }),
+        raw_url: format!("sqlite://{}", path.display()),
         _dir: Some(dir),
+        _db: None,
     }
 }
 
-/// A fresh PostgreSQL database, or None when no server is configured.
-pub async fn postgres_url() -> Option<String> {
-    let Ok(admin_url) = std::env::var("DDRELAYTEST_POSTGRES") else {
-        assert!(
-            std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
-            "DDRELAYTEST_POSTGRES is required"
-        );
-        eprintln!("skipping PostgreSQL: DDRELAYTEST_POSTGRES is not set");
-        return None;
-    };
-    let name = format!("ddrelay_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
+async fn postgres() -> Option<Backend> {
+    let db = support::PgDatabase::create().await?;
+    let url = db.url.clone();
+    let key = MasterKey::generate();
+    let store = Store::open_postgres(&Secret::new(url.clone()), &key)
         .await
         .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&format!("/{name}"));
-    Some(url.to_string())
-}
-
-async fn postgres() -> Option<Backend> {
-    let url = postgres_url().await?;
-    let key = MasterKey::generate();
-    let secret = Secret::new(url.clone());
-    let store = Store::open_postgres(&secret, &key).await.unwrap();
+    let u = url.clone();
     Some(Backend {
         store,
         key,
         reopen: Box::new(move |k| {
-            let s = Secret::new(url.clone());
+            let s = Secret::new(u.clone());
             Box::pin(async move { Store::open_postgres(&s, &k).await })
         }),
+        raw_url: url,
         _dir: None,
+        _db: Some(db),
     })
 }
 
@@ -96,6 +108,35 @@ fn connection(org: &str) -> Connection {
         api_key: Secret::new("api-key-plaintext-1234"),
         api_key_id: Some("id".into()),
     }
+}
+
+fn flow(hash: &str, tenant: &str, expires_at: i64) -> Flow {
+    Flow {
+        state_hash: hash.into(),
+        tenant: tenant.into(),
+        verifier: Secret::new("verifier-plaintext-VVVV"),
+        web_host: "app.datadoghq.com".into(),
+        domain: None,
+        client_id: "c".into(),
+        created_at: 1,
+        expires_at,
+    }
+}
+
+#[test]
+fn both_backends_have_the_same_migrations() {
+    let names = |backend: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(format!(
+            "{}/migrations/{backend}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("sqlite"), names("postgres"));
 }
 
 #[tokio::test]
@@ -168,27 +209,160 @@ async fn lifecycle_on_every_backend() {
             ),
             "{name}"
         );
-        let again = (b.reopen)(b.key.clone()).await.unwrap();
+        let again = b.replica().await;
         assert_eq!(again.tenants().await.unwrap().len(), 2, "{name}");
+        again.close().await;
+    }
+}
+
+#[tokio::test]
+async fn connect_reconnect_and_errors_on_every_backend() {
+    for (name, b) in backends().await {
+        let s = &b.store;
+        assert_eq!(
+            s.backend(),
+            if name == "sqlite" {
+                Engine::Sqlite
+            } else {
+                Engine::Postgres
+            }
+        );
+        s.save_connection("acme", &connection("org-1"), 2)
+            .await
+            .unwrap();
+        // A new connect flow does not interrupt a connected tenant.
+        s.touch_pending("acme", 3).await.unwrap();
+        assert_eq!(
+            s.tenant("acme").await.unwrap().unwrap().state,
+            TenantState::Connected,
+            "{name}"
+        );
+        // Not rotated: the refresh token is kept.
+        s.save_tokens("acme", &Secret::new("access-2"), 5000, None, 4)
+            .await
+            .unwrap();
+        let c = s.credentials("acme").await.unwrap();
+        assert_eq!(c.access_token.unwrap().expose(), "access-2", "{name}");
+        assert_eq!(
+            c.refresh_token.unwrap().expose(),
+            "refresh-token-plaintext",
+            "{name}"
+        );
+        // A new key clears reauth_required and its reason.
+        s.set_state("acme", TenantState::ReauthRequired, Some("key dead"), 5)
+            .await
+            .unwrap();
+        s.save_api_key("acme", &Secret::new("new-key-9876"), Some("kid-2"), 6)
+            .await
+            .unwrap();
+        let t = s.tenant("acme").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                t.state,
+                t.reason,
+                t.api_key_last4.as_deref(),
+                t.api_key_id.as_deref()
+            ),
+            (TenantState::Connected, None, Some("9876"), Some("kid-2")),
+            "{name}"
+        );
+        assert_eq!(
+            s.credentials("acme")
+                .await
+                .unwrap()
+                .api_key
+                .unwrap()
+                .expose(),
+            "new-key-9876"
+        );
+        // One org, one tenant: the owner itself and disconnected tenants do not count.
+        assert_eq!(s.tenant_for_org("org-1", "acme").await.unwrap(), None);
+        s.disconnect("acme", "bye", 7).await.unwrap();
+        assert_eq!(s.tenant_for_org("org-1", "other").await.unwrap(), None);
+        // A disconnected tenant that connects again is pending.
+        s.touch_pending("acme", 8).await.unwrap();
+        let t = s.tenant("acme").await.unwrap().unwrap();
+        assert_eq!((t.state, t.reason), (TenantState::Pending, None), "{name}");
+        assert_eq!(t.domain.as_deref(), Some("datadoghq.eu"), "{name}: kept");
+        assert!(!t.has_api_key && !t.has_refresh_token, "{name}");
+        // Unknown tenants.
+        assert!(s.tenant("nope").await.unwrap().is_none());
+        assert!(matches!(
+            s.credentials("nope").await,
+            Err(StoreError::NoTenant(_))
+        ));
+        assert!(matches!(
+            s.set_state("nope", TenantState::Connected, None, 1).await,
+            Err(StoreError::NoTenant(_))
+        ));
+        assert!(matches!(
+            s.save_tokens("nope", &Secret::new("a"), 1, None, 1).await,
+            Err(StoreError::NoTenant(_))
+        ));
+        assert!(matches!(
+            s.save_api_key("nope", &Secret::new("k"), None, 1).await,
+            Err(StoreError::NoTenant(_))
+        ));
+        assert!(matches!(
+            s.disconnect("nope", "bye", 1).await,
+            Err(StoreError::NoTenant(_))
+        ));
+        // Listing is sorted by id.
+        s.touch_pending("zeta", 9).await.unwrap();
+        s.touch_pending("beta", 9).await.unwrap();
+        let ids: Vec<String> = s
+            .tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, ["acme", "beta", "zeta"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn flows_on_every_backend() {
+    for (name, b) in backends().await {
+        let s = &b.store;
+        s.create_flow(&flow("h1", "acme", 100)).await.unwrap();
+        s.create_flow(&flow("h2", "acme", 10)).await.unwrap();
+        s.create_flow(&flow("h3", "other", 100)).await.unwrap();
+        assert_eq!(s.count_flows().await.unwrap(), 3, "{name}");
+        // Started on one replica, completed on another.
+        let other = b.replica().await;
+        let got = other.take_flow("h1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                got.tenant.as_str(),
+                got.verifier.expose(),
+                got.expires_at,
+                got.domain
+            ),
+            ("acme", "verifier-plaintext-VVVV", 100, None),
+            "{name}"
+        );
+        assert!(s.take_flow("h1").await.unwrap().is_none(), "{name}");
+        assert_eq!(s.purge_expired_flows(11).await.unwrap(), 1, "{name}");
+        // Disconnecting a tenant drops its pending flows.
+        s.touch_pending("other", 1).await.unwrap();
+        s.disconnect("other", "bye", 2).await.unwrap();
+        assert_eq!(s.count_flows().await.unwrap(), 0, "{name}");
+        other.close().await;
     }
 }
 
 #[tokio::test]
 async fn flows_are_single_use_under_concurrency_on_every_backend() {
     for (name, b) in backends().await {
-        let flow = Flow {
-            state_hash: "h1".into(),
-            tenant: "t".into(),
-            verifier: Secret::new("verifier"),
-            web_host: "app.datadoghq.com".into(),
-            domain: None,
-            client_id: "c".into(),
-            created_at: 1,
-            expires_at: 1000,
-        };
-        b.store.create_flow(&flow).await.unwrap();
-        let takes = (0..8).map(|_| {
-            let s = b.store.clone();
+        b.store.create_flow(&flow("h1", "t", 1000)).await.unwrap();
+        let replica = b.replica().await;
+        let takes = (0..8).map(|i| {
+            let s = if i % 2 == 0 {
+                b.store.clone()
+            } else {
+                replica.clone()
+            };
             tokio::spawn(async move { s.take_flow("h1").await.unwrap().is_some() })
         });
         let mut won = 0;
@@ -196,5 +370,250 @@ async fn flows_are_single_use_under_concurrency_on_every_backend() {
             won += t.await.unwrap() as usize;
         }
         assert_eq!(won, 1, "{name}: a state must be usable exactly once");
+        replica.close().await;
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_in_the_database_on_every_backend() {
+    for (name, b) in backends().await {
+        let s = &b.store;
+        s.save_connection("acme", &connection("org-1"), 2)
+            .await
+            .unwrap();
+        s.create_flow(&flow("h", "acme", 100)).await.unwrap();
+        let mut raw = b.raw().await;
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        for row in sqlx::query("SELECT access_token, refresh_token, api_key FROM tenants")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap()
+        {
+            for col in ["access_token", "refresh_token", "api_key"] {
+                stored.push(row.try_get::<Vec<u8>, _>(col).unwrap());
+            }
+        }
+        for row in sqlx::query("SELECT sealed FROM oauth_flows")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap()
+        {
+            stored.push(row.try_get::<Vec<u8>, _>("sealed").unwrap());
+        }
+        assert_eq!(stored.len(), 4, "{name}");
+        for value in &stored {
+            for needle in [
+                "access-token-plaintext",
+                "refresh-token-plaintext",
+                "api-key-plaintext",
+                "verifier-plaintext",
+            ] {
+                assert!(
+                    !value.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{name}: {needle} stored in plaintext"
+                );
+            }
+        }
+        // Every row as the database prints it: no plaintext either.
+        let dump_sql = if name == "postgres" {
+            "SELECT CAST(t AS TEXT) AS row FROM tenants t"
+        } else {
+            "SELECT id || state || COALESCE(domain, '') || hex(access_token) || hex(api_key) AS row FROM tenants"
+        };
+        for row in sqlx::query(dump_sql).fetch_all(&mut raw).await.unwrap() {
+            let text: String = row.try_get("row").unwrap();
+            assert!(text.contains("datadoghq.eu"), "{name}: {text}");
+            assert!(!text.contains("plaintext"), "{name}: {text}");
+        }
+        raw.close().await.unwrap();
+        // A sealed value moved to another tenant's row does not open there.
+        s.touch_pending("victim", 3).await.unwrap();
+        let mut raw = b.raw().await;
+        sqlx::query(
+            "UPDATE tenants SET api_key = (SELECT api_key FROM tenants WHERE id = 'acme') WHERE id = 'victim'",
+        )
+        .execute(&mut raw)
+        .await
+        .unwrap();
+        raw.close().await.unwrap();
+        assert!(
+            matches!(s.credentials("victim").await, Err(StoreError::Seal { .. })),
+            "{name}"
+        );
+    }
+}
+
+/// The tenant lock is single-flight: across replicas on PostgreSQL, within
+/// the process on SQLite (one process serves an embedded store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenant_lock_is_single_flight_on_every_backend() {
+    for (name, b) in backends().await {
+        let a = b.store.clone();
+        let other = if name == "postgres" {
+            b.replica().await
+        } else {
+            b.store.clone()
+        };
+        let held = a.lock_tenant("acme").await.unwrap();
+        let waiter = {
+            let other = other.clone();
+            tokio::spawn(async move { other.lock_tenant("acme").await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "{name}: the lock was taken twice");
+        // Another tenant is not blocked.
+        let unrelated = tokio::time::timeout(Duration::from_secs(5), other.lock_tenant("other"))
+            .await
+            .expect("another tenant's lock must not wait")
+            .unwrap();
+        unrelated.release().await;
+        held.release().await;
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released lock must be granted")
+            .unwrap();
+        // Dropping (an error path, a cancelled request) releases too.
+        drop(second);
+        let third = tokio::time::timeout(Duration::from_secs(5), a.lock_tenant("acme"))
+            .await
+            .expect("a dropped lock must be released")
+            .unwrap();
+        third.release().await;
+    }
+}
+
+/// The refresh pattern: read the refresh token, "call Datadog", store the
+/// rotated one, under the lock, from two replicas at once. A token read by
+/// two holders would be a refresh token presented twice (Datadog revokes the
+/// grant); a write lost would be a rotated token lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotated_refresh_tokens_are_never_reused_on_every_backend() {
+    for (name, b) in backends().await {
+        b.store
+            .save_connection("acme", &connection("org-1"), 1)
+            .await
+            .unwrap();
+        b.store
+            .save_tokens("acme", &Secret::new("a-0"), 1, Some(&Secret::new("r-0")), 1)
+            .await
+            .unwrap();
+        let replicas = if name == "postgres" {
+            vec![b.store.clone(), b.replica().await]
+        } else {
+            vec![b.store.clone()]
+        };
+        let presented = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let s = replicas[i % replicas.len()].clone();
+            let presented = presented.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    let lock = s.lock_tenant("acme").await.unwrap();
+                    let c = s.credentials("acme").await.unwrap();
+                    let current = c.refresh_token.unwrap().expose().to_string();
+                    presented.lock().push(current.clone());
+                    tokio::time::sleep(Duration::from_millis(2)).await; // Datadog
+                    let n: u32 = current.trim_start_matches("r-").parse().unwrap();
+                    s.save_tokens(
+                        "acme",
+                        &Secret::new(format!("a-{}", n + 1)),
+                        1,
+                        Some(&Secret::new(format!("r-{}", n + 1))),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                    lock.release().await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let presented = presented.lock().clone();
+        let distinct: std::collections::HashSet<&String> = presented.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            presented.len(),
+            "{name}: a refresh token was presented twice"
+        );
+        let last = b.store.credentials("acme").await.unwrap();
+        assert_eq!(last.refresh_token.unwrap().expose(), "r-60", "{name}");
+    }
+}
+
+/// Replicas poll `tenants_changed_since(highest seen)`. Under concurrent
+/// writes from two replicas, a poller must never miss a committed change:
+/// numbers are commit-ordered, so nothing committed later is numbered below
+/// what was already seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_numbers_are_commit_ordered_on_every_backend() {
+    for (name, b) in backends().await {
+        let ids: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+        for id in &ids {
+            b.store.touch_pending(id, 1).await.unwrap();
+        }
+        let replicas = [b.store.clone(), b.replica().await];
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let s = b.store.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut mark = 0i64;
+                let mut seen = HashMap::new();
+                loop {
+                    let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    for t in s.tenants_changed_since(mark).await.unwrap() {
+                        assert!(t.version > mark);
+                        mark = mark.max(t.version);
+                        seen.insert(t.id.clone(), t);
+                    }
+                    if done {
+                        return seen;
+                    }
+                }
+            })
+        };
+        let mut writers = Vec::new();
+        for w in 0..6 {
+            let s = replicas[w % 2].clone();
+            let ids = ids.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let id = &ids[(w * 7 + i * 3) % ids.len()];
+                    let state = if i % 2 == 0 {
+                        TenantState::ReauthRequired
+                    } else {
+                        TenantState::Pending
+                    };
+                    s.set_state(id, state, Some(&format!("w{w}-{i}")), 2)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = poller.await.unwrap();
+        for id in &ids {
+            let now = b.store.tenant(id).await.unwrap().unwrap();
+            assert_eq!(
+                seen.get(id),
+                Some(&now),
+                "{name}: the poller missed the last change of {id}"
+            );
+        }
+        let versions: std::collections::HashSet<i64> = b
+            .store
+            .tenants()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.version)
+            .collect();
+        assert_eq!(versions.len(), ids.len(), "{name}: duplicate numbers");
     }
 }

@@ -203,10 +203,18 @@ async fn ingest(
 ) -> Result<(), IngestError> {
     let kind = endpoint.name();
     let tenant = tenant_of(headers)?;
-    let entry = state
-        .tenants
-        .get(&tenant)
-        .ok_or_else(|| IngestError::new(StatusCode::NOT_FOUND, "unknown_tenant", format!("tenant {tenant} does not exist; connect it first (POST /v1/tenants/{tenant}/connect)")))?;
+    let admitted = |e: &crate::tenant::Entry| {
+        matches!(
+            e.state(),
+            TenantState::Connected | TenantState::ReauthRequired
+        )
+    };
+    let entry = match state.tenants.get(&tenant) {
+        Some(e) if admitted(&e) => Some(e),
+        // Connected on another replica since the last sync?
+        _ => state.tenants.recheck(&tenant).await,
+    };
+    let entry = entry.ok_or_else(|| IngestError::new(StatusCode::NOT_FOUND, "unknown_tenant", format!("tenant {tenant} does not exist; connect it first (POST /v1/tenants/{tenant}/connect)")))?;
     match entry.state() {
         TenantState::Connected | TenantState::ReauthRequired => {}
         state @ (TenantState::Pending | TenantState::Disconnected) => {

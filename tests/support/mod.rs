@@ -36,3 +36,69 @@ pub fn total_token_calls(dog: &FakeDog) -> u64 {
         .map(|s| dog.token_calls(&format!("api.{}", s.domain)))
         .sum()
 }
+
+/// A fresh PostgreSQL database on the server named by `DDRELAYTEST_POSTGRES`
+/// (scripts/test sets it), dropped again when this is dropped (connections
+/// still open to it are ended).
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates the database; `None` when no server is configured (a test
+    /// then skips PostgreSQL, or fails under DDRELAYTEST_REQUIRE_EXTERNAL=1).
+    pub async fn create() -> Option<PgDatabase> {
+        use sqlx::Connection as _;
+        let Ok(admin_url) = std::env::var("DDRELAYTEST_POSTGRES") else {
+            assert!(
+                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                "DDRELAYTEST_POSTGRES is required (scripts/test sets it)"
+            );
+            eprintln!("skipping PostgreSQL: DDRELAYTEST_POSTGRES is not set");
+            return None;
+        };
+        let name = format!("ddrelay_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(PgDatabase {
+            url: url.to_string(),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run inside a runtime: use a thread with its own.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
