@@ -633,6 +633,9 @@ proptest::proptest! {
         let series_array = parsed.as_ref().ok().and_then(|v| v.get("series")).and_then(Value::as_array);
         match (&parsed, &result, series_array) {
             (Err(e), Ok(_), _) if e.to_string().starts_with("number out of range") => {}
+            // A mutation made a point's value or timestamp overflow: serde_json
+            // refuses the whole body, we refuse the item; both refuse.
+            (Err(e), Err(Invalid::Items { .. }), _) if e.to_string().starts_with("number out of range") => {}
             (Err(_), Err(Invalid::Body(_)), _) => {}
             (Ok(_), Err(Invalid::Body(_)), None) => {}
             (Ok(_), Ok(ok), Some(want)) => {
