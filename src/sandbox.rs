@@ -147,13 +147,28 @@ impl Relay {
     /// Starts a relay in `dir` (its config file, master key and data dir
     /// live there; starting again in the same dir finds its queue and store).
     pub async fn start(dog: &FakeDog, dir: &Path, extra_toml: &str) -> anyhow::Result<Relay> {
+        Relay::start_with_env(dog, dir, extra_toml, &[]).await
+    }
+
+    /// As [`Relay::start`], with `DDRELAY_*` overrides (e.g. a `[server]`
+    /// key, whose table the sandbox writes itself).
+    pub async fn start_with_env(
+        dog: &FakeDog,
+        dir: &Path,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Relay> {
         register_client(dog)?;
         let data_dir = dir.join("data");
         let key = master_key_for(dir)?;
         let config_path = dir.join("ddrelay.toml");
         std::fs::write(&config_path, config_text(dog, &data_dir, &key, extra_toml))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let config =
-            Config::load_with_env(&config_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Config::load_with_env(&config_path, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = App::build(config).await.context("building the relay")?;
         let (api, public) = (app.api_addr(), app.public_addr());
         let shared = app.shared();

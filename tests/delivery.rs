@@ -31,15 +31,35 @@ fn items(dog: &FakeDog, org: &str, endpoint: Endpoint) -> u64 {
 }
 
 async fn send_logs(relay: &Relay, tenant: &str, n: usize, tag: &str) {
-    let body = json!((0..n).map(|i| json!({ "message": format!("{tag}-{i}") })).collect::<Vec<_>>());
-    let (s, v) = relay.send(tenant, Endpoint::Logs, body.to_string().as_bytes(), Encoding::Gzip).await.unwrap();
+    let body = json!(
+        (0..n)
+            .map(|i| json!({ "message": format!("{tag}-{i}") }))
+            .collect::<Vec<_>>()
+    );
+    let (s, v) = relay
+        .send(
+            tenant,
+            Endpoint::Logs,
+            body.to_string().as_bytes(),
+            Encoding::Gzip,
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 202, "{v}");
 }
 
 async fn send_series(relay: &Relay, tenant: &str, n: usize) {
     let ts = now();
     let body = json!({ "series": (0..n).map(|i| json!({ "metric": "m", "points": [{ "timestamp": ts, "value": i }] })).collect::<Vec<_>>() });
-    let (s, v) = relay.send(tenant, Endpoint::SeriesV2, body.to_string().as_bytes(), Encoding::Gzip).await.unwrap();
+    let (s, v) = relay
+        .send(
+            tenant,
+            Endpoint::SeriesV2,
+            body.to_string().as_bytes(),
+            Encoding::Gzip,
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 202, "{v}");
 }
 
@@ -47,22 +67,45 @@ async fn send_series(relay: &Relay, tenant: &str, n: usize) {
 async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let org = dog.org("Demo EU1").unwrap().id;
     send_logs(&relay, "t", 5, "before").await;
-    until("first logs", Duration::from_secs(20), || items(&dog, "Demo EU1", Endpoint::Logs) == 5).await;
+    until("first logs", Duration::from_secs(20), || {
+        items(&dog, "Demo EU1", Endpoint::Logs) == 5
+    })
+    .await;
     dog.revoke_key(&org).unwrap();
     // Many requests of several kinds in flight when the 403s start.
     let relay_ref = &relay;
     let sends = (0..20).map(|i| async move {
-        if i % 2 == 0 { send_logs(relay_ref, "t", 10, &format!("after{i}")).await } else { send_series(relay_ref, "t", 10).await }
+        if i % 2 == 0 {
+            send_logs(relay_ref, "t", 10, &format!("after{i}")).await
+        } else {
+            send_series(relay_ref, "t", 10).await
+        }
     });
     futures_util::future::join_all(sends).await;
-    until("everything delivered with the new key", Duration::from_secs(30), || {
-        items(&dog, "Demo EU1", Endpoint::Logs) >= 105 && items(&dog, "Demo EU1", Endpoint::SeriesV2) >= 100
-    })
+    until(
+        "everything delivered with the new key",
+        Duration::from_secs(30),
+        || {
+            items(&dog, "Demo EU1", Endpoint::Logs) >= 105
+                && items(&dog, "Demo EU1", Endpoint::SeriesV2) >= 100
+        },
+    )
     .await;
-    assert_eq!(dog.keys_created(&org), 2, "one key at connect, exactly one after the incident");
+    assert_eq!(
+        dog.keys_created(&org),
+        2,
+        "one key at connect, exactly one after the incident"
+    );
     let t = tenant_json(&relay, "t").await;
     assert_eq!(t["state"], "connected", "{t}");
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -72,7 +115,14 @@ async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
 async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let org = dog.org("Demo US5").unwrap().id;
     // The key is replaced out of band: ours is dead and creation answers 409.
     dog.rotate_key(&org).unwrap();
@@ -82,12 +132,21 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     loop {
         let t = tenant_json(relay_ref, "t").await;
         if t["state"] == "reauth_required" {
-            assert!(t["reason"].as_str().unwrap().contains("OAuth Client API Key"), "{t}");
+            assert!(
+                t["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("OAuth Client API Key"),
+                "{t}"
+            );
             assert_eq!(t["queued_items"], 7, "{t}");
             assert_eq!(t["delivery"]["held_items"], 7, "{t}");
             break;
         }
-        assert!(Instant::now() < deadline, "tenant never moved to reauth_required: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "tenant never moved to reauth_required: {t}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Still accepted while held.
@@ -95,8 +154,20 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     assert_eq!(items(&dog, "Demo US5", Endpoint::Logs), 0);
     // The customer revokes the key in Datadog and connects again: delivery resumes by itself.
     dog.revoke_key(&org).unwrap();
-    assert_eq!(relay.connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5").await.unwrap().status, 200);
-    until("held data delivered after the reconnect", Duration::from_secs(20), || items(&dog, "Demo US5", Endpoint::Logs) == 10).await;
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    until(
+        "held data delivered after the reconnect",
+        Duration::from_secs(20),
+        || items(&dog, "Demo US5", Endpoint::Logs) == 10,
+    )
+    .await;
     assert_eq!(tenant_json(&relay, "t").await["state"], "connected");
 }
 
@@ -104,130 +175,359 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
 async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let org = dog.org("Demo AP1").unwrap().id;
     dog.revoke_grants(&org).unwrap(); // the customer uninstalled
     dog.revoke_key(&org).unwrap();
     send_series(&relay, "t", 4).await;
     until("reauth_required", Duration::from_secs(20), || {
-        relay.shared().tenants.get("t").is_some_and(|e| e.state() == ddrelay::store::TenantState::ReauthRequired)
+        relay
+            .shared()
+            .tenants
+            .get("t")
+            .is_some_and(|e| e.state() == ddrelay::store::TenantState::ReauthRequired)
     })
     .await;
     let t = tenant_json(&relay, "t").await;
-    assert!(t["reason"].as_str().unwrap().contains("connect again"), "{t}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("connect again"),
+        "{t}"
+    );
     assert_eq!(t["queued_items"], 4);
-    assert_eq!(relay.connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1").await.unwrap().status, 200);
-    until("delivered after reconnect", Duration::from_secs(20), || items(&dog, "Demo AP1", Endpoint::SeriesV2) == 4).await;
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    until("delivered after reconnect", Duration::from_secs(20), || {
+        items(&dog, "Demo AP1", Endpoint::SeriesV2) == 4
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let org = dog.org("Demo US1").unwrap().id;
-    dog.inject_fault(Fault::status(403).on_host("api.datadoghq.com").on_endpoint(Endpoint::SeriesV2)).unwrap();
+    dog.inject_fault(
+        Fault::status(403)
+            .on_host("api.datadoghq.com")
+            .on_endpoint(Endpoint::SeriesV2),
+    )
+    .unwrap();
     send_series(&relay, "t", 3).await;
     // Watch for two seconds: the tenant backs off (300 ms cap) instead of spinning.
     let started = Instant::now();
-    until("a visible alert", Duration::from_secs(10), || relay.shared().pipeline.tenant("t").forbidden_in_a_row > 2).await;
+    until("a visible alert", Duration::from_secs(10), || {
+        relay.shared().pipeline.tenant("t").forbidden_in_a_row > 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
     let attempts = dog.requests("api.datadoghq.com", 403);
     assert!((3..=20).contains(&attempts), "{attempts} attempts in 2 s");
     let t = tenant_json(&relay, "t").await;
-    assert!(t["delivery"]["last_error"].as_str().unwrap().contains("validates"), "{t}");
+    assert!(
+        t["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("validates"),
+        "{t}"
+    );
     assert_eq!(t["state"], "connected");
     assert_eq!(dog.keys_created(&org), 1, "a valid key is never replaced");
     dog.clear_faults();
-    until("delivered once the 403s stop", Duration::from_secs(20), || items(&dog, "Demo US1", Endpoint::SeriesV2) == 3).await;
+    until(
+        "delivered once the 403s stop",
+        Duration::from_secs(20),
+        || items(&dog, "Demo US1", Endpoint::SeriesV2) == 3,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
-    dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu").times(3)).unwrap();
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    dog.inject_fault(
+        Fault::status(503)
+            .on_host("http-intake.logs.datadoghq.eu")
+            .times(3),
+    )
+    .unwrap();
     send_logs(&relay, "t", 4, "r").await;
-    until("delivered after three 503s", Duration::from_secs(20), || items(&dog, "Demo EU1", Endpoint::Logs) == 4).await;
+    until(
+        "delivered after three 503s",
+        Duration::from_secs(20),
+        || items(&dog, "Demo EU1", Endpoint::Logs) == 4,
+    )
+    .await;
     assert_eq!(dog.requests("http-intake.logs.datadoghq.eu", 503), 3);
     // A dropped connection is retried too.
-    dog.inject_fault(Fault::drop_connection().on_host("http-intake.logs.datadoghq.eu").times(2)).unwrap();
+    dog.inject_fault(
+        Fault::drop_connection()
+            .on_host("http-intake.logs.datadoghq.eu")
+            .times(2),
+    )
+    .unwrap();
     send_logs(&relay, "t", 2, "d").await;
-    until("delivered after dropped connections", Duration::from_secs(20), || items(&dog, "Demo EU1", Endpoint::Logs) == 6).await;
+    until(
+        "delivered after dropped connections",
+        Duration::from_secs(20),
+        || items(&dog, "Demo EU1", Endpoint::Logs) == 6,
+    )
+    .await;
     // 429 with Retry-After: 2 s (above retry_max): the wait honours it, capped at retry_max.
     let relay2_dir = tempfile::tempdir().unwrap();
-    let relay2 = Relay::start(&dog, relay2_dir.path(), "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"5s\"\n").await.unwrap();
-    assert_eq!(relay2.connect(&dog, "u", Some("us3.datadoghq.com"), "Demo US3").await.unwrap().status, 200);
-    dog.inject_fault(Fault::rate_limited(Duration::from_secs(2)).on_host("http-intake.logs.us3.datadoghq.com").times(1)).unwrap();
+    let relay2 = Relay::start(
+        &dog,
+        relay2_dir.path(),
+        "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"5s\"\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        relay2
+            .connect(&dog, "u", Some("us3.datadoghq.com"), "Demo US3")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    dog.inject_fault(
+        Fault::rate_limited(Duration::from_secs(2))
+            .on_host("http-intake.logs.us3.datadoghq.com")
+            .times(1),
+    )
+    .unwrap();
     let started = Instant::now();
     send_logs(&relay2, "u", 1, "rl").await;
-    until("delivered after the 429", Duration::from_secs(20), || items(&dog, "Demo US3", Endpoint::Logs) == 1).await;
-    assert!(started.elapsed() >= Duration::from_millis(1900), "retried after {:?}, before Retry-After", started.elapsed());
-    let metrics = reqwest::get(relay.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("ddrelay_retries_total{kind=\"logs\",reason=\"retryable\"}"), "{metrics}");
+    until("delivered after the 429", Duration::from_secs(20), || {
+        items(&dog, "Demo US3", Endpoint::Logs) == 1
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "retried after {:?}, before Retry-After",
+        started.elapsed()
+    );
+    let metrics = reqwest::get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ddrelay_retries_total{kind=\"logs\",reason=\"retryable\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
-    dog.inject_fault(Fault::status(400).on_host("http-intake.logs.datadoghq.com").times(1).with_body(r#"{"errors":["bad payload"]}"#)).unwrap();
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    dog.inject_fault(
+        Fault::status(400)
+            .on_host("http-intake.logs.datadoghq.com")
+            .times(1)
+            .with_body(r#"{"errors":["bad payload"]}"#),
+    )
+    .unwrap();
     send_logs(&relay, "t", 3, "refused").await;
-    until("dead-lettered", Duration::from_secs(20), || relay.shared().pipeline.tenant("t").dead_lettered_items == 3).await;
+    until("dead-lettered", Duration::from_secs(20), || {
+        relay.shared().pipeline.tenant("t").dead_lettered_items == 3
+    })
+    .await;
     send_logs(&relay, "t", 2, "fine").await;
-    until("later data delivered", Duration::from_secs(20), || items(&dog, "Demo US1", Endpoint::Logs) == 2).await;
-    assert_eq!(dog.requests("http-intake.logs.datadoghq.com", 400), 1, "a 400 is never retried");
-    let (s, v) = relay.admin(reqwest::Method::GET, "/v1/tenants/t/dead_letters", None).await.unwrap();
+    until("later data delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo US1", Endpoint::Logs) == 2
+    })
+    .await;
+    assert_eq!(
+        dog.requests("http-intake.logs.datadoghq.com", 400),
+        1,
+        "a 400 is never retried"
+    );
+    let (s, v) = relay
+        .admin(reqwest::Method::GET, "/v1/tenants/t/dead_letters", None)
+        .await
+        .unwrap();
     assert_eq!(s, 200, "{v}");
     let entry = &v["entries"][0];
-    assert_eq!((entry["status"].as_u64(), entry["items"].as_u64()), (Some(400), Some(3)), "{v}");
-    assert!(entry["answer"].as_str().unwrap().contains("bad payload"), "{v}");
-    let (_, items_v) = relay.admin(reqwest::Method::GET, &format!("/v1/tenants/t/dead_letters/{}", entry["id"]), None).await.unwrap();
-    assert!(items_v["items"][0].as_str().unwrap().contains("refused-0"), "{items_v}");
-    assert_eq!(tenant_json(&relay, "t").await["delivery"]["dead_lettered_items"], 3);
+    assert_eq!(
+        (entry["status"].as_u64(), entry["items"].as_u64()),
+        (Some(400), Some(3)),
+        "{v}"
+    );
+    assert!(
+        entry["answer"].as_str().unwrap().contains("bad payload"),
+        "{v}"
+    );
+    let (_, items_v) = relay
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/t/dead_letters/{}", entry["id"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        items_v["items"][0].as_str().unwrap().contains("refused-0"),
+        "{items_v}"
+    );
+    assert_eq!(
+        tenant_json(&relay, "t").await["delivery"]["dead_lettered_items"],
+        3
+    );
 
     // An unexpected 413 splits the payload in halves; everything arrives.
-    dog.inject_fault(Fault::status(413).on_host("api.datadoghq.com").times(1)).unwrap();
+    dog.inject_fault(Fault::status(413).on_host("api.datadoghq.com").times(1))
+        .unwrap();
     send_series(&relay, "t", 40).await;
-    until("split payload delivered", Duration::from_secs(20), || items(&dog, "Demo US1", Endpoint::SeriesV2) == 40).await;
+    until("split payload delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo US1", Endpoint::SeriesV2) == 40
+    })
+    .await;
     assert!(dog.requests("api.datadoghq.com", 202) >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tenant_request_rate_limit_is_enforced() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, &format!("{FAST}[limits]\ntenant_requests_per_second = 20\n")).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.com"), "Demo US1").await.unwrap().status, 200);
+    let (relay, _dir) = relay(
+        &dog,
+        &format!("{FAST}[limits]\ntenant_requests_per_second = 20\n"),
+    )
+    .await;
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let started = Instant::now();
     for i in 0..50 {
-        let (s, _) = relay.send("t", Endpoint::Events, json!({ "title": format!("e{i}"), "text": "t" }).to_string().as_bytes(), Encoding::Identity).await.unwrap();
+        let (s, _) = relay
+            .send(
+                "t",
+                Endpoint::Events,
+                json!({ "title": format!("e{i}"), "text": "t" })
+                    .to_string()
+                    .as_bytes(),
+                Encoding::Identity,
+            )
+            .await
+            .unwrap();
         assert_eq!(s, 202);
     }
-    until("events delivered", Duration::from_secs(20), || items(&dog, "Demo US1", Endpoint::Events) == 50).await;
+    until("events delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo US1", Endpoint::Events) == 50
+    })
+    .await;
     // 20/s with a burst of 20: 50 requests need at least 1.5 s.
-    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_past_datadogs_window_are_aged_out_and_counted() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let org = dog.org("Demo EU1").unwrap().id;
     // Hold the tenant (its key dies and creation answers 409) so the check waits.
     dog.rotate_key(&org).unwrap();
     // A check 9 min 57 s old: inside the 10-minute window at ingest...
     let check = json!([{ "check": "old", "host_name": "h", "status": 0, "tags": [], "timestamp": now() - 597 }, { "check": "old2", "host_name": "h", "status": 0, "tags": [] }]);
-    assert_eq!(relay.send("t", Endpoint::CheckRun, check.to_string().as_bytes(), Encoding::Gzip).await.unwrap().0, 202);
-    until("held", Duration::from_secs(20), || relay.shared().tenants.get("t").is_some_and(|e| e.state() == ddrelay::store::TenantState::ReauthRequired)).await;
+    assert_eq!(
+        relay
+            .send(
+                "t",
+                Endpoint::CheckRun,
+                check.to_string().as_bytes(),
+                Encoding::Gzip
+            )
+            .await
+            .unwrap()
+            .0,
+        202
+    );
+    until("held", Duration::from_secs(20), || {
+        relay
+            .shared()
+            .tenants
+            .get("t")
+            .is_some_and(|e| e.state() == ddrelay::store::TenantState::ReauthRequired)
+    })
+    .await;
     // ...and past it by the time the customer reconnects.
     tokio::time::sleep(Duration::from_secs(4)).await;
     dog.revoke_key(&org).unwrap();
-    assert_eq!(relay.connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1").await.unwrap().status, 200);
-    until("the fresh check delivered", Duration::from_secs(20), || items(&dog, "Demo EU1", Endpoint::CheckRun) == 1).await;
-    until("the old one counted as aged out", Duration::from_secs(20), || relay.shared().pipeline.tenant("t").aged_out_items == 1).await;
+    assert_eq!(
+        relay
+            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    until("the fresh check delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo EU1", Endpoint::CheckRun) == 1
+    })
+    .await;
+    until(
+        "the old one counted as aged out",
+        Duration::from_secs(20),
+        || relay.shared().pipeline.tenant("t").aged_out_items == 1,
+    )
+    .await;
     let received = dog.received(&org, Endpoint::CheckRun);
     assert_eq!(received[0]["check"], "old2", "{received:?}");
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -237,8 +537,17 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
 
 /// Sends `n` log requests for each tenant at a steady pace; returns how long
 /// after the last send every item had arrived.
-async fn phase(relay: &Relay, dog: &FakeDog, tenants: &[(&str, &str)], n: usize, tag: &str) -> Duration {
-    let before: Vec<u64> = tenants.iter().map(|(_, org)| items(dog, org, Endpoint::Logs)).collect();
+async fn phase(
+    relay: &Relay,
+    dog: &FakeDog,
+    tenants: &[(&str, &str)],
+    n: usize,
+    tag: &str,
+) -> Duration {
+    let before: Vec<u64> = tenants
+        .iter()
+        .map(|(_, org)| items(dog, org, Endpoint::Logs))
+        .collect();
     for i in 0..n {
         for (t, _) in tenants {
             send_logs(relay, t, 10, &format!("{tag}-{i}")).await;
@@ -247,7 +556,10 @@ async fn phase(relay: &Relay, dog: &FakeDog, tenants: &[(&str, &str)], n: usize,
     }
     let last_send = Instant::now();
     until("phase delivered", Duration::from_secs(30), || {
-        tenants.iter().zip(&before).all(|((_, org), b)| items(dog, org, Endpoint::Logs) >= b + (n as u64) * 10)
+        tenants
+            .iter()
+            .zip(&before)
+            .all(|((_, org), b)| items(dog, org, Endpoint::Logs) >= b + (n as u64) * 10)
     })
     .await;
     last_send.elapsed()
@@ -257,23 +569,48 @@ async fn phase(relay: &Relay, dog: &FakeDog, tenants: &[(&str, &str)], n: usize,
 async fn one_tenants_outage_does_not_slow_the_others() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"200ms\"\nmax_concurrency = 4\ntenant_concurrency = 2\n").await;
-    for (t, org, site) in [("bad", "Demo EU1", "datadoghq.eu"), ("good1", "Demo US1", "datadoghq.com"), ("good2", "Demo AP1", "ap1.datadoghq.com")] {
-        assert_eq!(relay.connect(&dog, t, Some(site), org).await.unwrap().status, 200);
+    for (t, org, site) in [
+        ("bad", "Demo EU1", "datadoghq.eu"),
+        ("good1", "Demo US1", "datadoghq.com"),
+        ("good2", "Demo AP1", "ap1.datadoghq.com"),
+    ] {
+        assert_eq!(
+            relay
+                .connect(&dog, t, Some(site), org)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     let good = [("good1", "Demo US1"), ("good2", "Demo AP1")];
     let baseline = phase(&relay, &dog, &good, 40, "base").await;
     // EU1 answers 503 (slowly) to everything; the bad tenant keeps sending.
-    dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu").with_delay(Duration::from_millis(200))).unwrap();
+    dog.inject_fault(
+        Fault::status(503)
+            .on_host("http-intake.logs.datadoghq.eu")
+            .with_delay(Duration::from_millis(200)),
+    )
+    .unwrap();
     let flood = async {
         for i in 0..40 {
             send_logs(&relay, "bad", 50, &format!("flood{i}")).await;
         }
     };
     let (during, ()) = tokio::join!(phase(&relay, &dog, &good, 40, "during"), flood);
-    assert!(during <= baseline + Duration::from_millis(500), "good tenants slowed: {during:?} vs {baseline:?}");
+    assert!(
+        during <= baseline + Duration::from_millis(500),
+        "good tenants slowed: {during:?} vs {baseline:?}"
+    );
     let bad = tenant_json(&relay, "bad").await;
-    assert_eq!(bad["queued_items"], 2000, "the failing tenant's data is held, not lost: {bad}");
+    assert_eq!(
+        bad["queued_items"], 2000,
+        "the failing tenant's data is held, not lost: {bad}"
+    );
     // The outage ends: the backlog drains.
     dog.clear_faults();
-    until("backlog drained", Duration::from_secs(30), || items(&dog, "Demo EU1", Endpoint::Logs) == 2000).await;
+    until("backlog drained", Duration::from_secs(30), || {
+        items(&dog, "Demo EU1", Endpoint::Logs) == 2000
+    })
+    .await;
 }

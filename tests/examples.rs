@@ -158,7 +158,9 @@ async fn the_python_example_sends_every_kind_with_datadogs_client() {
     let python = match std::env::var("DDRELAYTEST_PYTHON") {
         Ok(p) => p,
         Err(_) if std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
-            panic!("DDRELAYTEST_PYTHON is not set (DDRELAYTEST_REQUIRE_EXTERNAL=1): run scripts/test")
+            panic!(
+                "DDRELAYTEST_PYTHON is not set (DDRELAYTEST_REQUIRE_EXTERNAL=1): run scripts/test"
+            )
         }
         Err(_) => {
             eprintln!("SKIP: DDRELAYTEST_PYTHON is not set; examples/send_data.py did not run");
