@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -29,6 +30,11 @@ use crate::store::Tenant;
 use crate::tenant::{CredentialError, Tenants, validate_id};
 
 pub mod status;
+
+/// Largest admin request body: a connect body is a few dozen bytes. The
+/// API listener disables axum's default body limit (ingest bounds its own),
+/// so the admin handlers bound theirs.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Per-tenant queue figures, as the admin API and status page show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -237,6 +243,13 @@ async fn list(State(state): State<AdminState>) -> Response {
     axum::Json(serde_json::json!({ "tenants": tenants })).into_response()
 }
 
+/// The `{tenant}` path segment, or a JSON 400 (axum's own rejection is
+/// plain text).
+fn tenant_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(t)| t)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid path: {e}")))
+}
+
 fn checked(tenant: &str) -> Result<(), ApiError> {
     validate_id(tenant)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid tenant id: {e}")))
@@ -260,8 +273,9 @@ async fn fresh(state: &AdminState, tenant: &str) {
 
 async fn show(
     State(state): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
     fresh(&state, &tenant).await;
     let entry = state
@@ -273,11 +287,18 @@ async fn show(
 
 async fn connect(
     State(state): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes; expected {{\"site\": \"...\"}}"),
+        )
+    })?;
     let req: ConnectRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         ConnectRequest::default()
     } else {
@@ -306,8 +327,9 @@ async fn connect(
 
 async fn disconnect(
     State(state): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
     fresh(&state, &tenant).await;
     if state.tenants.get(&tenant).is_none() {
@@ -347,8 +369,9 @@ async fn disconnect(
 /// answers the [`crate::verify::Report`] (200 whether or not every step passed).
 async fn verify(
     State(state): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
     let report = crate::verify::run(&state.tenants, &tenant)
         .await
@@ -358,8 +381,9 @@ async fn verify(
 
 async fn dead_letters(
     State(state): State<AdminState>,
-    Path(tenant): Path<String>,
+    tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
     state
         .tenants
@@ -374,8 +398,14 @@ async fn dead_letters(
 
 async fn dead_letter(
     State(state): State<AdminState>,
-    Path((tenant, id)): Path<(String, u64)>,
+    path: Result<Path<(String, u64)>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((tenant, id)) = path.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid path: {e} (expected /v1/tenants/{{tenant}}/dead_letters/{{number}})"),
+        )
+    })?;
     checked(&tenant)?;
     state
         .tenants

@@ -4,8 +4,9 @@
 //! knows every other one.
 //!
 //! Two listeners:
-//! - `public_listen` (browser-facing): the OAuth callback and nothing that
-//!   needs the admin token;
+//! - `public_listen` (browser-facing): the OAuth callback and nothing else,
+//!   served by [`public::serve`] (header-read timeout, bounded heads and
+//!   connections);
 //! - `api_listen` (partner-facing): ingest, the admin API, the pull-side
 //!   proxy, `/metrics`, `/healthz`, `/readyz`.
 
@@ -38,6 +39,8 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
 use crate::tenant::{ConfigHandle, Tenants};
+
+pub mod public;
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -316,18 +319,18 @@ impl App {
         );
 
         let s1 = shared.shutdown.clone();
-        let s2 = shared.shutdown.clone();
         let api_server = axum::serve(
             api,
             api_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { s1.wait().await });
-        let public_server = axum::serve(
+        let public_server = public::serve(
             public,
-            public_router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { s2.wait().await });
-        let (a, p) = tokio::join!(api_server.into_future(), public_server.into_future());
+            public_router,
+            shared.config().server.public_header_timeout,
+            shared.shutdown.clone(),
+        );
+        let (a, p) = tokio::join!(api_server.into_future(), public_server);
         // No request is in flight any more: finish the drain, then close the
         // queue (syncs its ack files) and the store.
         if let Err(e) = delivery.await {

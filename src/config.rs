@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub max_decompressed_body: u64,
     #[serde(serialize_with = "ser_duration")]
     pub request_timeout: Duration,
+    /// How long a client of `public_listen` may take to send a request's
+    /// headers (also how long an idle keep-alive connection stays open):
+    /// a slow client is cut off after it (SECURITY.md, "Slow clients").
+    #[serde(serialize_with = "ser_duration")]
+    pub public_header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -731,6 +736,17 @@ impl Validator<'_> {
             raw.server.request_timeout,
             Duration::from_secs(30),
         );
+        let public_header_timeout = self.duration(
+            "server.public_header_timeout",
+            raw.server.public_header_timeout,
+            Duration::from_secs(10),
+        );
+        if public_header_timeout.is_zero() {
+            self.problem(
+                "server.public_header_timeout",
+                "must be longer than 0s (it cuts off clients that send headers slowly)",
+            );
+        }
 
         // [storage]
         let data_dir = self
@@ -1036,6 +1052,7 @@ impl Validator<'_> {
                 max_body,
                 max_decompressed_body,
                 request_timeout,
+                public_header_timeout,
             },
             storage: StorageConfig {
                 data_dir: data_dir?,

@@ -31,6 +31,8 @@
 //! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
 //!   keys, intakes, faults) behind `ddrelay fakedog` and every test.
 //! - [`shutdown`]: the shutdown signal.
+//! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check;
+//!   its tests replay the checked-in corpus.
 //!
 //! See ARCHITECTURE.md for the data flow and what each module may know.
 
@@ -43,6 +45,8 @@ pub mod config;
 pub mod datadog;
 pub mod demo;
 pub mod fakedog;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod oauth;
 pub mod ops;

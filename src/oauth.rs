@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datadog::{KeyError, TokenError, Validity};
 use crate::secret::Secret;
-use crate::site::{Site, SiteError, WebSite, us1};
+use crate::site::{AllowedSites, Site, SiteError, WebSite, us1};
 use crate::store::{Connection, Flow, StoreError, TenantState};
 use crate::tenant::{Tenants, now, validate_id};
 use pages::Page;
@@ -155,7 +155,25 @@ pub struct CallbackQuery {
 }
 
 /// Longest value accepted for any callback parameter.
-const MAX_PARAM: usize = 2048;
+pub const MAX_PARAM: usize = 2048;
+
+impl CallbackQuery {
+    /// True when a parameter is longer than [`MAX_PARAM`] bytes.
+    pub fn any_too_long(&self) -> bool {
+        [
+            &self.code,
+            &self.state,
+            &self.domain,
+            &self.site,
+            &self.dd_oid,
+            &self.dd_org_name,
+            &self.error,
+            &self.error_description,
+        ]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|s| s.len() > MAX_PARAM))
+    }
+}
 
 fn bad(
     status: StatusCode,
@@ -169,38 +187,67 @@ fn bad(
 const START_AGAIN: &str =
     "Start the connection again from the Datadog integration tile (Connect Accounts).";
 
-/// Handles `GET /oauth/callback`: the whole second half of the flow.
-pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
-    let metrics = tenants.metrics();
-    let too_long = [
-        &q.code,
-        &q.state,
-        &q.domain,
-        &q.site,
-        &q.dd_oid,
-        &q.dd_org_name,
-        &q.error,
-        &q.error_description,
-    ]
-    .iter()
-    .any(|v| v.as_ref().is_some_and(|s| s.len() > MAX_PARAM));
-    if too_long {
-        metrics.oauth("callback", "malformed");
-        return bad(
+/// The callback's checks on its own parameters, before anything is looked
+/// up: every parameter at most [`MAX_PARAM`] bytes, and a non-empty
+/// `state`. Returns the state. Pure, so it is fuzzed
+/// (`fuzz/fuzz_targets/callback_query.rs`).
+pub fn check_params(q: &CallbackQuery) -> Result<&str, Page> {
+    if q.any_too_long() {
+        return Err(bad(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             "A parameter of this request is too long.",
             START_AGAIN,
-        );
+        ));
     }
-    let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
-        metrics.oauth("callback", "missing_state");
-        return bad(
+    q.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+        bad(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             "This page was opened without the `state` parameter that ties it to a connection you started.",
             START_AGAIN,
-        );
+        )
+    })
+}
+
+/// The site a callback's `domain` names: it decides where the client
+/// secret and the code are sent, so it must be *exactly* the domain of an
+/// allowed site (`datadoghq.eu`, never `app.datadoghq.eu`,
+/// `datadoghq.eu.evil.example` or a custom subdomain). Pure, so it is
+/// fuzzed (`fuzz/fuzz_targets/callback_query.rs`).
+pub fn callback_site(allowed: &AllowedSites, domain: Option<&str>) -> Result<&'static Site, Page> {
+    let Some(domain) = domain.filter(|d| !d.is_empty()) else {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Datadog's answer did not say which Datadog site your account is on (`domain`).",
+            START_AGAIN,
+        ));
+    };
+    allowed.by_domain(domain).map_err(|_| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            "Unsupported Datadog site",
+            format!("`{domain}` is not a Datadog site this service can connect to."),
+            "If your Datadog account is on another site, contact the service's support.",
+        )
+    })
+}
+
+/// Handles `GET /oauth/callback`: the whole second half of the flow.
+pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
+    let metrics = tenants.metrics();
+    let state = match check_params(&q) {
+        Ok(state) => state,
+        Err(page) => {
+            let label = if q.any_too_long() {
+                "malformed"
+            } else {
+                "missing_state"
+            };
+            metrics.oauth("callback", label);
+            return page;
+        }
     };
     let flow = match tenants.store().take_flow(&pkce::state_hash(state)).await {
         Ok(Some(f)) => f,
@@ -277,26 +324,20 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         return bad(StatusCode::FORBIDDEN, title, message, START_AGAIN);
     }
     let config = tenants.config();
-    let Some(domain) = q.domain.as_deref().filter(|d| !d.is_empty()) else {
-        metrics.oauth("callback", "missing_domain");
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "Datadog's answer did not say which Datadog site your account is on (`domain`).",
-            START_AGAIN,
-        );
-    };
-    let site: &'static Site = match config.datadog.allowed_sites.by_domain(domain) {
+    let site: &'static Site = match callback_site(
+        &config.datadog.allowed_sites,
+        q.domain.as_deref(),
+    ) {
         Ok(s) => s,
-        Err(e) => {
-            metrics.oauth("callback", "bad_domain");
-            tracing::warn!(tenant = %tenant, domain = %domain.chars().take(100).collect::<String>(), error = %e, "oauth callback with a domain that is not an allowed Datadog site; nothing contacted");
-            return bad(
-                StatusCode::BAD_REQUEST,
-                "Unsupported Datadog site",
-                format!("`{domain}` is not a Datadog site this service can connect to."),
-                "If your Datadog account is on another site, contact the service's support.",
-            );
+        Err(page) => {
+            match q.domain.as_deref().filter(|d| !d.is_empty()) {
+                None => metrics.oauth("callback", "missing_domain"),
+                Some(domain) => {
+                    metrics.oauth("callback", "bad_domain");
+                    tracing::warn!(tenant = %tenant, domain = %domain.chars().take(100).collect::<String>(), "oauth callback with a domain that is not an allowed Datadog site; nothing contacted");
+                }
+            }
+            return page;
         }
     };
     if let Some(bound) = flow.domain.as_deref()

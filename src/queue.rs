@@ -132,7 +132,7 @@
 //! - `recover`: the recovery procedure.
 //! - `writer`: the group-commit thread and compaction.
 
-mod format;
+pub(crate) mod format;
 mod index;
 mod recover;
 mod writer;

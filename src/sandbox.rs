@@ -178,8 +178,19 @@ impl Relay {
     /// Starts a relay in `dir` (its config file, master key and data dir
     /// live there; starting again in the same dir finds its queue and store).
     pub async fn start(dog: &FakeDog, dir: &Path, extra_toml: &str) -> anyhow::Result<Relay> {
+        Relay::start_with_env(dog, dir, extra_toml, &[]).await
+    }
+
+    /// As [`Relay::start`], with `DDRELAY_*` overrides (e.g. a `[server]`
+    /// key, whose table the sandbox writes itself).
+    pub async fn start_with_env(
+        dog: &FakeDog,
+        dir: &Path,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Relay> {
         let key = master_key_for(dir)?;
-        Relay::start_with_store(dog, dir, &key, None, extra_toml).await
+        Relay::launch(dog, dir, &key, None, extra_toml, env).await
     }
 
     /// Starts a relay in `dir` on the store `database_url` (PostgreSQL) when
@@ -192,6 +203,17 @@ impl Relay {
         database_url: Option<&str>,
         extra_toml: &str,
     ) -> anyhow::Result<Relay> {
+        Relay::launch(dog, dir, master_key, database_url, extra_toml, &[]).await
+    }
+
+    async fn launch(
+        dog: &FakeDog,
+        dir: &Path,
+        master_key: &str,
+        database_url: Option<&str>,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Relay> {
         register_client(dog)?;
         let data_dir = dir.join("data");
         let key = master_key;
@@ -200,8 +222,12 @@ impl Relay {
             &config_path,
             config_text_with_store(dog, &data_dir, key, database_url, extra_toml),
         )?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let config =
-            Config::load_with_env(&config_path, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Config::load_with_env(&config_path, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = App::build(config).await.context("building the relay")?;
         let (api, public) = (app.api_addr(), app.public_addr());
         let shared = app.shared();

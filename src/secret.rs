@@ -185,9 +185,23 @@ impl Sealer {
         }
     }
 
+    /// The associated data binding a sealed value to `scope` and `field`.
+    ///
+    /// `ddrelay/v1 NUL scope NUL field` for every scope without a NUL byte
+    /// (tenant ids and flow scopes never hold one): the first NUL after the
+    /// prefix ends the scope, so distinct (scope, field) pairs give distinct
+    /// AAD. A scope holding a NUL would make that ambiguous (`a\0b`+`c` vs
+    /// `a`+`b\0c`), so it gets a length-prefixed form under another prefix
+    /// instead; the two prefixes differ at byte 10, so no AAD of one form
+    /// equals one of the other.
     fn aad(scope: &str, field: &str) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(16 + scope.len() + field.len());
-        aad.extend_from_slice(b"ddrelay/v1\0");
+        let mut aad = Vec::with_capacity(24 + scope.len() + field.len());
+        if scope.as_bytes().contains(&0) {
+            aad.extend_from_slice(b"ddrelay/v1-lp\0");
+            aad.extend_from_slice(&(scope.len() as u64).to_le_bytes());
+        } else {
+            aad.extend_from_slice(b"ddrelay/v1\0");
+        }
         aad.extend_from_slice(scope.as_bytes());
         aad.push(0);
         aad.extend_from_slice(field.as_bytes());
@@ -269,6 +283,7 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn secret_never_prints() {
@@ -329,6 +344,117 @@ mod tests {
                 .unwrap_err(),
             SealError::Malformed
         );
+    }
+
+    /// Scopes and fields as the store uses them, plus arbitrary strings
+    /// (NUL bytes included: see `Sealer::aad`).
+    fn arb_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9._-]{1,16}",
+            Just("flow:".to_string()),
+            any::<String>(),
+            "[a\\x00b]{0,6}",
+        ]
+    }
+
+    fn sealer_for(seed: u8) -> Sealer {
+        Sealer::new(&MasterKey(Zeroizing::new([seed; 32])))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever is sealed opens to exactly itself, with the same scope
+        /// and field.
+        #[test]
+        fn sealing_round_trips(scope in arb_name(), field in arb_name(), plain in prop::collection::vec(any::<u8>(), 0..600)) {
+            let sealer = sealer_for(7);
+            let sealed = sealer.seal(&scope, &field, &plain);
+            prop_assert_eq!(&*sealer.open(&scope, &field, &sealed).unwrap(), plain.as_slice());
+            if let Ok(text) = std::str::from_utf8(&plain) {
+                let s = sealer.open_secret(&scope, &field, &sealed).unwrap();
+                prop_assert_eq!(s.expose(), text);
+            }
+        }
+
+        /// Any single-byte change anywhere (version, key id, nonce,
+        /// ciphertext, tag) is an error, never a plaintext.
+        #[test]
+        fn any_byte_flip_is_detected(plain in prop::collection::vec(any::<u8>(), 0..200), at in any::<prop::sample::Index>(), mask in 1u8..=255) {
+            let sealer = sealer_for(1);
+            let mut sealed = sealer.seal("tenant-a", "api_key", &plain);
+            let i = at.index(sealed.len());
+            sealed[i] ^= mask;
+            prop_assert!(sealer.open("tenant-a", "api_key", &sealed).is_err());
+            prop_assert!(sealer.open_secret("tenant-a", "api_key", &sealed).is_err());
+        }
+
+        /// Cutting any number of bytes off the end, or adding any bytes to
+        /// it, is an error.
+        #[test]
+        fn truncation_and_extension_are_detected(plain in prop::collection::vec(any::<u8>(), 0..200), cut in any::<prop::sample::Index>(), extra in prop::collection::vec(any::<u8>(), 1..40)) {
+            let sealer = sealer_for(2);
+            let sealed = sealer.seal("tenant-a", "refresh_token", &plain);
+            let keep = cut.index(sealed.len());
+            prop_assert!(sealer.open("tenant-a", "refresh_token", &sealed[..keep]).is_err());
+            let mut longer = sealed.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert!(sealer.open("tenant-a", "refresh_token", &longer).is_err());
+        }
+
+        /// A sealed value moved to another tenant or field (a copied row or
+        /// column), or opened with another master key, is an error.
+        #[test]
+        fn wrong_scope_field_or_key_is_detected(
+            scope in arb_name(), field in arb_name(),
+            other_scope in arb_name(), other_field in arb_name(),
+            plain in prop::collection::vec(any::<u8>(), 0..100),
+            other_key in 0u8..=255,
+        ) {
+            let sealer = sealer_for(3);
+            let sealed = sealer.seal(&scope, &field, &plain);
+            if (&other_scope, &field) != (&scope, &field) {
+                prop_assert_eq!(sealer.open(&other_scope, &field, &sealed).unwrap_err(), SealError::Tampered);
+            }
+            if (&scope, &other_field) != (&scope, &field) {
+                prop_assert_eq!(sealer.open(&scope, &other_field, &sealed).unwrap_err(), SealError::Tampered);
+            }
+            if (&other_scope, &other_field) != (&scope, &field) {
+                prop_assert!(sealer.open(&other_scope, &other_field, &sealed).is_err());
+            }
+            if other_key != 3 {
+                prop_assert!(sealer_for(other_key).open(&scope, &field, &sealed).is_err());
+            }
+        }
+
+        /// Garbage never opens.
+        #[test]
+        fn arbitrary_bytes_never_open(bytes in prop::collection::vec(any::<u8>(), 0..120)) {
+            prop_assert!(sealer_for(4).open("t", "api_key", &bytes).is_err());
+        }
+    }
+
+    /// The NUL-ambiguity `Sealer::aad` guards against.
+    #[test]
+    fn scope_field_boundary_is_unambiguous() {
+        let sealer = sealer_for(5);
+        let sealed = sealer.seal("a\0b", "c", b"key");
+        assert_eq!(
+            sealer.open("a", "b\0c", &sealed).unwrap_err(),
+            SealError::Tampered
+        );
+        let sealed = sealer.seal("a", "b\0c", b"key");
+        assert_eq!(
+            sealer.open("a\0b", "c", &sealed).unwrap_err(),
+            SealError::Tampered
+        );
+    }
+
+    /// The AAD of NUL-free scopes is what version 1 always wrote, so values
+    /// sealed before stay readable.
+    #[test]
+    fn aad_of_plain_scopes_is_unchanged() {
+        assert_eq!(Sealer::aad("acme", "api_key"), b"ddrelay/v1\0acme\0api_key");
     }
 
     #[test]

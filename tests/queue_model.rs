@@ -1,6 +1,8 @@
 //! Model test of the durable queue: any interleaving of appends, takes,
-//! acks, releases, purges, compactions and restarts (close + reopen) is
-//! checked step by step against a plain in-memory model.
+//! acks (deliveries), releases (failed sends), purges, compactions,
+//! restarts (close + reopen), crashes (drop without close) and crashes in
+//! the middle of an unacknowledged append (a torn record at the end of the
+//! newest segment) is checked step by step against a plain in-memory model.
 //!
 //! Checked after every step: `take` returns exactly the model's oldest
 //! ready records of that stream within the limits (so nothing in flight,
@@ -55,6 +57,15 @@ enum Op {
     },
     Compact,
     Restart,
+    /// The process dies (`kill -9`): the queue is dropped without `close`.
+    /// Acks already made are plain writes in the page cache, so they hold.
+    Crash,
+    /// The process dies in the middle of writing an append that was never
+    /// acknowledged: `len` bytes of a torn record are left at the end of
+    /// the newest segment.
+    TornWrite {
+        len: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -69,6 +80,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(|tenant| Op::Purge { tenant }),
         1 => Just(Op::Compact),
         1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
+        1 => (1..200usize).prop_map(|len| Op::TornWrite { len }),
     ]
 }
 
@@ -137,6 +150,28 @@ fn check_counts(q: &Queue, m: &Model) {
         .filter(|(t, _)| m.totals(Some(*t)).0 > 0)
         .count();
     assert_eq!(all.len(), with_records);
+}
+
+/// Leaves `len` bytes of a torn record (a header cut short, then zeros) at
+/// the end of the newest segment; returns how many bytes were added.
+fn tear(dir: &Path, len: usize) -> u64 {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segs.sort();
+    let Some(last) = segs.last() else {
+        return 0;
+    };
+    let mut torn = b"DDRQ\x01\x00\x01\x00\x02\x00".to_vec();
+    torn.resize(len.min(HEADER - 1), 0);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(last))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &torn).unwrap();
+    torn.len() as u64
 }
 
 async fn run(dir: &Path, ops: Vec<Op>) {
@@ -262,14 +297,28 @@ async fn run(dir: &Path, ops: Vec<Op>) {
             Op::Compact => {
                 q.compact().await.expect("compact");
             }
-            Op::Restart => {
-                q.close().await;
+            Op::Restart | Op::Crash | Op::TornWrite { .. } => {
+                if matches!(op, Op::Restart) {
+                    q.close().await;
+                }
                 drop(q);
+                let torn = match op {
+                    Op::TornWrite { len } => tear(dir, len),
+                    _ => 0,
+                };
                 let (q2, rec) = Queue::open(dir, limits()).expect("reopen");
                 m.restart();
                 let (records, items, bytes) = m.totals(None);
-                assert_eq!((rec.records, rec.items, rec.bytes), (records, items, bytes));
-                assert_eq!((rec.corrupt_records, rec.truncated_bytes), (0, 0));
+                assert_eq!(
+                    (rec.records, rec.items, rec.bytes),
+                    (records, items, bytes),
+                    "{op:?}"
+                );
+                assert_eq!(
+                    (rec.corrupt_records, rec.truncated_bytes),
+                    (0, torn),
+                    "{op:?}"
+                );
                 q = q2;
             }
         }

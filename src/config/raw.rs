@@ -76,6 +76,8 @@ pub(crate) struct RawServer {
     pub max_decompressed_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub request_timeout: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub public_header_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

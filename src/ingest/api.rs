@@ -162,18 +162,30 @@ fn success_body(endpoint: Endpoint) -> &'static str {
     }
 }
 
-/// Which tenant a request names.
+/// Which tenant a request names. The header naming it must appear once: a
+/// proxy in front that reads the last copy while we read the first could
+/// otherwise be made to disagree with us about whose data this is.
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
-    let raw = headers
-        .get(TENANT_HEADER)
-        .or_else(|| headers.get("dd-api-key"))
-        .ok_or_else(|| {
-            IngestError::new(
-                StatusCode::BAD_REQUEST,
-                "no_tenant",
-                "missing DD-Relay-Tenant header (or DD-API-KEY holding the tenant id)",
-            )
-        })?;
+    let name = if headers.contains_key(TENANT_HEADER) {
+        TENANT_HEADER
+    } else {
+        "dd-api-key"
+    };
+    let mut values = headers.get_all(name).iter();
+    let raw = values.next().ok_or_else(|| {
+        IngestError::new(
+            StatusCode::BAD_REQUEST,
+            "no_tenant",
+            "missing DD-Relay-Tenant header (or DD-API-KEY holding the tenant id)",
+        )
+    })?;
+    if values.next().is_some() {
+        return Err(IngestError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_tenant",
+            format!("more than one {name} header; name the tenant once"),
+        ));
+    }
     let id = raw
         .to_str()
         .map_err(|_| {

@@ -308,12 +308,28 @@ fn string_end(s: &[u8], mut i: usize) -> usize {
     }
 }
 
+/// The deepest nesting of arrays and objects accepted in a body: serde_json's
+/// own recursion limit, so whatever the relay accepts, every consumer that
+/// parses items with serde_json (the pipeline's window trimming, fakedog,
+/// Datadog's clients) can parse too. Datadog documents "nesting < 10
+/// levels" for log attributes (reference §4.4) and flattens deeper ones, so
+/// this refuses nothing Datadog would use. serde_json alone does not bound
+/// it here: values skipped as `IgnoredAny` are not depth-limited (found by
+/// `tests/hostile.rs`).
+pub const MAX_DEPTH: usize = 128;
+
 /// Copies the value that starts at `start` (not whitespace) into `out`
 /// without insignificant whitespace; returns the index just past it (equal
-/// to `start` if there is no value there). Not a validator: the copy is
-/// parsed afterwards. Every index it slices at is at an ASCII byte or the
-/// end, so slicing `src` never splits a character.
-fn compact_value(src: &str, start: usize, out: &mut String) -> usize {
+/// to `start` if there is no value there), or an error if it nests deeper
+/// than [`MAX_DEPTH`] (counting the levels around it, `outer`). Not a
+/// validator: the copy is parsed afterwards. Every index it slices at is at
+/// an ASCII byte or the end, so slicing `src` never splits a character.
+fn compact_value(
+    src: &str,
+    start: usize,
+    out: &mut String,
+    outer: usize,
+) -> Result<usize, Invalid> {
     let s = src.as_bytes();
     let mut depth = 0usize;
     let mut run = start;
@@ -328,6 +344,11 @@ fn compact_value(src: &str, start: usize, out: &mut String) -> usize {
             }
             b'{' | b'[' => {
                 depth += 1;
+                if outer + depth > MAX_DEPTH {
+                    return Err(Invalid::Body(format!(
+                        "body nests arrays and objects deeper than {MAX_DEPTH} levels (at byte {i})"
+                    )));
+                }
                 i += 1;
             }
             b'}' | b']' => {
@@ -359,7 +380,7 @@ fn compact_value(src: &str, start: usize, out: &mut String) -> usize {
         }
     }
     out.push_str(src.get(run..i).unwrap_or_default());
-    i
+    Ok(i)
 }
 
 /// Frames the items of the array whose `[` is at `i`; returns the index
@@ -369,7 +390,9 @@ fn frame_array(
     i: usize,
     out: &mut String,
     ranges: &mut Vec<Range<usize>>,
-) -> Result<usize, String> {
+    outer: usize,
+) -> Result<usize, Invalid> {
+    let not_json = |m: String| Invalid::Body(format!("body is not valid JSON: {m}"));
     let s = src.as_bytes();
     let mut i = skip_ws(s, i + 1);
     if s.get(i) == Some(&b']') {
@@ -380,16 +403,16 @@ fn frame_array(
             out.push('\n');
         }
         let start = out.len();
-        let end = compact_value(src, i, out);
+        let end = compact_value(src, i, out, outer + 1)?;
         if end == i {
-            return Err(format!("expected a value at byte {i}"));
+            return Err(not_json(format!("expected a value at byte {i}")));
         }
         ranges.push(start..out.len());
         i = skip_ws(s, end);
         match s.get(i) {
             Some(b',') => i = skip_ws(s, i + 1),
             Some(b']') => return Ok(i + 1),
-            _ => return Err(format!("expected `,` or `]` at byte {i}")),
+            _ => return Err(not_json(format!("expected `,` or `]` at byte {i}"))),
         }
     }
 }
@@ -414,12 +437,11 @@ fn frame(
                 r#"body must be a JSON object {"series":[...]}"#.into(),
             ));
         }
-        (Endpoint::Logs | Endpoint::CheckRun, Some(b'[')) => (
-            frame_array(body, i, out, &mut ranges).map_err(not_json)?,
-            false,
-        ),
+        (Endpoint::Logs | Endpoint::CheckRun, Some(b'[')) => {
+            (frame_array(body, i, out, &mut ranges, 0)?, false)
+        }
         (Endpoint::Logs | Endpoint::CheckRun | Endpoint::Events, Some(b'{')) => {
-            let end = compact_value(body, i, out);
+            let end = compact_value(body, i, out, 0)?;
             ranges.push(0..out.len());
             (end, true)
         }
@@ -480,10 +502,10 @@ fn frame_series(
             if s.get(i) != Some(&b'[') {
                 return Err(shape());
             }
-            i = frame_array(src, i, out, ranges).map_err(not_json)?;
+            i = frame_array(src, i, out, ranges, 1)?;
         } else {
             let mut other = String::new();
-            let end = compact_value(src, i, &mut other);
+            let end = compact_value(src, i, &mut other, 1)?;
             serde_json::from_str::<IgnoredAny>(&other).map_err(|e| not_json(e.to_string()))?;
             i = end;
         }

@@ -462,6 +462,38 @@ async fn an_ack_in_one_segment_kills_the_copy_in_another() {
     }
 }
 
+/// Found by the `queue_segment` fuzz target: a corrupt region followed by
+/// a torn last record was kept (counted corrupt) while the torn record was
+/// cut, so the *next* recovery truncated the region after all. A region
+/// with nothing complete after it is part of the torn tail: it goes at
+/// once, and recovering again changes nothing.
+#[tokio::test]
+async fn a_corrupt_region_before_a_torn_tail_goes_with_the_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let (q, _) = open(dir.path(), l);
+    for i in 0..3u8 {
+        q.append(rec("t", 1, &[i; 100])).await.expect("append");
+    }
+    q.close().await;
+    drop(q);
+    let seg = dir.path().join(&segments(dir.path())[0]);
+    let mut data = std::fs::read(&seg).expect("read");
+    let per = data.len() / 3;
+    data[per + 20] ^= 0xff; // the middle record's seq: its header fails
+    data.truncate(data.len() - 30); // the last record is torn
+    std::fs::write(&seg, &data).expect("write");
+    let (q, r) = open(dir.path(), l);
+    assert_eq!(r.records, 1);
+    assert_eq!(r.corrupt_records, 0, "the region is part of the torn tail");
+    assert_eq!(r.truncated_bytes, (data.len() - per) as u64);
+    assert_eq!(payloads(&take_all(&q, "t", 1)), vec![vec![0u8; 100]]);
+    drop(q);
+    let (q, r) = open(dir.path(), l);
+    assert_eq!((r.records, r.corrupt_records, r.truncated_bytes), (1, 0, 0));
+    assert_eq!(take_all(&q, "t", 1).len(), 1);
+}
+
 #[tokio::test]
 async fn a_corrupt_record_is_counted_and_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");

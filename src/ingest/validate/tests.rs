@@ -32,7 +32,7 @@ fn series(metric: &str, ts: i64) -> Value {
 fn compaction_respects_strings() {
     let src = r#" { "a" : [ 1 , 2 ] , "b c" : "x \" y \\" , "d":"\\" , "e" : { } } "#;
     let mut out = String::new();
-    assert_eq!(compact_value(src, 1, &mut out), src.len() - 1);
+    assert_eq!(compact_value(src, 1, &mut out, 0).unwrap(), src.len() - 1);
     assert_eq!(out, r#"{"a":[1,2],"b c":"x \" y \\","d":"\\","e":{}}"#);
     // Two tokens are never glued into one.
     for (bad, kept) in [
@@ -42,8 +42,43 @@ fn compaction_respects_strings() {
         ("[1\n\t2]", "[1 2]"),
     ] {
         let mut out = String::new();
-        compact_value(bad, 0, &mut out);
+        compact_value(bad, 0, &mut out, 0).unwrap();
         assert_eq!(out, kept);
+    }
+}
+
+/// Found by `tests/hostile.rs`: values the visitors skip were not depth
+/// limited, so a log nested 5,000 levels deep was accepted and forwarded.
+/// Now every body is refused past `MAX_DEPTH` levels, counted from the
+/// body's root; anything accepted parses with serde_json's defaults.
+#[test]
+fn nesting_is_bounded() {
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    // A log array (1 level) holding an object (1) whose message nests 126.
+    let body = format!(r#"[{{"message":{}}}]"#, nested(126));
+    let v = validate(Endpoint::Logs, body.as_bytes(), NOW_MS).unwrap();
+    assert!(serde_json::from_slice::<Value>(&v.payload).is_ok());
+    let body = format!(r#"[{{"message":{}}}]"#, nested(127));
+    let err = validate(Endpoint::Logs, body.as_bytes(), NOW_MS).unwrap_err();
+    assert!(err.to_string().contains("deeper than 128 levels"), "{err}");
+    for (endpoint, body) in [
+        (Endpoint::Logs, format!(r#"[{{"m":{}}}]"#, nested(5000))),
+        (
+            Endpoint::Events,
+            format!(r#"{{"title":"t","text":"x","y":{}}}"#, nested(200)),
+        ),
+        (
+            Endpoint::SeriesV2,
+            format!(r#"{{"series":[],"other":{}}}"#, nested(200)),
+        ),
+        (
+            Endpoint::SeriesV2,
+            format!(r#"{{"series":[{{"metric":"m","x":{}}}]}}"#, nested(200)),
+        ),
+        (Endpoint::CheckRun, "[".repeat(1 << 20)),
+    ] {
+        let err = validate(endpoint, body.as_bytes(), NOW_MS).unwrap_err();
+        assert!(err.to_string().contains("deeper than"), "{endpoint}: {err}");
     }
 }
 
@@ -516,7 +551,7 @@ proptest::proptest! {
     fn compaction_equals_compact_serialization(v in arb_json()) {
         let pretty = serde_json::to_string_pretty(&v).unwrap();
         let mut out = String::new();
-        proptest::prop_assert_eq!(compact_value(&pretty, 0, &mut out), pretty.len());
+        proptest::prop_assert_eq!(compact_value(&pretty, 0, &mut out, 0).unwrap(), pretty.len());
         proptest::prop_assert_eq!(out, v.to_string());
     }
 

@@ -97,6 +97,10 @@ fn check(packer: &Packer, endpoint: Endpoint, items: &[Vec<u8>]) -> Vec<Payload>
                 );
                 assert!(p.uncompressed_len <= l.max_uncompressed);
                 assert!(p.item_count <= l.max_items);
+                assert!(
+                    items[p.items()].iter().all(|i| i.len() <= l.max_item),
+                    "an item over max_item was packed"
+                );
                 assert_eq!(p.encoding, packer.encoding);
                 assert_eq!(
                     unpack(endpoint, &p),
@@ -356,6 +360,46 @@ proptest! {
         let limits = Limits { max_compressed, max_uncompressed, max_items, max_item };
         let packer = Packer::new(endpoint, encoding, level).with_limits(limits);
         check(&packer, endpoint, &items);
+    }
+}
+
+/// What the sender does after an unexpected 413 (`send.rs`): re-pack the
+/// payload's items with at most half as many per payload, recursively down
+/// to one item. Returns the items in the order the leaves would be sent;
+/// `check` verifies every level against every limit.
+fn split_down(packer: Packer, endpoint: Endpoint, items: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    if items.len() <= 1 {
+        return items.to_vec();
+    }
+    let half = packer.with_max_items(items.len().div_ceil(2));
+    let mut out = Vec::new();
+    for p in check(&half, endpoint, items) {
+        assert!(p.item_count < items.len(), "a split did not shrink");
+        out.extend(split_down(half, endpoint, &items[p.items()]));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Splitting in halves after a 413, at every level, never exceeds a
+    /// limit and never loses, duplicates or reorders an item.
+    #[test]
+    fn splitting_in_halves_keeps_every_item_exactly_once(
+        endpoint in arb_endpoint(),
+        encoding in arb_encoding(),
+        max_compressed in 200usize..6000,
+        max_uncompressed in 200usize..12_000,
+        max_items in 1usize..40,
+        items in arb_items(),
+    ) {
+        let limits = Limits { max_compressed, max_uncompressed, max_items, max_item: 12_000 };
+        let packer = Packer::new(endpoint, encoding, 1).with_limits(limits);
+        for p in check(&packer, endpoint, &items) {
+            let leaves = split_down(packer, endpoint, &items[p.items()]);
+            prop_assert_eq!(leaves, items[p.items()].to_vec());
+        }
     }
 }
 
