@@ -1,0 +1,247 @@
+//! A real browser connects a customer: headless Chromium, driven through
+//! chromedriver's WebDriver API, opens the relay's authorize URL, is shown
+//! fakedog's consent page, clicks "Authorize", follows Datadog's redirect to
+//! the relay's callback and lands on "You may now close this tab."
+//!
+//! Chromium resolves every Datadog host to fakedog and `relay.test` to the
+//! relay with `--host-resolver-rules` (the URLs stay the real ones). It skips
+//! certificate checks: fakedog's certificate and the relay's TLS checks are
+//! covered by the other tests; this one is about the page flow in a browser.
+//!
+//! Needs Debian's chromium and chromium-driver (scripts/test installs them);
+//! skipped without them unless DDRELAYTEST_REQUIRE_EXTERNAL=1 (CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::zombie_processes)] // chromedriver is killed and waited for in Drop
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ddrelay::sandbox;
+use serde_json::{Value, json};
+use support::{dog, relay, tenant_json};
+
+struct Driver {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn installed(bin: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+            "{bin} is required (run scripts/test)"
+        );
+        eprintln!("skipping: {bin} is not installed (run scripts/test)");
+    }
+    ok
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+            {
+                let v: Value = r.json().await.unwrap_or_default();
+                if v["value"]["ready"] == true {
+                    return driver;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
+        v["value"].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_clicks_through_the_consent_page() {
+    if !installed("chromium") || !installed("chromedriver") {
+        return;
+    }
+    let dog = dog().await;
+    let (relay, dir) = relay(&dog, "").await;
+    dog.login("Demo EU1").unwrap();
+    let authorize = relay
+        .authorize_url("browser", Some("https://app.datadoghq.eu"))
+        .await
+        .unwrap();
+
+    let fake = dog.tls_addr();
+    let rules = format!(
+        "MAP *.datadoghq.com {fake}, MAP datadoghq.com {fake}, MAP *.datadoghq.eu {fake}, MAP datadoghq.eu {fake}, MAP *.ddog-gov.com {fake}, MAP {} {}, EXCLUDE localhost",
+        sandbox::RELAY_HOST,
+        relay.public
+    );
+    let driver = Driver::start().await;
+    let profile = dir.path().join("chromium-profile");
+    let session = driver
+        .call(
+            reqwest::Method::POST,
+            "/session",
+            Some(json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--ignore-certificate-errors",
+                    format!("--host-resolver-rules={rules}"),
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }}}})),
+        )
+        .await;
+    let id = session["sessionId"].as_str().unwrap().to_string();
+
+    driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/session/{id}/url"),
+            Some(json!({ "url": authorize })),
+        )
+        .await;
+    let here = driver
+        .call(reqwest::Method::GET, &format!("/session/{id}/url"), None)
+        .await;
+    assert!(
+        here.as_str()
+            .unwrap()
+            .starts_with("https://app.datadoghq.eu/oauth2/v1/authorize"),
+        "{here}"
+    );
+    let source = driver
+        .call(reqwest::Method::GET, &format!("/session/{id}/source"), None)
+        .await;
+    assert!(
+        source.as_str().unwrap().contains("Authorize"),
+        "not the consent page: {source}"
+    );
+
+    // Click "Authorize".
+    let button = driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/session/{id}/element"),
+            Some(json!({ "using": "css selector", "value": "button[value=authorize]" })),
+        )
+        .await;
+    let element = button
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/session/{id}/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await;
+
+    // The browser follows Datadog's redirect to the relay's callback.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let landed = loop {
+        let url = driver
+            .call(reqwest::Method::GET, &format!("/session/{id}/url"), None)
+            .await;
+        let url = url.as_str().unwrap_or_default().to_string();
+        if url.starts_with("http://relay.test/oauth/callback") {
+            break url;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the browser never reached the callback (at {url})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        landed.contains("code=") && landed.contains("domain=datadoghq.eu"),
+        "{landed}"
+    );
+    let text_el = driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/session/{id}/element"),
+            Some(json!({ "using": "css selector", "value": "#advice" })),
+        )
+        .await;
+    let text_id = text_el
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let advice = driver
+        .call(
+            reqwest::Method::GET,
+            &format!("/session/{id}/element/{text_id}/text"),
+            None,
+        )
+        .await;
+    assert_eq!(advice, "You may now close this tab.");
+    driver
+        .call(reqwest::Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+
+    let t = tenant_json(&relay, "browser").await;
+    assert_eq!(
+        (t["state"].as_str(), t["site"].as_str()),
+        (Some("connected"), Some("datadoghq.eu")),
+        "{t}"
+    );
+}
