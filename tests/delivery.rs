@@ -614,3 +614,93 @@ async fn one_tenants_outage_does_not_slow_the_others() {
     })
     .await;
 }
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than_it_built() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"50ms\"\nretry_max = \"500ms\"\nmax_concurrency = 8\n").await;
+    let tenants = [
+        ("o1", "Demo US1", "datadoghq.com"),
+        ("o2", "Demo EU1", "datadoghq.eu"),
+        ("o3", "Demo AP1", "ap1.datadoghq.com"),
+        ("o4", "Demo US5", "us5.datadoghq.com"),
+    ];
+    for (t, org, site) in tenants {
+        assert_eq!(
+            relay
+                .connect(&dog, t, Some(site), org)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    // Every Datadog host drops every connection: Datadog is unreachable.
+    let outage = dog.inject_fault(Fault::drop_connection()).unwrap();
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let big = "x".repeat(2000);
+    let mut sent = 0u64;
+    // Steady load for the whole outage: about 40 MB of logs.
+    while started.elapsed() < Duration::from_secs(4) {
+        for (t, _, _) in tenants {
+            let body = json!(
+                (0..500)
+                    .map(|i| json!({ "message": format!("{i}{big}") }))
+                    .collect::<Vec<_>>()
+            );
+            let (s, v) = relay
+                .send(
+                    t,
+                    Endpoint::Logs,
+                    body.to_string().as_bytes(),
+                    Encoding::Gzip,
+                )
+                .await
+                .unwrap();
+            assert_eq!(s, 202, "{v}");
+            sent += 500;
+        }
+    }
+    let built = started.elapsed();
+    let queued = relay.shared().queue.stats();
+    assert_eq!(queued.items, sent, "everything accepted is held on disk");
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    assert!(
+        rss_growth < queued.bytes / 2,
+        "memory grew {rss_growth} bytes while {} bytes queued: the backlog must live on disk",
+        queued.bytes
+    );
+    for (_, org, _) in tenants {
+        assert_eq!(items(&dog, org, Endpoint::Logs), 0);
+    }
+    // Datadog is back: the backlog drains faster than it built up.
+    dog.clear_faults();
+    let _ = outage;
+    let recovery = Instant::now();
+    until("backlog drained", Duration::from_secs(60), || {
+        relay.shared().queue.stats().items == 0
+    })
+    .await;
+    let drained = recovery.elapsed();
+    let total: u64 = tenants
+        .iter()
+        .map(|(_, org, _)| items(&dog, org, Endpoint::Logs))
+        .sum();
+    assert!(total >= sent, "{total} of {sent} delivered");
+    assert!(
+        drained < built,
+        "drained in {drained:?}, built up in {built:?}"
+    );
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
