@@ -237,17 +237,29 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
 
     // A steady stream of requests on keep-alive connections during the reload.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (api, stop2, http2) = (p.api.clone(), stop.clone(), http.clone());
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (api, stop2, ok2, failed2, http2) = (
+        p.api.clone(),
+        stop.clone(),
+        ok.clone(),
+        failed.clone(),
+        http.clone(),
+    );
     let load = tokio::spawn(async move {
-        let (mut ok, mut failed) = (0u32, 0u32);
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
             match http2.get(format!("http://{api}/healthz")).send().await {
-                Ok(r) if r.status() == 200 => ok += 1,
-                _ => failed += 1,
-            }
+                Ok(r) if r.status() == 200 => ok2.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                _ => failed2.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            };
         }
-        (ok, failed)
     });
+    let count = |c: &std::sync::atomic::AtomicU32| c.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&ok) < 20 {
+        assert!(Instant::now() < deadline, "no load before the reload");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Rotate the admin token, raise the log level, set a limit.
     let new_token = "rotated-admin-token-0123456789";
@@ -274,11 +286,21 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
         assert!(Instant::now() < deadline, "no reload: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Keep the stream going a while after the reload too.
+    let at_reload = count(&ok);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&ok) < at_reload + 20 {
+        assert!(Instant::now() < deadline, "no load after the reload");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = load.await.unwrap();
-    assert!(
-        ok > 10 && failed == 0,
-        "{ok} ok, {failed} failed across the reload"
+    load.await.unwrap();
+    assert_eq!(
+        count(&failed),
+        0,
+        "{} ok, {} failed across the reload",
+        count(&ok),
+        count(&failed)
     );
 
     // The secret took effect: the old admin token is refused, the new one works.
