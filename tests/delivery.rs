@@ -598,8 +598,10 @@ async fn one_tenants_outage_does_not_slow_the_others() {
         }
     };
     let (during, ()) = tokio::join!(phase(&relay, &dog, &good, 40, "during"), flood);
+    // Generous for a shared CI machine, yet far below what a shared retry
+    // budget would cost (the failing site answers slowly, for minutes).
     assert!(
-        during <= baseline + Duration::from_millis(500),
+        during <= baseline * 2 + Duration::from_secs(1),
         "good tenants slowed: {during:?} vs {baseline:?}"
     );
     let bad = tenant_json(&relay, "bad").await;
