@@ -45,6 +45,8 @@ pub struct BenchOptions {
     pub zstd: bool,
     /// A short run for CI: checks memory bounds, not timings.
     pub smoke: bool,
+    /// Series points/s for the latency phase; default half the measured rate.
+    pub latency_rate: Option<f64>,
 }
 
 /// A child relay process.

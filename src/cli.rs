@@ -69,6 +69,9 @@ pub enum Command {
         /// (memory bounds, delivery), never on timings.
         #[arg(long)]
         smoke: bool,
+        /// Series points/s for the latency phase (default: half the measured rate).
+        #[arg(long)]
+        latency_rate: Option<f64>,
     },
     /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
     Healthcheck {
@@ -215,6 +218,7 @@ pub fn main() -> ExitCode {
             plain_ingest,
             zstd,
             smoke,
+            latency_rate,
         } => bench_blocking(crate::bench::BenchOptions {
             tenants,
             duration: if smoke {
@@ -226,6 +230,7 @@ pub fn main() -> ExitCode {
             gzip_ingest: !plain_ingest,
             zstd,
             smoke,
+            latency_rate,
         }),
         Command::Store {
             action: StoreAction::Migrate { config, to, force },

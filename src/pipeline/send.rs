@@ -480,38 +480,33 @@ impl Pipeline {
 
         // Split records into items, dropping what passed Datadog's window.
         let cutoff_ms = now_ms() - endpoint.window().past.as_millis() as i64;
-        let mut items: Vec<&[u8]> = Vec::new();
+        // Items share the records' buffers (`Bytes::slice_ref`), so they can
+        // move to the blocking pool for compression without copying.
+        let mut items: Vec<bytes::Bytes> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         let mut remaining: Vec<u32> = vec![0; taken.len()];
         let mut aged = 0u64;
-        let mut rewritten: Vec<Vec<u8>> = Vec::new();
-        let mut stale_positions: Vec<(usize, usize)> = Vec::new();
         for (ri, rec) in taken.iter().enumerate() {
             if rec.newest_ms < cutoff_ms {
                 aged += rec.items as u64;
                 continue;
             }
             for item in rec.payload.split(|b| *b == b'\n').filter(|i| !i.is_empty()) {
+                let mut item = rec.payload.slice_ref(item);
                 if rec.oldest_ms < cutoff_ms {
-                    match super::age::trim(endpoint, item, cutoff_ms) {
+                    match super::age::trim(endpoint, &item, cutoff_ms) {
                         super::age::Trimmed::Keep => {}
                         super::age::Trimmed::Drop => {
                             aged += 1;
                             continue;
                         }
-                        super::age::Trimmed::Rewritten(bytes) => {
-                            stale_positions.push((items.len(), rewritten.len()));
-                            rewritten.push(bytes);
-                        }
+                        super::age::Trimmed::Rewritten(bytes) => item = bytes::Bytes::from(bytes),
                     }
                 }
                 items.push(item);
                 owner.push(ri);
                 remaining[ri] += 1;
             }
-        }
-        for (pos, ri) in stale_positions {
-            items[pos] = &rewritten[ri];
         }
         if aged > 0 {
             self.metrics
@@ -537,11 +532,35 @@ impl Pipeline {
         let mut stop: Option<Outcome> = None;
         'work: while let Some((range, max_items)) = work.pop_front() {
             let p = packer.with_max_items(max_items);
-            for result in p.pack(&items[range.clone()]) {
+            // Compression is CPU-bound: run it on the blocking pool so the
+            // async workers keep answering ingest requests promptly.
+            let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
+            let packed = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
+                p.pack(&refs)
+            })
+            .await;
+            let packed = match packed {
+                Ok(p) => p,
+                Err(e) => {
+                    stop = Some(Outcome::Retry {
+                        after: None,
+                        why: format!("packing failed: {e}"),
+                    });
+                    break 'work;
+                }
+            };
+            for result in packed {
                 match result {
                     Err(e) => {
                         let r = shift(e.items(), range.start);
-                        self.dead_letter(tenant, endpoint, 0, &e.to_string(), &items[r.clone()]);
+                        self.dead_letter(
+                            tenant,
+                            endpoint,
+                            0,
+                            &e.to_string(),
+                            &as_slices(&items[r.clone()]),
+                        );
                         mark(&mut done, r);
                     }
                     Ok(payload) => {
@@ -573,7 +592,7 @@ impl Pipeline {
                                     endpoint,
                                     answer.0,
                                     &answer.1,
-                                    &items[r.clone()],
+                                    &as_slices(&items[r.clone()]),
                                 );
                                 mark(&mut done, r);
                             }
@@ -584,7 +603,7 @@ impl Pipeline {
                                         endpoint,
                                         answer.0,
                                         &answer.1,
-                                        &items[r.clone()],
+                                        &as_slices(&items[r.clone()]),
                                     );
                                     mark(&mut done, r);
                                 } else {
@@ -748,6 +767,10 @@ impl Pipeline {
 enum Sent {
     Verdict(Verdict, (u16, String)),
     Transport(String),
+}
+
+fn as_slices(items: &[bytes::Bytes]) -> Vec<&[u8]> {
+    items.iter().map(|b| b.as_ref()).collect()
 }
 
 fn shift(r: Range<usize>, by: usize) -> Range<usize> {
