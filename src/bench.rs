@@ -497,12 +497,36 @@ fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
 /// Runs the benchmark and prints the report; the last line is JSON.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
-    let dog = FakeDog::start(Options {
-        counting: true,
-        auto_consent: true,
-        ..Options::default()
-    })
-    .await?;
+    // fakedog gets its own runtime and threads, so its work (decompressing
+    // and validating every delivery) never delays the load generator's
+    // clock readings: client-side latencies are the relay's.
+    let (dog_tx, dog_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fakedog".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = dog_tx.send(Err(anyhow::anyhow!("fakedog runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let started = FakeDog::start(Options {
+                    counting: true,
+                    auto_consent: true,
+                    ..Options::default()
+                })
+                .await;
+                let _ = dog_tx.send(started.map_err(anyhow::Error::from));
+                std::future::pending::<()>().await;
+            });
+        })?;
+    let dog = dog_rx.await??;
     sandbox::register_client(&dog)?;
     let key = crate::secret::MasterKey::generate().to_base64();
     let config = dir.path().join("ddrelay.toml");
@@ -686,10 +710,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     }
 
     // Latency at half the measured series rate, open loop.
-    let series_rate = report["series"]["accepted_items_per_s"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 2.0;
+    let series_rate = opts.latency_rate.unwrap_or_else(|| {
+        report["series"]["accepted_items_per_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 2.0
+    });
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
     let interval = Duration::from_secs_f64(1.0 / req_rate);

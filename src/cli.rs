@@ -330,10 +330,16 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Blocking-pool threads: decoding and validation of large bodies, payload
+/// compression and queue reads run there. Bounded so that bursts do not
+/// create hundreds of threads (and as many allocator arenas).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ddrelay")
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
 }
 

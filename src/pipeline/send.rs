@@ -112,6 +112,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     dead: DeadLetters,
     global: Arc<Semaphore>,
+    /// Bounds concurrent packing (CPU and memory): one per core.
+    packing: Arc<Semaphore>,
     state: Mutex<DispatchState>,
     wake: Notify,
     limiters: ArcSwap<Limiters>,
@@ -142,6 +144,11 @@ impl Pipeline {
         let config = tenants.config();
         Pipeline {
             global: Arc::new(Semaphore::new(config.delivery.max_concurrency)),
+            packing: Arc::new(Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            )),
             limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
             queue,
             tenants,
@@ -433,9 +440,23 @@ impl Pipeline {
         } else {
             MAX_RECORDS_PER_TAKE
         };
-        let taken = match self
-            .queue
-            .take(tenant, code, max_records, limits.max_uncompressed)
+        // Reading and packing hold a take's worth of data in memory: at most
+        // one take per core is being prepared at a time (the permit is given
+        // back once the payloads are packed, before they are sent).
+        let Ok(prepare) = self.packing.clone().acquire_owned().await else {
+            return Outcome::Idle;
+        };
+        let mut prepare = Some(prepare);
+        // Reading records is disk I/O and CRC work: keep it off the async workers.
+        let queue = self.queue.clone();
+        let name = tenant.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            queue.take(&name, code, max_records, limits.max_uncompressed)
+        })
+        .await;
+        let taken = match read
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
         {
             Ok(t) => t,
             Err(e) => {
@@ -535,11 +556,25 @@ impl Pipeline {
             // Compression is CPU-bound: run it on the blocking pool so the
             // async workers keep answering ingest requests promptly.
             let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
+            let permit = match prepare.take() {
+                Some(p) => p,
+                None => match self.packing.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        stop = Some(Outcome::Retry {
+                            after: None,
+                            why: "shutting down".into(),
+                        });
+                        break 'work;
+                    }
+                },
+            };
             let packed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
                 p.pack(&refs)
             })
             .await;
+            drop(permit);
             let packed = match packed {
                 Ok(p) => p,
                 Err(e) => {
