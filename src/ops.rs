@@ -43,6 +43,35 @@ pub fn tenants(path: &Path, action: TenantsAction) -> ExitCode {
     }
 }
 
+/// Sends one admin API request; a non-2xx answer becomes its `errors` text.
+async fn admin_call(
+    req: reqwest::RequestBuilder,
+    base: &str,
+    url: &str,
+) -> Result<serde_json::Value, String> {
+    let resp = req.send().await.map_err(|e| {
+        format!("cannot reach the relay's admin API at {base} (server.api_listen): {e}")
+    })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
+    if !status.is_success() {
+        let msg = body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        return Err(format!("{status}: {msg}"));
+    }
+    Ok(body)
+}
+
 async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), String> {
     let base = local_url(config.server.api_listen);
     let http = reqwest::Client::builder()
@@ -61,31 +90,7 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
             format!("{base}/v1/tenants/{}", encode(id)),
         ),
     };
-    let resp = http
-        .request(method, &url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| {
-            format!("cannot reach the relay's admin API at {base} (server.api_listen): {e}")
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
-    if !status.is_success() {
-        let msg = body["errors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
-        return Err(format!("{status}: {msg}"));
-    }
+    let body = admin_call(http.request(method, &url).bearer_auth(token), &base, &url).await?;
     match action {
         TenantsAction::List { json: false } => print_table(&body),
         _ => println!(
@@ -200,31 +205,13 @@ async fn verify_async(config: &Config, tenant: &str) -> Result<serde_json::Value
         .timeout(config.server.request_timeout + std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
-    let resp = http
-        .post(&url)
-        .bearer_auth(config.server.admin_token.expose())
-        .send()
-        .await
-        .map_err(|e| {
-            format!("cannot reach the relay's admin API at {base} (server.api_listen): {e}")
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("unreadable answer from {url}: {e}"))?;
-    if !status.is_success() {
-        let msg = body["errors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
-        return Err(format!("{status}: {msg}"));
-    }
+    let body = admin_call(
+        http.post(&url)
+            .bearer_auth(config.server.admin_token.expose()),
+        &base,
+        &url,
+    )
+    .await?;
     Ok(body)
 }
 
