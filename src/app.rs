@@ -59,6 +59,8 @@ pub enum BuildError {
     Datadog(#[from] datadog::BuildError),
     #[error("cannot open the queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("cannot start the delivery threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// State shared by every part of the running relay.
@@ -160,6 +162,12 @@ impl Reloader {
         {
             needs_restart.push("datadog.ca_file / datadog.resolve");
         }
+        if old.delivery.max_concurrency != new.delivery.max_concurrency {
+            needs_restart.push("delivery.max_concurrency");
+        }
+        if old.delivery.max_inflight_bytes != new.delivery.max_inflight_bytes {
+            needs_restart.push("delivery.max_inflight_bytes");
+        }
         if let Some(log) = &self.shared.log
             && let Err(e) = log.set_level(&new.log.level)
         {
@@ -240,12 +248,10 @@ impl App {
                 error: e.to_string(),
             }
         })?;
-        let pipeline = Arc::new(Pipeline::new(
-            queue.clone(),
-            tenants.clone(),
-            metrics.clone(),
-            dead,
-        ));
+        let pipeline = Arc::new(
+            Pipeline::new(queue.clone(), tenants.clone(), metrics.clone(), dead)
+                .map_err(BuildError::Threads)?,
+        );
         let shared = Arc::new(Shared {
             config,
             generation: AtomicU64::new(1),

@@ -47,6 +47,10 @@ pub struct BenchOptions {
     pub smoke: bool,
     /// Series points/s for the latency phase; default half the measured rate.
     pub latency_rate: Option<f64>,
+    /// MiB/s of uncompressed JSON for the steady mixed phase (none: skipped).
+    pub steady_mib_per_s: Option<f64>,
+    /// Nice value of fakedog's threads (0: the relay's priority).
+    pub dog_nice: i32,
 }
 
 /// A child relay process.
@@ -152,15 +156,20 @@ struct Bodies {
 const SERIES_PER_REQUEST: usize = 1000;
 const LOGS_PER_REQUEST: usize = 500;
 
-fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
+/// `n` series with 5 tags and a host resource each, one point.
+fn series_json(tenant: &str, seed: u64, n: usize) -> serde_json::Value {
     let ts = now();
-    let series = json!({ "series": (0..SERIES_PER_REQUEST).map(|i| json!({
+    json!({ "series": (0..n).map(|i| json!({
         "metric": format!("bench.metric.{}", i % 50),
         "type": 3,
         "points": [{ "timestamp": ts, "value": (i as f64) * 1.5 }],
         "tags": [format!("host:h{}", i % 200), format!("env:prod"), format!("customer:{tenant}"), format!("shard:{}", (i as u64 + seed) % 17), "service:api"],
         "resources": [{ "name": format!("h{}", i % 200), "type": "host" }]
-    })).collect::<Vec<_>>() });
+    })).collect::<Vec<_>>() })
+}
+
+/// `n` logs of 300 B to 2 KB of text.
+fn logs_json(tenant: &str, seed: u64, n: usize) -> serde_json::Value {
     let words = [
         "GET",
         "/api/v1/orders",
@@ -182,8 +191,8 @@ fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
             .wrapping_add(1442695040888963407);
         (rng_state >> 33) as usize
     };
-    let logs = serde_json::Value::Array(
-        (0..LOGS_PER_REQUEST)
+    serde_json::Value::Array(
+        (0..n)
             .map(|i| {
                 let target = 300 + next() % 1700;
                 let mut msg = String::with_capacity(target);
@@ -196,27 +205,65 @@ fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
                 json!({ "message": msg, "service": "bench", "ddsource": "bench", "hostname": format!("h{}", i % 50), "ddtags": format!("customer:{tenant},env:prod") })
             })
             .collect(),
-    );
+    )
+}
+
+fn encode_body(v: &serde_json::Value, gzip: bool) -> Vec<u8> {
+    let raw = v.to_string().into_bytes();
+    if gzip {
+        codec::compress(Encoding::Gzip, 1, &raw)
+    } else {
+        raw
+    }
+}
+
+fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
+    let series = series_json(tenant, seed, SERIES_PER_REQUEST);
+    let logs = logs_json(tenant, seed, LOGS_PER_REQUEST);
     let event = json!({ "title": format!("bench event for {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
-    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": ts }]);
-    let enc = |v: &serde_json::Value| {
-        let raw = v.to_string().into_bytes();
-        if gzip {
-            codec::compress(Encoding::Gzip, 1, &raw)
-        } else {
-            raw
-        }
-    };
+    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
     Bodies {
-        series: enc(&series),
+        series: encode_body(&series, gzip),
         series_points: SERIES_PER_REQUEST as u64,
         series_raw: series.to_string().into_bytes(),
-        logs: enc(&logs),
+        logs: encode_body(&logs, gzip),
         logs_items: LOGS_PER_REQUEST as u64,
         logs_raw: logs.to_string().into_bytes(),
-        event: enc(&event),
-        checks: enc(&checks),
+        event: encode_body(&event, gzip),
+        checks: encode_body(&checks, gzip),
     }
+}
+
+/// One request of the steady mixed phase.
+struct MixedRequest {
+    endpoint: Endpoint,
+    body: Vec<u8>,
+    raw_len: usize,
+    items: u64,
+}
+
+/// What a partner's backend sends for one customer at a time, in the order
+/// the steady phase cycles through: 100 series, 20 logs, 100 series, 20
+/// logs, one event, one service check.
+fn mixed_requests(tenant: &str, seed: u64, gzip: bool) -> Vec<MixedRequest> {
+    let series = series_json(tenant, seed, 100);
+    let logs = logs_json(tenant, seed, 20);
+    let event = json!({ "title": format!("deploy of {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
+    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
+    let req = |endpoint, v: &serde_json::Value, items| MixedRequest {
+        endpoint,
+        body: encode_body(v, gzip),
+        raw_len: v.to_string().len(),
+        items,
+    };
+    vec![
+        req(Endpoint::SeriesV2, &series, 100),
+        req(Endpoint::Logs, &logs, 20),
+        req(Endpoint::SeriesV2, &series, 100),
+        req(Endpoint::Logs, &logs, 20),
+        req(Endpoint::Events, &event, 1),
+        req(Endpoint::CheckRun, &checks, 1),
+    ]
 }
 
 /// Latency samples in microseconds.
@@ -329,6 +376,81 @@ async fn closed_loop(
         done.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// Open loop: requests at `rate` per second for `duration`, whatever the
+/// answers' latency (a late answer does not delay the next request), the
+/// k-th request being `request(k)`. Waits for every answer; returns how
+/// many were sent. The schedule catches up in small bursts rather than
+/// relying on a timer finer than the runtime's millisecond resolution.
+async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> anyhow::Result<usize>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let elapsed = started.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * rate) as usize + 1;
+        while sent < due {
+            inflight.spawn(request(sent));
+            sent += 1;
+        }
+        while let Some(r) = inflight.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = inflight.join_next().await {
+        r??;
+    }
+    Ok(sent)
+}
+
+/// Samples a process's RSS every 50 ms until stopped.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(st) = proc_stat(pid) {
+                    seen.push(st.rss_bytes);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        });
+        RssSampler { stop, task }
+    }
+
+    /// (maximum, mean of the second half) in MiB.
+    async fn finish(self) -> anyhow::Result<(f64, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.task.await?;
+        let mib = |b: u64| b as f64 / 1048576.0;
+        let max = seen.iter().copied().max().map(mib).unwrap_or(0.0);
+        let tail = &seen[seen.len() / 2..];
+        let mean = if tail.is_empty() {
+            0.0
+        } else {
+            tail.iter().map(|b| mib(*b)).sum::<f64>() / tail.len() as f64
+        };
+        Ok((max, mean))
+    }
 }
 
 fn total_items(dog: &FakeDog, endpoint: Endpoint) -> u64 {
@@ -494,6 +616,90 @@ fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
     }
 }
 
+/// The steady phase: `mib_per_s` MiB/s of uncompressed JSON, a mix of all
+/// four kinds (see [`mixed_requests`]), spread round-robin over every
+/// tenant in an open loop, everything delivered before it ends. Memory at a
+/// given rate over many tenants is its figure of interest.
+async fn steady_phase(
+    dog: &FakeDog,
+    load: &Arc<Load>,
+    names: &[String],
+    gzip: bool,
+    mib_per_s: f64,
+    duration: Duration,
+    pid: u32,
+) -> anyhow::Result<serde_json::Value> {
+    const KINDS: [Endpoint; 4] = [
+        Endpoint::SeriesV2,
+        Endpoint::Logs,
+        Endpoint::Events,
+        Endpoint::CheckRun,
+    ];
+    let sets: Vec<Arc<Vec<MixedRequest>>> = (0..names.len().min(64))
+        .map(|i| Arc::new(mixed_requests(&names[i], i as u64, gzip)))
+        .collect();
+    let first = sets.first().context("no tenants")?;
+    let mean_raw = first.iter().map(|r| r.raw_len).sum::<usize>() as f64 / first.len() as f64;
+    let rate = mib_per_s * 1048576.0 / mean_raw;
+    let tenants: Arc<Vec<(String, Arc<Vec<MixedRequest>>)>> = Arc::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), sets[i % sets.len()].clone()))
+            .collect(),
+    );
+    let before: Vec<u64> = KINDS.iter().map(|e| total_items(dog, *e)).collect();
+    let items: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let raw_bytes = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(Samples::default());
+    let cpu0 = proc_stat(pid)?.cpu_seconds;
+    let rss = RssSampler::start(pid);
+    let started = Instant::now();
+    let n = tenants.len();
+    let sent = open_loop(rate, duration, |k| {
+        let (load, tenants, samples, items, raw_bytes) = (
+            load.clone(),
+            tenants.clone(),
+            samples.clone(),
+            items.clone(),
+            raw_bytes.clone(),
+        );
+        async move {
+            let (tenant, reqs) = &tenants[k % n];
+            // Shifted every round so each tenant sends every kind.
+            let r = &reqs[(k + k / n) % reqs.len()];
+            samples.add(load.post(tenant, r.endpoint, &r.body).await?);
+            let slot = KINDS.iter().position(|e| *e == r.endpoint).unwrap_or(0);
+            items[slot].fetch_add(r.items, Ordering::Relaxed);
+            raw_bytes.fetch_add(r.raw_len as u64, Ordering::Relaxed);
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    for (i, e) in KINDS.iter().enumerate() {
+        let n = before[i] + items[i].load(Ordering::Relaxed);
+        wait_delivered(dog, *e, n, Duration::from_secs(120)).await?;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let (rss_max, rss_steady) = rss.finish().await?;
+    let cpu = proc_stat(pid)?.cpu_seconds - cpu0;
+    let (p50, p99, p999) = samples.quantiles();
+    let all_items: u64 = items.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    Ok(json!({
+        "target_mib_per_s": mib_per_s,
+        "accepted_mib_per_s": raw_bytes.load(Ordering::Relaxed) as f64 / secs / 1048576.0,
+        "requests_per_s": sent as f64 / secs,
+        "items_per_s": all_items as f64 / secs,
+        "tenants": n,
+        "relay_cpu_cores": cpu / total_secs,
+        "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
+        "drain_after_load_s": total_secs - secs,
+        "rss_max_mib": rss_max,
+        "rss_steady_mib": rss_steady,
+    }))
+}
+
 /// Runs the benchmark and prints the report; the last line is JSON.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
@@ -501,11 +707,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     // and validating every delivery) never delays the load generator's
     // clock readings: client-side latencies are the relay's.
     let (dog_tx, dog_rx) = tokio::sync::oneshot::channel();
+    let dog_nice = opts.dog_nice;
     std::thread::Builder::new()
         .name("fakedog".into())
         .spawn(move || {
+            // fakedog stands in for Datadog, which is not on the relay's
+            // machine in production: its threads run at the lowest priority
+            // so its work competes with the relay only for idle CPU (unless
+            // --dog-nice 0 asks for the same priority as the relay).
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .on_thread_start(move || crate::pipeline::background::lower_priority(dog_nice))
                 .enable_all()
                 .build()
             {
@@ -617,6 +829,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     report.insert("tenants".into(), json!(names.len()));
     report.insert("gzip_ingest".into(), json!(opts.gzip_ingest));
     report.insert("series_compression".into(), json!(compression));
+    report.insert("dog_nice".into(), json!(opts.dog_nice));
     report.insert(
         "idle_rss_mib".into(),
         json!(idle.rss_bytes as f64 / 1048576.0),
@@ -626,6 +839,24 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         json!(idle_connected.rss_bytes as f64 / 1048576.0),
     );
     report.insert("connect_seconds".into(), json!(connect_secs));
+
+    // The steady phase runs first, so the process's peak RSS (VmHWM) after
+    // it is the peak under steady load, not under the saturation below.
+    if let Some(mib) = opts.steady_mib_per_s.filter(|r| *r > 0.0) {
+        let mut figures = steady_phase(
+            &dog,
+            &load,
+            &names,
+            opts.gzip_ingest,
+            mib,
+            opts.duration,
+            pid,
+        )
+        .await?;
+        figures["peak_rss_mib"] = json!(proc_stat(pid)?.peak_rss_bytes as f64 / 1048576.0);
+        println!("steady: {}", serde_json::to_string_pretty(&figures)?);
+        report.insert("steady".into(), figures);
+    }
 
     let mut peak = idle_connected.peak_rss_bytes;
     for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
@@ -718,26 +949,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     });
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
-    let interval = Duration::from_secs_f64(1.0 / req_rate);
-    let end = Instant::now() + opts.duration;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut inflight = Vec::new();
-    let mut i = 0usize;
-    while Instant::now() < end {
-        tick.tick().await;
+    open_loop(req_rate, opts.duration, |k| {
         let (load, tenants, samples) = (load.clone(), tenants.clone(), samples.clone());
-        let k = i;
-        i += 1;
-        inflight.push(tokio::spawn(async move {
+        async move {
             let (tenant, b) = &tenants[k % tenants.len()];
             samples.add(load.post(tenant, Endpoint::SeriesV2, &b.series).await?);
             anyhow::Ok(())
-        }));
-    }
-    for t in inflight {
-        t.await??;
-    }
+        }
+    })
+    .await?;
     let (p50, p99, p999) = samples.quantiles();
     report.insert("half_load".into(), json!({ "series_points_per_s": series_rate, "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 } }));
 

@@ -33,6 +33,8 @@ use raw::RawConfig;
 
 /// Smallest queue sizes: one Datadog-sized request must fit a record.
 const MIN_QUEUE_BYTES: u64 = 8 << 20;
+/// Smallest in-flight budget: one take of the largest payload (5 MiB).
+const MIN_INFLIGHT_BYTES: u64 = 8 << 20;
 
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "DDRELAY_";
@@ -175,6 +177,9 @@ pub struct DeliveryConfig {
     pub compression_level: i32,
     pub max_concurrency: usize,
     pub tenant_concurrency: usize,
+    /// Memory for records read from the queue and not yet answered by
+    /// Datadog, over all streams (read at start).
+    pub max_inflight_bytes: u64,
     #[serde(serialize_with = "ser_duration")]
     pub request_timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -584,6 +589,19 @@ impl Validator<'_> {
         }
     }
 
+    /// A size of at least `min` bytes.
+    fn min_size(&mut self, key: &str, value: Option<String>, default: u64, min: u64) -> u64 {
+        let n = self.size(key, value, default);
+        if n < min {
+            self.problem(
+                key,
+                format!("{n} bytes is too small; it must be at least {min} (one full payload)"),
+            );
+            return default;
+        }
+        n
+    }
+
     fn addr(&mut self, key: &str, value: Option<String>, default: &str) -> Option<SocketAddr> {
         let v = value.unwrap_or_else(|| default.to_string());
         match v.parse::<SocketAddr>() {
@@ -938,6 +956,12 @@ impl Validator<'_> {
                 4,
                 1,
             ),
+            max_inflight_bytes: self.min_size(
+                "delivery.max_inflight_bytes",
+                raw.delivery.max_inflight_bytes,
+                64 << 20,
+                MIN_INFLIGHT_BYTES,
+            ),
             request_timeout: self.duration(
                 "delivery.request_timeout",
                 raw.delivery.request_timeout,
@@ -1279,5 +1303,21 @@ master_key = "{key}"
         assert_eq!(c.queue.max_bytes, 1 << 30);
         assert_eq!(parse_size("5MB"), Some(5_000_000));
         assert_eq!(parse_size("five"), None);
+    }
+
+    #[test]
+    fn inflight_budget_default_value_and_floor() {
+        let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &[]).unwrap();
+        assert_eq!(c.delivery.max_inflight_bytes, 64 << 20);
+        let text = minimal("/tmp/x", &key()) + "\n[delivery]\nmax_inflight_bytes = \"16MiB\"\n";
+        let c = Config::from_sources(&text, "c.toml", &[]).unwrap();
+        assert_eq!(c.delivery.max_inflight_bytes, 16 << 20);
+        let text = minimal("/tmp/x", &key()) + "\n[delivery]\nmax_inflight_bytes = \"1MiB\"\n";
+        let e = Config::from_sources(&text, "c.toml", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("delivery.max_inflight_bytes") && msg.contains("too small"),
+            "{msg}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! the sender that posts the payloads will live beside these modules.
 
 pub mod age;
+pub mod background;
 pub mod batch;
 pub mod deadletter;
 pub mod encode;

@@ -706,3 +706,76 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
     );
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
+
+/// `delivery.max_inflight_bytes` at its minimum (one full payload) while
+/// Datadog answers slowly: takes wait for the budget instead of piling up in
+/// memory, and every tenant's data is still delivered, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nmax_concurrency = 16\nmax_inflight_bytes = \"8MiB\"\n").await;
+    let tenants = [
+        ("b1", "Demo US1", "datadoghq.com"),
+        ("b2", "Demo EU1", "datadoghq.eu"),
+        ("b3", "Demo AP1", "ap1.datadoghq.com"),
+        ("b4", "Demo US5", "us5.datadoghq.com"),
+    ];
+    for (t, org, site) in tenants {
+        assert_eq!(
+            relay
+                .connect(&dog, t, Some(site), org)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    dog.inject_fault(Fault::delay(Duration::from_millis(150)).on_endpoint(Endpoint::Logs))
+        .unwrap();
+    // About 1.4 MB of logs per request, several requests per tenant: more
+    // than the budget holds at once.
+    let big = "x".repeat(1400);
+    let sends = tenants.iter().map(|(t, _, _)| {
+        let (relay, big) = (&relay, &big);
+        async move {
+            for r in 0..3 {
+                let body = json!(
+                    (0..1000)
+                        .map(|i| json!({ "message": format!("{t}-{r}-{i} {big}") }))
+                        .collect::<Vec<_>>()
+                );
+                let (s, v) = relay
+                    .send(
+                        t,
+                        Endpoint::Logs,
+                        body.to_string().as_bytes(),
+                        Encoding::Gzip,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(s, 202, "{v}");
+            }
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    until("every tenant delivered", Duration::from_secs(60), || {
+        tenants
+            .iter()
+            .all(|(_, org, _)| items(&dog, org, Endpoint::Logs) >= 3000)
+    })
+    .await;
+    for (t, org, _) in tenants {
+        assert_eq!(items(&dog, org, Endpoint::Logs), 3000, "{t}");
+        // The ack follows Datadog's answer by a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = tenant_json(&relay, t).await;
+            if v["queued_items"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{t}: still queued: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}

@@ -142,6 +142,8 @@ pub(crate) struct RawDelivery {
     #[serde(default)]
     pub tenant_concurrency: Option<i64>,
     #[serde(default, deserialize_with = "string")]
+    pub max_inflight_bytes: Option<String>,
+    #[serde(default, deserialize_with = "string")]
     pub request_timeout: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub retry_initial: Option<String>,

@@ -34,6 +34,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::background::{self, Background};
 use super::batch::{Packer, Payload};
 use super::deadletter::DeadLetters;
 use super::limits::Limiters;
@@ -114,6 +115,11 @@ pub struct Pipeline {
     global: Arc<Semaphore>,
     /// Bounds concurrent packing (CPU and memory): one per core.
     packing: Arc<Semaphore>,
+    /// Low-priority threads for queue reads and packing, one per permit.
+    work: Background,
+    /// `delivery.max_inflight_bytes` in KiB permits: records read from the
+    /// queue stay in memory until Datadog answers their payloads.
+    inflight: Arc<Semaphore>,
     state: Mutex<DispatchState>,
     wake: Notify,
     limiters: ArcSwap<Limiters>,
@@ -140,15 +146,18 @@ impl Pipeline {
         tenants: Arc<Tenants>,
         metrics: Arc<Metrics>,
         dead: DeadLetters,
-    ) -> Pipeline {
+    ) -> std::io::Result<Pipeline> {
         let config = tenants.config();
-        Pipeline {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Pipeline {
             global: Arc::new(Semaphore::new(config.delivery.max_concurrency)),
-            packing: Arc::new(Semaphore::new(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
+            packing: Arc::new(Semaphore::new(cores)),
+            inflight: Arc::new(Semaphore::new(
+                (config.delivery.max_inflight_bytes / 1024) as usize,
             )),
+            work: Background::start("ddrelay-deliver", cores, background::DELIVERY_NICE)?,
             limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
             queue,
             tenants,
@@ -156,7 +165,7 @@ impl Pipeline {
             dead,
             state: Mutex::new(DispatchState::default()),
             wake: Notify::new(),
-        }
+        })
     }
 
     pub fn dead_letters(&self) -> &DeadLetters {
@@ -440,20 +449,36 @@ impl Pipeline {
         } else {
             MAX_RECORDS_PER_TAKE
         };
-        // Reading and packing hold a take's worth of data in memory: at most
-        // one take per core is being prepared at a time (the permit is given
-        // back once the payloads are packed, before they are sent).
+        // Memory: a take stays in memory until Datadog answers its payloads.
+        // Reserve the largest possible take from the in-flight budget, give
+        // back what the take did not use once it is read. The budget is
+        // taken before the packing permit (and never the other way round),
+        // so holders of a packing permit never wait for the budget.
+        let total_kib = (config.delivery.max_inflight_bytes / 1024) as usize;
+        let take_kib = (limits.max_uncompressed / 1024 + 1).min(total_kib);
+        let Ok(mut inflight) = self
+            .inflight
+            .clone()
+            .acquire_many_owned(take_kib as u32)
+            .await
+        else {
+            return Outcome::Idle;
+        };
+        // Reading and packing do CPU work on a take: at most one take per
+        // core is being prepared at a time (the permit is given back once
+        // the payloads are packed, before they are sent).
         let Ok(prepare) = self.packing.clone().acquire_owned().await else {
             return Outcome::Idle;
         };
         let mut prepare = Some(prepare);
-        // Reading records is disk I/O and CRC work: keep it off the async workers.
+        // Reading records is disk I/O and CRC work: keep it off the async
+        // workers, at delivery's lower priority.
         let queue = self.queue.clone();
         let name = tenant.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            queue.take(&name, code, max_records, limits.max_uncompressed)
-        })
-        .await;
+        let read = self
+            .work
+            .run(move || queue.take(&name, code, max_records, limits.max_uncompressed))
+            .await;
         let taken = match read
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
@@ -468,6 +493,10 @@ impl Pipeline {
         };
         if taken.is_empty() {
             return Outcome::Idle;
+        }
+        let used_kib = taken.iter().map(|t| t.payload.len()).sum::<usize>() / 1024 + 1;
+        if used_kib < take_kib {
+            drop(inflight.split(take_kib - used_kib));
         }
         let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
         let Some(entry) = self.tenants.get(tenant) else {
@@ -512,8 +541,8 @@ impl Pipeline {
                 aged += rec.items as u64;
                 continue;
             }
-            for item in rec.payload.split(|b| *b == b'\n').filter(|i| !i.is_empty()) {
-                let mut item = rec.payload.slice_ref(item);
+            for range in item_ranges(&rec.payload) {
+                let mut item = rec.payload.slice(range);
                 if rec.oldest_ms < cutoff_ms {
                     match super::age::trim(endpoint, &item, cutoff_ms) {
                         super::age::Trimmed::Keep => {}
@@ -553,8 +582,8 @@ impl Pipeline {
         let mut stop: Option<Outcome> = None;
         'work: while let Some((range, max_items)) = work.pop_front() {
             let p = packer.with_max_items(max_items);
-            // Compression is CPU-bound: run it on the blocking pool so the
-            // async workers keep answering ingest requests promptly.
+            // Compression is CPU-bound: run it on the delivery threads so the
+            // async workers and ingest keep answering promptly.
             let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
             let permit = match prepare.take() {
                 Some(p) => p,
@@ -569,11 +598,13 @@ impl Pipeline {
                     }
                 },
             };
-            let packed = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
-                p.pack(&refs)
-            })
-            .await;
+            let packed = self
+                .work
+                .run(move || {
+                    let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
+                    p.pack(&refs)
+                })
+                .await;
             drop(permit);
             let packed = match packed {
                 Ok(p) => p,
@@ -804,6 +835,19 @@ enum Sent {
     Transport(String),
 }
 
+/// The items of a record payload (compact JSON joined by `\n`), found with
+/// a vectorised search: this runs over every byte that is delivered.
+fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', payload)
+        .chain(std::iter::once(payload.len()))
+        .filter_map(move |end| {
+            let r = start..end;
+            start = end + 1;
+            (!r.is_empty()).then_some(r)
+        })
+}
+
 fn as_slices(items: &[bytes::Bytes]) -> Vec<&[u8]> {
     items.iter().map(|b| b.as_ref()).collect()
 }
@@ -824,5 +868,17 @@ pub fn encoding_for(endpoint: Endpoint, config: &Config) -> Encoding {
     match endpoint {
         Endpoint::SeriesV2 => config.delivery.compression.encoding(),
         e => e.default_encoding(),
+    }
+}
+
+#[cfg(test)]
+mod item_tests {
+    #[test]
+    fn item_ranges_split_on_newlines_and_skip_empty_items() {
+        let p = b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}";
+        let items: Vec<&[u8]> = super::item_ranges(p).map(|r| &p[r]).collect();
+        assert_eq!(items, vec![&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
+        assert_eq!(super::item_ranges(b"").count(), 0);
+        assert_eq!(super::item_ranges(b"x\n").count(), 1);
     }
 }
