@@ -51,6 +51,8 @@ pub struct BenchOptions {
     pub steady_mib_per_s: Option<f64>,
     /// Nice value of fakedog's threads (0: the relay's priority).
     pub dog_nice: i32,
+    /// Series with two tags and no resource instead of five tags and a host.
+    pub light_series: bool,
 }
 
 /// A child relay process.
@@ -156,9 +158,18 @@ struct Bodies {
 const SERIES_PER_REQUEST: usize = 1000;
 const LOGS_PER_REQUEST: usize = 500;
 
-/// `n` series with 5 tags and a host resource each, one point.
-fn series_json(tenant: &str, seed: u64, n: usize) -> serde_json::Value {
+/// `n` series with 5 tags and a host resource each, one point; `light`:
+/// two tags and no resource (about half the bytes per point).
+fn series_json(tenant: &str, seed: u64, n: usize, light: bool) -> serde_json::Value {
     let ts = now();
+    if light {
+        return json!({ "series": (0..n).map(|i| json!({
+            "metric": format!("bench.metric.{}", i % 50),
+            "type": 3,
+            "points": [{ "timestamp": ts, "value": (i as f64) * 1.5 }],
+            "tags": [format!("host:h{}", (i as u64 + seed) % 200), format!("customer:{tenant}")],
+        })).collect::<Vec<_>>() });
+    }
     json!({ "series": (0..n).map(|i| json!({
         "metric": format!("bench.metric.{}", i % 50),
         "type": 3,
@@ -217,8 +228,8 @@ fn encode_body(v: &serde_json::Value, gzip: bool) -> Vec<u8> {
     }
 }
 
-fn bodies(tenant: &str, seed: u64, gzip: bool) -> Bodies {
-    let series = series_json(tenant, seed, SERIES_PER_REQUEST);
+fn bodies(tenant: &str, seed: u64, gzip: bool, light: bool) -> Bodies {
+    let series = series_json(tenant, seed, SERIES_PER_REQUEST, light);
     let logs = logs_json(tenant, seed, LOGS_PER_REQUEST);
     let event = json!({ "title": format!("bench event for {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
     let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
@@ -246,7 +257,7 @@ struct MixedRequest {
 /// the steady phase cycles through: 100 series, 20 logs, 100 series, 20
 /// logs, one event, one service check.
 fn mixed_requests(tenant: &str, seed: u64, gzip: bool) -> Vec<MixedRequest> {
-    let series = series_json(tenant, seed, 100);
+    let series = series_json(tenant, seed, 100, false);
     let logs = logs_json(tenant, seed, 20);
     let event = json!({ "title": format!("deploy of {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
     let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
@@ -511,7 +522,7 @@ fn floor(
         points: Vec<Point>,
         #[serde(borrow, default)]
         tags: Vec<std::borrow::Cow<'a, str>>,
-        #[serde(borrow, default)]
+        #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
         resources: Vec<Resource<'a>>,
     }
     #[derive(serde::Deserialize, serde::Serialize)]
@@ -804,7 +815,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
 
     // Pre-built bodies (at most 64 distinct sets, reused across tenants).
     let sets: Vec<Arc<Bodies>> = (0..names.len().min(64))
-        .map(|i| Arc::new(bodies(&names[i], i as u64, opts.gzip_ingest)))
+        .map(|i| {
+            Arc::new(bodies(
+                &names[i],
+                i as u64,
+                opts.gzip_ingest,
+                opts.light_series,
+            ))
+        })
         .collect();
     let tenants: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(
         names
@@ -830,6 +848,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     report.insert("gzip_ingest".into(), json!(opts.gzip_ingest));
     report.insert("series_compression".into(), json!(compression));
     report.insert("dog_nice".into(), json!(opts.dog_nice));
+    report.insert("light_series".into(), json!(opts.light_series));
     report.insert(
         "idle_rss_mib".into(),
         json!(idle.rss_bytes as f64 / 1048576.0),

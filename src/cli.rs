@@ -82,6 +82,10 @@ pub enum Command {
         /// relay's priority.
         #[arg(long, default_value_t = 19)]
         dog_nice: i32,
+        /// Series with two tags and no resource (about 110 bytes of JSON per
+        /// point) instead of five tags and a host resource (about 210).
+        #[arg(long)]
+        light_series: bool,
     },
     /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
     Healthcheck {
@@ -231,6 +235,7 @@ pub fn main() -> ExitCode {
             latency_rate,
             steady_mib,
             dog_nice,
+            light_series,
         } => bench_blocking(crate::bench::BenchOptions {
             tenants,
             duration: if smoke {
@@ -245,6 +250,7 @@ pub fn main() -> ExitCode {
             latency_rate,
             steady_mib_per_s: Some(steady_mib),
             dog_nice,
+            light_series,
         }),
         Command::Store {
             action: StoreAction::Migrate { config, to, force },
