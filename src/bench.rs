@@ -993,6 +993,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         .await?;
     let (e50, e99, e999) = histogram_quantiles(&metrics, "ddrelay_end_to_end_seconds");
     report.insert("end_to_end_ms".into(), json!({ "p50": e50, "p99": e99, "p999": e999, "note": "from the relay's histogram: bucket upper bounds" }));
+    let (c50, c99, c999) = histogram_quantiles(&metrics, "ddrelay_queue_commit_seconds");
+    report.insert("queue_commit_ms".into(), json!({ "p50": c50, "p99": c99, "p999": c999, "note": "write + fdatasync per group commit, whole run; bucket upper bounds" }));
     let sent_bytes: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("ddrelay_delivered_bytes_total"))

@@ -311,7 +311,12 @@ pub(crate) struct Shared {
     notify: Notify,
     pub(crate) closed: AtomicBool,
     corrupt: AtomicU64,
+    /// Told the duration and bytes of every group commit (write + fdatasync).
+    pub(crate) commit_observer: std::sync::OnceLock<CommitObserver>,
 }
+
+/// See [`Queue::observe_commits`].
+pub type CommitObserver = Box<dyn Fn(std::time::Duration, u64) + Send + Sync>;
 
 impl Shared {
     pub(crate) fn notify_data(&self) {
@@ -423,6 +428,7 @@ impl Queue {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             corrupt: AtomicU64::new(report.corrupt_records),
+            commit_observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), rx, rec.next_seq, rec.next_seg);
@@ -645,6 +651,13 @@ impl Queue {
     }
 
     /// Records found corrupt since open (at recovery, take or compaction).
+    /// Calls `f` with the duration and size of every group commit (the
+    /// vectored write and its `fdatasync`): the disk's share of ingest
+    /// latency. Set once; later calls are ignored.
+    pub fn observe_commits(&self, f: impl Fn(std::time::Duration, u64) + Send + Sync + 'static) {
+        let _ = self.shared().commit_observer.set(Box::new(f));
+    }
+
     pub fn corrupt_records(&self) -> u64 {
         self.shared().corrupt.load(Ordering::Relaxed)
     }

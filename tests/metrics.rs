@@ -98,6 +98,7 @@ async fn metrics_are_valid_complete_and_bounded() {
         "ddrelay_queue_items",
         "ddrelay_queue_bytes",
         "ddrelay_queue_oldest_age_seconds",
+        "ddrelay_queue_commit_seconds_bucket",
         "ddrelay_send_requests_total",
         "ddrelay_delivered_items_total",
         "ddrelay_end_to_end_seconds_bucket",
@@ -113,6 +114,13 @@ async fn metrics_are_valid_complete_and_bounded() {
         "{text}"
     );
     assert!(!text.contains("tenant="), "no per-tenant label: {text}");
+    // Every accepted request went through a group commit of the queue.
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ddrelay_queue_commit_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(commits >= 1, "no queue commit observed:\n{text}");
 
     // OpenMetrics on request.
     let om = http
