@@ -234,7 +234,7 @@ impl App {
         let cfg = config.load_full();
         let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
         let commits = metrics.queue_commit_seconds.clone();
-        queue.observe_commits(move |took, _bytes| commits.observe(took.as_secs_f64()));
+        queue.observe_commits(move |took| commits.observe(took.as_secs_f64()));
         tracing::info!(
             records = recovery.records,
             items = recovery.items,

@@ -47,8 +47,8 @@ pub struct BenchOptions {
     pub smoke: bool,
     /// Series points/s for the latency phase; default half the measured rate.
     pub latency_rate: Option<f64>,
-    /// MiB/s of uncompressed JSON for the steady mixed phase (none: skipped).
-    pub steady_mib_per_s: Option<f64>,
+    /// MiB/s of uncompressed JSON for the steady mixed phase (0: skipped).
+    pub steady_mib_per_s: f64,
     /// Nice value of fakedog's threads (0: the relay's priority).
     pub dog_nice: i32,
     /// Series with two tags and no resource instead of five tags and a host.
@@ -155,6 +155,9 @@ struct Bodies {
     checks: Vec<u8>,
 }
 
+/// Bytes per MiB, for reports.
+const MIB: f64 = 1_048_576.0;
+
 const SERIES_PER_REQUEST: usize = 1000;
 const LOGS_PER_REQUEST: usize = 500;
 
@@ -219,6 +222,14 @@ fn logs_json(tenant: &str, seed: u64, n: usize) -> serde_json::Value {
     )
 }
 
+fn event_json(tenant: &str) -> serde_json::Value {
+    json!({ "title": format!("bench event for {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] })
+}
+
+fn checks_json(tenant: &str) -> serde_json::Value {
+    json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }])
+}
+
 fn encode_body(v: &serde_json::Value, gzip: bool) -> Vec<u8> {
     let raw = v.to_string().into_bytes();
     if gzip {
@@ -231,8 +242,7 @@ fn encode_body(v: &serde_json::Value, gzip: bool) -> Vec<u8> {
 fn bodies(tenant: &str, seed: u64, gzip: bool, light: bool) -> Bodies {
     let series = series_json(tenant, seed, SERIES_PER_REQUEST, light);
     let logs = logs_json(tenant, seed, LOGS_PER_REQUEST);
-    let event = json!({ "title": format!("bench event for {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
-    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
+    let (event, checks) = (event_json(tenant), checks_json(tenant));
     Bodies {
         series: encode_body(&series, gzip),
         series_points: SERIES_PER_REQUEST as u64,
@@ -259,8 +269,7 @@ struct MixedRequest {
 fn mixed_requests(tenant: &str, seed: u64, gzip: bool) -> Vec<MixedRequest> {
     let series = series_json(tenant, seed, 100, false);
     let logs = logs_json(tenant, seed, 20);
-    let event = json!({ "title": format!("deploy of {tenant}"), "text": "a deployment happened", "tags": [format!("customer:{tenant}")] });
-    let checks = json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }]);
+    let (event, checks) = (event_json(tenant), checks_json(tenant));
     let req = |endpoint, v: &serde_json::Value, items| MixedRequest {
         endpoint,
         body: encode_body(v, gzip),
@@ -452,7 +461,7 @@ impl RssSampler {
     async fn finish(self) -> anyhow::Result<(f64, f64)> {
         self.stop.store(true, Ordering::Relaxed);
         let seen = self.task.await?;
-        let mib = |b: u64| b as f64 / 1048576.0;
+        let mib = |b: u64| b as f64 / MIB;
         let max = seen.iter().copied().max().map(mib).unwrap_or(0.0);
         let tail = &seen[seen.len() / 2..];
         let mean = if tail.is_empty() {
@@ -651,7 +660,7 @@ async fn steady_phase(
         .collect();
     let first = sets.first().context("no tenants")?;
     let mean_raw = first.iter().map(|r| r.raw_len).sum::<usize>() as f64 / first.len() as f64;
-    let rate = mib_per_s * 1048576.0 / mean_raw;
+    let rate = mib_per_s * MIB / mean_raw;
     let tenants: Arc<Vec<(String, Arc<Vec<MixedRequest>>)>> = Arc::new(
         names
             .iter()
@@ -699,7 +708,7 @@ async fn steady_phase(
     let all_items: u64 = items.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     Ok(json!({
         "target_mib_per_s": mib_per_s,
-        "accepted_mib_per_s": raw_bytes.load(Ordering::Relaxed) as f64 / secs / 1048576.0,
+        "accepted_mib_per_s": raw_bytes.load(Ordering::Relaxed) as f64 / secs / MIB,
         "requests_per_s": sent as f64 / secs,
         "items_per_s": all_items as f64 / secs,
         "tenants": n,
@@ -766,7 +775,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let idle = proc_stat(pid)?;
     println!(
         "relay pid {pid}: idle RSS {:.1} MiB",
-        idle.rss_bytes as f64 / 1048576.0
+        idle.rss_bytes as f64 / MIB
     );
 
     // Tenants: one fakedog org each, connected through the OAuth flow.
@@ -810,7 +819,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         "connected {} tenants in {:.1} s; idle RSS with them {:.1} MiB",
         names.len(),
         connect_secs,
-        idle_connected.rss_bytes as f64 / 1048576.0
+        idle_connected.rss_bytes as f64 / MIB
     );
 
     // Pre-built bodies (at most 64 distinct sets, reused across tenants).
@@ -849,30 +858,27 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     report.insert("series_compression".into(), json!(compression));
     report.insert("dog_nice".into(), json!(opts.dog_nice));
     report.insert("light_series".into(), json!(opts.light_series));
-    report.insert(
-        "idle_rss_mib".into(),
-        json!(idle.rss_bytes as f64 / 1048576.0),
-    );
+    report.insert("idle_rss_mib".into(), json!(idle.rss_bytes as f64 / MIB));
     report.insert(
         "idle_connected_rss_mib".into(),
-        json!(idle_connected.rss_bytes as f64 / 1048576.0),
+        json!(idle_connected.rss_bytes as f64 / MIB),
     );
     report.insert("connect_seconds".into(), json!(connect_secs));
 
     // The steady phase runs first, so the process's peak RSS (VmHWM) after
     // it is the peak under steady load, not under the saturation below.
-    if let Some(mib) = opts.steady_mib_per_s.filter(|r| *r > 0.0) {
+    if opts.steady_mib_per_s > 0.0 {
         let mut figures = steady_phase(
             &dog,
             &load,
             &names,
             opts.gzip_ingest,
-            mib,
+            opts.steady_mib_per_s,
             opts.duration,
             pid,
         )
         .await?;
-        figures["peak_rss_mib"] = json!(proc_stat(pid)?.peak_rss_bytes as f64 / 1048576.0);
+        figures["peak_rss_mib"] = json!(proc_stat(pid)?.peak_rss_bytes as f64 / MIB);
         println!("steady: {}", serde_json::to_string_pretty(&figures)?);
         report.insert("steady".into(), figures);
     }
@@ -952,7 +958,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             "relay_over_floor": relay_per_item / floor_per_item.max(1e-12),
             "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
             "drain_after_load_s": drain.as_secs_f64(),
-            "rss_mib": st.rss_bytes as f64 / 1048576.0,
+            "rss_mib": st.rss_bytes as f64 / MIB,
             "backpressured_requests": load.backpressured.load(Ordering::Relaxed),
         });
         println!("{label}: {}", serde_json::to_string_pretty(&figures)?);
@@ -1015,7 +1021,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         json!(received_bytes / sent_bytes.max(1.0)),
     );
     report.insert("intake_requests".into(), json!(requests));
-    report.insert("peak_rss_mib".into(), json!(peak as f64 / 1048576.0));
+    report.insert("peak_rss_mib".into(), json!(peak as f64 / MIB));
     let violations = dog.violations().len();
     report.insert("fakedog_violations".into(), json!(violations));
     let report = serde_json::Value::Object(report);

@@ -248,7 +248,7 @@ pub fn main() -> ExitCode {
             zstd,
             smoke,
             latency_rate,
-            steady_mib_per_s: Some(steady_mib),
+            steady_mib_per_s: steady_mib,
             dog_nice,
             light_series,
         }),

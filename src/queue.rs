@@ -311,12 +311,12 @@ pub(crate) struct Shared {
     notify: Notify,
     pub(crate) closed: AtomicBool,
     corrupt: AtomicU64,
-    /// Told the duration and bytes of every group commit (write + fdatasync).
+    /// Told the duration of every group commit (write + fdatasync).
     pub(crate) commit_observer: std::sync::OnceLock<CommitObserver>,
 }
 
 /// See [`Queue::observe_commits`].
-pub type CommitObserver = Box<dyn Fn(std::time::Duration, u64) + Send + Sync>;
+pub type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl Shared {
     pub(crate) fn notify_data(&self) {
@@ -650,14 +650,14 @@ impl Queue {
         self.shared().state.lock().all_tenant_stats()
     }
 
-    /// Records found corrupt since open (at recovery, take or compaction).
-    /// Calls `f` with the duration and size of every group commit (the
-    /// vectored write and its `fdatasync`): the disk's share of ingest
-    /// latency. Set once; later calls are ignored.
-    pub fn observe_commits(&self, f: impl Fn(std::time::Duration, u64) + Send + Sync + 'static) {
+    /// Calls `f` with the duration of every group commit (the vectored
+    /// write and its `fdatasync`): the disk's share of ingest latency. Set
+    /// once; later calls are ignored.
+    pub fn observe_commits(&self, f: impl Fn(std::time::Duration) + Send + Sync + 'static) {
         let _ = self.shared().commit_observer.set(Box::new(f));
     }
 
+    /// Records found corrupt since open (at recovery, take or compaction).
     pub fn corrupt_records(&self) -> u64 {
         self.shared().corrupt.load(Ordering::Relaxed)
     }

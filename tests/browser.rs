@@ -44,7 +44,7 @@ fn installed(bin: &str) -> bool {
         .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
-            std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+            !support::require_external(),
             "{bin} is required (run scripts/test)"
         );
         eprintln!("skipping: {bin} is not installed (run scripts/test)");

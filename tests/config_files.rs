@@ -3,8 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ddrelay::config::Config;
 
@@ -27,12 +28,7 @@ fn config_files() -> Vec<PathBuf> {
 
 /// Runs `ddrelay` with no DDRELAY_* variables from the test's environment.
 fn ddrelay(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::ddrelay_command();
     cmd.args(args).envs(env.iter().copied());
     let out = cmd.output().unwrap();
     (

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,7 @@ impl Drop for Proc {
 
 /// Starts `ddrelay run` and reads its addresses from its JSON start line.
 fn spawn(config: &Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::ddrelay_command();
     let mut child = cmd
         .args(["run", "--config", config.to_str().unwrap()])
         .stderr(Stdio::piped())

@@ -157,7 +157,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
 async fn the_python_example_sends_every_kind_with_datadogs_client() {
     let python = match std::env::var("DDRELAYTEST_PYTHON") {
         Ok(p) => p,
-        Err(_) if std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
+        Err(_) if support::require_external() => {
             panic!(
                 "DDRELAYTEST_PYTHON is not set (DDRELAYTEST_REQUIRE_EXTERNAL=1): run scripts/test"
             )

@@ -24,12 +24,7 @@ struct Proc {
 }
 
 fn spawn(config: &Path, log: PathBuf) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::ddrelay_command();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -27,7 +27,7 @@ fn tool(name: &str) -> Option<String> {
         Some(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
         None => {
             assert!(
-                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                !support::require_external(),
                 "{name} is required (run scripts/test)"
             );
             eprintln!("skipping the {name} check: not installed (run scripts/test)");

@@ -20,7 +20,7 @@ fn python() -> Option<String> {
         Ok(p) => Some(p),
         Err(_) => {
             assert!(
-                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                !support::require_external(),
                 "DDRELAYTEST_PYTHON is required (run scripts/test)"
             );
             eprintln!("skipping: DDRELAYTEST_PYTHON is not set (run scripts/test)");

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,12 +57,7 @@ impl Replica {
     /// Starts `ddrelay run --config FILE` and reads its addresses from its
     /// JSON start line.
     fn spawn(config: &Path, problems: Arc<Mutex<Vec<String>>>) -> Replica {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = support::ddrelay_command();
         let mut child = cmd
             .args(["run", "--config", config.to_str().unwrap()])
             .stderr(Stdio::piped())

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -41,12 +43,7 @@ format = "json"
 }
 
 fn command(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::ddrelay_command();
     cmd.args(["run", "--config", config.to_str().unwrap()]);
     cmd
 }

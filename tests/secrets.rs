@@ -21,15 +21,6 @@ use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::Store;
 
-fn clean(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
 fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -71,7 +62,7 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
 
     let log_path = dir.path().join("relay.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = clean(&mut Command::new(env!("CARGO_BIN_EXE_ddrelay")))
+    let mut child = support::ddrelay_command()
         .args(["run", "--config"])
         .arg(&config)
         .stderr(Stdio::from(log_file))
@@ -221,7 +212,7 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
     assert!(child.wait().unwrap().success());
 
     // check-config output.
-    let out = clean(&mut Command::new(env!("CARGO_BIN_EXE_ddrelay")))
+    let out = support::ddrelay_command()
         .args(["check-config", "--config"])
         .arg(&config)
         .output()

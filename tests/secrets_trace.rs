@@ -170,7 +170,7 @@ async fn no_secret_in_logs_metrics_answers_check_config_or_the_data_dir() {
         text(&relay, "/v1/tenants/alpha", true).await,
         text(&relay, "/", true).await,
     ];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddrelay"))
+    let out = support::ddrelay_command()
         .args(["check-config", "--config"])
         .arg(&relay.config_path)
         .output()

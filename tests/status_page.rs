@@ -78,7 +78,7 @@ fn chromium() -> Option<String> {
     if found {
         return Some(bin);
     }
-    if std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+    if support::require_external() {
         panic!("chromium not found (DDRELAYTEST_REQUIRE_EXTERNAL=1): apt-get install chromium");
     }
     eprintln!("SKIP: chromium not found; the browser part of the status page test did not run");

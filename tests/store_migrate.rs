@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ddrelay::sandbox::{self, Relay};
@@ -18,12 +18,7 @@ use ddrelay::site::{Encoding, Endpoint};
 use ddrelay::store::{Store, TenantState};
 
 fn migrate(config: &Path, to: &str, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddrelay"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::ddrelay_command();
     cmd.args([
         "store",
         "migrate",

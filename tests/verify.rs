@@ -54,13 +54,8 @@ fn passed(report: &Value, name: &str) -> bool {
 /// sandbox's file says `api_listen = "127.0.0.1:0"`, so the bound address is
 /// given the way an operator overrides any key: by environment.
 async fn cli(relay: &Relay, tenant: &str) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddrelay"));
     // Start from a clean environment: no DDRELAY_* override leaks in.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = tokio::process::Command::from(support::ddrelay_command());
     let out = cmd
         .arg("verify")
         .arg("--config")

@@ -120,6 +120,8 @@ pub struct Pipeline {
     /// `delivery.max_inflight_bytes` in KiB permits: records read from the
     /// queue stay in memory until Datadog answers their payloads.
     inflight: Arc<Semaphore>,
+    /// The permits `inflight` was created with (the setting is read at start).
+    inflight_kib: usize,
     state: Mutex<DispatchState>,
     wake: Notify,
     limiters: ArcSwap<Limiters>,
@@ -151,12 +153,12 @@ impl Pipeline {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let inflight_kib = (config.delivery.max_inflight_bytes / 1024) as usize;
         Ok(Pipeline {
             global: Arc::new(Semaphore::new(config.delivery.max_concurrency)),
             packing: Arc::new(Semaphore::new(cores)),
-            inflight: Arc::new(Semaphore::new(
-                (config.delivery.max_inflight_bytes / 1024) as usize,
-            )),
+            inflight: Arc::new(Semaphore::new(inflight_kib)),
+            inflight_kib,
             work: Background::start("ddrelay-deliver", cores, background::DELIVERY_NICE)?,
             limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
             queue,
@@ -454,8 +456,7 @@ impl Pipeline {
         // back what the take did not use once it is read. The budget is
         // taken before the packing permit (and never the other way round),
         // so holders of a packing permit never wait for the budget.
-        let total_kib = (config.delivery.max_inflight_bytes / 1024) as usize;
-        let take_kib = (limits.max_uncompressed / 1024 + 1).min(total_kib);
+        let take_kib = (limits.max_uncompressed / 1024 + 1).min(self.inflight_kib);
         let Ok(mut inflight) = self
             .inflight
             .clone()

@@ -374,13 +374,12 @@ impl Writer {
             return;
         };
         let started = Instant::now();
-        let bytes: u64 = st.bufs.iter().map(|b| b.len() as u64).sum();
         let res = write_all_vectored(&mut head.file, &st.bufs).and_then(|()| head.file.sync_data());
         st.bufs.clear();
         match res {
             Ok(()) => {
                 if let Some(observe) = self.shared.commit_observer.get() {
-                    observe(started.elapsed(), bytes);
+                    observe(started.elapsed());
                 }
                 let mut s = self.shared.state.lock();
                 s.grow(head.id, head.len);

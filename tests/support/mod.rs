@@ -7,6 +7,25 @@ use ddrelay::fakedog::{FakeDog, Options};
 use ddrelay::sandbox::Relay;
 use ddrelay::site::SITES;
 
+/// The `ddrelay` binary with no `DDRELAY_*` or `RUST_LOG` variable from the
+/// test's own environment: every child process is configured by its file
+/// and by what the test sets explicitly.
+pub fn ddrelay_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ddrelay"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DDRELAY_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `DDRELAYTEST_REQUIRE_EXTERNAL=1` (scripts/test and CI set it): a missing
+/// external tool or service fails the test instead of skipping it.
+pub fn require_external() -> bool {
+    std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1")
+}
+
 /// fakedog with one org per site (`Demo US1`, `Demo EU1`, …).
 pub async fn dog() -> FakeDog {
     FakeDog::start(Options::demo()).await.unwrap()
@@ -53,7 +72,7 @@ impl PgDatabase {
         use sqlx::Connection as _;
         let Ok(admin_url) = std::env::var("DDRELAYTEST_POSTGRES") else {
             assert!(
-                std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").is_err(),
+                !require_external(),
                 "DDRELAYTEST_POSTGRES is required (scripts/test sets it)"
             );
             eprintln!("skipping PostgreSQL: DDRELAYTEST_POSTGRES is not set");
