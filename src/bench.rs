@@ -145,14 +145,14 @@ fn spawn_relay(config: &Path) -> anyhow::Result<RelayProc> {
 
 /// Pre-built request bodies for one tenant.
 struct Bodies {
-    series: Vec<u8>,
+    series: bytes::Bytes,
     series_points: u64,
     series_raw: Vec<u8>,
-    logs: Vec<u8>,
+    logs: bytes::Bytes,
     logs_items: u64,
     logs_raw: Vec<u8>,
-    event: Vec<u8>,
-    checks: Vec<u8>,
+    event: bytes::Bytes,
+    checks: bytes::Bytes,
 }
 
 /// Bytes per MiB, for reports.
@@ -230,12 +230,13 @@ fn checks_json(tenant: &str) -> serde_json::Value {
     json!([{ "check": "bench.ok", "host_name": "h1", "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": now() }])
 }
 
-fn encode_body(v: &serde_json::Value, gzip: bool) -> Vec<u8> {
+/// A request body, shared (not copied) by every request that sends it.
+fn encode_body(v: &serde_json::Value, gzip: bool) -> bytes::Bytes {
     let raw = v.to_string().into_bytes();
     if gzip {
-        codec::compress(Encoding::Gzip, 1, &raw)
+        codec::compress(Encoding::Gzip, 1, &raw).into()
     } else {
-        raw
+        raw.into()
     }
 }
 
@@ -258,7 +259,7 @@ fn bodies(tenant: &str, seed: u64, gzip: bool, light: bool) -> Bodies {
 /// One request of the steady mixed phase.
 struct MixedRequest {
     endpoint: Endpoint,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     raw_len: usize,
     items: u64,
 }
@@ -319,31 +320,32 @@ impl Load {
         &self,
         tenant: &str,
         endpoint: Endpoint,
-        body: &[u8],
+        body: &bytes::Bytes,
     ) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let mut req = self
-            .http
-            .post(format!("{}{}", self.api, endpoint.path()))
-            .header("DD-API-KEY", tenant)
-            .header("Content-Type", "application/json")
-            .body(body.to_vec());
-        if self.gzip {
-            req = req.header("Content-Encoding", "gzip");
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let _ = resp.bytes().await;
-        match status.as_u16() {
-            202 => Ok(started.elapsed()),
-            // Backpressure (queue share or disk budget full): a well-behaved
-            // client waits and retries; the bench counts it.
-            429 | 503 => {
-                self.backpressured.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Box::pin(self.post(tenant, endpoint, body)).await
+        loop {
+            let mut req = self
+                .http
+                .post(format!("{}{}", self.api, endpoint.path()))
+                .header("DD-API-KEY", tenant)
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+            if self.gzip {
+                req = req.header("Content-Encoding", "gzip");
             }
-            _ => bail!("{} answered {status}", endpoint.path()),
+            let resp = req.send().await?;
+            let status = resp.status();
+            let _ = resp.bytes().await;
+            match status.as_u16() {
+                202 => return Ok(started.elapsed()),
+                // Backpressure (queue share or disk budget full): a
+                // well-behaved client waits and retries; the bench counts it.
+                429 | 503 => {
+                    self.backpressured.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => bail!("{} answered {status}", endpoint.path()),
+            }
         }
     }
 }

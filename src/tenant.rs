@@ -296,7 +296,8 @@ impl Tenants {
         let mut highest = since;
         for t in changed {
             highest = highest.max(t.version);
-            self.apply(t);
+            // The gauges are recounted once below.
+            let _ = self.apply(t);
         }
         {
             let mut v = self.synced_version.lock();
@@ -309,15 +310,17 @@ impl Tenants {
 
     /// Installs a fresh record, dropping cached secrets if they may have
     /// changed, and noting a tenant that became disconnected (whichever
-    /// path read it: a sync, a re-read, our own disconnect).
-    fn apply(&self, record: Tenant) {
+    /// path read it: a sync, a re-read, our own disconnect). Returns whether
+    /// the tenant's state changed (or it is new), i.e. the state gauges moved.
+    fn apply(&self, record: Tenant) -> bool {
         let existing = self.entries.read().get(&record.id).cloned();
         match existing {
             Some(entry) => {
                 let old = entry.record();
                 if old.version > record.version {
-                    return;
+                    return false;
                 }
+                let changed = old.state != record.state;
                 if old.state != TenantState::Disconnected
                     && record.state == TenantState::Disconnected
                 {
@@ -334,11 +337,13 @@ impl Tenants {
                     *entry.access.write() = None;
                 }
                 *entry.record.write() = record;
+                changed
             }
             None => {
                 self.entries
                     .write()
                     .insert(record.id.clone(), Arc::new(Entry::new(record)));
+                true
             }
         }
     }
@@ -346,10 +351,13 @@ impl Tenants {
     /// Re-reads one tenant from the store (a change made by another replica
     /// shows at once instead of at the next sync).
     pub async fn reload(&self, id: &str) -> Result<(), StoreError> {
-        if let Some(t) = self.store.tenant(id).await? {
-            self.apply(t);
+        // Recounting walks every tenant: only when this one changed state
+        // (a re-read happens on every refresh, callback and admin read).
+        if let Some(t) = self.store.tenant(id).await?
+            && self.apply(t)
+        {
+            self.update_state_gauges();
         }
-        self.update_state_gauges();
         Ok(())
     }
 

@@ -709,7 +709,8 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
 
 /// `delivery.max_inflight_bytes` at its minimum (one full payload) while
 /// Datadog answers slowly: takes wait for the budget instead of piling up in
-/// memory, and every tenant's data is still delivered, exactly.
+/// memory (one record larger than the usual reservation included), and
+/// every tenant's data is still delivered, exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
     let dog = dog().await;
@@ -758,14 +759,33 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
         }
     });
     futures_util::future::join_all(sends).await;
+    // One record larger than a whole payload (1,000 logs of 6.4 KB, about
+    // 6.4 MB): its take must reserve its real size, not the usual 5 MB.
+    let wide = "y".repeat(6400);
+    let huge = json!(
+        (0..1000)
+            .map(|i| json!({ "message": format!("b1-huge-{i} {wide}") }))
+            .collect::<Vec<_>>()
+    );
+    let (s, v) = relay
+        .send(
+            "b1",
+            Endpoint::Logs,
+            huge.to_string().as_bytes(),
+            Encoding::Gzip,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{v}");
+    let expected = |t: &str| if t == "b1" { 4000 } else { 3000 };
     until("every tenant delivered", Duration::from_secs(60), || {
         tenants
             .iter()
-            .all(|(_, org, _)| items(&dog, org, Endpoint::Logs) >= 3000)
+            .all(|(t, org, _)| items(&dog, org, Endpoint::Logs) >= expected(t))
     })
     .await;
     for (t, org, _) in tenants {
-        assert_eq!(items(&dog, org, Endpoint::Logs), 3000, "{t}");
+        assert_eq!(items(&dog, org, Endpoint::Logs), expected(t), "{t}");
         // The ack follows Datadog's answer by a moment.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

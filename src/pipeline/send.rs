@@ -452,52 +452,64 @@ impl Pipeline {
             MAX_RECORDS_PER_TAKE
         };
         // Memory: a take stays in memory until Datadog answers its payloads.
-        // Reserve the largest possible take from the in-flight budget, give
-        // back what the take did not use once it is read. The budget is
-        // taken before the packing permit (and never the other way round),
-        // so holders of a packing permit never wait for the budget.
-        let take_kib = (limits.max_uncompressed / 1024 + 1).min(self.inflight_kib);
-        let Ok(mut inflight) = self
-            .inflight
-            .clone()
-            .acquire_many_owned(take_kib as u32)
-            .await
-        else {
-            return Outcome::Idle;
-        };
-        // Reading and packing do CPU work on a take: at most one take per
-        // core is being prepared at a time (the permit is given back once
-        // the payloads are packed, before they are sent).
-        let Ok(prepare) = self.packing.clone().acquire_owned().await else {
-            return Outcome::Idle;
-        };
-        let mut prepare = Some(prepare);
-        // Reading records is disk I/O and CRC work: keep it off the async
-        // workers, at delivery's lower priority.
-        let queue = self.queue.clone();
-        let name = tenant.clone();
-        let read = self
-            .work
-            .run(move || queue.take(&name, code, max_records, limits.max_uncompressed))
-            .await;
-        let taken = match read
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            Ok(t) => t,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("queue read failed: {e}"),
-                };
+        // Reserve the largest usual take from the in-flight budget and give
+        // back what the take did not use once it is read. A take can be
+        // larger (one ingest request is one record, up to
+        // `server.max_decompressed_body`): then everything is given back and
+        // its real size reserved, waiting while holding nothing, so two
+        // takes never wait for each other's budget. The budget is taken
+        // before the packing permit (never the other way round), so holders
+        // of a packing permit never wait for the budget.
+        let mut want_kib = (limits.max_uncompressed / 1024 + 1).min(self.inflight_kib);
+        let (mut inflight, mut prepare, taken) = loop {
+            let Ok(inflight) = self
+                .inflight
+                .clone()
+                .acquire_many_owned(want_kib as u32)
+                .await
+            else {
+                return Outcome::Idle;
+            };
+            // Reading and packing do CPU work on a take: at most one take
+            // per core is being prepared at a time (the permit is given back
+            // once the payloads are packed, before they are sent).
+            let Ok(prepare) = self.packing.clone().acquire_owned().await else {
+                return Outcome::Idle;
+            };
+            // Reading records is disk I/O and CRC work: keep it off the
+            // async workers, at delivery's lower priority.
+            let queue = self.queue.clone();
+            let name = tenant.clone();
+            let read = self
+                .work
+                .run(move || queue.take(&name, code, max_records, limits.max_uncompressed))
+                .await;
+            let taken = match read
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    return Outcome::Retry {
+                        after: None,
+                        why: format!("queue read failed: {e}"),
+                    };
+                }
+            };
+            if taken.is_empty() {
+                return Outcome::Idle;
             }
+            let used_kib = kib(&taken);
+            if used_kib <= want_kib || want_kib == self.inflight_kib {
+                break (inflight, Some(prepare), taken);
+            }
+            let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
+            self.queue.release(&ids);
+            want_kib = used_kib.min(self.inflight_kib);
         };
-        if taken.is_empty() {
-            return Outcome::Idle;
-        }
-        let used_kib = taken.iter().map(|t| t.payload.len()).sum::<usize>() / 1024 + 1;
-        if used_kib < take_kib {
-            drop(inflight.split(take_kib - used_kib));
+        let used_kib = kib(&taken);
+        if used_kib < want_kib {
+            drop(inflight.split(want_kib - used_kib));
         }
         let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
         let Some(entry) = self.tenants.get(tenant) else {
@@ -834,6 +846,11 @@ impl Pipeline {
 enum Sent {
     Verdict(Verdict, (u16, String)),
     Transport(String),
+}
+
+/// KiB of in-flight budget a take holds (rounded up).
+fn kib(taken: &[crate::queue::Taken]) -> usize {
+    taken.iter().map(|t| t.payload.len()).sum::<usize>() / 1024 + 1
 }
 
 /// The items of a record payload (compact JSON joined by `\n`), found with
