@@ -422,24 +422,9 @@ fn gather(state: &AdminState, filter: &Filter) -> Overview {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
+/// Escapes text for HTML element content and quoted attribute values (the
+/// relay's one escaper, shared with the OAuth pages).
+pub use crate::oauth::pages::escape as esc;
 
 /// `1234567` → `1.2 MiB`.
 pub fn human_bytes(n: u64) -> String {
