@@ -177,7 +177,20 @@ async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
     tokio::time::sleep(Duration::from_millis(300)).await; // let the dispatcher start the send
     let started = Instant::now();
     signal(&p.child, "-TERM");
-    // Stops accepting at once.
+    // `kill` returns once the signal is sent, not once the relay has handled
+    // it: wait for the relay to say it is draining (or to stop listening).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = http.get(format!("http://{}/readyz", p.api)).send().await;
+        match ready {
+            Err(_) => break,
+            Ok(r) if r.status() == 503 => break,
+            Ok(_) => {}
+        }
+        assert!(Instant::now() < deadline, "SIGTERM not handled within 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // From then on, nothing more is accepted.
     let refused = http
         .post(format!("http://{}/api/v2/logs", p.api))
         .header("DD-API-KEY", "d")
