@@ -69,7 +69,8 @@ pub enum Command {
         /// (memory bounds, delivery), never on timings.
         #[arg(long)]
         smoke: bool,
-        /// Series points/s for the latency phase (default: half the measured rate).
+        /// Series points/s for the latency phase (default: half load, half
+        /// the series rate the relay delivered in the saturation phase).
         #[arg(long)]
         latency_rate: Option<f64>,
         /// MiB/s of uncompressed JSON (all four kinds, spread over every

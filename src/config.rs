@@ -149,6 +149,20 @@ pub struct QueueConfig {
     pub segment_bytes: u64,
     /// Per-tenant dead-letter budget.
     pub dead_letter_max_bytes: u64,
+    /// How accepted payloads are stored (new records; the queue reads both).
+    pub compression: QueueCompression,
+}
+
+/// How the queue stores accepted payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueCompression {
+    /// LZ4 where it saves at least an eighth: fewer bytes written, synced
+    /// and held on disk for a little CPU (series: about 4 GB/s, a tenth of
+    /// the bytes; text logs: about 0.6 GB/s, half).
+    Lz4,
+    /// As accepted.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -894,6 +908,17 @@ impl Validator<'_> {
                 raw.queue.dead_letter_max_bytes,
                 16 << 20,
             ),
+            compression: match raw.queue.compression.as_deref() {
+                None | Some("lz4") => QueueCompression::Lz4,
+                Some("none") => QueueCompression::None,
+                Some(other) => {
+                    self.problem(
+                        "queue.compression",
+                        format!("`{other}` is not supported; expected \"lz4\" or \"none\""),
+                    );
+                    QueueCompression::Lz4
+                }
+            },
         };
         if queue.tenant_max_bytes > queue.max_bytes {
             self.problem("queue.tenant_max_bytes", "is larger than queue.max_bytes");
@@ -1317,6 +1342,22 @@ master_key = "{key}"
         let msg = e.to_string();
         assert!(
             msg.contains("delivery.max_inflight_bytes") && msg.contains("too small"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn queue_compression_default_choices_and_typo() {
+        let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &[]).unwrap();
+        assert_eq!(c.queue.compression, QueueCompression::Lz4);
+        let env = vec![("DDRELAY_QUEUE__COMPRESSION".to_string(), "none".to_string())];
+        let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &env).unwrap();
+        assert_eq!(c.queue.compression, QueueCompression::None);
+        let text = minimal("/tmp/x", &key()) + "\n[queue]\ncompression = \"lz5\"\n";
+        let e = Config::from_sources(&text, "c.toml", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("queue.compression") && msg.contains("lz5") && msg.contains("\"none\""),
             "{msg}"
         );
     }

@@ -26,6 +26,10 @@
 //!   segment, offset, length, items; up to ~64 bytes with `VecDeque`
 //!   growth slack), plus ~150 bytes per (tenant, stream) and per segment.
 //!   Payloads are read from disk with `pread` on every `take`, never cached.
+//! - Payloads may be stored **LZ4-compressed** (the appender's choice, per
+//!   record: [`Prepared::new`]); `take` always returns the bytes as
+//!   appended, and both kinds of record can share a segment. Quotas, budgets
+//!   and byte statistics count bytes as stored.
 //!
 //! # On-disk format (version 1)
 //! A directory holding a `LOCK` file (an OS lock: one process at a time),
@@ -45,6 +49,7 @@
 //!   0   4 magic        b"DDRQ"
 //!   4   1 version      1
 //!   5   1 flags        bit 0 MORE: the next record is part of the same batch
+//!                      bit 1 LZ4: payload = u32 original length ‖ LZ4 block
 //!   6   1 stream       opaque stream code
 //!   7   1 reserved     0
 //!   8   2 tenant_len
@@ -63,7 +68,12 @@
 //! header and payload, and a corrupted length is never trusted. The records
 //! of one `append_batch` carry `MORE` on all but the last: recovery drops an
 //! unfinished batch at a segment's end, so a batch is all or nothing even
-//! across a crash.
+//! across a crash. `payload_len` and `pcrc` are of the payload as stored.
+//!
+//! Compatibility: the `LZ4` bit was added after the first release of this
+//! format. Earlier builds refuse any record carrying it (unknown flag bits
+//! are framing errors, counted corrupt and skipped), so before going back to
+//! such a build, set `queue.compression = "none"` and let the queue drain.
 //!
 //! ## Ack files
 //! Entries of 12 bytes: a u64 (`seq`, top bit = kind) and CRC32C of those 8
@@ -216,6 +226,62 @@ pub struct NewRecord<'a> {
     pub payload: &'a [u8],
 }
 
+/// A record encoded for the queue: framed, checksummed and, if asked and
+/// worth it, LZ4-compressed (the payload is stored compressed when that
+/// saves at least an eighth; `take` gives back the original bytes). Making
+/// one is the CPU-heavy part of an append: do it where CPU work belongs
+/// (for a large payload, not on an async worker), then hand it to
+/// [`Queue::append_prepared`].
+#[derive(Debug)]
+pub struct Prepared {
+    bytes: Vec<u8>,
+    tenant: Box<str>,
+    stream: u8,
+    items: u32,
+    created_ms: i64,
+    raw_len: usize,
+}
+
+impl Prepared {
+    /// Encodes `record`, compressing its payload if `lz4`. Fails only for a
+    /// tenant id or payload no record can hold (`TooLarge`).
+    pub fn new(record: &NewRecord<'_>, lz4: bool) -> Result<Prepared, AppendError> {
+        let max_payload = u32::MAX as usize - HEADER_LEN - MAX_TENANT_LEN;
+        if record.tenant.len() > MAX_TENANT_LEN || record.payload.len() > max_payload {
+            return Err(AppendError::TooLarge {
+                len: record.payload.len(),
+                limit: max_payload,
+            });
+        }
+        Ok(Prepared {
+            bytes: format::encode(
+                record.tenant,
+                record.stream,
+                record.items,
+                record.created_ms,
+                record.oldest_ms,
+                record.newest_ms,
+                record.payload,
+                lz4,
+            ),
+            tenant: record.tenant.into(),
+            stream: record.stream,
+            items: record.items,
+            created_ms: record.created_ms,
+            raw_len: record.payload.len(),
+        })
+    }
+
+    /// Bytes the record takes on disk (and against the quotas).
+    pub fn stored_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
 /// A record handed out by [`Queue::take`]; in flight until acked or released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
@@ -232,7 +298,7 @@ pub struct Taken {
 /// What [`Queue::open`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Live records recovered, their items and payload bytes.
+    /// Live records recovered, their items and payload bytes (as stored).
     pub records: u64,
     pub items: u64,
     pub bytes: u64,
@@ -247,7 +313,7 @@ pub struct Recovery {
 pub struct Stats {
     pub records: u64,
     pub items: u64,
-    /// Payload bytes.
+    /// Payload bytes, as stored (after any compression).
     pub bytes: u64,
     /// `created_ms` of the earliest-appended record, per stream, minimum.
     pub oldest_created_ms: Option<i64>,
@@ -466,9 +532,23 @@ impl Queue {
 
     /// Appends several records in one durable step, all or nothing (also
     /// across a crash: see the `MORE` flag). The batch must fit one segment.
+    /// Payloads are stored as is; see [`Prepared`] for compression.
     pub async fn append_batch(
         &self,
         records: &[NewRecord<'_>],
+    ) -> Result<Vec<RecordId>, AppendError> {
+        let prepared = records
+            .iter()
+            .map(|r| Prepared::new(r, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_prepared(prepared).await
+    }
+
+    /// [`Queue::append_batch`] for records already encoded (and perhaps
+    /// compressed) by [`Prepared::new`], off the caller's async worker.
+    pub async fn append_prepared(
+        &self,
+        records: Vec<Prepared>,
     ) -> Result<Vec<RecordId>, AppendError> {
         if records.is_empty() {
             return Ok(Vec::new());
@@ -480,19 +560,19 @@ impl Queue {
         let max = self.max_record_len();
         let mut total = 0u64;
         let mut per_tenant: Vec<(&str, u64)> = Vec::new();
-        for r in records {
-            let len = format::record_len(r.tenant.len(), r.payload.len()) as u64;
-            let overhead = (HEADER_LEN + r.tenant.len()) as u64;
-            if r.tenant.len() > MAX_TENANT_LEN || len > max {
+        for r in &records {
+            let len = r.bytes.len() as u64;
+            if len > max {
+                let overhead = (HEADER_LEN + r.tenant().len()) as u64;
                 return Err(AppendError::TooLarge {
-                    len: r.payload.len(),
+                    len: r.raw_len,
                     limit: max.saturating_sub(overhead) as usize,
                 });
             }
             total += len;
-            match per_tenant.iter_mut().find(|(t, _)| *t == r.tenant) {
+            match per_tenant.iter_mut().find(|(t, _)| *t == r.tenant()) {
                 Some((_, b)) => *b += len,
-                None => per_tenant.push((r.tenant, len)),
+                None => per_tenant.push((r.tenant(), len)),
             }
         }
         if total > shared.limits.segment_bytes {
@@ -506,23 +586,15 @@ impl Queue {
             s.reserve(&per_tenant, &shared.limits)?;
             records
                 .iter()
-                .map(|r| (s.intern(r.tenant), r.stream))
+                .map(|r| (s.intern(r.tenant()), r.stream))
                 .collect()
         };
         let pending: Vec<Pending> = records
-            .iter()
+            .into_iter()
             .zip(keys)
             .map(|(r, key)| Pending {
                 key,
-                bytes: format::encode(
-                    r.tenant,
-                    r.stream,
-                    r.items,
-                    r.created_ms,
-                    r.oldest_ms,
-                    r.newest_ms,
-                    r.payload,
-                ),
+                bytes: r.bytes,
                 items: r.items,
                 created_ms: r.created_ms,
             })
@@ -562,10 +634,10 @@ impl Queue {
     }
 
     /// Takes up to `max_records` records and `max_bytes` payload bytes (at
-    /// least one record if any) of the oldest ready records of a stream,
-    /// reading their payloads from disk. They are in flight until acked or
-    /// released. A record failing its checksum is counted, logged, dropped
-    /// and skipped, never returned.
+    /// least one record if any; bytes as given to append, not as stored) of
+    /// the oldest ready records of a stream, reading their payloads from
+    /// disk. They are in flight until acked or released. A record failing
+    /// its checksum is counted, logged, dropped and skipped, never returned.
     pub fn take(
         &self,
         tenant: &str,
@@ -575,6 +647,9 @@ impl Queue {
     ) -> Result<Vec<Taken>, QueueError> {
         let shared = self.shared();
         loop {
+            // The index picks records by their stored size, which is at most
+            // their original size: a superset of what fits `max_bytes` once
+            // decoded. The rest is given back below, unread.
             let (name, reads) = shared
                 .state
                 .lock()
@@ -585,23 +660,36 @@ impl Queue {
             if reads.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut out = Vec::with_capacity(reads.len());
+            let mut out: Vec<Taken> = Vec::with_capacity(reads.len());
+            let mut room = max_bytes;
             let mut corrupt = 0;
             for (i, r) in reads.iter().enumerate() {
-                match read_record(r, &name, stream) {
-                    Ok(t) => out.push(t),
+                let give_back = |shared: &Shared, out: &[Taken]| {
+                    let ids: Vec<RecordId> = reads[i..]
+                        .iter()
+                        .map(|r| RecordId(r.entry.seq))
+                        .chain(out.iter().map(|t| t.id))
+                        .collect();
+                    shared.state.lock().release(&ids);
+                };
+                // The first record is always taken, whatever its size.
+                let fits = if out.is_empty() { usize::MAX } else { room };
+                match read_record(r, &name, stream, fits) {
+                    Ok(Some(t)) => {
+                        room = room.saturating_sub(t.payload.len());
+                        out.push(t);
+                    }
+                    Ok(None) => {
+                        give_back(shared, &[]);
+                        return Ok(out);
+                    }
                     Err(ReadError::Corrupt) => {
                         shared.record_corrupt(r.entry.seg, r.entry.offset, r.entry.seq);
                         shared.state.lock().drop_corrupt(r.entry.seq);
                         corrupt += 1;
                     }
                     Err(ReadError::Io(source)) => {
-                        let ids: Vec<RecordId> = reads[i..]
-                            .iter()
-                            .map(|r| RecordId(r.entry.seq))
-                            .chain(out.iter().map(|t| t.id))
-                            .collect();
-                        shared.state.lock().release(&ids);
+                        give_back(shared, &out);
                         return Err(QueueError::Io {
                             path: index::seg_path(&shared.dir, r.entry.seg),
                             source,
@@ -712,8 +800,14 @@ enum ReadError {
     Io(std::io::Error),
 }
 
-/// Reads and verifies one record for `take`.
-fn read_record(r: &ToRead, tenant: &Arc<str>, stream: u8) -> Result<Taken, ReadError> {
+/// Reads, verifies and decodes one record for `take`; `Ok(None)` if its
+/// payload, decoded, is larger than `room` (it is then not decoded).
+fn read_record(
+    r: &ToRead,
+    tenant: &Arc<str>,
+    stream: u8,
+    room: usize,
+) -> Result<Option<Taken>, ReadError> {
     let Some(file) = &r.file else {
         return Err(ReadError::Corrupt);
     };
@@ -734,8 +828,18 @@ fn read_record(r: &ToRead, tenant: &Arc<str>, stream: u8) -> Result<Taken, ReadE
     {
         return Err(ReadError::Corrupt);
     }
-    let payload = Bytes::from(buf).slice(tenant_end..tenant_end + h.payload_len as usize);
-    Ok(Taken {
+    let stored = &buf[tenant_end..tenant_end + h.payload_len as usize];
+    match format::raw_len(h.flags, stored) {
+        None => return Err(ReadError::Corrupt),
+        Some(n) if n > room => return Ok(None),
+        Some(_) => {}
+    }
+    let payload = match format::decode_payload(h.flags, stored) {
+        Ok(Some(decoded)) => Bytes::from(decoded),
+        Ok(None) => Bytes::from(buf).slice(tenant_end..tenant_end + h.payload_len as usize),
+        Err(_) => return Err(ReadError::Corrupt),
+    };
+    Ok(Some(Taken {
         id: RecordId(h.seq),
         tenant: tenant.clone(),
         stream,
@@ -744,5 +848,5 @@ fn read_record(r: &ToRead, tenant: &Arc<str>, stream: u8) -> Result<Taken, ReadE
         oldest_ms: h.oldest_ms,
         newest_ms: h.newest_ms,
         payload,
-    })
+    }))
 }

@@ -412,7 +412,7 @@ async fn status_codes_follow_the_contract() {
     // A body Datadog itself would accept (just under 5 MB of logs) is never refused for its size.
     let near = json!(
         (0..500)
-            .map(|i| json!({ "message": format!("{i}{}", "y".repeat(9_000)) }))
+            .map(|i| json!({ "message": format!("{i}{}", support::noise(i, 9_000)) }))
             .collect::<Vec<_>>()
     )
     .to_string();

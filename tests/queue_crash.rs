@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ddrelay::queue::{Limits, NewRecord, Queue, Taken};
+use ddrelay::queue::{Limits, NewRecord, Prepared, Queue, Taken};
 use rand::Rng as _;
 
 const CHILD_DIR: &str = "DDRELAYTEST_QUEUE_CRASH_DIR";
@@ -148,7 +148,14 @@ async fn append_key(q: &Queue, keys: &[Key]) {
             payload: &payloads[i],
         })
         .collect();
-    let ids = q.append_batch(&records).await.expect("append");
+    // Every other append is stored LZ4-compressed (where that pays), so
+    // both kinds of record are killed mid-write and recovered.
+    let prepared = records
+        .iter()
+        .zip(keys)
+        .map(|(r, k)| Prepared::new(r, k.n % 2 == 0).expect("prepare"))
+        .collect();
+    let ids = q.append_prepared(prepared).await.expect("append");
     for (k, id) in keys.iter().zip(ids) {
         say(&format!(
             "A {} {} {} {}",

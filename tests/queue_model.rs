@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use ddrelay::queue::{AppendError, Limits, NewRecord, Queue, RecordId};
+use ddrelay::queue::{AppendError, Limits, NewRecord, Prepared, Queue, RecordId};
 use proptest::prelude::*;
 
 const SEGMENT: u64 = 512;
@@ -37,6 +37,8 @@ enum Op {
         tenant: usize,
         stream: u8,
         lens: Vec<usize>,
+        /// Store payloads LZ4-compressed where that pays.
+        lz4: bool,
     },
     Take {
         tenant: usize,
@@ -70,8 +72,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3usize, 0..2u8, prop::collection::vec(0..300usize, 1..4))
-            .prop_map(|(tenant, stream, lens)| Op::Append { tenant, stream, lens }),
+        6 => (0..3usize, 0..2u8, prop::collection::vec(0..300usize, 1..4), any::<bool>())
+            .prop_map(|(tenant, stream, lens, lz4)| Op::Append { tenant, stream, lens, lz4 }),
         4 => (0..3usize, 0..2u8, 1..5usize, 0..700usize).prop_map(|(tenant, stream, max_records, max_bytes)| {
             Op::Take { tenant, stream, max_records, max_bytes }
         }),
@@ -99,25 +101,23 @@ struct Model {
     ready: BTreeMap<Key, BTreeMap<RecordId, Rec>>,
     in_flight: BTreeMap<RecordId, (Key, Rec)>,
     counter: u64,
+    /// Payload bytes as stored (what the queue's statistics count).
+    stored: BTreeMap<RecordId, u64>,
 }
 
 impl Model {
-    fn all(&self) -> impl Iterator<Item = (Key, &Rec)> {
+    fn all(&self) -> impl Iterator<Item = (Key, RecordId, &Rec)> {
         self.ready
             .iter()
-            .flat_map(|(k, m)| m.values().map(move |r| (*k, r)))
-            .chain(self.in_flight.values().map(|(k, r)| (*k, r)))
+            .flat_map(|(k, m)| m.iter().map(move |(id, r)| (*k, *id, r)))
+            .chain(self.in_flight.iter().map(|(id, (k, r))| (*k, *id, r)))
     }
 
     fn totals(&self, tenant: Option<usize>) -> (u64, u64, u64) {
         self.all()
-            .filter(|(k, _)| tenant.is_none_or(|t| k.0 == t))
-            .fold((0, 0, 0), |(r, i, b), (_, rec)| {
-                (
-                    r + 1,
-                    i + u64::from(rec.items),
-                    b + rec.payload.len() as u64,
-                )
+            .filter(|(k, _, _)| tenant.is_none_or(|t| k.0 == t))
+            .fold((0, 0, 0), |(r, i, b), (_, id, rec)| {
+                (r + 1, i + u64::from(rec.items), b + self.stored[&id])
             })
     }
 
@@ -183,6 +183,7 @@ async fn run(dir: &Path, ops: Vec<Op>) {
                 tenant,
                 stream,
                 lens,
+                lz4,
             } => {
                 let payloads: Vec<Vec<u8>> = lens
                     .iter()
@@ -205,15 +206,30 @@ async fn run(dir: &Path, ops: Vec<Op>) {
                         payload: p,
                     })
                     .collect();
-                let framed: usize = payloads.iter().map(|p| HEADER + 2 + p.len()).sum();
-                let res = q.append_batch(&records).await;
+                // Stored compressed (where it pays) or as is: either way a
+                // take gives back the bytes appended.
+                let prepared: Vec<Prepared> = records
+                    .iter()
+                    .map(|r| Prepared::new(r, lz4).expect("prepare"))
+                    .collect();
+                let framed: usize = prepared.iter().map(Prepared::stored_len).sum();
+                let stored: Vec<u64> = prepared
+                    .iter()
+                    .map(|p| (p.stored_len() - HEADER - TENANTS[tenant].len()) as u64)
+                    .collect();
+                if !lz4 {
+                    let plain: usize = payloads.iter().map(|p| HEADER + 2 + p.len()).sum();
+                    assert_eq!(framed, plain);
+                }
+                let res = q.append_prepared(prepared).await;
                 if framed as u64 > SEGMENT {
                     assert!(matches!(res, Err(AppendError::TooLarge { .. })), "{res:?}");
                     continue;
                 }
                 let ids = res.expect("append");
                 assert_eq!(ids.len(), payloads.len());
-                for (id, r) in ids.into_iter().zip(&records) {
+                for ((id, r), stored) in ids.into_iter().zip(&records).zip(stored) {
+                    m.stored.insert(id, stored);
                     m.ready.entry((tenant, stream)).or_default().insert(
                         id,
                         Rec {

@@ -126,6 +126,8 @@ pub(crate) struct RawQueue {
     pub segment_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub dead_letter_max_bytes: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

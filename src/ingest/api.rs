@@ -26,7 +26,8 @@ use axum::routing::post;
 
 use super::validate::{Invalid, Validated, validate};
 use crate::codec::{self, CodecError};
-use crate::queue::{AppendError, NewRecord, Queue};
+use crate::config::QueueCompression;
+use crate::queue::{AppendError, NewRecord, Prepared, Queue};
 use crate::site::{Encoding, Endpoint};
 use crate::store::TenantState;
 use crate::telemetry::metrics::{
@@ -265,10 +266,12 @@ async fn ingest(
             )
         })?;
     let limit = config.server.max_decompressed_body as usize;
+    let lz4 = config.queue.compression == QueueCompression::Lz4;
     let now = now_ms();
     let decoded = if wire.len() >= BLOCKING_THRESHOLD {
+        let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || {
-            decode_and_validate(endpoint, encoding, &wire, limit, now)
+            decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, lz4)
         })
         .await
         .map_err(|_| {
@@ -279,48 +282,33 @@ async fn ingest(
             )
         })?
     } else {
-        decode_and_validate(endpoint, encoding, &wire, limit, now)
+        decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, lz4)
     };
-    let (validated, body_len) = match decoded {
-        Ok(v) => v,
+    let outcome = |outcome: &'static str| KindOutcome { kind, outcome };
+    let accepted = match decoded {
+        Ok(a) => a,
         Err((e, body_len)) => {
             state
                 .metrics
                 .ingest_bytes
-                .get_or_create(&KindOutcome {
-                    kind,
-                    outcome: "rejected",
-                })
+                .get_or_create(&outcome("rejected"))
                 .inc_by(body_len as u64);
             return Err(e);
         }
     };
-    let record = NewRecord {
-        tenant: &tenant,
-        stream: endpoint.code(),
-        items: validated.items,
-        created_ms: now,
-        oldest_ms: validated.oldest_ms,
-        newest_ms: validated.newest_ms,
-        payload: &validated.payload,
-    };
-    match state.queue.append(record).await {
+    let Accepted {
+        record,
+        items,
+        body_len,
+    } = accepted;
+    match state.queue.append_prepared(vec![record]).await {
         Ok(_) => {
-            state
-                .metrics
-                .ingest_items
-                .get_or_create(&KindOutcome {
-                    kind,
-                    outcome: "accepted",
-                })
-                .inc_by(validated.items as u64);
-            state
-                .metrics
-                .ingest_bytes
-                .get_or_create(&KindOutcome {
-                    kind,
-                    outcome: "accepted",
-                })
+            let m = &state.metrics;
+            m.ingest_items
+                .get_or_create(&outcome("accepted"))
+                .inc_by(u64::from(items));
+            m.ingest_bytes
+                .get_or_create(&outcome("accepted"))
                 .inc_by(body_len as u64);
             Ok(())
         }
@@ -328,32 +316,74 @@ async fn ingest(
             state
                 .metrics
                 .ingest_items
-                .get_or_create(&KindOutcome {
-                    kind,
-                    outcome: "rejected",
-                })
-                .inc_by(validated.items as u64);
-            Err(match e {
-                AppendError::TenantFull { tenant_bytes, limit, retry_after } => IngestError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "tenant_queue_full",
-                    format!("tenant {tenant} has {tenant_bytes} bytes queued, its share is {limit} (queue.tenant_max_bytes); retry later"),
-                )
-                .retry(retry_after),
-                AppendError::DiskFull { retry_after } => {
-                    IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", "the relay's queue is full (queue.max_bytes); retry later").retry(retry_after)
-                }
-                AppendError::TooLarge { len, limit } => {
-                    IngestError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request is {len} bytes once normalised; the queue accepts at most {limit}"))
-                }
-                AppendError::Closed => IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the relay is shutting down; retry against another replica or later")
-                    .retry(Duration::from_secs(5)),
-                AppendError::Io(err) => {
-                    tracing::error!(tenant = %tenant, error = %err, "queue write failed");
-                    IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_error", "the relay could not store the request; retry later").retry(Duration::from_secs(5))
-                }
-            })
+                .get_or_create(&outcome("rejected"))
+                .inc_by(u64::from(items));
+            Err(append_error(&tenant, e))
         }
+    }
+}
+
+/// The answer to a refused append.
+fn append_error(tenant: &str, e: AppendError) -> IngestError {
+    match e {
+        AppendError::TenantFull { tenant_bytes, limit, retry_after } => IngestError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "tenant_queue_full",
+            format!("tenant {tenant} has {tenant_bytes} bytes queued, its share is {limit} (queue.tenant_max_bytes); retry later"),
+        )
+        .retry(retry_after),
+        AppendError::DiskFull { retry_after } => {
+            IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", "the relay's queue is full (queue.max_bytes); retry later").retry(retry_after)
+        }
+        AppendError::TooLarge { len, limit } => {
+            IngestError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request is {len} bytes once normalised; the queue accepts at most {limit}"))
+        }
+        AppendError::Closed => IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the relay is shutting down; retry against another replica or later")
+            .retry(Duration::from_secs(5)),
+        AppendError::Io(err) => {
+            tracing::error!(tenant = %tenant, error = %err, "queue write failed");
+            IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_error", "the relay could not store the request; retry later").retry(Duration::from_secs(5))
+        }
+    }
+}
+
+/// A request decoded, validated and encoded as a queue record.
+struct Accepted {
+    record: Prepared,
+    items: u32,
+    /// The decoded body's length, for the byte counters.
+    body_len: usize,
+}
+
+/// Decodes, validates and encodes (compressing if `lz4`) one request body:
+/// the CPU work of an ingest request, done in one place so that a large
+/// body does all of it off the async workers.
+fn decode_and_prepare(
+    endpoint: Endpoint,
+    encoding: Encoding,
+    wire: &Bytes,
+    limit: usize,
+    now: i64,
+    tenant: &str,
+    lz4: bool,
+) -> Result<Accepted, (IngestError, usize)> {
+    let (validated, body_len) = decode_and_validate(endpoint, encoding, wire, limit, now)?;
+    let record = NewRecord {
+        tenant,
+        stream: endpoint.code(),
+        items: validated.items,
+        created_ms: now,
+        oldest_ms: validated.oldest_ms,
+        newest_ms: validated.newest_ms,
+        payload: &validated.payload,
+    };
+    match Prepared::new(&record, lz4) {
+        Ok(record) => Ok(Accepted {
+            record,
+            items: validated.items,
+            body_len,
+        }),
+        Err(e) => Err((append_error(tenant, e), body_len)),
     }
 }
 

@@ -10,6 +10,7 @@
 //!   0   4 magic        b"DDRQ"
 //!   4   1 version      1
 //!   5   1 flags        bit 0 MORE: the next record belongs to the same atomic batch
+//!                      bit 1 LZ4: the payload is stored LZ4-compressed
 //!   6   1 stream       opaque stream code
 //!   7   1 reserved     0
 //!   8   2 tenant_len
@@ -29,6 +30,10 @@
 //! two together cover header and payload; a corrupted length is caught by
 //! `hcrc` before it is trusted. The split lets the writer stamp `seq` and
 //! the `MORE` flag (and compaction clear it) by re-computing only `hcrc`.
+//!
+//! A payload flagged `LZ4` is a u32 LE (the original payload's length) and
+//! an LZ4 block of it; `payload_len` and `pcrc` are of the stored bytes.
+//! Records are compressed only where it saves at least an eighth.
 
 /// The first four bytes of every record.
 pub(crate) const MAGIC: [u8; 4] = *b"DDRQ";
@@ -38,6 +43,14 @@ pub(crate) const VERSION: u8 = 1;
 pub(crate) const HEADER_LEN: usize = 60;
 /// Flag: another record of the same atomic `append_batch` follows.
 pub(crate) const FLAG_MORE: u8 = 1;
+/// Flag: the payload is stored as its length and an LZ4 block.
+pub(crate) const FLAG_LZ4: u8 = 2;
+/// The flags a record may carry.
+const KNOWN_FLAGS: u8 = FLAG_MORE | FLAG_LZ4;
+/// Largest payload an `LZ4` record may claim once decompressed: a corrupt
+/// but checksum-valid length must not make `take` allocate without bound.
+/// Ingest bodies are far smaller (`server.max_decompressed_body`).
+pub(crate) const MAX_RAW_PAYLOAD: usize = 1 << 30;
 
 const OFF_FLAGS: usize = 5;
 const OFF_SEQ: usize = 20;
@@ -80,9 +93,11 @@ pub(crate) fn record_len(tenant_len: usize, payload_len: usize) -> usize {
     HEADER_LEN + tenant_len + payload_len
 }
 
-/// Encodes a record with `seq` 0 and no flags; [`stamp`] sets both later.
-/// The payload checksum (the expensive part) is computed here, in the
-/// caller's task, not on the writer thread.
+/// Encodes a record with `seq` 0 and no `MORE` flag; [`stamp`] sets both
+/// later. With `lz4`, the payload is stored compressed when that saves at
+/// least an eighth (else as is: reading it back then costs nothing). The
+/// compression and the payload checksum (the expensive parts) run here, in
+/// the caller's thread, not on the writer thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     tenant: &str,
@@ -92,33 +107,85 @@ pub(crate) fn encode(
     oldest_ms: i64,
     newest_ms: i64,
     payload: &[u8],
+    lz4: bool,
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(record_len(tenant.len(), payload.len()));
-    buf.extend_from_slice(&MAGIC);
-    buf.push(VERSION);
-    buf.push(0);
-    buf.push(stream);
-    buf.push(0);
+    let tenant_end = HEADER_LEN + tenant.len();
+    let mut buf = Vec::new();
+    let mut flags = 0;
+    if lz4 && payload.len() >= 64 && payload.len() <= MAX_RAW_PAYLOAD {
+        let bound = 4 + lz4_flex::block::get_maximum_output_size(payload.len());
+        buf.resize(tenant_end + bound, 0);
+        buf[tenant_end..tenant_end + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        // The buffer holds the worst case, so this cannot fail; if it did,
+        // the payload is stored as is.
+        if let Ok(n) = lz4_flex::block::compress_into(payload, &mut buf[tenant_end + 4..])
+            && 4 + n <= payload.len() - payload.len() / 8
+        {
+            buf.truncate(tenant_end + 4 + n);
+            // The worst-case room is no longer needed: do not carry it to
+            // the writer thread.
+            buf.shrink_to_fit();
+            flags = FLAG_LZ4;
+        }
+    }
+    if flags == 0 {
+        buf.clear();
+        buf.reserve_exact(record_len(tenant.len(), payload.len()));
+        buf.resize(tenant_end, 0);
+        buf.extend_from_slice(payload);
+    }
+    let stored_len = buf.len() - tenant_end;
+    let pcrc = crc32c::crc32c(&buf[tenant_end..]);
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4] = VERSION;
+    h[OFF_FLAGS] = flags;
+    h[6] = stream;
     // The caller checked both lengths (AppendError::TooLarge).
-    buf.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
-    buf.extend_from_slice(&[0, 0]);
-    buf.extend_from_slice(&items.to_le_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&0u64.to_le_bytes());
-    buf.extend_from_slice(&created_ms.to_le_bytes());
-    buf.extend_from_slice(&oldest_ms.to_le_bytes());
-    buf.extend_from_slice(&newest_ms.to_le_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(tenant.as_bytes());
-    buf.extend_from_slice(payload);
+    h[8..10].copy_from_slice(&(tenant.len() as u16).to_le_bytes());
+    h[12..16].copy_from_slice(&items.to_le_bytes());
+    h[16..20].copy_from_slice(&(stored_len as u32).to_le_bytes());
+    h[28..36].copy_from_slice(&created_ms.to_le_bytes());
+    h[36..44].copy_from_slice(&oldest_ms.to_le_bytes());
+    h[44..52].copy_from_slice(&newest_ms.to_le_bytes());
+    h[OFF_PCRC..OFF_HCRC].copy_from_slice(&pcrc.to_le_bytes());
+    buf[..HEADER_LEN].copy_from_slice(&h);
+    buf[HEADER_LEN..tenant_end].copy_from_slice(tenant.as_bytes());
     buf
 }
 
-/// Sets `seq` and `flags` in an encoded record and recomputes `hcrc`.
-/// `record` must come from [`encode`] (or be a verified record read back).
-pub(crate) fn stamp(record: &mut [u8], seq: u64, flags: u8) {
-    record[OFF_FLAGS] = flags;
+/// The length of a stored payload once decoded (its stored length unless
+/// `LZ4`); `None` if an `LZ4` payload is too short to hold its length or
+/// claims more than [`MAX_RAW_PAYLOAD`].
+pub(crate) fn raw_len(flags: u8, stored: &[u8]) -> Option<usize> {
+    if flags & FLAG_LZ4 == 0 {
+        return Some(stored.len());
+    }
+    let n = u32_at(stored.get(..4)?, 0) as usize;
+    (n <= MAX_RAW_PAYLOAD).then_some(n)
+}
+
+/// Decodes a verified record's stored payload: `Ok(None)` when it is
+/// stored as is (use the stored bytes), the original bytes when `LZ4`;
+/// `Err` when an `LZ4` block does not decode to its stated length.
+pub(crate) fn decode_payload(flags: u8, stored: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
+    if flags & FLAG_LZ4 == 0 {
+        return Ok(None);
+    }
+    let n = raw_len(flags, stored).ok_or(RecordError::Payload)?;
+    let mut out = vec![0u8; n];
+    match lz4_flex::block::decompress_into(&stored[4..], &mut out) {
+        Ok(written) if written == n => Ok(Some(out)),
+        _ => Err(RecordError::Payload),
+    }
+}
+
+/// Sets `seq` and the `MORE` flag (`more`: `FLAG_MORE` or 0) in an encoded
+/// record and recomputes `hcrc`; the other flags (how the payload is
+/// stored) are kept. `record` must come from [`encode`] (or be a verified
+/// record read back).
+pub(crate) fn stamp(record: &mut [u8], seq: u64, more: u8) {
+    record[OFF_FLAGS] = (record[OFF_FLAGS] & !FLAG_MORE) | (more & FLAG_MORE);
     record[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
     let tenant_len = usize::from(u16::from_le_bytes([record[8], record[9]]));
     let hcrc = header_crc(
@@ -154,7 +221,7 @@ pub(crate) fn decode_header(fixed: &[u8]) -> Result<Header, HeaderError> {
     if fixed.len() < HEADER_LEN
         || fixed[0..4] != MAGIC
         || fixed[4] != VERSION
-        || fixed[OFF_FLAGS] & !FLAG_MORE != 0
+        || fixed[OFF_FLAGS] & !KNOWN_FLAGS != 0
         || fixed[7] != 0
         || fixed[10] != 0
         || fixed[11] != 0

@@ -54,7 +54,7 @@ fn payloads(t: &[Taken]) -> Vec<Vec<u8>> {
 
 #[test]
 fn framing_round_trip() {
-    let mut buf = format::encode("tenant-1", 3, 42, 10, 9, 11, b"hello payload");
+    let mut buf = format::encode("tenant-1", 3, 42, 10, 9, 11, b"hello payload", false);
     format::stamp(&mut buf, 77, format::FLAG_MORE);
     assert_eq!(buf.len(), format::record_len(8, 13));
     let v = format::verify(&buf).expect("valid");
@@ -68,13 +68,171 @@ fn framing_round_trip() {
     assert_eq!(&buf[HEADER_LEN..HEADER_LEN + 8], b"tenant-1");
     assert_eq!(&buf[HEADER_LEN + 8..], b"hello payload");
     // Negative timestamps survive too.
-    let mut b2 = format::encode("", 0, 0, -5, i64::MIN, i64::MAX, b"");
+    let mut b2 = format::encode("", 0, 0, -5, i64::MIN, i64::MAX, b"", true);
     format::stamp(&mut b2, 1, 0);
     let h2 = format::verify(&b2).expect("valid").header;
     assert_eq!(
         (h2.created_ms, h2.oldest_ms, h2.newest_ms),
         (-5, i64::MIN, i64::MAX)
     );
+}
+
+/// A payload LZ4 shrinks a lot (ingest JSON repeats its keys and tags).
+fn compressible(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| format!("{{\"metric\":\"m.{}\",\"tags\":[\"env:prod\"]}}\n", i % 10))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Bytes LZ4 cannot shrink.
+fn incompressible(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn lz4_records_store_less_and_decode_to_the_original() {
+    let payload = compressible(200);
+    let mut buf = format::encode("tenant-1", 2, 200, 10, 9, 11, &payload, true);
+    format::stamp(&mut buf, 5, format::FLAG_MORE);
+    let h = format::verify(&buf).expect("valid").header;
+    assert_eq!(h.flags, format::FLAG_MORE | format::FLAG_LZ4);
+    assert!(buf.len() < payload.len() / 4, "{} stored", buf.len());
+    let stored = &buf[HEADER_LEN + 8..];
+    assert_eq!(format::raw_len(h.flags, stored), Some(payload.len()));
+    let decoded = format::decode_payload(h.flags, stored).expect("decodes");
+    assert_eq!(decoded.as_deref(), Some(&payload[..]));
+    // Clearing MORE (compaction, the last record of a batch) keeps LZ4.
+    format::stamp(&mut buf, 5, 0);
+    assert_eq!(
+        format::verify(&buf).expect("valid").header.flags,
+        format::FLAG_LZ4
+    );
+
+    // What LZ4 cannot shrink by an eighth is stored as is, unflagged.
+    let noise = incompressible(4096);
+    let mut buf = format::encode("t", 1, 1, 0, 0, 0, &noise, true);
+    format::stamp(&mut buf, 6, 0);
+    let h = format::verify(&buf).expect("valid").header;
+    assert_eq!(h.flags & format::FLAG_LZ4, 0);
+    assert_eq!(&buf[HEADER_LEN + 1..], &noise[..]);
+
+    // An unknown flag bit is not a record start.
+    let mut buf = format::encode("t", 1, 1, 0, 0, 0, b"x", false);
+    format::stamp(&mut buf, 7, 0);
+    buf[5] |= 4;
+    assert!(matches!(
+        format::verify(&buf),
+        Err(RecordError::Header(format::HeaderError::Framing))
+    ));
+}
+
+#[test]
+fn lz4_payloads_that_lie_about_their_length_are_rejected() {
+    let payload = compressible(50);
+    let buf = format::encode("t", 1, 1, 0, 0, 0, &payload, true);
+    let stored = buf[HEADER_LEN + 1..].to_vec();
+    let flags = format::FLAG_LZ4;
+    // Claims one byte more, or less, than the block holds.
+    for delta in [1i64, -1] {
+        let mut s = stored.clone();
+        let n = (payload.len() as i64 + delta) as u32;
+        s[..4].copy_from_slice(&n.to_le_bytes());
+        assert_eq!(
+            format::decode_payload(flags, &s).err(),
+            Some(RecordError::Payload),
+            "delta {delta}"
+        );
+    }
+    // Claims more than any record may hold: refused before allocating.
+    let mut s = stored.clone();
+    s[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(format::raw_len(flags, &s), None);
+    assert_eq!(format::raw_len(flags, &s[..3]), None);
+}
+
+#[tokio::test]
+async fn compressed_and_plain_records_share_a_stream_across_reopen_and_compaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(dir.path(), limits(1 << 20));
+    let big = compressible(2_000);
+    let noise = incompressible(3_000);
+    let mut want = Vec::new();
+    for (i, (payload, lz4)) in [
+        (&big, true),
+        (&noise, true),
+        (&big, false),
+        (&b"tiny"[..].to_vec(), true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = Prepared::new(&rec("a", 1, payload), lz4).expect("prepare");
+        if i == 0 {
+            assert!(p.stored_len() < big.len() / 4, "{}", p.stored_len());
+        }
+        q.append_prepared(vec![p]).await.expect("append");
+        want.push(payload.clone());
+    }
+    // Quotas and stats count bytes as stored: well under the raw total.
+    let raw: usize = want.iter().map(Vec::len).sum();
+    let stats = q.tenant_stats("a");
+    assert!(
+        stats.disk_bytes < raw as u64,
+        "{} of {raw}",
+        stats.disk_bytes
+    );
+    // Something else in the segment, acked, so compaction has work.
+    let other = q.append(rec("b", 1, &noise)).await.expect("append");
+    q.close().await;
+    drop(q);
+
+    let (q, r) = open(dir.path(), limits(1 << 20));
+    assert_eq!((r.records, r.corrupt_records), (5, 0));
+    let t = take_all(&q, "b", 1);
+    assert_eq!(t[0].id, other);
+    q.ack(&[other]);
+    assert!(q.compact().await.expect("compact") >= 1);
+    let t = take_all(&q, "a", 1);
+    assert_eq!(payloads(&t), want);
+    q.release(&t.iter().map(|t| t.id).collect::<Vec<_>>());
+    q.close().await;
+    drop(q);
+    let (q, r) = open(dir.path(), limits(1 << 20));
+    assert_eq!(r.corrupt_records, 0);
+    assert_eq!(payloads(&take_all(&q, "a", 1)), want);
+}
+
+#[tokio::test]
+async fn take_caps_decoded_bytes_when_records_are_compressed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(dir.path(), limits(1 << 20));
+    let payload = compressible(1_000);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let p = Prepared::new(&rec("a", 1, &payload), true).expect("prepare");
+        // Stored at a tenth of its size or less: six fit a two-record cap.
+        assert!(p.stored_len() * 3 < payload.len());
+        ids.extend(q.append_prepared(vec![p]).await.expect("append"));
+    }
+    let cap = payload.len() * 2 + payload.len() / 2;
+    let t = q.take("a", 1, usize::MAX, cap).expect("take");
+    assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), ids[..2]);
+    // The rest went back to the front, in order, and a record larger than
+    // the cap is still taken alone.
+    let t = q.take("a", 1, usize::MAX, 10).expect("take");
+    assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), ids[2..3]);
+    assert_eq!(t[0].payload.len(), payload.len());
+    let t = take_all(&q, "a", 1);
+    assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), ids[3..]);
 }
 
 #[test]
@@ -85,7 +243,7 @@ fn the_index_costs_32_bytes_per_record() {
 
 #[test]
 fn crc_detects_every_flipped_byte() {
-    let mut buf = format::encode("t", 1, 2, 3, 4, 5, b"some payload bytes");
+    let mut buf = format::encode("t", 1, 2, 3, 4, 5, b"some payload bytes", false);
     format::stamp(&mut buf, 9, 0);
     for i in 0..buf.len() {
         let mut bad = buf.clone();

@@ -121,3 +121,19 @@ impl Drop for PgDatabase {
         }
     }
 }
+
+/// `len` characters no compressor shrinks much (a 64-symbol alphabet,
+/// pseudo-random from `seed`): the queue stores them as they are, so tests
+/// about quotas and disk use see the bytes they send.
+pub fn noise(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x >> 58) as usize] as char
+        })
+        .collect()
+}
