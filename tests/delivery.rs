@@ -67,14 +67,7 @@ async fn send_series(relay: &Relay, tenant: &str, n: usize) {
 async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     let org = dog.org("Demo EU1").unwrap().id;
     send_logs(&relay, "t", 5, "before").await;
     until("first logs", Duration::from_secs(20), || {
@@ -115,14 +108,7 @@ async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
 async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "us5.datadoghq.com", "Demo US5").await;
     let org = dog.org("Demo US5").unwrap().id;
     // The key is replaced out of band: ours is dead and creation answers 409.
     dog.rotate_key(&org).unwrap();
@@ -154,14 +140,7 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     assert_eq!(items(&dog, "Demo US5", Endpoint::Logs), 0);
     // The customer revokes the key in Datadog and connects again: delivery resumes by itself.
     dog.revoke_key(&org).unwrap();
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("us5.datadoghq.com"), "Demo US5")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "us5.datadoghq.com", "Demo US5").await;
     until(
         "held data delivered after the reconnect",
         Duration::from_secs(20),
@@ -175,14 +154,7 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
 async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "ap1.datadoghq.com", "Demo AP1").await;
     let org = dog.org("Demo AP1").unwrap().id;
     dog.revoke_grants(&org).unwrap(); // the customer uninstalled
     dog.revoke_key(&org).unwrap();
@@ -201,14 +173,7 @@ async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
         "{t}"
     );
     assert_eq!(t["queued_items"], 4);
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("ap1.datadoghq.com"), "Demo AP1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "ap1.datadoghq.com", "Demo AP1").await;
     until("delivered after reconnect", Duration::from_secs(20), || {
         items(&dog, "Demo AP1", Endpoint::SeriesV2) == 4
     })
@@ -219,14 +184,7 @@ async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
 async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let org = dog.org("Demo US1").unwrap().id;
     dog.inject_fault(
         Fault::status(403)
@@ -267,14 +225,7 @@ async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
 async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     dog.inject_fault(
         Fault::status(503)
             .on_host("http-intake.logs.datadoghq.eu")
@@ -312,14 +263,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        relay2
-            .connect(&dog, "u", Some("us3.datadoghq.com"), "Demo US3")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay2, &dog, "u", "us3.datadoghq.com", "Demo US3").await;
     dog.inject_fault(
         Fault::rate_limited(Duration::from_secs(2))
             .on_host("http-intake.logs.us3.datadoghq.com")
@@ -353,14 +297,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
 async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     dog.inject_fault(
         Fault::status(400)
             .on_host("http-intake.logs.datadoghq.com")
@@ -434,14 +371,7 @@ async fn per_tenant_request_rate_limit_is_enforced() {
         &format!("{FAST}[limits]\ntenant_requests_per_second = 20\n"),
     )
     .await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let started = Instant::now();
     for i in 0..50 {
         let (s, _) = relay
@@ -473,14 +403,7 @@ async fn per_tenant_request_rate_limit_is_enforced() {
 async fn items_past_datadogs_window_are_aged_out_and_counted() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     let org = dog.org("Demo EU1").unwrap().id;
     // Hold the tenant (its key dies and creation answers 409) so the check waits.
     dog.rotate_key(&org).unwrap();
@@ -510,14 +433,7 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
     // ...and past it by the time the customer reconnects.
     tokio::time::sleep(Duration::from_secs(4)).await;
     dog.revoke_key(&org).unwrap();
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     until("the fresh check delivered", Duration::from_secs(20), || {
         items(&dog, "Demo EU1", Endpoint::CheckRun) == 1
     })
@@ -574,14 +490,7 @@ async fn one_tenants_outage_does_not_slow_the_others() {
         ("good1", "Demo US1", "datadoghq.com"),
         ("good2", "Demo AP1", "ap1.datadoghq.com"),
     ] {
-        assert_eq!(
-            relay
-                .connect(&dog, t, Some(site), org)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        support::connect(&relay, &dog, t, site, org).await;
     }
     let good = [("good1", "Demo US1"), ("good2", "Demo AP1")];
     let baseline = phase(&relay, &dog, &good, 40, "base").await;
@@ -638,14 +547,7 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
         ("o4", "Demo US5", "us5.datadoghq.com"),
     ];
     for (t, org, site) in tenants {
-        assert_eq!(
-            relay
-                .connect(&dog, t, Some(site), org)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        support::connect(&relay, &dog, t, site, org).await;
     }
     // Every Datadog host drops every connection: Datadog is unreachable.
     let outage = dog.inject_fault(Fault::drop_connection()).unwrap();
@@ -724,14 +626,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
         ("b4", "Demo US5", "us5.datadoghq.com"),
     ];
     for (t, org, site) in tenants {
-        assert_eq!(
-            relay
-                .connect(&dog, t, Some(site), org)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        support::connect(&relay, &dog, t, site, org).await;
     }
     dog.inject_fault(Fault::delay(Duration::from_millis(150)).on_endpoint(Endpoint::Logs))
         .unwrap();
@@ -806,14 +701,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
 async fn queued_data_is_stored_compressed_and_delivered_exactly_as_sent() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     // The logs intake is down, so what is accepted stays queued.
     dog.inject_fault(
         Fault::status(503)

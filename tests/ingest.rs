@@ -69,14 +69,7 @@ async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
         ("ap2", "Demo AP2", "ap2.datadoghq.com"),
     ];
     for (t, org, domain) in tenants {
-        assert_eq!(
-            relay
-                .connect(&dog, t, Some(domain), org)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        support::connect(&relay, &dog, t, domain, org).await;
     }
     let encodings = [
         Encoding::Identity,
@@ -175,14 +168,7 @@ async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
 async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "big", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "big", "datadoghq.eu", "Demo EU1").await;
     // Series with incompressible tags: the 512,000-byte compressed cap binds.
     let mut sent_series = 0;
     let mut sent_logs = 0;
@@ -236,14 +222,7 @@ async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
 async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, FAST).await;
-    assert_eq!(
-        relay
-            .connect(&dog, "t", Some("datadoghq.com"), "Demo US1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let ts = now();
     let cases: Vec<(Endpoint, serde_json::Value, &str)> = vec![
         (
@@ -363,14 +342,7 @@ async fn status_codes_follow_the_contract() {
     assert_eq!(s, 409, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("waiting"), "{v}");
     // DD-Relay-Tenant wins over DD-API-KEY.
-    assert_eq!(
-        relay
-            .connect(&dog, "real", Some("datadoghq.com"), "Demo US1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "real", "datadoghq.com", "Demo US1").await;
     let r = http
         .post(relay.url("/api/v2/logs"))
         .header("DD-Relay-Tenant", "real")

@@ -43,14 +43,7 @@ async fn exercised_relay() -> (
 ) {
     let dog = dog().await;
     let (relay, dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\n").await;
-    assert_eq!(
-        relay
-            .connect(&dog, "m", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "m", "datadoghq.eu", "Demo EU1").await;
     let body = serde_json::json!([{ "message": "hello" }]).to_string();
     assert_eq!(
         relay

@@ -471,14 +471,7 @@ async fn key_creation_409_explains_what_the_customer_must_do() {
 async fn one_org_connects_to_one_tenant_and_reconnect_keeps_the_key() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "").await;
-    assert_eq!(
-        relay
-            .connect(&dog, "first", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "first", "datadoghq.eu", "Demo EU1").await;
     let page = relay
         .connect(&dog, "second", Some("datadoghq.eu"), "Demo EU1")
         .await
@@ -499,14 +492,7 @@ async fn one_org_connects_to_one_tenant_and_reconnect_keeps_the_key() {
 async fn a_rotated_client_secret_takes_effect_on_reload() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "").await;
-    assert_eq!(
-        relay
-            .connect(&dog, "sec", Some("datadoghq.eu"), "Demo EU1")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "sec", "datadoghq.eu", "Demo EU1").await;
     let tenants = relay.shared().tenants.clone();
     let new_secret = dog.rotate_client_secret(sandbox::CLIENT_ID).unwrap();
     let err = tenants.access_token("sec", true).await.unwrap_err();
@@ -533,14 +519,7 @@ async fn a_rotated_client_secret_takes_effect_on_reload() {
 async fn disconnect_revokes_and_deletes_secrets() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "").await;
-    assert_eq!(
-        relay
-            .connect(&dog, "gone", Some("us3.datadoghq.com"), "Demo US3")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    support::connect(&relay, &dog, "gone", "us3.datadoghq.com", "Demo US3").await;
     let (s, v) = relay
         .admin(Method::DELETE, "/v1/tenants/gone", None)
         .await

@@ -19,7 +19,7 @@ use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCES
 use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{dog, relay, tenant_json};
+use support::{connect, dog, relay, tenant_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALL_SCOPES: [&str; 4] = [
@@ -70,11 +70,6 @@ async fn setup(scopes: &[&str], extra: &str) -> (FakeDog, Relay, tempfile::TempD
     sandbox::register_client_with_scopes(&dog, scopes).unwrap();
     let (relay, dir) = relay(&dog, extra).await;
     (dog, relay, dir)
-}
-
-async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org: &str) {
-    let page = relay.connect(dog, tenant, Some(site), org).await.unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
 }
 
 #[derive(Debug)]

@@ -137,3 +137,10 @@ pub fn noise(seed: u64, len: usize) -> String {
         })
         .collect()
 }
+
+/// Connects `tenant` to fakedog's `org` at `site` through the relay's whole
+/// OAuth flow, and checks it worked.
+pub async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org: &str) {
+    let page = relay.connect(dog, tenant, Some(site), org).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+}
