@@ -580,6 +580,23 @@ fn floor(
     (cpu_now() - started) / (rounds as f64 * items as f64)
 }
 
+/// The machine's (busy, total) CPU time in clock ticks, from /proc/stat.
+fn machine_busy() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    let total: f64 = ticks.iter().take(8).sum();
+    Ok((total - idle, total))
+}
+
 /// This thread's CPU seconds.
 fn cpu_now() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -1084,6 +1101,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     });
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
+    let (busy0, cpu0) = (machine_busy()?, proc_stat(pid)?.cpu_seconds);
+    let started = Instant::now();
     open_loop(req_rate, opts.duration, |k| {
         let (load, tenants, samples) = (load.clone(), tenants.clone(), samples.clone());
         async move {
@@ -1093,8 +1112,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         }
     })
     .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let (busy1, cpu1) = (machine_busy()?, proc_stat(pid)?.cpu_seconds);
+    // How busy the whole machine was: the relay, and fakedog and the load
+    // generator beside it (on a real deployment Datadog is elsewhere).
+    let machine = (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0);
     let (p50, p99, p999) = samples.quantiles();
-    report.insert("half_load".into(), json!({ "series_points_per_s": series_rate, "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 } }));
+    report.insert(
+        "half_load".into(),
+        json!({
+            "series_points_per_s": series_rate,
+            "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
+            "relay_cores": (cpu1 - cpu0) / secs,
+            "machine_busy": machine,
+        }),
+    );
 
     // A mixed pass of events and service checks, and the end-to-end histogram.
     for t in tenants.iter().take(100) {

@@ -167,7 +167,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::config::QueueConfig;
 use format::HEADER_LEN;
 pub use index::ReadyInfo;
-use index::{State, StreamKey, ToRead};
+use index::{StateCell, StreamKey, ToRead};
 use writer::{Job, Pending, Writer};
 
 /// Retry-after suggested when a tenant is over its quota: its backlog
@@ -371,7 +371,7 @@ pub enum QueueError {
 
 /// What the API side and the writer thread share.
 pub(crate) struct Shared {
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: StateCell,
     pub(crate) limits: Limits,
     pub(crate) dir: PathBuf,
     notify: Notify,
@@ -488,7 +488,7 @@ impl Queue {
             );
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(rec.state),
+            state: StateCell::new(rec.state),
             limits,
             dir: dir.to_path_buf(),
             notify: Notify::new(),

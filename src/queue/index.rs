@@ -209,11 +209,96 @@ pub(crate) struct State {
     /// Framed bytes reserved by appends not yet durable.
     reserved: u64,
     tick: u64,
+    /// Segments gone from the index whose files are still to be deleted:
+    /// [`StateGuard`] deletes them once the lock is released.
+    doomed: Vec<u32>,
+}
+
+/// The index behind its lock. Deleting a drained segment (unlinking a file
+/// of up to `segment_bytes`, whose cached pages the kernel drops then) can
+/// take milliseconds; it happens after the lock is released, so appends,
+/// which need the lock, never wait for it.
+pub(crate) struct StateCell {
+    inner: parking_lot::Mutex<State>,
+}
+
+impl StateCell {
+    pub fn new(state: State) -> StateCell {
+        StateCell {
+            inner: parking_lot::Mutex::new(state),
+        }
+    }
+
+    pub fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: Some(self.inner.lock()),
+        }
+    }
+}
+
+/// A locked index; on drop, unlocks it, then deletes the files of the
+/// segments it reaped.
+pub(crate) struct StateGuard<'a> {
+    guard: Option<parking_lot::MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // Present until drop.
+        self.guard.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        if guard.doomed.is_empty() {
+            return;
+        }
+        let doomed = std::mem::take(&mut guard.doomed);
+        let dir = guard.dir.clone();
+        drop(guard);
+        delete_segment_files(&dir, &doomed);
+    }
+}
+
+/// Deletes reaped segments' files: the data file first, then the ack file,
+/// so a crash in between leaves an orphan ack file (removed at recovery),
+/// never a data file whose acks were lost.
+pub(crate) fn delete_segment_files(dir: &Path, ids: &[u32]) {
+    for &id in ids {
+        let seg = seg_path(dir, id);
+        match std::fs::remove_file(&seg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %seg.display(), error = %e, "cannot delete drained queue segment");
+                continue;
+            }
+        }
+        let ack = ack_path(dir, id);
+        if let Err(e) = std::fs::remove_file(&ack)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %ack.display(), error = %e, "cannot delete queue ack file");
+        }
+        tracing::debug!(segment = id, "queue segment deleted");
+    }
 }
 
 impl State {
     pub fn new(dir: PathBuf) -> State {
         State {
+            doomed: Vec::new(),
             dir,
             streams: HashMap::new(),
             tenants: HashMap::new(),
@@ -313,12 +398,11 @@ impl State {
         self.reap(id);
     }
 
-    /// Deletes segment `id` if it is sealed, has no live record, and is
+    /// Drops segment `id` if it is sealed, has no live record, and is
     /// neither being compacted (its acks must outlive the uncommitted
-    /// copies) nor receiving compaction copies.
-    /// The data file goes first, then the ack file: a crash in between
-    /// leaves an orphan ack file (removed at recovery), never a data file
-    /// whose acks were lost.
+    /// copies) nor receiving compaction copies. Its files are deleted once
+    /// the lock is released ([`StateGuard`]), or by [`State::take_doomed`]'s
+    /// caller.
     pub fn reap(&mut self, id: u32) {
         let Some(s) = self.segments.get(&id) else {
             return;
@@ -329,22 +413,13 @@ impl State {
         if let Some(s) = self.segments.remove(&id) {
             self.disk_bytes = self.disk_bytes.saturating_sub(s.len);
         }
-        let seg = seg_path(&self.dir, id);
-        match std::fs::remove_file(&seg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %seg.display(), error = %e, "cannot delete drained queue segment");
-                return;
-            }
-        }
-        let ack = ack_path(&self.dir, id);
-        if let Err(e) = std::fs::remove_file(&ack)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %ack.display(), error = %e, "cannot delete queue ack file");
-        }
-        tracing::debug!(segment = id, "queue segment deleted");
+        self.doomed.push(id);
+    }
+
+    /// The segments reaped and not yet deleted (for callers holding a bare
+    /// `State`, i.e. recovery).
+    pub fn take_doomed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.doomed)
     }
 
     /// Deletes every sealed segment with no live record.

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::format::{self, FLAG_MORE, HEADER_LEN, MAGIC};
-use super::index::{ACK_KIND_DROP, Entry, Segment, State, ack_path, seg_path};
+use super::index::{self, ACK_KIND_DROP, Entry, Segment, State, ack_path, seg_path};
 use super::{QueueError, Recovery};
 
 /// The outcome of recovery.
@@ -207,6 +207,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         state.insert(&(c.tenant.clone(), c.stream), e);
     }
     state.reap_all();
+    let doomed = state.take_doomed();
+    index::delete_segment_files(dir, &doomed);
     let stats = state.stats();
     report.records = stats.records;
     report.items = stats.items;
