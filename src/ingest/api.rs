@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::validate::{Invalid, Validated, validate};
+use super::validate::{Invalid, validate};
 use crate::codec::{self, CodecError};
 use crate::config::QueueCompression;
 use crate::queue::{AppendError, NewRecord, Prepared, Queue};
@@ -367,7 +367,20 @@ fn decode_and_prepare(
     tenant: &str,
     lz4: bool,
 ) -> Result<Accepted, (IngestError, usize)> {
-    let (validated, body_len) = decode_and_validate(endpoint, encoding, wire, limit, now)?;
+    let body = codec::decompress(encoding, wire, limit).map_err(|e| {
+        let err = match e {
+            CodecError::TooLarge { limit } => IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body decompresses to more than {limit} bytes (server.max_decompressed_body)"),
+            ),
+            CodecError::Corrupt { .. } => IngestError::new(StatusCode::BAD_REQUEST, "bad_encoding", e.to_string()),
+        };
+        (err, wire.len())
+    })?;
+    let body_len = body.len();
+    let validated =
+        validate(endpoint, &body, now).map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
     let record = NewRecord {
         tenant,
         stream: endpoint.code(),
@@ -384,33 +397,6 @@ fn decode_and_prepare(
             body_len,
         }),
         Err(e) => Err((append_error(tenant, e), body_len)),
-    }
-}
-
-type Decoded = Result<(Validated, usize), (IngestError, usize)>;
-
-fn decode_and_validate(
-    endpoint: Endpoint,
-    encoding: Encoding,
-    wire: &Bytes,
-    limit: usize,
-    now_ms: i64,
-) -> Decoded {
-    let body = codec::decompress(encoding, wire, limit).map_err(|e| {
-        let err = match e {
-            CodecError::TooLarge { limit } => IngestError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body decompresses to more than {limit} bytes (server.max_decompressed_body)"),
-            ),
-            CodecError::Corrupt { .. } => IngestError::new(StatusCode::BAD_REQUEST, "bad_encoding", e.to_string()),
-        };
-        (err, wire.len())
-    })?;
-    let len = body.len();
-    match validate(endpoint, &body, now_ms) {
-        Ok(v) => Ok((v, len)),
-        Err(invalid) => Err((invalid_to_error(endpoint, invalid), len)),
     }
 }
 

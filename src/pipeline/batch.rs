@@ -389,4 +389,4 @@ impl Packer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

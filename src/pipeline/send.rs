@@ -461,7 +461,7 @@ impl Pipeline {
         // before the packing permit (never the other way round), so holders
         // of a packing permit never wait for the budget.
         let mut want_kib = (limits.max_uncompressed / 1024 + 1).min(self.inflight_kib);
-        let (mut inflight, mut prepare, taken) = loop {
+        let (mut inflight, mut prepare, taken, used_kib) = loop {
             let Ok(inflight) = self
                 .inflight
                 .clone()
@@ -501,13 +501,12 @@ impl Pipeline {
             }
             let used_kib = kib(&taken);
             if used_kib <= want_kib || want_kib == self.inflight_kib {
-                break (inflight, Some(prepare), taken);
+                break (inflight, Some(prepare), taken, used_kib);
             }
             let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
             self.queue.release(&ids);
             want_kib = used_kib.min(self.inflight_kib);
         };
-        let used_kib = kib(&taken);
         if used_kib < want_kib {
             drop(inflight.split(want_kib - used_kib));
         }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::format::{self, HEADER_LEN, RecordError};
 use super::*;
+use crate::pipeline::batch::tests::noise;
 
 fn limits(segment_bytes: u64) -> Limits {
     Limits {
@@ -85,19 +86,6 @@ fn compressible(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Bytes LZ4 cannot shrink.
-fn incompressible(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn lz4_records_store_less_and_decode_to_the_original() {
     let payload = compressible(200);
@@ -118,7 +106,7 @@ fn lz4_records_store_less_and_decode_to_the_original() {
     );
 
     // What LZ4 cannot shrink by an eighth is stored as is, unflagged.
-    let noise = incompressible(4096);
+    let noise = noise(1, 4096);
     let mut buf = format::encode("t", 1, 1, 0, 0, 0, &noise, true);
     format::stamp(&mut buf, 6, 0);
     let h = format::verify(&buf).expect("valid").header;
@@ -164,7 +152,7 @@ async fn compressed_and_plain_records_share_a_stream_across_reopen_and_compactio
     let dir = tempfile::tempdir().expect("tempdir");
     let (q, _) = open(dir.path(), limits(1 << 20));
     let big = compressible(2_000);
-    let noise = incompressible(3_000);
+    let noise = noise(2, 3_000);
     let mut want = Vec::new();
     for (i, (payload, lz4)) in [
         (&big, true),

@@ -11,8 +11,9 @@ const ENCODINGS: [Encoding; 4] = [
     Encoding::Zstd,
 ];
 
-/// xorshift: reproducible noise without a dependency.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
+/// xorshift: reproducible noise without a dependency (alphanumeric, so no
+/// compressor without entropy coding, LZ4 included, shrinks it).
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<u8> {
     const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
