@@ -1,7 +1,9 @@
 //! Throughput of the durable queue: durable appends with 1, 8 and 64
 //! concurrent appenders (group commit shares one fsync among them), for
 //! ~100 KB records (logs-sized requests) and 1 KB records (many small
-//! requests), and take + ack of a backlog.
+//! requests), and take + ack of a backlog; and the latency of one durable
+//! append (one appender, so one fsync each) with and without segments
+//! written ahead (`Limits::preallocate`).
 //!
 //! Run: `cargo bench --bench queue` (or `--profile dev` on a shared
 //! machine; the numbers are then pessimistic for CPU-bound parts).
@@ -17,6 +19,7 @@ const LIMITS: Limits = Limits {
     max_bytes: 64 << 30,
     tenant_max_bytes: 64 << 30,
     segment_bytes: 64 << 20,
+    preallocate: true,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -93,6 +96,48 @@ fn append_1k(c: &mut Criterion) {
     appends(c, 1_000, 1024);
 }
 
+/// One appender, 1 KB records: each append is one group commit (write +
+/// `fdatasync`), so the time per append is the commit latency an ingest
+/// acknowledgement waits for. 1 MiB segments, so that the run crosses many
+/// rolls and the written-ahead spare is in use after the first.
+fn commit_latency(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("commit_1k");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(6));
+    let payload = vec![7u8; 1_000];
+    for preallocate in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            segment_bytes: 1 << 20,
+            preallocate,
+            ..LIMITS
+        };
+        let (q, _) = Queue::open(dir.path(), limits).expect("open");
+        let name = if preallocate {
+            "written_ahead"
+        } else {
+            "plain"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        q.append(record(&payload)).await.expect("append");
+                    }
+                });
+                let took = start.elapsed();
+                q.purge_tenant("bench-tenant");
+                took
+            });
+        });
+        rt.block_on(q.close());
+    }
+    group.finish();
+}
+
 /// take(100) + ack of 1 KB and 100 KB records from a backlog.
 fn take_ack(c: &mut Criterion) {
     let rt = runtime();
@@ -134,5 +179,5 @@ fn take_ack(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_100k, append_1k, take_ack);
+criterion_group!(benches, append_100k, append_1k, take_ack, commit_latency);
 criterion_main!(benches);

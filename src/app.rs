@@ -162,6 +162,21 @@ impl Reloader {
         {
             needs_restart.push("datadog.ca_file / datadog.resolve");
         }
+        // The queue's limits are fixed when it is opened.
+        let (oq, nq) = (&old.queue, &new.queue);
+        if (
+            oq.max_bytes,
+            oq.tenant_max_bytes,
+            oq.segment_bytes,
+            oq.preallocate,
+        ) != (
+            nq.max_bytes,
+            nq.tenant_max_bytes,
+            nq.segment_bytes,
+            nq.preallocate,
+        ) {
+            needs_restart.push("queue.max_bytes / tenant_max_bytes / segment_bytes / preallocate");
+        }
         if old.delivery.max_concurrency != new.delivery.max_concurrency {
             needs_restart.push("delivery.max_concurrency");
         }

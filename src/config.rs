@@ -151,6 +151,9 @@ pub struct QueueConfig {
     pub dead_letter_max_bytes: u64,
     /// How accepted payloads are stored (new records; the queue reads both).
     pub compression: QueueCompression,
+    /// Write segment files ahead with zeros, so that the fsync an
+    /// acknowledgement waits for overwrites blocks already allocated.
+    pub preallocate: bool,
 }
 
 /// How the queue stores accepted payloads.
@@ -603,6 +606,21 @@ impl Validator<'_> {
         }
     }
 
+    fn flag(&mut self, key: &str, value: Option<String>, default: bool) -> bool {
+        match value.as_deref() {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                self.problem(
+                    key,
+                    format!("`{v}` is not a boolean; expected true or false"),
+                );
+                default
+            }
+        }
+    }
+
     /// A size of at least `min` bytes.
     fn min_size(&mut self, key: &str, value: Option<String>, default: u64, min: u64) -> u64 {
         let n = self.size(key, value, default);
@@ -919,6 +937,7 @@ impl Validator<'_> {
                     QueueCompression::Lz4
                 }
             },
+            preallocate: self.flag("queue.preallocate", raw.queue.preallocate, true),
         };
         if queue.tenant_max_bytes > queue.max_bytes {
             self.problem("queue.tenant_max_bytes", "is larger than queue.max_bytes");
@@ -1358,6 +1377,34 @@ master_key = "{key}"
         let msg = e.to_string();
         assert!(
             msg.contains("queue.compression") && msg.contains("lz5") && msg.contains("\"none\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn queue_preallocate_default_env_and_typo() {
+        let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &[]).unwrap();
+        assert!(c.queue.preallocate);
+        let text = minimal("/tmp/x", &key()) + "\n[queue]\npreallocate = false\n";
+        assert!(
+            !Config::from_sources(&text, "c.toml", &[])
+                .unwrap()
+                .queue
+                .preallocate
+        );
+        let env = vec![(
+            "DDRELAY_QUEUE__PREALLOCATE".to_string(),
+            "false".to_string(),
+        )];
+        let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &env).unwrap();
+        assert!(!c.queue.preallocate);
+        let env = vec![("DDRELAY_QUEUE__PREALLOCATE".to_string(), "yes".to_string())];
+        let e = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &env).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("queue.preallocate")
+                && msg.contains("`yes`")
+                && msg.contains("true or false"),
             "{msg}"
         );
     }

@@ -507,6 +507,7 @@ pub fn queue_segment(data: &[u8]) {
         max_bytes: 1 << 30,
         tenant_max_bytes: 1 << 30,
         segment_bytes: 1 << 20,
+        preallocate: true,
     };
 
     // Every checksum-valid record in the file, at any offset.

@@ -101,8 +101,12 @@
 //!    be; older segments were synced whole before the roll, and their
 //!    payloads are checked when read). A region that does not parse is
 //!    skipped up to the next valid header and counted corrupt; a tail that
-//!    does not parse, a record running past the end, or an unfinished
-//!    `MORE` batch is **truncated** (`Recovery::truncated_bytes`).
+//!    does not parse, a record running past the end, a last record whose
+//!    payload fails (a write torn inside a written-ahead segment's zeros),
+//!    or an unfinished `MORE` batch is **truncated**
+//!    (`Recovery::truncated_bytes` counts its bytes up to the last non-zero
+//!    one; a zeroed tail is a written-ahead segment's unused room, cut
+//!    without being counted, see `spare.rs`). A leftover spare is deleted.
 //! 4. Liveness: a copy is dead if its `seq` is in the `ACK` set, or its own
 //!    segment `DROP`s it. Of several live copies of one `seq` (compaction
 //!    interrupted after the copy was synced but before the old segment was
@@ -141,10 +145,14 @@
 //! - `index`: the in-memory index, accounting, ack files, deletions.
 //! - `recover`: the recovery procedure.
 //! - `writer`: the group-commit thread and compaction.
+//! - `spare`: segments written ahead with zeros by a helper thread, so a
+//!   group commit's `fdatasync` overwrites allocated blocks instead of
+//!   growing the file (`Limits::preallocate`, `queue.preallocate`).
 
 pub(crate) mod format;
 mod index;
 mod recover;
+mod spare;
 mod writer;
 
 #[cfg(test)]
@@ -190,6 +198,10 @@ pub struct Limits {
     pub tenant_max_bytes: u64,
     /// Size at which a segment is rolled; also the largest batch.
     pub segment_bytes: u64,
+    /// Write segments ahead with zeros so that a group commit's
+    /// `fdatasync` is an overwrite (see `spare.rs`). Not a limit, but fixed
+    /// for the life of the queue like the others.
+    pub preallocate: bool,
 }
 
 impl From<&QueueConfig> for Limits {
@@ -198,6 +210,7 @@ impl From<&QueueConfig> for Limits {
             max_bytes: c.max_bytes,
             tenant_max_bytes: c.tenant_max_bytes,
             segment_bytes: c.segment_bytes,
+            preallocate: c.preallocate,
         }
     }
 }

@@ -32,6 +32,7 @@ const LIMITS: Limits = Limits {
     max_bytes: 1 << 30,
     tenant_max_bytes: 512 << 20,
     segment_bytes: 64 << 10,
+    preallocate: true,
 };
 
 /// What a record written by the child is: everything derives from it.

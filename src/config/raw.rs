@@ -128,6 +128,8 @@ pub(crate) struct RawQueue {
     pub dead_letter_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub compression: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub preallocate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -70,6 +70,7 @@ fn parse_name(name: &str, ext: &str) -> Option<u32> {
 
 /// Rebuilds the index from `dir` (which exists and is locked).
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
+    super::spare::remove_spare(dir);
     let mut segs = Vec::new();
     let mut acks = Vec::new();
     for ent in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
@@ -138,18 +139,40 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         let no_drops = HashSet::new();
         let dead =
             |seq: u64| acked.contains(&seq) || dropped.get(&id).unwrap_or(&no_drops).contains(&seq);
-        let scan = scan(&file, id, len, Some(id) == last, &dead, &mut tenants)
-            .map_err(|e| io_err(&path, e))?;
+        // A segment written ahead (spare.rs) ends in zeros the writer had not
+        // reached: no record starts there, so they are cut without being
+        // counted. Torn bytes are those between the last complete record and
+        // the last non-zero byte.
+        let data_end = nonzero_end(&file, len).map_err(|e| io_err(&path, e))?;
+        let scan = scan(
+            &file,
+            id,
+            len,
+            data_end,
+            Some(id) == last,
+            &dead,
+            &mut tenants,
+        )
+        .map_err(|e| io_err(&path, e))?;
         if scan.end < len {
-            tracing::warn!(
-                segment = id,
-                offset = scan.end,
-                bytes = len - scan.end,
-                "queue segment has a torn tail; truncated"
-            );
+            let torn = data_end.saturating_sub(scan.end);
+            if torn > 0 {
+                tracing::warn!(
+                    segment = id,
+                    offset = scan.end,
+                    bytes = torn,
+                    "queue segment has a torn tail; truncated"
+                );
+            } else {
+                tracing::debug!(
+                    segment = id,
+                    zeros = len - scan.end,
+                    "queue segment's zeroed tail cut"
+                );
+            }
             file.set_len(scan.end).map_err(|e| io_err(&path, e))?;
             file.sync_data().map_err(|e| io_err(&path, e))?;
-            report.truncated_bytes += len - scan.end;
+            report.truncated_bytes += torn;
         }
         report.corrupt_records += scan.corrupt;
         for seq in scan.corrupt_seqs {
@@ -269,6 +292,26 @@ fn header_at(
     Ok(Some(h))
 }
 
+/// The end of the last non-zero byte of the file's first `len` bytes (0 if
+/// all are zero). Reads backwards in growing chunks: one small read for a
+/// segment that ends in data, the whole zeroed tail of a written-ahead one.
+fn nonzero_end(file: &File, len: u64) -> std::io::Result<u64> {
+    let mut chunk = 4u64 << 10;
+    let mut buf = Vec::new();
+    let mut end = len;
+    while end > 0 {
+        let n = chunk.min(end);
+        buf.resize(n as usize, 0);
+        file.read_exact_at(&mut buf, end - n)?;
+        if let Some(i) = buf.iter().rposition(|b| *b != 0) {
+            return Ok(end - n + i as u64 + 1);
+        }
+        end -= n;
+        chunk = (chunk * 2).min(1 << 20);
+    }
+    Ok(0)
+}
+
 /// The next offset after `from` where a record header checks out.
 fn resync(file: &File, from: u64, file_len: u64) -> std::io::Result<Option<u64>> {
     const CHUNK: usize = 64 << 10;
@@ -306,7 +349,8 @@ fn payload_ok(file: &File, off: u64, len: u64, want: u32) -> std::io::Result<boo
     Ok(crc == want)
 }
 
-/// Scans one segment. Headers are always checked; payloads only when
+/// Scans one segment (`file_len` bytes; no record starts at or after
+/// `data_end`, where only zeros follow). Headers are always checked; payloads only when
 /// `verify_payload` (the last segment, whose tail may not have been synced;
 /// older ones are checked when read by `take` or compaction), and not those
 /// of records already `dead` (acked or dropped).
@@ -314,6 +358,7 @@ fn scan(
     file: &File,
     id: u32,
     file_len: u64,
+    data_end: u64,
     verify_payload: bool,
     dead: &dyn Fn(u64) -> bool,
     tenants: &mut HashMap<String, Arc<str>>,
@@ -331,7 +376,7 @@ fn scan(
     let mut committed = (0u64, 0usize, 0usize, 0u64);
     while off < file_len {
         let Some(h) = header_at(file, off, file_len, &mut hdr)? else {
-            match resync(file, off + 1, file_len)? {
+            match resync(file, off + 1, data_end)? {
                 Some(next) => {
                     tracing::error!(
                         segment = id,
@@ -364,10 +409,10 @@ fn scan(
             break;
         };
         let payload_off = off + HEADER_LEN as u64 + u64::from(h.tenant_len);
-        if verify_payload
+        let bad_payload = verify_payload
             && !dead(h.seq)
-            && !payload_ok(file, payload_off, u64::from(h.payload_len), h.pcrc)?
-        {
+            && !payload_ok(file, payload_off, u64::from(h.payload_len), h.pcrc)?;
+        if bad_payload {
             tracing::error!(
                 segment = id,
                 offset = off,
@@ -399,7 +444,10 @@ fn scan(
             });
         }
         off += len;
-        if h.flags & FLAG_MORE == 0 {
+        // A bad payload is committed (counted as corrupt) only once a good
+        // record follows it: at the end of the data it is a write torn
+        // inside a zeroed tail (a written-ahead segment), cut with the rest.
+        if h.flags & FLAG_MORE == 0 && !bad_payload {
             committed = (off, out.copies.len(), out.corrupt_seqs.len(), out.corrupt);
         }
     }

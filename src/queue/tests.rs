@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::format::{self, HEADER_LEN, RecordError};
+use super::spare;
 use super::*;
 use crate::pipeline::batch::tests::noise;
 
@@ -15,6 +16,7 @@ fn limits(segment_bytes: u64) -> Limits {
         max_bytes: 1 << 30,
         tenant_max_bytes: 1 << 30,
         segment_bytes,
+        preallocate: true,
     }
 }
 
@@ -385,6 +387,7 @@ async fn quota_and_budget_errors() {
         max_bytes: 5 * per,
         tenant_max_bytes: 3 * per,
         segment_bytes: 1 << 20,
+        preallocate: true,
     };
     let (q, _) = open(dir.path(), l);
     for _ in 0..3 {
@@ -430,7 +433,12 @@ async fn quota_and_budget_errors() {
 #[tokio::test]
 async fn segments_roll_and_are_deleted_once_acked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let l = limits(1024);
+    // Plain segments, so the files' sizes are exactly the accounted bytes
+    // (a written-ahead head is longer: see the test of those).
+    let l = Limits {
+        preallocate: false,
+        ..limits(1024)
+    };
     let (q, _) = open(dir.path(), l);
     for i in 0..40u8 {
         q.append(rec("t", 1, &[i; 200])).await.expect("append");
@@ -845,4 +853,177 @@ async fn wait_for_data_wakes_on_append() {
         .await
         .expect("woken")
         .expect("task");
+}
+
+/// What a written-ahead head looks like after a crash: its records, then
+/// zeros to the segment size.
+fn zero_fill(seg: &Path, to: u64) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .expect("open");
+    assert!(f.metadata().expect("meta").len() < to);
+    f.set_len(to).expect("extend with zeros");
+}
+
+#[tokio::test]
+async fn a_zeroed_tail_is_cut_without_counting_it_torn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let (q, _) = open(dir.path(), l);
+    for i in 1..=3u8 {
+        q.append(rec("t", 1, &[i; 100])).await.expect("append");
+    }
+    q.close().await;
+    drop(q);
+    let seg = dir.path().join(&segments(dir.path())[0]);
+    let data_len = std::fs::metadata(&seg).expect("meta").len();
+    zero_fill(&seg, 1 << 20);
+    // A spare the crash left behind is deleted, not read as a segment.
+    std::fs::write(dir.path().join(spare::SPARE_FILE), [0u8; 4096]).expect("spare");
+    let (q, r) = open(dir.path(), l);
+    assert_eq!((r.records, r.corrupt_records, r.truncated_bytes), (3, 0, 0));
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), data_len);
+    assert!(!dir.path().join(spare::SPARE_FILE).exists());
+    assert_eq!(
+        payloads(&take_all(&q, "t", 1)),
+        (1..=3u8).map(|i| vec![i; 100]).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_record_torn_inside_a_zeroed_tail_is_counted_and_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let (q, _) = open(dir.path(), l);
+    for i in 1..=3u8 {
+        q.append(rec("t", 1, &[i; 100])).await.expect("append");
+    }
+    q.close().await;
+    drop(q);
+    let seg = dir.path().join(&segments(dir.path())[0]);
+    let data = std::fs::read(&seg).expect("read");
+    let per = data.len() / 3;
+    // The last record's write reached the disk only in part (its header
+    // and 30 payload bytes); the rest of the block is still zeros.
+    let keep = per * 2 + HEADER_LEN + 1 + 30;
+    let mut torn = data[..keep].to_vec();
+    torn.resize(1 << 20, 0);
+    std::fs::write(&seg, &torn).expect("write");
+    let (q, r) = open(dir.path(), l);
+    // Its payload checksum fails and nothing follows: a torn tail.
+    assert_eq!(
+        (r.records, r.corrupt_records, r.truncated_bytes),
+        (2, 0, (HEADER_LEN + 1 + 30) as u64)
+    );
+    assert_eq!(
+        std::fs::metadata(&seg).expect("meta").len() as usize,
+        2 * per
+    );
+    assert_eq!(payloads(&take_all(&q, "t", 1)).len(), 2);
+    q.close().await;
+    drop(q);
+    // Only the header written: the record's length runs past nothing but
+    // zeros; the header bytes are the torn tail.
+    let mut torn = data[..per + HEADER_LEN + 1].to_vec();
+    torn.resize(1 << 20, 0);
+    std::fs::write(&seg, &torn).expect("write");
+    let (_q, r) = open(dir.path(), l);
+    assert_eq!(r.records, 1);
+    assert!(r.truncated_bytes > 0 && r.truncated_bytes <= (HEADER_LEN + 1) as u64);
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len() as usize, per);
+}
+
+#[tokio::test]
+async fn written_ahead_segments_hold_records_and_are_cut_when_sealed_or_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg_bytes = 4096u64;
+    let l = limits(seg_bytes);
+    let (q, _) = open(dir.path(), l);
+    let payload = |i: u64| noise(i, 1500);
+    // Each append of two records fills a segment, so every append rolls.
+    // The preparer answers in the background; keep rolling until a head
+    // segment is seen written ahead (its file longer than its data).
+    let mut appended = Vec::new();
+    let mut seen_ahead = false;
+    for i in 0..2000u64 {
+        let (a, b) = (payload(2 * i), payload(2 * i + 1));
+        q.append_batch(&[rec("t", 1, &a), rec("t", 1, &b)])
+            .await
+            .expect("append");
+        appended.extend([a, b]);
+        let segs = segments(dir.path());
+        let head = dir.path().join(segs.last().expect("a segment"));
+        if std::fs::metadata(&head).expect("meta").len() == seg_bytes {
+            let data = std::fs::read(&head).expect("read");
+            if data.ends_with(&[0; 512]) {
+                seen_ahead = true;
+                break;
+            }
+        }
+    }
+    assert!(seen_ahead, "no head segment was ever written ahead");
+    // The accounting counts data; the disk holds at most the head's zeros
+    // and a spare more.
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|s| std::fs::metadata(dir.path().join(s)).expect("meta").len())
+        .sum();
+    let disk = q.stats().disk_bytes;
+    assert!(
+        disk < on_disk && on_disk <= disk + seg_bytes,
+        "{disk} {on_disk}"
+    );
+    let sealed_lens: Vec<u64> = segments(dir.path())
+        .iter()
+        .rev()
+        .skip(1)
+        .map(|s| std::fs::metadata(dir.path().join(s)).expect("meta").len())
+        .collect();
+    assert!(
+        sealed_lens.iter().all(|l| *l < seg_bytes),
+        "sealed segments keep no zeroed tail: {sealed_lens:?}"
+    );
+    let got = payloads(&take_all(&q, "t", 1));
+    assert_eq!(got, appended);
+    q.close().await;
+    drop(q);
+    assert!(
+        !dir.path().join(spare::SPARE_FILE).exists(),
+        "close deletes the spare"
+    );
+    for s in segments(dir.path()) {
+        let data = std::fs::read(dir.path().join(&s)).expect("read");
+        assert!(
+            !data.ends_with(&[0; 64]),
+            "{s} keeps a zeroed tail after close"
+        );
+    }
+    let (q, r) = open(dir.path(), l);
+    assert_eq!(
+        (r.records, r.corrupt_records, r.truncated_bytes),
+        (appended.len() as u64, 0, 0)
+    );
+    assert_eq!(payloads(&take_all(&q, "t", 1)), appended);
+}
+
+#[tokio::test]
+async fn preallocation_off_writes_no_zeros() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Limits {
+        preallocate: false,
+        ..limits(4096)
+    };
+    let (q, _) = open(dir.path(), l);
+    for i in 0..20u64 {
+        let (a, b) = (noise(2 * i, 1500), noise(2 * i + 1, 1500));
+        q.append_batch(&[rec("t", 1, &a), rec("t", 1, &b)])
+            .await
+            .expect("append");
+    }
+    assert!(!dir.path().join(spare::SPARE_FILE).exists());
+    for s in segments(dir.path()) {
+        let len = std::fs::metadata(dir.path().join(&s)).expect("meta").len();
+        assert!(len < 4096, "{s}: {len}");
+    }
 }

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::format::{self, FLAG_MORE};
 use super::index::{ACK_KIND_DROP, Entry, Move, Segment, StreamKey, seg_path};
+use super::spare::{SPARE_FILE, Spares};
 use super::{AppendError, QueueError, RecordId, Shared};
 
 /// Largest amount of appended data committed in one fsync: bounds the
@@ -80,8 +81,25 @@ pub(crate) enum Job {
 
 struct Head {
     id: u32,
+    /// Written at its cursor, which is always at `len` (not `O_APPEND`: a
+    /// written-ahead file is longer than its data).
     file: File,
     len: u64,
+    /// Written ahead with zeros (see [`super::spare`]): the zeroed tail
+    /// beyond `len` is cut when the segment is sealed or the queue closed.
+    written_ahead: bool,
+}
+
+impl Head {
+    /// Cuts a written-ahead head's zeroed tail (not synced: recovery tells
+    /// a zeroed tail from a torn one if this is lost).
+    fn cut_tail(&self) {
+        if self.written_ahead
+            && let Err(e) = self.file.set_len(self.len)
+        {
+            tracing::warn!(segment = self.id, error = %e, "cannot cut a queue segment's zeroed tail");
+        }
+    }
 }
 
 /// Appends staged for the current head, not yet written.
@@ -104,6 +122,8 @@ pub(crate) struct Writer {
     seq_limit: u64,
     next_seg: u32,
     last_compact: Instant,
+    /// Written-ahead segments (`None` when `Limits::preallocate` is off).
+    spares: Option<Spares>,
 }
 
 /// `write_all` over several buffers (std's `write_all_vectored` is unstable).
@@ -150,13 +170,17 @@ fn copy_err(e: &std::io::Error) -> std::io::Error {
 impl Writer {
     pub fn new(shared: Arc<Shared>, rx: Receiver<Job>, next_seq: u64, next_seg: u32) -> Writer {
         Writer {
-            shared,
             rx,
             head: None,
             next_seq,
             seq_limit: next_seq,
             next_seg,
             last_compact: Instant::now(),
+            spares: shared
+                .limits
+                .preallocate
+                .then(|| Spares::new(shared.dir.clone())),
+            shared,
         }
     }
 
@@ -232,10 +256,14 @@ impl Writer {
                 }
             }
         }
-        if let Some(h) = &self.head
-            && let Err(e) = h.file.sync_data()
-        {
-            tracing::warn!(segment = h.id, error = %e, "cannot sync queue head segment at close");
+        if let Some(h) = &self.head {
+            h.cut_tail();
+            if let Err(e) = h.file.sync_data() {
+                tracing::warn!(segment = h.id, error = %e, "cannot sync queue head segment at close");
+            }
+        }
+        if let Some(s) = &mut self.spares {
+            s.close();
         }
     }
 
@@ -244,28 +272,48 @@ impl Writer {
     }
 
     /// Makes a new head segment (sealing the current one, which must have
-    /// nothing staged).
+    /// nothing staged): the written-ahead spare if one is ready, else a new
+    /// empty file.
     fn roll(&mut self) -> std::io::Result<()> {
         if let Some(old) = self.head.take() {
+            old.cut_tail();
             self.shared.state.lock().seal(old.id);
         }
-        let dir = &self.shared.dir;
+        let dir = self.shared.dir.clone();
+        let spare_len = self.segment_bytes();
+        let mut spare = self.spares.as_mut().and_then(|s| s.take(spare_len));
         for _ in 0..1000 {
             let id = self.next_seg;
             self.next_seg = id.checked_add(1).ok_or_else(|| {
                 std::io::Error::other("queue segment ids exhausted (4 billion segments)")
             })?;
-            let path = seg_path(dir, id);
-            let file = match OpenOptions::new().append(true).create_new(true).open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // Never stall on a name collision (Vector #19155).
-                    tracing::warn!(path = %path.display(), "queue segment name taken; skipping it");
-                    continue;
+            let path = seg_path(&dir, id);
+            if path.exists() {
+                // Never stall on a name collision (Vector #19155).
+                tracing::warn!(path = %path.display(), "queue segment name taken; skipping it");
+                continue;
+            }
+            let mut opened = None;
+            if let Some(f) = spare.take() {
+                match std::fs::rename(dir.join(SPARE_FILE), &path) {
+                    Ok(()) => opened = Some((f, true)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot use the queue's written-ahead segment; creating a plain one");
+                    }
                 }
-                Err(e) => return Err(e),
+            }
+            let (file, written_ahead) = match opened {
+                Some(x) => x,
+                None => match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(f) => (f, false),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        tracing::warn!(path = %path.display(), "queue segment name taken; skipping it");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
-            let setup = File::open(&path).and_then(|r| sync_dir(dir).map(|()| r));
+            let setup = File::open(&path).and_then(|r| sync_dir(&dir).map(|()| r));
             let reader = match setup {
                 Ok(r) => r,
                 Err(e) => {
@@ -273,12 +321,20 @@ impl Writer {
                     return Err(e);
                 }
             };
+            if written_ahead && let Some(s) = &mut self.spares {
+                s.request_next(spare_len);
+            }
             self.shared
                 .state
                 .lock()
                 .add_segment(id, Segment::new(reader, 0, false));
-            self.head = Some(Head { id, file, len: 0 });
-            tracing::debug!(segment = id, "queue segment opened");
+            self.head = Some(Head {
+                id,
+                file,
+                len: 0,
+                written_ahead,
+            });
+            tracing::debug!(segment = id, written_ahead, "queue segment opened");
             return Ok(());
         }
         Err(std::io::Error::other("no free queue segment name"))
@@ -565,6 +621,7 @@ impl Writer {
                 s.reap(from);
                 drop(s);
                 if let Some(h) = self.head.take() {
+                    h.cut_tail();
                     let len = h.file.metadata().map_or(h.len, |m| m.len());
                     let mut s = self.shared.state.lock();
                     s.grow(h.id, len);
