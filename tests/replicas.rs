@@ -259,18 +259,28 @@ async fn puller(
     statuses: Arc<Mutex<HashMap<u16, u64>>>,
     revoked: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    gate: Arc<PullGate>,
 ) {
     let http = http();
     while !stop.load(Ordering::SeqCst) {
+        // In flight first, then the pause check: `PullGate::pause` sees
+        // every call that could still reach a replica.
+        gate.inflight.fetch_add(1, Ordering::SeqCst);
+        if gate.paused.load(Ordering::SeqCst) {
+            gate.inflight.fetch_sub(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let addr = *api.lock();
-        if let Ok(r) = http
+        let sent = http
             .get(format!(
                 "http://{addr}/v1/tenants/{tenant}/datadog/api/v1/monitor"
             ))
             .bearer_auth(sandbox::ADMIN_TOKEN)
             .send()
-            .await
-        {
+            .await;
+        gate.inflight.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(r) = sent {
             let explained = r
                 .headers()
                 .get("DD-Relay-Explanation")
@@ -283,6 +293,29 @@ async fn puller(
             *statuses.lock().entry(r.status().as_u16()).or_default() += 1;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Pauses the proxy load (and with it the token refreshes) around a kill.
+#[derive(Default)]
+struct PullGate {
+    paused: AtomicBool,
+    inflight: AtomicU64,
+}
+
+impl PullGate {
+    /// Returns once no proxy call is in flight and none will start.
+    async fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.inflight.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "proxy calls never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 }
 
@@ -367,6 +400,7 @@ async fn three_replicas_share_one_postgres_store() {
     let stop = Arc::new(AtomicBool::new(false));
     let statuses: Arc<Mutex<HashMap<u16, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     let revoked = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(PullGate::default());
     let mut tasks = Vec::new();
     for (r, addr) in addrs.iter().enumerate() {
         for (t, tenant) in tenants.iter().enumerate() {
@@ -383,6 +417,7 @@ async fn three_replicas_share_one_postgres_store() {
                 statuses.clone(),
                 revoked.clone(),
                 stop.clone(),
+                gate.clone(),
             )));
         }
     }
@@ -425,9 +460,16 @@ async fn three_replicas_share_one_postgres_store() {
     let n = total(&acked);
     wait_for(n + 3000, "after the key revocation").await;
 
-    // SIGKILL one replica under load; it comes back on its own data dir.
+    // SIGKILL one replica under ingest load; it comes back on its own data
+    // dir. The proxy load pauses first: a kill between Datadog rotating a
+    // refresh token and the store's commit loses the rotated token, and
+    // fakedog (like a provider with reuse detection; UNCONFIRMED for
+    // Datadog, docs/scale-out.md) then revokes the grant at the next
+    // refresh. No client can close that window; this step tests the queue.
+    gate.pause().await;
     replicas[1].kill_and_restart();
     *addrs[1].lock() = replicas[1].api;
+    gate.resume();
     let n = total(&acked);
     wait_for(n + 3000, "after the restart").await;
     stop.store(true, Ordering::SeqCst);
