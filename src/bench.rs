@@ -16,11 +16,14 @@
 //! - end-to-end latency (202 → Datadog's 2xx) from the relay's own histogram.
 //!
 //! The floor: the same payloads decompressed, parsed into typed values,
-//! re-serialized and compressed in a tight single-thread loop; the report
-//! gives relay CPU per item divided by floor CPU per item.
+//! re-serialized and compressed in a tight single-thread loop (the median
+//! of ten blocks of 0.25 CPU-seconds, five before the load phases and five
+//! after the phase); the report gives relay CPU per item divided by floor
+//! CPU per item.
 //!
 //! The last line printed is one JSON object with every figure.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -505,7 +508,7 @@ async fn wait_delivered(
 
 /// The single-thread floor: decompress (if compressed), parse into typed
 /// values (borrowing serde structs for the bench's series and logs), re-serialize,
-/// compress at level 1. Returns CPU seconds per item.
+/// compress at level 1. Returns CPU seconds per item of each of five blocks.
 fn floor(
     raw: &[u8],
     wire: &[u8],
@@ -513,11 +516,9 @@ fn floor(
     items: u64,
     endpoint: Endpoint,
     encoding: Encoding,
-) -> f64 {
-    // Blocks of at least BLOCK_CPU seconds of CPU each; the median block is
-    // the floor. One short loop (20 requests, about 0.1 s of CPU) swung
-    // ±25 % from run to run on a shared VM; the relay's CPU is measured over
-    // a whole phase.
+) -> Vec<f64> {
+    // Blocks of at least BLOCK_CPU seconds of CPU each (CPU seconds per item
+    // of each block are returned; the caller takes a median).
     const BLOCKS: usize = 5;
     const BLOCK_CPU: f64 = 0.25;
     let mut per_item = Vec::with_capacity(BLOCKS);
@@ -530,8 +531,12 @@ fn floor(
         }
         per_item.push((cpu_now() - started) / (rounds as f64 * items as f64));
     }
-    per_item.sort_by(f64::total_cmp);
-    per_item[BLOCKS / 2]
+    per_item
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// One request through the floor: decompress, parse into typed values,
@@ -1025,6 +1030,30 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         report.insert("steady".into(), figures);
     }
 
+    // The floors: five blocks before the load phases (the relay idle) and
+    // five after each phase, median of the ten. This VM's speed drifts by a
+    // third over minutes (one 20-request loop after each phase, as before,
+    // swung that much from run to run, and five blocks before the phases
+    // too), where the relay's CPU is summed over a whole phase.
+    let measure_floor = |endpoint: Endpoint| {
+        let (raw, wire, per_req) = if endpoint == Endpoint::SeriesV2 {
+            (&sets[0].series_raw, &sets[0].series, sets[0].series_points)
+        } else {
+            (&sets[0].logs_raw, &sets[0].logs, sets[0].logs_items)
+        };
+        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
+            Encoding::Zstd
+        } else {
+            Encoding::Gzip
+        };
+        let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
+        tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, endpoint, encoding))
+    };
+    let mut floors = HashMap::new();
+    for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
+        floors.insert(label, measure_floor(endpoint).await?);
+    }
+
     let mut peak = idle_connected.peak_rss_bytes;
     for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
         let samples = Arc::new(Samples::default());
@@ -1071,21 +1100,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             * requests as f64;
         let total_secs = secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64());
         let (p50, p99, p999) = samples.quantiles();
-        let (raw, wire) = if endpoint == Endpoint::SeriesV2 {
-            (&sets[0].series_raw, &sets[0].series)
-        } else {
-            (&sets[0].logs_raw, &sets[0].logs)
-        };
-        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
-            Encoding::Zstd
-        } else {
-            Encoding::Gzip
-        };
-        let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
-        let floor_per_item = tokio::task::spawn_blocking(move || {
-            floor(&raw, &wire, gzip, per_req, endpoint, encoding)
-        })
-        .await?;
+        let mut blocks = floors.remove(label).unwrap_or_default();
+        blocks.extend(measure_floor(endpoint).await?);
+        let floor_per_item = median(blocks);
         let relay_per_item = cpu / items.max(1) as f64;
         let figures = json!({
             "accepted_items_per_s": items as f64 / secs,

@@ -740,6 +740,14 @@ pub fn sample_segments() -> Vec<(&'static str, Vec<u8>)> {
     torn.truncate(valid.len() - 7);
     let mut corrupt = valid.clone();
     corrupt[70] ^= 0xff;
+    // A written-ahead segment after a crash: records, then zeros; and one
+    // whose last record was torn inside those zeros (payload cut short).
+    let mut zeroed = valid.clone();
+    zeroed.resize(valid.len() + 4096, 0);
+    let mut torn_in_zeros = valid.clone();
+    let cut = torn_in_zeros.len() - 7;
+    torn_in_zeros[cut..].fill(0);
+    torn_in_zeros.resize(valid.len() + 4096, 0);
     let mut with_ack = vec![1u8, 12, 0];
     queue::format::encode_ack(2, &mut with_ack);
     with_ack.extend_from_slice(&valid);
@@ -750,6 +758,8 @@ pub fn sample_segments() -> Vec<(&'static str, Vec<u8>)> {
         ("torn_tail", [&[0u8][..], &torn].concat()),
         ("corrupt_middle", [&[0u8][..], &corrupt].concat()),
         ("acked", with_ack),
+        ("zeroed_tail", [&[0u8][..], &zeroed].concat()),
+        ("torn_in_zeros", [&[0u8][..], &torn_in_zeros].concat()),
     ]
 }
 
