@@ -181,10 +181,24 @@ impl Worker {
     }
 }
 
+/// Free space below which no spare is written: the queue's own data needs
+/// the room more than the writer needs a faster fsync.
+const FREE_MARGIN_SEGMENTS: u64 = 4;
+
 /// Creates [`SPARE_FILE`] in `dir` holding `len` zero bytes, synced.
 fn prepare(dir: &Path, len: u64, zeros: &[u8], cancel: &AtomicBool) -> std::io::Result<File> {
     let path = dir.join(SPARE_FILE);
     remove_spare(dir);
+    let fs = rustix::fs::statvfs(dir)?;
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if free < len.saturating_mul(FREE_MARGIN_SEGMENTS) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "{free} bytes free on the queue's filesystem, under {FREE_MARGIN_SEGMENTS} segments; no segment is written ahead"
+            ),
+        ));
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -251,10 +265,22 @@ mod tests {
     }
 
     #[test]
+    fn no_spare_is_written_when_the_filesystem_is_nearly_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A segment larger than a quarter of any free space there can be.
+        let len = u64::MAX / 2;
+        let err =
+            prepare(dir.path(), len, &[0; CHUNK], &AtomicBool::new(false)).expect_err("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        assert!(err.to_string().contains("bytes free"), "{err}");
+        assert!(!dir.path().join(SPARE_FILE).exists());
+    }
+
+    #[test]
     fn close_interrupts_a_preparation_and_leaves_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cancel = AtomicBool::new(true);
-        let err = prepare(dir.path(), 1 << 30, &[0; CHUNK], &cancel).expect_err("cancelled");
+        let err = prepare(dir.path(), 4 << 20, &[0; CHUNK], &cancel).expect_err("cancelled");
         assert!(err.to_string().contains("closing"), "{err}");
         assert!(!dir.path().join(SPARE_FILE).exists());
     }
