@@ -68,7 +68,11 @@
 //! header and payload, and a corrupted length is never trusted. The records
 //! of one `append_batch` carry `MORE` on all but the last: recovery drops an
 //! unfinished batch at a segment's end, so a batch is all or nothing even
-//! across a crash. `payload_len` and `pcrc` are of the payload as stored.
+//! across a crash. (One exception, for a batch never acknowledged: after a
+//! power loss, a written-ahead head's unsynced writes can reach the disk in
+//! any order; if a hole falls inside such a batch, its records after the
+//! hole are recovered without those in it. Acknowledged data is synced and
+//! not affected.) `payload_len` and `pcrc` are of the payload as stored.
 //!
 //! Compatibility: the `LZ4` bit was added after the first release of this
 //! format. Earlier builds refuse any record carrying it (unknown flag bits

@@ -312,13 +312,14 @@ fn nonzero_end(file: &File, len: u64) -> std::io::Result<u64> {
     Ok(0)
 }
 
-/// The next offset after `from` where a record header checks out.
-fn resync(file: &File, from: u64, file_len: u64) -> std::io::Result<Option<u64>> {
+/// The next offset after `from` and before `data_end` where a record
+/// header checks out (the header may run into zeros up to `file_len`).
+fn resync(file: &File, from: u64, data_end: u64, file_len: u64) -> std::io::Result<Option<u64>> {
     const CHUNK: usize = 64 << 10;
     let mut chunk = vec![0u8; CHUNK + MAGIC.len()];
     let mut hdr = Vec::new();
     let mut base = from;
-    while base < file_len {
+    while base < data_end {
         let n = read_at_most(file, &mut chunk, base)?;
         if n < MAGIC.len() {
             break;
@@ -376,7 +377,7 @@ fn scan(
     let mut committed = (0u64, 0usize, 0usize, 0u64);
     while off < file_len {
         let Some(h) = header_at(file, off, file_len, &mut hdr)? else {
-            match resync(file, off + 1, data_end)? {
+            match resync(file, off + 1, data_end, file_len)? {
                 Some(next) => {
                     tracing::error!(
                         segment = id,

@@ -20,6 +20,12 @@
 //! zeroed tail (not counted) from a torn one (counted in
 //! `Recovery::truncated_bytes`), and deletes a leftover spare.
 //!
+//! Overwrites in place reach the disk in any order when power is lost before
+//! the `fdatasync` (an append that grows the file cannot land past a hole on
+//! ext4's ordered mode). Only unsynced, so unacknowledged, data is exposed:
+//! recovery keeps every record that checks out after a hole, and an error
+//! that abandons a head cuts it back to its synced length and syncs.
+//!
 //! Cost: the zeros are written once more than the data (disk bandwidth, not
 //! the latency path), and the disk holds up to two segments more than the
 //! queue's accounting (the head's unwritten tail and the spare). Pointless
@@ -144,6 +150,14 @@ impl Spares {
         }
         self.pending = false;
         remove_spare(&self.dir);
+    }
+}
+
+impl Drop for Spares {
+    /// The writer closes it; this covers a writer that unwinds, so the
+    /// helper never outlives the queue's directory lock.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

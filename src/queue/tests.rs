@@ -1027,3 +1027,62 @@ async fn preallocation_off_writes_no_zeros() {
         assert!(len < 4096, "{s}: {len}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_compaction_cuts_the_head_back_to_what_was_synced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(16 << 20);
+    let big = |i: u64| noise(i, 1 << 20);
+    let (q, _) = open(dir.path(), l);
+    let ids: Vec<RecordId> = {
+        let mut v = Vec::new();
+        for i in 0..10 {
+            v.push(q.append(rec("t", 1, &big(i))).await.expect("append"));
+        }
+        v
+    };
+    q.close().await;
+    drop(q);
+    let first = dir.path().join(&segments(dir.path())[0]);
+    // Half acked: the sealed segment is worth compacting.
+    let (q, _) = open(dir.path(), l);
+    let t = q.take("t", 1, 5, usize::MAX).expect("take");
+    assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), ids[..5]);
+    q.ack(&ids[..5]);
+    // A synced append in the new head, then the last record of the old
+    // segment made unreadable (cut short): the compaction writes four
+    // copies (one 4 MiB chunk, unsynced) and fails on the fifth.
+    q.append(rec("u", 1, b"after reopen"))
+        .await
+        .expect("append");
+    let head = dir.path().join(segments(dir.path()).last().expect("head"));
+    let synced = std::fs::read(&head).expect("read").len();
+    let len = std::fs::metadata(&first).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open")
+        .set_len(len - 100)
+        .expect("cut");
+    assert!(q.compact().await.is_err(), "the compaction must fail");
+    assert_eq!(
+        std::fs::metadata(&head).expect("meta").len() as usize,
+        synced,
+        "the head keeps only what was synced before the compaction"
+    );
+    q.close().await;
+    drop(q);
+    let (q, r) = open(dir.path(), l);
+    assert_eq!(r.corrupt_records, 0);
+    let got = take_all(&q, "t", 1);
+    assert_eq!(
+        got.iter().map(|t| t.id).collect::<Vec<_>>(),
+        ids[5..9],
+        "each surviving record exactly once (the tenth was cut by the test)"
+    );
+    assert_eq!(payloads(&got), (5..9).map(big).collect::<Vec<_>>());
+    assert_eq!(
+        payloads(&take_all(&q, "u", 1)),
+        vec![b"after reopen".to_vec()]
+    );
+}

@@ -85,12 +85,34 @@ struct Head {
     /// written-ahead file is longer than its data).
     file: File,
     len: u64,
+    /// How much of `len` has been `fdatasync`ed.
+    synced: u64,
     /// Written ahead with zeros (see [`super::spare`]): the zeroed tail
     /// beyond `len` is cut when the segment is sealed or the queue closed.
     written_ahead: bool,
 }
 
 impl Head {
+    /// The length to account for a head abandoned after an error, once
+    /// cut back to `keep` and synced (what was written after `keep` is
+    /// unsynced: on a written-ahead file, a power loss could leave it torn
+    /// in any order, holes included, in what is no longer the last
+    /// segment, whose payloads recovery does not check). If the cut fails,
+    /// what the file holds.
+    fn cut_back(&self, keep: u64) -> u64 {
+        match self.file.set_len(keep).and_then(|()| self.file.sync_data()) {
+            Ok(()) => keep,
+            Err(e) => {
+                tracing::warn!(segment = self.id, error = %e, "cannot cut a failed queue segment back to its synced length");
+                if self.written_ahead {
+                    self.len
+                } else {
+                    self.file.metadata().map_or(self.len, |m| m.len())
+                }
+            }
+        }
+    }
+
     /// Cuts a written-ahead head's zeroed tail (not synced: recovery tells
     /// a zeroed tail from a torn one if this is lost).
     fn cut_tail(&self) {
@@ -288,6 +310,9 @@ impl Writer {
                 std::io::Error::other("queue segment ids exhausted (4 billion segments)")
             })?;
             let path = seg_path(&dir, id);
+            // `rename` would replace a file of that name; `exists` is enough
+            // because the directory is locked and only this thread creates
+            // segments in it.
             if path.exists() {
                 // Never stall on a name collision (Vector #19155).
                 tracing::warn!(path = %path.display(), "queue segment name taken; skipping it");
@@ -332,6 +357,7 @@ impl Writer {
                 id,
                 file,
                 len: 0,
+                synced: 0,
                 written_ahead,
             });
             tracing::debug!(segment = id, written_ahead, "queue segment opened");
@@ -437,6 +463,7 @@ impl Writer {
                 if let Some(observe) = self.shared.commit_observer.get() {
                     observe(started.elapsed());
                 }
+                head.synced = head.len;
                 let mut s = self.shared.state.lock();
                 s.grow(head.id, head.len);
                 for (k, e) in st.entries.drain(..) {
@@ -453,10 +480,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::warn!(segment = head.id, error = %e, "queue write failed; appends rejected, moving to a new segment");
-                let len = match head.file.set_len(st.start_len) {
-                    Ok(()) => st.start_len,
-                    Err(_) => head.file.metadata().map_or(head.len, |m| m.len()),
-                };
+                let len = head.cut_back(st.start_len);
                 let id = head.id;
                 self.head = None;
                 let mut s = self.shared.state.lock();
@@ -606,6 +630,11 @@ impl Writer {
                     format::encode_ack(m.seq | ACK_KIND_DROP, drops.entry(m.seg).or_default());
                 }
                 s.write_acks(drops);
+                // Synced: a copy that outlived its DROP could win over the
+                // original at recovery.
+                if let Err(e) = s.sync_acks() {
+                    tracing::warn!(error = %e, "cannot sync queue ack files after a failed compaction");
+                }
                 if let Some(seg) = s.segments.get_mut(&from) {
                     seg.compacting = false;
                     seg.compact_failed = true;
@@ -621,8 +650,7 @@ impl Writer {
                 s.reap(from);
                 drop(s);
                 if let Some(h) = self.head.take() {
-                    h.cut_tail();
-                    let len = h.file.metadata().map_or(h.len, |m| m.len());
+                    let len = h.cut_back(h.synced);
                     let mut s = self.shared.state.lock();
                     s.grow(h.id, len);
                     s.seal(h.id);
@@ -643,6 +671,7 @@ impl Writer {
         }
         if sync {
             head.file.sync_data()?;
+            head.synced = head.len;
         }
         self.shared.state.lock().grow(head.id, head.len);
         Ok(())
