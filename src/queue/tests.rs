@@ -866,17 +866,24 @@ fn zero_fill(seg: &Path, to: u64) {
     f.set_len(to).expect("extend with zeros");
 }
 
-#[tokio::test]
-async fn a_zeroed_tail_is_cut_without_counting_it_torn() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let l = limits(1 << 20);
-    let (q, _) = open(dir.path(), l);
+/// Appends `[1; 100]`, `[2; 100]`, `[3; 100]` for tenant "t" (non-zero
+/// payloads, so only a zeroed tail is zeros), closes, and returns the
+/// segment's path.
+async fn three_records_closed(dir: &Path, l: Limits) -> std::path::PathBuf {
+    let (q, _) = open(dir, l);
     for i in 1..=3u8 {
         q.append(rec("t", 1, &[i; 100])).await.expect("append");
     }
     q.close().await;
     drop(q);
-    let seg = dir.path().join(&segments(dir.path())[0]);
+    dir.join(&segments(dir)[0])
+}
+
+#[tokio::test]
+async fn a_zeroed_tail_is_cut_without_counting_it_torn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(1 << 20);
+    let seg = three_records_closed(dir.path(), l).await;
     let data_len = std::fs::metadata(&seg).expect("meta").len();
     zero_fill(&seg, 1 << 20);
     // A spare the crash left behind is deleted, not read as a segment.
@@ -895,13 +902,7 @@ async fn a_zeroed_tail_is_cut_without_counting_it_torn() {
 async fn a_record_torn_inside_a_zeroed_tail_is_counted_and_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let l = limits(1 << 20);
-    let (q, _) = open(dir.path(), l);
-    for i in 1..=3u8 {
-        q.append(rec("t", 1, &[i; 100])).await.expect("append");
-    }
-    q.close().await;
-    drop(q);
-    let seg = dir.path().join(&segments(dir.path())[0]);
+    let seg = three_records_closed(dir.path(), l).await;
     let data = std::fs::read(&seg).expect("read");
     let per = data.len() / 3;
     // The last record's write reached the disk only in part (its header
