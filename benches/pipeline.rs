@@ -1,7 +1,8 @@
 //! Throughput of the per-request and per-payload hot paths: `validate`
 //! (series, logs) and `Packer::pack` (series gzip-1 / zstd-1, logs gzip-1),
 //! plus the "floor": decompress + parse to `serde_json::Value` + re-serialize
-//! + compress, per item, in a tight single-thread loop.
+//! + compress, per item, in a tight single-thread loop; and the LZ4
+//! encoding of a queue record.
 //!
 //! Run: `cargo bench --bench pipeline`. Before the measurements it prints
 //! how full the packed payloads are and what the sync flushes cost in ratio.
@@ -16,6 +17,7 @@ use criterion::{Criterion, Throughput};
 use ddrelay::codec;
 use ddrelay::ingest::validate::validate;
 use ddrelay::pipeline::batch::Packer;
+use ddrelay::queue::{NewRecord, Prepared};
 use ddrelay::site::{Encoding, Endpoint};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -298,6 +300,36 @@ fn main() {
         let packer = Packer::new(endpoint, encoding, 1);
         cpu_line(label, items.len(), bytes, || {
             black_box(packer.pack(black_box(items)));
+        });
+    }
+    // The queue record as ingest prepares it (LZ4 at rest), from the
+    // validated payload.
+    for (label, endpoint, body, n) in [
+        (
+            "queue record LZ4 series_v2",
+            Endpoint::SeriesV2,
+            &series_bodies[0],
+            SERIES_PER_BODY,
+        ),
+        (
+            "queue record LZ4 logs",
+            Endpoint::Logs,
+            &logs_bodies[0],
+            LOGS_PER_BODY,
+        ),
+    ] {
+        let v = validate(endpoint, body, NOW_MS).expect("valid");
+        let record = NewRecord {
+            tenant: "tenant-00001",
+            stream: endpoint.code(),
+            items: v.items,
+            created_ms: NOW_MS,
+            oldest_ms: v.oldest_ms,
+            newest_ms: v.newest_ms,
+            payload: &v.payload,
+        };
+        cpu_line(label, n, v.payload.len(), || {
+            black_box(Prepared::new(black_box(&record), true).expect("fits"));
         });
     }
     let gz_series = codec::compress(Encoding::Gzip, 1, &series_bodies[0]);

@@ -740,13 +740,12 @@ fn targets(report: &serde_json::Value, opts: &BenchOptions) -> Vec<Target> {
     ]
 }
 
-/// Reads quantiles from the relay's Prometheus histogram `name`.
-fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
+/// The relay's Prometheus histogram `name`, summed over its label sets:
+/// (upper bound, cumulative count) by ascending bound.
+fn histogram_buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket");
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket")))
-    {
+    for line in metrics.lines().filter(|l| l.starts_with(&prefix)) {
         let le = line
             .split("le=\"")
             .nth(1)
@@ -764,7 +763,6 @@ fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
             .unwrap_or(0.0);
         buckets.push((le, count));
     }
-    // Sum across label sets by bucket bound.
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut merged: Vec<(f64, f64)> = Vec::new();
     for (le, c) in buckets {
@@ -773,19 +771,42 @@ fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
             _ => merged.push((le, c)),
         }
     }
-    let total = merged.last().map(|b| b.1).unwrap_or(0.0);
+    merged
+}
+
+/// p50, p99 and p99.9 in milliseconds (bucket upper bounds) of cumulative
+/// buckets; zeros when empty.
+fn bucket_quantiles(buckets: &[(f64, f64)]) -> (f64, f64, f64) {
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    if total == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
     let q = |p: f64| {
-        merged
+        buckets
             .iter()
             .find(|(_, c)| *c >= p * total)
             .map(|(le, _)| le * 1000.0)
             .unwrap_or(0.0)
     };
-    if total == 0.0 {
-        (0.0, 0.0, 0.0)
-    } else {
-        (q(0.5), q(0.99), q(0.999))
-    }
+    (q(0.5), q(0.99), q(0.999))
+}
+
+/// Reads quantiles from the relay's Prometheus histogram `name`.
+fn histogram_quantiles(metrics: &str, name: &str) -> (f64, f64, f64) {
+    bucket_quantiles(&histogram_buckets(metrics, name))
+}
+
+/// Quantiles of what histogram `name` recorded between two scrapes.
+fn histogram_delta_quantiles(before: &str, after: &str, name: &str) -> (f64, f64, f64) {
+    let before = histogram_buckets(before, name);
+    let delta: Vec<(f64, f64)> = histogram_buckets(after, name)
+        .into_iter()
+        .map(|(le, c)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, c - was)
+        })
+        .collect();
+    bucket_quantiles(&delta)
 }
 
 /// The steady phase: `mib_per_s` MiB/s of uncompressed JSON, a mix of all
@@ -1140,6 +1161,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     });
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
+    let scrape = || async {
+        anyhow::Ok(
+            admin
+                .get(format!("{api}/metrics"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?,
+        )
+    };
+    let metrics_before = scrape().await?;
     let (busy0, cpu0) = (machine_busy()?, proc_stat(pid)?.cpu_seconds);
     let started = Instant::now();
     open_loop(req_rate, opts.duration, |k| {
@@ -1157,11 +1190,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     // generator beside it (on a real deployment Datadog is elsewhere).
     let machine = (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0);
     let (p50, p99, p999) = samples.quantiles();
+    // The same acknowledgements timed inside the relay (request received →
+    // answer ready): the client's figure less the load generator's own
+    // scheduling and the loopback.
+    let metrics_after = scrape().await?;
+    let (r50, r99, r999) = histogram_delta_quantiles(
+        &metrics_before,
+        &metrics_after,
+        "ddrelay_ingest_ack_seconds",
+    );
+    // The disk's part: the group commits (write + fdatasync) of this phase.
+    let (c50, c99, c999) = histogram_delta_quantiles(
+        &metrics_before,
+        &metrics_after,
+        "ddrelay_queue_commit_seconds",
+    );
     report.insert(
         "half_load".into(),
         json!({
             "series_points_per_s": series_rate,
             "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
+            "relay_ack_ms": { "p50": r50, "p99": r99, "p999": r999, "note": "the relay's ingest_ack histogram over this phase: bucket upper bounds" },
+            "queue_commit_ms": { "p50": c50, "p99": c99, "p999": c999, "note": "group commits over this phase: bucket upper bounds" },
             "relay_cores": (cpu1 - cpu0) / secs,
             "machine_busy": machine,
         }),
@@ -1238,4 +1288,61 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "\
+ddrelay_ingest_ack_seconds_bucket{kind=\"series\",le=\"0.001\"} 10
+ddrelay_ingest_ack_seconds_bucket{kind=\"series\",le=\"0.005\"} 90
+ddrelay_ingest_ack_seconds_bucket{kind=\"series\",le=\"0.02\"} 100
+ddrelay_ingest_ack_seconds_bucket{kind=\"series\",le=\"+Inf\"} 100
+ddrelay_ingest_ack_seconds_bucket{kind=\"logs\",le=\"0.001\"} 0
+ddrelay_ingest_ack_seconds_bucket{kind=\"logs\",le=\"0.005\"} 0
+ddrelay_ingest_ack_seconds_bucket{kind=\"logs\",le=\"0.02\"} 0
+ddrelay_ingest_ack_seconds_bucket{kind=\"logs\",le=\"+Inf\"} 0
+";
+
+    #[test]
+    fn histogram_quantiles_sum_label_sets_and_take_bucket_bounds() {
+        // 100 observations: 10 ≤ 1 ms, 80 in (1, 5] ms, 10 in (5, 20] ms.
+        assert_eq!(
+            histogram_quantiles(BEFORE, "ddrelay_ingest_ack_seconds"),
+            (5.0, 20.0, 20.0)
+        );
+        assert_eq!(histogram_quantiles(BEFORE, "absent"), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn a_phase_is_the_difference_between_two_scrapes() {
+        // During the phase: 1,000 logs requests, all ≤ 1 ms but 5 at
+        // (5, 20] ms; the series before it must not count.
+        let after = BEFORE
+            .replace(
+                "kind=\"logs\",le=\"0.001\"} 0",
+                "kind=\"logs\",le=\"0.001\"} 995",
+            )
+            .replace(
+                "kind=\"logs\",le=\"0.005\"} 0",
+                "kind=\"logs\",le=\"0.005\"} 995",
+            )
+            .replace(
+                "kind=\"logs\",le=\"0.02\"} 0",
+                "kind=\"logs\",le=\"0.02\"} 1000",
+            )
+            .replace(
+                "kind=\"logs\",le=\"+Inf\"} 0",
+                "kind=\"logs\",le=\"+Inf\"} 1000",
+            );
+        assert_eq!(
+            histogram_delta_quantiles(BEFORE, &after, "ddrelay_ingest_ack_seconds"),
+            (1.0, 1.0, 20.0)
+        );
+        assert_eq!(
+            histogram_delta_quantiles(BEFORE, BEFORE, "ddrelay_ingest_ack_seconds"),
+            (0.0, 0.0, 0.0)
+        );
+    }
 }

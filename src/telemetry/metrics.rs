@@ -122,9 +122,15 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Request latencies, 0.5 ms .. 60 s: fine between 1 and 20 ms, where an
+/// acknowledgement's objective sits (5 ms is a bound), coarse beyond.
+const LATENCY_BUCKETS: [f64; 22] = [
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 fn latency_histogram() -> Histogram {
-    // 0.5 ms .. ~65 s
-    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 impl Default for Metrics {
