@@ -1,7 +1,7 @@
 //! Throughput of the per-request and per-payload hot paths: `validate`
 //! (series, logs) and `Packer::pack` (series gzip-1 / zstd-1, logs gzip-1),
-//! plus the "floor": decompress + parse to `serde_json::Value` + re-serialize
-//! + compress, per item, in a tight single-thread loop; and the LZ4
+//! plus the "floor" (decompress, parse to `serde_json::Value`, re-serialize
+//! and compress, per item, in a tight single-thread loop) and the LZ4
 //! encoding of a queue record.
 //!
 //! Run: `cargo bench --bench pipeline`. Before the measurements it prints

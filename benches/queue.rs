@@ -3,7 +3,8 @@
 //! ~100 KB records (logs-sized requests) and 1 KB records (many small
 //! requests), and take + ack of a backlog; and the latency of one durable
 //! append (one appender, so one fsync each) with and without segments
-//! written ahead (`Limits::preallocate`).
+//! written ahead (`Limits::preallocate`); and the process CPU per GB of a
+//! steady flow (append, take, ack) with and without them (`flow`).
 //!
 //! Run: `cargo bench --bench queue` (or `--profile dev` on a shared
 //! machine; the numbers are then pessimistic for CPU-bound parts).
@@ -179,5 +180,67 @@ fn take_ack(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_100k, append_1k, take_ack, commit_latency);
+/// Process CPU seconds so far (every thread: the writer and the segment
+/// preparer included), from /proc (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which ends with the last ')').
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ: 100 on every Linux architecture this runs on.
+    Some(ticks / 100.0)
+}
+
+/// A steady flow, as in production when delivery keeps up: 256 KB records
+/// appended in batches of 4, taken and acknowledged right away, 8 GB in all
+/// (so segments roll, drain and are deleted or recycled many times), with
+/// and without segments written ahead. Prints process CPU per GB.
+fn flow(_c: &mut Criterion) {
+    let rt = runtime();
+    let size = 256_000usize;
+    // Incompressible enough to stand for LZ4-compressed logs.
+    let payload: Vec<u8> = (0..size as u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect();
+    let total: u64 = 8_000_000_000;
+    for preallocate in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            preallocate,
+            ..LIMITS
+        };
+        let (q, _) = Queue::open(dir.path(), limits).expect("open");
+        let (cpu0, wall0) = (process_cpu_seconds(), Instant::now());
+        let mut done = 0u64;
+        rt.block_on(async {
+            while done < total {
+                let batch: Vec<_> = (0..4).map(|_| record(&payload)).collect();
+                q.append_batch(&batch).await.expect("append");
+                let t = q.take("bench-tenant", 3, 100, 8 << 20).expect("take");
+                q.ack(&t.iter().map(|t| t.id).collect::<Vec<_>>());
+                done += 4 * size as u64;
+            }
+            q.close().await;
+        });
+        let wall = wall0.elapsed().as_secs_f64();
+        match (cpu0, process_cpu_seconds()) {
+            (Some(a), Some(b)) => println!(
+                "flow 256k preallocate={preallocate}: {:.2} CPU-s per GB, {:.0} MB/s",
+                (b - a) / (total as f64 / 1e9),
+                total as f64 / wall / 1e6
+            ),
+            _ => println!("flow: no process CPU clock here"),
+        }
+    }
+}
+
+criterion_group!(
+    benches,
+    append_100k,
+    append_1k,
+    take_ack,
+    commit_latency,
+    flow
+);
 criterion_main!(benches);
