@@ -194,7 +194,7 @@ fn process_cpu_seconds() -> Option<f64> {
 
 /// A steady flow, as in production when delivery keeps up: 256 KB records
 /// appended in batches of 4, taken and acknowledged right away, 8 GB in all
-/// (so segments roll, drain and are deleted or recycled many times), with
+/// (so segments roll, drain and are deleted many times), with
 /// and without segments written ahead. Prints process CPU per GB.
 fn flow(_c: &mut Criterion) {
     let rt = runtime();
