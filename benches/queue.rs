@@ -180,18 +180,6 @@ fn take_ack(c: &mut Criterion) {
     group.finish();
 }
 
-/// Process CPU seconds so far (every thread: the writer and the segment
-/// preparer included), from /proc (Linux).
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which ends with the last ')').
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // USER_HZ: 100 on every Linux architecture this runs on.
-    Some(ticks / 100.0)
-}
-
 /// A steady flow, as in production when delivery keeps up: 256 KB records
 /// appended in batches of 4, taken and acknowledged right away, 8 GB in all
 /// (so segments roll, drain and are deleted many times), with
@@ -211,7 +199,9 @@ fn flow(_c: &mut Criterion) {
             ..LIMITS
         };
         let (q, _) = Queue::open(dir.path(), limits).expect("open");
-        let (cpu0, wall0) = (process_cpu_seconds(), Instant::now());
+        // Every thread: the writer and the segment preparer included.
+        let cpu = || ddrelay::bench::proc_stat(std::process::id()).map(|p| p.cpu_seconds);
+        let (cpu0, wall0) = (cpu(), Instant::now());
         let mut done = 0u64;
         rt.block_on(async {
             while done < total {
@@ -224,8 +214,8 @@ fn flow(_c: &mut Criterion) {
             q.close().await;
         });
         let wall = wall0.elapsed().as_secs_f64();
-        match (cpu0, process_cpu_seconds()) {
-            (Some(a), Some(b)) => println!(
+        match (cpu0, cpu()) {
+            (Ok(a), Ok(b)) => println!(
                 "flow 256k preallocate={preallocate}: {:.2} CPU-s per GB, {:.0} MB/s",
                 (b - a) / (total as f64 / 1e9),
                 total as f64 / wall / 1e6

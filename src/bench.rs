@@ -1222,12 +1222,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         load.post(&t.0, Endpoint::Events, &t.1.event).await?;
         load.post(&t.0, Endpoint::CheckRun, &t.1.checks).await?;
     }
-    let metrics = admin
-        .get(format!("{api}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = scrape().await?;
     let (e50, e99, e999) = histogram_quantiles(&metrics, "ddrelay_end_to_end_seconds");
     report.insert("end_to_end_ms".into(), json!({ "p50": e50, "p99": e99, "p999": e999, "note": "from the relay's histogram: bucket upper bounds" }));
     let (c50, c99, c999) = histogram_quantiles(&metrics, "ddrelay_queue_commit_seconds");
