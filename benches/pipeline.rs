@@ -1,8 +1,9 @@
 //! Throughput of the per-request and per-payload hot paths: `validate`
 //! (series, logs) and `Packer::pack` (series gzip-1 / zstd-1, logs gzip-1),
 //! plus the "floor" (decompress, parse to `serde_json::Value`, re-serialize
-//! and compress, per item, in a tight single-thread loop) and the LZ4
-//! encoding of a queue record.
+//! and compress, per item, in a tight single-thread loop), the LZ4
+//! encoding of a queue record and the packing of a logs record stored
+//! ready to send.
 //!
 //! Run: `cargo bench --bench pipeline`. Before the measurements it prints
 //! how full the packed payloads are and what the sync flushes cost in ratio.
@@ -17,6 +18,7 @@ use criterion::{Criterion, Throughput};
 use ddrelay::codec;
 use ddrelay::ingest::validate::validate;
 use ddrelay::pipeline::batch::Packer;
+use ddrelay::pipeline::record;
 use ddrelay::queue::{NewRecord, Prepared};
 use ddrelay::site::{Encoding, Endpoint};
 
@@ -331,6 +333,32 @@ fn main() {
         cpu_line(label, n, v.payload.len(), || {
             black_box(Prepared::new(black_box(&record), true).expect("fits"));
         });
+    }
+    // A large logs request stored ready to send (`pipeline::record`):
+    // packed and gzip-1 compressed at ingest, in place of the LZ4 above
+    // and of delivery's own packing.
+    {
+        let v = validate(Endpoint::Logs, &logs_bodies[0], NOW_MS).expect("valid");
+        cpu_line(
+            "queue record ready logs gzip-1",
+            LOGS_PER_BODY,
+            v.payload.len(),
+            || {
+                let ready =
+                    record::pack_ready(Endpoint::Logs, Encoding::Gzip, 1, black_box(&v.payload))
+                        .expect("fills a payload");
+                let record = NewRecord {
+                    tenant: "tenant-00001",
+                    stream: Endpoint::Logs.code(),
+                    items: v.items,
+                    created_ms: NOW_MS,
+                    oldest_ms: v.oldest_ms,
+                    newest_ms: v.newest_ms,
+                    payload: &ready,
+                };
+                black_box(Prepared::new(&record, false).expect("fits"));
+            },
+        );
     }
     let gz_series = codec::compress(Encoding::Gzip, 1, &series_bodies[0]);
     let gz_logs = codec::compress(Encoding::Gzip, 1, &logs_bodies[0]);

@@ -160,11 +160,13 @@ pub struct QueueConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueCompression {
-    /// LZ4 where it saves at least an eighth: fewer bytes written, synced
-    /// and held on disk for a little CPU (series: about 4 GB/s, a tenth of
-    /// the bytes; text logs: about 0.6 GB/s, half).
+    /// Compressed: a logs request that fills half a payload as the
+    /// payload it will be sent as (`pipeline::record`), anything else LZ4
+    /// where it saves at least an eighth. Fewer bytes written, synced and
+    /// held on disk for a little CPU (series: about 4 GB/s, a tenth of the
+    /// bytes; text logs: about 0.6 GB/s, half).
     Lz4,
-    /// As accepted.
+    /// As accepted (items, uncompressed): what older builds read.
     None,
 }
 

@@ -12,7 +12,9 @@
 //!   the request body. Decompression stays within its limit; a body that
 //!   validates becomes one compact JSON object per item (no raw newline,
 //!   no whitespace outside strings), as many as the count says, and the
-//!   payload, sent again as a request, validates to exactly itself.
+//!   payload, sent again as a request, validates to exactly itself; it never
+//!   looks like a ready record, and packed into one it rebuilds to its
+//!   items; the body read as a ready record is refused or rebuilt cleanly.
 //! - [`callback_query`]: the OAuth callback's query string, parsed with
 //!   axum's `Query` (as the public listener does), then the pure checks of
 //!   [`crate::oauth`]. A `domain` is accepted only when it *is* the domain
@@ -36,6 +38,7 @@ use serde::de::IgnoredAny;
 use crate::codec::{self, CodecError};
 use crate::ingest::validate::{Invalid, MAX_ERRORS, validate};
 use crate::oauth::{self, CallbackQuery, MAX_PARAM};
+use crate::pipeline::record::{self, Ready};
 use crate::queue::{self, Limits, Queue};
 use crate::site::{self, AllowedSites, Encoding, Endpoint, HostRole, SITES, Site, WebSite};
 
@@ -90,6 +93,13 @@ pub fn ingest(data: &[u8]) {
         assert_eq!(decoded, body, "identity must copy");
     }
     check_validate(endpoint, &decoded);
+    // The same bytes read as a stored ready record: refused or rebuilt,
+    // never a panic, never more items than the header states.
+    if let Ok(ready) = Ready::parse(&bytes::Bytes::copy_from_slice(&decoded))
+        && let Ok(items) = ready.items(endpoint)
+    {
+        assert_eq!(items.len(), ready.item_count());
+    }
     // Whatever decoded must survive our own compression for every encoding.
     if decoded.len() <= 16 * 1024 {
         for e in ENCODINGS {
@@ -146,6 +156,18 @@ pub fn check_validate(endpoint: Endpoint, body: &[u8]) {
             String::from_utf8_lossy(item)
         );
         assert!(item.len() <= endpoint.limits().max_item + 10);
+    }
+    // Never mistaken for a ready record; packed into one (where it fills a
+    // payload), it gives back exactly its items.
+    assert!(!record::is_ready(&v.payload), "payload looks ready");
+    if let Some(ready) = record::pack_ready(endpoint, Encoding::Gzip, 1, &v.payload) {
+        let back = Ready::parse(&bytes::Bytes::from(ready)).and_then(|r| r.items(endpoint));
+        let back = match back {
+            Ok(b) => b,
+            Err(e) => panic!("our own ready record does not rebuild: {e}"),
+        };
+        let back: Vec<&[u8]> = back.iter().map(|b| b.as_ref()).collect();
+        assert_eq!(back, items, "ready record changed the items");
     }
     // Sent again, the payload is accepted as exactly itself.
     let again = rebuild(endpoint, &items);

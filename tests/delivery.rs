@@ -363,6 +363,86 @@ async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     assert!(dog.requests("api.datadoghq.com", 202) >= 2);
 }
 
+/// A logs request that fills half a payload is stored as the payload it
+/// will be sent as (`pipeline::record`): sent as stored, one request for
+/// the whole record; refused or split, it falls back to its items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, FAST).await;
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
+    let org = dog.org("Demo US1").unwrap().id;
+    let host = "http-intake.logs.datadoghq.com";
+
+    // As stored: one intake request for 500 logs, in order, intact.
+    send_logs(&relay, "t", 500, "whole").await;
+    until("stored payload delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo US1", Endpoint::Logs) == 500
+    })
+    .await;
+    assert_eq!(dog.requests(host, 202), 1, "one request for the record");
+    let received = dog.received(&org, Endpoint::Logs);
+    for (i, log) in received.iter().enumerate() {
+        assert_eq!(log["message"], format!("whole-{i}"), "{log}");
+    }
+
+    // An unexpected 413: the items are rebuilt and split in halves.
+    dog.inject_fault(Fault::status(413).on_host(host).times(1))
+        .unwrap();
+    send_logs(&relay, "t", 500, "split").await;
+    until("split payload delivered", Duration::from_secs(20), || {
+        items(&dog, "Demo US1", Endpoint::Logs) == 1000
+    })
+    .await;
+    assert_eq!(dog.requests(host, 413), 1);
+    assert_eq!(dog.requests(host, 202), 3, "two halves after the 413");
+    let received = dog.received(&org, Endpoint::Logs);
+    let mut split: Vec<&str> = received[500..]
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    split.sort_by_key(|m| m[6..].parse::<u32>().unwrap());
+    let want: Vec<String> = (0..500).map(|i| format!("split-{i}")).collect();
+    assert_eq!(split, want);
+
+    // A 400: the items, rebuilt, go to the dead-letter area.
+    dog.inject_fault(
+        Fault::status(400)
+            .on_host(host)
+            .times(1)
+            .with_body(r#"{"errors":["bad payload"]}"#),
+    )
+    .unwrap();
+    send_logs(&relay, "t", 500, "refused").await;
+    until("dead-lettered", Duration::from_secs(20), || {
+        relay.shared().pipeline.tenant("t").dead_lettered_items == 500
+    })
+    .await;
+    let (s, v) = relay
+        .admin(reqwest::Method::GET, "/v1/tenants/t/dead_letters", None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let entry = &v["entries"][0];
+    assert_eq!(
+        (entry["status"].as_u64(), entry["items"].as_u64()),
+        (Some(400), Some(500)),
+        "{v}"
+    );
+    let (_, items_v) = relay
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/t/dead_letters/{}", entry["id"]),
+            None,
+        )
+        .await
+        .unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(items_v["items"][0].as_str().unwrap()).unwrap();
+    assert_eq!(first["message"], "refused-0", "{items_v}");
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tenant_request_rate_limit_is_enforced() {
     let dog = dog().await;

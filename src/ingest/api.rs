@@ -26,7 +26,8 @@ use axum::routing::post;
 
 use super::validate::{Invalid, validate};
 use crate::codec::{self, CodecError};
-use crate::config::QueueCompression;
+use crate::config::{Config, QueueCompression};
+use crate::pipeline::{self, record};
 use crate::queue::{AppendError, NewRecord, Prepared, Queue};
 use crate::site::{Encoding, Endpoint};
 use crate::store::TenantState;
@@ -266,12 +267,12 @@ async fn ingest(
             )
         })?;
     let limit = config.server.max_decompressed_body as usize;
-    let lz4 = config.queue.compression == QueueCompression::Lz4;
+    let at_rest = AtRest::new(&config, endpoint);
     let now = now_ms();
     let decoded = if wire.len() >= BLOCKING_THRESHOLD {
         let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || {
-            decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, lz4)
+            decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, at_rest)
         })
         .await
         .map_err(|_| {
@@ -282,7 +283,7 @@ async fn ingest(
             )
         })?
     } else {
-        decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, lz4)
+        decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, at_rest)
     };
     let outcome = |outcome: &'static str| KindOutcome { kind, outcome };
     let accepted = match decoded {
@@ -355,9 +356,33 @@ struct Accepted {
     body_len: usize,
 }
 
-/// Decodes, validates and encodes (compressing if `lz4`) one request body:
-/// the CPU work of an ingest request, done in one place so that a large
-/// body does all of it off the async workers.
+/// How a request's items are stored in the queue.
+#[derive(Debug, Clone, Copy)]
+struct AtRest {
+    /// LZ4-compress records (where it saves an eighth).
+    lz4: bool,
+    /// Store a request that fills a payload as that payload, compressed
+    /// as it will be sent (`pipeline::record`): encoding and level.
+    ready: Option<(Encoding, i32)>,
+}
+
+impl AtRest {
+    /// `queue.compression = "none"` stores items as received (the way
+    /// back to builds that read neither LZ4 nor ready records).
+    fn new(config: &Config, endpoint: Endpoint) -> AtRest {
+        let compress = config.queue.compression == QueueCompression::Lz4;
+        let encoding = pipeline::send::encoding_for(endpoint, config);
+        AtRest {
+            lz4: compress,
+            ready: (compress && record::packs_at_ingest(endpoint))
+                .then_some((encoding, config.delivery.compression_level)),
+        }
+    }
+}
+
+/// Decodes, validates and encodes (compressed as `at_rest` says) one
+/// request body: the CPU work of an ingest request, done in one place so
+/// that a large body does all of it off the async workers.
 fn decode_and_prepare(
     endpoint: Endpoint,
     encoding: Encoding,
@@ -365,7 +390,7 @@ fn decode_and_prepare(
     limit: usize,
     now: i64,
     tenant: &str,
-    lz4: bool,
+    at_rest: AtRest,
 ) -> Result<Accepted, (IngestError, usize)> {
     let body = codec::decompress(encoding, wire, limit).map_err(|e| {
         let err = match e {
@@ -381,6 +406,13 @@ fn decode_and_prepare(
     let body_len = body.len();
     let validated =
         validate(endpoint, &body, now).map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
+    let ready = at_rest.ready.and_then(|(encoding, level)| {
+        record::pack_ready(endpoint, encoding, level, &validated.payload)
+    });
+    let (payload, lz4) = match &ready {
+        Some(ready) => (&ready[..], false),
+        None => (&validated.payload[..], at_rest.lz4),
+    };
     let record = NewRecord {
         tenant,
         stream: endpoint.code(),
@@ -388,7 +420,7 @@ fn decode_and_prepare(
         created_ms: now,
         oldest_ms: validated.oldest_ms,
         newest_ms: validated.newest_ms,
-        payload: &validated.payload,
+        payload,
     };
     match Prepared::new(&record, lz4) {
         Ok(record) => Ok(Accepted {

@@ -122,6 +122,13 @@ fn frame(endpoint: Endpoint) -> Frame {
     }
 }
 
+/// The bytes that open a body, separate its items and close it, for
+/// code that rebuilds items from a body (`record::Ready::items`).
+pub(crate) fn frame_parts(endpoint: Endpoint) -> (&'static [u8], &'static [u8], &'static [u8]) {
+    let f = frame(endpoint);
+    (f.open, f.sep, f.close)
+}
+
 /// Packs items for one endpoint with one encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packer {

@@ -38,6 +38,7 @@ use super::background::{self, Background};
 use super::batch::{Packer, Payload};
 use super::deadletter::DeadLetters;
 use super::limits::Limiters;
+use super::record::{Ready, is_ready, item_ranges};
 use super::retry::{Backoff, Verdict, classify};
 use crate::config::Config;
 use crate::queue::{Queue, RecordId};
@@ -548,13 +549,41 @@ impl Pipeline {
         let mut owner: Vec<usize> = Vec::new();
         let mut remaining: Vec<u32> = vec![0; taken.len()];
         let mut aged = 0u64;
+        // Records stored ready to send (`record`): each is one payload,
+        // over a run of placeholder items that are rebuilt only if the
+        // payload must fall back to items (refused, split).
+        let mut ready_records: Vec<(usize, Ready)> = Vec::new();
         for (ri, rec) in taken.iter().enumerate() {
             if rec.newest_ms < cutoff_ms {
                 aged += rec.items as u64;
                 continue;
             }
-            for range in item_ranges(&rec.payload) {
-                let mut item = rec.payload.slice(range);
+            let rebuilt = if is_ready(&rec.payload) {
+                match Ready::parse(&rec.payload) {
+                    Ok(r) if rec.oldest_ms >= cutoff_ms => {
+                        ready_records.push((ri, r));
+                        continue;
+                    }
+                    // Partly past the window: its items are trimmed one by one.
+                    Ok(r) => r.items(endpoint),
+                    Err(e) => Err(e),
+                }
+                .map(Some)
+            } else {
+                Ok(None)
+            };
+            let rebuilt = match rebuilt {
+                Ok(r) => r,
+                Err(e) => {
+                    self.dead_letter(tenant, endpoint, 0, &e.to_string(), &[&rec.payload]);
+                    continue;
+                }
+            };
+            let record_items: Box<dyn Iterator<Item = bytes::Bytes>> = match rebuilt {
+                Some(list) => Box::new(list.into_iter()),
+                None => Box::new(item_ranges(&rec.payload).map(|r| rec.payload.slice(r))),
+            };
+            for mut item in record_items {
                 if rec.oldest_ms < cutoff_ms {
                     match super::age::trim(endpoint, &item, cutoff_ms) {
                         super::age::Trimmed::Keep => {}
@@ -569,6 +598,17 @@ impl Pipeline {
                 owner.push(ri);
                 remaining[ri] += 1;
             }
+        }
+        // The ready records' placeholders go after every other item, so
+        // that the items of the other records form one run to pack.
+        let items_run = 0..items.len();
+        let mut ready = Vec::with_capacity(ready_records.len());
+        for (ri, r) in ready_records {
+            let start = items.len();
+            items.resize(start + r.item_count(), bytes::Bytes::new());
+            owner.resize(items.len(), ri);
+            remaining[ri] += r.item_count() as u32;
+            ready.push((start..items.len(), r));
         }
         if aged > 0 {
             self.metrics
@@ -589,43 +629,55 @@ impl Pipeline {
         let encoding = encoding_for(endpoint, &config);
         let packer = Packer::new(endpoint, encoding, config.delivery.compression_level);
         let mut done = vec![false; items.len()];
-        let mut work: VecDeque<(Range<usize>, usize)> = VecDeque::new();
-        work.push_back((0..items.len(), limits.max_items));
+        // Work: a run of items to pack (at most so many per payload), or a
+        // ready record's payload over its placeholder items, sent as stored.
+        let mut work: VecDeque<(Range<usize>, usize, Option<Ready>)> = ready
+            .into_iter()
+            .map(|(r, ready)| (r, limits.max_items, Some(ready)))
+            .collect();
+        if !items_run.is_empty() {
+            work.push_back((items_run, limits.max_items, None));
+        }
         let mut stop: Option<Outcome> = None;
-        'work: while let Some((range, max_items)) = work.pop_front() {
-            let p = packer.with_max_items(max_items);
-            // Compression is CPU-bound: run it on the delivery threads so the
-            // async workers and ingest keep answering promptly.
-            let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
-            let permit = match prepare.take() {
-                Some(p) => p,
-                None => match self.packing.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => {
-                        stop = Some(Outcome::Retry {
-                            after: None,
-                            why: "shutting down".into(),
-                        });
-                        break 'work;
+        'work: while let Some((range, max_items, ready)) = work.pop_front() {
+            let packed = match &ready {
+                Some(ready) => vec![Ok(ready.payload())],
+                None => {
+                    let p = packer.with_max_items(max_items);
+                    // Compression is CPU-bound: run it on the delivery threads so the
+                    // async workers and ingest keep answering promptly.
+                    let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
+                    let permit = match prepare.take() {
+                        Some(p) => p,
+                        None => match self.packing.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => {
+                                stop = Some(Outcome::Retry {
+                                    after: None,
+                                    why: "shutting down".into(),
+                                });
+                                break 'work;
+                            }
+                        },
+                    };
+                    let packed = self
+                        .work
+                        .run(move || {
+                            let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
+                            p.pack(&refs)
+                        })
+                        .await;
+                    drop(permit);
+                    match packed {
+                        Ok(p) => p,
+                        Err(e) => {
+                            stop = Some(Outcome::Retry {
+                                after: None,
+                                why: format!("packing failed: {e}"),
+                            });
+                            break 'work;
+                        }
                     }
-                },
-            };
-            let packed = self
-                .work
-                .run(move || {
-                    let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
-                    p.pack(&refs)
-                })
-                .await;
-            drop(permit);
-            let packed = match packed {
-                Ok(p) => p,
-                Err(e) => {
-                    stop = Some(Outcome::Retry {
-                        after: None,
-                        why: format!("packing failed: {e}"),
-                    });
-                    break 'work;
                 }
             };
             for result in packed {
@@ -643,10 +695,24 @@ impl Pipeline {
                     }
                     Ok(payload) => {
                         let r = shift(payload.items(), range.start);
-                        match self
+                        let sent = self
                             .send_payload(tenant, site, endpoint, &key, &payload)
-                            .await
+                            .await;
+                        // A ready payload refused or split falls back to its
+                        // items, rebuilt into its placeholders.
+                        if let Some(ready) = &ready
+                            && matches!(
+                                sent,
+                                Sent::Verdict(Verdict::DeadLetter | Verdict::Split, _)
+                            )
+                            && let Err(why) = rebuild(ready, endpoint, &mut items[r.clone()])
                         {
+                            let raw = &taken[owner[r.start]].payload;
+                            self.dead_letter(tenant, endpoint, 0, &why, &[raw]);
+                            mark(&mut done, r);
+                            continue;
+                        }
+                        match sent {
                             Sent::Verdict(Verdict::Delivered, _) => {
                                 self.metrics
                                     .delivered_items
@@ -694,7 +760,7 @@ impl Pipeline {
                                         })
                                         .inc();
                                     let half = r.len().div_ceil(2);
-                                    work.push_back((r.clone(), half));
+                                    work.push_back((r.clone(), half, None));
                                 }
                             }
                             Sent::Verdict(Verdict::Forbidden, answer) => {
@@ -820,6 +886,14 @@ impl Pipeline {
         answer: &str,
         items: &[&[u8]],
     ) {
+        // Stored first, counted after: a reader who sees the count finds
+        // the entry.
+        if let Err(e) = self
+            .dead
+            .put(tenant, endpoint.name(), status, answer, items, now_ms())
+        {
+            tracing::error!(tenant = %tenant, error = %e, items = items.len(), "cannot write the dead-letter area; refused items are lost");
+        }
         self.metrics
             .dead_lettered_items
             .get_or_create(&KindLabels {
@@ -833,12 +907,6 @@ impl Pipeline {
             .or_default()
             .dead_lettered_items += items.len() as u64;
         tracing::warn!(tenant = %tenant, kind = endpoint.name(), status, items = items.len(), answer = %answer, "datadog refused a payload; kept in the dead-letter area");
-        if let Err(e) = self
-            .dead
-            .put(tenant, endpoint.name(), status, answer, items, now_ms())
-        {
-            tracing::error!(tenant = %tenant, error = %e, items = items.len(), "cannot write the dead-letter area; refused items are lost");
-        }
     }
 }
 
@@ -852,17 +920,17 @@ fn kib(taken: &[crate::queue::Taken]) -> usize {
     taken.iter().map(|t| t.payload.len()).sum::<usize>() / 1024 + 1
 }
 
-/// The items of a record payload (compact JSON joined by `\n`), found with
-/// a vectorised search: this runs over every byte that is delivered.
-fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut start = 0;
-    memchr::memchr_iter(b'\n', payload)
-        .chain(std::iter::once(payload.len()))
-        .filter_map(move |end| {
-            let r = start..end;
-            start = end + 1;
-            (!r.is_empty()).then_some(r)
-        })
+/// Fills a ready record's placeholder items with the items rebuilt from
+/// its payload.
+fn rebuild(ready: &Ready, endpoint: Endpoint, slots: &mut [bytes::Bytes]) -> Result<(), String> {
+    let list = ready.items(endpoint).map_err(|e| e.to_string())?;
+    if list.len() != slots.len() {
+        return Err("stored payload's item count differs from its header".into());
+    }
+    for (slot, item) in slots.iter_mut().zip(list) {
+        *slot = item;
+    }
+    Ok(())
 }
 
 fn as_slices(items: &[bytes::Bytes]) -> Vec<&[u8]> {
@@ -885,17 +953,5 @@ pub fn encoding_for(endpoint: Endpoint, config: &Config) -> Encoding {
     match endpoint {
         Endpoint::SeriesV2 => config.delivery.compression.encoding(),
         e => e.default_encoding(),
-    }
-}
-
-#[cfg(test)]
-mod item_tests {
-    #[test]
-    fn item_ranges_split_on_newlines_and_skip_empty_items() {
-        let p = b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}";
-        let items: Vec<&[u8]> = super::item_ranges(p).map(|r| &p[r]).collect();
-        assert_eq!(items, vec![&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
-        assert_eq!(super::item_ranges(b"").count(), 0);
-        assert_eq!(super::item_ranges(b"x\n").count(), 1);
     }
 }

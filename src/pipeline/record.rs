@@ -1,0 +1,361 @@
+//! What a queue record's payload holds, as the ingest API writes it and
+//! delivery reads it. Two forms:
+//!
+//! - **Items**: compact JSON items joined by `\n` (JSON text never holds a
+//!   raw newline outside strings, and compact JSON none at all). Delivery
+//!   splits them ([`item_ranges`]) and packs them, with the items of other
+//!   records, into Datadog payloads.
+//! - **Ready**: one Datadog payload, packed and compressed at ingest, sent
+//!   as stored. The ingest API stores a request this way when its items
+//!   alone fill at least half a payload ([`pack_ready`]), on
+//!   endpoints where the queue's own compression (LZ4) is costly and poor
+//!   (logs: LZ4 stores 2.2× smaller at ~0.4–0.6 GB/s, where the payload's
+//!   gzip is paid anyway; see BENCHMARKS.md, change 7). A ready record
+//!   costs delivery no parsing, packing or compression, and the queue holds
+//!   the smaller gzip bytes instead of LZ4's.
+//!
+//! A ready payload starts with a zero byte, which JSON text can never hold,
+//! so the two forms cannot be confused:
+//!
+//! ```text
+//! 0x00                      marker
+//! 0x01                      version
+//! u8                        encoding: 1 gzip, 2 deflate (zlib), 3 zstd
+//! varint                    uncompressed length of the body
+//! varint                    item count n
+//! varint × n                each item's length (to rebuild the items)
+//! …                         the compressed body, to the end
+//! ```
+//!
+//! Varints are unsigned LEB128. The queue checksums the whole payload, so a
+//! ready record that does not parse is a bug, not disk damage; delivery then
+//! dead-letters its bytes rather than dropping them.
+//!
+//! Delivery falls back to the items when it must: the record is partly past
+//! Datadog's acceptance window (items are trimmed one by one), or Datadog
+//! answers the payload with a 400-class refusal (items are dead-lettered) or
+//! an unexpected 413 (items are split in halves). [`Ready::items`] rebuilds
+//! them from the body and the lengths.
+//!
+//! Compatibility: a build from before ready records would read one as a
+//! single item of binary garbage, which Datadog refuses (400): it ends in
+//! the dead-letter store, not lost. Drain the queue before going back.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::batch::{Packer, Payload};
+use crate::codec;
+use crate::site::{Encoding, Endpoint};
+
+const MARKER: u8 = 0;
+const VERSION: u8 = 1;
+/// No Datadog payload is larger (logs: 5 MB); a header claiming more is
+/// refused before anything is allocated for it.
+const MAX_UNCOMPRESSED: usize = 64 << 20;
+
+/// The items of a record payload (compact JSON joined by `\n`), found with
+/// a vectorised search: this runs over every byte that is delivered.
+pub fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', payload)
+        .chain(std::iter::once(payload.len()))
+        .filter_map(move |end| {
+            let r = start..end;
+            start = end + 1;
+            (!r.is_empty()).then_some(r)
+        })
+}
+
+/// Endpoints whose large requests are stored ready to send. Logs only:
+/// their items are long text, which LZ4 compresses slowly and by little.
+/// Series compress ten-fold under LZ4 at several GB/s, so packing them at
+/// ingest would only move gzip or zstd into the acknowledgement's path.
+pub fn packs_at_ingest(endpoint: Endpoint) -> bool {
+    endpoint == Endpoint::Logs
+}
+
+/// Whether `payload` is in the ready form.
+pub fn is_ready(payload: &[u8]) -> bool {
+    payload.first() == Some(&MARKER)
+}
+
+/// Packs an items payload into the ready form when its items fill at least
+/// half of one `endpoint` payload (by count or by uncompressed bytes) and
+/// all fit in exactly one; `None` otherwise (store the items). Smaller
+/// requests stay items so that delivery can merge them into fuller
+/// payloads: a stream sends one request at a time, so a ready record costs
+/// at most twice the requests of the fullest payloads.
+pub fn pack_ready(
+    endpoint: Endpoint,
+    encoding: Encoding,
+    level: i32,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let code = encoding_code(encoding)?;
+    let limits = endpoint.limits();
+    let ranges: Vec<Range<usize>> = item_ranges(payload).collect();
+    let fills = ranges.len() >= limits.max_items.div_ceil(2).max(2)
+        || payload.len() >= limits.max_uncompressed / 2;
+    if !fills || ranges.len() > limits.max_items {
+        return None;
+    }
+    let items: Vec<&[u8]> = ranges.iter().map(|r| &payload[r.clone()]).collect();
+    let mut packed = Packer::new(endpoint, encoding, level).pack(&items);
+    if packed.len() != 1 {
+        return None;
+    }
+    let body = match packed.pop() {
+        Some(Ok(p)) if p.item_count == items.len() => p,
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(body.body.len() + 16 + 3 * items.len());
+    out.extend_from_slice(&[MARKER, VERSION, code]);
+    put_varint(&mut out, body.uncompressed_len as u64);
+    put_varint(&mut out, items.len() as u64);
+    for item in &items {
+        put_varint(&mut out, item.len() as u64);
+    }
+    out.extend_from_slice(&body.body);
+    Some(out)
+}
+
+/// A ready record, parsed.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    encoding: Encoding,
+    uncompressed_len: usize,
+    item_lens: Vec<usize>,
+    body: Bytes,
+}
+
+/// A ready record that does not parse or whose body does not give back its
+/// items (a bug: the queue checksums what it stores).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored payload is not a valid ready payload: {0}")]
+pub struct BadReady(&'static str);
+
+impl Ready {
+    /// Parses a payload for which [`is_ready`] holds. Shares its buffer.
+    pub fn parse(payload: &Bytes) -> Result<Ready, BadReady> {
+        let mut at = 0usize;
+        let byte = |at: &mut usize| -> Result<u8, BadReady> {
+            let b = *payload.get(*at).ok_or(BadReady("truncated header"))?;
+            *at += 1;
+            Ok(b)
+        };
+        if byte(&mut at)? != MARKER || byte(&mut at)? != VERSION {
+            return Err(BadReady("unknown marker or version"));
+        }
+        let encoding = match byte(&mut at)? {
+            1 => Encoding::Gzip,
+            2 => Encoding::Deflate,
+            3 => Encoding::Zstd,
+            _ => return Err(BadReady("unknown encoding")),
+        };
+        let uncompressed_len = get_varint(payload, &mut at)?;
+        if uncompressed_len > MAX_UNCOMPRESSED {
+            return Err(BadReady("uncompressed length too large"));
+        }
+        let n = get_varint(payload, &mut at)?;
+        if n == 0 {
+            return Err(BadReady("no items"));
+        }
+        // Each length takes at least one byte: a count larger than what is
+        // left cannot be right (and must not size an allocation).
+        if n > payload.len().saturating_sub(at) {
+            return Err(BadReady("item count exceeds the payload"));
+        }
+        let mut item_lens = Vec::with_capacity(n);
+        for _ in 0..n {
+            item_lens.push(get_varint(payload, &mut at)?);
+        }
+        Ok(Ready {
+            encoding,
+            uncompressed_len,
+            item_lens,
+            body: payload.slice(at..),
+        })
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.item_lens.len()
+    }
+
+    /// The payload to send, covering items `0..item_count()`.
+    pub fn payload(&self) -> Payload {
+        Payload {
+            body: self.body.clone(),
+            encoding: self.encoding,
+            first_item: 0,
+            item_count: self.item_lens.len(),
+            uncompressed_len: self.uncompressed_len,
+        }
+    }
+
+    /// Rebuilds the items (compact JSON) from the body and their lengths.
+    pub fn items(&self, endpoint: Endpoint) -> Result<Vec<Bytes>, BadReady> {
+        let raw = codec::decompress(self.encoding, &self.body, self.uncompressed_len)
+            .map_err(|_| BadReady("body does not decompress"))?;
+        if raw.len() != self.uncompressed_len {
+            return Err(BadReady("body length differs from the header"));
+        }
+        let raw = Bytes::from(raw);
+        let (open, sep, close) = super::batch::frame_parts(endpoint);
+        let mut at = 0;
+        let expect = |at: &mut usize, part: &[u8]| -> Result<(), BadReady> {
+            if raw.get(*at..*at + part.len()) == Some(part) {
+                *at += part.len();
+                Ok(())
+            } else {
+                Err(BadReady("body framing differs from the endpoint's"))
+            }
+        };
+        expect(&mut at, open)?;
+        let mut items = Vec::with_capacity(self.item_lens.len());
+        for (i, &len) in self.item_lens.iter().enumerate() {
+            if i > 0 {
+                expect(&mut at, sep)?;
+            }
+            let end = at
+                .checked_add(len)
+                .filter(|&e| e <= raw.len())
+                .ok_or(BadReady("item lengths exceed the body"))?;
+            items.push(raw.slice(at..end));
+            at = end;
+        }
+        expect(&mut at, close)?;
+        if at != raw.len() {
+            return Err(BadReady("bytes after the last item"));
+        }
+        Ok(items)
+    }
+}
+
+fn encoding_code(encoding: Encoding) -> Option<u8> {
+    match encoding {
+        Encoding::Identity => None,
+        Encoding::Gzip => Some(1),
+        Encoding::Deflate => Some(2),
+        Encoding::Zstd => Some(3),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Result<usize, BadReady> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at).ok_or(BadReady("truncated varint"))?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return usize::try_from(v).map_err(|_| BadReady("varint too large"));
+        }
+    }
+    Err(BadReady("varint too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logs(n: usize, len: usize) -> Vec<u8> {
+        let mut p = Vec::new();
+        for i in 0..n {
+            if i > 0 {
+                p.push(b'\n');
+            }
+            let msg = format!("{i:06} {}", "x".repeat(len));
+            p.extend_from_slice(format!(r#"{{"message":"{msg}","service":"web"}}"#).as_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn item_ranges_split_on_newlines_and_skip_empty_items() {
+        let p = b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}";
+        let items: Vec<&[u8]> = item_ranges(p).map(|r| &p[r]).collect();
+        assert_eq!(items, [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
+        assert_eq!(item_ranges(b"").count(), 0);
+        assert_eq!(item_ranges(b"x\n").count(), 1);
+    }
+
+    #[test]
+    fn a_ready_record_sends_the_items_and_gives_them_back() {
+        for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Zstd] {
+            let payload = logs(500, 200);
+            let stored = pack_ready(Endpoint::Logs, encoding, 1, &payload).expect("fills");
+            assert!(is_ready(&stored), "{encoding:?}");
+            assert!(!is_ready(&payload));
+            assert!(stored.len() < payload.len() / 4, "{encoding:?}: compressed");
+            let ready = Ready::parse(&Bytes::from(stored)).expect("parses");
+            assert_eq!(ready.item_count(), 500);
+            let sent = ready.payload();
+            assert_eq!((sent.encoding, sent.item_count), (encoding, 500));
+            // The body is what Datadog gets: a JSON array of the items.
+            let body = codec::decompress(encoding, &sent.body, 1 << 24).expect("body");
+            assert_eq!(body.len(), sent.uncompressed_len);
+            let parsed: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("json");
+            assert_eq!(parsed.len(), 500);
+            assert_eq!(
+                parsed[7]["message"].as_str().map(|m| &m[..6]),
+                Some("000007")
+            );
+            // The items come back byte for byte.
+            let items = ready.items(Endpoint::Logs).expect("items");
+            let want: Vec<&[u8]> = item_ranges(&payload).map(|r| &payload[r]).collect();
+            let got: Vec<&[u8]> = items.iter().map(|b| b.as_ref()).collect();
+            assert_eq!(got, want, "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn only_requests_that_fill_half_a_payload_and_fit_one_are_packed() {
+        // 499 small logs: under half of 1000 items and of 5 MB.
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(499, 100)).is_none());
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(500, 100)).is_some());
+        // Few but large logs: half the uncompressed limit.
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(2, 900_000)).is_none());
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(3, 900_000)).is_some());
+        // More than one payload's worth: stays items, delivery splits it.
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(1001, 10)).is_none());
+        assert!(pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(6, 900_000)).is_none());
+        // Identity is never stored ready (nothing would be gained).
+        assert!(pack_ready(Endpoint::Logs, Encoding::Identity, 1, &logs(600, 100)).is_none());
+    }
+
+    #[test]
+    fn damaged_ready_records_are_refused_with_a_reason() {
+        let stored = pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &logs(500, 50)).expect("fills");
+        for cut in [1, 2, 3, 5, 40] {
+            let err = Ready::parse(&Bytes::copy_from_slice(&stored[..cut]))
+                .and_then(|r| r.items(Endpoint::Logs))
+                .expect_err("truncated");
+            assert!(!err.to_string().is_empty());
+        }
+        let mut bad = stored.clone();
+        bad[2] = 9;
+        assert_eq!(
+            Ready::parse(&Bytes::from(bad)).err(),
+            Some(BadReady("unknown encoding"))
+        );
+        // A header that claims more items than bytes left.
+        let huge = [MARKER, VERSION, 1, 10, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(
+            Ready::parse(&Bytes::copy_from_slice(&huge)).err(),
+            Some(BadReady("item count exceeds the payload"))
+        );
+        // Lengths that do not match the body's framing.
+        let mut ready = Ready::parse(&Bytes::from(stored)).expect("parses");
+        ready.item_lens[0] += 1;
+        assert!(ready.items(Endpoint::Logs).is_err());
+    }
+}
