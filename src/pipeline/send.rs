@@ -699,7 +699,9 @@ impl Pipeline {
                             .send_payload(tenant, site, endpoint, &key, &payload)
                             .await;
                         // A ready payload refused or split falls back to its
-                        // items, rebuilt into its placeholders.
+                        // items, rebuilt into its placeholders. (Inflating one
+                        // payload here, on an async worker, is acceptable for
+                        // this rare path; the common one sends without work.)
                         if let Some(ready) = &ready
                             && matches!(
                                 sent,
