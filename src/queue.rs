@@ -635,13 +635,20 @@ impl Queue {
         rx.await.unwrap_or(Err(AppendError::Closed))
     }
 
-    /// What is ready in one stream, counted from the front up to `enough`
-    /// payload bytes: lets the sender wait for a fuller batch.
-    pub fn ready_info(&self, tenant: &str, stream: u8, enough: u64) -> Option<ReadyInfo> {
+    /// What is ready in one stream, counted from the front up to
+    /// `enough_bytes` payload bytes (as stored) or `enough_items` items:
+    /// lets the sender wait for a fuller batch.
+    pub fn ready_info(
+        &self,
+        tenant: &str,
+        stream: u8,
+        enough_bytes: u64,
+        enough_items: u64,
+    ) -> Option<ReadyInfo> {
         self.shared()
             .state
             .lock()
-            .ready_info(tenant, stream, enough)
+            .ready_info(tenant, stream, enough_bytes, enough_items)
     }
 
     /// (tenant, stream) pairs with records ready to take, least recently

@@ -443,6 +443,22 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
 
+/// A stream holding half a payload's worth of items is sent at once, not
+/// when `delivery.batch_max_age` passes, however few bytes the queue
+/// stores for them (a ready logs record, LZ4 series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_payload_of_items_is_sent_without_waiting_for_the_batch_age() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"60s\"\n").await;
+    support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
+    send_logs(&relay, "t", 500, "now").await;
+    // Well before the 60 s batch age.
+    until("sent before the batch age", Duration::from_secs(30), || {
+        items(&dog, "Demo US1", Endpoint::Logs) == 500
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tenant_request_rate_limit_is_enforced() {
     let dog = dog().await;

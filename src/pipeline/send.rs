@@ -137,10 +137,18 @@ impl std::fmt::Debug for Pipeline {
 /// Records per take: enough for a full payload of small items.
 const MAX_RECORDS_PER_TAKE: usize = 4096;
 
-fn fill_target(endpoint: Endpoint) -> u64 {
-    // About half a payload: at typical compression ratios a series payload's
-    // 512 KB compressed cap is reached near 3-4 MB of JSON.
-    (endpoint.limits().max_uncompressed / 2) as u64
+/// When a stream is worth sending before `delivery.batch_max_age`: about
+/// half a payload, in bytes (as the queue stores them) or in items. At
+/// typical compression ratios a series payload's 512 KB compressed cap is
+/// reached near 3-4 MB of JSON. The items count catches what is stored
+/// compressed (LZ4 series hold a tenth of their bytes; a ready logs record,
+/// `record`, is a payload of at least half the items on its own).
+fn fill_target(endpoint: Endpoint) -> (u64, u64) {
+    let limits = endpoint.limits();
+    (
+        (limits.max_uncompressed / 2) as u64,
+        limits.max_items.div_ceil(2) as u64,
+    )
 }
 
 impl Pipeline {
@@ -286,12 +294,16 @@ impl Pipeline {
                 wake = wake.min(at);
                 continue;
             }
+            let (enough_bytes, enough_items) = fill_target(endpoint);
             if !draining
                 && endpoint != Endpoint::Events
-                && let Some(info) = self.queue.ready_info(&tenant, code, fill_target(endpoint))
+                && let Some(info) = self
+                    .queue
+                    .ready_info(&tenant, code, enough_bytes, enough_items)
             {
                 let age = now_wall - info.oldest_created_ms;
-                if info.bytes < fill_target(endpoint)
+                if info.bytes < enough_bytes
+                    && info.items < enough_items
                     && (info.records as usize) < MAX_RECORDS_PER_TAKE
                     && age < max_age_ms
                 {

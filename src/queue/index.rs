@@ -29,10 +29,12 @@ pub(crate) type StreamKey = (Arc<str>, u8);
 /// A summary of a stream's ready records (see [`State::ready_info`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyInfo {
-    /// Ready records counted (all of them, or until `enough` bytes).
+    /// Ready records counted (all of them, or until enough bytes or items).
     pub records: u64,
-    /// Their payload bytes.
+    /// Their payload bytes (as stored).
     pub bytes: u64,
+    /// Their items.
+    pub items: u64,
     /// The earliest `created_ms` among them.
     pub oldest_created_ms: i64,
 }
@@ -513,20 +515,28 @@ impl State {
 
     /// What is ready in one stream, counting from the front until `enough`
     /// payload bytes (so the cost is bounded by one batch, not the backlog).
-    pub fn ready_info(&self, tenant: &str, stream: u8, enough: u64) -> Option<ReadyInfo> {
+    pub fn ready_info(
+        &self,
+        tenant: &str,
+        stream: u8,
+        enough_bytes: u64,
+        enough_items: u64,
+    ) -> Option<ReadyInfo> {
         let (key, _) = self.tenants.get_key_value(tenant)?;
         let s = self.streams.get(&(key.clone(), stream))?;
         let front = s.ready.front()?;
         let mut info = ReadyInfo {
             records: 0,
             bytes: 0,
+            items: 0,
             oldest_created_ms: front.created_ms,
         };
         for e in &s.ready {
             info.records += 1;
             info.bytes += e.payload_len(tenant);
+            info.items += u64::from(e.items);
             info.oldest_created_ms = info.oldest_created_ms.min(e.created_ms);
-            if info.bytes >= enough {
+            if info.bytes >= enough_bytes || info.items >= enough_items {
                 break;
             }
         }

@@ -793,6 +793,29 @@ async fn stats_track_records_items_bytes_and_age() {
 }
 
 #[tokio::test]
+async fn ready_info_counts_up_to_enough_bytes_or_items() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(dir.path(), limits(1 << 20));
+    let mut batch = Vec::new();
+    for (i, payload) in [&b"aaaa"[..], b"bbbb", b"cccc"].into_iter().enumerate() {
+        let mut r = rec("a", 1, payload);
+        r.items = 10;
+        r.created_ms = 100 - i as i64;
+        batch.push(r);
+    }
+    q.append_batch(&batch).await.expect("batch");
+    let all = q.ready_info("a", 1, u64::MAX, u64::MAX).expect("ready");
+    assert_eq!((all.records, all.bytes, all.items), (3, 12, 30));
+    assert_eq!(all.oldest_created_ms, 98);
+    // Stops at the record that reaches enough items, or enough bytes.
+    let by_items = q.ready_info("a", 1, u64::MAX, 15).expect("ready");
+    assert_eq!((by_items.records, by_items.items), (2, 20));
+    let by_bytes = q.ready_info("a", 1, 4, u64::MAX).expect("ready");
+    assert_eq!((by_bytes.records, by_bytes.bytes), (1, 4));
+    assert!(q.ready_info("a", 2, 1, 1).is_none(), "no such stream");
+}
+
+#[tokio::test]
 async fn concurrent_appends_share_fsyncs_and_all_land() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (q, _) = open(dir.path(), limits(64 << 10));
