@@ -98,7 +98,10 @@ pub fn pack_ready(
     let ranges: Vec<Range<usize>> = item_ranges(payload).collect();
     let fills = ranges.len() >= limits.max_items.div_ceil(2).max(2)
         || payload.len() >= limits.max_uncompressed / 2;
-    if !fills || ranges.len() > limits.max_items {
+    // The body is the items joined by commas (for newlines) in brackets:
+    // two bytes more than the payload. One too large for a single payload
+    // is not compressed only to be thrown away.
+    if !fills || ranges.len() > limits.max_items || payload.len() + 2 > limits.max_uncompressed {
         return None;
     }
     let items: Vec<&[u8]> = ranges.iter().map(|r| &payload[r.clone()]).collect();
