@@ -63,6 +63,32 @@ async fn send_series(relay: &Relay, tenant: &str, n: usize) {
     assert_eq!(s, 202, "{v}");
 }
 
+/// The tenant's first dead-letter entry (from the listing) and its items,
+/// through the admin API.
+async fn first_dead_letter(relay: &Relay, tenant: &str) -> (serde_json::Value, serde_json::Value) {
+    let (s, v) = relay
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/{tenant}/dead_letters"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let entry = v["entries"][0].clone();
+    assert!(entry.is_object(), "no dead-letter entry: {v}");
+    let (s, items) = relay
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/{tenant}/dead_letters/{}", entry["id"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{items}");
+    (entry, items)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
     let dog = dog().await;
@@ -320,29 +346,16 @@ async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
         1,
         "a 400 is never retried"
     );
-    let (s, v) = relay
-        .admin(reqwest::Method::GET, "/v1/tenants/t/dead_letters", None)
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{v}");
-    let entry = &v["entries"][0];
+    let (entry, items_v) = first_dead_letter(&relay, "t").await;
     assert_eq!(
         (entry["status"].as_u64(), entry["items"].as_u64()),
         (Some(400), Some(3)),
-        "{v}"
+        "{entry}"
     );
     assert!(
         entry["answer"].as_str().unwrap().contains("bad payload"),
-        "{v}"
+        "{entry}"
     );
-    let (_, items_v) = relay
-        .admin(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/t/dead_letters/{}", entry["id"]),
-            None,
-        )
-        .await
-        .unwrap();
     assert!(
         items_v["items"][0].as_str().unwrap().contains("refused-0"),
         "{items_v}"
@@ -418,25 +431,12 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
         relay.shared().pipeline.tenant("t").dead_lettered_items == 500
     })
     .await;
-    let (s, v) = relay
-        .admin(reqwest::Method::GET, "/v1/tenants/t/dead_letters", None)
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{v}");
-    let entry = &v["entries"][0];
+    let (entry, items_v) = first_dead_letter(&relay, "t").await;
     assert_eq!(
         (entry["status"].as_u64(), entry["items"].as_u64()),
         (Some(400), Some(500)),
-        "{v}"
+        "{entry}"
     );
-    let (_, items_v) = relay
-        .admin(
-            reqwest::Method::GET,
-            &format!("/v1/tenants/t/dead_letters/{}", entry["id"]),
-            None,
-        )
-        .await
-        .unwrap();
     let first: serde_json::Value =
         serde_json::from_str(items_v["items"][0].as_str().unwrap()).unwrap();
     assert_eq!(first["message"], "refused-0", "{items_v}");

@@ -95,16 +95,15 @@ pub fn pack_ready(
 ) -> Option<Vec<u8>> {
     let code = encoding_code(encoding)?;
     let limits = endpoint.limits();
-    let ranges: Vec<Range<usize>> = item_ranges(payload).collect();
-    let fills = ranges.len() >= limits.max_items.div_ceil(2).max(2)
+    let items: Vec<&[u8]> = item_ranges(payload).map(|r| &payload[r]).collect();
+    let fills = items.len() >= limits.max_items.div_ceil(2).max(2)
         || payload.len() >= limits.max_uncompressed / 2;
     // The body is the items joined by commas (for newlines) in brackets:
     // two bytes more than the payload. One too large for a single payload
     // is not compressed only to be thrown away.
-    if !fills || ranges.len() > limits.max_items || payload.len() + 2 > limits.max_uncompressed {
+    if !fills || items.len() > limits.max_items || payload.len() + 2 > limits.max_uncompressed {
         return None;
     }
-    let items: Vec<&[u8]> = ranges.iter().map(|r| &payload[r.clone()]).collect();
     let mut packed = Packer::new(endpoint, encoding, level).pack(&items);
     if packed.len() != 1 {
         return None;

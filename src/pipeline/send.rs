@@ -577,19 +577,16 @@ impl Pipeline {
                         continue;
                     }
                     // Partly past the window: its items are trimmed one by one.
-                    Ok(r) => r.items(endpoint),
-                    Err(e) => Err(e),
+                    parsed => match parsed.and_then(|r| r.items(endpoint)) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            self.dead_letter(tenant, endpoint, 0, &e.to_string(), &[&rec.payload]);
+                            continue;
+                        }
+                    },
                 }
-                .map(Some)
             } else {
-                Ok(None)
-            };
-            let rebuilt = match rebuilt {
-                Ok(r) => r,
-                Err(e) => {
-                    self.dead_letter(tenant, endpoint, 0, &e.to_string(), &[&rec.payload]);
-                    continue;
-                }
+                None
             };
             let record_items: Box<dyn Iterator<Item = bytes::Bytes>> = match rebuilt {
                 Some(list) => Box::new(list.into_iter()),
