@@ -323,6 +323,7 @@ fn main() {
         let v = validate(endpoint, body, NOW_MS).expect("valid");
         let record = NewRecord {
             tenant: "tenant-00001",
+            generation: 0,
             stream: endpoint.code(),
             items: v.items,
             created_ms: NOW_MS,
@@ -349,6 +350,7 @@ fn main() {
                         .expect("fills a payload");
                 let record = NewRecord {
                     tenant: "tenant-00001",
+                    generation: 0,
                     stream: Endpoint::Logs.code(),
                     items: v.items,
                     created_ms: NOW_MS,

@@ -34,6 +34,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn record(payload: &[u8]) -> NewRecord<'_> {
     NewRecord {
         tenant: "bench-tenant",
+        generation: 0,
         stream: 3,
         items: 100,
         created_ms: 1,

@@ -577,6 +577,7 @@ impl DeliveryView for Views {
             "dead_lettered_items": d.dead_lettered_items,
             "dead_letters": dead,
             "aged_out_items": d.aged_out_items,
+            "discarded_items": d.discarded_items,
             "retries": d.retries,
             "forbidden_in_a_row": d.forbidden_in_a_row,
             "last_error": d.last_error,

@@ -74,6 +74,11 @@ pub struct OAuthConfig {
     pub redirect_uri: Url,
     #[serde(serialize_with = "ser_duration")]
     pub state_ttl: Duration,
+    /// Every connected tenant's grant is confirmed with Datadog at least
+    /// this often (a customer who uninstalls revokes the grant, while the
+    /// API key may keep working): 5 s to 24 h, default 1 h.
+    #[serde(serialize_with = "ser_duration")]
+    pub grant_check_interval: Duration,
     /// Scopes sent on the authorize URL. Empty (the default): no `scope`
     /// parameter, since marketplace clients get their scopes from the
     /// Developer Platform (reference §1.3, UNCONFIRMED whether to send it).
@@ -720,6 +725,16 @@ impl Validator<'_> {
         if state_ttl < Duration::from_secs(30) || state_ttl > Duration::from_secs(24 * 3600) {
             self.problem("oauth.state_ttl", "must be between 30s and 24h");
         }
+        let grant_check_interval = self.duration(
+            "oauth.grant_check_interval",
+            raw.oauth.grant_check_interval,
+            Duration::from_secs(3600),
+        );
+        if grant_check_interval < Duration::from_secs(5)
+            || grant_check_interval > Duration::from_secs(24 * 3600)
+        {
+            self.problem("oauth.grant_check_interval", "must be between 5s and 24h");
+        }
         let test_client = raw.oauth.test_client.and_then(|t| {
             let id = self.required(
                 "oauth.test_client.client_id",
@@ -1113,6 +1128,7 @@ impl Validator<'_> {
                 test_client,
                 redirect_uri: redirect_uri?,
                 state_ttl,
+                grant_check_interval,
                 scopes,
             },
             server: ServerConfig {

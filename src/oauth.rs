@@ -23,6 +23,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::config::ClientCredentials;
 use crate::datadog::{KeyError, TokenError, Validity};
 use crate::secret::Secret;
 use crate::site::{AllowedSites, Site, SiteError, WebSite, us1};
@@ -355,7 +356,7 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
             START_AGAIN,
         );
     }
-    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+    let Some(code) = q.code.clone().filter(|c| !c.is_empty()) else {
         metrics.oauth("callback", "missing_code");
         return bad(
             StatusCode::BAD_REQUEST,
@@ -374,12 +375,43 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         );
     };
 
+    // What follows changes credentials at Datadog (a code is single use, a
+    // key is created once per org): it runs on its own task, so a browser
+    // that gives up mid-way cannot leave a key created and not stored.
+    let done = tenants
+        .detached(move |tenants| async move {
+            complete(&tenants, &q, &flow, site, &client, &code).await
+        })
+        .await;
+    done.unwrap_or_else(|| {
+        bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The service is shutting down.",
+            START_AGAIN,
+        )
+    })
+}
+
+/// The callback's second half, after every check: exchange the code,
+/// enforce one org per tenant, get the API key and store the connection.
+async fn complete(
+    tenants: &Arc<Tenants>,
+    q: &CallbackQuery,
+    flow: &Flow,
+    site: &'static Site,
+    client: &ClientCredentials,
+    code: &str,
+) -> Page {
+    let metrics = tenants.metrics();
+    let config = tenants.config();
+    let tenant = flow.tenant.clone();
     // 1. Exchange the code.
     let tokens = match tenants
         .datadog()
         .exchange_code(
             site,
-            &client,
+            client,
             code,
             &flow.verifier,
             config.oauth.redirect_uri.as_str(),
@@ -412,12 +444,12 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
                 tracing::warn!(tenant = %tenant, other_tenant = %other, org = %org, "datadog org already connected to another tenant; refusing");
                 let _ = tenants
                     .datadog()
-                    .revoke(site, &client, &tokens.access_token, "access_token")
+                    .revoke(site, client, &tokens.access_token, "access_token")
                     .await;
                 if let Some(rt) = &tokens.refresh_token {
                     let _ = tenants
                         .datadog()
-                        .revoke(site, &client, rt, "refresh_token")
+                        .revoke(site, client, rt, "refresh_token")
                         .await;
                 }
                 note_pending_reason(
@@ -466,6 +498,10 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
     if let Err(e) = tenants.reload(&tenant).await {
         tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant during oauth callback");
     }
+    // The connection this replaces, if it was for another org or site: its
+    // grant is revoked once the new one is stored (its held data is
+    // discarded by generation, see store::Tenant::generation).
+    let previous = previous_connection(tenants, &tenant, site, org_id.as_deref()).await;
     let existing = reusable_key(tenants, &tenant, site, org_id.as_deref()).await;
     let (api_key, api_key_id) = match existing {
         Some(k) => (k, None),
@@ -506,6 +542,11 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         api_key_id,
     };
     let stored = tenants.record_connection(&tenant, connection).await;
+    if stored.is_ok()
+        && let Some(previous) = &previous
+    {
+        revoke_previous(tenants, &tenant, previous).await;
+    }
     lock.release().await;
     if let Err(e) = stored {
         tracing::error!(tenant = %tenant, error = %e, "cannot store the new connection");
@@ -529,7 +570,22 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
 pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
      the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
 
-/// A key this tenant already holds for the same org that Datadog still accepts.
+/// A key this tenant already holds for the same org, unless Datadog says
+/// it is dead.
+///
+/// What is trusted: `dd_oid` comes back through the customer's browser, so
+/// it is only as good as that browser; the code exchange proves the grant,
+/// not the org. The relay uses it in directions where a forged value
+/// cannot send data to an org the tenant never held: a *changed* or
+/// missing `dd_oid` discards held data and revokes the previous grant
+/// (fail safe), and a *same* `dd_oid` only keeps the key this tenant
+/// already sends with, to the org it already sends to. Datadog's own word
+/// wins where it speaks: a key it refuses is replaced.
+///
+/// Unknown is not invalid: when Datadog cannot say (5xx, timeout), the key
+/// the tenant holds is kept (creating one would meet 409, one key per org,
+/// and break a working tenant); the intake's 403 fallback decides later if
+/// the key really is dead.
 async fn reusable_key(
     tenants: &Tenants,
     tenant: &str,
@@ -550,8 +606,65 @@ async fn reusable_key(
             tracing::info!(tenant = %tenant, "reconnect keeps the tenant's existing, still valid API key");
             Some(key)
         }
-        _ => None,
+        Validity::Unknown(why) => {
+            tracing::warn!(tenant = %tenant, error = %why, "cannot validate the tenant's API key during reconnect; keeping it (unknown is not invalid)");
+            Some(key)
+        }
+        Validity::Invalid => None,
     }
+}
+
+/// The tenant's current grant, when the connection being completed is for
+/// another org or site: its site and tokens, to revoke once the new
+/// connection is stored.
+async fn previous_connection(
+    tenants: &Tenants,
+    tenant: &str,
+    site: &'static Site,
+    org_id: Option<&str>,
+) -> Option<Previous> {
+    let entry = tenants.get(tenant)?;
+    let record = entry.record();
+    let same = record.domain.as_deref() == Some(site.domain) && record.org_id.as_deref() == org_id;
+    if same || !record.has_refresh_token {
+        return None;
+    }
+    Some(Previous {
+        site: entry.site()?,
+        client: tenants.client_for(&record).ok()?,
+        creds: tenants.store().credentials(tenant).await.ok()?,
+    })
+}
+
+/// A grant a reconnect to another org or site replaces.
+struct Previous {
+    site: &'static Site,
+    client: ClientCredentials,
+    creds: crate::store::Credentials,
+}
+
+/// Revokes the grant of the connection a reconnect to another org replaced.
+async fn revoke_previous(tenants: &Tenants, tenant: &str, previous: &Previous) {
+    let Previous {
+        site,
+        client,
+        creds,
+    } = previous;
+    for (token, hint) in [
+        (&creds.refresh_token, "refresh_token"),
+        (&creds.access_token, "access_token"),
+    ] {
+        if let Some(token) = token {
+            let result = tenants.datadog().revoke(site, client, token, hint).await;
+            tenants
+                .metrics()
+                .oauth("revoke", if result.is_ok() { "ok" } else { "error" });
+            if let Err(e) = result {
+                tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "revoking the previous org's grant failed");
+            }
+        }
+    }
+    tracing::info!(tenant = %tenant, previous_site = %site.domain, "tenant reconnected to another org or site; the previous grant was revoked and its held data is discarded");
 }
 
 /// Records why the last connect attempt failed, on a tenant that is not

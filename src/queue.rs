@@ -2,7 +2,8 @@
 //! ingest API's `202` and Datadog's `2xx`.
 //!
 //! It stores bytes, not domain types: per record, a tenant id string, an
-//! opaque stream code (`site::Endpoint::code()`, never interpreted here),
+//! opaque generation number, an opaque stream code
+//! (`site::Endpoint::code()`, never interpreted here),
 //! an item count, three caller-given timestamps and the payload. No API
 //! key, token or Datadog host is ever written to it. It knows nothing of
 //! HTTP, retries, batching or compression.
@@ -51,9 +52,9 @@
 //!   5   1 flags        bit 0 MORE: the next record is part of the same batch
 //!                      bit 1 LZ4: payload = u32 original length ‖ LZ4 block
 //!   6   1 stream       opaque stream code
-//!   7   1 reserved     0
+//!   7   1 gen_lo       generation (opaque, 24 bits), bits 0-7
 //!   8   2 tenant_len
-//!  10   2 reserved     0
+//!  10   2 gen_hi       generation, bits 8-23
 //!  12   4 items
 //!  16   4 payload_len
 //!  20   8 seq          record id, unique for the life of the directory
@@ -74,10 +75,11 @@
 //! hole are recovered without those in it. Acknowledged data is synced and
 //! not affected.) `payload_len` and `pcrc` are of the payload as stored.
 //!
-//! Compatibility: the `LZ4` bit was added after the first release of this
-//! format. Earlier builds refuse any record carrying it (unknown flag bits
-//! are framing errors, counted corrupt and skipped), so before going back to
-//! such a build, set `queue.compression = "none"` and let the queue drain.
+//! Compatibility: the `LZ4` bit and the generation (bytes 7, 10 and 11,
+//! reserved and zero before) were added after the first release of this
+//! format. Earlier builds refuse any record carrying either (unknown flag
+//! bits and non-zero reserved bytes are framing errors, counted corrupt and
+//! skipped), so before going back to such a build, let the queue drain.
 //!
 //! ## Ack files
 //! Entries of 12 bytes: a u64 (`seq`, top bit = kind) and CRC32C of those 8
@@ -219,6 +221,12 @@ impl From<&QueueConfig> for Limits {
     }
 }
 
+/// A generation as records store it (modulo 2^24): compare a record's
+/// [`Taken::generation`] with this of the current one.
+pub fn stored_generation(generation: i64) -> u32 {
+    (generation.rem_euclid(i64::from(format::GENERATION_MODULUS))) as u32
+}
+
 /// Identifies a record for the life of the queue directory (compaction
 /// keeps it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -235,6 +243,10 @@ impl RecordId {
 #[derive(Debug, Clone, Copy)]
 pub struct NewRecord<'a> {
     pub tenant: &'a str,
+    /// An opaque number stored with the record and handed back by `take`,
+    /// modulo 2^24 (the relay stores the tenant's connection generation:
+    /// a record is only ever sent for the connection it was accepted for).
+    pub generation: u32,
     pub stream: u8,
     pub items: u32,
     pub created_ms: i64,
@@ -270,17 +282,19 @@ impl Prepared {
                 limit: max_payload,
             });
         }
+        let mut bytes = format::encode(
+            record.tenant,
+            record.stream,
+            record.items,
+            record.created_ms,
+            record.oldest_ms,
+            record.newest_ms,
+            record.payload,
+            lz4,
+        );
+        format::set_generation(&mut bytes, record.generation);
         Ok(Prepared {
-            bytes: format::encode(
-                record.tenant,
-                record.stream,
-                record.items,
-                record.created_ms,
-                record.oldest_ms,
-                record.newest_ms,
-                record.payload,
-                lz4,
-            ),
+            bytes,
             tenant: record.tenant.into(),
             stream: record.stream,
             items: record.items,
@@ -304,6 +318,9 @@ impl Prepared {
 pub struct Taken {
     pub id: RecordId,
     pub tenant: Arc<str>,
+    /// The generation it was appended with, modulo 2^24 (see
+    /// [`NewRecord::generation`]).
+    pub generation: u32,
     pub stream: u8,
     pub items: u32,
     pub created_ms: i64,
@@ -866,6 +883,7 @@ fn read_record(
     Ok(Some(Taken {
         id: RecordId(h.seq),
         tenant: tenant.clone(),
+        generation: h.generation,
         stream,
         items: h.items,
         created_ms: h.created_ms,

@@ -130,6 +130,12 @@ pub struct Tenant {
     pub connected_at: Option<i64>,
     /// Increases on every change; replicas use it to notice changes.
     pub version: i64,
+    /// The connection generation: grows on a disconnect and on a reconnect
+    /// to another org or site (migration 0003). Data is sent only for the
+    /// generation it was accepted for.
+    pub generation: i64,
+    /// When Datadog last confirmed the grant (a refresh it answered).
+    pub grant_checked_at: Option<i64>,
 }
 
 /// A tenant's secrets, opened.
@@ -139,6 +145,10 @@ pub struct Credentials {
     pub access_expires_at: Option<i64>,
     pub refresh_token: Option<Secret>,
     pub api_key: Option<Secret>,
+    /// The site and connection generation the key belongs to (same row,
+    /// same read).
+    pub domain: Option<String>,
+    pub generation: i64,
 }
 
 /// An OAuth connect flow awaiting its callback.
@@ -314,7 +324,7 @@ impl fmt::Debug for Store {
 
 const TENANT_COLUMNS: &str = "id, state, reason, domain, org_id, org_name, client_id, scopes, access_expires_at, \
      api_key_id, api_key_last4, api_key IS NOT NULL AS has_api_key, refresh_token IS NOT NULL AS has_refresh_token, \
-     created_at, updated_at, connected_at, version";
+     created_at, updated_at, connected_at, version, generation, grant_checked_at";
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`.
@@ -654,7 +664,7 @@ impl Store {
 
     /// Opens a tenant's secrets.
     pub async fn credentials(&self, id: &str) -> Result<Credentials, StoreError> {
-        let row = sqlx::query("SELECT access_token, access_expires_at, refresh_token, api_key FROM tenants WHERE id = $1")
+        let row = sqlx::query("SELECT access_token, access_expires_at, refresh_token, api_key, domain, generation FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -664,6 +674,8 @@ impl Store {
             access_expires_at: row.try_get("access_expires_at")?,
             refresh_token: self.open_column(&row, id, "refresh_token")?,
             api_key: self.open_column(&row, id, "api_key")?,
+            domain: row.try_get("domain")?,
+            generation: row.try_get("generation")?,
         })
     }
 
@@ -704,10 +716,15 @@ impl Store {
         let last4 = last4(&c.api_key);
         sqlx::query(
             self.versioned("INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
-               access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, version) \
-             VALUES ($1, 'connected', NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, \
+               access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
+               grant_checked_at, version) \
+             VALUES ($1, 'connected', NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, $13, \
                {next}) \
-             ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, domain = excluded.domain, \
+             ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, \
+               generation = CASE WHEN tenants.domain IS DISTINCT FROM excluded.domain \
+                 OR tenants.org_id IS DISTINCT FROM excluded.org_id \
+                 THEN tenants.generation + 1 ELSE tenants.generation END, \
+               grant_checked_at = excluded.updated_at, domain = excluded.domain, \
                org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
                scopes = excluded.scopes, access_token = excluded.access_token, \
                access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
@@ -733,7 +750,8 @@ impl Store {
     }
 
     /// Stores refreshed tokens. A rotated refresh token is written in the
-    /// same statement as the access token that came with it.
+    /// same statement as the access token that came with it. A refresh
+    /// Datadog answered confirms the grant (`grant_checked_at`).
     pub async fn save_tokens(
         &self,
         id: &str,
@@ -746,7 +764,7 @@ impl Store {
         let refresh = refresh.map(|r| self.sealer.seal_secret(id, "refresh_token", r));
         let r = sqlx::query(self.versioned(
             "UPDATE tenants SET access_token = $2, access_expires_at = $3, \
-               refresh_token = COALESCE($4, refresh_token), updated_at = $5, \
+               refresh_token = COALESCE($4, refresh_token), updated_at = $5, grant_checked_at = $5, \
                version = {next} WHERE id = $1",
         ))
         .bind(id)
@@ -817,7 +835,7 @@ impl Store {
     pub async fn disconnect(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let r = sqlx::query(
             self.versioned("UPDATE tenants SET state = 'disconnected', reason = $2, access_token = NULL, access_expires_at = NULL, \
-               refresh_token = NULL, api_key = NULL, updated_at = $3, \
+               refresh_token = NULL, api_key = NULL, updated_at = $3, generation = generation + 1, \
                version = {next} WHERE id = $1"),
         )
         .bind(id)
@@ -887,6 +905,8 @@ fn tenant_from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
         updated_at: r.try_get("updated_at")?,
         connected_at: r.try_get("connected_at")?,
         version: r.try_get("version")?,
+        generation: r.try_get("generation")?,
+        grant_checked_at: r.try_get("grant_checked_at")?,
     })
 }
 

@@ -133,6 +133,8 @@ pub enum CredentialError {
     Store { tenant: String, message: String },
     #[error("tenant {tenant}: token refresh failed: {error}")]
     Refresh { tenant: String, error: TokenError },
+    #[error("the relay is shutting down")]
+    ShuttingDown,
     #[error(
         "tenant {tenant}: the OAuth client {client_id} it was connected with is no longer configured"
     )]
@@ -144,7 +146,7 @@ impl CredentialError {
     pub fn is_transient(&self) -> bool {
         match self {
             CredentialError::Refresh { error, .. } => matches!(error, TokenError::Unavailable(_)),
-            CredentialError::Store { .. } => true,
+            CredentialError::Store { .. } | CredentialError::ShuttingDown => true,
             _ => false,
         }
     }
@@ -154,7 +156,7 @@ impl CredentialError {
 #[derive(Debug)]
 pub struct Entry {
     record: RwLock<Tenant>,
-    api_key: RwLock<Option<Secret>>,
+    api_key: RwLock<Option<Sending>>,
     access: RwLock<Option<(Secret, i64)>>,
 }
 
@@ -175,6 +177,13 @@ impl Entry {
         self.record.read().state
     }
 
+    /// The tenant's connection generation as the queue stores it (modulo
+    /// 2^24): records carry the generation they were accepted for, and
+    /// only records of the current one are ever sent.
+    pub fn generation(&self) -> u32 {
+        crate::queue::stored_generation(self.record.read().generation)
+    }
+
     /// The tenant's site, once connected.
     pub fn site(&self) -> Option<&'static Site> {
         self.record
@@ -183,6 +192,17 @@ impl Entry {
             .as_deref()
             .and_then(Site::by_domain)
     }
+}
+
+/// What delivery sends with: the tenant's site, API key and the connection
+/// generation they belong to, read from one store row together, so a
+/// record is never sent with the key of another connection than its own.
+#[derive(Debug, Clone)]
+pub struct Sending {
+    pub site: &'static Site,
+    pub key: Secret,
+    /// As the queue stores it (modulo 2^24), see [`Entry::generation`].
+    pub generation: u32,
 }
 
 /// What the Forbidden fallback concluded.
@@ -326,17 +346,22 @@ impl Tenants {
                 {
                     self.newly_disconnected.lock().push(record.id.clone());
                 }
-                if old.api_key_last4 != record.api_key_last4
+                let key_changed = old.api_key_last4 != record.api_key_last4
                     || !record.has_api_key
                     || old.api_key_id != record.api_key_id
-                {
-                    *entry.api_key.write() = None;
-                }
+                    || old.generation != record.generation
+                    || old.domain != record.domain;
                 let cached_exp = entry.access.read().as_ref().map(|(_, exp)| *exp);
                 if cached_exp.is_some() && cached_exp != record.access_expires_at {
                     *entry.access.write() = None;
                 }
+                // The record first, then the key cache: `sending` caches
+                // only under the record's read lock and only a key of the
+                // record's generation, so no stale key outlives this.
                 *entry.record.write() = record;
+                if key_changed {
+                    *entry.api_key.write() = None;
+                }
                 changed
             }
             None => {
@@ -441,7 +466,8 @@ impl Tenants {
         self.store.save_connection(id, &connection, now()).await?;
         self.reload(id).await?;
         if let Some(entry) = self.get(id) {
-            *entry.api_key.write() = Some(connection.api_key.clone());
+            // The key is cached on its first use, read with its generation.
+            *entry.api_key.write() = None;
             *entry.access.write() = Some((
                 connection.access_token.clone(),
                 connection.access_expires_at,
@@ -468,7 +494,7 @@ impl Tenants {
             .await?;
         self.reload(id).await?;
         if let Some(entry) = self.get(id) {
-            *entry.api_key.write() = Some(key.key.clone());
+            *entry.api_key.write() = None;
         }
         Ok(())
     }
@@ -490,27 +516,52 @@ impl Tenants {
             })
     }
 
-    /// The tenant's API key, for sending. Opened from the store once.
+    /// The tenant's API key. Opened from the store once.
     pub async fn api_key(&self, id: &str) -> Result<Secret, CredentialError> {
+        Ok(self.sending(id).await?.key)
+    }
+
+    /// What delivery sends with (see [`Sending`]). Opened from the store
+    /// once and cached until the tenant's key, site or generation changes.
+    /// With a store shared by replicas the tenant is re-read first, so a
+    /// DELETE or reconnect answered by another replica is seen before
+    /// anything more is sent, not at the next sync.
+    pub async fn sending(&self, id: &str) -> Result<Sending, CredentialError> {
+        if self.store.backend() == crate::store::Backend::Postgres {
+            self.reload(id).await.map_err(|e| store_error(id, e))?;
+        }
         let entry = self
             .get(id)
             .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
-        if let Some(k) = entry.api_key.read().clone() {
-            return Ok(k);
+        if let Some(s) = entry.api_key.read().clone() {
+            return Ok(s);
         }
         let creds = self
             .store
             .credentials(id)
             .await
-            .map_err(|e| CredentialError::Store {
-                tenant: id.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| store_error(id, e))?;
         let key = creds
             .api_key
             .ok_or(CredentialError::Missing(id.to_string(), "API key"))?;
-        *entry.api_key.write() = Some(key.clone());
-        Ok(key)
+        let site = creds
+            .domain
+            .as_deref()
+            .and_then(Site::by_domain)
+            .ok_or(CredentialError::Missing(id.to_string(), "site"))?;
+        let sending = Sending {
+            site,
+            key,
+            generation: crate::queue::stored_generation(creds.generation),
+        };
+        // Cached only if the record in memory is of the same connection; a
+        // change read meanwhile clears the cache and the next call re-reads.
+        let record = entry.record.read();
+        if record.generation == creds.generation && record.domain == creds.domain {
+            *entry.api_key.write() = Some(sending.clone());
+        }
+        drop(record);
+        Ok(sending)
     }
 
     /// Forgets the cached API key (after Datadog refused it).
@@ -523,7 +574,11 @@ impl Tenants {
     /// A valid access token, refreshed single-flight when it expires within
     /// [`REFRESH_AHEAD`]. `force` refreshes even a token that looks valid
     /// (after Datadog answered 401/403 to it).
-    pub async fn access_token(&self, id: &str, force: bool) -> Result<Secret, CredentialError> {
+    pub async fn access_token(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+    ) -> Result<Secret, CredentialError> {
         let entry = self
             .get(id)
             .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
@@ -546,10 +601,34 @@ impl Tenants {
                     .access_token
             }
         };
-        let lock = self.lock(id).await.map_err(|e| store_error(id, e))?;
-        let result = self.token_locked(id, seen.as_ref(), force).await;
-        lock.release().await;
-        result
+        let id = id.to_string();
+        self.detached(move |this| async move {
+            let lock = this.lock(&id).await.map_err(|e| store_error(&id, e))?;
+            let result = this.token_locked(&id, seen.as_ref(), force).await;
+            lock.release().await;
+            result
+        })
+        .await
+        .unwrap_or_else(|| Err(CredentialError::ShuttingDown))
+    }
+
+    /// Runs work that changes credentials at Datadog on its own task and
+    /// waits for it. Dropping the caller (a client hanging up, a timeout)
+    /// no longer stops the work halfway: a refresh whose rotated token
+    /// Datadog already issued is stored, a key Datadog already created is
+    /// recorded. `None` only when the runtime is shutting down; a panic in
+    /// the work is the caller's panic.
+    pub(crate) async fn detached<T, F, Fut>(self: &Arc<Self>, work: F) -> Option<T>
+    where
+        F: FnOnce(Arc<Tenants>) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match tokio::spawn(work(self.clone())).await {
+            Ok(t) => Some(t),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
     }
 
     /// The refresh itself; the caller holds the tenant lock. Re-reads the
@@ -662,17 +741,22 @@ impl Tenants {
     /// Single-flight across replicas: it runs under the tenant lock, and
     /// whoever waited for it re-reads the tenant and its key from the store
     /// first, so a 403 seen by every replica at once creates one key.
-    pub async fn recover_key(&self, id: &str, key_used: &Secret) -> Recovery {
+    pub async fn recover_key(self: &Arc<Self>, id: &str, key_used: &Secret) -> Recovery {
         if self.get(id).is_none() {
             return Recovery::Undecided(format!("tenant {id} is gone"));
         }
-        let lock = match self.lock(id).await {
-            Ok(l) => l,
-            Err(e) => return Recovery::Undecided(e.to_string()),
-        };
-        let recovery = self.recover_key_locked(id, key_used).await;
-        lock.release().await;
-        recovery
+        let (id, key_used) = (id.to_string(), key_used.clone());
+        self.detached(move |this| async move {
+            let lock = match this.lock(&id).await {
+                Ok(l) => l,
+                Err(e) => return Recovery::Undecided(e.to_string()),
+            };
+            let recovery = this.recover_key_locked(&id, &key_used).await;
+            lock.release().await;
+            recovery
+        })
+        .await
+        .unwrap_or_else(|| Recovery::Undecided("the relay is shutting down".into()))
     }
 
     async fn recover_key_locked(&self, id: &str, key_used: &Secret) -> Recovery {
@@ -798,14 +882,19 @@ impl Tenants {
     /// Under the tenant lock: a refresh on another replica either finished
     /// before (its rotated token is the one revoked here) or finds the
     /// tenant disconnected.
-    pub async fn disconnect(&self, id: &str) -> Result<Revocation, CredentialError> {
+    pub async fn disconnect(self: &Arc<Self>, id: &str) -> Result<Revocation, CredentialError> {
         if self.get(id).is_none() {
             return Err(CredentialError::Unknown(id.to_string()));
         }
-        let lock = self.lock(id).await.map_err(|e| store_error(id, e))?;
-        let result = self.disconnect_locked(id).await;
-        lock.release().await;
-        result
+        let id = id.to_string();
+        self.detached(move |this| async move {
+            let lock = this.lock(&id).await.map_err(|e| store_error(&id, e))?;
+            let result = this.disconnect_locked(&id).await;
+            lock.release().await;
+            result
+        })
+        .await
+        .unwrap_or_else(|| Err(CredentialError::ShuttingDown))
     }
 
     async fn disconnect_locked(&self, id: &str) -> Result<Revocation, CredentialError> {

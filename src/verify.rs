@@ -24,6 +24,7 @@
 //! This module knows `tenant`, `datadog`, `site` and `codec`; it knows
 //! nothing of HTTP servers (the admin API serves its [`Report`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -101,7 +102,7 @@ fn fail(name: &'static str, title: impl Into<String>, detail: impl Into<String>)
 }
 
 /// Runs every step for `id`. Returns `None` for an unknown tenant.
-pub async fn run(tenants: &Tenants, id: &str) -> Option<Report> {
+pub async fn run(tenants: &Arc<Tenants>, id: &str) -> Option<Report> {
     let started = Instant::now();
     let entry = tenants.get(id)?;
     let record = entry.record();
@@ -237,7 +238,7 @@ fn authorization_title(site: Option<&Site>) -> String {
     )
 }
 
-async fn authorization(tenants: &Tenants, id: &str, site: Option<&Site>) -> Step {
+async fn authorization(tenants: &Arc<Tenants>, id: &str, site: Option<&Site>) -> Step {
     let title = authorization_title(site);
     if site.is_none() {
         return fail(
@@ -596,6 +597,8 @@ mod tests {
             updated_at: 0,
             connected_at: None,
             version: 1,
+            generation: 0,
+            grant_checked_at: None,
         }
     }
 

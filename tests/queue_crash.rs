@@ -141,6 +141,7 @@ async fn append_key(q: &Queue, keys: &[Key]) {
         .enumerate()
         .map(|(i, k)| NewRecord {
             tenant: &tenants[i],
+            generation: 0,
             stream: k.stream(),
             items: k.items(),
             created_ms: k.created_ms(),

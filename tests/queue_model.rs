@@ -203,6 +203,7 @@ async fn run(dir: &Path, ops: Vec<Op>) {
                     .iter()
                     .map(|p| NewRecord {
                         tenant: TENANTS[tenant],
+                        generation: 0,
                         stream,
                         items: (p.len() % 13) as u32,
                         created_ms: p.len() as i64,

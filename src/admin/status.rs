@@ -712,6 +712,8 @@ mod tests {
             updated_at: 0,
             connected_at: None,
             version: 1,
+            generation: 0,
+            grant_checked_at: None,
         }
     }
 

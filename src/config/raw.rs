@@ -42,6 +42,8 @@ pub(crate) struct RawOAuth {
     pub redirect_uri: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub state_ttl: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub grant_check_interval: Option<String>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     #[serde(default)]

@@ -5,7 +5,8 @@
 //! fakedog's clock, or until cleared. It answers a status (500, 503, 408,
 //! 429 with `X-RateLimit-*` and `Retry-After`, or any other), optionally
 //! after a delay, or drops the connection; a fault with only a delay slows
-//! the request down and then lets Datadog answer.
+//! the request down and then lets Datadog answer, and a `late` one lets
+//! Datadog do the work at once and holds back its answer.
 //!
 //! A faulted request is never processed: nothing is recorded but the
 //! response status (what a client sees when Datadog's front end fails).
@@ -43,6 +44,10 @@ pub struct Fault {
     pub delay_ms: Option<u64>,
     /// Drop the connection instead of answering.
     pub drop_connection: bool,
+    /// With `delay_ms` and no status: Datadog does the work first, then the
+    /// answer takes `delay_ms` to come back (a slow or lost response: the
+    /// effect happened whether or not the client waits for it).
+    pub late: bool,
     /// For 429 (and 503): `Retry-After` and `X-RateLimit-Reset` in seconds.
     pub retry_after_secs: Option<u64>,
     /// The response body; default: Datadog's `{"errors":["..."]}`.
@@ -99,6 +104,15 @@ impl Fault {
         }
     }
 
+    /// Let Datadog do the work at once and answer after `delay` (a token
+    /// rotated, a key created, and the client not told yet).
+    pub fn late_answer(delay: Duration) -> Fault {
+        Fault {
+            late: true,
+            ..Fault::delay(delay)
+        }
+    }
+
     /// Only the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Fault {
         self.times = Some(n);
@@ -149,6 +163,9 @@ impl Fault {
         }
         if self.status.is_none() && !self.drop_connection && self.delay_ms.is_none() {
             return Err("a fault needs a status, drop_connection or delay_ms".into());
+        }
+        if self.late && (self.status.is_some() || self.drop_connection || self.delay_ms.is_none()) {
+            return Err("late needs delay_ms and neither status nor drop_connection".into());
         }
         if self.times == Some(0) {
             return Err("times must be at least 1".into());

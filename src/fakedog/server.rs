@@ -130,6 +130,25 @@ async fn front_end(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
         }
         Some(fault) => {
             tracing::debug!(host = %host, path = %req.uri().path(), ?fault, "fakedog fault fires");
+            if fault.late {
+                req.extensions_mut().insert(Target {
+                    host: host.clone(),
+                    site,
+                    role,
+                });
+                // The work runs to completion whether or not the client
+                // waits for the answer.
+                let work = tokio::spawn(next.run(req));
+                let response = match work.await {
+                    Ok(r) => r,
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                };
+                tokio::time::sleep(Duration::from_millis(fault.delay_ms.unwrap_or(0))).await;
+                shared
+                    .lock()
+                    .record_request(&host, response.status().as_u16());
+                return response;
+            }
             if let Some(ms) = fault.delay_ms {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }

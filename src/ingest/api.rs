@@ -243,6 +243,13 @@ async fn ingest(
             ));
         }
     }
+    // The connection the request is accepted for, taken now: a DELETE or a
+    // reconnect to another org while the body is still arriving moves the
+    // tenant to a later generation, and delivery discards this record.
+    let owner = Owner {
+        generation: entry.generation(),
+        tenant: &tenant,
+    };
     let encoding = match headers.get(header::CONTENT_ENCODING) {
         None => Encoding::Identity,
         Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
@@ -270,9 +277,13 @@ async fn ingest(
     let at_rest = AtRest::new(&config, endpoint);
     let now = now_ms();
     let decoded = if wire.len() >= BLOCKING_THRESHOLD {
-        let tenant = tenant.clone();
+        let (tenant, generation) = (tenant.clone(), owner.generation);
         tokio::task::spawn_blocking(move || {
-            decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, at_rest)
+            let owner = Owner {
+                tenant: &tenant,
+                generation,
+            };
+            decode_and_prepare(endpoint, encoding, &wire, limit, now, owner, at_rest)
         })
         .await
         .map_err(|_| {
@@ -283,7 +294,7 @@ async fn ingest(
             )
         })?
     } else {
-        decode_and_prepare(endpoint, encoding, &wire, limit, now, &tenant, at_rest)
+        decode_and_prepare(endpoint, encoding, &wire, limit, now, owner, at_rest)
     };
     let outcome = |outcome: &'static str| KindOutcome { kind, outcome };
     let accepted = match decoded {
@@ -356,6 +367,14 @@ struct Accepted {
     body_len: usize,
 }
 
+/// Whose record it is: the tenant and its connection generation
+/// (`store::Tenant::generation`) when the request arrived.
+#[derive(Debug, Clone, Copy)]
+struct Owner<'a> {
+    tenant: &'a str,
+    generation: u32,
+}
+
 /// How a request's items are stored in the queue.
 #[derive(Debug, Clone, Copy)]
 struct AtRest {
@@ -389,7 +408,7 @@ fn decode_and_prepare(
     wire: &Bytes,
     limit: usize,
     now: i64,
-    tenant: &str,
+    owner: Owner<'_>,
     at_rest: AtRest,
 ) -> Result<Accepted, (IngestError, usize)> {
     let body = codec::decompress(encoding, wire, limit).map_err(|e| {
@@ -414,7 +433,8 @@ fn decode_and_prepare(
         None => (&validated.payload[..], at_rest.lz4),
     };
     let record = NewRecord {
-        tenant,
+        tenant: owner.tenant,
+        generation: owner.generation,
         stream: endpoint.code(),
         items: validated.items,
         created_ms: now,
@@ -428,7 +448,7 @@ fn decode_and_prepare(
             items: validated.items,
             body_len,
         }),
-        Err(e) => Err((append_error(tenant, e), body_len)),
+        Err(e) => Err((append_error(owner.tenant, e), body_len)),
     }
 }
 

@@ -41,7 +41,7 @@ use super::limits::Limiters;
 use super::record::{Ready, is_ready, item_ranges};
 use super::retry::{Backoff, Verdict, classify};
 use crate::config::Config;
-use crate::queue::{Queue, RecordId};
+use crate::queue::{Queue, RecordId, Taken};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::site::{Encoding, Endpoint, Site};
@@ -77,6 +77,9 @@ pub struct TenantDelivery {
     pub delivered_items: u64,
     pub dead_lettered_items: u64,
     pub aged_out_items: u64,
+    /// Items accepted for an earlier connection (before a disconnect, or
+    /// for another org or site), discarded at send time.
+    pub discarded_items: u64,
     pub retries: u64,
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
@@ -455,6 +458,39 @@ impl Pipeline {
         self.wake.notify_one();
     }
 
+    /// Acks (discards) the records of `taken` accepted for another
+    /// connection than `generation`, counting them; returns the rest.
+    fn discard_other_connections(
+        &self,
+        tenant: &Arc<str>,
+        endpoint: Endpoint,
+        taken: Vec<Taken>,
+        generation: u32,
+    ) -> Vec<Taken> {
+        let (keep, other): (Vec<Taken>, Vec<Taken>) =
+            taken.into_iter().partition(|t| t.generation == generation);
+        if other.is_empty() {
+            return keep;
+        }
+        let ids: Vec<RecordId> = other.iter().map(|t| t.id).collect();
+        let items: u64 = other.iter().map(|t| u64::from(t.items)).sum();
+        self.queue.ack(&ids);
+        self.metrics
+            .discarded_items
+            .get_or_create(&KindLabels {
+                kind: endpoint.name(),
+            })
+            .inc_by(items);
+        self.state
+            .lock()
+            .tenants
+            .entry(tenant.clone())
+            .or_default()
+            .discarded_items += items;
+        tracing::warn!(tenant = %tenant, kind = endpoint.name(), items, "items accepted for an earlier connection of the tenant (before a disconnect, or for another org) discarded, not sent");
+        keep
+    }
+
     /// Sends one take's worth of a stream.
     async fn deliver(&self, tenant: &Arc<str>, code: u8, endpoint: Endpoint) -> Outcome {
         let config = self.config();
@@ -523,27 +559,13 @@ impl Pipeline {
         if used_kib < want_kib {
             drop(inflight.split(want_kib - used_kib));
         }
-        let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
-        let Some(entry) = self.tenants.get(tenant) else {
-            self.queue.release(&ids);
-            return Outcome::Hold {
-                why: "tenant is gone".into(),
-                transient: false,
-            };
-        };
-        let site: &'static Site = match entry.site() {
-            Some(s) => s,
-            None => {
-                self.queue.release(&ids);
-                return Outcome::Hold {
-                    why: "tenant has no site".into(),
-                    transient: false,
-                };
-            }
-        };
-        let key = match self.tenants.api_key(tenant).await {
-            Ok(k) => k,
+        // The site, key and connection generation, read together: records
+        // accepted for an earlier connection (before a DELETE, or for
+        // another org or site) are never sent with this one's key.
+        let sending = match self.tenants.sending(tenant).await {
+            Ok(s) => s,
             Err(e) => {
+                let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
                 self.queue.release(&ids);
                 let transient = e.is_transient() || !matches!(e, CredentialError::Missing(..));
                 return Outcome::Hold {
@@ -552,6 +574,11 @@ impl Pipeline {
                 };
             }
         };
+        let taken = self.discard_other_connections(tenant, endpoint, taken, sending.generation);
+        if taken.is_empty() {
+            return Outcome::Done;
+        }
+        let (site, key): (&'static Site, Secret) = (sending.site, sending.key);
 
         // Split records into items, dropping what passed Datadog's window.
         let cutoff_ms = now_ms() - endpoint.window().past.as_millis() as i64;

@@ -12,9 +12,9 @@
 //!   5   1 flags        bit 0 MORE: the next record belongs to the same atomic batch
 //!                      bit 1 LZ4: the payload is stored LZ4-compressed
 //!   6   1 stream       opaque stream code
-//!   7   1 reserved     0
+//!   7   1 gen_lo       generation, bits 0-7
 //!   8   2 tenant_len
-//!  10   2 reserved     0
+//!  10   2 gen_hi       generation, bits 8-23
 //!  12   4 items
 //!  16   4 payload_len
 //!  20   8 seq          the record id
@@ -25,6 +25,13 @@
 //!  56   4 hcrc         CRC32C(bytes 0..56 ‖ tenant)
 //!  60   … tenant, then payload
 //! ```
+//!
+//! The generation is an opaque 24-bit number the appender gives (the
+//! tenant's connection generation, `store::Tenant::generation`, modulo
+//! 2^24); records written before it existed carry 0. Bytes 7, 10 and 11
+//! were reserved and zero before, so such records read as generation 0, and
+//! builds from before refuse (count corrupt and skip) a record whose
+//! generation is not 0: drain the queue before going back to one.
 //!
 //! `hcrc` covers the header (which includes `pcrc`) and the tenant, so the
 //! two together cover header and payload; a corrupted length is caught by
@@ -39,6 +46,8 @@
 pub(crate) const MAGIC: [u8; 4] = *b"DDRQ";
 /// The framing version this code writes and reads.
 pub(crate) const VERSION: u8 = 1;
+/// Generations are stored modulo this (24 bits).
+pub(crate) const GENERATION_MODULUS: u32 = 1 << 24;
 /// Size of the fixed part of the header.
 pub(crate) const HEADER_LEN: usize = 60;
 /// Flag: another record of the same atomic `append_batch` follows.
@@ -62,6 +71,7 @@ const OFF_HCRC: usize = 56;
 pub(crate) struct Header {
     pub flags: u8,
     pub stream: u8,
+    pub generation: u32,
     pub tenant_len: u16,
     pub items: u32,
     pub payload_len: u32,
@@ -82,7 +92,7 @@ impl Header {
 /// Why a header could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HeaderError {
-    /// Not a record start (wrong magic or version, or reserved bits set).
+    /// Not a record start (wrong magic or version, or unknown flags set).
     Framing,
     /// The header checksum does not match.
     Checksum,
@@ -180,6 +190,15 @@ pub(crate) fn decode_payload(flags: u8, stored: &[u8]) -> Result<Option<Vec<u8>>
     }
 }
 
+/// Sets the generation (modulo [`GENERATION_MODULUS`]) in a record from
+/// [`encode`], before [`stamp`] computes `hcrc`.
+pub(crate) fn set_generation(record: &mut [u8], generation: u32) {
+    let g = (generation % GENERATION_MODULUS).to_le_bytes();
+    record[7] = g[0];
+    record[10] = g[1];
+    record[11] = g[2];
+}
+
 /// Sets `seq` and the `MORE` flag (`more`: `FLAG_MORE` or 0) in an encoded
 /// record and recomputes `hcrc`; the other flags (how the payload is
 /// stored) are kept. `record` must come from [`encode`] (or be a verified
@@ -222,15 +241,13 @@ pub(crate) fn decode_header(fixed: &[u8]) -> Result<Header, HeaderError> {
         || fixed[0..4] != MAGIC
         || fixed[4] != VERSION
         || fixed[OFF_FLAGS] & !KNOWN_FLAGS != 0
-        || fixed[7] != 0
-        || fixed[10] != 0
-        || fixed[11] != 0
     {
         return Err(HeaderError::Framing);
     }
     Ok(Header {
         flags: fixed[OFF_FLAGS],
         stream: fixed[6],
+        generation: u32::from_le_bytes([fixed[7], fixed[10], fixed[11], 0]),
         tenant_len: u16_at(fixed, 8),
         items: u32_at(fixed, 12),
         payload_len: u32_at(fixed, 16),

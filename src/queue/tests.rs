@@ -23,6 +23,7 @@ fn limits(segment_bytes: u64) -> Limits {
 fn rec<'a>(tenant: &'a str, stream: u8, payload: &'a [u8]) -> NewRecord<'a> {
     NewRecord {
         tenant,
+        generation: 0,
         stream,
         items: payload.len() as u32 % 7 + 1,
         created_ms: 1_000 + payload.len() as i64,

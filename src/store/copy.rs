@@ -77,6 +77,8 @@ struct RawTenant {
     created_at: i64,
     updated_at: i64,
     connected_at: Option<i64>,
+    generation: i64,
+    grant_checked_at: Option<i64>,
 }
 
 /// A pending flow row as stored: the verifier still sealed.
@@ -93,8 +95,8 @@ struct RawFlow {
 }
 
 const RAW_TENANT_COLUMNS: &str = "SELECT id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
-     access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at \
-     FROM tenants ORDER BY id";
+     access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
+     generation, grant_checked_at FROM tenants ORDER BY id";
 
 const RAW_FLOW_COLUMNS: &str = "SELECT state_hash, tenant, sealed, web_host, domain, client_id, created_at, expires_at \
      FROM oauth_flows ORDER BY state_hash";
@@ -118,6 +120,8 @@ fn raw_tenant(r: &AnyRow) -> Result<RawTenant, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         connected_at: r.try_get("connected_at")?,
+        generation: r.try_get("generation")?,
+        grant_checked_at: r.try_get("grant_checked_at")?,
     })
 }
 
@@ -179,15 +183,17 @@ pub async fn copy(
     let mut tx = to.pool.begin().await.map_err(StoreError::from)?;
     let insert_tenant = to.versioned(
         "INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
-           access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, {next}) \
+           access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
+           generation, grant_checked_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, {next}) \
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, domain = excluded.domain, \
            org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
            scopes = excluded.scopes, access_token = excluded.access_token, \
            access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token, \
            api_key = excluded.api_key, api_key_id = excluded.api_key_id, api_key_last4 = excluded.api_key_last4, \
            created_at = excluded.created_at, updated_at = excluded.updated_at, \
-           connected_at = excluded.connected_at, version = excluded.version",
+           connected_at = excluded.connected_at, generation = excluded.generation, \
+           grant_checked_at = excluded.grant_checked_at, version = excluded.version",
     );
     for t in &tenants {
         sqlx::query(insert_tenant)
@@ -208,6 +214,8 @@ pub async fn copy(
             .bind(t.created_at)
             .bind(t.updated_at)
             .bind(t.connected_at)
+            .bind(t.generation)
+            .bind(t.grant_checked_at)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;

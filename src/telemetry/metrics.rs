@@ -103,6 +103,9 @@ pub struct Metrics {
     /// Items dead-lettered (Datadog answered 400) and aged out.
     pub dead_lettered_items: Family<KindLabels, Counter>,
     pub aged_out_items: Family<KindLabels, Counter>,
+    /// Items accepted for an earlier connection of their tenant (before a
+    /// disconnect, or for another org or site), discarded at send time.
+    pub discarded_items: Family<KindLabels, Counter>,
     /// Seconds from ingest acknowledgement to Datadog's 2xx.
     pub end_to_end_seconds: Family<KindLabels, Histogram>,
     /// Tenants by state.
@@ -160,6 +163,7 @@ impl Metrics {
             retries: Family::default(),
             dead_lettered_items: Family::default(),
             aged_out_items: Family::default(),
+            discarded_items: Family::default(),
             end_to_end_seconds: Family::new_with_constructor(latency_histogram),
             tenants: Family::default(),
             oauth_events: Family::default(),
@@ -247,6 +251,11 @@ impl Metrics {
             "aged_out_items",
             "Items not sent because they passed Datadog's acceptance window",
             m.aged_out_items.clone(),
+        );
+        registry.register(
+            "discarded_items",
+            "Items accepted for an earlier connection of their tenant (before a disconnect, or for another org or site), discarded instead of sent",
+            m.discarded_items.clone(),
         );
         registry.register(
             "end_to_end_seconds",

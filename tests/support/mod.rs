@@ -144,3 +144,32 @@ pub async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org
     let page = relay.connect(dog, tenant, Some(site), org).await.unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
 }
+
+/// Polls `cond` until it holds; fails the test with `what` after 60 s.
+/// The condition is the synchronisation; the deadline only bounds a failure.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// As [`eventually`], for a condition that needs to await (an HTTP call).
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
