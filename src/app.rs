@@ -332,6 +332,14 @@ impl App {
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
         spawn_housekeeping(shared.clone());
+        let grants: Arc<dyn crate::tenant::grant::Probe> =
+            Arc::new(crate::tenant::grant::Grants(shared.tenants.clone()));
+        let config = shared.config.clone();
+        tokio::spawn(crate::tenant::grant::run(
+            grants,
+            move || config.load().oauth.grant_check_interval,
+            shared.shutdown.clone(),
+        ));
         let delivery = tokio::spawn(shared.pipeline.clone().run(shared.shutdown.clone()));
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(

@@ -44,6 +44,8 @@ use crate::site::Site;
 use crate::store::{Connection, Store, StoreError, Tenant, TenantLock, TenantState};
 use crate::telemetry::metrics::Metrics;
 
+pub mod grant;
+
 /// Refresh an access token this long before it expires (Datadog's own
 /// clients use a 300 s buffer, reference §7.6).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
@@ -609,7 +611,7 @@ impl Tenants {
             result
         })
         .await
-        .unwrap_or_else(|| Err(CredentialError::ShuttingDown))
+        .unwrap_or(Err(CredentialError::ShuttingDown))
     }
 
     /// Runs work that changes credentials at Datadog on its own task and
@@ -894,7 +896,7 @@ impl Tenants {
             result
         })
         .await
-        .unwrap_or_else(|| Err(CredentialError::ShuttingDown))
+        .unwrap_or(Err(CredentialError::ShuttingDown))
     }
 
     async fn disconnect_locked(&self, id: &str) -> Result<Revocation, CredentialError> {

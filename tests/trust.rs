@@ -344,3 +344,81 @@ async fn a_replica_stopped_during_a_delete_never_sends_to_the_next_org() {
     assert_eq!(logs_received(&dog, "Demo US5", "held-on-b"), 0);
     assert_eq!(logs_received(&dog, "Demo EU1", "held-on-b"), 0);
 }
+
+/// A reconnect to the same org while Datadog cannot say whether the key is
+/// valid (5xx on validate) keeps the working key: unknown is not invalid.
+/// Before, the relay took the key for dead, met 409 creating another (one
+/// key per org) and moved a working tenant to `reauth_required`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_while_validation_fails_keeps_the_working_key() {
+    let dog = support::dog().await;
+    let (relay, _dir) = support::relay(&dog, "").await;
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let before = support::tenant_json(&relay, "acme").await;
+    let org = dog.org("Demo EU1").unwrap().id;
+    assert_eq!(dog.keys_created(&org), 1);
+
+    dog.inject_fault(Fault::status(503).on_path("/api/v1/validate"))
+        .unwrap();
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    dog.clear_faults();
+
+    let after = support::tenant_json(&relay, "acme").await;
+    assert_eq!(after["state"], "connected", "{after}");
+    assert_eq!(after["api_key_last4"], before["api_key_last4"], "{after}");
+    assert_eq!(dog.keys_created(&org), 1, "no second key was attempted");
+    assert_eq!(
+        send_logs(&relay, "acme", &logs(1, "still-works")).await,
+        202
+    );
+    wait_for_log(&dog, "Demo EU1", "still-works 0").await;
+}
+
+/// The uninstall case end to end: the customer revokes the grant at
+/// Datadog while the API key keeps working. Within the grant check
+/// interval the tenant becomes `reauth_required` saying the customer
+/// revoked access, data accepted from then on is held (not sent), and a
+/// reconnect to the same org delivers it. Before the grant check, nothing
+/// ever looked at the grant and data kept flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uninstall_stops_the_data_until_the_customer_reconnects() {
+    let dog = support::dog().await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = ddrelay::sandbox::Relay::start_with_env(
+        &dog,
+        dir.path(),
+        "",
+        &[("DDRELAY_OAUTH__GRANT_CHECK_INTERVAL", "5s")],
+    )
+    .await
+    .unwrap();
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    assert_eq!(send_logs(&relay, "acme", &logs(1, "installed")).await, 202);
+    wait_for_log(&dog, "Demo EU1", "installed 0").await;
+
+    assert_eq!(dog.revoke_grants("Demo EU1").unwrap(), 1);
+    let org = dog.org("Demo EU1").unwrap().id;
+    let key = dog.keys_issued(&org).pop().unwrap();
+    assert!(dog.key_is_live(&key), "fakedog keeps the key alive");
+
+    support::eventually_async("the revoked grant to be noticed", || async {
+        support::tenant_json(&relay, "acme").await["state"] == "reauth_required"
+    })
+    .await;
+    let v = support::tenant_json(&relay, "acme").await;
+    assert!(
+        v["reason"].as_str().unwrap_or_default().contains("revoked"),
+        "{v}"
+    );
+    assert_eq!(
+        send_logs(&relay, "acme", &logs(3, "uninstalled")).await,
+        202
+    );
+    let v = support::tenant_json(&relay, "acme").await;
+    assert_eq!(v["queued_items"], 3, "held: {v}");
+    assert_eq!(logs_received(&dog, "Demo EU1", "uninstalled"), 0);
+
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    wait_for_log(&dog, "Demo EU1", "uninstalled 2").await;
+    assert_eq!(logs_received(&dog, "Demo EU1", "uninstalled"), 3);
+}
