@@ -310,15 +310,17 @@ impl Config {
                 origin: origin.to_string(),
             })
             .merge(EnvMap::new(env));
-        let raw: RawConfig = figment.extract().map_err(|e| ConfigError {
-            problems: figment_problems(e, origin),
-        })?;
+        let (raw, problems) = extract_raw(&figment, origin)?;
         let mut v = Validator {
             figment: &figment,
             file: origin,
-            problems: Vec::new(),
+            problems,
         };
         let config = v.config(raw);
+        // A key already reported (a wrong type, set aside) is not reported
+        // again as missing.
+        let mut seen = std::collections::HashSet::new();
+        v.problems.retain(|p| seen.insert(p.key.clone()));
         match config {
             Some(c) if v.problems.is_empty() => Ok(c),
             _ => Err(ConfigError {
@@ -432,17 +434,66 @@ fn insert_path(dict: &mut Dict, parts: &[String], value: Value) {
     }
 }
 
-fn figment_problems(error: figment::Error, file: &str) -> Vec<Problem> {
+/// Deserializes the raw config, reporting every unknown or ill-typed key:
+/// serde stops at the first, so each one found is set aside (removed from
+/// the merged values) and the rest is read again, until what is left reads
+/// cleanly. The validator then checks that, so one run reports every
+/// problem. Fails only when something other than a key is wrong (a TOML
+/// syntax error).
+fn extract_raw(figment: &Figment, file: &str) -> Result<(RawConfig, Vec<Problem>), ConfigError> {
+    let fail = |problems| ConfigError { problems };
+    let mut values: Dict = figment
+        .extract()
+        .map_err(|e| fail(figment_problems(e, figment, file)))?;
+    let mut problems = Vec::new();
+    // Each round sets at least one key aside; a config has far fewer keys.
+    for _ in 0..256 {
+        let pass = Figment::from(figment::providers::Serialized::defaults(&values));
+        let error = match pass.extract::<RawConfig>() {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(e) => e,
+        };
+        let found = figment_problems(error, figment, file);
+        let before = problems.len();
+        for p in found {
+            if p.key.is_empty() || !remove_path(&mut values, &p.key) {
+                problems.push(p);
+                return Err(fail(problems));
+            }
+            problems.push(p);
+        }
+        if problems.len() == before {
+            return Err(fail(problems));
+        }
+    }
+    Err(fail(problems))
+}
+
+/// Removes the value at dotted `path`; whether there was one.
+fn remove_path(dict: &mut Dict, path: &str) -> bool {
+    match path.split_once('.') {
+        None => dict.remove(path).is_some(),
+        Some((first, rest)) => match dict.get_mut(first) {
+            Some(Value::Dict(_, inner)) => remove_path(inner, rest),
+            _ => false,
+        },
+    }
+}
+
+fn figment_problems(error: figment::Error, figment: &Figment, file: &str) -> Vec<Problem> {
     error
         .into_iter()
         .map(|e| {
             let mut key = e.path.join(".");
             let message = match &e.kind {
                 figment::error::Kind::UnknownField(field, expected) => {
-                    if !key.is_empty() {
-                        key.push('.');
+                    // Newer figment puts the field in the path already.
+                    if e.path.last() != Some(field) {
+                        if !key.is_empty() {
+                            key.push('.');
+                        }
+                        key.push_str(field);
                     }
-                    key.push_str(field);
                     if expected.is_empty() {
                         "unknown key".to_string()
                     } else {
@@ -454,7 +505,9 @@ fn figment_problems(error: figment::Error, file: &str) -> Vec<Problem> {
                 }
                 other => one_line(&other.to_string()),
             };
-            let origin = match &e.metadata {
+            // Where the key was set, from the original sources (a re-read
+            // pass knows only its own).
+            let origin = match figment.find_metadata(&key).or(e.metadata.as_ref()) {
                 Some(m) if m.name.as_ref() == "environment variable" => {
                     format!(
                         "environment variable {}{}",
@@ -1284,6 +1337,38 @@ master_key = "{key}"
                 && line.contains("log.levle")
                 && line.contains("unknown key"),
             "{line}"
+        );
+    }
+
+    /// Every problem once, in one run: an unknown key, a wrong type and a
+    /// missing required key together (before, only the unknown key was
+    /// reported, and named twice: `server.bogus_knob.bogus_knob`).
+    #[test]
+    fn every_problem_is_reported_once_in_one_run() {
+        let text = format!(
+            "[oauth]\nclient_id = \"x\"\nredirect_uri = \"https://r.example/oauth/callback\"\n\
+             [server]\nbogus_knob = 1\nadmin_token = \"abcdefghijklmnopqrstuvwxyz012345\"\n\
+             max_body = true\n[storage]\ndata_dir = \"/tmp/x\"\nmaster_key = \"{}\"\n\
+             [log]\nlevle = \"debug\"\n",
+            key()
+        );
+        let e = Config::from_sources(&text, "/etc/ddrelay.toml", &[]).unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "log.levle",
+                "server.bogus_knob",
+                "oauth.client_secret",
+                "server.max_body",
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(!text.contains("bogus_knob.bogus_knob"), "{text}");
+        assert!(
+            e.problems.iter().all(|p| p.origin == "/etc/ddrelay.toml"),
+            "{text}"
         );
     }
 
