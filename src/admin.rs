@@ -132,6 +132,9 @@ pub struct TenantView {
     pub org_id: Option<String>,
     pub org_name: Option<String>,
     pub reason: Option<String>,
+    /// The reason in a word partners' code can match (`grant_revoked`,
+    /// `key_conflict`, `site_not_allowed`, ...).
+    pub reason_code: Option<&'static str>,
     pub queued_items: u64,
     pub queued_bytes: u64,
     pub oldest_queued_ms: Option<i64>,
@@ -152,6 +155,7 @@ impl TenantView {
             org_id: t.org_id,
             org_name: t.org_name,
             reason: t.reason,
+            reason_code: t.reason_code.map(|c| c.as_str()),
             queued_items: q.items,
             queued_bytes: q.bytes,
             oldest_queued_ms: q.oldest_ms,

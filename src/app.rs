@@ -188,7 +188,19 @@ impl Reloader {
         {
             tracing::warn!(error = %e, "log level not changed");
         }
+        // Every call to Datadog checks the list as it stands now; tenants
+        // on a site taken off it are held, those on a site put back resume.
+        self.shared
+            .tenants
+            .datadog()
+            .set_allowed_sites(new.datadog.allowed_sites.clone());
         self.shared.config.store(Arc::new(new));
+        let tenants = self.shared.tenants.clone();
+        let pipeline = self.shared.pipeline.clone();
+        tokio::spawn(async move {
+            tenants.apply_allowed_sites().await;
+            pipeline.poke();
+        });
         // Let the sender pick up new limits and tuning now, not at its next tick.
         self.shared.pipeline.poke();
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -332,6 +344,8 @@ impl App {
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
         spawn_housekeeping(shared.clone());
+        let tenants = shared.tenants.clone();
+        tokio::spawn(async move { tenants.apply_allowed_sites().await });
         let grants: Arc<dyn crate::tenant::grant::Probe> =
             Arc::new(crate::tenant::grant::Grants(shared.tenants.clone()));
         let config = shared.config.clone();

@@ -8,22 +8,27 @@
 //!   hostname to an address and port. The URL, the `Host` header and the TLS
 //!   server name all stay the real Datadog hostname, so tests and private
 //!   links exercise exactly the production code path.
-//! - Every call names a [`Site`] that has passed the allow-list; URLs come
+//! - Every call names a [`Site`] and is refused before anything is sent when
+//!   that site is not in `datadog.allowed_sites` as it stands now (a reload
+//!   that narrows the list takes effect on the next call, for tokens, keys,
+//!   intakes and the proxy alike: [`Client::set_allowed_sites`]); URLs come
 //!   from `site.rs` only.
 //!
 //! Errors are typed so callers can act on them ([`TokenError`],
 //! [`KeyError`], [`SendError`]); none carries a secret (request bodies are
 //! never echoed, response excerpts are truncated).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::config::{ClientCredentials, DatadogConfig};
 use crate::secret::Secret;
-use crate::site::{Encoding, Endpoint, HostKind, Site};
+use crate::site::{AllowedSites, Encoding, Endpoint, HostKind, Site};
 
 /// The `User-Agent` on every request.
 pub const USER_AGENT: &str = concat!("ddrelay/", env!("CARGO_PKG_VERSION"));
@@ -44,6 +49,31 @@ pub enum BuildError {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// `datadog.allowed_sites`, swapped on reload; shared by the clones.
+    allowed: Arc<ArcSwap<AllowedSites>>,
+}
+
+/// One request of the pull proxy (see [`Client::api_call`]).
+#[derive(Debug)]
+pub struct ApiCall<'a> {
+    pub method: &'a reqwest::Method,
+    pub url: &'a url::Url,
+    pub headers: &'a reqwest::header::HeaderMap,
+    /// Sent when given (methods with a body, or a body on any method).
+    pub body: Option<&'a Bytes>,
+    pub token: &'a Secret,
+    pub timeout: Duration,
+}
+
+/// Why a proxied call got no answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -92,6 +122,9 @@ pub enum TokenError {
     /// An answer we cannot read.
     #[error("unexpected token response ({status}): {excerpt}")]
     Unexpected { status: u16, excerpt: String },
+    /// The site is not in `datadog.allowed_sites`: nothing was sent.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl TokenError {
@@ -137,6 +170,9 @@ pub enum KeyError {
     Unavailable(String),
     #[error("unexpected API key response ({status}): {excerpt}")]
     Unexpected { status: u16, excerpt: String },
+    /// The site is not in `datadog.allowed_sites`: nothing was sent.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// What `GET /api/v1/validate` said about a key.
@@ -168,6 +204,9 @@ pub enum SendError {
     Connect(String),
     #[error("transport error: {0}")]
     Transport(String),
+    /// The site is not in `datadog.allowed_sites`: nothing was sent.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl Client {
@@ -207,12 +246,77 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            allowed: Arc::new(ArcSwap::from_pointee(config.allowed_sites.clone())),
+        })
     }
 
-    /// The underlying client, for the pull-side proxy's streaming requests.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// Replaces the allow-list (on reload): every later call to a site no
+    /// longer in it is refused before anything is sent.
+    pub fn set_allowed_sites(&self, allowed: AllowedSites) {
+        self.allowed.store(Arc::new(allowed));
+    }
+
+    /// Why a call to `site` may not be made, if it may not.
+    fn refused(&self, site: &Site) -> Option<String> {
+        (!self.allowed.load().allows(site)).then(|| {
+            format!(
+                "Datadog site {} is not in datadog.allowed_sites; nothing was sent",
+                site.domain
+            )
+        })
+    }
+
+    /// A call to the tenant's API host with its access token (the pull
+    /// proxy): `url` must be on `site`'s API host; the answer comes back
+    /// unread, for streaming.
+    pub async fn api_call(
+        &self,
+        site: &Site,
+        call: ApiCall<'_>,
+    ) -> Result<reqwest::Response, CallError> {
+        if let Some(why) = self.refused(site) {
+            return Err(CallError::NotAllowed(why));
+        }
+        if call.url.host_str() != Some(site.host(HostKind::Api).as_str()) {
+            return Err(CallError::NotAllowed(format!(
+                "{} is not the API host of {}",
+                call.url.host_str().unwrap_or("-"),
+                site.domain
+            )));
+        }
+        let mut req = self
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone())
+            .bearer_auth(call.token.expose())
+            .timeout(call.timeout);
+        if let Some(body) = call.body {
+            req = req.body(body.clone());
+        }
+        req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout
+            } else {
+                CallError::Transport(describe(&e))
+            }
+        })
+    }
+
+    /// `GET https://<host>/` on one of `site`'s hosts: the HTTP status, or
+    /// why no answer came (any status proves DNS, TCP, TLS and HTTP work).
+    pub async fn probe_host(&self, site: &Site, kind: HostKind) -> Result<u16, String> {
+        if let Some(why) = self.refused(site) {
+            return Err(why);
+        }
+        self.http
+            .get(site.url(kind, "/"))
+            .timeout(CONTROL_TIMEOUT)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| describe(&e))
     }
 
     /// Exchanges an authorization code (PKCE) at `https://api.<domain>/oauth2/v1/token`.
@@ -252,6 +356,9 @@ impl Client {
     }
 
     async fn token_call(&self, site: &Site, form: &[(&str, &str)]) -> Result<Tokens, TokenError> {
+        if let Some(why) = self.refused(site) {
+            return Err(TokenError::NotAllowed(why));
+        }
         let resp = self
             .http
             .post(site.url(HostKind::Api, "/oauth2/v1/token"))
@@ -323,6 +430,9 @@ impl Client {
             ("token", token.expose()),
             ("token_type_hint", hint),
         ];
+        if let Some(why) = self.refused(site) {
+            return Err(TokenError::NotAllowed(why));
+        }
         let resp = self
             .http
             .post(site.url(HostKind::Api, "/oauth2/v1/revoke"))
@@ -355,6 +465,9 @@ impl Client {
         site: &Site,
         access_token: &Secret,
     ) -> Result<ApiKey, KeyError> {
+        if let Some(why) = self.refused(site) {
+            return Err(KeyError::NotAllowed(why));
+        }
         let resp = self
             .http
             .post(site.url(HostKind::Api, "/api/v2/api_keys/marketplace"))
@@ -415,6 +528,9 @@ impl Client {
 
     /// `GET /api/v1/validate` with the API key.
     pub async fn validate_key(&self, site: &Site, api_key: &Secret) -> Validity {
+        if let Some(why) = self.refused(site) {
+            return Validity::Unknown(why);
+        }
         let resp = self
             .http
             .get(site.url(HostKind::Api, "/api/v1/validate"))
@@ -453,6 +569,9 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
+        if let Some(why) = self.refused(site) {
+            return Err(SendError::NotAllowed(why));
+        }
         let mut req = self
             .http
             .post(site.url(endpoint.host_kind(), endpoint.path()))

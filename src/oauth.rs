@@ -27,7 +27,7 @@ use crate::config::ClientCredentials;
 use crate::datadog::{KeyError, TokenError, Validity};
 use crate::secret::Secret;
 use crate::site::{AllowedSites, Site, SiteError, WebSite, us1};
-use crate::store::{Connection, Flow, StoreError, TenantState};
+use crate::store::{Connection, Flow, Reason, ReasonCode, StoreError, TenantState};
 use crate::tenant::{Tenants, now, validate_id};
 use pages::Page;
 
@@ -519,8 +519,11 @@ async fn complete(
                 tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "api key creation failed during connect");
                 let page = key_error_page(&e);
                 let reason = match e {
-                    KeyError::Exists => KEY_EXISTS_REASON.to_string(),
-                    _ => format!("API key creation failed: {e}"),
+                    KeyError::Exists => Reason::new(ReasonCode::KeyConflict, KEY_EXISTS_REASON),
+                    _ => Reason::new(
+                        ReasonCode::ConnectFailed,
+                        format!("API key creation failed: {e}"),
+                    ),
                 };
                 note_failed_connect(tenants, &tenant, &reason).await;
                 return page;
@@ -673,15 +676,16 @@ async fn note_pending_reason(tenants: &Tenants, tenant: &str, reason: &str) {
     if let Some(e) = tenants.get(tenant)
         && e.state() == TenantState::Pending
     {
+        let reason = Reason::new(ReasonCode::ConnectFailed, reason);
         let _ = tenants
-            .set_state(tenant, TenantState::Pending, Some(reason))
+            .set_state(tenant, TenantState::Pending, Some(&reason))
             .await;
     }
 }
 
 /// A failed key creation: a never-connected tenant stays pending with the
 /// reason; a tenant that was connected needs reauthorization.
-async fn note_failed_connect(tenants: &Tenants, tenant: &str, reason: &str) {
+async fn note_failed_connect(tenants: &Tenants, tenant: &str, reason: &Reason) {
     if let Some(e) = tenants.get(tenant) {
         let state = match e.state() {
             TenantState::Pending | TenantState::Disconnected => TenantState::Pending,
@@ -698,6 +702,7 @@ fn token_error_label(e: &TokenError) -> &'static str {
         TokenError::Refused { .. } => "refused",
         TokenError::Unavailable(_) => "unavailable",
         TokenError::Unexpected { .. } => "unexpected",
+        TokenError::NotAllowed(_) => "site_not_allowed",
     }
 }
 
@@ -707,7 +712,18 @@ fn key_error_label(e: &KeyError) -> &'static str {
         KeyError::Forbidden { .. } => "forbidden",
         KeyError::Unavailable(_) => "unavailable",
         KeyError::Unexpected { .. } => "unexpected",
+        KeyError::NotAllowed(_) => "site_not_allowed",
     }
+}
+
+/// The page for a site taken off `datadog.allowed_sites` mid-connect.
+fn site_not_allowed_page() -> Page {
+    bad(
+        StatusCode::BAD_REQUEST,
+        "Unsupported Datadog site",
+        "This Datadog site is no longer one this service connects to.",
+        "If your Datadog account is on another site, contact the service's support.",
+    )
 }
 
 /// Maps Datadog's documented token errors to guidance.
@@ -750,6 +766,7 @@ fn token_error_page(e: &TokenError) -> Page {
                 )
             }
         }
+        TokenError::NotAllowed(_) => site_not_allowed_page(),
         TokenError::Unavailable(_) | TokenError::Unexpected { .. } => bad(
             StatusCode::BAD_GATEWAY,
             "Datadog unavailable",
@@ -773,6 +790,7 @@ fn key_error_page(e: &KeyError) -> Page {
             "Datadog refused to create an API key: the integration's OAuth client lacks the api_keys_write scope.",
             "Please contact the service's support.",
         ),
+        KeyError::NotAllowed(_) => site_not_allowed_page(),
         KeyError::Unavailable(_) | KeyError::Unexpected { .. } => bad(
             StatusCode::BAD_GATEWAY,
             "Datadog unavailable",

@@ -215,6 +215,9 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error("cannot reach Datadog: {0}")]
     Upstream(String),
+    /// The tenant's site was taken off `datadog.allowed_sites`.
+    #[error("{0}")]
+    SiteNotAllowed(String),
     #[error(
         "Datadog's response is larger than {limit} bytes (proxy.max_response_body); narrow the query (paging, filters)"
     )]
@@ -229,7 +232,9 @@ impl ProxyError {
             ProxyError::BadTenant(_) | ProxyError::BadPath { .. } | ProxyError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ProxyError::PathNotAllowed { .. } | ProxyError::SiteNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::UnknownTenant(_) => StatusCode::NOT_FOUND,
             ProxyError::NotConnected { .. } => StatusCode::CONFLICT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -661,7 +666,8 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
             granted_scopes: granted_scopes(&entry),
         })?;
     let attempt = Attempt {
-        http: state.tenants.datadog().http(),
+        datadog: state.tenants.datadog(),
+        site,
         method: &method,
         url: &url,
         headers: &headers,
@@ -940,7 +946,8 @@ pub fn returned_headers(upstream: &HeaderMap, secrets: &[&Secret]) -> HeaderMap 
 
 /// One request to Datadog, sendable twice.
 struct Attempt<'a> {
-    http: &'a reqwest::Client,
+    datadog: &'a crate::datadog::Client,
+    site: &'static Site,
     method: &'a Method,
     url: &'a Url,
     headers: &'a HeaderMap,
@@ -950,23 +957,23 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     async fn send(&self, token: &Secret) -> Result<reqwest::Response, ProxyError> {
-        let mut req = self
-            .http
-            .request(self.method.clone(), self.url.clone())
-            .headers(self.headers.clone())
-            .bearer_auth(token.expose())
-            .timeout(self.timeout);
         let has_body = matches!(*self.method, Method::POST | Method::PUT | Method::PATCH);
-        if has_body || !self.body.is_empty() {
-            req = req.body(self.body.clone());
-        }
-        req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ProxyError::Timeout(self.timeout)
-            } else {
-                ProxyError::Upstream(describe(&e))
-            }
-        })
+        let call = crate::datadog::ApiCall {
+            method: self.method,
+            url: self.url,
+            headers: self.headers,
+            body: (has_body || !self.body.is_empty()).then_some(self.body),
+            token,
+            timeout: self.timeout,
+        };
+        self.datadog
+            .api_call(self.site, call)
+            .await
+            .map_err(|e| match e {
+                crate::datadog::CallError::Timeout => ProxyError::Timeout(self.timeout),
+                crate::datadog::CallError::NotAllowed(why) => ProxyError::SiteNotAllowed(why),
+                crate::datadog::CallError::Transport(why) => ProxyError::Upstream(why),
+            })
     }
 }
 

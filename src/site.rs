@@ -310,6 +310,11 @@ impl AllowedSites {
         self.check(site)
     }
 
+    /// Whether `site` (by domain) is in the list.
+    pub fn allows(&self, site: &Site) -> bool {
+        self.sites.iter().any(|s| s.domain == site.domain)
+    }
+
     /// Refuses a site outside the allow-list.
     pub fn check(&self, site: &'static Site) -> Result<&'static Site, SiteError> {
         if self.sites.contains(&site) {

@@ -108,12 +108,82 @@ impl FromStr for TenantState {
     }
 }
 
+/// Why a tenant is not connected, in a word partners' code can match
+/// (the admin API's `reason_code`); [`Reason::text`] is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Datadog refused the refresh token: the customer revoked access or
+    /// uninstalled the integration.
+    GrantRevoked,
+    /// The org already has this integration's key, which the relay does
+    /// not hold (409 on key creation).
+    KeyConflict,
+    /// Datadog refused the API key and a new one could not be created.
+    KeyRefused,
+    /// No usable access token could be had (not a revoked grant).
+    RefreshFailed,
+    /// The tenant's site was removed from `datadog.allowed_sites`.
+    SiteNotAllowed,
+    /// The last connect attempt failed (denied, code exchange, key).
+    ConnectFailed,
+    /// The partner disconnected the tenant (`DELETE /v1/tenants/{t}`).
+    Disconnected,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 7] = [
+        ReasonCode::GrantRevoked,
+        ReasonCode::KeyConflict,
+        ReasonCode::KeyRefused,
+        ReasonCode::RefreshFailed,
+        ReasonCode::SiteNotAllowed,
+        ReasonCode::ConnectFailed,
+        ReasonCode::Disconnected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::GrantRevoked => "grant_revoked",
+            ReasonCode::KeyConflict => "key_conflict",
+            ReasonCode::KeyRefused => "key_refused",
+            ReasonCode::RefreshFailed => "refresh_failed",
+            ReasonCode::SiteNotAllowed => "site_not_allowed",
+            ReasonCode::ConnectFailed => "connect_failed",
+            ReasonCode::Disconnected => "disconnected",
+        }
+    }
+
+    /// The code stored as `s`; `None` for a code this build does not know.
+    pub fn parse(s: &str) -> Option<ReasonCode> {
+        ReasonCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Why a tenant is in its state: a code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub text: String,
+}
+
+impl Reason {
+    pub fn new(code: ReasonCode, text: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
 /// What the store knows about a tenant, without its secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tenant {
     pub id: String,
     pub state: TenantState,
     pub reason: Option<String>,
+    /// The machine-readable reason (migration 0003), when one was recorded.
+    pub reason_code: Option<ReasonCode>,
     /// The API domain (`datadoghq.eu`), once connected.
     pub domain: Option<String>,
     pub org_id: Option<String>,
@@ -322,7 +392,7 @@ impl fmt::Debug for Store {
     }
 }
 
-const TENANT_COLUMNS: &str = "id, state, reason, domain, org_id, org_name, client_id, scopes, access_expires_at, \
+const TENANT_COLUMNS: &str = "id, state, reason, reason_code, domain, org_id, org_name, client_id, scopes, access_expires_at, \
      api_key_id, api_key_last4, api_key IS NOT NULL AS has_api_key, refresh_token IS NOT NULL AS has_refresh_token, \
      created_at, updated_at, connected_at, version, generation, grant_checked_at";
 
@@ -613,7 +683,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         sqlx::query(self.versioned(
-            "UPDATE tenants SET state = 'pending', reason = NULL, updated_at = $2, \
+            "UPDATE tenants SET state = 'pending', reason = NULL, reason_code = NULL, updated_at = $2, \
              version = {next} \
              WHERE id = $1 AND state = 'disconnected'",
         ))
@@ -720,7 +790,7 @@ impl Store {
                grant_checked_at, version) \
              VALUES ($1, 'connected', NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, $13, \
                {next}) \
-             ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, \
+             ON CONFLICT (id) DO UPDATE SET state = 'connected', reason = NULL, reason_code = NULL, \
                generation = CASE WHEN tenants.domain IS DISTINCT FROM excluded.domain \
                  OR tenants.org_id IS DISTINCT FROM excluded.org_id \
                  THEN tenants.generation + 1 ELSE tenants.generation END, \
@@ -790,7 +860,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sealed = self.sealer.seal_secret(id, "api_key", key);
         let r = sqlx::query(
-            self.versioned("UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, \
+            self.versioned("UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, reason_code = NULL, \
                updated_at = $5, version = {next} WHERE id = $1"),
         )
         .bind(id)
@@ -811,17 +881,18 @@ impl Store {
         &self,
         id: &str,
         state: TenantState,
-        reason: Option<&str>,
+        reason: Option<&Reason>,
         now: i64,
     ) -> Result<(), StoreError> {
         let r = sqlx::query(self.versioned(
-            "UPDATE tenants SET state = $2, reason = $3, updated_at = $4, \
+            "UPDATE tenants SET state = $2, reason = $3, reason_code = $5, updated_at = $4, \
                version = {next} WHERE id = $1",
         ))
         .bind(id)
         .bind(state.as_str())
-        .bind(reason)
+        .bind(reason.map(|r| r.text.as_str()))
         .bind(now)
+        .bind(reason.map(|r| r.code.as_str()))
         .execute(&self.pool)
         .await?;
         if r.rows_affected() == 0 {
@@ -834,7 +905,7 @@ impl Store {
     /// kept so an operator can still see what it was.
     pub async fn disconnect(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let r = sqlx::query(
-            self.versioned("UPDATE tenants SET state = 'disconnected', reason = $2, access_token = NULL, access_expires_at = NULL, \
+            self.versioned("UPDATE tenants SET state = 'disconnected', reason = $2, reason_code = 'disconnected', access_token = NULL, access_expires_at = NULL, \
                refresh_token = NULL, api_key = NULL, updated_at = $3, generation = generation + 1, \
                version = {next} WHERE id = $1"),
         )
@@ -891,6 +962,10 @@ fn tenant_from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
         id: r.try_get("id")?,
         state: state.parse()?,
         reason: r.try_get("reason")?,
+        reason_code: r
+            .try_get::<Option<String>, _>("reason_code")?
+            .as_deref()
+            .and_then(ReasonCode::parse),
         domain: r.try_get("domain")?,
         org_id: r.try_get("org_id")?,
         org_name: r.try_get("org_name")?,

@@ -41,7 +41,9 @@ use crate::config::{ClientCredentials, Config};
 use crate::datadog::{self, TokenError};
 use crate::secret::Secret;
 use crate::site::Site;
-use crate::store::{Connection, Store, StoreError, Tenant, TenantLock, TenantState};
+use crate::store::{
+    Connection, Reason, ReasonCode, Store, StoreError, Tenant, TenantLock, TenantState,
+};
 use crate::telemetry::metrics::Metrics;
 
 pub mod grant;
@@ -483,10 +485,46 @@ impl Tenants {
         &self,
         id: &str,
         state: TenantState,
-        reason: Option<&str>,
+        reason: Option<&Reason>,
     ) -> Result<(), StoreError> {
         self.store.set_state(id, state, reason, now()).await?;
         self.reload(id).await
+    }
+
+    /// Holds the tenants whose site is no longer in `datadog.allowed_sites`
+    /// (`reauth_required`, code `site_not_allowed`: nothing is sent there,
+    /// data accepted meanwhile is held) and resumes those held for that
+    /// reason whose site is allowed again. Run at start and on every
+    /// reload; the Datadog client refuses calls to such sites regardless.
+    pub async fn apply_allowed_sites(&self) {
+        let allowed = self.config().datadog.allowed_sites.clone();
+        for t in self.list() {
+            let Some(site) = t.domain.as_deref().and_then(Site::by_domain) else {
+                continue;
+            };
+            let change = match (t.state, allowed.allows(site), t.reason_code) {
+                (TenantState::Connected, false, _) => Some((
+                    TenantState::ReauthRequired,
+                    Some(Reason::new(
+                        ReasonCode::SiteNotAllowed,
+                        format!(
+                            "the tenant's Datadog site {} is not in datadog.allowed_sites: nothing is sent there and data accepted meanwhile is held; add the site back to resume, or the customer connects again on an allowed site",
+                            site.domain
+                        ),
+                    )),
+                )),
+                (TenantState::ReauthRequired, true, Some(ReasonCode::SiteNotAllowed)) => {
+                    Some((TenantState::Connected, None))
+                }
+                _ => None,
+            };
+            if let Some((state, reason)) = change {
+                tracing::warn!(tenant = %t.id, site = %site.domain, state = %state, "tenant's site allowed or not by datadog.allowed_sites");
+                if let Err(e) = self.set_state(&t.id, state, reason.as_ref()).await {
+                    tracing::error!(tenant = %t.id, error = %e, "cannot record the tenant's state");
+                }
+            }
+        }
     }
 
     /// Stores a new API key (after key recovery) and caches it.
@@ -714,8 +752,11 @@ impl Tenants {
                     },
                 );
                 if error.is_grant_revoked() {
-                    let reason = format!(
-                        "Datadog refused the refresh token ({error}): the customer revoked the integration's access or uninstalled it; they must connect again from the Datadog integration tile"
+                    let reason = Reason::new(
+                        ReasonCode::GrantRevoked,
+                        format!(
+                            "Datadog refused the refresh token ({error}): the customer revoked the integration's access or uninstalled it; they must connect again from the Datadog integration tile"
+                        ),
                     );
                     tracing::warn!(tenant = %id, "grant revoked, tenant needs reauthorization");
                     let _ = self
@@ -824,6 +865,7 @@ impl Tenants {
                     return self
                         .needs_reauth(
                             id,
+                            ReasonCode::RefreshFailed,
                             &format!("cannot get an access token to create a new API key: {e}"),
                         )
                         .await;
@@ -842,7 +884,9 @@ impl Tenants {
                 }
                 Err(datadog::KeyError::Exists) => {
                     self.metrics.oauth("key_create", "exists");
-                    return self.needs_reauth(id, crate::oauth::KEY_EXISTS_REASON).await;
+                    return self
+                        .needs_reauth(id, ReasonCode::KeyConflict, crate::oauth::KEY_EXISTS_REASON)
+                        .await;
                 }
                 Err(datadog::KeyError::Forbidden { status }) if !forced => {
                     // The token may have been revoked early: refresh once and retry.
@@ -855,6 +899,7 @@ impl Tenants {
                     return self
                         .needs_reauth(
                             id,
+                            ReasonCode::KeyRefused,
                             &format!("Datadog refused to create a new API key ({status}): the grant lacks api_keys_write or was revoked; the customer must connect again"),
                         )
                         .await;
@@ -867,15 +912,16 @@ impl Tenants {
         }
     }
 
-    async fn needs_reauth(&self, id: &str, reason: &str) -> Recovery {
+    async fn needs_reauth(&self, id: &str, code: ReasonCode, reason: &str) -> Recovery {
         tracing::warn!(tenant = %id, reason = %reason, "tenant needs reauthorization; its data is held");
+        let reason = Reason::new(code, reason);
         if let Err(e) = self
-            .set_state(id, TenantState::ReauthRequired, Some(reason))
+            .set_state(id, TenantState::ReauthRequired, Some(&reason))
             .await
         {
             return Recovery::Undecided(format!("cannot record reauth_required: {e}"));
         }
-        Recovery::ReauthRequired(reason.to_string())
+        Recovery::ReauthRequired(reason.text)
     }
 
     /// Revokes the tenant's tokens at Datadog, deletes its secrets and marks

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::codec;
-use crate::datadog::{self, Validity};
+use crate::datadog::Validity;
 use crate::site::{Endpoint, HostKind, Site};
 use crate::store::{Tenant, TenantState};
 use crate::tenant::{CredentialError, Tenants, now};
@@ -353,26 +353,19 @@ async fn host_step(
         },
     };
     let started = Instant::now();
-    match tenants
-        .datadog()
-        .http()
-        .get(site.url(kind, "/"))
-        .send()
-        .await
-    {
-        Ok(resp) => pass(
+    match tenants.datadog().probe_host(site, kind).await {
+        Ok(status) => pass(
             name,
             title,
             format!(
-                "{resolved}; answered HTTP {} in {} ms",
-                resp.status().as_u16(),
+                "{resolved}; answered HTTP {status} in {} ms",
                 started.elapsed().as_millis()
             ),
         ),
-        Err(e) => fail(
+        Err(why) => fail(
             name,
             title,
-            format!("{resolved}, but no HTTP answer: {}", datadog::describe(&e)),
+            format!("{resolved}, but no HTTP answer: {why}"),
         ),
     }
 }
@@ -583,6 +576,7 @@ mod tests {
             id: "t".into(),
             state: TenantState::Connected,
             reason: None,
+            reason_code: None,
             domain: Some("datadoghq.eu".into()),
             org_id: None,
             org_name: None,

@@ -422,3 +422,61 @@ async fn an_uninstall_stops_the_data_until_the_customer_reconnects() {
     wait_for_log(&dog, "Demo EU1", "uninstalled 2").await;
     assert_eq!(logs_received(&dog, "Demo EU1", "uninstalled"), 3);
 }
+
+/// Reloads the relay's own config file with `allowed_sites` (JSON list).
+fn reload_with_sites(relay: &ddrelay::sandbox::Relay, allowed_sites: &str) {
+    let env = [(
+        "DDRELAY_DATADOG__ALLOWED_SITES".to_string(),
+        allowed_sites.to_string(),
+    )];
+    let config = ddrelay::config::Config::load_with_env(&relay.config_path, &env).unwrap();
+    relay.reloader().reload(config);
+}
+
+/// A reload that takes a site off `datadog.allowed_sites` stops every call
+/// to it at once: the tenant there is held (`reauth_required`, reason code
+/// `site_not_allowed`), its data is accepted and held, a refresh sends
+/// nothing (no client secret to the removed site), and putting the site
+/// back resumes it. Before, the list was checked only at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_taken_off_the_allow_list_gets_nothing_more() {
+    let dog = support::dog().await;
+    let (relay, _dir) = support::relay(&dog, "").await;
+    support::connect(&relay, &dog, "eu", "datadoghq.eu", "Demo EU1").await;
+    support::connect(&relay, &dog, "us", "datadoghq.com", "Demo US1").await;
+
+    reload_with_sites(&relay, r#"["datadoghq.com"]"#);
+    support::eventually_async("the EU1 tenant to be held", || async {
+        support::tenant_json(&relay, "eu").await["state"] == "reauth_required"
+    })
+    .await;
+    let v = support::tenant_json(&relay, "eu").await;
+    assert_eq!(v["reason_code"], "site_not_allowed", "{v}");
+    let eu_calls = dog.token_calls("api.datadoghq.eu");
+    let eu_intake = dog.requests("http-intake.logs.datadoghq.eu", 202);
+    let refresh = relay.shared().tenants.access_token("eu", true).await;
+    assert!(
+        refresh
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("allowed_sites")),
+        "{refresh:?}"
+    );
+    assert_eq!(
+        dog.token_calls("api.datadoghq.eu"),
+        eu_calls,
+        "no refresh sent"
+    );
+    assert_eq!(send_logs(&relay, "eu", &logs(2, "eu-held")).await, 202);
+    assert_eq!(send_logs(&relay, "us", &logs(1, "us-flows")).await, 202);
+    wait_for_log(&dog, "Demo US1", "us-flows 0").await;
+    assert_eq!(support::tenant_json(&relay, "eu").await["queued_items"], 2);
+    assert_eq!(
+        dog.requests("http-intake.logs.datadoghq.eu", 202),
+        eu_intake
+    );
+
+    reload_with_sites(&relay, r#"["datadoghq.com", "datadoghq.eu"]"#);
+    wait_for_log(&dog, "Demo EU1", "eu-held 1").await;
+    let v = support::tenant_json(&relay, "eu").await;
+    assert_eq!(v["state"], "connected", "{v}");
+}

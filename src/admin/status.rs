@@ -698,6 +698,7 @@ mod tests {
             id: id.into(),
             state,
             reason: None,
+            reason_code: None,
             domain: Some("datadoghq.eu".into()),
             org_id: Some("org-1".into()),
             org_name: Some("Org".into()),

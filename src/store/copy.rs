@@ -63,6 +63,7 @@ struct RawTenant {
     id: String,
     state: String,
     reason: Option<String>,
+    reason_code: Option<String>,
     domain: Option<String>,
     org_id: Option<String>,
     org_name: Option<String>,
@@ -94,7 +95,7 @@ struct RawFlow {
     expires_at: i64,
 }
 
-const RAW_TENANT_COLUMNS: &str = "SELECT id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
+const RAW_TENANT_COLUMNS: &str = "SELECT id, state, reason, reason_code, domain, org_id, org_name, client_id, scopes, access_token, \
      access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
      generation, grant_checked_at FROM tenants ORDER BY id";
 
@@ -106,6 +107,7 @@ fn raw_tenant(r: &AnyRow) -> Result<RawTenant, sqlx::Error> {
         id: r.try_get("id")?,
         state: r.try_get("state")?,
         reason: r.try_get("reason")?,
+        reason_code: r.try_get("reason_code")?,
         domain: r.try_get("domain")?,
         org_id: r.try_get("org_id")?,
         org_name: r.try_get("org_name")?,
@@ -184,8 +186,8 @@ pub async fn copy(
     let insert_tenant = to.versioned(
         "INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
            access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
-           generation, grant_checked_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, {next}) \
+           generation, grant_checked_at, reason_code, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, {next}) \
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, domain = excluded.domain, \
            org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
            scopes = excluded.scopes, access_token = excluded.access_token, \
@@ -193,7 +195,8 @@ pub async fn copy(
            api_key = excluded.api_key, api_key_id = excluded.api_key_id, api_key_last4 = excluded.api_key_last4, \
            created_at = excluded.created_at, updated_at = excluded.updated_at, \
            connected_at = excluded.connected_at, generation = excluded.generation, \
-           grant_checked_at = excluded.grant_checked_at, version = excluded.version",
+           grant_checked_at = excluded.grant_checked_at, reason_code = excluded.reason_code, \
+           version = excluded.version",
     );
     for t in &tenants {
         sqlx::query(insert_tenant)
@@ -216,6 +219,7 @@ pub async fn copy(
             .bind(t.connected_at)
             .bind(t.generation)
             .bind(t.grant_checked_at)
+            .bind(t.reason_code.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
