@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ddrelay::secret::{MasterKey, Secret};
-use ddrelay::store::{Backend as Engine, Connection, Flow, Store, StoreError, TenantState};
+use ddrelay::store::{
+    Backend as Engine, Connection, Flow, Reason, ReasonCode, Store, StoreError, TenantState,
+};
 use sqlx::Connection as _;
 use sqlx::Row as _;
 
@@ -167,13 +169,18 @@ async fn lifecycle_on_every_backend() {
         let c = s.credentials("t1").await.unwrap();
         assert_eq!(c.refresh_token.unwrap().expose(), "refresh-2", "{name}");
         assert_eq!(c.access_expires_at, Some(500), "{name}");
-        s.set_state("t1", TenantState::ReauthRequired, Some("why"), 4)
+        let why = Reason::new(ReasonCode::GrantRevoked, "why");
+        s.set_state("t1", TenantState::ReauthRequired, Some(&why), 4)
             .await
             .unwrap();
         let t = s.tenant("t1").await.unwrap().unwrap();
         assert_eq!(
-            (t.state, t.reason.as_deref()),
-            (TenantState::ReauthRequired, Some("why")),
+            (t.state, t.reason.as_deref(), t.reason_code),
+            (
+                TenantState::ReauthRequired,
+                Some("why"),
+                Some(ReasonCode::GrantRevoked)
+            ),
             "{name}"
         );
         let v = t.version;
@@ -249,7 +256,8 @@ async fn connect_reconnect_and_errors_on_every_backend() {
             "{name}"
         );
         // A new key clears reauth_required and its reason.
-        s.set_state("acme", TenantState::ReauthRequired, Some("key dead"), 5)
+        let dead = Reason::new(ReasonCode::KeyRefused, "key dead");
+        s.set_state("acme", TenantState::ReauthRequired, Some(&dead), 5)
             .await
             .unwrap();
         s.save_api_key("acme", &Secret::new("new-key-9876"), Some("kid-2"), 6)
@@ -260,10 +268,17 @@ async fn connect_reconnect_and_errors_on_every_backend() {
             (
                 t.state,
                 t.reason,
+                t.reason_code,
                 t.api_key_last4.as_deref(),
                 t.api_key_id.as_deref()
             ),
-            (TenantState::Connected, None, Some("9876"), Some("kid-2")),
+            (
+                TenantState::Connected,
+                None,
+                None,
+                Some("9876"),
+                Some("kid-2")
+            ),
             "{name}"
         );
         assert_eq!(
@@ -587,9 +602,8 @@ async fn change_numbers_are_commit_ordered_on_every_backend() {
                     } else {
                         TenantState::Pending
                     };
-                    s.set_state(id, state, Some(&format!("w{w}-{i}")), 2)
-                        .await
-                        .unwrap();
+                    let why = Reason::new(ReasonCode::ConnectFailed, format!("w{w}-{i}"));
+                    s.set_state(id, state, Some(&why), 2).await.unwrap();
                 }
             }));
         }

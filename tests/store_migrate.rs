@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ddrelay::sandbox::{self, Relay};
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::{Encoding, Endpoint};
-use ddrelay::store::{Store, TenantState};
+use ddrelay::store::{Reason, ReasonCode, Store, TenantState};
 
 fn migrate(config: &Path, to: &str, extra: &[&str]) -> Output {
     let mut cmd = support::ddrelay_command();
@@ -60,7 +60,11 @@ async fn sqlite_store_moves_to_postgres() {
     relay
         .shared()
         .tenants
-        .set_state("globex", TenantState::ReauthRequired, Some("key refused"))
+        .set_state(
+            "globex",
+            TenantState::ReauthRequired,
+            Some(&Reason::new(ReasonCode::KeyRefused, "key refused")),
+        )
         .await
         .unwrap();
     // A connect started before the move, completed after it.
