@@ -500,7 +500,7 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             shared.metrics.queue_oldest_age_seconds.set(
                 stats
                     .oldest_created_ms
-                    .map(|t| ((crate::tenant::now_ms() - t).max(0) as f64) / 1000.0)
+                    .map(|t| ((crate::clock::now_ms() - t).max(0) as f64) / 1000.0)
                     .unwrap_or(0.0),
             );
             let corrupt = shared.queue.corrupt_records();
@@ -510,7 +510,7 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             }
             n += 1;
             if n.is_multiple_of(30)
-                && let Err(e) = shared.store.purge_expired_flows(crate::tenant::now()).await
+                && let Err(e) = shared.store.purge_expired_flows(crate::clock::now()).await
             {
                 tracing::warn!(error = %e, "purging expired flows failed");
             }
@@ -592,7 +592,7 @@ impl DeliveryView for Views {
             .is_some_and(|e| e.state() != crate::store::TenantState::Connected);
         let oldest_age_ms = stats
             .oldest_created_ms
-            .map(|t| (crate::tenant::now_ms() - t).max(0));
+            .map(|t| (crate::clock::now_ms() - t).max(0));
         serde_json::json!({
             "delivered_items": d.delivered_items,
             "held_items": if held { stats.items } else { 0 },

@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use crate::clock::now;
 use crate::codec;
 use crate::fakedog::{FakeDog, Options};
 use crate::sandbox;
 use crate::site::{Encoding, Endpoint, SITES};
-use crate::tenant::now;
 
 /// How to run.
 #[derive(Debug, Clone)]

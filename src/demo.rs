@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::clock::now;
 use crate::fakedog::{FakeDog, Options};
 use crate::sandbox::Relay;
 use crate::site::{Encoding, Endpoint};
-use crate::tenant::now;
 
 /// The demo's customers: tenant id, fakedog org, the `site` Datadog would
 /// pass to the onboarding URL (`None`: the flow starts at the US1 region

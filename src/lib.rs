@@ -40,6 +40,7 @@ pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod datadog;

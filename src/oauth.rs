@@ -23,12 +23,13 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now;
 use crate::config::ClientCredentials;
 use crate::datadog::{KeyError, TokenError, Validity};
 use crate::secret::Secret;
 use crate::site::{AllowedSites, Site, SiteError, WebSite, us1};
 use crate::store::{Connection, Flow, Reason, ReasonCode, StoreError, TenantState};
-use crate::tenant::{Tenants, now, validate_id};
+use crate::tenant::{Tenants, validate_id};
 use pages::Page;
 
 /// Body of `POST /v1/tenants/{tenant}/connect`.

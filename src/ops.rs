@@ -359,7 +359,7 @@ async fn store_migrate_async(config: &Config, to: &str, force: bool) -> Result<S
     let target = Store::open_postgres(&Secret::new(to), key)
         .await
         .map_err(|e| format!("target store {target_shown}: {e}"))?;
-    let result = store::copy::copy(&from, &target, force, crate::tenant::now(), same).await;
+    let result = store::copy::copy(&from, &target, force, crate::clock::now(), same).await;
     from.close().await;
     target.close().await;
     let r = result.map_err(|e| e.to_string())?;

@@ -31,12 +31,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 use serde::Serialize;
 
+use crate::clock::now;
 use crate::config::{ClientCredentials, Config};
 use crate::datadog::{self, TokenError};
 use crate::secret::Secret;
@@ -67,22 +68,6 @@ pub const MAX_ID_LEN: usize = 128;
 
 /// The running configuration, shared and swapped on reload.
 pub type ConfigHandle = Arc<ArcSwap<Config>>;
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Why a tenant id is refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::now;
 use crate::codec;
 use crate::datadog::Validity;
 use crate::site::{Endpoint, HostKind, Site};
 use crate::store::{Tenant, TenantState};
-use crate::tenant::{CredentialError, Tenants, now};
+use crate::tenant::{CredentialError, Tenants};
 
 /// The tag on every test item, so a customer can find (or filter out) them.
 pub const TAG: &str = "ddrelay:verify";

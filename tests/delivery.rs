@@ -9,10 +9,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use ddrelay::clock::now;
 use ddrelay::fakedog::{FakeDog, Fault};
 use ddrelay::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
-use ddrelay::tenant::now;
 use serde_json::json;
 use support::{dog, relay, tenant_json};
 

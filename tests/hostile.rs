@@ -23,11 +23,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ddrelay::clock::now;
 use ddrelay::codec;
 use ddrelay::fakedog::FakeDog;
 use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint};
-use ddrelay::tenant::now;
 use reqwest::Method;
 use serde_json::json;
 use support::{dog, relay, tenant_json};
@@ -1072,7 +1072,7 @@ async fn a_tampered_database_moves_no_key_and_reaches_no_foreign_host() {
     let beta = last_error(&relay, "beta").await;
     assert!(beta.contains("failed authentication"), "{beta}");
     let alpha = last_error(&relay, "alpha").await;
-    assert!(alpha.contains("no site"), "{alpha}");
+    assert!(alpha.contains("no stored site"), "{alpha}");
     // Both held, nothing sent anywhere, no key shown at a wrong host.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for org in ["Demo EU1", "Demo US5"] {

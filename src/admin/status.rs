@@ -46,9 +46,9 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use super::{AdminState, Queued, authorized};
+use crate::clock::now_ms;
 use crate::secret::{Secret, ct_eq};
 use crate::store::{Tenant, TenantState};
-use crate::tenant::now_ms;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "ddrelay_status";

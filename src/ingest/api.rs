@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::validate::{Invalid, validate};
+use crate::clock::now_ms;
 use crate::codec::{self, CodecError};
 use crate::config::{Config, QueueCompression};
 use crate::pipeline::{self, record};
@@ -34,7 +35,7 @@ use crate::store::TenantState;
 use crate::telemetry::metrics::{
     KindLabels, KindOutcome, KindReason, Metrics, SendLabels, status_class,
 };
-use crate::tenant::{Tenants, now_ms, validate_id};
+use crate::tenant::{Tenants, validate_id};
 
 /// The header that names the tenant.
 pub const TENANT_HEADER: &str = "dd-relay-tenant";

@@ -40,6 +40,7 @@ use super::deadletter::DeadLetters;
 use super::limits::Limiters;
 use super::record::{Ready, is_ready, item_ranges};
 use super::retry::{Backoff, Verdict, classify};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{Queue, RecordId, Taken};
 use crate::secret::Secret;
@@ -49,7 +50,7 @@ use crate::store::TenantState;
 use crate::telemetry::metrics::{
     KindLabels, KindReason, KindSite, Metrics, SendLabels, status_class,
 };
-use crate::tenant::{CredentialError, Recovery, Tenants, now_ms};
+use crate::tenant::{CredentialError, Recovery, Tenants};
 
 /// How long to keep sending on shutdown before leaving the rest on disk is
 /// `delivery.drain_timeout`; this is the dispatcher's idle re-check period.

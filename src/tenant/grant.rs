@@ -172,7 +172,7 @@ impl Probe for Grants {
     }
 
     fn now(&self) -> i64 {
-        super::now()
+        crate::clock::now()
     }
 }
 
