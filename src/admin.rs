@@ -24,10 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+use crate::credentials::CredentialError;
 use crate::oauth::{self, ConnectError, ConnectRequest};
 use crate::secret::ct_eq;
 use crate::store::Tenant;
-use crate::tenant::{CredentialError, Tenants, validate_id};
+use crate::tenant::{Tenants, validate_id};
 
 pub mod status;
 
@@ -81,6 +82,15 @@ pub trait RelayView: Send + Sync {
 #[derive(Clone)]
 pub struct AdminState {
     pub tenants: Arc<Tenants>,
+    /// Disconnect (revocation) and `verify`.
+    pub credentials: Arc<crate::credentials::Credentials>,
+    /// The connect flow.
+    pub oauth: Arc<crate::oauth::OAuth>,
+    /// What `verify` sends test items with.
+    pub datadog: crate::datadog::Client,
+    pub config: crate::tenant::ConfigHandle,
+    /// Whether replicas share the store (the DELETE answer says so).
+    pub shared_store: bool,
     pub queue: Arc<dyn QueueView>,
     pub delivery: Option<Arc<dyn DeliveryView>>,
     pub relay: Arc<dyn RelayView>,
@@ -218,7 +228,7 @@ pub fn unauthorized() -> Response {
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let config = state.tenants.config();
+    let config = state.config.load_full();
     if authorized(req.headers(), &[&config.server.admin_token]) {
         next.run(req).await
     } else {
@@ -325,7 +335,7 @@ async fn connect(
             )
         })?
     };
-    let resp = oauth::connect(&state.tenants, &tenant, req).await?;
+    let resp = oauth::connect(&state.oauth, &tenant, req).await?;
     Ok(axum::Json(resp).into_response())
 }
 
@@ -340,7 +350,7 @@ async fn disconnect(
         return Err(not_found(&tenant));
     }
     let revocation = state
-        .tenants
+        .credentials
         .disconnect(&tenant)
         .await
         .map_err(|e| match e {
@@ -348,7 +358,7 @@ async fn disconnect(
             other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         })?;
     let purged = state.queue.purge(&tenant);
-    let shared_store = state.tenants.store().backend() == crate::store::Backend::Postgres;
+    let shared_store = state.shared_store;
     if purged.items > 0 {
         tracing::warn!(tenant = %tenant, items = purged.items, bytes = purged.bytes, "queued data of a disconnected tenant discarded");
     }
@@ -377,7 +387,13 @@ async fn verify(
 ) -> Result<Response, ApiError> {
     let tenant = tenant_path(tenant)?;
     checked(&tenant)?;
-    let report = crate::verify::run(&state.tenants, &tenant)
+    let verifier = crate::verify::Verifier {
+        tenants: &state.tenants,
+        credentials: &state.credentials,
+        datadog: &state.datadog,
+        config: state.config.load_full(),
+    };
+    let report = crate::verify::run(&verifier, &tenant)
         .await
         .ok_or_else(|| not_found(&tenant))?;
     Ok(axum::Json(report).into_response())

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 
 use crate::admin::{self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView};
 use crate::config::Config;
+use crate::credentials::{Credentials, grant};
 use crate::datadog;
 use crate::ingest::{self, api::IngestState};
 use crate::oauth;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub tenants: Arc<Tenants>,
+    pub credentials: Arc<Credentials>,
+    pub datadog: datadog::Client,
     pub queue: Queue,
     pub pipeline: Arc<Pipeline>,
     ready: AtomicBool,
@@ -191,14 +194,13 @@ impl Reloader {
         // Every call to Datadog checks the list as it stands now; tenants
         // on a site taken off it are held, those on a site put back resume.
         self.shared
-            .tenants
-            .datadog()
+            .datadog
             .set_allowed_sites(new.datadog.allowed_sites.clone());
         self.shared.config.store(Arc::new(new));
-        let tenants = self.shared.tenants.clone();
+        let credentials = self.shared.credentials.clone();
         let pipeline = self.shared.pipeline.clone();
         tokio::spawn(async move {
-            tenants.apply_allowed_sites().await;
+            credentials.apply_allowed_sites().await;
             pipeline.poke();
         });
         // Let the sender pick up new limits and tuning now, not at its next tick.
@@ -256,8 +258,14 @@ impl App {
         let api = bind("server.api_listen", config.server.api_listen).await?;
         let metrics = Arc::new(Metrics::new());
         let config: ConfigHandle = Arc::new(ArcSwap::from_pointee(config));
-        let tenants =
-            Arc::new(Tenants::load(store.clone(), datadog, config.clone(), metrics.clone()).await?);
+        let tenants = Arc::new(Tenants::load(store.clone(), metrics.clone()).await?);
+        let credentials = Arc::new(Credentials::new(
+            tenants.clone(),
+            store.clone(),
+            datadog.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
         let cfg = config.load_full();
         let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
         let commits = metrics.queue_commit_seconds.clone();
@@ -278,8 +286,16 @@ impl App {
             }
         })?;
         let pipeline = Arc::new(
-            Pipeline::new(queue.clone(), tenants.clone(), metrics.clone(), dead)
-                .map_err(BuildError::Threads)?,
+            Pipeline::new(
+                queue.clone(),
+                tenants.clone(),
+                credentials.clone(),
+                datadog.clone(),
+                config.clone(),
+                metrics.clone(),
+                dead,
+            )
+            .map_err(BuildError::Threads)?,
         );
         let shared = Arc::new(Shared {
             config,
@@ -287,6 +303,8 @@ impl App {
             metrics,
             store,
             tenants,
+            credentials,
+            datadog,
             queue,
             pipeline,
             ready: AtomicBool::new(false),
@@ -344,12 +362,11 @@ impl App {
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
         spawn_housekeeping(shared.clone());
-        let tenants = shared.tenants.clone();
-        tokio::spawn(async move { tenants.apply_allowed_sites().await });
-        let grants: Arc<dyn crate::tenant::grant::Probe> =
-            Arc::new(crate::tenant::grant::Grants(shared.tenants.clone()));
+        let credentials = shared.credentials.clone();
+        tokio::spawn(async move { credentials.apply_allowed_sites().await });
+        let grants: Arc<dyn grant::Probe> = Arc::new(grant::Grants(shared.credentials.clone()));
         let config = shared.config.clone();
-        tokio::spawn(crate::tenant::grant::run(
+        tokio::spawn(grant::run(
             grants,
             move || config.load().oauth.grant_check_interval,
             shared.shutdown.clone(),
@@ -409,14 +426,31 @@ fn check_data_dir(dir: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// What the connect flow gets (see [`oauth::OAuth`]).
+fn oauth_state(shared: &Shared) -> Arc<oauth::OAuth> {
+    Arc::new(oauth::OAuth {
+        tenants: shared.tenants.clone(),
+        credentials: shared.credentials.clone(),
+        store: shared.store.clone(),
+        config: shared.config.clone(),
+        metrics: shared.metrics.clone(),
+    })
+}
+
 fn api_router(shared: Arc<Shared>) -> Router {
     let views = Arc::new(Views {
         queue: shared.queue.clone(),
         pipeline: shared.pipeline.clone(),
         tenants: shared.tenants.clone(),
     });
+    let oauth = oauth_state(&shared);
     let admin = admin::router(AdminState {
         tenants: shared.tenants.clone(),
+        credentials: shared.credentials.clone(),
+        oauth,
+        datadog: shared.datadog.clone(),
+        config: shared.config.clone(),
+        shared_store: shared.store.backend() == crate::store::Backend::Postgres,
         queue: views.clone(),
         delivery: Some(views),
         relay: shared.clone(),
@@ -425,8 +459,15 @@ fn api_router(shared: Arc<Shared>) -> Router {
         tenants: shared.tenants.clone(),
         queue: shared.queue.clone(),
         metrics: shared.metrics.clone(),
+        config: shared.config.clone(),
     });
-    let proxy = proxy::router(ProxyState::new(shared.tenants.clone()));
+    let proxy = proxy::router(ProxyState::new(
+        shared.tenants.clone(),
+        shared.credentials.clone(),
+        shared.datadog.clone(),
+        shared.config.clone(),
+        shared.metrics.clone(),
+    ));
     let config = shared.config();
     Router::new()
         .route("/healthz", get(healthz))
@@ -452,18 +493,18 @@ fn public_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/oauth/callback", get(callback))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .with_state(shared)
+        .with_state(oauth_state(&shared))
 }
 
 async fn callback(
-    State(shared): State<Arc<Shared>>,
+    State(oauth): State<Arc<oauth::OAuth>>,
     query: Result<
         axum::extract::Query<oauth::CallbackQuery>,
         axum::extract::rejection::QueryRejection,
     >,
 ) -> Response {
     match query {
-        Ok(axum::extract::Query(q)) => oauth::callback(&shared.tenants, q).await.into_response(),
+        Ok(axum::extract::Query(q)) => oauth::callback(&oauth, q).await.into_response(),
         Err(_) => oauth::pages::Page::failure(
             StatusCode::BAD_REQUEST,
             "Invalid request",

@@ -146,6 +146,18 @@ impl TokenError {
     pub fn is_client_error(&self) -> bool {
         matches!(self, TokenError::Refused { error, .. } if error == "invalid_client")
     }
+
+    /// The metric label for this failure (`ddrelay_oauth_events_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenError::Refused { error, .. } if error == "invalid_client" => "invalid_client",
+            TokenError::Refused { error, .. } if error == "invalid_grant" => "invalid_grant",
+            TokenError::Refused { .. } => "refused",
+            TokenError::Unavailable(_) => "unavailable",
+            TokenError::Unexpected { .. } => "unexpected",
+            TokenError::NotAllowed(_) => "site_not_allowed",
+        }
+    }
 }
 
 /// A created API key.
@@ -173,6 +185,19 @@ pub enum KeyError {
     /// The site is not in `datadog.allowed_sites`: nothing was sent.
     #[error("{0}")]
     NotAllowed(String),
+}
+
+impl KeyError {
+    /// The metric label for this failure (`ddrelay_oauth_events_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            KeyError::Exists => "exists",
+            KeyError::Forbidden { .. } => "forbidden",
+            KeyError::Unavailable(_) => "unavailable",
+            KeyError::Unexpected { .. } => "unexpected",
+            KeyError::NotAllowed(_) => "site_not_allowed",
+        }
+    }
 }
 
 /// What `GET /api/v1/validate` said about a key.

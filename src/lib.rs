@@ -43,6 +43,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod credentials;
 pub mod datadog;
 pub mod demo;
 pub mod fakedog;

@@ -25,12 +25,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now;
 use crate::config::ClientCredentials;
-use crate::datadog::{KeyError, TokenError, Validity};
-use crate::secret::Secret;
+use crate::credentials::{ConnectFailure, Credentials, Granted, KEY_EXISTS_REASON};
+use crate::datadog::{KeyError, TokenError};
 use crate::site::{AllowedSites, Site, SiteError, WebSite, us1};
-use crate::store::{Connection, Flow, Reason, ReasonCode, StoreError, TenantState};
-use crate::tenant::{Tenants, validate_id};
+use crate::store::{Flow, Reason, ReasonCode, Store, StoreError, TenantState};
+use crate::telemetry::metrics::Metrics;
+use crate::tenant::{ConfigHandle, Tenants, validate_id};
 use pages::Page;
+
+/// What the connect flow needs, given by `app.rs`: the tenants (states),
+/// the credentials (code exchange, key, connection), the store (pending
+/// flows), the config and the metrics.
+pub struct OAuth {
+    pub tenants: Arc<Tenants>,
+    pub credentials: Arc<Credentials>,
+    pub store: Store,
+    pub config: ConfigHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for OAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth").finish_non_exhaustive()
+    }
+}
+
+impl OAuth {
+    fn config(&self) -> Arc<crate::config::Config> {
+        self.config.load_full()
+    }
+}
 
 /// Body of `POST /v1/tenants/{tenant}/connect`.
 #[derive(Debug, Default, Deserialize)]
@@ -73,12 +97,12 @@ pub enum ConnectError {
 
 /// Starts a connect flow for `tenant`: returns the authorize URL.
 pub async fn connect(
-    tenants: &Tenants,
+    oauth: &OAuth,
     tenant: &str,
     req: ConnectRequest,
 ) -> Result<ConnectResponse, ConnectError> {
     validate_id(tenant)?;
-    let config = tenants.config();
+    let config = oauth.config();
     let web = match req.site.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(site) => config.datadog.allowed_sites.web_site(site)?,
         None => WebSite {
@@ -104,9 +128,9 @@ pub async fn connect(
     } else {
         Some(web.site.domain)
     };
-    tenants.store().purge_expired_flows(created_at).await?;
-    tenants
-        .store()
+    oauth.store.purge_expired_flows(created_at).await?;
+    oauth
+        .store
         .create_flow(&Flow {
             state_hash: pkce::state_hash(state.expose()),
             tenant: tenant.to_string(),
@@ -118,7 +142,7 @@ pub async fn connect(
             expires_at,
         })
         .await?;
-    tenants.touch_pending(tenant).await?;
+    oauth.tenants.touch_pending(tenant).await?;
     let mut url = url::Url::parse(&web.authorize_url())
         .map_err(|_| SiteError::Malformed(web.host.clone(), "bad host"))?;
     {
@@ -133,7 +157,7 @@ pub async fn connect(
             q.append_pair("scope", &config.oauth.scopes.join(" "));
         }
     }
-    tenants.metrics().oauth("connect", "started");
+    oauth.metrics.oauth("connect", "started");
     tracing::info!(tenant = %tenant, authorize_host = %web.host, bound_site = bound.unwrap_or("any"), "connect flow started");
     Ok(ConnectResponse {
         tenant: tenant.to_string(),
@@ -237,8 +261,8 @@ pub fn callback_site(allowed: &AllowedSites, domain: Option<&str>) -> Result<&'s
 }
 
 /// Handles `GET /oauth/callback`: the whole second half of the flow.
-pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
-    let metrics = tenants.metrics();
+pub async fn callback(oauth: &Arc<OAuth>, q: CallbackQuery) -> Page {
+    let metrics = &oauth.metrics;
     let state = match check_params(&q) {
         Ok(state) => state,
         Err(page) => {
@@ -251,7 +275,7 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
             return page;
         }
     };
-    let flow = match tenants.store().take_flow(&pkce::state_hash(state)).await {
+    let flow = match oauth.store.take_flow(&pkce::state_hash(state)).await {
         Ok(Some(f)) => f,
         Ok(None) => {
             metrics.oauth("callback", "unknown_state");
@@ -276,7 +300,7 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
     let tenant = flow.tenant.clone();
     // The flow may have started on another replica: read the tenant now
     // rather than at the next sync.
-    if let Err(e) = tenants.reload(&tenant).await {
+    if let Err(e) = oauth.tenants.reload(&tenant).await {
         tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant during oauth callback");
     }
     if flow.expires_at < now() {
@@ -318,14 +342,14 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
         );
         tracing::info!(tenant = %tenant, error = %error, "oauth callback carried an error");
         note_pending_reason(
-            tenants,
+            oauth,
             &tenant,
             &format!("the last connect attempt ended with `{error}` at Datadog"),
         )
         .await;
         return bad(StatusCode::FORBIDDEN, title, message, START_AGAIN);
     }
-    let config = tenants.config();
+    let config = oauth.config();
     let site: &'static Site = match callback_site(
         &config.datadog.allowed_sites,
         q.domain.as_deref(),
@@ -379,11 +403,11 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
     // What follows changes credentials at Datadog (a code is single use, a
     // key is created once per org): it runs on its own task, so a browser
     // that gives up mid-way cannot leave a key created and not stored.
-    let done = tenants
-        .detached(move |tenants| async move {
-            complete(&tenants, &q, &flow, site, &client, &code).await
-        })
-        .await;
+    let oauth = oauth.clone();
+    let done = crate::credentials::detached(async move {
+        complete(&oauth, &q, &flow, site, &client, &code).await
+    })
+    .await;
     done.unwrap_or_else(|| {
         bad(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -395,41 +419,33 @@ pub async fn callback(tenants: &Arc<Tenants>, q: CallbackQuery) -> Page {
 }
 
 /// The callback's second half, after every check: exchange the code,
-/// enforce one org per tenant, get the API key and store the connection.
+/// enforce one org per tenant, then let the credentials get the API key and
+/// store the connection.
 async fn complete(
-    tenants: &Arc<Tenants>,
+    oauth: &OAuth,
     q: &CallbackQuery,
     flow: &Flow,
     site: &'static Site,
     client: &ClientCredentials,
     code: &str,
 ) -> Page {
-    let metrics = tenants.metrics();
-    let config = tenants.config();
+    let metrics = &oauth.metrics;
+    let config = oauth.config();
     let tenant = flow.tenant.clone();
     // 1. Exchange the code.
-    let tokens = match tenants
-        .datadog()
-        .exchange_code(
-            site,
-            client,
-            code,
-            &flow.verifier,
-            config.oauth.redirect_uri.as_str(),
-        )
+    let redirect = config.oauth.redirect_uri.as_str();
+    let tokens = match oauth
+        .credentials
+        .exchange_code(site, client, code, &flow.verifier, redirect)
         .await
     {
         Ok(t) => t,
         Err(e) => {
-            metrics.oauth("token_exchange", token_error_label(&e));
+            metrics.oauth("token_exchange", e.label());
             tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "code exchange failed");
             let page = token_error_page(&e);
-            note_pending_reason(
-                tenants,
-                &tenant,
-                &format!("code exchange failed: {}", page.message),
-            )
-            .await;
+            let why = format!("code exchange failed: {}", page.message);
+            note_pending_reason(oauth, &tenant, &why).await;
             return page;
         }
     };
@@ -439,26 +455,13 @@ async fn complete(
     // 2. One Datadog org, one tenant: refuse a second tenant for the same org
     //    (the org can hold only one key for this integration).
     if let Some(org) = &org_id {
-        match tenants.store().tenant_for_org(org, &tenant).await {
+        match oauth.store.tenant_for_org(org, &tenant).await {
             Ok(Some(other)) => {
                 metrics.oauth("callback", "org_taken");
                 tracing::warn!(tenant = %tenant, other_tenant = %other, org = %org, "datadog org already connected to another tenant; refusing");
-                let _ = tenants
-                    .datadog()
-                    .revoke(site, client, &tokens.access_token, "access_token")
-                    .await;
-                if let Some(rt) = &tokens.refresh_token {
-                    let _ = tenants
-                        .datadog()
-                        .revoke(site, client, rt, "refresh_token")
-                        .await;
-                }
-                note_pending_reason(
-                    tenants,
-                    &tenant,
-                    &format!("Datadog org {org} is already connected to tenant {other}"),
-                )
-                .await;
+                oauth.credentials.revoke_tokens(site, client, &tokens).await;
+                let why = format!("Datadog org {org} is already connected to tenant {other}");
+                note_pending_reason(oauth, &tenant, &why).await;
                 return bad(
                     StatusCode::CONFLICT,
                     "Already connected",
@@ -479,88 +482,38 @@ async fn complete(
         }
     }
 
-    // 3. The API key: keep a still-valid key we hold for the same org
-    //    (a reconnect), otherwise create one. Under the tenant lock until the
-    //    connection is stored, so a key re-creation or a refresh on another
-    //    replica never interleaves with it (one key per org).
-    let lock = match tenants.lock(&tenant).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(tenant = %tenant, error = %e, "store unavailable during oauth callback");
+    // 3. The API key and the connection, stored together.
+    let granted = Granted {
+        site,
+        org_id: org_id.clone(),
+        org_name: q.dd_org_name.clone().filter(|s| !s.is_empty()),
+        client,
+        tokens,
+    };
+    match oauth.credentials.complete_connect(&tenant, granted).await {
+        Ok(()) => {}
+        Err(ConnectFailure::Key(e)) => {
+            tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "api key creation failed during connect");
+            let reason = match e {
+                KeyError::Exists => Reason::new(ReasonCode::KeyConflict, KEY_EXISTS_REASON),
+                _ => Reason::new(
+                    ReasonCode::ConnectFailed,
+                    format!("API key creation failed: {e}"),
+                ),
+            };
+            note_failed_connect(oauth, &tenant, &reason).await;
+            return key_error_page(&e);
+        }
+        Err(ConnectFailure::Store(e)) => {
+            tracing::error!(tenant = %tenant, error = %e, "cannot store the new connection");
             metrics.oauth("callback", "store_error");
             return bad(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
-                "The connection could not be completed.",
+                "The connection could not be saved.",
                 START_AGAIN,
             );
         }
-    };
-    if let Err(e) = tenants.reload(&tenant).await {
-        tracing::warn!(tenant = %tenant, error = %e, "cannot re-read the tenant during oauth callback");
-    }
-    // The connection this replaces, if it was for another org or site: its
-    // grant is revoked once the new one is stored (its held data is
-    // discarded by generation, see store::Tenant::generation).
-    let previous = previous_connection(tenants, &tenant, site, org_id.as_deref()).await;
-    let existing = reusable_key(tenants, &tenant, site, org_id.as_deref()).await;
-    let (api_key, api_key_id) = match existing {
-        Some(k) => (k, None),
-        None => match tenants
-            .datadog()
-            .create_api_key(site, &tokens.access_token)
-            .await
-        {
-            Ok(k) => {
-                metrics.oauth("key_create", "ok");
-                (k.key, k.id)
-            }
-            Err(e) => {
-                metrics.oauth("key_create", key_error_label(&e));
-                tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "api key creation failed during connect");
-                let page = key_error_page(&e);
-                let reason = match e {
-                    KeyError::Exists => Reason::new(ReasonCode::KeyConflict, KEY_EXISTS_REASON),
-                    _ => Reason::new(
-                        ReasonCode::ConnectFailed,
-                        format!("API key creation failed: {e}"),
-                    ),
-                };
-                note_failed_connect(tenants, &tenant, &reason).await;
-                return page;
-            }
-        },
-    };
-
-    // 4. Store everything atomically, then answer.
-    let connection = Connection {
-        domain: site.domain.to_string(),
-        org_id: org_id.clone(),
-        org_name: q.dd_org_name.clone().filter(|s| !s.is_empty()),
-        client_id: client.client_id.clone(),
-        scopes: tokens.scope.clone(),
-        access_token: tokens.access_token.clone(),
-        access_expires_at: now() + tokens.expires_in.unwrap_or(3600) as i64,
-        refresh_token: tokens.refresh_token.clone(),
-        api_key,
-        api_key_id,
-    };
-    let stored = tenants.record_connection(&tenant, connection).await;
-    if stored.is_ok()
-        && let Some(previous) = &previous
-    {
-        revoke_previous(tenants, &tenant, previous).await;
-    }
-    lock.release().await;
-    if let Err(e) = stored {
-        tracing::error!(tenant = %tenant, error = %e, "cannot store the new connection");
-        metrics.oauth("callback", "store_error");
-        return bad(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "The connection could not be saved.",
-            START_AGAIN,
-        );
     }
     metrics.oauth("callback", "connected");
     tracing::info!(tenant = %tenant, site = %site.domain, org = org_id.as_deref().unwrap_or("-"), "tenant connected");
@@ -570,115 +523,15 @@ async fn complete(
     )
 }
 
-/// What the tenant status says after key creation answered 409.
-pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
-     the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
-
-/// A key this tenant already holds for the same org, unless Datadog says
-/// it is dead.
-///
-/// What is trusted: `dd_oid` comes back through the customer's browser, so
-/// it is only as good as that browser; the code exchange proves the grant,
-/// not the org. The relay uses it in directions where a forged value
-/// cannot send data to an org the tenant never held: a *changed* or
-/// missing `dd_oid` discards held data and revokes the previous grant
-/// (fail safe), and a *same* `dd_oid` only keeps the key this tenant
-/// already sends with, to the org it already sends to. Datadog's own word
-/// wins where it speaks: a key it refuses is replaced.
-///
-/// Unknown is not invalid: when Datadog cannot say (5xx, timeout), the key
-/// the tenant holds is kept (creating one would meet 409, one key per org,
-/// and break a working tenant); the intake's 403 fallback decides later if
-/// the key really is dead.
-async fn reusable_key(
-    tenants: &Tenants,
-    tenant: &str,
-    site: &'static Site,
-    org_id: Option<&str>,
-) -> Option<Secret> {
-    let entry = tenants.get(tenant)?;
-    let record = entry.record();
-    if !record.has_api_key
-        || record.domain.as_deref() != Some(site.domain)
-        || record.org_id.as_deref() != org_id
-    {
-        return None;
-    }
-    let key = tenants.api_key(tenant).await.ok()?;
-    match tenants.datadog().validate_key(site, &key).await {
-        Validity::Valid => {
-            tracing::info!(tenant = %tenant, "reconnect keeps the tenant's existing, still valid API key");
-            Some(key)
-        }
-        Validity::Unknown(why) => {
-            tracing::warn!(tenant = %tenant, error = %why, "cannot validate the tenant's API key during reconnect; keeping it (unknown is not invalid)");
-            Some(key)
-        }
-        Validity::Invalid => None,
-    }
-}
-
-/// The tenant's current grant, when the connection being completed is for
-/// another org or site: its site and tokens, to revoke once the new
-/// connection is stored.
-async fn previous_connection(
-    tenants: &Tenants,
-    tenant: &str,
-    site: &'static Site,
-    org_id: Option<&str>,
-) -> Option<Previous> {
-    let entry = tenants.get(tenant)?;
-    let record = entry.record();
-    let same = record.domain.as_deref() == Some(site.domain) && record.org_id.as_deref() == org_id;
-    if same || !record.has_refresh_token {
-        return None;
-    }
-    Some(Previous {
-        site: entry.site()?,
-        client: tenants.client_for(&record).ok()?,
-        creds: tenants.store().credentials(tenant).await.ok()?,
-    })
-}
-
-/// A grant a reconnect to another org or site replaces.
-struct Previous {
-    site: &'static Site,
-    client: ClientCredentials,
-    creds: crate::store::Credentials,
-}
-
-/// Revokes the grant of the connection a reconnect to another org replaced.
-async fn revoke_previous(tenants: &Tenants, tenant: &str, previous: &Previous) {
-    let Previous {
-        site,
-        client,
-        creds,
-    } = previous;
-    for (token, hint) in [
-        (&creds.refresh_token, "refresh_token"),
-        (&creds.access_token, "access_token"),
-    ] {
-        if let Some(token) = token {
-            let result = tenants.datadog().revoke(site, client, token, hint).await;
-            tenants
-                .metrics()
-                .oauth("revoke", if result.is_ok() { "ok" } else { "error" });
-            if let Err(e) = result {
-                tracing::warn!(tenant = %tenant, site = %site.domain, error = %e, "revoking the previous org's grant failed");
-            }
-        }
-    }
-    tracing::info!(tenant = %tenant, previous_site = %site.domain, "tenant reconnected to another org or site; the previous grant was revoked and its held data is discarded");
-}
-
 /// Records why the last connect attempt failed, on a tenant that is not
 /// connected (a connected tenant keeps delivering with what it has).
-async fn note_pending_reason(tenants: &Tenants, tenant: &str, reason: &str) {
-    if let Some(e) = tenants.get(tenant)
+async fn note_pending_reason(oauth: &OAuth, tenant: &str, reason: &str) {
+    if let Some(e) = oauth.tenants.get(tenant)
         && e.state() == TenantState::Pending
     {
         let reason = Reason::new(ReasonCode::ConnectFailed, reason);
-        let _ = tenants
+        let _ = oauth
+            .tenants
             .set_state(tenant, TenantState::Pending, Some(&reason))
             .await;
     }
@@ -686,34 +539,13 @@ async fn note_pending_reason(tenants: &Tenants, tenant: &str, reason: &str) {
 
 /// A failed key creation: a never-connected tenant stays pending with the
 /// reason; a tenant that was connected needs reauthorization.
-async fn note_failed_connect(tenants: &Tenants, tenant: &str, reason: &Reason) {
-    if let Some(e) = tenants.get(tenant) {
+async fn note_failed_connect(oauth: &OAuth, tenant: &str, reason: &Reason) {
+    if let Some(e) = oauth.tenants.get(tenant) {
         let state = match e.state() {
             TenantState::Pending | TenantState::Disconnected => TenantState::Pending,
             _ => TenantState::ReauthRequired,
         };
-        let _ = tenants.set_state(tenant, state, Some(reason)).await;
-    }
-}
-
-fn token_error_label(e: &TokenError) -> &'static str {
-    match e {
-        TokenError::Refused { error, .. } if error == "invalid_client" => "invalid_client",
-        TokenError::Refused { error, .. } if error == "invalid_grant" => "invalid_grant",
-        TokenError::Refused { .. } => "refused",
-        TokenError::Unavailable(_) => "unavailable",
-        TokenError::Unexpected { .. } => "unexpected",
-        TokenError::NotAllowed(_) => "site_not_allowed",
-    }
-}
-
-fn key_error_label(e: &KeyError) -> &'static str {
-    match e {
-        KeyError::Exists => "exists",
-        KeyError::Forbidden { .. } => "forbidden",
-        KeyError::Unavailable(_) => "unavailable",
-        KeyError::Unexpected { .. } => "unexpected",
-        KeyError::NotAllowed(_) => "site_not_allowed",
+        let _ = oauth.tenants.set_state(tenant, state, Some(reason)).await;
     }
 }
 

@@ -101,12 +101,13 @@ use url::Url;
 use crate::admin::authorized;
 use crate::codec;
 use crate::config::ProxyConfig;
+use crate::credentials::{CredentialError, Credentials};
 use crate::datadog::{USER_AGENT, describe};
 use crate::secret::Secret;
 use crate::site::{Encoding, HostKind, Site};
 use crate::store::TenantState;
-use crate::telemetry::metrics::{StatusClass, status_class};
-use crate::tenant::{CredentialError, Entry, IdError, Tenants, validate_id};
+use crate::telemetry::metrics::{Metrics, StatusClass, status_class};
+use crate::tenant::{ConfigHandle, Entry, IdError, Tenants, validate_id};
 
 /// Where the proxy's routes start; the tenant id and `datadog/` follow.
 const ROUTE_PREFIX: &str = "/v1/tenants/";
@@ -485,11 +486,16 @@ impl Limits {
 /// cover from rotating the tenant's refresh token on every call.
 const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// What the proxy needs: the tenants (tokens, sites, the Datadog client,
-/// the current config, the metrics).
+/// What the proxy needs: the tenants (sites, states), their credentials
+/// (tokens and the refresh policy), the Datadog client, the current config
+/// and the metrics.
 #[derive(Clone)]
 pub struct ProxyState {
     tenants: Arc<Tenants>,
+    credentials: Arc<Credentials>,
+    datadog: crate::datadog::Client,
+    config: ConfigHandle,
+    metrics: Arc<Metrics>,
     limits: Arc<Limits>,
     /// Per tenant: a token fresh from a forced refresh that Datadog still
     /// refused, and when.
@@ -497,9 +503,19 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(tenants: Arc<Tenants>) -> ProxyState {
+    pub fn new(
+        tenants: Arc<Tenants>,
+        credentials: Arc<Credentials>,
+        datadog: crate::datadog::Client,
+        config: ConfigHandle,
+        metrics: Arc<Metrics>,
+    ) -> ProxyState {
         ProxyState {
             tenants,
+            credentials,
+            datadog,
+            config,
+            metrics,
             limits: Arc::new(Limits::default()),
             refused: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -548,8 +564,7 @@ async fn handle(State(state): State<ProxyState>, req: Request) -> Response {
     };
     let status = response.status().as_u16();
     state
-        .tenants
-        .metrics()
+        .metrics
         .proxy_requests
         .get_or_create(&StatusClass {
             status_class: status_class(status),
@@ -598,7 +613,7 @@ const ALLOWED_METHODS: [Method; 7] = [
 ];
 
 async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyError> {
-    let config = state.tenants.config();
+    let config = state.config.load_full();
     let expected = config
         .proxy
         .token
@@ -657,7 +672,7 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
 
     let permit = state.limits.admit(&tenant, &config.proxy)?;
     let token = state
-        .tenants
+        .credentials
         .access_token(&tenant, false)
         .await
         .map_err(|error| ProxyError::Credentials {
@@ -666,7 +681,7 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
             granted_scopes: granted_scopes(&entry),
         })?;
     let attempt = Attempt {
-        datadog: state.tenants.datadog(),
+        datadog: &state.datadog,
         site,
         method: &method,
         url: &url,
@@ -691,7 +706,7 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
         ));
     }
     tracing::info!(tenant = %tenant, status = first.status.as_u16(), "datadog refused the access token; refreshing it once and retrying");
-    match state.tenants.access_token(&tenant, true).await {
+    match state.credentials.access_token(&tenant, true).await {
         Ok(fresh) => {
             let second = attempt.send(&fresh).await?;
             if !is_auth_failure(second.status()) {

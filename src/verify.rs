@@ -31,10 +31,11 @@ use serde::Serialize;
 
 use crate::clock::now;
 use crate::codec;
+use crate::credentials::{CredentialError, Credentials};
 use crate::datadog::Validity;
 use crate::site::{Endpoint, HostKind, Site};
 use crate::store::{Tenant, TenantState};
-use crate::tenant::{CredentialError, Tenants};
+use crate::tenant::Tenants;
 
 /// The tag on every test item, so a customer can find (or filter out) them.
 pub const TAG: &str = "ddrelay:verify";
@@ -102,46 +103,50 @@ fn fail(name: &'static str, title: impl Into<String>, detail: impl Into<String>)
     }
 }
 
+/// What `verify` needs: the tenant's record, its credentials, the Datadog
+/// client the test items go through, and the config.
+pub struct Verifier<'a> {
+    pub tenants: &'a Arc<Tenants>,
+    pub credentials: &'a Arc<Credentials>,
+    pub datadog: &'a crate::datadog::Client,
+    pub config: Arc<crate::config::Config>,
+}
+
 /// Runs every step for `id`. Returns `None` for an unknown tenant.
-pub async fn run(tenants: &Arc<Tenants>, id: &str) -> Option<Report> {
+pub async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
     let started = Instant::now();
-    let entry = tenants.get(id)?;
+    let entry = v.tenants.get(id)?;
     let record = entry.record();
-    let config = tenants.config();
+    let config = v.config.clone();
     let budget = config
         .server
         .request_timeout
         .saturating_sub(ANSWER_MARGIN)
         .clamp(MIN_STEP_BUDGET, MAX_STEP_BUDGET);
 
-    let site_step = site_step(tenants, &record);
+    let site_step = site_step(v, &record);
     let site = entry
         .site()
         .filter(|s| config.datadog.allowed_sites.check(s).is_ok());
 
     let (authorization, api_key, host_api, host_logs, intakes) = tokio::join!(
         bounded(budget, "authorization", authorization_title(site), {
-            authorization(tenants, id, site)
+            authorization(v, id, site)
         }),
-        bounded(
-            budget,
-            "api_key",
-            API_KEY_TITLE,
-            api_key_step(tenants, id, site)
-        ),
+        bounded(budget, "api_key", API_KEY_TITLE, api_key_step(v, id, site)),
         bounded(
             budget,
             "host_api",
             host_title(site, HostKind::Api),
-            host_step("host_api", tenants, site, HostKind::Api)
+            host_step("host_api", v, site, HostKind::Api)
         ),
         bounded(
             budget,
             "host_logs",
             host_title(site, HostKind::Logs),
-            host_step("host_logs", tenants, site, HostKind::Logs)
+            host_step("host_logs", v, site, HostKind::Logs)
         ),
-        intake_steps(tenants, id, site, budget),
+        intake_steps(v, id, site, budget),
     );
     // Checked last: the forced refresh may have just moved the tenant.
     let state_step = state_step(&entry.record());
@@ -208,7 +213,7 @@ fn state_step(record: &Tenant) -> Step {
     }
 }
 
-fn site_step(tenants: &Tenants, record: &Tenant) -> Step {
+fn site_step(v: &Verifier<'_>, record: &Tenant) -> Step {
     const TITLE: &str =
         "the tenant's site is a known Datadog site, allowed by datadog.allowed_sites";
     let Some(domain) = record.domain.as_deref() else {
@@ -225,7 +230,7 @@ fn site_step(tenants: &Tenants, record: &Tenant) -> Step {
             format!("{domain} is not a known Datadog site"),
         );
     };
-    match tenants.config().datadog.allowed_sites.check(site) {
+    match v.config.datadog.allowed_sites.check(site) {
         Ok(_) => pass("site", TITLE, site.to_string()),
         Err(e) => fail("site", TITLE, e.to_string()),
     }
@@ -239,7 +244,7 @@ fn authorization_title(site: Option<&Site>) -> String {
     )
 }
 
-async fn authorization(tenants: &Arc<Tenants>, id: &str, site: Option<&Site>) -> Step {
+async fn authorization(v: &Verifier<'_>, id: &str, site: Option<&Site>) -> Step {
     let title = authorization_title(site);
     if site.is_none() {
         return fail(
@@ -248,9 +253,10 @@ async fn authorization(tenants: &Arc<Tenants>, id: &str, site: Option<&Site>) ->
             "skipped: the tenant has no usable site",
         );
     }
-    match tenants.access_token(id, true).await {
+    match v.credentials.access_token(id, true).await {
         Ok(_) => {
-            let left = tenants
+            let left = v
+                .tenants
                 .get(id)
                 .and_then(|e| e.record().access_expires_at)
                 .map(|exp| format!(", valid for {} s", exp - now()))
@@ -279,7 +285,7 @@ async fn authorization(tenants: &Arc<Tenants>, id: &str, site: Option<&Site>) ->
 
 const API_KEY_TITLE: &str = "the tenant's API key validates (GET /api/v1/validate)";
 
-async fn api_key_step(tenants: &Tenants, id: &str, site: Option<&Site>) -> Step {
+async fn api_key_step(v: &Verifier<'_>, id: &str, site: Option<&Site>) -> Step {
     let Some(site) = site else {
         return fail(
             "api_key",
@@ -287,16 +293,17 @@ async fn api_key_step(tenants: &Tenants, id: &str, site: Option<&Site>) -> Step 
             "skipped: the tenant has no usable site",
         );
     };
-    let key = match tenants.api_key(id).await {
+    let key = match v.credentials.api_key(id).await {
         Ok(k) => k,
         Err(e) => return fail("api_key", API_KEY_TITLE, e.to_string()),
     };
-    let last4 = tenants
+    let last4 = v
+        .tenants
         .get(id)
         .and_then(|e| e.record().api_key_last4)
         .map(|l| format!(" (…{l})"))
         .unwrap_or_default();
-    match tenants.datadog().validate_key(site, &key).await {
+    match v.datadog.validate_key(site, &key).await {
         Validity::Valid => pass(
             "api_key",
             API_KEY_TITLE,
@@ -331,7 +338,7 @@ fn host_title(site: Option<&Site>, kind: HostKind) -> String {
 /// `GET /`: any HTTP status proves DNS, TCP, TLS and HTTP all work.
 async fn host_step(
     name: &'static str,
-    tenants: &Tenants,
+    v: &Verifier<'_>,
     site: Option<&Site>,
     kind: HostKind,
 ) -> Step {
@@ -340,7 +347,7 @@ async fn host_step(
         return fail(name, title, "skipped: the tenant has no usable site");
     };
     let host = site.host(kind);
-    let resolved = match tenants.config().datadog.resolve.get(&host) {
+    let resolved = match v.config.datadog.resolve.get(&host) {
         Some(addr) => format!("pinned to {addr} by [datadog.resolve]"),
         None => match tokio::net::lookup_host((host.as_str(), 443)).await {
             Ok(addrs) => {
@@ -354,7 +361,7 @@ async fn host_step(
         },
     };
     let started = Instant::now();
-    match tenants.datadog().probe_host(site, kind).await {
+    match v.datadog.probe_host(site, kind).await {
         Ok(status) => pass(
             name,
             title,
@@ -425,13 +432,13 @@ fn test_items() -> [(&'static str, Endpoint, &'static str, serde_json::Value); 4
 }
 
 async fn intake_steps(
-    tenants: &Tenants,
+    v: &Verifier<'_>,
     id: &str,
     site: Option<&Site>,
     budget: Duration,
 ) -> Vec<Step> {
     let key = match site {
-        Some(_) => tenants.api_key(id).await.map_err(|e| e.to_string()),
+        Some(_) => v.credentials.api_key(id).await.map_err(|e| e.to_string()),
         None => Err("the tenant has no usable site".to_string()),
     };
     let sends = test_items().map(|(name, endpoint, what, body)| {
@@ -453,8 +460,8 @@ async fn intake_steps(
             let encoding = endpoint.default_encoding();
             let raw = body.to_string();
             let wire = codec::compress(encoding, 6, raw.as_bytes());
-            let sent = tenants
-                .datadog()
+            let sent = v
+                .datadog
                 .send(site, endpoint, &key, encoding, wire.into(), budget)
                 .await;
             match sent {

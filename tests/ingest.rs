@@ -418,7 +418,7 @@ async fn status_codes_follow_the_contract() {
     assert!(v["errors"][0].as_str().unwrap().contains("real"), "{v}");
     // A tenant in reauth_required is still accepted; its data is held.
     dog.revoke_grants(&dog.org("Demo US1").unwrap().id).unwrap();
-    let _ = relay.shared().tenants.access_token("real", true).await;
+    let _ = relay.shared().credentials.access_token("real", true).await;
     assert_eq!(
         tenant_json(&relay, "real").await["state"],
         "reauth_required"

@@ -403,7 +403,7 @@ async fn refresh_tokens_rotate_and_refresh_is_single_flight() {
         .await
         .unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
-    let tenants = relay.shared().tenants.clone();
+    let tenants = relay.shared().credentials.clone();
     let before = dog.token_calls("api.datadoghq.eu");
     let calls: Vec<_> = (0..10)
         .map(|_| {
@@ -493,7 +493,7 @@ async fn a_rotated_client_secret_takes_effect_on_reload() {
     let dog = dog().await;
     let (relay, _dir) = relay(&dog, "").await;
     support::connect(&relay, &dog, "sec", "datadoghq.eu", "Demo EU1").await;
-    let tenants = relay.shared().tenants.clone();
+    let tenants = relay.shared().credentials.clone();
     let new_secret = dog.rotate_client_secret(sandbox::CLIENT_ID).unwrap();
     let err = tenants.access_token("sec", true).await.unwrap_err();
     assert!(err.to_string().contains("invalid_client"), "{err}");

@@ -124,7 +124,7 @@ async fn no_secret_in_logs_metrics_answers_check_config_or_the_data_dir() {
     // Token rotation (refresh), and a key refused then replaced.
     relay
         .shared()
-        .tenants
+        .credentials
         .access_token("alpha", true)
         .await
         .unwrap();

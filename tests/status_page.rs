@@ -61,7 +61,7 @@ async fn revoke(dog: &FakeDog, relay: &Relay, tenant: &str, org: &str) {
     assert!(
         relay
             .shared()
-            .tenants
+            .credentials
             .access_token(tenant, true)
             .await
             .is_err()

@@ -23,7 +23,7 @@ async fn a_refresh_whose_caller_gave_up_is_still_stored() {
     let dog = support::dog().await;
     let (relay, _dir) = support::relay(&dog, "").await;
     support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
-    let tenants = relay.shared().tenants.clone();
+    let tenants = relay.shared().credentials.clone();
     let calls = support::total_token_calls(&dog);
     dog.inject_fault(
         Fault::late_answer(Duration::from_millis(1500))
@@ -454,7 +454,7 @@ async fn a_site_taken_off_the_allow_list_gets_nothing_more() {
     assert_eq!(v["reason_code"], "site_not_allowed", "{v}");
     let eu_calls = dog.token_calls("api.datadoghq.eu");
     let eu_intake = dog.requests("http-intake.logs.datadoghq.eu", 202);
-    let refresh = relay.shared().tenants.access_token("eu", true).await;
+    let refresh = relay.shared().credentials.access_token("eu", true).await;
     assert!(
         refresh
             .as_ref()

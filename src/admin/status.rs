@@ -160,7 +160,7 @@ async fn page(
                 .collect()
         })
         .unwrap_or_default();
-    let config = state.tenants.config();
+    let config = state.config.load_full();
     let token = &config.server.admin_token;
 
     if let Some((_, given)) = params.iter().find(|(k, _)| k == "token") {

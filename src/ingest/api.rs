@@ -52,6 +52,7 @@ pub struct IngestState {
     pub tenants: Arc<Tenants>,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
+    pub config: crate::tenant::ConfigHandle,
 }
 
 /// An ingest failure: a status, the errors body, and maybe Retry-After.
@@ -261,7 +262,7 @@ async fn ingest(
             )
         })?,
     };
-    let config = state.tenants.config();
+    let config = state.config.load_full();
     let wire = axum::body::to_bytes(body, config.server.max_body as usize)
         .await
         .map_err(|_| {

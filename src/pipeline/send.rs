@@ -42,6 +42,7 @@ use super::record::{Ready, is_ready, item_ranges};
 use super::retry::{Backoff, Verdict, classify};
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::credentials::{CredentialError, Credentials, Recovery};
 use crate::queue::{Queue, RecordId, Taken};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -50,7 +51,7 @@ use crate::store::TenantState;
 use crate::telemetry::metrics::{
     KindLabels, KindReason, KindSite, Metrics, SendLabels, status_class,
 };
-use crate::tenant::{CredentialError, Recovery, Tenants};
+use crate::tenant::{ConfigHandle, Tenants};
 
 /// How long to keep sending on shutdown before leaving the rest on disk is
 /// `delivery.drain_timeout`; this is the dispatcher's idle re-check period.
@@ -114,7 +115,12 @@ enum Outcome {
 /// The delivery pipeline.
 pub struct Pipeline {
     queue: Queue,
+    /// Tenant states: who is connected (held tenants are not dispatched).
     tenants: Arc<Tenants>,
+    /// Site, key and generation at send time; the Forbidden fallback.
+    credentials: Arc<Credentials>,
+    datadog: crate::datadog::Client,
+    config: ConfigHandle,
     metrics: Arc<Metrics>,
     dead: DeadLetters,
     global: Arc<Semaphore>,
@@ -159,10 +165,14 @@ impl Pipeline {
     pub fn new(
         queue: Queue,
         tenants: Arc<Tenants>,
+        credentials: Arc<Credentials>,
+        datadog: crate::datadog::Client,
+        config: ConfigHandle,
         metrics: Arc<Metrics>,
         dead: DeadLetters,
     ) -> std::io::Result<Pipeline> {
-        let config = tenants.config();
+        let handle = config;
+        let config = handle.load_full();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -176,6 +186,9 @@ impl Pipeline {
             limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
             queue,
             tenants,
+            credentials,
+            datadog,
+            config: handle,
             metrics,
             dead,
             state: Mutex::new(DispatchState::default()),
@@ -203,7 +216,7 @@ impl Pipeline {
     }
 
     fn config(&self) -> Arc<Config> {
-        self.tenants.config()
+        self.config.load_full()
     }
 
     /// Runs until `shutdown`, then drains for at most `delivery.drain_timeout`
@@ -414,7 +427,7 @@ impl Pipeline {
     /// The Forbidden fallback for one incident; other streams of the tenant
     /// stay paused until it ends.
     async fn recover(self: Arc<Self>, tenant: Arc<str>, key: Secret) {
-        let result = self.tenants.recover_key(&tenant, &key).await;
+        let result = self.credentials.recover_key(&tenant, &key).await;
         let config = self.config();
         let backoff = Backoff {
             initial: config.delivery.retry_initial,
@@ -563,7 +576,7 @@ impl Pipeline {
         // The site, key and connection generation, read together: records
         // accepted for an earlier connection (before a DELETE, or for
         // another org or site) are never sent with this one's key.
-        let sending = match self.tenants.sending(tenant).await {
+        let sending = match self.credentials.sending(tenant).await {
             Ok(s) => s,
             Err(e) => {
                 let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
@@ -877,8 +890,7 @@ impl Pipeline {
         limiters.wait(tenant, payload.body.len(), events).await;
         let timeout = self.config().delivery.request_timeout;
         let result = self
-            .tenants
-            .datadog()
+            .datadog
             .send(
                 site,
                 endpoint,

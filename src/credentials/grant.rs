@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{CredentialError, Tenants};
+use super::{CredentialError, Credentials};
 use crate::shutdown::Shutdown;
 use crate::store::TenantState;
 
@@ -149,26 +149,18 @@ pub async fn run(
     running.shutdown().await;
 }
 
-/// The relay's tenants as a [`Probe`].
+/// The relay's credentials as a [`Probe`].
 #[derive(Debug, Clone)]
-pub struct Grants(pub Arc<Tenants>);
+pub struct Grants(pub Arc<Credentials>);
 
 impl Probe for Grants {
     fn connected(&self) -> Vec<(String, Option<i64>)> {
-        self.0
-            .entries
-            .read()
-            .values()
-            .filter_map(|e| {
-                let r = e.record.read();
-                (r.state == TenantState::Connected).then(|| (r.id.clone(), r.grant_checked_at))
-            })
-            .collect()
+        self.0.tenants.connected_grant_checks()
     }
 
     fn check(&self, tenant: String, since: i64) -> Pending {
-        let tenants = self.0.clone();
-        Box::pin(async move { tenants.confirm_grant(&tenant, since).await })
+        let credentials = self.0.clone();
+        Box::pin(async move { credentials.confirm_grant(&tenant, since).await })
     }
 
     fn now(&self) -> i64 {
@@ -176,14 +168,14 @@ impl Probe for Grants {
     }
 }
 
-impl Tenants {
+impl Credentials {
     /// Confirms `id`'s grant with a refresh, unless it was confirmed after
     /// `since` (by another replica, or a refresh for another reason). Runs
     /// on its own task under the tenant lock, like every refresh.
     pub async fn confirm_grant(self: &Arc<Self>, id: &str, since: i64) -> Checked {
         let id = id.to_string();
         self.detached(move |this| async move {
-            let lock = match this.lock(&id).await {
+            let lock = match this.tenants.lock(&id).await {
                 Ok(l) => l,
                 Err(e) => return Checked::Undecided(e.to_string()),
             };
@@ -196,10 +188,10 @@ impl Tenants {
     }
 
     async fn confirm_grant_locked(&self, id: &str, since: i64) -> Checked {
-        if let Err(e) = self.reload(id).await {
+        if let Err(e) = self.tenants.reload(id).await {
             return Checked::Undecided(e.to_string());
         }
-        let Some(record) = self.get(id).map(|e| e.record()) else {
+        let Some(record) = self.tenants.get(id).map(|e| e.record()) else {
             return Checked::NotConnected;
         };
         if record.state != TenantState::Connected {
