@@ -45,6 +45,12 @@ use crate::tenant::{ConfigHandle, Sending, Tenants};
 
 pub mod grant;
 
+/// A token that a forced refresh produced and Datadog then refused is not
+/// refreshed again for this long: it is fresh, so a refusal is about scope
+/// or permission. This keeps a caller polling an endpoint its grant does not
+/// cover from rotating the tenant's refresh token on every call.
+pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What the tenant status says after key creation answered 409.
 pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
      the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
@@ -167,6 +173,81 @@ pub enum ConnectFailure {
     Store(#[from] StoreError),
 }
 
+/// What a call made with an access token came to, under the 401/403
+/// policy ([`refresh_once`]).
+#[derive(Debug)]
+pub enum Authorized<T> {
+    /// Datadog accepted the token (perhaps a refreshed one).
+    Accepted(T),
+    /// Datadog refused the token; `refreshed`: a fresh one was tried too.
+    Refused { answer: T, refreshed: bool },
+    /// Datadog refused the token, and no fresh one could be had.
+    RefreshFailed { answer: T, error: CredentialError },
+}
+
+impl<T> Authorized<T> {
+    /// The last answer, whatever it was.
+    pub fn into_answer(self) -> T {
+        match self {
+            Authorized::Accepted(t)
+            | Authorized::Refused { answer: t, .. }
+            | Authorized::RefreshFailed { answer: t, .. } => t,
+        }
+    }
+}
+
+/// The 401/403 policy for every call made with an access token, in one
+/// place: call with the current token; if Datadog refuses it (`refused`),
+/// get a fresh one (single-flight, `tokens(Some(refused token))`) and call
+/// once more, unless `settled` says that refusing this token cannot be
+/// about its age. Returns the outcome and the tokens used (for scrubbing
+/// answers). Fails only when no token could be had at all.
+pub async fn refresh_once<T, G, GF, C, CF>(
+    mut tokens: G,
+    mut call: C,
+    refused: impl Fn(&T) -> bool,
+    settled: impl Fn(&Secret) -> bool,
+) -> Result<(Authorized<T>, Vec<Secret>), CredentialError>
+where
+    G: FnMut(Option<Secret>) -> GF,
+    GF: std::future::Future<Output = Result<Secret, CredentialError>>,
+    C: FnMut(Secret) -> CF,
+    CF: std::future::Future<Output = T>,
+{
+    let first_token = tokens(None).await?;
+    let first = call(first_token.clone()).await;
+    if !refused(&first) {
+        return Ok((Authorized::Accepted(first), vec![first_token]));
+    }
+    if settled(&first_token) {
+        let outcome = Authorized::Refused {
+            answer: first,
+            refreshed: false,
+        };
+        return Ok((outcome, vec![first_token]));
+    }
+    let fresh = match tokens(Some(first_token.clone())).await {
+        Ok(t) => t,
+        Err(error) => {
+            let outcome = Authorized::RefreshFailed {
+                answer: first,
+                error,
+            };
+            return Ok((outcome, vec![first_token]));
+        }
+    };
+    let second = call(fresh.clone()).await;
+    let outcome = if refused(&second) {
+        Authorized::Refused {
+            answer: second,
+            refreshed: true,
+        }
+    } else {
+        Authorized::Accepted(second)
+    };
+    Ok((outcome, vec![first_token, fresh]))
+}
+
 /// The owner of every tenant's credentials (see the module doc).
 pub struct Credentials {
     tenants: Arc<Tenants>,
@@ -174,6 +255,9 @@ pub struct Credentials {
     datadog: datadog::Client,
     config: ConfigHandle,
     metrics: Arc<Metrics>,
+    /// Per tenant: a token fresh from a forced refresh that Datadog still
+    /// refused, and when (see [`FORCED_REFRESH_INTERVAL`]).
+    refused: parking_lot::Mutex<std::collections::HashMap<String, (std::time::Instant, Secret)>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -196,7 +280,51 @@ impl Credentials {
             datadog,
             config,
             metrics,
+            refused: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// A call with the tenant's access token under the 401/403 policy
+    /// ([`refresh_once`]): refused, the token is refreshed once and the
+    /// call made again, unless that token came fresh from such a refresh
+    /// and was refused less than [`FORCED_REFRESH_INTERVAL`] ago (then the
+    /// refusal is about scope or permission; refreshing again would only
+    /// rotate the refresh token on every call).
+    pub async fn with_token<T, C, CF>(
+        self: &Arc<Self>,
+        id: &str,
+        call: C,
+        refused: impl Fn(&T) -> bool,
+    ) -> Result<(Authorized<T>, Vec<Secret>), CredentialError>
+    where
+        C: FnMut(Secret) -> CF,
+        CF: std::future::Future<Output = T>,
+    {
+        let tokens = |seen: Option<Secret>| async move {
+            if seen.is_some() {
+                tracing::info!(tenant = %id, "datadog refused the access token; refreshing it once and retrying");
+            }
+            self.access_token(id, seen.is_some()).await
+        };
+        let settled = |token: &Secret| {
+            self.refused
+                .lock()
+                .get(id)
+                .is_some_and(|(at, t)| t == token && at.elapsed() < FORCED_REFRESH_INTERVAL)
+        };
+        let (outcome, used) = refresh_once(tokens, call, refused, settled).await?;
+        if let (
+            Authorized::Refused {
+                refreshed: true, ..
+            },
+            Some(fresh),
+        ) = (&outcome, used.last())
+        {
+            self.refused
+                .lock()
+                .insert(id.to_string(), (std::time::Instant::now(), fresh.clone()));
+        }
+        Ok((outcome, used))
     }
 
     fn config(&self) -> Arc<crate::config::Config> {
@@ -586,71 +714,61 @@ impl Credentials {
                 tracing::warn!(tenant = %id, site = %site.domain, "api key refused by datadog; creating a new one");
             }
         }
-        let mut forced = false;
-        let mut seen: Option<Secret> = None;
-        loop {
-            // Under the lock already: refresh here, never through
-            // access_token() (the lock is not reentrant).
-            let token = match self.token_locked(id, seen.as_ref(), forced).await {
-                Ok(t) => t,
-                Err(CredentialError::Refresh { error, .. }) if error.is_grant_revoked() => {
-                    // access_token() already moved the tenant to reauth_required.
-                    return Recovery::ReauthRequired(
-                        self.tenants
-                            .get(id)
-                            .and_then(|e| e.record().reason)
-                            .unwrap_or_default(),
-                    );
-                }
-                Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
-                Err(e) => {
-                    return self
-                        .needs_reauth(
-                            id,
-                            ReasonCode::RefreshFailed,
-                            &format!("cannot get an access token to create a new API key: {e}"),
-                        )
-                        .await;
-                }
-            };
-            match self.datadog.create_api_key(site, &token).await {
-                Ok(key) => {
-                    self.metrics.oauth("key_create", "ok");
-                    if let Err(e) = self.record_api_key(id, &key).await {
-                        return Recovery::Undecided(format!(
-                            "new API key created but not stored: {e}"
-                        ));
-                    }
-                    tracing::info!(tenant = %id, "new api key created after datadog refused the old one");
-                    return Recovery::NewKey;
-                }
-                Err(datadog::KeyError::Exists) => {
-                    self.metrics.oauth("key_create", "exists");
-                    return self
-                        .needs_reauth(id, ReasonCode::KeyConflict, KEY_EXISTS_REASON)
-                        .await;
-                }
-                Err(datadog::KeyError::Forbidden { status }) if !forced => {
-                    // The token may have been revoked early: refresh once and retry.
-                    tracing::info!(tenant = %id, status, "key creation refused; refreshing the token once");
-                    forced = true;
-                    seen = Some(token);
-                }
-                Err(datadog::KeyError::Forbidden { status }) => {
-                    self.metrics.oauth("key_create", "forbidden");
-                    return self
-                        .needs_reauth(
-                            id,
-                            ReasonCode::KeyRefused,
-                            &format!("Datadog refused to create a new API key ({status}): the grant lacks api_keys_write or was revoked; the customer must connect again"),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    self.metrics.oauth("key_create", e.label());
-                    return Recovery::Undecided(e.to_string());
-                }
+        // Under the lock already: tokens come from token_locked, never from
+        // access_token() (the lock is not reentrant).
+        let tokens = |seen: Option<Secret>| {
+            let force = seen.is_some();
+            async move { self.token_locked(id, seen.as_ref(), force).await }
+        };
+        let create = |token: Secret| async move { self.datadog.create_api_key(site, &token).await };
+        let refused = |r: &Result<datadog::ApiKey, datadog::KeyError>| {
+            matches!(r, Err(datadog::KeyError::Forbidden { .. }))
+        };
+        let created = match refresh_once(tokens, create, refused, |_| false).await {
+            Ok((outcome, _)) => outcome.into_answer(),
+            Err(CredentialError::Refresh { error, .. }) if error.is_grant_revoked() => {
+                // token_locked already moved the tenant to reauth_required.
+                return Recovery::ReauthRequired(
+                    self.tenants
+                        .get(id)
+                        .and_then(|e| e.record().reason)
+                        .unwrap_or_default(),
+                );
             }
+            Err(e) if e.is_transient() => return Recovery::Undecided(e.to_string()),
+            Err(e) => {
+                return self
+                    .needs_reauth(
+                        id,
+                        ReasonCode::RefreshFailed,
+                        &format!("cannot get an access token to create a new API key: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let label = created.as_ref().map_or_else(|e| e.label(), |_| "ok");
+        self.metrics.oauth("key_create", label);
+        match created {
+            Ok(key) => {
+                if let Err(e) = self.record_api_key(id, &key).await {
+                    return Recovery::Undecided(format!("new API key created but not stored: {e}"));
+                }
+                tracing::info!(tenant = %id, "new api key created after datadog refused the old one");
+                Recovery::NewKey
+            }
+            Err(datadog::KeyError::Exists) => {
+                self.needs_reauth(id, ReasonCode::KeyConflict, KEY_EXISTS_REASON)
+                    .await
+            }
+            Err(datadog::KeyError::Forbidden { status }) => {
+                self.needs_reauth(
+                    id,
+                    ReasonCode::KeyRefused,
+                    &format!("Datadog refused to create a new API key ({status}): the grant lacks api_keys_write or was revoked; the customer must connect again"),
+                )
+                .await
+            }
+            Err(e) => Recovery::Undecided(e.to_string()),
         }
     }
 
@@ -947,3 +1065,6 @@ impl Credentials {
         tracing::info!(tenant = %tenant, previous_site = %site.domain, "tenant reconnected to another org or site; the previous grant was revoked and its held data is discarded");
     }
 }
+
+#[cfg(test)]
+mod tests;

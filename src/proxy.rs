@@ -101,7 +101,7 @@ use url::Url;
 use crate::admin::authorized;
 use crate::codec;
 use crate::config::ProxyConfig;
-use crate::credentials::{CredentialError, Credentials};
+use crate::credentials::{Authorized, CredentialError, Credentials};
 use crate::datadog::{USER_AGENT, describe};
 use crate::secret::Secret;
 use crate::site::{Encoding, HostKind, Site};
@@ -480,12 +480,6 @@ impl Limits {
     }
 }
 
-/// A token that a forced refresh produced and Datadog then refused is not
-/// refreshed again for this long: it is fresh, so a refusal is about scope
-/// or permission. This keeps a caller polling an endpoint its grant does not
-/// cover from rotating the tenant's refresh token on every call.
-const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
 /// What the proxy needs: the tenants (sites, states), their credentials
 /// (tokens and the refresh policy), the Datadog client, the current config
 /// and the metrics.
@@ -497,9 +491,6 @@ pub struct ProxyState {
     config: ConfigHandle,
     metrics: Arc<Metrics>,
     limits: Arc<Limits>,
-    /// Per tenant: a token fresh from a forced refresh that Datadog still
-    /// refused, and when.
-    refused: Arc<Mutex<HashMap<String, (Instant, Secret)>>>,
 }
 
 impl ProxyState {
@@ -517,23 +508,7 @@ impl ProxyState {
             config,
             metrics,
             limits: Arc::new(Limits::default()),
-            refused: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    /// True when `token` came fresh from a forced refresh and was refused
-    /// less than [`FORCED_REFRESH_INTERVAL`] ago.
-    fn freshly_refused(&self, tenant: &str, token: &Secret) -> bool {
-        self.refused
-            .lock()
-            .get(tenant)
-            .is_some_and(|(at, t)| t == token && at.elapsed() < FORCED_REFRESH_INTERVAL)
-    }
-
-    fn note_refused(&self, tenant: &str, token: &Secret) {
-        self.refused
-            .lock()
-            .insert(tenant.to_string(), (Instant::now(), token.clone()));
     }
 }
 
@@ -671,15 +646,6 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
     })?;
 
     let permit = state.limits.admit(&tenant, &config.proxy)?;
-    let token = state
-        .credentials
-        .access_token(&tenant, false)
-        .await
-        .map_err(|error| ProxyError::Credentials {
-            error,
-            tenant_state: entry.state(),
-            granted_scopes: granted_scopes(&entry),
-        })?;
     let attempt = Attempt {
         datadog: &state.datadog,
         site,
@@ -689,59 +655,56 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
         body: &body,
         timeout: config.proxy.timeout,
     };
-    let first = attempt.send(&token).await?;
-    if !is_auth_failure(first.status()) {
-        return stream(first, &method, permit, &config.proxy, &tenant, &[&token]).await;
-    }
-    let first = Buffered::read(first).await;
-    if state.freshly_refused(&tenant, &token) {
-        return Ok(explain(
-            first,
-            Cause::ScopeOrPermission,
-            &entry,
-            &tenant,
-            false,
-            "",
-            &[&token],
-        ));
-    }
-    tracing::info!(tenant = %tenant, status = first.status.as_u16(), "datadog refused the access token; refreshing it once and retrying");
-    match state.credentials.access_token(&tenant, true).await {
-        Ok(fresh) => {
-            let second = attempt.send(&fresh).await?;
-            if !is_auth_failure(second.status()) {
-                return stream(
-                    second,
-                    &method,
-                    permit,
-                    &config.proxy,
-                    &tenant,
-                    &[&token, &fresh],
-                )
-                .await;
+    // A refused answer is read (bounded) at once, so its connection is
+    // free before the retry and its body can be explained.
+    let call = |token: Secret| {
+        let attempt = &attempt;
+        async move {
+            let resp = attempt.send(&token).await?;
+            if is_auth_failure(resp.status()) {
+                Ok(Answer::Refused(Buffered::read(resp).await))
+            } else {
+                Ok(Answer::Stream(resp))
             }
-            let second = Buffered::read(second).await;
-            state.note_refused(&tenant, &fresh);
-            Ok(explain(
-                second,
-                Cause::ScopeOrPermission,
-                &entry,
-                &tenant,
-                true,
-                "",
-                &[&token, &fresh],
-            ))
         }
-        Err(e) => Ok(explain(
-            first,
-            Cause::of_refresh_failure(&e),
-            &entry,
-            &tenant,
+    };
+    let refused = |a: &Result<Answer, ProxyError>| matches!(a, Ok(Answer::Refused(_)));
+    let (outcome, used) = state
+        .credentials
+        .with_token(&tenant, call, refused)
+        .await
+        .map_err(|error| ProxyError::Credentials {
+            error,
+            tenant_state: entry.state(),
+            granted_scopes: granted_scopes(&entry),
+        })?;
+    let secrets: Vec<&Secret> = used.iter().collect();
+    let (answer, cause, retried, detail) = match outcome {
+        Authorized::Accepted(answer) => (answer, Cause::ScopeOrPermission, false, String::new()),
+        Authorized::Refused { answer, refreshed } => {
+            (answer, Cause::ScopeOrPermission, refreshed, String::new())
+        }
+        Authorized::RefreshFailed { answer, error } => (
+            answer,
+            Cause::of_refresh_failure(&error),
             false,
-            &e.to_string(),
-            &[&token],
+            error.to_string(),
+        ),
+    };
+    match answer? {
+        Answer::Stream(resp) => {
+            stream(resp, &method, permit, &config.proxy, &tenant, &secrets).await
+        }
+        Answer::Refused(buffered) => Ok(explain(
+            buffered, cause, &entry, &tenant, retried, &detail, &secrets,
         )),
     }
+}
+
+/// One attempt's answer: to stream back, or a 401/403 read for explaining.
+enum Answer {
+    Stream(reqwest::Response),
+    Refused(Buffered),
 }
 
 fn is_auth_failure(status: StatusCode) -> bool {
