@@ -2,7 +2,9 @@
 //! data into that customer's own Datadog account.
 //!
 //! # Layout
-//! - [`cli`]: the command line; [`app`]: builds and runs everything.
+//! - [`cli`]: the command line; [`app`]: builds and runs everything and
+//!   gives each module what it needs.
+//! - [`clock`]: the wall clock.
 //! - [`config`]: TOML + environment → validated [`config::Config`].
 //! - [`site`]: every Datadog site, host and intake limit (the only place a
 //!   Datadog hostname is written).
@@ -13,18 +15,20 @@
 //! - [`queue`]: the durable on-disk queue between ingest and delivery
 //!   (group commit, crash recovery, quotas, compaction).
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
-//! - [`ingest`]: the Datadog-compatible ingest API; for now the validation
-//!   and normalization of request bodies ([`ingest::validate`]).
-//! - [`pipeline`]: packing queued items into Datadog request payloads that
-//!   never exceed Datadog's limits ([`pipeline::batch`], [`pipeline::encode`]).
-//! - [`tenant`]: tenants in memory, credentials, single-flight refresh.
+//! - [`ingest`]: the Datadog-compatible ingest API: the tenant from the
+//!   headers, decoding, validation ([`ingest::validate`]), the durable append.
+//! - [`pipeline`]: delivery: batching within Datadog's limits, sending,
+//!   retries, rate limits, dead letters, age-out, isolation.
+//! - [`tenant`]: the directory of tenants in memory (states, generations).
+//! - [`credentials`]: the one owner of a tenant's usable token and key
+//!   (refresh, the 401/403 policy, keys, revocation, the grant check).
 //! - [`oauth`]: the connect flow (PKCE, state, callback, pages).
 //! - [`admin`]: the `/v1` admin API and the HTML status page on `/`.
 //! - [`verify`]: Datadog's "Test the OAuth client" checklist for one tenant
 //!   (`ddrelay verify`, `POST /v1/tenants/{tenant}/verify`).
 //! - [`proxy`]: the pull side, `/v1/tenants/{tenant}/datadog/{path}`: a
 //!   tenant's Datadog API with its own token and site (path policy, header
-//!   hygiene, refresh and one retry, limits, streaming).
+//!   hygiene, limits, streaming; the refresh policy is [`credentials`]'s).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).

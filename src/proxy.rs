@@ -27,10 +27,10 @@
 //!   headers, `Set-Cookie`, `Authorization`, `WWW-Authenticate`, `Alt-Svc`,
 //!   HSTS, any `DD-Relay-*` and any header whose value contains the token.
 //!   `TRACE` (which echoes request headers) and `CONNECT` are refused.
-//! - **Refresh and one retry**: the token comes from
-//!   [`Tenants::access_token`] (single-flight, refreshed ahead of expiry).
-//!   On a 401 or 403 from Datadog the token is refreshed once (forced) and
-//!   the request sent once more (the body is buffered for this). A 401/403
+//! - **Refresh and one retry**: [`Credentials::with_token`] owns the policy
+//!   (the token refreshed single-flight and ahead of expiry; on a 401 or
+//!   403 from Datadog refreshed once, forced, and the request sent once
+//!   more: the body is buffered for this). A 401/403
 //!   that remains is returned with Datadog's status, its headers and its
 //!   body extended with an explanation (see below). A token fresh from a
 //!   forced refresh that Datadog refused is not refreshed again for a

@@ -11,7 +11,7 @@
 //!   queue (on disk) and the stream gets a jittered exponential backoff, so
 //!   an outage of one site costs the others nothing and memory stays flat;
 //! - a 401/403 pauses just that tenant and runs the Forbidden fallback
-//!   (`tenant::Tenants::recover_key`) once per incident;
+//!   (`credentials::Credentials::recover_key`) once per incident;
 //! - the dispatcher serves ready streams least-recently-served first.
 //!
 //! Batching: a stream is sent when it holds about a payload's worth of data
