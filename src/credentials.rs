@@ -16,10 +16,10 @@
 //! retry" on 401/403 ([`Credentials::with_token`]), the intake's Forbidden
 //! fallback ([`Credentials::recover_key`]: validate the key, refresh, new
 //! key or `reauth_required`), key validation and creation for a connect and
-//! for a recovery ([`Credentials::obtain_key`]), revocation
+//! for a recovery ([`Credentials::complete_connect`]), revocation
 //! ([`Credentials::disconnect`]), the grant check ([`grant`]) and the
 //! allow-list's effect on tenants. Each runs under the tenant lock, on its
-//! own task ([`Credentials::detached`]): a caller that is dropped cannot
+//! own task ([`detached`]): a caller that is dropped cannot
 //! leave a rotated token unstored or a created key orphaned. Callers match
 //! one error enum, [`CredentialError`].
 //!
