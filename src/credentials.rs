@@ -720,7 +720,7 @@ impl Credentials {
             let force = seen.is_some();
             async move { self.token_locked(id, seen.as_ref(), force).await }
         };
-        let create = |token: Secret| async move { self.datadog.create_api_key(site, &token).await };
+        let create = |token: Secret| async move { self.create_key(site, &token).await };
         let refused = |r: &Result<datadog::ApiKey, datadog::KeyError>| {
             matches!(r, Err(datadog::KeyError::Forbidden { .. }))
         };
@@ -746,8 +746,6 @@ impl Credentials {
                     .await;
             }
         };
-        let label = created.as_ref().map_or_else(|e| e.label(), |_| "ok");
-        self.metrics.oauth("key_create", label);
         match created {
             Ok(key) => {
                 if let Err(e) = self.record_api_key(id, &key).await {
@@ -876,6 +874,19 @@ impl Credentials {
         Ok(outcome)
     }
 
+    /// Creates the org's marketplace API key with `token`, counting the
+    /// outcome: the one place a key is created (a connect, a recovery).
+    async fn create_key(
+        &self,
+        site: &'static Site,
+        token: &Secret,
+    ) -> Result<datadog::ApiKey, datadog::KeyError> {
+        let created = self.datadog.create_api_key(site, token).await;
+        let label = created.as_ref().map_or_else(|e| e.label(), |_| "ok");
+        self.metrics.oauth("key_create", label);
+        created
+    }
+
     /// Exchanges an authorization code (PKCE) for the first tokens.
     pub async fn exchange_code(
         &self,
@@ -946,13 +957,7 @@ impl Credentials {
         let (api_key, api_key_id) = match self.reusable_key(tenant, site, org_id.as_deref()).await {
             Some(k) => (k, None),
             None => {
-                let created = self
-                    .datadog
-                    .create_api_key(site, &tokens.access_token)
-                    .await;
-                let label = created.as_ref().map_or_else(|e| e.label(), |_| "ok");
-                self.metrics.oauth("key_create", label);
-                let k = created?;
+                let k = self.create_key(site, &tokens.access_token).await?;
                 (k.key, k.id)
             }
         };
