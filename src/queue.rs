@@ -83,7 +83,10 @@
 //!
 //! ## Ack files
 //! Entries of 12 bytes: a u64 (`seq`, top bit = kind) and CRC32C of those 8
-//! bytes; a torn or garbage entry is ignored. Kind `ACK` (top bit 0): the
+//! bytes, read back self-synchronising: stray bytes (a write cut short by a
+//! full disk or a kill) are skipped until entries line up again, so the
+//! entries after them still count; a torn tail is cut at open, and a write
+//! that fails part way is cut back to its last whole entry at once. Kind `ACK` (top bit 0): the
 //! record `seq` was delivered (or purged, or found corrupt) — every copy of
 //! it, wherever it is, is dead. Kind `DROP` (top bit 1): only the copy of
 //! `seq` in *this* segment is dead (a duplicate left by an interrupted

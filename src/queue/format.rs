@@ -308,7 +308,8 @@ pub(crate) fn verify(buf: &[u8]) -> Result<Verified, RecordError> {
     Ok(Verified { header })
 }
 
-/// Length of one ack-file entry: `seq` (u64 LE) then CRC32C of those 8 bytes.
+/// Length of one ack-file entry: `seq` (u64 LE) then CRC32C of those 8
+/// bytes. Entries are read back self-synchronising ([`decode_acks`]).
 pub(crate) const ACK_ENTRY_LEN: usize = 12;
 
 /// Encodes one ack-file entry.
@@ -318,17 +319,34 @@ pub(crate) fn encode_ack(seq: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
 }
 
-/// Decodes an ack file; entries failing their checksum (a torn or garbage
-/// tail) are skipped. Returns the seqs and the number of bad entries.
-pub(crate) fn decode_acks(buf: &[u8]) -> (Vec<u64>, usize) {
+/// Decodes an ack file, self-synchronising: at each position, 12 bytes
+/// whose checksum holds are an entry; anything else (a write cut short by a
+/// full disk or a kill, with whole entries appended after it) is skipped a
+/// byte at a time until entries line up again, so one short write never
+/// hides the entries after it. A false match needs 32 checksum bits to hold
+/// by chance. Returns the seqs, the number of skipped runs, and where the
+/// last whole entry ends (a shorter file keeps a torn tail).
+pub(crate) fn decode_acks(buf: &[u8]) -> (Vec<u64>, usize, usize) {
     let mut seqs = Vec::with_capacity(buf.len() / ACK_ENTRY_LEN);
-    let mut bad = 0;
-    for chunk in buf.chunks(ACK_ENTRY_LEN) {
-        if chunk.len() == ACK_ENTRY_LEN && crc32c::crc32c(&chunk[..8]) == u32_at(chunk, 8) {
-            seqs.push(u64_at(chunk, 0));
-        } else {
-            bad += 1;
+    let (mut at, mut bad, mut end) = (0, 0, 0);
+    let mut in_garbage = false;
+    while at < buf.len() {
+        let entry = buf.get(at..at + ACK_ENTRY_LEN);
+        match entry {
+            Some(e) if crc32c::crc32c(&e[..8]) == u32_at(e, 8) => {
+                seqs.push(u64_at(e, 0));
+                at += ACK_ENTRY_LEN;
+                end = at;
+                in_garbage = false;
+            }
+            _ => {
+                if !in_garbage {
+                    bad += 1;
+                    in_garbage = true;
+                }
+                at += 1;
+            }
         }
     }
-    (seqs, bad)
+    (seqs, bad, end)
 }

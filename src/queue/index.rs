@@ -89,6 +89,9 @@ pub(crate) struct Segment {
     pub compact_failed: bool,
     /// The ack file, opened on first use in append mode.
     pub ack: Option<File>,
+    /// Its length up to the last whole entry written: a write that fails
+    /// part way is cut back to it.
+    pub ack_len: u64,
 }
 
 impl Segment {
@@ -103,6 +106,7 @@ impl Segment {
             compacting: false,
             compact_failed: false,
             ack: None,
+            ack_len: 0,
         }
     }
 }
@@ -441,22 +445,33 @@ impl State {
                 continue;
             };
             if seg.ack.is_none() {
-                match OpenOptions::new()
+                let opened = OpenOptions::new()
                     .append(true)
                     .create(true)
                     .open(ack_path(dir, id))
-                {
-                    Ok(f) => seg.ack = Some(f),
+                    .and_then(|f| Ok((f.metadata()?.len(), f)));
+                match opened {
+                    Ok((len, f)) => {
+                        seg.ack = Some(f);
+                        seg.ack_len = len;
+                    }
                     Err(e) => {
                         tracing::warn!(segment = id, error = %e, "cannot open queue ack file; acked records may be redelivered after a restart");
                         continue;
                     }
                 }
             }
-            if let Some(f) = seg.ack.as_mut()
-                && let Err(e) = f.write_all(&buf)
-            {
-                tracing::warn!(segment = id, error = %e, "cannot write queue ack file; acked records may be redelivered after a restart");
+            let Some(f) = seg.ack.as_mut() else {
+                continue;
+            };
+            match f.write_all(&buf) {
+                Ok(()) => seg.ack_len += buf.len() as u64,
+                Err(e) => {
+                    // Part of it may be written: cut back to whole entries,
+                    // so the entries written after it stay on the grid.
+                    let cut = f.set_len(seg.ack_len);
+                    tracing::warn!(segment = id, error = %e, cut_back = cut.is_ok(), "cannot write queue ack file; acked records may be redelivered after a restart");
+                }
             }
         }
     }

@@ -102,13 +102,17 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
             continue;
         }
         let buf = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let (entries, bad) = format::decode_acks(&buf);
+        let (entries, bad, end) = format::decode_acks(&buf);
         if bad > 0 {
             tracing::warn!(
                 segment = id,
                 bad,
-                "queue ack file has torn or corrupt entries; ignored (records may be redelivered)"
+                "queue ack file has stray bytes (a write cut short); skipped, the entries around them kept"
             );
+        }
+        if end < buf.len() {
+            // A torn tail: cut it, so that new entries start on whole ones.
+            cut_ack_file(&path, end as u64)?;
         }
         for v in entries {
             let seq = v & !ACK_KIND_DROP;
@@ -458,4 +462,14 @@ fn scan(
     out.corrupt = corrupt;
     out.end = end;
     Ok(out)
+}
+
+/// Truncates an ack file to `len` (its last whole entry) and syncs it.
+fn cut_ack_file(path: &Path, len: u64) -> Result<(), QueueError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.set_len(len).map_err(|e| io_err(path, e))?;
+    f.sync_data().map_err(|e| io_err(path, e))
 }
