@@ -854,3 +854,63 @@ async fn queued_data_is_stored_compressed_and_delivered_exactly_as_sent() {
     assert_eq!(got, want);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
+
+/// Two sending slots (`max_concurrency = 2`); one tenant throttled to one
+/// request every 2 s with a backlog of events (each its own request), one
+/// tenant whose site never answers: a third tenant's data still goes out at
+/// once. Before, the throttled tenant held a slot while it waited for its
+/// rate limit and the hung site held the other, so the third tenant waited
+/// for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(
+        &dog,
+        "[delivery]\nbatch_max_age = \"20ms\"\nmax_concurrency = 2\ntenant_concurrency = 4\n\
+         request_timeout = \"120s\"\n[limits]\ntenant_requests_per_second = 0.5\n",
+    )
+    .await;
+    for (t, site, org) in [
+        ("throttled", "datadoghq.com", "Demo US1"),
+        ("hung", "datadoghq.eu", "Demo EU1"),
+        ("other", "ap1.datadoghq.com", "Demo AP1"),
+    ] {
+        support::connect(&relay, &dog, t, site, org).await;
+    }
+    // The hung site: every intake answer is 10 minutes away.
+    for host in ["http-intake.logs.datadoghq.eu", "api.datadoghq.eu"] {
+        dog.inject_fault(Fault::delay(Duration::from_secs(600)).on_host(host))
+            .unwrap();
+    }
+    for i in 0..20 {
+        let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
+        let (s, _) = relay
+            .send(
+                "throttled",
+                Endpoint::Events,
+                body.as_bytes(),
+                Encoding::Identity,
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 202);
+    }
+    send_logs(&relay, "hung", 5, "hung").await;
+    send_series(&relay, "hung", 5).await;
+    until(
+        "the throttled tenant to be sending",
+        Duration::from_secs(20),
+        || items(&dog, "Demo US1", Endpoint::Events) >= 1,
+    )
+    .await;
+
+    send_logs(&relay, "other", 5, "other").await;
+    until("the other tenant's logs", Duration::from_secs(20), || {
+        items(&dog, "Demo AP1", Endpoint::Logs) == 5
+    })
+    .await;
+    assert!(
+        items(&dog, "Demo US1", Endpoint::Events) < 20,
+        "the throttled tenant still has a backlog"
+    );
+}

@@ -5,8 +5,13 @@
 //! Isolation is the design goal (peers.md §3: one revoked key must never
 //! stall every tenant):
 //! - one task at most per (tenant, kind) stream, at most
-//!   `delivery.tenant_concurrency` per tenant and `delivery.max_concurrency`
-//!   in all; a global permit is held only while a request is being sent;
+//!   `delivery.tenant_concurrency` per tenant and never more than half of
+//!   `delivery.max_concurrency` (at least one), so no tenant can hold every
+//!   sending slot (a site that hangs, a tenant throttled);
+//! - a global permit (`delivery.max_concurrency` in all) is held only while
+//!   a request is being sent: not while a task waits for its tenant's rate
+//!   limit, the in-flight budget or packing, so a throttled tenant holds
+//!   no slot while it waits;
 //! - a failing stream does not wait in memory: its records go back to the
 //!   queue (on disk) and the stream gets a jittered exponential backoff, so
 //!   an outage of one site costs the others nothing and memory stays flat;
@@ -144,6 +149,13 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// Delivery tasks one tenant may run at once: `delivery.tenant_concurrency`,
+/// and never more than half the sending slots (at least one), so that a
+/// tenant whose site hangs leaves slots for the others.
+fn tenant_cap(tenant_concurrency: usize, max_concurrency: usize) -> usize {
+    tenant_concurrency.min((max_concurrency / 2).max(1))
+}
+
 /// Records per take: enough for a full payload of small items.
 const MAX_RECORDS_PER_TAKE: usize = 4096;
 
@@ -278,6 +290,10 @@ impl Pipeline {
         let max_age_ms = config.delivery.batch_max_age.as_millis() as i64;
         let now_wall = now_ms();
         let ready = self.queue.ready_streams();
+        let tenant_cap = tenant_cap(
+            config.delivery.tenant_concurrency,
+            config.delivery.max_concurrency,
+        );
         let mut st = self.state.lock();
         for (tenant, code) in ready {
             let Some(endpoint) = Endpoint::from_code(code) else {
@@ -298,7 +314,7 @@ impl Pipeline {
                 }
                 td.paused_until = None;
             }
-            if td.recovering || td.in_flight >= config.delivery.tenant_concurrency {
+            if td.recovering || td.in_flight >= tenant_cap {
                 continue;
             }
             let ss = streams.entry((tenant.clone(), code)).or_default();
@@ -328,15 +344,11 @@ impl Pipeline {
                     continue;
                 }
             }
-            let Ok(permit) = self.global.clone().try_acquire_owned() else {
-                break; // every global slot is busy; a finishing task wakes us
-            };
             ss.in_flight = true;
             td.in_flight += 1;
             let this = self.clone();
             tasks.spawn(async move {
                 let outcome = this.deliver(&tenant, code, endpoint).await;
-                drop(permit);
                 this.settle(&tenant, code, endpoint, outcome).await;
                 this.wake.notify_one();
             });
@@ -888,6 +900,10 @@ impl Pipeline {
         };
         let limiters = self.limiters.load_full();
         limiters.wait(tenant, payload.body.len(), events).await;
+        // A sending slot, only for the request itself (see the module doc).
+        let Ok(_slot) = self.global.acquire().await else {
+            return Sent::Transport("delivery is shutting down".into());
+        };
         let timeout = self.config().delivery.request_timeout;
         let result = self
             .datadog
