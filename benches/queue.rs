@@ -19,6 +19,7 @@ use ddrelay::queue::{Limits, NewRecord, Queue};
 const LIMITS: Limits = Limits {
     max_bytes: 64 << 30,
     tenant_max_bytes: 64 << 30,
+    held_max_bytes: 64 << 30,
     segment_bytes: 64 << 20,
     preallocate: true,
 };

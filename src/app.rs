@@ -268,6 +268,7 @@ impl App {
         ));
         let cfg = config.load_full();
         let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
+        hold(&tenants, &queue);
         let commits = metrics.queue_commit_seconds.clone();
         queue.observe_commits(move |took| commits.observe(took.as_secs_f64()));
         tracing::info!(
@@ -535,6 +536,9 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "tenant sync failed"),
             }
+            // Held data is bounded apart and aged out while held.
+            let held = hold(&shared.tenants, &shared.queue);
+            shared.pipeline.age_out_held(&held);
             let stats = shared.queue.stats();
             shared.metrics.queue_items.set(stats.items as i64);
             shared.metrics.queue_bytes.set(stats.bytes as i64);
@@ -557,6 +561,15 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// Tells the queue which tenants' data is held (`reauth_required`: their
+/// bytes count against `queue.held_max_bytes`, not against the delivering
+/// tenants' `max_bytes`); returns them.
+fn hold(tenants: &Tenants, queue: &Queue) -> Vec<String> {
+    let held = tenants.ids_in(crate::store::TenantState::ReauthRequired);
+    queue.set_held(held.iter().map(String::as_str));
+    held
 }
 
 /// `tenant` became disconnected (`DELETE /v1/tenants/{tenant}` on this or

@@ -150,6 +150,10 @@ pub struct QueueConfig {
     pub max_bytes: u64,
     /// Per-tenant share of the queue.
     pub tenant_max_bytes: u64,
+    /// Data held for tenants that are not connected, in all: bounded apart
+    /// from `max_bytes`, so held data never makes the queue refuse a
+    /// connected tenant. Default: a quarter of `max_bytes`.
+    pub held_max_bytes: u64,
     /// Size at which a segment file is rolled.
     pub segment_bytes: u64,
     /// Per-tenant dead-letter budget.
@@ -990,6 +994,7 @@ impl Validator<'_> {
                 raw.queue.tenant_max_bytes,
                 512 << 20,
             ),
+            held_max_bytes: 0,
             segment_bytes: self.size("queue.segment_bytes", raw.queue.segment_bytes, 64 << 20),
             dead_letter_max_bytes: self.size(
                 "queue.dead_letter_max_bytes",
@@ -1009,6 +1014,12 @@ impl Validator<'_> {
             },
             preallocate: self.flag("queue.preallocate", raw.queue.preallocate, true),
         };
+        let mut queue = queue;
+        queue.held_max_bytes = self.size(
+            "queue.held_max_bytes",
+            raw.queue.held_max_bytes,
+            queue.max_bytes / 4,
+        );
         if queue.tenant_max_bytes > queue.max_bytes {
             self.problem("queue.tenant_max_bytes", "is larger than queue.max_bytes");
         }

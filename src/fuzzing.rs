@@ -528,6 +528,7 @@ pub fn queue_segment(data: &[u8]) {
     let limits = Limits {
         max_bytes: 1 << 30,
         tenant_max_bytes: 1 << 30,
+        held_max_bytes: 1 << 30,
         segment_bytes: 1 << 20,
         preallocate: true,
     };

@@ -205,6 +205,11 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Per-tenant quota of live framed bytes (header + tenant + payload).
     pub tenant_max_bytes: u64,
+    /// Live framed bytes of held tenants ([`Queue::set_held`]), in all.
+    /// Held bytes do not count against `max_bytes` for the other tenants:
+    /// the disk holds up to `max_bytes + held_max_bytes` (plus segments
+    /// written ahead).
+    pub held_max_bytes: u64,
     /// Size at which a segment is rolled; also the largest batch.
     pub segment_bytes: u64,
     /// Write segments ahead with zeros so that a group commit's
@@ -218,6 +223,7 @@ impl From<&QueueConfig> for Limits {
         Limits {
             max_bytes: c.max_bytes,
             tenant_max_bytes: c.tenant_max_bytes,
+            held_max_bytes: c.held_max_bytes,
             segment_bytes: c.segment_bytes,
             preallocate: c.preallocate,
         }
@@ -764,6 +770,23 @@ impl Queue {
     /// Drops every record of a tenant, ready or in flight; returns
     /// (records, items, payload bytes) removed. Appends in progress at the
     /// time of the call may still land after it.
+    /// Marks the tenants whose data is held (not connected): their live
+    /// bytes count against `held_max_bytes` and no longer against
+    /// `max_bytes` for the others. Replaces the previous set.
+    pub fn set_held<'a>(&self, held: impl IntoIterator<Item = &'a str>) {
+        let mut st = self.shared().state.lock();
+        let held = held.into_iter().map(|t| st.intern(t)).collect();
+        st.set_held(held);
+    }
+
+    /// Drops the records of one stream of `tenant` accepted before
+    /// `before_ms` and not in flight: (records, items).
+    pub fn expire(&self, tenant: &str, stream: u8, before_ms: i64) -> (u64, u64) {
+        let mut st = self.shared().state.lock();
+        let key = (st.intern(tenant), stream);
+        st.expire(&key, before_ms)
+    }
+
     pub fn purge_tenant(&self, tenant: &str) -> (u64, u64, u64) {
         self.shared().state.lock().purge_tenant(tenant)
     }

@@ -320,6 +320,18 @@ impl Tenants {
         self.entries.read().get(id).cloned()
     }
 
+    /// The ids of the tenants in `state`.
+    pub fn ids_in(&self, state: TenantState) -> Vec<String> {
+        self.entries
+            .read()
+            .values()
+            .filter_map(|e| {
+                let r = e.record.read();
+                (r.state == state).then(|| r.id.clone())
+            })
+            .collect()
+    }
+
     /// The connected tenants and when each grant was last confirmed.
     pub fn connected_grant_checks(&self) -> Vec<(String, Option<i64>)> {
         self.entries

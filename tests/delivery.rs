@@ -914,3 +914,54 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
         "the throttled tenant still has a backlog"
     );
 }
+
+/// Data held for a tenant that is not connected is aged out (and counted)
+/// once it passes Datadog's acceptance window, while it is held, instead
+/// of filling the queue until a reconnect. Before, age-out ran only when a
+/// record was about to be sent, which a held tenant's never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_data_past_the_window_is_aged_out_while_held() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, FAST).await;
+    support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
+    assert!(dog.revoke_grants("Demo EU1").unwrap() >= 1);
+    assert!(
+        relay
+            .shared()
+            .credentials
+            .access_token("t", true)
+            .await
+            .is_err()
+    );
+    assert_eq!(tenant_json(&relay, "t").await["state"], "reauth_required");
+    let generation = relay.shared().tenants.get("t").unwrap().generation();
+    let two_hours_ago = ddrelay::clock::now_ms() - 2 * 3600 * 1000;
+    let body = json!({ "series": [{ "metric": "m", "points": [{ "timestamp": 1, "value": 1 }] }] })
+        .to_string();
+    for (created_ms, items) in [(two_hours_ago, 3), (ddrelay::clock::now_ms(), 2)] {
+        relay
+            .shared()
+            .queue
+            .append(ddrelay::queue::NewRecord {
+                tenant: "t",
+                generation,
+                stream: Endpoint::SeriesV2.code(),
+                items,
+                created_ms,
+                oldest_ms: created_ms,
+                newest_ms: created_ms,
+                payload: body.as_bytes(),
+            })
+            .await
+            .unwrap();
+    }
+    until(
+        "the stale held data to age out",
+        Duration::from_secs(20),
+        || relay.shared().queue.tenant_stats("t").items == 2,
+    )
+    .await;
+    let v = tenant_json(&relay, "t").await;
+    assert_eq!(v["delivery"]["aged_out_items"], 3, "{v}");
+    assert_eq!(v["queued_items"], 2, "recent held data stays: {v}");
+}

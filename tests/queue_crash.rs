@@ -31,6 +31,7 @@ const CHILD_MODE: &str = "DDRELAYTEST_QUEUE_CRASH_MODE";
 const LIMITS: Limits = Limits {
     max_bytes: 1 << 30,
     tenant_max_bytes: 512 << 20,
+    held_max_bytes: 512 << 20,
     segment_bytes: 64 << 10,
     preallocate: true,
 };

@@ -27,6 +27,7 @@ fn limits() -> Limits {
     Limits {
         max_bytes: 1 << 30,
         tenant_max_bytes: 1 << 30,
+        held_max_bytes: 1 << 30,
         segment_bytes: SEGMENT,
         preallocate: true,
     }

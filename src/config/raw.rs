@@ -125,6 +125,8 @@ pub(crate) struct RawQueue {
     #[serde(default, deserialize_with = "string")]
     pub tenant_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
+    pub held_max_bytes: Option<String>,
+    #[serde(default, deserialize_with = "string")]
     pub segment_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub dead_letter_max_bytes: Option<String>,

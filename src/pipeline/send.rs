@@ -484,6 +484,49 @@ impl Pipeline {
         self.wake.notify_one();
     }
 
+    /// Ages out the data held for `held` tenants (not connected) that has
+    /// passed Datadog's acceptance window: it could never be accepted, so
+    /// it is dropped and counted while held, not kept until a reconnect.
+    /// A record goes when even its newest possible item is too old: it was
+    /// accepted before `now - past - future` of its kind's window.
+    pub fn age_out_held(&self, held: &[String]) {
+        if held.is_empty() {
+            return;
+        }
+        let held: std::collections::HashSet<&str> = held.iter().map(String::as_str).collect();
+        let now = now_ms();
+        for (tenant, code) in self.queue.ready_streams() {
+            let Some(endpoint) = Endpoint::from_code(code) else {
+                continue;
+            };
+            if !held.contains(&*tenant) {
+                continue;
+            }
+            let window = endpoint.window();
+            let before = now - (window.past + window.future).as_millis() as i64;
+            let (records, items) = self.queue.expire(&tenant, code, before);
+            if records > 0 {
+                self.count_aged_out(&tenant, endpoint, items);
+                tracing::warn!(tenant = %tenant, kind = endpoint.name(), items, "held data passed Datadog's acceptance window; aged out");
+            }
+        }
+    }
+
+    fn count_aged_out(&self, tenant: &Arc<str>, endpoint: Endpoint, items: u64) {
+        self.metrics
+            .aged_out_items
+            .get_or_create(&KindLabels {
+                kind: endpoint.name(),
+            })
+            .inc_by(items);
+        self.state
+            .lock()
+            .tenants
+            .entry(tenant.clone())
+            .or_default()
+            .aged_out_items += items;
+    }
+
     /// Acks (discards) the records of `taken` accepted for another
     /// connection than `generation`, counting them; returns the rest.
     fn discard_other_connections(
@@ -673,18 +716,7 @@ impl Pipeline {
             ready.push((start..items.len(), r));
         }
         if aged > 0 {
-            self.metrics
-                .aged_out_items
-                .get_or_create(&KindLabels {
-                    kind: endpoint.name(),
-                })
-                .inc_by(aged);
-            self.state
-                .lock()
-                .tenants
-                .entry(tenant.clone())
-                .or_default()
-                .aged_out_items += aged;
+            self.count_aged_out(tenant, endpoint, aged);
             tracing::warn!(tenant = %tenant, kind = endpoint.name(), items = aged, "items passed datadog's acceptance window while queued; not sent");
         }
 

@@ -13,7 +13,7 @@
 //! held for short, bounded steps; the only I/O under it is appending a few
 //! ack entries and unlinking files.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -214,6 +214,11 @@ pub(crate) struct State {
     pub disk_bytes: u64,
     /// Framed bytes reserved by appends not yet durable.
     reserved: u64,
+    /// Tenants whose data is held (not connected): their live bytes count
+    /// against `held_max_bytes`, not against `max_bytes` for the others.
+    held: HashSet<Arc<str>>,
+    /// Live framed bytes of the held tenants.
+    held_live: u64,
     tick: u64,
     /// Segments gone from the index whose files are still to be deleted:
     /// [`StateGuard`] deletes them once the lock is released.
@@ -312,6 +317,8 @@ impl State {
             segments: BTreeMap::new(),
             total: Acc::default(),
             disk_bytes: 0,
+            held: HashSet::new(),
+            held_live: 0,
             reserved: 0,
             tick: 0,
         }
@@ -346,10 +353,24 @@ impl State {
                 });
             }
         }
-        if self.disk_bytes + self.reserved + total > limits.max_bytes {
-            return Err(AppendError::DiskFull {
-                retry_after: super::DISK_FULL_RETRY_AFTER,
-            });
+        // Held tenants' data is bounded apart: it never fills the budget of
+        // the tenants still delivering (contract: "Held data is bounded").
+        let full = || AppendError::DiskFull {
+            retry_after: super::DISK_FULL_RETRY_AFTER,
+        };
+        let held_total: u64 = per_tenant
+            .iter()
+            .filter(|(t, _)| self.held.contains(*t))
+            .map(|(_, b)| b)
+            .sum();
+        if self.held_live + held_total > limits.held_max_bytes {
+            return Err(full());
+        }
+        let others = self.disk_bytes.saturating_sub(self.held_live);
+        if others + self.reserved + (total - held_total) > limits.max_bytes
+            || self.disk_bytes + self.reserved + total > limits.max_bytes + limits.held_max_bytes
+        {
+            return Err(full());
         }
         for (tenant, bytes) in per_tenant {
             let key = self.intern(tenant);
@@ -371,6 +392,9 @@ impl State {
     pub fn insert(&mut self, key: &StreamKey, e: Entry) {
         let payload = e.payload_len(&key.0);
         self.total.add(&e, payload);
+        if self.held.contains(&key.0) {
+            self.held_live += u64::from(e.len);
+        }
         let tenant = self.tenants.entry(key.0.clone()).or_default();
         tenant.acc.add(&e, payload);
         if !tenant.streams.contains(&key.1) {
@@ -490,6 +514,9 @@ impl State {
     fn account_remove(&mut self, key: &StreamKey, e: &Entry, acks: &mut BTreeMap<u32, Vec<u8>>) {
         let payload = e.payload_len(&key.0);
         self.total.sub(e, payload);
+        if self.held.contains(&key.0) {
+            self.held_live = self.held_live.saturating_sub(u64::from(e.len));
+        }
         if let Some(t) = self.tenants.get_mut(&key.0) {
             t.acc.sub(e, payload);
         }
@@ -653,6 +680,40 @@ impl State {
         }
         self.finish_removal(acks);
         n
+    }
+
+    /// Marks exactly `held` as the tenants whose data is held, recounting
+    /// their live bytes.
+    pub fn set_held(&mut self, held: HashSet<Arc<str>>) {
+        self.held_live = held
+            .iter()
+            .filter_map(|t| self.tenants.get(t))
+            .map(|t| t.acc.disk)
+            .sum();
+        self.held = held;
+    }
+
+    /// Drops the ready records at the front of a stream created before
+    /// `before_ms` (held data past Datadog's window): (records, items).
+    pub fn expire(&mut self, key: &StreamKey, before_ms: i64) -> (u64, u64) {
+        let mut acks = BTreeMap::new();
+        let (mut records, mut items) = (0, 0);
+        while let Some(e) = self
+            .streams
+            .get_mut(key)
+            .and_then(|s| s.ready.front().copied())
+            .filter(|e| e.created_ms < before_ms)
+        {
+            if let Some(s) = self.streams.get_mut(key) {
+                s.ready.pop_front();
+            }
+            self.account_remove(key, &e, &mut acks);
+            records += 1;
+            items += u64::from(e.items);
+        }
+        self.gc_stream(key);
+        self.finish_removal(acks);
+        (records, items)
     }
 
     /// Drops every record of a tenant, ready or in flight.
