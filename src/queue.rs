@@ -770,6 +770,19 @@ impl Queue {
     /// Drops every record of a tenant, ready or in flight; returns
     /// (records, items, payload bytes) removed. Appends in progress at the
     /// time of the call may still land after it.
+    /// Whether an append for `tenant` is refused now whatever its size (the
+    /// tenant's share or the queue is full): ingest asks before reading a
+    /// body, so a client that keeps sending into a full share costs a
+    /// header's worth of work per request, not a body's. Never refuses what
+    /// the append would take.
+    pub fn admits(&self, tenant: &str) -> Result<(), AppendError> {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::SeqCst) {
+            return Err(AppendError::Closed);
+        }
+        shared.state.lock().admits(tenant, &shared.limits)
+    }
+
     /// Marks the tenants whose data is held (not connected): their live
     /// bytes count against `held_max_bytes` and no longer against
     /// `max_bytes` for the others. Replaces the previous set.

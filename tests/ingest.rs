@@ -432,3 +432,79 @@ async fn status_codes_follow_the_contract() {
     assert!(t["queued_items"].as_u64().unwrap() >= 1, "{t}");
     assert!(t["delivery"]["held_items"].as_u64().unwrap() >= 1, "{t}");
 }
+
+/// Sends only the head of a `POST /api/v2/logs` declaring `len` body bytes
+/// and returns the status of the answer, which must come without the body.
+async fn status_before_the_body(relay: &Relay, tenant: &str, len: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(relay.api).await.unwrap();
+    let head = format!(
+        "POST /api/v2/logs HTTP/1.1\r\nHost: relay\r\nDD-API-KEY: {tenant}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    let read = async {
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            got.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer before the body was sent");
+    let text = String::from_utf8_lossy(&got);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Overload is refused from the headers: a tenant at its quota gets 429
+/// and a body over `server.max_body` 413 before a byte of the body is
+/// read (so refusing costs no decompression or validation). Before, the
+/// relay read, decompressed and validated the whole body first, and a
+/// client that waited to send its body waited for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_before_the_body_is_read() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "[queue]\ntenant_max_bytes = \"8MiB\"\n").await;
+    support::connect(&relay, &dog, "full", "datadoghq.eu", "Demo EU1").await;
+    // Held there: every logs request is refused for now.
+    dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu"))
+        .unwrap();
+    // Fill the tenant's share to the byte: one record whose framed length
+    // (60-byte header, the tenant id, the payload) is the whole 8 MiB.
+    let generation = relay.shared().tenants.get("full").unwrap().generation();
+    let payload = vec![b'x'; (8 << 20) - 60 - "full".len()];
+    relay
+        .shared()
+        .queue
+        .append(ddrelay::queue::NewRecord {
+            tenant: "full",
+            generation,
+            stream: Endpoint::Logs.code(),
+            items: 1,
+            created_ms: ddrelay::clock::now_ms(),
+            oldest_ms: ddrelay::clock::now_ms(),
+            newest_ms: ddrelay::clock::now_ms(),
+            payload: &payload,
+        })
+        .await
+        .unwrap();
+    let (s, _) = relay
+        .send(
+            "full",
+            Endpoint::Logs,
+            b"[{\"message\":\"x\"}]",
+            Encoding::Identity,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 429, "the share is full");
+    assert_eq!(status_before_the_body(&relay, "full", 4 << 20).await, 429);
+    let max_body = relay.shared().config().server.max_body;
+    assert_eq!(
+        status_before_the_body(&relay, "full", max_body + 1).await,
+        413
+    );
+}

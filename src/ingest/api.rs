@@ -263,6 +263,27 @@ async fn ingest(
         })?,
     };
     let config = state.config.load_full();
+    // Refused from the headers where the answer is already known: a body
+    // over the limit, a tenant at its quota, a full queue. Overload then
+    // costs a header's worth of work, not a read, decompression and
+    // validation of a body that is thrown away.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.server.max_body) {
+        return Err(IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "request body is larger than {} bytes (server.max_body)",
+                config.server.max_body
+            ),
+        ));
+    }
+    if let Err(e) = state.queue.admits(&tenant) {
+        return Err(append_error(&tenant, e));
+    }
     let wire = axum::body::to_bytes(body, config.server.max_body as usize)
         .await
         .map_err(|_| {

@@ -339,6 +339,25 @@ impl State {
         per_tenant: &[(&str, u64)],
         limits: &Limits,
     ) -> Result<(), AppendError> {
+        self.check(per_tenant, limits)?;
+        let total: u64 = per_tenant.iter().map(|(_, b)| b).sum();
+        for (tenant, bytes) in per_tenant {
+            let key = self.intern(tenant);
+            self.tenants.entry(key).or_default().reserved += bytes;
+        }
+        self.reserved += total;
+        Ok(())
+    }
+
+    /// Whether an append for `tenant` is refused now whatever its size:
+    /// not even the smallest record fits its quota or its budget.
+    pub fn admits(&self, tenant: &str, limits: &Limits) -> Result<(), AppendError> {
+        let smallest = (HEADER_LEN + tenant.len() + 1) as u64;
+        self.check(&[(tenant, smallest)], limits)
+    }
+
+    /// Whether `per_tenant` framed bytes fit the quotas and budgets now.
+    pub fn check(&self, per_tenant: &[(&str, u64)], limits: &Limits) -> Result<(), AppendError> {
         let total: u64 = per_tenant.iter().map(|(_, b)| b).sum();
         for (tenant, bytes) in per_tenant {
             let used = self
@@ -372,11 +391,6 @@ impl State {
         {
             return Err(full());
         }
-        for (tenant, bytes) in per_tenant {
-            let key = self.intern(tenant);
-            self.tenants.entry(key).or_default().reserved += bytes;
-        }
-        self.reserved += total;
         Ok(())
     }
 
