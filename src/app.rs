@@ -280,12 +280,16 @@ impl App {
             "queue recovered"
         );
         let dead_dir = cfg.storage.data_dir.join("dead-letters");
-        let dead = DeadLetters::open(&dead_dir, cfg.queue.dead_letter_max_bytes).map_err(|e| {
-            BuildError::DataDir {
-                path: dead_dir.display().to_string(),
-                error: e.to_string(),
-            }
+        let dead = DeadLetters::open(
+            &dead_dir,
+            cfg.queue.dead_letter_max_bytes,
+            cfg.queue.max_bytes / 16,
+        )
+        .map_err(|e| BuildError::DataDir {
+            path: dead_dir.display().to_string(),
+            error: e.to_string(),
         })?;
+        queue.set_outside_bytes(dead.total_bytes());
         let pipeline = Arc::new(
             Pipeline::new(
                 queue.clone(),
@@ -537,6 +541,9 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
                 Err(e) => tracing::warn!(error = %e, "tenant sync failed"),
             }
             // Held data is bounded apart and aged out while held.
+            // Dead letters count against the queue's disk budget.
+            let dead = shared.pipeline.dead_letters().total_bytes();
+            shared.queue.set_outside_bytes(dead);
             let held = hold(&shared.tenants, &shared.queue);
             shared.pipeline.age_out_held(&held);
             let stats = shared.queue.stats();

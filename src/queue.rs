@@ -214,8 +214,21 @@ pub struct Limits {
     pub segment_bytes: u64,
     /// Write segments ahead with zeros so that a group commit's
     /// `fdatasync` is an overwrite (see `spare.rs`). Not a limit, but fixed
-    /// for the life of the queue like the others.
+    /// for the life of the queue like the others. The two segments this can
+    /// hold beyond the data (the head's unwritten tail and the spare) count
+    /// against `max_bytes`; with a `max_bytes` under four segments it is off.
     pub preallocate: bool,
+}
+
+impl Limits {
+    /// Bytes of `max_bytes` set aside for segments written ahead.
+    pub fn written_ahead(&self) -> u64 {
+        if self.preallocate {
+            2 * self.segment_bytes
+        } else {
+            0
+        }
+    }
 }
 
 impl From<&QueueConfig> for Limits {
@@ -489,6 +502,16 @@ impl Queue {
             return Err(QueueError::Limits(
                 "max_bytes and tenant_max_bytes must not be 0",
             ));
+        }
+        let mut limits = limits;
+        if limits.preallocate && limits.max_bytes < 4 * limits.segment_bytes {
+            // Two segments written ahead would take half the budget or more.
+            tracing::info!(
+                max_bytes = limits.max_bytes,
+                segment_bytes = limits.segment_bytes,
+                "queue.preallocate is off: max_bytes holds fewer than four segments"
+            );
+            limits.preallocate = false;
         }
         let io = |source| QueueError::Io {
             path: dir.to_path_buf(),
@@ -781,6 +804,12 @@ impl Queue {
             return Err(AppendError::Closed);
         }
         shared.state.lock().admits(tenant, &shared.limits)
+    }
+
+    /// Bytes of files kept beside the queue that count against its budget
+    /// (the dead-letter areas); replaces the previous figure.
+    pub fn set_outside_bytes(&self, bytes: u64) {
+        self.shared().state.lock().outside = bytes;
     }
 
     /// Marks the tenants whose data is held (not connected): their live

@@ -4,8 +4,10 @@
 //!
 //! Layout: `<data_dir>/dead-letters/<tenant>/<seq>-<kind>.dl`, each file a
 //! JSON metadata line followed by the refused items (compact JSON, one per
-//! line). Each tenant's area is bounded by `queue.dead_letter_max_bytes`:
-//! past it the oldest entries are evicted, counted and logged. Tenant ids
+//! line). Each tenant's area is bounded by `queue.dead_letter_max_bytes`,
+//! and all of them together by a total (a sixteenth of `queue.max_bytes`):
+//! past either the oldest entries are evicted, counted and logged. The
+//! total counts against the queue's disk budget (`Queue::set_outside_bytes`). Tenant ids
 //! are validated (`tenant::validate_id`: no `/`, never `.` or `..`), so they
 //! are safe directory names.
 
@@ -51,13 +53,19 @@ pub struct Totals {
 pub struct DeadLetters {
     dir: PathBuf,
     max_bytes_per_tenant: u64,
+    /// Every tenant's area together.
+    max_bytes_total: u64,
     areas: Mutex<HashMap<String, TenantArea>>,
     next_id: Mutex<u64>,
 }
 
 impl DeadLetters {
     /// Opens the areas under `dir`, indexing what is there.
-    pub fn open(dir: &Path, max_bytes_per_tenant: u64) -> std::io::Result<DeadLetters> {
+    pub fn open(
+        dir: &Path,
+        max_bytes_per_tenant: u64,
+        max_bytes_total: u64,
+    ) -> std::io::Result<DeadLetters> {
         std::fs::create_dir_all(dir)?;
         let mut areas = HashMap::new();
         let mut next_id = 1;
@@ -88,6 +96,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             dir: dir.to_path_buf(),
             max_bytes_per_tenant,
+            max_bytes_total,
             areas: Mutex::new(areas),
             next_id: Mutex::new(next_id),
         })
@@ -145,13 +154,35 @@ impl DeadLetters {
                 if let Some(old) = area.entries.pop_front() {
                     area.bytes -= old.bytes;
                     area.evicted_items += old.items;
-                    evict.push(old);
+                    evict.push((tenant.to_string(), old));
+                }
+            }
+            // Over the total: the oldest entry of any tenant goes first,
+            // never the one just stored.
+            let mut total: u64 = areas.values().map(|a| a.bytes).sum();
+            while total > self.max_bytes_total {
+                let oldest = areas
+                    .iter()
+                    .filter_map(|(t, a)| a.entries.front().map(|e| (e.id, t.clone())))
+                    .filter(|(id, _)| *id != entry.id)
+                    .min();
+                let Some((_, owner)) = oldest else {
+                    break;
+                };
+                let Some(area) = areas.get_mut(&owner) else {
+                    break;
+                };
+                if let Some(old) = area.entries.pop_front() {
+                    area.bytes -= old.bytes;
+                    area.evicted_items += old.items;
+                    total -= old.bytes;
+                    evict.push((owner, old));
                 }
             }
         }
-        for old in evict {
+        for (tenant, old) in evict {
             tracing::error!(tenant = %tenant, items = old.items, kind = %old.kind, "dead-letter budget exceeded; oldest refused payload evicted");
-            let _ = std::fs::remove_file(self.path(tenant, &old));
+            let _ = std::fs::remove_file(self.path(&tenant, &old));
         }
         Ok(entry)
     }
@@ -198,6 +229,11 @@ impl DeadLetters {
             .unwrap_or_default()
     }
 
+    /// Bytes held in every tenant's area.
+    pub fn total_bytes(&self) -> u64 {
+        self.areas.lock().values().map(|a| a.bytes).sum()
+    }
+
     /// Deletes a tenant's area (disconnect).
     pub fn purge(&self, tenant: &str) {
         self.areas.lock().remove(tenant);
@@ -216,10 +252,31 @@ fn read_meta(path: &Path) -> Option<Entry> {
 mod tests {
     use super::*;
 
+    /// Every tenant's area together stays within the total: the oldest
+    /// entry of any tenant is evicted first (before, each tenant had its
+    /// own bound and nothing bounded 10,000 of them together).
+    #[test]
+    fn all_areas_together_stay_within_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::open(dir.path(), 1 << 20, 100).unwrap();
+        let item = [b'x'; 29];
+        for (i, tenant) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            dl.put(tenant, "logs", 400, "bad", &[&item], i as i64)
+                .unwrap();
+        }
+        assert!(dl.total_bytes() <= 100, "{}", dl.total_bytes());
+        assert_eq!(dl.total_bytes(), 90, "three entries of 30 bytes");
+        assert!(dl.list("a").is_empty() && dl.list("b").is_empty());
+        assert_eq!(dl.totals("a").evicted_items, 1);
+        assert_eq!(dl.list("e").len(), 1, "the newest stays");
+        let again = DeadLetters::open(dir.path(), 1 << 20, 100).unwrap();
+        assert_eq!(again.total_bytes(), 90, "evicted files are gone");
+    }
+
     #[test]
     fn stores_lists_bounds_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let dl = DeadLetters::open(dir.path(), 100).unwrap();
+        let dl = DeadLetters::open(dir.path(), 100, 1 << 20).unwrap();
         let a = dl
             .put(
                 "acme",
@@ -241,7 +298,7 @@ mod tests {
         let t = dl.totals("acme");
         assert_eq!((t.entries, t.evicted_items), (1, 2));
         drop(dl);
-        let dl = DeadLetters::open(dir.path(), 100).unwrap();
+        let dl = DeadLetters::open(dir.path(), 100, 1 << 20).unwrap();
         assert_eq!(dl.list("acme").len(), 1);
         assert_eq!(dl.list("other").len(), 0);
         dl.purge("acme");

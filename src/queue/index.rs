@@ -219,6 +219,8 @@ pub(crate) struct State {
     held: HashSet<Arc<str>>,
     /// Live framed bytes of the held tenants.
     held_live: u64,
+    /// Bytes the queue's budget holds for files beside it (dead letters).
+    pub outside: u64,
     tick: u64,
     /// Segments gone from the index whose files are still to be deleted:
     /// [`StateGuard`] deletes them once the lock is released.
@@ -319,6 +321,7 @@ impl State {
             disk_bytes: 0,
             held: HashSet::new(),
             held_live: 0,
+            outside: 0,
             reserved: 0,
             tick: 0,
         }
@@ -385,9 +388,13 @@ impl State {
         if self.held_live + held_total > limits.held_max_bytes {
             return Err(full());
         }
-        let others = self.disk_bytes.saturating_sub(self.held_live);
-        if others + self.reserved + (total - held_total) > limits.max_bytes
-            || self.disk_bytes + self.reserved + total > limits.max_bytes + limits.held_max_bytes
+        // Within max_bytes: the segments (less the held tenants' data), the
+        // files beside them (dead letters) and the segments written ahead.
+        let budget = limits.max_bytes.saturating_sub(limits.written_ahead());
+        let others = self.disk_bytes.saturating_sub(self.held_live) + self.outside;
+        if others + self.reserved + (total - held_total) > budget
+            || self.disk_bytes + self.outside + self.reserved + total
+                > budget + limits.held_max_bytes
         {
             return Err(full());
         }

@@ -28,7 +28,8 @@
 //!
 //! Cost: the zeros are written once more than the data (disk bandwidth, not
 //! the latency path), and the disk holds up to two segments more than the
-//! queue's accounting (the head's unwritten tail and the spare). Pointless
+//! data (the head's unwritten tail and the spare), which the budget sets
+//! aside (`Limits::written_ahead`). Pointless
 //! on copy-on-write filesystems (btrfs, ZFS), where an overwrite allocates
 //! anyway: there `queue.preallocate = false`.
 //!

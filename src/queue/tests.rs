@@ -1248,3 +1248,53 @@ async fn expire_drops_only_records_older_than_the_cut() {
     assert_eq!(left[0].created_ms, 300);
     assert_eq!(q.stats().items, 2);
 }
+
+/// Dead letters (files beside the queue) and the segments written ahead
+/// count against `max_bytes`: with them the budget refuses sooner. Before,
+/// both were outside it (16 MiB of dead letters per tenant times 10,000
+/// tenants, two segments ahead).
+#[tokio::test]
+async fn dead_letters_and_written_ahead_segments_count_against_the_budget() {
+    async fn fill(q: Queue) -> u32 {
+        let payload = noise(3, 1000);
+        let mut n = 0;
+        while q.append(rec("t", 1, &payload)).await.is_ok() {
+            n += 1;
+        }
+        n
+    }
+    let l = Limits {
+        max_bytes: 64 << 10,
+        tenant_max_bytes: 64 << 10,
+        held_max_bytes: 0,
+        segment_bytes: 8 << 10,
+        preallocate: true,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(dir.path(), l);
+    let ahead = fill(q).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(
+        dir.path(),
+        Limits {
+            preallocate: false,
+            ..l
+        },
+    );
+    let plain = fill(q).await;
+    assert!(plain >= ahead + 14, "16 KiB set aside: {plain} vs {ahead}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (q, _) = open(
+        dir.path(),
+        Limits {
+            preallocate: false,
+            ..l
+        },
+    );
+    q.set_outside_bytes(32 << 10);
+    let with_dead = fill(q).await;
+    assert!(
+        plain >= with_dead + 30,
+        "32 KiB of dead letters: {plain} vs {with_dead}"
+    );
+}
