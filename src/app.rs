@@ -74,6 +74,8 @@ pub struct Shared {
     pub credentials: Arc<Credentials>,
     pub datadog: datadog::Client,
     pub queue: Queue,
+    /// Memory for decoding large request bodies (`server.decode_memory`).
+    pub decode_memory: Arc<crate::ingest::budget::Budget>,
     pub pipeline: Arc<Pipeline>,
     ready: AtomicBool,
     pub shutdown: Shutdown,
@@ -179,6 +181,9 @@ impl Reloader {
             nq.preallocate,
         ) {
             needs_restart.push("queue.max_bytes / tenant_max_bytes / segment_bytes / preallocate");
+        }
+        if old.server.decode_memory != new.server.decode_memory {
+            needs_restart.push("server.decode_memory");
         }
         if old.delivery.max_concurrency != new.delivery.max_concurrency {
             needs_restart.push("delivery.max_concurrency");
@@ -310,6 +315,7 @@ impl App {
             tenants,
             credentials,
             datadog,
+            decode_memory: crate::ingest::budget::Budget::new(cfg.server.decode_memory),
             queue,
             pipeline,
             ready: AtomicBool::new(false),
@@ -465,6 +471,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         queue: shared.queue.clone(),
         metrics: shared.metrics.clone(),
         config: shared.config.clone(),
+        decode_memory: shared.decode_memory.clone(),
     });
     let proxy = proxy::router(ProxyState::new(
         shared.tenants.clone(),

@@ -19,6 +19,36 @@ pub enum CodecError {
         encoding: &'static str,
         message: String,
     },
+    /// The caller's memory budget refused more output.
+    #[error("{0}")]
+    Budget(String),
+}
+
+/// What the `grow` callback of [`decompress_with`] says when the budget
+/// refuses: its message becomes [`CodecError::Budget`].
+#[derive(Debug)]
+pub struct OverBudget(pub String);
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// A reader that reports every chunk it yields to `grow` first.
+struct Counted<'a, R> {
+    inner: R,
+    grow: &'a mut dyn FnMut(usize) -> Result<(), OverBudget>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.grow)(n).map_err(std::io::Error::other)?;
+        Ok(n)
+    }
 }
 
 fn name(e: Encoding) -> &'static str {
@@ -33,40 +63,60 @@ fn name(e: Encoding) -> &'static str {
 /// Decompresses `body`, refusing output larger than `limit` bytes.
 /// Identity bodies are checked against `limit` and copied.
 pub fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    let corrupt = |e: std::io::Error| CodecError::Corrupt {
-        encoding: name(encoding),
-        message: e.to_string(),
+    decompress_with(encoding, body, limit, &mut |_| Ok(()))
+}
+
+/// As [`decompress`], telling `grow` the size of every chunk of output
+/// before keeping it; a refusal stops the decoding with
+/// [`CodecError::Budget`] (memory budgets reserve as the output grows).
+pub fn decompress_with(
+    encoding: Encoding,
+    body: &[u8],
+    limit: usize,
+    grow: &mut dyn FnMut(usize) -> Result<(), OverBudget>,
+) -> Result<Vec<u8>, CodecError> {
+    let corrupt = |e: std::io::Error| match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<OverBudget>())
+    {
+        Some(over) => CodecError::Budget(over.0.clone()),
+        None => CodecError::Corrupt {
+            encoding: name(encoding),
+            message: e.to_string(),
+        },
     };
-    let mut out = Vec::with_capacity(capacity_hint(encoding, body, limit));
-    match encoding {
-        Encoding::Identity => {
-            if body.len() > limit {
-                return Err(CodecError::TooLarge { limit });
-            }
-            out.extend_from_slice(body);
-            return Ok(out);
+    if encoding == Encoding::Identity {
+        if body.len() > limit {
+            return Err(CodecError::TooLarge { limit });
         }
-        Encoding::Gzip => {
-            // MultiGzDecoder: concatenated gzip members are valid gzip.
-            flate2::read::MultiGzDecoder::new(body)
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(corrupt)?;
-        }
-        Encoding::Deflate => {
-            flate2::read::ZlibDecoder::new(body)
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(corrupt)?;
-        }
-        Encoding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
-            decoder
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(corrupt)?;
-        }
+        grow(body.len()).map_err(|over| CodecError::Budget(over.0))?;
+        return Ok(body.to_vec());
     }
+    let mut out = Vec::with_capacity(capacity_hint(encoding, body, limit));
+    grow(out.capacity()).map_err(|over| CodecError::Budget(over.0))?;
+    let reader: Box<dyn Read + '_> = match encoding {
+        // MultiGzDecoder: concatenated gzip members are valid gzip.
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+        Encoding::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?)
+        }
+        Encoding::Identity => unreachable!("handled above"),
+    };
+    // The first `capacity` bytes were reserved with the buffer.
+    let mut reserved = out.capacity();
+    let mut counted = |n: usize| {
+        let beyond = n.saturating_sub(reserved);
+        reserved = reserved.saturating_sub(n);
+        grow(beyond)
+    };
+    Counted {
+        inner: reader,
+        grow: &mut counted,
+    }
+    .take(limit as u64 + 1)
+    .read_to_end(&mut out)
+    .map_err(corrupt)?;
     if out.len() > limit {
         return Err(CodecError::TooLarge { limit });
     }

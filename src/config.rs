@@ -103,6 +103,9 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// Largest request body once decompressed (decompression bombs stop here).
     pub max_decompressed_body: u64,
+    /// Memory for decoding large request bodies at once (decompressed
+    /// bodies, their validated copies and records): see `ingest::budget`.
+    pub decode_memory: u64,
     #[serde(serialize_with = "ser_duration")]
     pub request_timeout: Duration,
     /// How long a client of `public_listen` may take to send a request's
@@ -849,6 +852,7 @@ impl Validator<'_> {
             raw.server.max_decompressed_body,
             64 << 20,
         );
+        let decode_memory = self.size("server.decode_memory", raw.server.decode_memory, 256 << 20);
         if max_decompressed_body < 5_242_880 {
             self.problem(
                 "server.max_decompressed_body",
@@ -1201,6 +1205,7 @@ impl Validator<'_> {
                 admin_token: admin_token?,
                 max_body,
                 max_decompressed_body,
+                decode_memory,
                 request_timeout,
                 public_header_timeout,
             },

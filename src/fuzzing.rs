@@ -87,6 +87,7 @@ pub fn ingest(data: &[u8]) {
             let _ = message;
             return;
         }
+        Err(CodecError::Budget(why)) => panic!("no budget was given: {why}"),
     };
     assert!(decoded.len() <= DECOMPRESS_LIMIT, "decompression limit");
     if encoding == Encoding::Identity {

@@ -7,4 +7,5 @@
 //! knows compression for delivery, retries or Datadog hosts.
 
 pub mod api;
+pub mod budget;
 pub mod validate;

@@ -77,6 +77,8 @@ pub(crate) struct RawServer {
     #[serde(default, deserialize_with = "string")]
     pub max_decompressed_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
+    pub decode_memory: Option<String>,
+    #[serde(default, deserialize_with = "string")]
     pub request_timeout: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub public_header_timeout: Option<String>,

@@ -341,7 +341,9 @@ pub(crate) fn process(
                 CodecError::TooLarge { limit } => Reject::TooLarge(format!(
                     "Payload too large: decompressed size over {limit} bytes"
                 )),
-                CodecError::Corrupt { .. } => Reject::Malformed(e.to_string()),
+                CodecError::Corrupt { .. } | CodecError::Budget(_) => {
+                    Reject::Malformed(e.to_string())
+                }
             })?,
         ),
     };

@@ -24,9 +24,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use super::budget::Budget;
 use super::validate::{Invalid, validate};
 use crate::clock::now_ms;
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, OverBudget};
 use crate::config::{Config, QueueCompression};
 use crate::pipeline::{self, record};
 use crate::queue::{AppendError, NewRecord, Prepared, Queue};
@@ -40,11 +41,14 @@ use crate::tenant::{Tenants, validate_id};
 /// The header that names the tenant.
 pub const TENANT_HEADER: &str = "dd-relay-tenant";
 
-/// Bodies at least this large on the wire are decoded and validated off the
-/// async workers (a compressed 16 KiB body is typically 100-200 KiB of JSON,
-/// a few hundred microseconds of work), so large batches never stall the
-/// acknowledgement of small requests.
-const BLOCKING_THRESHOLD: usize = 16 * 1024;
+/// Bodies expected to take at least this much memory to decode (three
+/// copies, see [`expected_memory`]) are decoded and validated off the
+/// async workers, within the decoding memory budget, so large batches never
+/// stall the acknowledgement of small requests and a burst of them stays
+/// within `server.decode_memory`. Smaller ones (a few KiB of JSON, or a
+/// compressed body of under 2 KiB) are decoded where they arrive: as many
+/// at once as there are async workers, each within its own limits.
+const BLOCKING_THRESHOLD: u64 = 48 * 1024;
 
 /// What the ingest endpoints need.
 #[derive(Clone)]
@@ -53,6 +57,8 @@ pub struct IngestState {
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     pub config: crate::tenant::ConfigHandle,
+    /// Memory for decoding bodies at once (`server.decode_memory`).
+    pub decode_memory: Arc<Budget>,
 }
 
 /// An ingest failure: a status, the errors body, and maybe Retry-After.
@@ -299,14 +305,40 @@ async fn ingest(
     let limit = config.server.max_decompressed_body as usize;
     let at_rest = AtRest::new(&config, endpoint);
     let now = now_ms();
-    let decoded = if wire.len() >= BLOCKING_THRESHOLD {
+    let job = Decode {
+        endpoint,
+        encoding,
+        limit,
+        now,
+        owner,
+        at_rest,
+    };
+    let decoded = if expected_memory(encoding, wire.len(), limit) >= BLOCKING_THRESHOLD {
+        // Large bodies decode on the blocking pool, within the decoding
+        // memory budget (small ones, on the async workers, are as many at
+        // once as there are workers).
         let (tenant, generation) = (tenant.clone(), owner.generation);
+        let mut held = state.decode_memory.hold();
         tokio::task::spawn_blocking(move || {
-            let owner = Owner {
-                tenant: &tenant,
-                generation,
+            let job = Decode {
+                owner: Owner {
+                    tenant: &tenant,
+                    generation,
+                },
+                ..job
             };
-            decode_and_prepare(endpoint, encoding, &wire, limit, now, owner, at_rest)
+            let expected = expected_memory(encoding, wire.len(), limit);
+            if let Err(over) = held.reserve(expected, DECODE_MEMORY_WAIT) {
+                return Err((busy(over.0), wire.len()));
+            }
+            let mut left = expected;
+            let mut grow = |n: usize| {
+                let n = n as u64;
+                held.grow(n.saturating_sub(left));
+                left = left.saturating_sub(n);
+                Ok(())
+            };
+            decode_and_prepare(job, &wire, &mut grow)
         })
         .await
         .map_err(|_| {
@@ -317,7 +349,7 @@ async fn ingest(
             )
         })?
     } else {
-        decode_and_prepare(endpoint, encoding, &wire, limit, now, owner, at_rest)
+        decode_and_prepare(job, &wire, &mut |_| Ok(()))
     };
     let outcome = |outcome: &'static str| KindOutcome { kind, outcome };
     let accepted = match decoded {
@@ -390,6 +422,38 @@ struct Accepted {
     body_len: usize,
 }
 
+/// One body to decode: what it is, for whom, and how to store it.
+#[derive(Debug, Clone, Copy)]
+struct Decode<'a> {
+    endpoint: Endpoint,
+    encoding: Encoding,
+    /// `server.max_decompressed_body`.
+    limit: usize,
+    now: i64,
+    owner: Owner<'a>,
+    at_rest: AtRest,
+}
+
+/// What decoding a body is expected to hold at its peak: the decoded body,
+/// its validated copy and the record made of it. A compressed body is
+/// expected to inflate tenfold (JSON telemetry does, give or take); one
+/// that inflates more grows past its reservation (`budget::Held::grow`).
+fn expected_memory(encoding: Encoding, wire: usize, limit: usize) -> u64 {
+    let decoded = match encoding {
+        Encoding::Identity => wire,
+        _ => wire.saturating_mul(10).min(limit),
+    };
+    3 * decoded as u64
+}
+
+/// How long a large body waits for decoding memory before it is refused.
+const DECODE_MEMORY_WAIT: Duration = Duration::from_secs(2);
+
+/// The answer when decoding memory (`server.decode_memory`) is exhausted.
+fn busy(why: String) -> IngestError {
+    IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why).retry(Duration::from_secs(1))
+}
+
 /// Whose record it is: the tenant and its connection generation
 /// (`store::Tenant::generation`) when the request arrived.
 #[derive(Debug, Clone, Copy)]
@@ -426,15 +490,19 @@ impl AtRest {
 /// request body: the CPU work of an ingest request, done in one place so
 /// that a large body does all of it off the async workers.
 fn decode_and_prepare(
-    endpoint: Endpoint,
-    encoding: Encoding,
+    job: Decode<'_>,
     wire: &Bytes,
-    limit: usize,
-    now: i64,
-    owner: Owner<'_>,
-    at_rest: AtRest,
+    grow: &mut dyn FnMut(usize) -> Result<(), OverBudget>,
 ) -> Result<Accepted, (IngestError, usize)> {
-    let body = codec::decompress(encoding, wire, limit).map_err(|e| {
+    let Decode {
+        endpoint,
+        encoding,
+        limit,
+        now,
+        owner,
+        at_rest,
+    } = job;
+    let body = codec::decompress_with(encoding, wire, limit, grow).map_err(|e| {
         let err = match e {
             CodecError::TooLarge { limit } => IngestError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -442,12 +510,16 @@ fn decode_and_prepare(
                 format!("request body decompresses to more than {limit} bytes (server.max_decompressed_body)"),
             ),
             CodecError::Corrupt { .. } => IngestError::new(StatusCode::BAD_REQUEST, "bad_encoding", e.to_string()),
+            CodecError::Budget(why) => busy(why),
         };
         (err, wire.len())
     })?;
     let body_len = body.len();
+    // The validated copy and the record made of it (at most as large).
+    grow(2 * body_len).map_err(|over| (busy(over.0), body_len))?;
     let validated =
         validate(endpoint, &body, now).map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
+    drop(body);
     let ready = at_rest.ready.and_then(|(encoding, level)| {
         record::pack_ready(endpoint, encoding, level, &validated.payload)
     });
