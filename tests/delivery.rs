@@ -965,3 +965,41 @@ async fn held_data_past_the_window_is_aged_out_while_held() {
     assert_eq!(v["delivery"]["aged_out_items"], 3, "{v}");
     assert_eq!(v["queued_items"], 2, "recent held data stays: {v}");
 }
+
+/// One tenant with a backlog has several payloads in flight (within its
+/// cap), not one: with Datadog answering each request 10 s late, a backlog
+/// of 200 events (64 per take) has a request out from several takes within
+/// those 10 s. Before, one (tenant, kind) stream sent one payload at a
+/// time, so one large tenant was capped by one round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_a_backlog_has_several_payloads_in_flight() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, &format!("{FAST}tenant_concurrency = 4\n")).await;
+    support::connect(&relay, &dog, "big", "datadoghq.com", "Demo US1").await;
+    // Hold the tenant back while its backlog builds.
+    dog.inject_fault(Fault::status(503).on_path("/api/v1/events"))
+        .unwrap();
+    for i in 0..200 {
+        let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
+        let (s, _) = relay
+            .send("big", Endpoint::Events, body.as_bytes(), Encoding::Identity)
+            .await
+            .unwrap();
+        assert_eq!(s, 202);
+    }
+    dog.clear_faults();
+    dog.inject_fault(Fault::late_answer(Duration::from_secs(10)).on_path("/api/v1/events"))
+        .unwrap();
+    let started = Instant::now();
+    until(
+        "several events in flight at once",
+        Duration::from_secs(30),
+        || items(&dog, "Demo US1", Endpoint::Events) >= 2,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the second event went out only after the first answer: {:?}",
+        started.elapsed()
+    );
+}

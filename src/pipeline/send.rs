@@ -4,8 +4,10 @@
 //!
 //! Isolation is the design goal (peers.md §3: one revoked key must never
 //! stall every tenant):
-//! - one task at most per (tenant, kind) stream, at most
-//!   `delivery.tenant_concurrency` per tenant and never more than half of
+//! - one task per (tenant, kind) stream, or several while it has a backlog
+//!   (a full payload or more waiting: one large tenant is not capped by one
+//!   payload in flight), at most `delivery.tenant_concurrency` per tenant
+//!   and never more than half of
 //!   `delivery.max_concurrency` (at least one), so no tenant can hold every
 //!   sending slot (a site that hangs, a tenant throttled);
 //! - a global permit (`delivery.max_concurrency` in all) is held only while
@@ -65,7 +67,8 @@ const IDLE_RECHECK: Duration = Duration::from_millis(500);
 /// A stream's state in the dispatcher.
 #[derive(Debug, Default)]
 struct StreamState {
-    in_flight: bool,
+    /// Tasks taking from this stream now (several with a backlog).
+    in_flight: usize,
     failures: u32,
     next_attempt: Option<Instant>,
 }
@@ -318,9 +321,6 @@ impl Pipeline {
                 continue;
             }
             let ss = streams.entry((tenant.clone(), code)).or_default();
-            if ss.in_flight {
-                continue;
-            }
             if let Some(at) = ss.next_attempt
                 && at > now
             {
@@ -328,23 +328,33 @@ impl Pipeline {
                 continue;
             }
             let (enough_bytes, enough_items) = fill_target(endpoint);
-            if !draining
+            let info = self
+                .queue
+                .ready_info(&tenant, code, enough_bytes, enough_items);
+            let backlog = info.as_ref().is_some_and(|i| {
+                i.bytes >= enough_bytes
+                    || i.items >= enough_items
+                    || i.records as usize >= MAX_RECORDS_PER_TAKE
+            });
+            // A stream with a backlog runs several takes at once (within
+            // the tenant's cap), so one large tenant is not capped by one
+            // payload in flight; each take acks its own records.
+            if ss.in_flight > 0 && !backlog {
+                continue;
+            }
+            if ss.in_flight == 0
+                && !draining
+                && !backlog
                 && endpoint != Endpoint::Events
-                && let Some(info) = self
-                    .queue
-                    .ready_info(&tenant, code, enough_bytes, enough_items)
+                && let Some(info) = info
             {
                 let age = now_wall - info.oldest_created_ms;
-                if info.bytes < enough_bytes
-                    && info.items < enough_items
-                    && (info.records as usize) < MAX_RECORDS_PER_TAKE
-                    && age < max_age_ms
-                {
+                if age < max_age_ms {
                     wake = wake.min(now + Duration::from_millis((max_age_ms - age).max(1) as u64));
                     continue;
                 }
             }
-            ss.in_flight = true;
+            ss.in_flight += 1;
             td.in_flight += 1;
             let this = self.clone();
             tasks.spawn(async move {
@@ -376,7 +386,7 @@ impl Pipeline {
             let td = tenants.entry(tenant.clone()).or_default();
             td.in_flight = td.in_flight.saturating_sub(1);
             let ss = streams.entry((tenant.clone(), code)).or_default();
-            ss.in_flight = false;
+            ss.in_flight = ss.in_flight.saturating_sub(1);
             match outcome {
                 Outcome::Idle => {}
                 Outcome::Done => {
