@@ -522,6 +522,11 @@ impl Pipeline {
         }
     }
 
+    /// Updates the tenant's delivery figures.
+    fn figures(&self, tenant: &Arc<str>, f: impl FnOnce(&mut TenantDelivery)) {
+        f(self.state.lock().tenants.entry(tenant.clone()).or_default());
+    }
+
     fn count_aged_out(&self, tenant: &Arc<str>, endpoint: Endpoint, items: u64) {
         self.metrics
             .aged_out_items
@@ -529,12 +534,7 @@ impl Pipeline {
                 kind: endpoint.name(),
             })
             .inc_by(items);
-        self.state
-            .lock()
-            .tenants
-            .entry(tenant.clone())
-            .or_default()
-            .aged_out_items += items;
+        self.figures(tenant, |td| td.aged_out_items += items);
     }
 
     /// Acks (discards) the records of `taken` accepted for another
@@ -560,12 +560,7 @@ impl Pipeline {
                 kind: endpoint.name(),
             })
             .inc_by(items);
-        self.state
-            .lock()
-            .tenants
-            .entry(tenant.clone())
-            .or_default()
-            .discarded_items += items;
+        self.figures(tenant, |td| td.discarded_items += items);
         tracing::warn!(tenant = %tenant, kind = endpoint.name(), items, "items accepted for an earlier connection of the tenant (before a disconnect, or for another org) discarded, not sent");
         keep
     }
