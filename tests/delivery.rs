@@ -18,14 +18,6 @@ use support::{dog, relay, tenant_json};
 
 const FAST: &str = "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"300ms\"\nforbidden_retries = 2\n";
 
-async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn items(dog: &FakeDog, org: &str, endpoint: Endpoint) -> u64 {
     dog.item_count(&dog.org(org).unwrap().id, endpoint)
 }
@@ -96,7 +88,7 @@ async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     let org = dog.org("Demo EU1").unwrap().id;
     send_logs(&relay, "t", 5, "before").await;
-    until("first logs", Duration::from_secs(20), || {
+    support::eventually_within("first logs", Duration::from_secs(20), || {
         items(&dog, "Demo EU1", Endpoint::Logs) == 5
     })
     .await;
@@ -111,7 +103,7 @@ async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
         }
     });
     futures_util::future::join_all(sends).await;
-    until(
+    support::eventually_within(
         "everything delivered with the new key",
         Duration::from_secs(30),
         || {
@@ -167,7 +159,7 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     // The customer revokes the key in Datadog and connects again: delivery resumes by itself.
     dog.revoke_key(&org).unwrap();
     support::connect(&relay, &dog, "t", "us5.datadoghq.com", "Demo US5").await;
-    until(
+    support::eventually_within(
         "held data delivered after the reconnect",
         Duration::from_secs(20),
         || items(&dog, "Demo US5", Endpoint::Logs) == 10,
@@ -185,7 +177,7 @@ async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
     dog.revoke_grants(&org).unwrap(); // the customer uninstalled
     dog.revoke_key(&org).unwrap();
     send_series(&relay, "t", 4).await;
-    until("reauth_required", Duration::from_secs(20), || {
+    support::eventually_within("reauth_required", Duration::from_secs(20), || {
         relay
             .shared()
             .tenants
@@ -200,7 +192,7 @@ async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
     );
     assert_eq!(t["queued_items"], 4);
     support::connect(&relay, &dog, "t", "ap1.datadoghq.com", "Demo AP1").await;
-    until("delivered after reconnect", Duration::from_secs(20), || {
+    support::eventually_within("delivered after reconnect", Duration::from_secs(20), || {
         items(&dog, "Demo AP1", Endpoint::SeriesV2) == 4
     })
     .await;
@@ -221,7 +213,7 @@ async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
     send_series(&relay, "t", 3).await;
     // Watch for two seconds: the tenant backs off (300 ms cap) instead of spinning.
     let started = Instant::now();
-    until("a visible alert", Duration::from_secs(10), || {
+    support::eventually_within("a visible alert", Duration::from_secs(10), || {
         relay.shared().pipeline.tenant("t").forbidden_in_a_row > 2
     })
     .await;
@@ -239,7 +231,7 @@ async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
     assert_eq!(t["state"], "connected");
     assert_eq!(dog.keys_created(&org), 1, "a valid key is never replaced");
     dog.clear_faults();
-    until(
+    support::eventually_within(
         "delivered once the 403s stop",
         Duration::from_secs(20),
         || items(&dog, "Demo US1", Endpoint::SeriesV2) == 3,
@@ -259,7 +251,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     )
     .unwrap();
     send_logs(&relay, "t", 4, "r").await;
-    until(
+    support::eventually_within(
         "delivered after three 503s",
         Duration::from_secs(20),
         || items(&dog, "Demo EU1", Endpoint::Logs) == 4,
@@ -274,7 +266,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     )
     .unwrap();
     send_logs(&relay, "t", 2, "d").await;
-    until(
+    support::eventually_within(
         "delivered after dropped connections",
         Duration::from_secs(20),
         || items(&dog, "Demo EU1", Endpoint::Logs) == 6,
@@ -298,7 +290,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     .unwrap();
     let started = Instant::now();
     send_logs(&relay2, "u", 1, "rl").await;
-    until("delivered after the 429", Duration::from_secs(20), || {
+    support::eventually_within("delivered after the 429", Duration::from_secs(20), || {
         items(&dog, "Demo US3", Endpoint::Logs) == 1
     })
     .await;
@@ -332,12 +324,12 @@ async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     )
     .unwrap();
     send_logs(&relay, "t", 3, "refused").await;
-    until("dead-lettered", Duration::from_secs(20), || {
+    support::eventually_within("dead-lettered", Duration::from_secs(20), || {
         relay.shared().pipeline.tenant("t").dead_lettered_items == 3
     })
     .await;
     send_logs(&relay, "t", 2, "fine").await;
-    until("later data delivered", Duration::from_secs(20), || {
+    support::eventually_within("later data delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Logs) == 2
     })
     .await;
@@ -369,7 +361,7 @@ async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     dog.inject_fault(Fault::status(413).on_host("api.datadoghq.com").times(1))
         .unwrap();
     send_series(&relay, "t", 40).await;
-    until("split payload delivered", Duration::from_secs(20), || {
+    support::eventually_within("split payload delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::SeriesV2) == 40
     })
     .await;
@@ -389,7 +381,7 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
 
     // As stored: one intake request for 500 logs, in order, intact.
     send_logs(&relay, "t", 500, "whole").await;
-    until("stored payload delivered", Duration::from_secs(20), || {
+    support::eventually_within("stored payload delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Logs) == 500
     })
     .await;
@@ -403,7 +395,7 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
     dog.inject_fault(Fault::status(413).on_host(host).times(1))
         .unwrap();
     send_logs(&relay, "t", 500, "split").await;
-    until("split payload delivered", Duration::from_secs(20), || {
+    support::eventually_within("split payload delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Logs) == 1000
     })
     .await;
@@ -427,7 +419,7 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
     )
     .unwrap();
     send_logs(&relay, "t", 500, "refused").await;
-    until("dead-lettered", Duration::from_secs(20), || {
+    support::eventually_within("dead-lettered", Duration::from_secs(20), || {
         relay.shared().pipeline.tenant("t").dead_lettered_items == 500
     })
     .await;
@@ -453,7 +445,7 @@ async fn half_a_payload_of_items_is_sent_without_waiting_for_the_batch_age() {
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     send_logs(&relay, "t", 500, "now").await;
     // Well before the 60 s batch age.
-    until("sent before the batch age", Duration::from_secs(30), || {
+    support::eventually_within("sent before the batch age", Duration::from_secs(30), || {
         items(&dog, "Demo US1", Endpoint::Logs) == 500
     })
     .await;
@@ -483,7 +475,7 @@ async fn per_tenant_request_rate_limit_is_enforced() {
             .unwrap();
         assert_eq!(s, 202);
     }
-    until("events delivered", Duration::from_secs(20), || {
+    support::eventually_within("events delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Events) == 50
     })
     .await;
@@ -518,7 +510,7 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
             .0,
         202
     );
-    until("held", Duration::from_secs(20), || {
+    support::eventually_within("held", Duration::from_secs(20), || {
         relay
             .shared()
             .tenants
@@ -530,11 +522,11 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     dog.revoke_key(&org).unwrap();
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
-    until("the fresh check delivered", Duration::from_secs(20), || {
+    support::eventually_within("the fresh check delivered", Duration::from_secs(20), || {
         items(&dog, "Demo EU1", Endpoint::CheckRun) == 1
     })
     .await;
-    until(
+    support::eventually_within(
         "the old one counted as aged out",
         Duration::from_secs(20),
         || relay.shared().pipeline.tenant("t").aged_out_items == 1,
@@ -567,7 +559,7 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let last_send = Instant::now();
-    until("phase delivered", Duration::from_secs(30), || {
+    support::eventually_within("phase delivered", Duration::from_secs(30), || {
         tenants
             .iter()
             .zip(&before)
@@ -616,7 +608,7 @@ async fn one_tenants_outage_does_not_slow_the_others() {
     );
     // The outage ends: the backlog drains.
     dog.clear_faults();
-    until("backlog drained", Duration::from_secs(30), || {
+    support::eventually_within("backlog drained", Duration::from_secs(30), || {
         items(&dog, "Demo EU1", Endpoint::Logs) == 2000
     })
     .await;
@@ -690,7 +682,7 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
     dog.clear_faults();
     let _ = outage;
     let recovery = Instant::now();
-    until("backlog drained", Duration::from_secs(120), || {
+    support::eventually_within("backlog drained", Duration::from_secs(120), || {
         relay.shared().queue.stats().items == 0
     })
     .await;
@@ -771,7 +763,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
         .unwrap();
     assert_eq!(s, 202, "{v}");
     let expected = |t: &str| if t == "b1" { 4000 } else { 3000 };
-    until("every tenant delivered", Duration::from_secs(60), || {
+    support::eventually_within("every tenant delivered", Duration::from_secs(60), || {
         tenants
             .iter()
             .all(|(t, org, _)| items(&dog, org, Endpoint::Logs) >= expected(t))
@@ -838,7 +830,7 @@ async fn queued_data_is_stored_compressed_and_delivered_exactly_as_sent() {
     );
     // Datadog is back: every log arrives as it was sent.
     dog.clear_faults();
-    until("the logs delivered", Duration::from_secs(30), || {
+    support::eventually_within("the logs delivered", Duration::from_secs(30), || {
         items(&dog, "Demo EU1", Endpoint::Logs) == 400
     })
     .await;
@@ -897,7 +889,7 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
     }
     send_logs(&relay, "hung", 5, "hung").await;
     send_series(&relay, "hung", 5).await;
-    until(
+    support::eventually_within(
         "the throttled tenant to be sending",
         Duration::from_secs(20),
         || items(&dog, "Demo US1", Endpoint::Events) >= 1,
@@ -905,7 +897,7 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
     .await;
 
     send_logs(&relay, "other", 5, "other").await;
-    until("the other tenant's logs", Duration::from_secs(20), || {
+    support::eventually_within("the other tenant's logs", Duration::from_secs(20), || {
         items(&dog, "Demo AP1", Endpoint::Logs) == 5
     })
     .await;
@@ -955,7 +947,7 @@ async fn held_data_past_the_window_is_aged_out_while_held() {
             .await
             .unwrap();
     }
-    until(
+    support::eventually_within(
         "the stale held data to age out",
         Duration::from_secs(20),
         || relay.shared().queue.tenant_stats("t").items == 2,
@@ -991,7 +983,7 @@ async fn a_tenant_with_a_backlog_has_several_payloads_in_flight() {
     dog.inject_fault(Fault::late_answer(Duration::from_secs(10)).on_path("/api/v1/events"))
         .unwrap();
     let started = Instant::now();
-    until(
+    support::eventually_within(
         "several events in flight at once",
         Duration::from_secs(30),
         || items(&dog, "Demo US1", Endpoint::Events) >= 2,

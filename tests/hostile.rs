@@ -378,14 +378,6 @@ async fn refused(what: &str, r: reqwest::Response, status: u16, needle: &str) {
     );
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 const GOOD_REQUESTS: usize = 30;
 const GOOD_LOGS: usize = 5;
 const GOOD_SERIES: usize = 2;
@@ -891,12 +883,12 @@ async fn hostile_requests_are_refused_cleanly_while_another_tenant_keeps_deliver
         (GOOD_REQUESTS * GOOD_LOGS) as u64,
         (GOOD_REQUESTS * GOOD_SERIES) as u64,
     );
-    wait_until("the good tenant's data", || {
+    support::eventually("the good tenant's data", || {
         dog.item_count(&eu, Endpoint::Logs) >= logs
             && dog.item_count(&eu, Endpoint::SeriesV2) >= series
     })
     .await;
-    wait_until("an empty queue", || relay.shared().queue.stats().items == 0).await;
+    support::eventually("an empty queue", || relay.shared().queue.stats().items == 0).await;
     assert_eq!(dog.item_count(&eu, Endpoint::Logs), logs);
     assert_eq!(dog.item_count(&eu, Endpoint::SeriesV2), series);
     for item in dog.received(&eu, Endpoint::Logs) {

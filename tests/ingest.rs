@@ -7,44 +7,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ddrelay::clock::now;
-use ddrelay::fakedog::{FakeDog, Fault};
+use ddrelay::fakedog::Fault;
 use ddrelay::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use serde_json::json;
-use support::{dog, relay, tenant_json};
+use support::{dog, relay, tenant_json, wait_drained, wait_items};
 
 const FAST: &str = "[delivery]\nbatch_max_age = \"100ms\"\n";
-
-/// Waits until `org` received at least `n` items of `endpoint` (fakedog's
-/// count is the observable condition; the deadline only bounds a failure).
-async fn wait_items(dog: &FakeDog, org: &str, endpoint: Endpoint, n: u64) {
-    let id = dog.org(org).unwrap().id;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dog.item_count(&id, endpoint) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{org} got {} of {n} {endpoint} items",
-            dog.item_count(&id, endpoint)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the relay's queue is empty.
-async fn wait_drained(relay: &Relay) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relay.shared().queue.stats().items > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "queue not drained: {:?}",
-            relay.shared().queue.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn series(n: usize, tag: &str) -> serde_json::Value {
     let ts = now();

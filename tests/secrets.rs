@@ -32,18 +32,6 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-async fn wait_items(dog: &ddrelay::fakedog::FakeDog, org: &str, e: Endpoint, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dog.item_count(org, e) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{e}: {} of {n}",
-            dog.item_count(org, e)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_logs_metrics_output_or_files() {
     let dog = support::dog().await;
@@ -143,13 +131,13 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
     send("beta", "two").await;
     let alpha_org = dog.org("Demo EU1").unwrap().id;
     let beta_org = dog.org("Demo US1").unwrap().id;
-    wait_items(&dog, &alpha_org, Endpoint::Logs, 1).await;
-    wait_items(&dog, &beta_org, Endpoint::Logs, 1).await;
+    support::wait_items(&dog, &alpha_org, Endpoint::Logs, 1).await;
+    support::wait_items(&dog, &beta_org, Endpoint::Logs, 1).await;
 
     // Key recovery: alpha's key is revoked at Datadog.
     dog.revoke_key(&alpha_org).unwrap();
     send("alpha", "three").await;
-    wait_items(&dog, &alpha_org, Endpoint::Logs, 2).await;
+    support::wait_items(&dog, &alpha_org, Endpoint::Logs, 2).await;
     assert_eq!(dog.keys_created(&alpha_org), 2);
 
     // Refreshes and the checklist (which sends test items with the key).

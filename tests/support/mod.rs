@@ -147,14 +147,23 @@ pub async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org
 
 /// Polls `cond` until it holds; fails the test with `what` after 60 s.
 /// The condition is the synchronisation; the deadline only bounds a failure.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, std::time::Duration::from_secs(60), cond).await
+}
+
+/// As [`eventually`], failing after `limit`.
+pub async fn eventually_within(
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -172,4 +181,23 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until fakedog org `org` (name or id) received at least `n` items
+/// of `endpoint`.
+pub async fn wait_items(dog: &FakeDog, org: &str, endpoint: ddrelay::site::Endpoint, n: u64) {
+    let id = dog
+        .org(org)
+        .map(|o| o.id)
+        .unwrap_or_else(|| org.to_string());
+    let what = format!("{n} {endpoint} items at {org}");
+    eventually(&what, || dog.item_count(&id, endpoint) >= n).await
+}
+
+/// Waits until the relay's queue is empty.
+pub async fn wait_drained(relay: &Relay) {
+    eventually("the queue to drain", || {
+        relay.shared().queue.stats().items == 0
+    })
+    .await
 }
