@@ -331,6 +331,23 @@ impl Credentials {
         self.config.load_full()
     }
 
+    /// The tenant as this replica knows it.
+    fn entry(&self, id: &str) -> Result<Arc<crate::tenant::Entry>, CredentialError> {
+        self.tenants
+            .get(id)
+            .ok_or_else(|| CredentialError::Unknown(id.to_string()))
+    }
+
+    /// The tenant re-read from the store first (another replica may have
+    /// refreshed, replaced the key or disconnected it).
+    async fn reread(&self, id: &str) -> Result<Arc<crate::tenant::Entry>, CredentialError> {
+        self.tenants
+            .reload(id)
+            .await
+            .map_err(|e| store_error(id, e))?;
+        self.entry(id)
+    }
+
     /// The tenants these credentials belong to.
     pub fn tenants(&self) -> &Arc<Tenants> {
         &self.tenants
@@ -431,16 +448,11 @@ impl Credentials {
     /// DELETE or reconnect answered by another replica is seen before
     /// anything more is sent, not at the next sync.
     pub async fn sending(&self, id: &str) -> Result<Sending, CredentialError> {
-        if self.store.backend() == crate::store::Backend::Postgres {
-            self.tenants
-                .reload(id)
-                .await
-                .map_err(|e| store_error(id, e))?;
-        }
-        let entry = self
-            .tenants
-            .get(id)
-            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let entry = if self.store.backend() == crate::store::Backend::Postgres {
+            self.reread(id).await?
+        } else {
+            self.entry(id)?
+        };
         if let Some(s) = entry.api_key.read().clone() {
             return Ok(s);
         }
@@ -487,10 +499,7 @@ impl Credentials {
         id: &str,
         force: bool,
     ) -> Result<Secret, CredentialError> {
-        let entry = self
-            .tenants
-            .get(id)
-            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let entry = self.entry(id)?;
         let cached = entry.access.read().clone();
         if !force
             && let Some((token, exp)) = &cached
@@ -546,14 +555,7 @@ impl Credentials {
         seen: Option<&Secret>,
         force: bool,
     ) -> Result<Secret, CredentialError> {
-        self.tenants
-            .reload(id)
-            .await
-            .map_err(|e| store_error(id, e))?;
-        let entry = self
-            .tenants
-            .get(id)
-            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let entry = self.reread(id).await?;
         let creds = self
             .store
             .credentials(id)
@@ -809,14 +811,7 @@ impl Credentials {
     }
 
     async fn disconnect_locked(&self, id: &str) -> Result<Revocation, CredentialError> {
-        self.tenants
-            .reload(id)
-            .await
-            .map_err(|e| store_error(id, e))?;
-        let entry = self
-            .tenants
-            .get(id)
-            .ok_or_else(|| CredentialError::Unknown(id.to_string()))?;
+        let entry = self.reread(id).await?;
         let record = entry.record();
         let creds = self
             .store
