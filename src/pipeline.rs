@@ -1,15 +1,21 @@
-//! The delivery pipeline's pure stages: queued items in, Datadog request
-//! payloads out.
+//! Delivery: from the durable queue to each tenant's own Datadog site.
 //!
-//! - [`batch`]: packs a tenant's queued items (compact JSON) into payloads
-//!   that satisfy the endpoint's [`crate::site::Limits`] exactly.
+//! Synchronous stages, without I/O, clock or locks, each unit-tested:
+//! - [`plan`]: what one take sends (items to pack, payloads stored ready,
+//!   age-out, which records settle when);
+//! - [`batch`]: packs items (compact JSON) into payloads that satisfy the
+//!   endpoint's [`crate::site::Limits`] exactly;
 //! - [`encode`]: the streaming compressor that tells [`batch`] how large the
-//!   compressed body can still become.
+//!   compressed body can still become;
 //! - [`record`]: what a queue record's payload holds (items, or one payload
-//!   packed at ingest and sent as stored).
+//!   packed at ingest and sent as stored);
+//! - [`retry`]: the verdict on each answer and the backoff;
+//! - [`age`]: trimming items to Datadog's acceptance window.
 //!
-//! Nothing here touches the network, tokio, the queue's storage or tenants;
-//! the sender that posts the payloads will live beside these modules.
+//! The rest runs them: [`send`] (the dispatcher, the per-take loop that
+//! sends and settles, isolation between tenants), [`limits`] (outbound rate
+//! limits), [`deadletter`] (refused payloads kept per tenant) and
+//! [`background`] (the low-priority threads that read and pack).
 
 pub mod age;
 pub mod background;
@@ -17,6 +23,7 @@ pub mod batch;
 pub mod deadletter;
 pub mod encode;
 pub mod limits;
+pub mod plan;
 pub mod record;
 pub mod retry;
 pub mod send;

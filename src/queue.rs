@@ -259,6 +259,12 @@ impl RecordId {
     pub fn seq(self) -> u64 {
         self.0
     }
+
+    /// An id for tests that build [`Taken`] records by hand.
+    #[cfg(test)]
+    pub(crate) fn for_tests(seq: u64) -> RecordId {
+        RecordId(seq)
+    }
 }
 
 /// A record to append.

@@ -45,7 +45,8 @@ use super::background::{self, Background};
 use super::batch::{Packer, Payload};
 use super::deadletter::DeadLetters;
 use super::limits::Limiters;
-use super::record::{Ready, is_ready, item_ranges};
+use super::plan::{Plan, plan};
+use super::record::Ready;
 use super::retry::{Backoff, Verdict, classify};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -654,71 +655,20 @@ impl Pipeline {
         }
         let (site, key): (&'static Site, Secret) = (sending.site, sending.key);
 
-        // Split records into items, dropping what passed Datadog's window.
+        // What this take sends (plan.rs): items to pack, ready payloads,
+        // what passed Datadog's window, and damaged ready records.
         let cutoff_ms = now_ms() - endpoint.window().past.as_millis() as i64;
-        // Items share the records' buffers (`Bytes::slice_ref`), so they can
-        // move to the blocking pool for compression without copying.
-        let mut items: Vec<bytes::Bytes> = Vec::new();
-        let mut owner: Vec<usize> = Vec::new();
-        let mut remaining: Vec<u32> = vec![0; taken.len()];
-        let mut aged = 0u64;
-        // Records stored ready to send (`record`): each is one payload,
-        // over a run of placeholder items that are rebuilt only if the
-        // payload must fall back to items (refused, split).
-        let mut ready_records: Vec<(usize, Ready)> = Vec::new();
-        for (ri, rec) in taken.iter().enumerate() {
-            if rec.newest_ms < cutoff_ms {
-                aged += rec.items as u64;
-                continue;
-            }
-            let rebuilt = if is_ready(&rec.payload) {
-                match Ready::parse(&rec.payload) {
-                    Ok(r) if rec.oldest_ms >= cutoff_ms => {
-                        ready_records.push((ri, r));
-                        continue;
-                    }
-                    // Partly past the window: its items are trimmed one by one.
-                    parsed => match parsed.and_then(|r| r.items(endpoint)) {
-                        Ok(list) => Some(list),
-                        Err(e) => {
-                            self.dead_letter(tenant, endpoint, 0, &e.to_string(), &[&rec.payload]);
-                            continue;
-                        }
-                    },
-                }
-            } else {
-                None
-            };
-            let record_items: Box<dyn Iterator<Item = bytes::Bytes>> = match rebuilt {
-                Some(list) => Box::new(list.into_iter()),
-                None => Box::new(item_ranges(&rec.payload).map(|r| rec.payload.slice(r))),
-            };
-            for mut item in record_items {
-                if rec.oldest_ms < cutoff_ms {
-                    match super::age::trim(endpoint, &item, cutoff_ms) {
-                        super::age::Trimmed::Keep => {}
-                        super::age::Trimmed::Drop => {
-                            aged += 1;
-                            continue;
-                        }
-                        super::age::Trimmed::Rewritten(bytes) => item = bytes::Bytes::from(bytes),
-                    }
-                }
-                items.push(item);
-                owner.push(ri);
-                remaining[ri] += 1;
-            }
-        }
-        // The ready records' placeholders go after every other item, so
-        // that the items of the other records form one run to pack.
-        let items_run = 0..items.len();
-        let mut ready = Vec::with_capacity(ready_records.len());
-        for (ri, r) in ready_records {
-            let start = items.len();
-            items.resize(start + r.item_count(), bytes::Bytes::new());
-            owner.resize(items.len(), ri);
-            remaining[ri] += r.item_count() as u32;
-            ready.push((start..items.len(), r));
+        let Plan {
+            mut items,
+            owner,
+            mut remaining,
+            items_run,
+            ready,
+            aged,
+            damaged,
+        } = plan(&taken, endpoint, cutoff_ms);
+        for (ri, why) in &damaged {
+            self.dead_letter(tenant, endpoint, 0, why, &[&taken[*ri].payload]);
         }
         if aged > 0 {
             self.count_aged_out(tenant, endpoint, aged);
