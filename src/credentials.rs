@@ -118,6 +118,12 @@ pub struct Revocation {
     pub access_token: String,
 }
 
+/// Whether `record` is connected to this site and org (as `dd_oid` says:
+/// see `Credentials::reusable_key` for what it is trusted with).
+fn same_org(record: &Tenant, site: &Site, org_id: Option<&str>) -> bool {
+    record.domain.as_deref() == Some(site.domain) && record.org_id.as_deref() == org_id
+}
+
 fn store_error(id: &str, e: StoreError) -> CredentialError {
     CredentialError::Store {
         tenant: id.to_string(),
@@ -999,10 +1005,7 @@ impl Credentials {
     ) -> Option<Secret> {
         let entry = self.tenants.get(tenant)?;
         let record = entry.record();
-        if !record.has_api_key
-            || record.domain.as_deref() != Some(site.domain)
-            || record.org_id.as_deref() != org_id
-        {
+        if !record.has_api_key || !same_org(&record, site, org_id) {
             return None;
         }
         let key = self.api_key(tenant).await.ok()?;
@@ -1030,9 +1033,7 @@ impl Credentials {
     ) -> Option<Previous> {
         let entry = self.tenants.get(tenant)?;
         let record = entry.record();
-        let same =
-            record.domain.as_deref() == Some(site.domain) && record.org_id.as_deref() == org_id;
-        if same || !record.has_refresh_token {
+        if same_org(&record, site, org_id) || !record.has_refresh_token {
             return None;
         }
         Some(Previous {
