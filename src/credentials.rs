@@ -354,11 +354,6 @@ impl Credentials {
         self.entry(id)
     }
 
-    /// The tenants these credentials belong to.
-    pub fn tenants(&self) -> &Arc<Tenants> {
-        &self.tenants
-    }
-
     /// Stores a completed connection and caches its secrets.
     pub async fn record_connection(
         &self,

@@ -120,11 +120,6 @@ impl Held {
         st.peak = st.peak.max(st.used);
         self.bytes += n;
     }
-
-    /// Bytes this request holds.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
 }
 
 impl Drop for Held {
