@@ -940,15 +940,8 @@ async fn slowloris(addr: SocketAddr) -> (Duration, Vec<u8>) {
 #[tokio::test]
 async fn a_slow_client_is_cut_off_while_callbacks_keep_working() {
     let dog = dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start_with_env(
-        &dog,
-        dir.path(),
-        "",
-        &[("DDRELAY_SERVER__PUBLIC_HEADER_TIMEOUT", "1s")],
-    )
-    .await
-    .unwrap();
+    let (relay, _dir) =
+        support::relay_with_env(&dog, &[("DDRELAY_SERVER__PUBLIC_HEADER_TIMEOUT", "1s")]).await;
     assert_eq!(
         relay.shared().config().server.public_header_timeout,
         Duration::from_secs(1)

@@ -486,15 +486,8 @@ async fn overload_is_refused_before_the_body_is_read() {
 /// returns the most the relay's decoding held at once.
 async fn burst_peak(decode_memory: &str) -> u64 {
     let dog = dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start_with_env(
-        &dog,
-        dir.path(),
-        "",
-        &[("DDRELAY_SERVER__DECODE_MEMORY", decode_memory)],
-    )
-    .await
-    .unwrap();
+    let (relay, _dir) =
+        support::relay_with_env(&dog, &[("DDRELAY_SERVER__DECODE_MEMORY", decode_memory)]).await;
     support::connect(&relay, &dog, "big", "datadoghq.eu", "Demo EU1").await;
     dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu"))
         .unwrap();

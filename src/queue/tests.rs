@@ -1255,7 +1255,11 @@ async fn expire_drops_only_records_older_than_the_cut() {
 /// tenants, two segments ahead).
 #[tokio::test]
 async fn dead_letters_and_written_ahead_segments_count_against_the_budget() {
-    async fn fill(q: Queue) -> u32 {
+    /// Records a fresh queue with `l` (and `outside` bytes beside it) takes.
+    async fn fill(l: Limits, outside: u64) -> u32 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (q, _) = open(dir.path(), l);
+        q.set_outside_bytes(outside);
         let payload = noise(3, 1000);
         let mut n = 0;
         while q.append(rec("t", 1, &payload)).await.is_ok() {
@@ -1263,36 +1267,23 @@ async fn dead_letters_and_written_ahead_segments_count_against_the_budget() {
         }
         n
     }
-    let l = Limits {
+    let ahead = Limits {
         max_bytes: 64 << 10,
         tenant_max_bytes: 64 << 10,
         held_max_bytes: 0,
         segment_bytes: 8 << 10,
         preallocate: true,
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (q, _) = open(dir.path(), l);
-    let ahead = fill(q).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (q, _) = open(
-        dir.path(),
-        Limits {
-            preallocate: false,
-            ..l
-        },
+    let plain = Limits {
+        preallocate: false,
+        ..ahead
+    };
+    let (ahead, with_dead, plain) = (
+        fill(ahead, 0).await,
+        fill(plain, 32 << 10).await,
+        fill(plain, 0).await,
     );
-    let plain = fill(q).await;
     assert!(plain >= ahead + 14, "16 KiB set aside: {plain} vs {ahead}");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (q, _) = open(
-        dir.path(),
-        Limits {
-            preallocate: false,
-            ..l
-        },
-    );
-    q.set_outside_bytes(32 << 10);
-    let with_dead = fill(q).await;
     assert!(
         plain >= with_dead + 30,
         "32 KiB of dead letters: {plain} vs {with_dead}"

@@ -38,6 +38,16 @@ pub async fn relay(dog: &FakeDog, extra: &str) -> (Relay, tempfile::TempDir) {
     (relay, dir)
 }
 
+/// A relay wired to `dog`, with `DDRELAY_*` overrides (for keys of tables
+/// the sandbox writes itself, such as `[server]` and `[oauth]`).
+pub async fn relay_with_env(dog: &FakeDog, env: &[(&str, &str)]) -> (Relay, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with_env(dog, dir.path(), "", env)
+        .await
+        .unwrap();
+    (relay, dir)
+}
+
 /// `GET /v1/tenants/{tenant}`.
 pub async fn tenant_json(relay: &Relay, tenant: &str) -> serde_json::Value {
     let (s, v) = relay
