@@ -32,7 +32,7 @@ use crate::datadog;
 use crate::ingest::{self, api::IngestState};
 use crate::oauth;
 use crate::pipeline::deadletter::DeadLetters;
-use crate::pipeline::send::Pipeline;
+use crate::pipeline::send::{Pipeline, Seams};
 use crate::proxy::{self, ProxyState};
 use crate::queue::{Limits as QueueLimits, Queue, QueueError};
 use crate::shutdown::Shutdown;
@@ -295,18 +295,13 @@ impl App {
             error: e.to_string(),
         })?;
         queue.set_outside_bytes(dead.total_bytes());
-        let pipeline = Arc::new(
-            Pipeline::new(
-                queue.clone(),
-                tenants.clone(),
-                credentials.clone(),
-                datadog.clone(),
-                config.clone(),
-                metrics.clone(),
-                dead,
-            )
-            .map_err(BuildError::Threads)?,
-        );
+        let pipeline = Arc::new(Pipeline::new(
+            queue.clone(),
+            Seams::live(credentials.clone(), datadog.clone()).map_err(BuildError::Threads)?,
+            config.clone(),
+            metrics.clone(),
+            dead,
+        ));
         let shared = Arc::new(Shared {
             config,
             generation: AtomicU64::new(1),

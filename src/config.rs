@@ -1284,9 +1284,10 @@ fn ser_db_url<S: serde::Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// The smallest valid config file, for tests in this crate.
     pub(crate) fn minimal(dir: &str, key: &str) -> String {
         format!(
             r#"
@@ -1305,7 +1306,7 @@ master_key = "{key}"
         )
     }
 
-    fn key() -> String {
+    pub(crate) fn key() -> String {
         MasterKey::generate().to_base64().expose().to_string()
     }
 

@@ -337,6 +337,14 @@ impl Credentials {
         self.config.load_full()
     }
 
+    /// Whether this replica holds the tenant as connected (delivery sends
+    /// only for connected tenants; held data waits for a reconnect).
+    pub fn connected(&self, id: &str) -> bool {
+        self.tenants
+            .get(id)
+            .is_some_and(|e| e.state() == crate::store::TenantState::Connected)
+    }
+
     /// The tenant as this replica knows it.
     fn entry(&self, id: &str) -> Result<Arc<crate::tenant::Entry>, CredentialError> {
         self.tenants

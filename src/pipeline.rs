@@ -13,9 +13,10 @@
 //! - [`age`]: trimming items to Datadog's acceptance window.
 //!
 //! The rest runs them: [`send`] (the dispatcher, the per-take loop that
-//! sends and settles, isolation between tenants), [`limits`] (outbound rate
-//! limits), [`deadletter`] (refused payloads kept per tenant) and
-//! [`background`] (the low-priority threads that read and pack).
+//! sends and settles, isolation between tenants), [`seam`] (the intake and
+//! the credentials as delivery sees them: scripted in tests), [`limits`]
+//! (outbound rate limits), [`deadletter`] (refused payloads kept per
+//! tenant) and [`background`] (the low-priority threads that read and pack).
 
 pub mod age;
 pub mod background;
@@ -26,4 +27,5 @@ pub mod limits;
 pub mod plan;
 pub mod record;
 pub mod retry;
+pub mod seam;
 pub mod send;

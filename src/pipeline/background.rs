@@ -38,6 +38,8 @@ pub struct Closed;
 /// A fixed set of low-priority threads.
 pub struct Background {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs run on the caller (see [`Background::inline`]).
+    inline: bool,
 }
 
 impl std::fmt::Debug for Background {
@@ -74,7 +76,19 @@ impl Background {
         }
         Ok(Background {
             tx: Mutex::new(Some(tx)),
+            inline: false,
         })
+    }
+
+    /// No threads: every job runs on the caller at once. For tests on
+    /// paused tokio time, where work on threads the runtime cannot see
+    /// would let the clock jump while it runs.
+    #[cfg(test)]
+    pub fn inline() -> Background {
+        Background {
+            tx: Mutex::new(None),
+            inline: true,
+        }
     }
 
     /// Runs `f` on one of the threads and waits for its result.
@@ -83,6 +97,9 @@ impl Background {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        if self.inline {
+            return Ok(f());
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());

@@ -4,16 +4,20 @@
 //! dropped, and the bookkeeping that tells, once the payloads are
 //! answered, which records are settled (acked) and which go back.
 //!
-//! The sending loop in `send.rs` packs [`Plan::items_run`], sends each
-//! ready payload as stored, marks items settled, and acks a record once
-//! [`Plan::remaining`] reaches zero for it.
+//! The sending loop (`send/take.rs`) runs [`Plan::work`]: it packs the
+//! items, sends each ready payload as stored, and tells the plan each
+//! answer's [`Verdict`] ([`Plan::answered`]), which settles items, splits
+//! work or stops; at the end [`Plan::settlement`] says which records to ack
+//! and which go back to the queue.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::Bytes;
 
 use super::age::{self, Trimmed};
 use super::record::{Ready, is_ready, item_ranges};
+use super::retry::Verdict;
 use crate::queue::Taken;
 use crate::site::Endpoint;
 
@@ -39,6 +43,128 @@ pub struct Plan {
     /// Records whose stored payload cannot be read back: (record index,
     /// why). Their items are not sent (the caller dead-letters them).
     pub damaged: Vec<(usize, String)>,
+    /// For each item, whether it is settled (delivered or dead-lettered).
+    settled: Vec<bool>,
+}
+
+/// One unit of sending: a run of items packed into payloads of at most
+/// `max_items` items, or a ready record's stored payload (sent as is) over
+/// its placeholder items.
+#[derive(Debug)]
+pub struct Work {
+    pub range: Range<usize>,
+    pub max_items: usize,
+    pub ready: Option<Ready>,
+}
+
+/// What to do after one payload's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Delivered; its items are settled.
+    Next,
+    /// Refused for good: dead-letter these items (they are settled).
+    DeadLetter(Range<usize>),
+    /// An unexpected 413: send these items again in smaller payloads.
+    Split(Range<usize>, usize),
+    /// Stop the take (retry later, or the Forbidden fallback); every item
+    /// not settled goes back to the queue.
+    Stop,
+}
+
+/// Which records of a take to ack and which to give back, by index.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    pub ack: Vec<usize>,
+    pub release: Vec<usize>,
+}
+
+impl Plan {
+    /// The take's work: the ready payloads first, then the items to pack.
+    pub fn work(&mut self, max_items: usize) -> VecDeque<Work> {
+        let mut work: VecDeque<Work> = std::mem::take(&mut self.ready)
+            .into_iter()
+            .map(|(range, ready)| Work {
+                range,
+                max_items,
+                ready: Some(ready),
+            })
+            .collect();
+        if !self.items_run.is_empty() {
+            work.push_back(Work {
+                range: self.items_run.clone(),
+                max_items,
+                ready: None,
+            });
+        }
+        work
+    }
+
+    /// Marks items settled (delivered, dead-lettered, or unpackable).
+    pub fn settle(&mut self, r: Range<usize>) {
+        for s in &mut self.settled[r] {
+            *s = true;
+        }
+    }
+
+    /// Applies the verdict on the payload that carried items `r`.
+    pub fn answered(&mut self, r: Range<usize>, verdict: Verdict) -> Step {
+        match verdict {
+            Verdict::Delivered => {
+                self.settle(r);
+                Step::Next
+            }
+            // Halves until one item is left: one that Datadog still finds
+            // too large will never fit, and is refused for good.
+            Verdict::Split if r.len() > 1 => {
+                let half = r.len().div_ceil(2);
+                Step::Split(r, half)
+            }
+            Verdict::DeadLetter | Verdict::Split => {
+                self.settle(r.clone());
+                Step::DeadLetter(r)
+            }
+            Verdict::Forbidden | Verdict::Retry { .. } => Step::Stop,
+        }
+    }
+
+    /// Fills a ready record's placeholders (`r`) with the items rebuilt
+    /// from its payload, for when the payload cannot be sent as stored.
+    pub fn rebuild(
+        &mut self,
+        ready: &Ready,
+        endpoint: Endpoint,
+        r: Range<usize>,
+    ) -> Result<(), String> {
+        let list = ready.items(endpoint).map_err(|e| e.to_string())?;
+        let slots = &mut self.items[r];
+        if list.len() != slots.len() {
+            return Err("stored payload's item count differs from its header".into());
+        }
+        for (slot, item) in slots.iter_mut().zip(list) {
+            *slot = item;
+        }
+        Ok(())
+    }
+
+    /// The records whose items are all settled (or that had none left to
+    /// send) are acked; the others go back to the queue whole.
+    pub fn settlement(&self) -> Settlement {
+        let mut open = self.remaining.clone();
+        for (i, s) in self.settled.iter().enumerate() {
+            if *s {
+                open[self.owner[i]] -= 1;
+            }
+        }
+        let mut out = Settlement::default();
+        for (ri, n) in open.iter().enumerate() {
+            if *n == 0 {
+                out.ack.push(ri);
+            } else {
+                out.release.push(ri);
+            }
+        }
+        out
+    }
 }
 
 /// Plans `taken` for `endpoint`: items older than `cutoff_ms` (Datadog's
@@ -54,6 +180,7 @@ pub fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
         ready: Vec::new(),
         aged: 0,
         damaged: Vec::new(),
+        settled: Vec::new(),
     };
     let mut ready_records: Vec<(usize, Ready)> = Vec::new();
     for (ri, rec) in taken.iter().enumerate() {
@@ -109,6 +236,7 @@ pub fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
         p.remaining[ri] += r.item_count() as u32;
         p.ready.push((start..p.items.len(), r));
     }
+    p.settled = vec![false; p.items.len()];
     p
 }
 
@@ -184,6 +312,104 @@ mod tests {
         assert_eq!(p.damaged.len(), 1, "{:?}", p.damaged);
         assert_eq!(p.remaining, vec![0]);
         assert!(p.items.is_empty());
+    }
+
+    fn logs(n: usize) -> Taken {
+        let items: Vec<String> = (0..n).map(|i| format!("{{\"message\":\"{i}\"}}")).collect();
+        let refs: Vec<&str> = items.iter().map(String::as_str).collect();
+        let mut t = taken(&refs, 1000, 1000);
+        t.stream = Endpoint::Logs.code();
+        t
+    }
+
+    #[test]
+    fn each_answer_settles_splits_or_stops() {
+        let take = [logs(3), logs(4)];
+        let mut p = plan(&take, Endpoint::Logs, 0);
+        let work = p.work(1000);
+        assert_eq!(work.len(), 1);
+        assert_eq!((work[0].range.clone(), work[0].max_items), (0..7, 1000));
+        // 413 on all seven: halves.
+        assert_eq!(p.answered(0..7, Verdict::Split), Step::Split(0..7, 4));
+        // The first half delivered settles the first record only.
+        assert_eq!(p.answered(0..4, Verdict::Delivered), Step::Next);
+        assert_eq!(
+            p.settlement(),
+            Settlement {
+                ack: vec![0],
+                release: vec![1]
+            }
+        );
+        // One item still too large is refused for good, as is a 400.
+        assert_eq!(p.answered(4..5, Verdict::Split), Step::DeadLetter(4..5));
+        assert_eq!(
+            p.answered(5..6, Verdict::DeadLetter),
+            Step::DeadLetter(5..6)
+        );
+        // A retry or a 403 stops the take: the last item is not settled,
+        // so its record goes back whole.
+        let retry = Verdict::Retry { after: None };
+        assert_eq!(p.answered(6..7, retry), Step::Stop);
+        assert_eq!(p.answered(6..7, Verdict::Forbidden), Step::Stop);
+        assert_eq!(
+            p.settlement(),
+            Settlement {
+                ack: vec![0],
+                release: vec![1]
+            }
+        );
+        p.settle(6..7);
+        assert_eq!(
+            p.settlement(),
+            Settlement {
+                ack: vec![0, 1],
+                release: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_with_nothing_left_to_send_is_acked() {
+        let old = series(&[10]);
+        let take = [
+            taken(&[&old], 10_000, 10_000),
+            taken(&[&series(&[500])], 500_000, 500_000),
+        ];
+        let mut p = plan(&take, Endpoint::SeriesV2, 100_000);
+        assert_eq!(
+            p.settlement(),
+            Settlement {
+                ack: vec![0],
+                release: vec![1]
+            }
+        );
+        assert_eq!(p.work(1000).len(), 1);
+    }
+
+    proptest::proptest! {
+        /// However the answers split and settle a take, a record is acked
+        /// exactly when every one of its planned items is settled.
+        #[test]
+        fn a_record_is_acked_iff_all_its_items_are_settled(
+            sizes in proptest::collection::vec(1usize..6, 1..6),
+            settled in proptest::collection::vec(proptest::bool::ANY, 30),
+        ) {
+            let take: Vec<Taken> = sizes.iter().map(|n| logs(*n)).collect();
+            let mut p = plan(&take, Endpoint::Logs, 0);
+            for (i, s) in settled.iter().enumerate().take(p.items.len()) {
+                if *s {
+                    p.settle(i..i + 1);
+                }
+            }
+            let out = p.settlement();
+            for ri in 0..take.len() {
+                let all = (0..p.items.len())
+                    .filter(|i| p.owner[*i] == ri)
+                    .all(|i| settled[i]);
+                proptest::prop_assert_eq!(out.ack.contains(&ri), all);
+                proptest::prop_assert_eq!(out.release.contains(&ri), !all);
+            }
+        }
     }
 
     proptest::proptest! {

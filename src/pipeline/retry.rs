@@ -17,6 +17,8 @@
 
 use std::time::Duration;
 
+use crate::datadog::{Answer, SendError};
+
 /// The decision for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -25,6 +27,18 @@ pub enum Verdict {
     Forbidden,
     Split,
     Retry { after: Option<Duration> },
+}
+
+impl Verdict {
+    /// The decision on what an intake request gave: Datadog's answer by
+    /// its status, and any transport failure (timeout, refused connection,
+    /// a site outside `datadog.allowed_sites`) retried with backoff.
+    pub fn of(sent: &Result<Answer, SendError>) -> Verdict {
+        match sent {
+            Ok(a) => classify(a.status, a.retry_after),
+            Err(_) => Verdict::Retry { after: None },
+        }
+    }
 }
 
 /// Classifies an HTTP status (with the server's suggested wait).
@@ -82,6 +96,16 @@ mod tests {
         assert_eq!(classify(503, None), Verdict::Retry { after: None });
         assert_eq!(classify(408, None), Verdict::Retry { after: None });
         assert_eq!(classify(422, None), Verdict::DeadLetter);
+        let answer = |status| Answer {
+            status,
+            retry_after: None,
+            excerpt: String::new(),
+        };
+        assert_eq!(Verdict::of(&Ok(answer(202))), Verdict::Delivered);
+        assert_eq!(Verdict::of(&Ok(answer(403))), Verdict::Forbidden);
+        let retry = Verdict::Retry { after: None };
+        assert_eq!(Verdict::of(&Err(SendError::Timeout)), retry);
+        assert_eq!(Verdict::of(&Err(SendError::NotAllowed("x".into()))), retry);
     }
 
     #[test]

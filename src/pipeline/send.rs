@@ -1,6 +1,10 @@
-//! The sender: takes records from the durable queue, packs them into
-//! payloads within Datadog's limits, sends each tenant's payloads to its own
-//! site with its own key, and acks records only after Datadog's 2xx.
+//! The dispatcher: decides which (tenant, kind) stream sends now, runs one
+//! task per take (`take.rs`: queue -> plan -> intake -> ack), and keeps each
+//! stream's and tenant's state (backoff, pause, the Forbidden fallback,
+//! figures). Records are acked only after Datadog's 2xx (or settled for
+//! good: dead-lettered, aged out, discarded for an earlier connection).
+//! The outside world is two seams (`seam.rs`); `tests.rs` drives all of
+//! this on paused tokio time against scripted ones.
 //!
 //! Isolation is the design goal (peers.md §3: one revoked key must never
 //! stall every tenant):
@@ -29,8 +33,11 @@
 //!
 //! This module never imports axum.
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
+mod take;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,24 +49,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::background::{self, Background};
-use super::batch::{Packer, Payload};
 use super::deadletter::DeadLetters;
 use super::limits::Limiters;
-use super::plan::{Plan, plan};
-use super::record::Ready;
-use super::retry::{Backoff, Verdict, classify};
+use super::retry::Backoff;
+use super::seam::{Intake, Keys};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::credentials::{CredentialError, Credentials, Recovery};
-use crate::queue::{Queue, RecordId, Taken};
+use crate::credentials::{Credentials, Recovery};
+use crate::queue::Queue;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
-use crate::site::{Encoding, Endpoint, Site};
-use crate::store::TenantState;
-use crate::telemetry::metrics::{
-    KindLabels, KindReason, KindSite, Metrics, SendLabels, status_class,
-};
-use crate::tenant::{ConfigHandle, Tenants};
+use crate::site::{Encoding, Endpoint};
+use crate::telemetry::metrics::{KindLabels, KindReason, Metrics};
+use crate::tenant::ConfigHandle;
 
 /// How long to keep sending on shutdown before leaving the rest on disk is
 /// `delivery.drain_timeout`; this is the dispatcher's idle re-check period.
@@ -121,14 +123,23 @@ enum Outcome {
     Hold { why: String, transient: bool },
 }
 
+impl Outcome {
+    fn retry(why: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            after: None,
+            why: why.into(),
+        }
+    }
+}
+
 /// The delivery pipeline.
 pub struct Pipeline {
     queue: Queue,
-    /// Tenant states: who is connected (held tenants are not dispatched).
-    tenants: Arc<Tenants>,
-    /// Site, key and generation at send time; the Forbidden fallback.
-    credentials: Arc<Credentials>,
-    datadog: crate::datadog::Client,
+    /// Who is connected (held tenants are not dispatched); site, key and
+    /// generation at send time; the Forbidden fallback.
+    keys: Arc<dyn Keys>,
+    /// Datadog's intakes.
+    intake: Arc<dyn Intake>,
     config: ConfigHandle,
     metrics: Arc<Metrics>,
     dead: DeadLetters,
@@ -177,39 +188,62 @@ fn fill_target(endpoint: Endpoint) -> (u64, u64) {
     )
 }
 
+/// What the pipeline reaches the world through (see `seam.rs`).
+pub struct Seams {
+    pub keys: Arc<dyn Keys>,
+    pub intake: Arc<dyn Intake>,
+    /// Where queue reads and packing run.
+    pub work: Background,
+}
+
+impl Seams {
+    /// The relay's own: its credentials, Datadog's intakes, and one
+    /// low-priority delivery thread per core.
+    pub fn live(
+        credentials: Arc<Credentials>,
+        datadog: crate::datadog::Client,
+    ) -> std::io::Result<Seams> {
+        Ok(Seams {
+            keys: Arc::new(credentials),
+            intake: Arc::new(datadog),
+            work: Background::start("ddrelay-deliver", cores(), background::DELIVERY_NICE)?,
+        })
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 impl Pipeline {
     pub fn new(
         queue: Queue,
-        tenants: Arc<Tenants>,
-        credentials: Arc<Credentials>,
-        datadog: crate::datadog::Client,
+        seams: Seams,
         config: ConfigHandle,
         metrics: Arc<Metrics>,
         dead: DeadLetters,
-    ) -> std::io::Result<Pipeline> {
+    ) -> Pipeline {
         let handle = config;
         let config = handle.load_full();
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         let inflight_kib = (config.delivery.max_inflight_bytes / 1024) as usize;
-        Ok(Pipeline {
+        Pipeline {
             global: Arc::new(Semaphore::new(config.delivery.max_concurrency)),
-            packing: Arc::new(Semaphore::new(cores)),
+            packing: Arc::new(Semaphore::new(cores())),
             inflight: Arc::new(Semaphore::new(inflight_kib)),
             inflight_kib,
-            work: Background::start("ddrelay-deliver", cores, background::DELIVERY_NICE)?,
+            work: seams.work,
             limiters: ArcSwap::from_pointee(Limiters::new(&config.limits)),
             queue,
-            tenants,
-            credentials,
-            datadog,
+            keys: seams.keys,
+            intake: seams.intake,
             config: handle,
             metrics,
             dead,
             state: Mutex::new(DispatchState::default()),
             wake: Notify::new(),
-        })
+        }
     }
 
     pub fn dead_letters(&self) -> &DeadLetters {
@@ -303,10 +337,7 @@ impl Pipeline {
             let Some(endpoint) = Endpoint::from_code(code) else {
                 continue;
             };
-            let Some(entry) = self.tenants.get(&tenant) else {
-                continue;
-            };
-            if entry.state() != TenantState::Connected {
+            if !self.keys.connected(&tenant) {
                 continue; // held: reauth_required, or gone
             }
             let DispatchState { streams, tenants } = &mut *st;
@@ -450,7 +481,7 @@ impl Pipeline {
     /// The Forbidden fallback for one incident; other streams of the tenant
     /// stay paused until it ends.
     async fn recover(self: Arc<Self>, tenant: Arc<str>, key: Secret) {
-        let result = self.credentials.recover_key(&tenant, &key).await;
+        let result = self.keys.recover(tenant.clone(), key).await;
         let config = self.config();
         let backoff = Backoff {
             initial: config.delivery.retry_initial,
@@ -536,468 +567,6 @@ impl Pipeline {
             })
             .inc_by(items);
         self.figures(tenant, |td| td.aged_out_items += items);
-    }
-
-    /// Acks (discards) the records of `taken` accepted for another
-    /// connection than `generation`, counting them; returns the rest.
-    fn discard_other_connections(
-        &self,
-        tenant: &Arc<str>,
-        endpoint: Endpoint,
-        taken: Vec<Taken>,
-        generation: u32,
-    ) -> Vec<Taken> {
-        let (keep, other): (Vec<Taken>, Vec<Taken>) =
-            taken.into_iter().partition(|t| t.generation == generation);
-        if other.is_empty() {
-            return keep;
-        }
-        let ids: Vec<RecordId> = other.iter().map(|t| t.id).collect();
-        let items: u64 = other.iter().map(|t| u64::from(t.items)).sum();
-        self.queue.ack(&ids);
-        self.metrics
-            .discarded_items
-            .get_or_create(&KindLabels {
-                kind: endpoint.name(),
-            })
-            .inc_by(items);
-        self.figures(tenant, |td| td.discarded_items += items);
-        tracing::warn!(tenant = %tenant, kind = endpoint.name(), items, "items accepted for an earlier connection of the tenant (before a disconnect, or for another org) discarded, not sent");
-        keep
-    }
-
-    /// Sends one take's worth of a stream.
-    async fn deliver(&self, tenant: &Arc<str>, code: u8, endpoint: Endpoint) -> Outcome {
-        let config = self.config();
-        let limits = endpoint.limits();
-        let max_records = if endpoint == Endpoint::Events {
-            64
-        } else {
-            MAX_RECORDS_PER_TAKE
-        };
-        // Memory: a take stays in memory until Datadog answers its payloads.
-        // Reserve the largest usual take from the in-flight budget and give
-        // back what the take did not use once it is read. A take can be
-        // larger (one ingest request is one record, up to
-        // `server.max_decompressed_body`): then everything is given back and
-        // its real size reserved, waiting while holding nothing, so two
-        // takes never wait for each other's budget. The budget is taken
-        // before the packing permit (never the other way round), so holders
-        // of a packing permit never wait for the budget.
-        let mut want_kib = (limits.max_uncompressed / 1024 + 1).min(self.inflight_kib);
-        let (mut inflight, mut prepare, taken, used_kib) = loop {
-            let Ok(inflight) = self
-                .inflight
-                .clone()
-                .acquire_many_owned(want_kib as u32)
-                .await
-            else {
-                return Outcome::Idle;
-            };
-            // Reading and packing do CPU work on a take: at most one take
-            // per core is being prepared at a time (the permit is given back
-            // once the payloads are packed, before they are sent).
-            let Ok(prepare) = self.packing.clone().acquire_owned().await else {
-                return Outcome::Idle;
-            };
-            // Reading records is disk I/O and CRC work: keep it off the
-            // async workers, at delivery's lower priority.
-            let queue = self.queue.clone();
-            let name = tenant.clone();
-            let read = self
-                .work
-                .run(move || queue.take(&name, code, max_records, limits.max_uncompressed))
-                .await;
-            let taken = match read
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    return Outcome::Retry {
-                        after: None,
-                        why: format!("queue read failed: {e}"),
-                    };
-                }
-            };
-            if taken.is_empty() {
-                return Outcome::Idle;
-            }
-            let used_kib = kib(&taken);
-            if used_kib <= want_kib || want_kib == self.inflight_kib {
-                break (inflight, Some(prepare), taken, used_kib);
-            }
-            let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
-            self.queue.release(&ids);
-            want_kib = used_kib.min(self.inflight_kib);
-        };
-        if used_kib < want_kib {
-            drop(inflight.split(want_kib - used_kib));
-        }
-        // The site, key and connection generation, read together: records
-        // accepted for an earlier connection (before a DELETE, or for
-        // another org or site) are never sent with this one's key.
-        let sending = match self.credentials.sending(tenant).await {
-            Ok(s) => s,
-            Err(e) => {
-                let ids: Vec<RecordId> = taken.iter().map(|t| t.id).collect();
-                self.queue.release(&ids);
-                let transient = e.is_transient() || !matches!(e, CredentialError::Missing(..));
-                return Outcome::Hold {
-                    why: e.to_string(),
-                    transient,
-                };
-            }
-        };
-        let taken = self.discard_other_connections(tenant, endpoint, taken, sending.generation);
-        if taken.is_empty() {
-            return Outcome::Done;
-        }
-        let (site, key): (&'static Site, Secret) = (sending.site, sending.key);
-
-        // What this take sends (plan.rs): items to pack, ready payloads,
-        // what passed Datadog's window, and damaged ready records.
-        let cutoff_ms = now_ms() - endpoint.window().past.as_millis() as i64;
-        let Plan {
-            mut items,
-            owner,
-            mut remaining,
-            items_run,
-            ready,
-            aged,
-            damaged,
-        } = plan(&taken, endpoint, cutoff_ms);
-        for (ri, why) in &damaged {
-            self.dead_letter(tenant, endpoint, 0, why, &[&taken[*ri].payload]);
-        }
-        if aged > 0 {
-            self.count_aged_out(tenant, endpoint, aged);
-            tracing::warn!(tenant = %tenant, kind = endpoint.name(), items = aged, "items passed datadog's acceptance window while queued; not sent");
-        }
-
-        let encoding = encoding_for(endpoint, &config);
-        let packer = Packer::new(endpoint, encoding, config.delivery.compression_level);
-        let mut done = vec![false; items.len()];
-        // Work: a run of items to pack (at most so many per payload), or a
-        // ready record's payload over its placeholder items, sent as stored.
-        let mut work: VecDeque<(Range<usize>, usize, Option<Ready>)> = ready
-            .into_iter()
-            .map(|(r, ready)| (r, limits.max_items, Some(ready)))
-            .collect();
-        if !items_run.is_empty() {
-            work.push_back((items_run, limits.max_items, None));
-        }
-        let mut stop: Option<Outcome> = None;
-        'work: while let Some((range, max_items, ready)) = work.pop_front() {
-            let packed = match &ready {
-                Some(ready) => vec![Ok(ready.payload())],
-                None => {
-                    let p = packer.with_max_items(max_items);
-                    // Compression is CPU-bound: run it on the delivery threads so the
-                    // async workers and ingest keep answering promptly.
-                    let chunk: Vec<bytes::Bytes> = items[range.clone()].to_vec();
-                    let permit = match prepare.take() {
-                        Some(p) => p,
-                        None => match self.packing.clone().acquire_owned().await {
-                            Ok(p) => p,
-                            Err(_) => {
-                                stop = Some(Outcome::Retry {
-                                    after: None,
-                                    why: "shutting down".into(),
-                                });
-                                break 'work;
-                            }
-                        },
-                    };
-                    let packed = self
-                        .work
-                        .run(move || {
-                            let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_ref()).collect();
-                            p.pack(&refs)
-                        })
-                        .await;
-                    drop(permit);
-                    match packed {
-                        Ok(p) => p,
-                        Err(e) => {
-                            stop = Some(Outcome::Retry {
-                                after: None,
-                                why: format!("packing failed: {e}"),
-                            });
-                            break 'work;
-                        }
-                    }
-                }
-            };
-            for result in packed {
-                match result {
-                    Err(e) => {
-                        let r = shift(e.items(), range.start);
-                        self.dead_letter(
-                            tenant,
-                            endpoint,
-                            0,
-                            &e.to_string(),
-                            &as_slices(&items[r.clone()]),
-                        );
-                        mark(&mut done, r);
-                    }
-                    Ok(payload) => {
-                        let r = shift(payload.items(), range.start);
-                        let sent = self
-                            .send_payload(tenant, site, endpoint, &key, &payload)
-                            .await;
-                        // A ready payload refused or split falls back to its
-                        // items, rebuilt into its placeholders. (Inflating one
-                        // payload here, on an async worker, is acceptable for
-                        // this rare path; the common one sends without work.)
-                        if let Some(ready) = &ready
-                            && matches!(
-                                sent,
-                                Sent::Verdict(Verdict::DeadLetter | Verdict::Split, _)
-                            )
-                            && let Err(why) = rebuild(ready, endpoint, &mut items[r.clone()])
-                        {
-                            let raw = &taken[owner[r.start]].payload;
-                            self.dead_letter(tenant, endpoint, 0, &why, &[raw]);
-                            mark(&mut done, r);
-                            continue;
-                        }
-                        match sent {
-                            Sent::Verdict(Verdict::Delivered, _) => {
-                                self.metrics
-                                    .delivered_items
-                                    .get_or_create(&KindSite {
-                                        kind: endpoint.name(),
-                                        site: site.name,
-                                    })
-                                    .inc_by(r.len() as u64);
-                                self.metrics
-                                    .delivered_bytes
-                                    .get_or_create(&KindSite {
-                                        kind: endpoint.name(),
-                                        site: site.name,
-                                    })
-                                    .inc_by(payload.body.len() as u64);
-                                mark(&mut done, r);
-                            }
-                            Sent::Verdict(Verdict::DeadLetter, answer) => {
-                                self.dead_letter(
-                                    tenant,
-                                    endpoint,
-                                    answer.0,
-                                    &answer.1,
-                                    &as_slices(&items[r.clone()]),
-                                );
-                                mark(&mut done, r);
-                            }
-                            Sent::Verdict(Verdict::Split, answer) => {
-                                if r.len() <= 1 {
-                                    self.dead_letter(
-                                        tenant,
-                                        endpoint,
-                                        answer.0,
-                                        &answer.1,
-                                        &as_slices(&items[r.clone()]),
-                                    );
-                                    mark(&mut done, r);
-                                } else {
-                                    tracing::warn!(tenant = %tenant, kind = endpoint.name(), items = r.len(), "datadog answered 413 to a payload within its documented limits; splitting it in halves");
-                                    self.metrics
-                                        .retries
-                                        .get_or_create(&KindReason {
-                                            kind: endpoint.name(),
-                                            reason: "split",
-                                        })
-                                        .inc();
-                                    let half = r.len().div_ceil(2);
-                                    work.push_back((r.clone(), half, None));
-                                }
-                            }
-                            Sent::Verdict(Verdict::Forbidden, answer) => {
-                                stop = Some(Outcome::Forbidden {
-                                    key: key.clone(),
-                                    status: answer.0,
-                                });
-                                break 'work;
-                            }
-                            Sent::Verdict(Verdict::Retry { after }, answer) => {
-                                stop = Some(Outcome::Retry {
-                                    after,
-                                    why: format!("Datadog answered {}: {}", answer.0, answer.1),
-                                });
-                                break 'work;
-                            }
-                            Sent::Transport(why) => {
-                                stop = Some(Outcome::Retry { after: None, why });
-                                break 'work;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-
-        // Ack records whose items are all settled; release the others.
-        for (i, d) in done.iter().enumerate() {
-            if *d {
-                remaining[owner[i]] -= 1;
-            }
-        }
-        let now = now_ms();
-        let (mut ack, mut release) = (Vec::new(), Vec::new());
-        let mut delivered = 0u64;
-        for (ri, rec) in taken.iter().enumerate() {
-            if remaining[ri] == 0 {
-                ack.push(rec.id);
-                delivered += rec.items as u64;
-                self.metrics
-                    .end_to_end_seconds
-                    .get_or_create(&KindLabels {
-                        kind: endpoint.name(),
-                    })
-                    .observe(((now - rec.created_ms).max(0) as f64) / 1000.0);
-            } else {
-                release.push(rec.id);
-            }
-        }
-        self.queue.ack(&ack);
-        self.queue.release(&release);
-        if !ack.is_empty() {
-            let mut st = self.state.lock();
-            let td = st.tenants.entry(tenant.clone()).or_default();
-            td.delivered_items += delivered;
-            td.last_delivery_ms = Some(now);
-        }
-        stop.unwrap_or(Outcome::Done)
-    }
-
-    async fn send_payload(
-        &self,
-        tenant: &Arc<str>,
-        site: &'static Site,
-        endpoint: Endpoint,
-        key: &Secret,
-        payload: &Payload,
-    ) -> Sent {
-        let events = if endpoint == Endpoint::Events {
-            payload.item_count as u32
-        } else {
-            0
-        };
-        let limiters = self.limiters.load_full();
-        limiters.wait(tenant, payload.body.len(), events).await;
-        // A sending slot, only for the request itself (see the module doc).
-        let Ok(_slot) = self.global.acquire().await else {
-            return Sent::Transport("delivery is shutting down".into());
-        };
-        let timeout = self.config().delivery.request_timeout;
-        let result = self
-            .datadog
-            .send(
-                site,
-                endpoint,
-                key,
-                payload.encoding,
-                payload.body.clone(),
-                timeout,
-            )
-            .await;
-        match result {
-            Ok(answer) => {
-                self.metrics
-                    .send_requests
-                    .get_or_create(&SendLabels {
-                        kind: endpoint.name(),
-                        site: site.name,
-                        status_class: status_class(answer.status),
-                    })
-                    .inc();
-                Sent::Verdict(
-                    classify(answer.status, answer.retry_after),
-                    (answer.status, answer.excerpt),
-                )
-            }
-            Err(e) => {
-                self.metrics
-                    .send_requests
-                    .get_or_create(&SendLabels {
-                        kind: endpoint.name(),
-                        site: site.name,
-                        status_class: "transport",
-                    })
-                    .inc();
-                Sent::Transport(e.to_string())
-            }
-        }
-    }
-
-    fn dead_letter(
-        &self,
-        tenant: &Arc<str>,
-        endpoint: Endpoint,
-        status: u16,
-        answer: &str,
-        items: &[&[u8]],
-    ) {
-        // Stored first, counted after: a reader who sees the count finds
-        // the entry.
-        if let Err(e) = self
-            .dead
-            .put(tenant, endpoint.name(), status, answer, items, now_ms())
-        {
-            tracing::error!(tenant = %tenant, error = %e, items = items.len(), "cannot write the dead-letter area; refused items are lost");
-        }
-        self.metrics
-            .dead_lettered_items
-            .get_or_create(&KindLabels {
-                kind: endpoint.name(),
-            })
-            .inc_by(items.len() as u64);
-        self.state
-            .lock()
-            .tenants
-            .entry(tenant.clone())
-            .or_default()
-            .dead_lettered_items += items.len() as u64;
-        tracing::warn!(tenant = %tenant, kind = endpoint.name(), status, items = items.len(), answer = %answer, "datadog refused a payload; kept in the dead-letter area");
-    }
-}
-
-enum Sent {
-    Verdict(Verdict, (u16, String)),
-    Transport(String),
-}
-
-/// KiB of in-flight budget a take holds (rounded up).
-fn kib(taken: &[crate::queue::Taken]) -> usize {
-    taken.iter().map(|t| t.payload.len()).sum::<usize>() / 1024 + 1
-}
-
-/// Fills a ready record's placeholder items with the items rebuilt from
-/// its payload.
-fn rebuild(ready: &Ready, endpoint: Endpoint, slots: &mut [bytes::Bytes]) -> Result<(), String> {
-    let list = ready.items(endpoint).map_err(|e| e.to_string())?;
-    if list.len() != slots.len() {
-        return Err("stored payload's item count differs from its header".into());
-    }
-    for (slot, item) in slots.iter_mut().zip(list) {
-        *slot = item;
-    }
-    Ok(())
-}
-
-fn as_slices(items: &[bytes::Bytes]) -> Vec<&[u8]> {
-    items.iter().map(|b| b.as_ref()).collect()
-}
-
-fn shift(r: Range<usize>, by: usize) -> Range<usize> {
-    r.start + by..r.end + by
-}
-
-fn mark(done: &mut [bool], r: Range<usize>) {
-    for d in &mut done[r] {
-        *d = true;
     }
 }
 

@@ -1,0 +1,473 @@
+//! The dispatcher and the take loop against a scripted intake and scripted
+//! keys, on paused tokio time: backoff and `Retry-After`, 413 splits, dead
+//! letters, the 403 hand-off, held tenants, and one hung site beside a
+//! healthy tenant. The queue and the dead-letter area are the real ones, on
+//! a temporary directory.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Pipeline, Seams};
+use crate::config::Config;
+use crate::credentials::{CredentialError, Recovery};
+use crate::datadog::{Answer, SendError};
+use crate::pipeline::background::Background;
+use crate::pipeline::deadletter::DeadLetters;
+use crate::pipeline::seam::{Intake, Keys, Request, Sent};
+use crate::queue::{Limits, NewRecord, Queue};
+use crate::secret::Secret;
+use crate::shutdown::Shutdown;
+use crate::site::{Endpoint, SITES};
+use crate::telemetry::metrics::Metrics;
+use crate::tenant::Sending;
+
+/// One request the intake saw.
+#[derive(Debug, Clone)]
+struct Call {
+    at: Instant,
+    tenant: String,
+    /// The key's version: `key-<tenant>-<version>`.
+    version: u32,
+    endpoint: Endpoint,
+    items: usize,
+}
+
+/// What the scripted intake answers.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Status(u16),
+    StatusAfter(u16, Duration),
+    /// The site never answers: the request times out.
+    Hang,
+}
+
+type Script = Box<dyn Fn(&Call, usize) -> Reply + Send + Sync>;
+
+/// Answers each request by the script, given the call and how many calls
+/// the same tenant made before it; records every call.
+struct ScriptedIntake {
+    calls: Mutex<Vec<Call>>,
+    script: Script,
+}
+
+impl ScriptedIntake {
+    fn calls(&self, tenant: &str) -> Vec<Call> {
+        let calls = self.calls.lock();
+        calls
+            .iter()
+            .filter(|c| c.tenant == tenant)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Intake for ScriptedIntake {
+    fn send<'a>(&'a self, r: Request<'a>) -> BoxFuture<'a, Sent> {
+        Box::pin(async move {
+            let (tenant, version) = parse_key(r.key);
+            let call = Call {
+                at: Instant::now(),
+                tenant,
+                version,
+                endpoint: r.endpoint,
+                items: items_in(&r.body),
+            };
+            let before = self.calls(&call.tenant).len();
+            let reply = (self.script)(&call, before);
+            self.calls.lock().push(call);
+            let (status, after) = match reply {
+                Reply::Status(s) => (s, None),
+                Reply::StatusAfter(s, d) => (s, Some(d)),
+                Reply::Hang => {
+                    tokio::time::sleep(r.timeout).await;
+                    return Err(SendError::Timeout);
+                }
+            };
+            Ok(Answer {
+                status,
+                retry_after: after,
+                excerpt: format!("scripted {status}"),
+            })
+        })
+    }
+}
+
+fn parse_key(key: &Secret) -> (String, u32) {
+    let text = key.expose();
+    let (tenant, version) = text
+        .strip_prefix("key-")
+        .and_then(|k| k.rsplit_once('-'))
+        .expect("scripted key");
+    (tenant.to_string(), version.parse().expect("key version"))
+}
+
+/// Items in a gzip JSON array body (logs) or an events body (one item).
+fn items_in(body: &[u8]) -> usize {
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut text)
+        .expect("gzip body");
+    match serde_json::from_slice::<serde_json::Value>(&text).expect("JSON body") {
+        serde_json::Value::Array(a) => a.len(),
+        _ => 1,
+    }
+}
+
+/// Tenants, each connected or not, with a key version that a `NewKey`
+/// recovery bumps; recoveries take `recover_takes` and answer `recovery`.
+struct ScriptedKeys {
+    tenants: Mutex<HashMap<String, (bool, u32)>>,
+    recoveries: Mutex<Vec<(String, u32, Instant)>>,
+    recovery: Mutex<Recovery>,
+    recover_takes: Duration,
+}
+
+impl Keys for ScriptedKeys {
+    fn connected(&self, tenant: &str) -> bool {
+        self.tenants.lock().get(tenant).is_some_and(|t| t.0)
+    }
+
+    fn sending<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Sending, CredentialError>> {
+        let found = self.tenants.lock().get(tenant).copied();
+        Box::pin(async move {
+            let (_, version) = found.ok_or_else(|| CredentialError::Unknown(tenant.into()))?;
+            Ok(Sending {
+                site: &SITES[0],
+                key: Secret::new(format!("key-{tenant}-{version}")),
+                generation: 0,
+            })
+        })
+    }
+
+    fn recover(&self, tenant: Arc<str>, key: Secret) -> BoxFuture<'static, Recovery> {
+        let (_, version) = parse_key(&key);
+        self.recoveries
+            .lock()
+            .push((tenant.to_string(), version, Instant::now()));
+        let recovery = self.recovery.lock().clone();
+        let mut tenants = self.tenants.lock();
+        let entry = tenants.get_mut(&*tenant).expect("known tenant");
+        match &recovery {
+            Recovery::NewKey => entry.1 += 1,
+            Recovery::ReauthRequired(_) => entry.0 = false,
+            _ => {}
+        }
+        let takes = self.recover_takes;
+        Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            recovery
+        })
+    }
+}
+
+struct Harness {
+    pipeline: Arc<Pipeline>,
+    intake: Arc<ScriptedIntake>,
+    keys: Arc<ScriptedKeys>,
+    queue: Queue,
+    shutdown: Shutdown,
+    started: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A pipeline for `tenants` (all connected) with `extra` config, whose
+    /// queue holds what `fill` appends before delivery starts.
+    async fn start(
+        tenants: &[&str],
+        extra: &str,
+        script: Script,
+        fill: &[(&str, Endpoint, usize)],
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}\n{extra}",
+            crate::config::tests::minimal(
+                &dir.path().display().to_string(),
+                &crate::config::tests::key()
+            )
+        );
+        let config = Config::from_sources(&text, "test.toml", &[]).unwrap();
+        let (queue, _) =
+            Queue::open(&dir.path().join("queue"), Limits::from(&config.queue)).unwrap();
+        for (tenant, endpoint, items) in fill {
+            append(&queue, tenant, *endpoint, *items).await;
+        }
+        let dead = DeadLetters::open(&dir.path().join("dead"), 1 << 20, 1 << 24).unwrap();
+        let intake = Arc::new(ScriptedIntake {
+            calls: Mutex::new(Vec::new()),
+            script,
+        });
+        let keys = Arc::new(ScriptedKeys {
+            tenants: Mutex::new(tenants.iter().map(|t| (t.to_string(), (true, 0))).collect()),
+            recoveries: Mutex::new(Vec::new()),
+            recovery: Mutex::new(Recovery::NewKey),
+            recover_takes: Duration::from_secs(5),
+        });
+        let seams = Seams {
+            keys: keys.clone(),
+            intake: intake.clone(),
+            work: Background::inline(),
+        };
+        let handle = Arc::new(arc_swap::ArcSwap::from_pointee(config));
+        let pipeline = Arc::new(Pipeline::new(
+            queue.clone(),
+            seams,
+            handle,
+            Arc::new(Metrics::new()),
+            dead,
+        ));
+        let shutdown = Shutdown::new();
+        tokio::spawn(pipeline.clone().run(shutdown.clone()));
+        Harness {
+            pipeline,
+            intake,
+            keys,
+            queue,
+            shutdown,
+            started: Instant::now(),
+            _dir: dir,
+        }
+    }
+
+    /// Waits (on the paused clock) until `cond` holds, at most `limit`.
+    async fn until(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Harness) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn queued(&self, tenant: &str) -> u64 {
+        self.queue.tenant_stats(tenant).items
+    }
+
+    fn since_start(&self, at: Instant) -> Duration {
+        at - self.started
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// One record of `items` logs (or events), accepted a minute ago.
+async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
+    let body: Vec<String> = (0..items)
+        .map(|i| match endpoint {
+            Endpoint::Events => format!("{{\"title\":\"e{i}\",\"text\":\"t\"}}"),
+            _ => format!("{{\"message\":\"m{i}\"}}"),
+        })
+        .collect();
+    let at = crate::clock::now_ms() - 60_000;
+    queue
+        .append(NewRecord {
+            tenant,
+            generation: 0,
+            stream: endpoint.code(),
+            items: items as u32,
+            created_ms: at,
+            oldest_ms: at,
+            newest_ms: at,
+            payload: body.join("\n").as_bytes(),
+        })
+        .await
+        .unwrap();
+}
+
+fn gaps(calls: &[Call]) -> Vec<Duration> {
+    calls.windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+const SLACK: Duration = Duration::from_millis(50);
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially_then_deliver() {
+    let script: Script = Box::new(|_, n| Reply::Status(if n < 3 { 503 } else { 202 }));
+    let h = Harness::start(&["a"], "", script, &[("a", Endpoint::Logs, 10)]).await;
+    h.until("delivered", Duration::from_secs(60), |h| h.queued("a") == 0)
+        .await;
+    let calls = h.intake.calls("a");
+    assert_eq!(calls.len(), 4, "three 503s, then the 202");
+    assert!(
+        calls.iter().all(|c| c.items == 10),
+        "the same payload each time"
+    );
+    // delivery.retry_initial = 1s: the n-th wait is drawn from
+    // [2^(n-1)/2, 2^(n-1)] seconds.
+    for (n, gap) in gaps(&calls).into_iter().enumerate() {
+        let full = Duration::from_secs(1 << n);
+        assert!(
+            gap >= full / 2 && gap <= full + SLACK,
+            "wait {} was {gap:?}",
+            n + 1
+        );
+    }
+    let figures = h.pipeline.tenant("a");
+    assert_eq!((figures.retries, figures.delivered_items), (3, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_is_waited_for_and_no_longer() {
+    let script: Script = Box::new(|_, n| match n {
+        0 => Reply::StatusAfter(429, Duration::from_secs(7)),
+        _ => Reply::Status(202),
+    });
+    let h = Harness::start(&["a"], "", script, &[("a", Endpoint::Logs, 3)]).await;
+    h.until("delivered", Duration::from_secs(60), |h| h.queued("a") == 0)
+        .await;
+    let gap = gaps(&h.intake.calls("a"))[0];
+    assert!(
+        gap >= Duration::from_secs(7) && gap <= Duration::from_secs(7) + SLACK,
+        "{gap:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unexpected_413_splits_in_halves_until_the_payloads_fit() {
+    // Datadog takes at most 10 items here; the record holds 40.
+    let script: Script = Box::new(|c, _| Reply::Status(if c.items > 10 { 413 } else { 202 }));
+    let h = Harness::start(&["a"], "", script, &[("a", Endpoint::Logs, 40)]).await;
+    h.until("delivered", Duration::from_secs(10), |h| h.queued("a") == 0)
+        .await;
+    let sizes: Vec<usize> = h.intake.calls("a").iter().map(|c| c.items).collect();
+    assert_eq!(sizes, vec![40, 20, 20, 10, 10, 10, 10]);
+    assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
+    assert_eq!(h.pipeline.tenant("a").delivered_items, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_items_are_dead_lettered_once_and_not_resent() {
+    // A 400 is final; a single item still too large after halving too.
+    let script: Script = Box::new(|c, _| match c.items {
+        1 => Reply::Status(413),
+        _ => Reply::Status(400),
+    });
+    let h = Harness::start(
+        &["a", "b"],
+        "",
+        script,
+        &[("a", Endpoint::Logs, 5), ("b", Endpoint::Logs, 1)],
+    )
+    .await;
+    h.until("settled", Duration::from_secs(10), |h| {
+        h.queued("a") + h.queued("b") == 0
+    })
+    .await;
+    for (tenant, items) in [("a", 5), ("b", 1)] {
+        assert_eq!(h.intake.calls(tenant).len(), 1, "{tenant}: sent once");
+        assert_eq!(h.pipeline.dead_letters().totals(tenant).items, items);
+        assert_eq!(h.pipeline.tenant(tenant).dead_lettered_items, items);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_403_hands_off_once_pauses_the_tenant_and_resumes_with_the_new_key() {
+    // `a`'s key version 0 is refused; the fallback makes version 1 (in 5 s).
+    let script: Script = Box::new(|c, _| {
+        Reply::Status(if (c.tenant.as_str(), c.version) == ("a", 0) {
+            403
+        } else {
+            202
+        })
+    });
+    let fill = [
+        ("a", Endpoint::Logs, 4),
+        ("a", Endpoint::Events, 2),
+        ("b", Endpoint::Logs, 3),
+    ];
+    let extra = "[delivery]\ntenant_concurrency = 1\n";
+    let h = Harness::start(&["a", "b"], extra, script, &fill).await;
+    h.until("delivered", Duration::from_secs(30), |h| {
+        h.queued("a") + h.queued("b") == 0
+    })
+    .await;
+    let recoveries = h.keys.recoveries.lock().clone();
+    assert_eq!(
+        recoveries.len(),
+        1,
+        "one fallback for the incident: {recoveries:?}"
+    );
+    let (who, version, began) = recoveries[0].clone();
+    assert_eq!((who.as_str(), version), ("a", 0));
+    let calls = h.intake.calls("a");
+    assert_eq!(
+        calls.iter().filter(|c| c.version == 0).count(),
+        1,
+        "{calls:?}"
+    );
+    // Nothing of the tenant is sent while the fallback runs; everything
+    // after it goes with the new key.
+    let resumed = calls
+        .iter()
+        .filter(|c| c.version == 1)
+        .map(|c| c.at)
+        .min()
+        .unwrap();
+    assert!(resumed >= began + Duration::from_secs(5), "{calls:?}");
+    let kinds: Vec<Endpoint> = calls
+        .iter()
+        .filter(|c| c.version == 1)
+        .map(|c| c.endpoint)
+        .collect();
+    assert!(
+        kinds.contains(&Endpoint::Logs) && kinds.contains(&Endpoint::Events),
+        "{kinds:?}"
+    );
+    // The other tenant never waited for it.
+    let b = h.intake.calls("b");
+    assert!(h.since_start(b[0].at) < Duration::from_secs(1), "{b:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_that_must_reconnect_is_held_not_resent_and_not_lost() {
+    let script: Script = Box::new(|_, _| Reply::Status(403));
+    let h = Harness::start(&["a"], "", script, &[("a", Endpoint::Logs, 6)]).await;
+    *h.keys.recovery.lock() = Recovery::ReauthRequired("grant revoked".into());
+    h.until("the fallback", Duration::from_secs(10), |h| {
+        !h.keys.recoveries.lock().is_empty()
+    })
+    .await;
+    // Long after: one request, one fallback, the data still queued.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.intake.calls("a").len(), 1);
+    assert_eq!(h.keys.recoveries.lock().len(), 1);
+    assert_eq!(h.queued("a"), 6);
+    assert_eq!(
+        h.pipeline.tenant("a").last_error.as_deref(),
+        Some("grant revoked")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_site_and_a_throttled_tenant_leave_a_healthy_tenant_on_time() {
+    // Two sending slots: `hung`'s site never answers (each try holds a
+    // slot for the 20 s timeout), `slow` may send one request every 2 s
+    // and has a backlog, `c` has one record.
+    let script: Script = Box::new(|c, _| match c.tenant.as_str() {
+        "hung" => Reply::Hang,
+        _ => Reply::Status(202),
+    });
+    let extra = "[delivery]\nmax_concurrency = 2\n[limits]\ntenant_requests_per_second = 0.5\n";
+    let mut fill: Vec<(&str, Endpoint, usize)> = vec![("hung", Endpoint::Logs, 5)];
+    fill.extend((0..6).map(|_| ("slow", Endpoint::Logs, 1000)));
+    fill.push(("c", Endpoint::Logs, 1));
+    let h = Harness::start(&["hung", "slow", "c"], extra, script, &fill).await;
+    h.until("c delivered", Duration::from_secs(5), |h| {
+        h.queued("c") == 0
+    })
+    .await;
+    let c = h.intake.calls("c");
+    assert!(h.since_start(c[0].at) < Duration::from_secs(1), "{c:?}");
+    assert_eq!(h.intake.calls("hung").len(), 1, "still hanging");
+    assert!(h.queued("slow") > 0, "still throttled");
+}
