@@ -709,6 +709,20 @@ fn targets(report: &serde_json::Value, opts: &BenchOptions) -> Vec<Target> {
             logs_mb_per_cpu_s,
         ),
         target(
+            "logs_one_tenant_over_many",
+            "one tenant's logs throughput / many tenants'",
+            0.9,
+            false,
+            f(&report["logs_one_tenant"]["over_many_tenants"]),
+        ),
+        target(
+            "refused_over_accepted_cpu",
+            "relay CPU per refused / accepted request",
+            0.1,
+            true,
+            f(&report["refused"]["refused_over_accepted"]),
+        ),
+        target(
             "half_load_ack_p99_ms",
             "ingest ack p99 at half load, ms",
             5.0,
@@ -894,6 +908,153 @@ async fn steady_phase(
 }
 
 /// Runs the benchmark and prints the report; the last line is JSON.
+/// A saturation phase's raw figures.
+struct Saturated {
+    requests: u64,
+    /// Seconds of load.
+    secs: f64,
+    /// Seconds until the last item was delivered (load and drain).
+    total_secs: f64,
+    drain: Duration,
+    /// Relay CPU-seconds over the phase, drain included.
+    cpu: f64,
+    st: ProcStat,
+}
+
+/// Posts `endpoint` bodies for `tenants` in a closed loop for the run's
+/// duration, then waits until fakedog has every item.
+#[allow(clippy::too_many_arguments)]
+async fn saturate(
+    dog: &FakeDog,
+    load: &Arc<Load>,
+    tenants: &Arc<Vec<(String, Arc<Bodies>)>>,
+    endpoint: Endpoint,
+    per_req: u64,
+    opts: &BenchOptions,
+    samples: &Arc<Samples>,
+    pid: u32,
+) -> anyhow::Result<Saturated> {
+    load.backpressured.store(0, Ordering::Relaxed);
+    let before_items = total_items(dog, endpoint);
+    let cpu0 = proc_stat(pid)?.cpu_seconds;
+    let (requests, secs) = closed_loop(
+        load,
+        tenants,
+        endpoint,
+        opts.concurrency,
+        opts.duration,
+        samples,
+    )
+    .await?;
+    let accepted_at = Instant::now();
+    let expected = before_items + requests * per_req;
+    let drain = wait_delivered(dog, endpoint, expected, Duration::from_secs(300)).await?;
+    let st = proc_stat(pid)?;
+    Ok(Saturated {
+        requests,
+        secs,
+        total_secs: secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64()),
+        drain,
+        cpu: st.cpu_seconds - cpu0,
+        st,
+    })
+}
+
+/// The logs saturation phase again with one tenant alone: one large tenant
+/// must reach the many-tenant throughput (several payloads of one stream
+/// in flight).
+async fn one_tenant_phase(
+    dog: &FakeDog,
+    load: &Arc<Load>,
+    tenants: &Arc<Vec<(String, Arc<Bodies>)>>,
+    bodies: &Bodies,
+    opts: &BenchOptions,
+    pid: u32,
+    report: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let one = Arc::new(tenants[..1].to_vec());
+    let samples = Arc::new(Samples::default());
+    let s = saturate(
+        dog,
+        load,
+        &one,
+        Endpoint::Logs,
+        bodies.logs_items,
+        opts,
+        &samples,
+        pid,
+    )
+    .await?;
+    let raw = bodies.logs_raw.len() as f64 * s.requests as f64;
+    let delivered = raw / s.total_secs / 1e6;
+    let many = report["logs"]["delivered_mb_per_s"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "tenant": one[0].0,
+        "accepted_mb_per_s": raw / s.secs / 1e6,
+        "delivered_mb_per_s": delivered,
+        "many_tenants_delivered_mb_per_s": many,
+        "over_many_tenants": delivered / many.max(1e-9),
+        "relay_cpu_seconds_per_gb": s.cpu / (raw / 1e9),
+        "backpressured_requests": load.backpressured.load(Ordering::Relaxed),
+    }))
+}
+
+/// The same logs bodies for a tenant the relay does not know, closed loop:
+/// refused from the headers (`404 unknown_tenant`) before the body is
+/// read. A full share or queue (`429`/`503`) is decided at the same point
+/// (`Queue::admits`, ingest/api.rs), so this is the CPU a refusal costs.
+async fn refused_phase(
+    load: &Arc<Load>,
+    body: &bytes::Bytes,
+    opts: &BenchOptions,
+    pid: u32,
+    report: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let cpu0 = proc_stat(pid)?.cpu_seconds;
+    let mut tasks = Vec::new();
+    for _ in 0..opts.concurrency {
+        let (load, body, stop, done) = (load.clone(), body.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let mut req = load
+                    .http
+                    .post(format!("{}{}", load.api, Endpoint::Logs.path()))
+                    .header("DD-API-KEY", "tenant-never-connected")
+                    .header("Content-Type", "application/json")
+                    .body(body.clone());
+                if load.gzip {
+                    req = req.header("Content-Encoding", "gzip");
+                }
+                let status = req.send().await?.status();
+                if status != reqwest::StatusCode::NOT_FOUND {
+                    bail!("an unknown tenant's request answered {status}");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(opts.duration.min(Duration::from_secs(5))).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let requests = done.load(Ordering::Relaxed);
+    let refused_us = (proc_stat(pid)?.cpu_seconds - cpu0) / requests.max(1) as f64 * 1e6;
+    let accepted_us = report["logs"]["relay_cpu_us_per_request"]
+        .as_f64()
+        .unwrap_or(0.0);
+    Ok(json!({
+        "requests": requests,
+        "relay_cpu_us_per_refused_request": refused_us,
+        "relay_cpu_us_per_accepted_request": accepted_us,
+        "refused_over_accepted": refused_us / accepted_us.max(1e-9),
+        "note": "logs requests of the logs phase's size; refused: unknown tenant, from the headers",
+    }))
+}
+
 pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     // fakedog gets its own runtime and threads, so its work (decompressing
@@ -1083,35 +1244,24 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let mut peak = idle_connected.peak_rss_bytes;
     for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
         let samples = Arc::new(Samples::default());
-        load.backpressured.store(0, Ordering::Relaxed);
-        let before_items = total_items(&dog, endpoint);
-        let cpu0 = proc_stat(pid)?.cpu_seconds;
-        let (requests, secs) = closed_loop(
-            &load,
-            &tenants,
-            endpoint,
-            opts.concurrency,
-            opts.duration,
-            &samples,
-        )
-        .await?;
-        let accepted_at = Instant::now();
         let per_req = if endpoint == Endpoint::SeriesV2 {
             sets[0].series_points
         } else {
             sets[0].logs_items
         };
-        let items = requests * per_req;
-        let drain = wait_delivered(
-            &dog,
-            endpoint,
-            before_items + items,
-            Duration::from_secs(300),
+        let Saturated {
+            requests,
+            secs,
+            total_secs,
+            drain,
+            cpu,
+            st,
+        } = saturate(
+            &dog, &load, &tenants, endpoint, per_req, &opts, &samples, pid,
         )
         .await?;
-        let st = proc_stat(pid)?;
         peak = peak.max(st.peak_rss_bytes);
-        let cpu = st.cpu_seconds - cpu0;
+        let items = requests * per_req;
         let raw_bytes = if endpoint == Endpoint::SeriesV2 {
             sets[0].series_raw.len()
         } else {
@@ -1124,7 +1274,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             sets[0].logs.len()
         } as f64
             * requests as f64;
-        let total_secs = secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64());
         let (p50, p99, p999) = samples.quantiles();
         let mut blocks = floors.remove(label).unwrap_or_default();
         blocks.extend(measure_floor(endpoint).await?);
@@ -1139,6 +1288,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             "relay_cpu_seconds": cpu,
             "relay_cpu_seconds_per_million_items": relay_per_item * 1e6,
             "relay_cpu_seconds_per_gb": cpu / (raw_bytes / 1e9),
+            "relay_cpu_us_per_request": cpu / requests.max(1) as f64 * 1e6,
             "floor_cpu_seconds_per_million_items": floor_per_item * 1e6,
             "relay_over_floor": relay_per_item / floor_per_item.max(1e-12),
             "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
@@ -1149,6 +1299,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         println!("{label}: {}", serde_json::to_string_pretty(&figures)?);
         report.insert(label.into(), figures);
     }
+    if tenants.len() > 1 {
+        let one = one_tenant_phase(&dog, &load, &tenants, &sets[0], &opts, pid, &report).await?;
+        println!("logs, one tenant: {}", serde_json::to_string_pretty(&one)?);
+        report.insert("logs_one_tenant".into(), one);
+    }
+    let refused = refused_phase(&load, &sets[0].logs, &opts, pid, &report).await?;
+    println!("refused: {}", serde_json::to_string_pretty(&refused)?);
+    report.insert("refused".into(), refused);
 
     // Latency at half load, open loop. Load is what the relay sustains:
     // its delivered rate (accepted runs ahead of delivery in a saturation

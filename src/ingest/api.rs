@@ -68,7 +68,23 @@ pub struct IngestError {
     pub reason: &'static str,
     pub errors: Vec<String>,
     pub retry_after: Option<Duration>,
+    /// For a request refused before its body was read: how much of the
+    /// body to read and throw away so the connection stays usable.
+    discard_limit: u64,
+    /// The body was not read to its end: the connection closes after the
+    /// answer (`Connection: close` tells the client not to reuse it).
+    close: bool,
 }
+
+/// The most of a refused request's body that is read and thrown away:
+/// reading it off the socket is a copy, and keeps the client's connection
+/// open (an unread body makes the server close the connection, and a
+/// client that already sent its next request on it sees a broken
+/// connection instead of an answer).
+const DISCARD_LIMIT: u64 = 16 << 20;
+
+/// How long a refused request's body may take to arrive after the answer.
+const DISCARD_TIME: Duration = Duration::from_secs(30);
 
 impl IngestError {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> IngestError {
@@ -77,11 +93,41 @@ impl IngestError {
             reason,
             errors: vec![message.into()],
             retry_after: None,
+            discard_limit: DISCARD_LIMIT,
+            close: false,
         }
     }
 
     fn retry(mut self, after: Duration) -> IngestError {
         self.retry_after = Some(after);
+        self
+    }
+
+    /// Answers now; the refused request's body is then read to its end
+    /// and thrown away, without keeping or decoding it, on its own task
+    /// (at most `discard_limit` bytes within [`DISCARD_TIME`]; beyond
+    /// that the connection closes). A body declared too large is not read
+    /// at all: the connection closes after the answer.
+    fn discarding(mut self, body: Body) -> IngestError {
+        if self.discard_limit == 0 {
+            self.close = true;
+            return self;
+        }
+        let limit = self.discard_limit;
+        tokio::spawn(async move {
+            use http_body_util::BodyExt as _;
+            let mut body = body;
+            let mut seen = 0u64;
+            let drain = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if seen > limit {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+        });
         self
     }
 }
@@ -98,6 +144,10 @@ impl IntoResponse for IngestError {
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }
@@ -219,13 +269,33 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
     Ok(id)
 }
 
+/// What the headers decided: the request may be read.
+struct Admitted {
+    tenant: String,
+    /// The tenant's connection generation when it was checked.
+    generation: u32,
+    encoding: Encoding,
+    config: Arc<crate::config::Config>,
+}
+
 async fn ingest(
     endpoint: Endpoint,
     state: &IngestState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), IngestError> {
-    let kind = endpoint.name();
+    match admit(state, headers).await {
+        Ok(admitted) => accept(endpoint, state, admitted, body).await,
+        Err(refused) => Err(refused.discarding(body)),
+    }
+}
+
+/// Everything decided from the headers alone, before the body is read:
+/// the tenant and its state, the encoding, a declared body over the limit,
+/// a tenant at its quota, a full queue. Overload then costs a header's
+/// worth of work, not a read, decompression and validation of a body that
+/// is thrown away.
+async fn admit(state: &IngestState, headers: &HeaderMap) -> Result<Admitted, IngestError> {
     let tenant = tenant_of(headers)?;
     let admitted = |e: &crate::tenant::Entry| {
         matches!(
@@ -254,10 +324,7 @@ async fn ingest(
     // The connection the request is accepted for, taken now: a DELETE or a
     // reconnect to another org while the body is still arriving moves the
     // tenant to a later generation, and delivery discards this record.
-    let owner = Owner {
-        generation: entry.generation(),
-        tenant: &tenant,
-    };
+    let generation = entry.generation();
     let encoding = match headers.get(header::CONTENT_ENCODING) {
         None => Encoding::Identity,
         Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
@@ -269,27 +336,52 @@ async fn ingest(
         })?,
     };
     let config = state.config.load_full();
-    // Refused from the headers where the answer is already known: a body
-    // over the limit, a tenant at its quota, a full queue. Overload then
-    // costs a header's worth of work, not a read, decompression and
-    // validation of a body that is thrown away.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.server.max_body) {
-        return Err(IngestError::new(
+        let mut e = IngestError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!(
                 "request body is larger than {} bytes (server.max_body)",
                 config.server.max_body
             ),
-        ));
+        );
+        // Not read: the connection closes after the answer.
+        e.discard_limit = 0;
+        return Err(e);
     }
     if let Err(e) = state.queue.admits(&tenant) {
         return Err(append_error(&tenant, e));
     }
+    Ok(Admitted {
+        tenant,
+        generation,
+        encoding,
+        config,
+    })
+}
+
+/// Reads, decodes, validates and queues an admitted request.
+async fn accept(
+    endpoint: Endpoint,
+    state: &IngestState,
+    admitted: Admitted,
+    body: Body,
+) -> Result<(), IngestError> {
+    let kind = endpoint.name();
+    let Admitted {
+        tenant,
+        generation,
+        encoding,
+        config,
+    } = admitted;
+    let owner = Owner {
+        generation,
+        tenant: &tenant,
+    };
     let wire = axum::body::to_bytes(body, config.server.max_body as usize)
         .await
         .map_err(|_| {
@@ -551,10 +643,8 @@ fn invalid_to_error(endpoint: Endpoint, invalid: Invalid) -> IngestError {
     match invalid {
         Invalid::Body(message) => IngestError::new(StatusCode::BAD_REQUEST, "bad_body", message),
         items @ Invalid::Items { .. } => IngestError {
-            status: StatusCode::BAD_REQUEST,
-            reason: "bad_items",
             errors: items.messages(),
-            retry_after: None,
+            ..IngestError::new(StatusCode::BAD_REQUEST, "bad_items", "")
         },
         Invalid::TooManyItems { items, limit } => IngestError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
