@@ -14,9 +14,15 @@ use ddrelay::fakedog::{FakeDog, Fault};
 use ddrelay::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use serde_json::json;
-use support::{dog, relay, tenant_json};
+use support::{Setup, dog, ms, relay, tenant_json};
 
-const FAST: &str = "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"300ms\"\nforbidden_retries = 2\n";
+/// Batches after 20 ms, retries from 20 ms to 300 ms, two 403s with a valid key.
+fn fast() -> Setup {
+    Setup::default()
+        .batch_max_age(ms(20))
+        .retry(ms(20), ms(300))
+        .forbidden_retries(2)
+}
 
 fn items(dog: &FakeDog, org: &str, endpoint: Endpoint) -> u64 {
     dog.item_count(&dog.org(org).unwrap().id, endpoint)
@@ -84,7 +90,7 @@ async fn first_dead_letter(relay: &Relay, tenant: &str) -> (serde_json::Value, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     let org = dog.org("Demo EU1").unwrap().id;
     send_logs(&relay, "t", 5, "before").await;
@@ -125,7 +131,7 @@ async fn a_revoked_key_is_replaced_exactly_once_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "us5.datadoghq.com", "Demo US5").await;
     let org = dog.org("Demo US5").unwrap().id;
     // The key is replaced out of band: ours is dead and creation answers 409.
@@ -171,7 +177,7 @@ async fn key_creation_409_holds_the_data_until_the_customer_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "ap1.datadoghq.com", "Demo AP1").await;
     let org = dog.org("Demo AP1").unwrap().id;
     dog.revoke_grants(&org).unwrap(); // the customer uninstalled
@@ -201,7 +207,7 @@ async fn a_revoked_grant_holds_the_data_until_the_customer_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let org = dog.org("Demo US1").unwrap().id;
     dog.inject_fault(
@@ -242,7 +248,7 @@ async fn a_403_with_a_valid_key_is_retried_a_few_times_never_in_a_hot_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     dog.inject_fault(
         Fault::status(503)
@@ -314,7 +320,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     dog.inject_fault(
         Fault::status(400)
@@ -374,7 +380,7 @@ async fn a_400_goes_to_the_dead_letter_area_and_413_splits_the_payload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let org = dog.org("Demo US1").unwrap().id;
     let host = "http-intake.logs.datadoghq.com";
@@ -441,7 +447,7 @@ async fn a_large_logs_request_is_sent_as_stored_and_falls_back_to_its_items() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_a_payload_of_items_is_sent_without_waiting_for_the_batch_age() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"60s\"\n").await;
+    let (relay, _dir) = Setup::default().batch_max_age(ms(60_000)).start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     send_logs(&relay, "t", 500, "now").await;
     // Well before the 60 s batch age.
@@ -454,11 +460,7 @@ async fn half_a_payload_of_items_is_sent_without_waiting_for_the_batch_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tenant_request_rate_limit_is_enforced() {
     let dog = dog().await;
-    let (relay, _dir) = relay(
-        &dog,
-        &format!("{FAST}[limits]\ntenant_requests_per_second = 20\n"),
-    )
-    .await;
+    let (relay, _dir) = fast().tenant_requests_per_second(20.0).start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let started = Instant::now();
     for i in 0..50 {
@@ -490,7 +492,7 @@ async fn per_tenant_request_rate_limit_is_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_past_datadogs_window_are_aged_out_and_counted() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     let org = dog.org("Demo EU1").unwrap().id;
     // Hold the tenant (its key dies and creation answers 409) so the check waits.
@@ -572,7 +574,13 @@ async fn phase(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_outage_does_not_slow_the_others() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"20ms\"\nretry_max = \"200ms\"\nmax_concurrency = 4\ntenant_concurrency = 2\n").await;
+    let (relay, _dir) = Setup::default()
+        .batch_max_age(ms(20))
+        .retry(ms(20), ms(200))
+        .max_concurrency(4)
+        .tenant_concurrency(2)
+        .start(&dog)
+        .await;
     for (t, org, site) in [
         ("bad", "Demo EU1", "datadoghq.eu"),
         ("good1", "Demo US1", "datadoghq.com"),
@@ -627,7 +635,12 @@ fn rss_bytes() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than_it_built() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nretry_initial = \"50ms\"\nretry_max = \"500ms\"\nmax_concurrency = 8\n").await;
+    let (relay, _dir) = Setup::default()
+        .batch_max_age(ms(20))
+        .retry(ms(50), ms(500))
+        .max_concurrency(8)
+        .start(&dog)
+        .await;
     let tenants = [
         ("o1", "Demo US1", "datadoghq.com"),
         ("o2", "Demo EU1", "datadoghq.eu"),
@@ -706,7 +719,12 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\nmax_concurrency = 16\nmax_inflight_bytes = \"8MiB\"\n").await;
+    let (relay, _dir) = Setup::default()
+        .batch_max_age(ms(20))
+        .max_concurrency(16)
+        .max_inflight_bytes(8 << 20)
+        .start(&dog)
+        .await;
     let tenants = [
         ("b1", "Demo US1", "datadoghq.com"),
         ("b2", "Demo EU1", "datadoghq.eu"),
@@ -788,7 +806,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_data_is_stored_compressed_and_delivered_exactly_as_sent() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     // The logs intake is down, so what is accepted stays queued.
     dog.inject_fault(
@@ -914,7 +932,7 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_data_past_the_window_is_aged_out_while_held() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.eu", "Demo EU1").await;
     assert!(dog.revoke_grants("Demo EU1").unwrap() >= 1);
     assert!(
@@ -966,7 +984,7 @@ async fn held_data_past_the_window_is_aged_out_while_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_with_a_backlog_has_several_payloads_in_flight() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, &format!("{FAST}tenant_concurrency = 4\n")).await;
+    let (relay, _dir) = fast().tenant_concurrency(4).start(&dog).await;
     support::connect(&relay, &dog, "big", "datadoghq.com", "Demo US1").await;
     // Hold the tenant back while its backlog builds.
     dog.inject_fault(Fault::status(503).on_path("/api/v1/events"))

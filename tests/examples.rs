@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ddrelay::fakedog::FakeDog;
 use ddrelay::sandbox::{ADMIN_TOKEN, RELAY_HOST};
 use ddrelay::site::Endpoint;
-use support::{dog, relay, tenant_json};
+use support::{dog, tenant_json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// A built example program, if `cargo test` built the examples.
@@ -64,7 +64,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
         return;
     };
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
+    let (relay, _dir) = support::fast().start(&dog).await;
     let relay_url = format!("http://{}", relay.api);
 
     // The partner app, on a free port.
@@ -168,7 +168,7 @@ async fn the_python_example_sends_every_kind_with_datadogs_client() {
         }
     };
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
+    let (relay, _dir) = support::fast().start(&dog).await;
     relay
         .connect(
             &dog,

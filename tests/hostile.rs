@@ -30,11 +30,9 @@ use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::json;
-use support::{dog, relay, tenant_json};
+use support::{dog, fast, relay, tenant_json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-const FAST: &str = "[delivery]\nbatch_max_age = \"100ms\"\n";
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -442,7 +440,7 @@ fn post(client: &reqwest::Client, relay: &Relay, endpoint: Endpoint) -> reqwest:
 #[tokio::test]
 async fn hostile_requests_are_refused_cleanly_while_another_tenant_keeps_delivering() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     for (t, site, org) in [
         ("good", "datadoghq.eu", "Demo EU1"),
         ("bad", "datadoghq.com", "Demo US1"),
@@ -940,8 +938,10 @@ async fn slowloris(addr: SocketAddr) -> (Duration, Vec<u8>) {
 #[tokio::test]
 async fn a_slow_client_is_cut_off_while_callbacks_keep_working() {
     let dog = dog().await;
-    let (relay, _dir) =
-        support::relay_with_env(&dog, &[("DDRELAY_SERVER__PUBLIC_HEADER_TIMEOUT", "1s")]).await;
+    let (relay, _dir) = support::Setup::default()
+        .server("public_header_timeout", "1s")
+        .start(&dog)
+        .await;
     assert_eq!(
         relay.shared().config().server.public_header_timeout,
         Duration::from_secs(1)
@@ -1031,7 +1031,7 @@ async fn last_error(relay: &Relay, tenant: &str) -> String {
 async fn a_tampered_database_moves_no_key_and_reaches_no_foreign_host() {
     let dog: FakeDog = dog().await;
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dog, dir.path(), FAST).await.unwrap();
+    let relay = fast().start_in(&dog, dir.path()).await;
     for (t, site, org) in [
         ("alpha", "datadoghq.eu", "Demo EU1"),
         ("beta", "us5.datadoghq.com", "Demo US5"),
@@ -1051,7 +1051,7 @@ async fn a_tampered_database_moves_no_key_and_reaches_no_foreign_host() {
         .await
         .unwrap();
     drop(db);
-    let relay = Relay::start(&dog, dir.path(), FAST).await.unwrap();
+    let relay = fast().start_in(&dog, dir.path()).await;
     send_logs(&relay, "alpha").await;
     send_logs(&relay, "beta").await;
     let beta = last_error(&relay, "beta").await;

@@ -14,9 +14,7 @@ use ddrelay::fakedog::Fault;
 use ddrelay::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use serde_json::json;
-use support::{dog, relay, tenant_json, wait_drained, wait_items};
-
-const FAST: &str = "[delivery]\nbatch_max_age = \"100ms\"\n";
+use support::{Setup, dog, fast, relay, tenant_json, wait_drained, wait_items};
 
 fn series(n: usize, tag: &str) -> serde_json::Value {
     let ts = now();
@@ -34,7 +32,7 @@ fn logs(n: usize, tag: &str) -> serde_json::Value {
 #[tokio::test]
 async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     let tenants = [
         ("us", "Demo US1", "datadoghq.com"),
         ("eu", "Demo EU1", "datadoghq.eu"),
@@ -139,7 +137,7 @@ async fn every_kind_reaches_each_tenants_own_site_with_every_encoding() {
 #[tokio::test]
 async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "big", "datadoghq.eu", "Demo EU1").await;
     // Series with incompressible tags: the 512,000-byte compressed cap binds.
     let mut sent_series = 0;
@@ -193,7 +191,7 @@ async fn large_and_bursty_inputs_stay_within_datadogs_limits() {
 #[tokio::test]
 async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, FAST).await;
+    let (relay, _dir) = fast().start(&dog).await;
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let ts = now();
     let cases: Vec<(Endpoint, serde_json::Value, &str)> = vec![
@@ -273,11 +271,11 @@ async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
 #[tokio::test]
 async fn status_codes_follow_the_contract() {
     let dog = dog().await;
-    let (relay, _dir) = relay(
-        &dog,
-        &format!("{FAST}[queue]\ntenant_max_bytes = \"8MiB\"\nmax_bytes = \"64MiB\"\n"),
-    )
-    .await;
+    let (relay, _dir) = fast()
+        .tenant_max_bytes(8 << 20)
+        .queue_max_bytes(64 << 20)
+        .start(&dog)
+        .await;
     let http = reqwest::Client::new();
     let body = logs(1, "x").to_string();
     // No tenant named.
@@ -439,7 +437,7 @@ async fn status_before_the_body(relay: &Relay, tenant: &str, len: u64) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_before_the_body_is_read() {
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[queue]\ntenant_max_bytes = \"8MiB\"\n").await;
+    let (relay, _dir) = Setup::default().tenant_max_bytes(8 << 20).start(&dog).await;
     support::connect(&relay, &dog, "full", "datadoghq.eu", "Demo EU1").await;
     // Held there: every logs request is refused for now.
     dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu"))
@@ -555,8 +553,10 @@ async fn a_refused_request_leaves_the_connection_usable() {
 /// returns the most the relay's decoding held at once.
 async fn burst_peak(decode_memory: &str) -> u64 {
     let dog = dog().await;
-    let (relay, _dir) =
-        support::relay_with_env(&dog, &[("DDRELAY_SERVER__DECODE_MEMORY", decode_memory)]).await;
+    let (relay, _dir) = Setup::default()
+        .server("decode_memory", decode_memory)
+        .start(&dog)
+        .await;
     support::connect(&relay, &dog, "big", "datadoghq.eu", "Demo EU1").await;
     dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu"))
         .unwrap();

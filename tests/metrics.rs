@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ddrelay::site::{Encoding, Endpoint};
-use support::{dog, relay};
+use support::{Setup, dog, ms};
 
 fn tool(name: &str) -> Option<String> {
     let found = Command::new("sh")
@@ -42,7 +42,7 @@ async fn exercised_relay() -> (
     tempfile::TempDir,
 ) {
     let dog = dog().await;
-    let (relay, dir) = relay(&dog, "[delivery]\nbatch_max_age = \"20ms\"\n").await;
+    let (relay, dir) = Setup::default().batch_max_age(ms(20)).start(&dog).await;
     support::connect(&relay, &dog, "m", "datadoghq.eu", "Demo EU1").await;
     let body = serde_json::json!([{ "message": "hello" }]).to_string();
     assert_eq!(

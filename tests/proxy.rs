@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
@@ -30,42 +29,11 @@ const ALL_SCOPES: [&str; 4] = [
 ];
 const EU_API: &str = "api.datadoghq.eu";
 
-// ---- log capture: every ddrelay log line of this test binary ----
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info,ddrelay=trace"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(b.clone()))
-            .try_init()
-            .unwrap();
-        buf
-    })
-    .clone()
-}
-
 // ---- helpers ----
 
 /// fakedog, the sandbox client registered with `scopes`, and a relay.
 async fn setup(scopes: &[&str], extra: &str) -> (FakeDog, Relay, tempfile::TempDir) {
-    logs();
+    support::logs::captured();
     let dog = dog().await;
     sandbox::register_client_with_scopes(&dog, scopes).unwrap();
     let (relay, dir) = relay(&dog, extra).await;
@@ -182,7 +150,7 @@ impl Secrets {
     /// No secret in any answer (headers and body) nor in any log line.
     fn assert_nowhere(&self, answers: &[&Answer]) {
         assert!(!self.0.is_empty());
-        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        let logs = support::logs::captured().text();
         for secret in &self.0 {
             for a in answers {
                 assert!(

@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ddrelay::site::Endpoint;
-use support::{dog, relay};
+use support::dog;
 
 fn python() -> Option<String> {
     match std::env::var("DDRELAYTEST_PYTHON") {
@@ -33,7 +33,7 @@ fn python() -> Option<String> {
 async fn the_official_python_client_works_unchanged() {
     let Some(python) = python() else { return };
     let dog = dog().await;
-    let (relay, _dir) = relay(&dog, "[delivery]\nbatch_max_age = \"100ms\"\n").await;
+    let (relay, _dir) = support::fast().start(&dog).await;
     assert_eq!(
         relay
             .connect(

@@ -16,7 +16,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ddrelay::sandbox::{ADMIN_TOKEN, CLIENT_SECRET, Relay};
@@ -24,35 +23,6 @@ use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::json;
 use support::dog;
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,ddrelay=trace"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(b.clone()))
-            .try_init()
-            .unwrap();
-        buf
-    })
-    .clone()
-}
 
 /// Every secret a tenant holds right now.
 async fn note(relay: &Relay, tenant: &str, secrets: &mut BTreeSet<String>) {
@@ -89,12 +59,10 @@ async fn text(relay: &Relay, path: &str, auth: bool) -> String {
 
 #[tokio::test]
 async fn no_secret_in_logs_metrics_answers_check_config_or_the_data_dir() {
-    let logs = logs();
+    let logs = support::logs::captured();
     let dog = dog().await;
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dog, dir.path(), "[delivery]\nbatch_max_age = \"100ms\"\n")
-        .await
-        .unwrap();
+    let relay = support::fast().start_in(&dog, dir.path()).await;
     let mut secrets: BTreeSet<String> = [CLIENT_SECRET, ADMIN_TOKEN]
         .into_iter()
         .map(str::to_string)
@@ -185,7 +153,7 @@ async fn no_secret_in_logs_metrics_answers_check_config_or_the_data_dir() {
     let data_dir = relay.data_dir.clone();
     relay.stop().await.unwrap();
 
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(logs.contains("tenant connected"), "logs were captured");
     let mut paths = Vec::new();
     files(&data_dir, &mut paths);

@@ -383,8 +383,10 @@ async fn a_reconnect_while_validation_fails_keeps_the_working_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uninstall_stops_the_data_until_the_customer_reconnects() {
     let dog = support::dog().await;
-    let (relay, _dir) =
-        support::relay_with_env(&dog, &[("DDRELAY_OAUTH__GRANT_CHECK_INTERVAL", "5s")]).await;
+    let (relay, _dir) = support::Setup::default()
+        .grant_check_interval(Duration::from_secs(5))
+        .start(&dog)
+        .await;
     support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
     assert_eq!(send_logs(&relay, "acme", &logs(1, "installed")).await, 202);
     wait_for_log(&dog, "Demo EU1", "installed 0").await;

@@ -3,6 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod logs;
+
+use std::time::Duration;
+
 use ddrelay::fakedog::{FakeDog, Options};
 use ddrelay::sandbox::Relay;
 use ddrelay::site::SITES;
@@ -38,14 +42,139 @@ pub async fn relay(dog: &FakeDog, extra: &str) -> (Relay, tempfile::TempDir) {
     (relay, dir)
 }
 
-/// A relay wired to `dog`, with `DDRELAY_*` overrides (for keys of tables
-/// the sandbox writes itself, such as `[server]` and `[oauth]`).
-pub async fn relay_with_env(dog: &FakeDog, env: &[(&str, &str)]) -> (Relay, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start_with_env(dog, dir.path(), "", env)
-        .await
-        .unwrap();
-    (relay, dir)
+/// A test relay's settings, typed: what the tests tune, written into the
+/// config file as TOML (and as `DDRELAY_*` for the `[server]` table, which
+/// the sandbox writes itself).
+///
+/// `Setup::default().batch_max_age(ms(20)).start(&dog).await`
+#[derive(Debug, Default, Clone)]
+pub struct Setup {
+    /// (table, key, TOML value)
+    keys: Vec<(&'static str, &'static str, String)>,
+    env: Vec<(String, String)>,
+}
+
+/// Milliseconds, for [`Setup`]'s durations.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn toml_duration(d: Duration) -> String {
+    format!("\"{}ms\"", d.as_millis())
+}
+
+impl Setup {
+    fn set(mut self, table: &'static str, key: &'static str, value: String) -> Setup {
+        self.keys.retain(|(t, k, _)| (*t, *k) != (table, key));
+        self.keys.push((table, key, value));
+        self
+    }
+
+    /// `delivery.batch_max_age`.
+    pub fn batch_max_age(self, d: Duration) -> Setup {
+        self.set("delivery", "batch_max_age", toml_duration(d))
+    }
+
+    /// `delivery.retry_initial` and `delivery.retry_max`.
+    pub fn retry(self, initial: Duration, max: Duration) -> Setup {
+        self.set("delivery", "retry_initial", toml_duration(initial))
+            .set("delivery", "retry_max", toml_duration(max))
+    }
+
+    /// `delivery.max_concurrency`.
+    pub fn max_concurrency(self, n: usize) -> Setup {
+        self.set("delivery", "max_concurrency", n.to_string())
+    }
+
+    /// `delivery.tenant_concurrency`.
+    pub fn tenant_concurrency(self, n: usize) -> Setup {
+        self.set("delivery", "tenant_concurrency", n.to_string())
+    }
+
+    /// `delivery.forbidden_retries`.
+    pub fn forbidden_retries(self, n: u32) -> Setup {
+        self.set("delivery", "forbidden_retries", n.to_string())
+    }
+
+    /// `delivery.max_inflight_bytes`.
+    pub fn max_inflight_bytes(self, bytes: u64) -> Setup {
+        self.set("delivery", "max_inflight_bytes", bytes.to_string())
+    }
+
+    /// `queue.max_bytes`.
+    pub fn queue_max_bytes(self, bytes: u64) -> Setup {
+        self.set("queue", "max_bytes", bytes.to_string())
+    }
+
+    /// `queue.tenant_max_bytes`.
+    pub fn tenant_max_bytes(self, bytes: u64) -> Setup {
+        self.set("queue", "tenant_max_bytes", bytes.to_string())
+    }
+
+    /// `limits.tenant_requests_per_second`.
+    pub fn tenant_requests_per_second(self, n: f64) -> Setup {
+        self.set("limits", "tenant_requests_per_second", n.to_string())
+    }
+
+    /// A `[server]` key, as `DDRELAY_SERVER__<KEY>`.
+    pub fn server(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((
+            format!("DDRELAY_SERVER__{}", key.to_uppercase()),
+            value.to_string(),
+        ));
+        self
+    }
+
+    /// `oauth.grant_check_interval` (as `DDRELAY_OAUTH__GRANT_CHECK_INTERVAL`:
+    /// the sandbox writes `[oauth]` itself).
+    pub fn grant_check_interval(mut self, d: Duration) -> Setup {
+        self.env.push((
+            "DDRELAY_OAUTH__GRANT_CHECK_INTERVAL".into(),
+            format!("{}ms", d.as_millis()),
+        ));
+        self
+    }
+
+    /// The extra TOML the sandbox appends to its config file.
+    pub fn toml(&self) -> String {
+        let mut out = String::new();
+        for table in ["delivery", "queue", "limits"] {
+            let keys: Vec<_> = self.keys.iter().filter(|(t, _, _)| *t == table).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("[{table}]\n"));
+            for (_, k, v) in keys {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out
+    }
+
+    /// A relay with these settings in a fresh directory (keep it alive).
+    pub async fn start(&self, dog: &FakeDog) -> (Relay, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = self.start_in(dog, dir.path()).await;
+        (relay, dir)
+    }
+
+    /// A relay with these settings in `dir` (starting again in the same
+    /// dir finds its queue and store).
+    pub async fn start_in(&self, dog: &FakeDog, dir: &std::path::Path) -> Relay {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Relay::start_with_env(dog, dir, &self.toml(), &env)
+            .await
+            .unwrap()
+    }
+}
+
+/// Batches sent after 100 ms: what most tests want.
+pub fn fast() -> Setup {
+    Setup::default().batch_max_age(ms(100))
 }
 
 /// `GET /v1/tenants/{tenant}`.
