@@ -67,4 +67,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod traces;
 pub mod verify;

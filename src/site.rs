@@ -99,6 +99,8 @@ pub enum HostKind {
     Api,
     /// `http-intake.logs.<domain>`: logs.
     Logs,
+    /// `trace.agent.<domain>`: traces and their stats.
+    Trace,
 }
 
 impl Site {
@@ -120,6 +122,7 @@ impl Site {
         match kind {
             HostKind::Api => format!("api.{}", self.domain),
             HostKind::Logs => format!("http-intake.logs.{}", self.domain),
+            HostKind::Trace => format!("trace.agent.{}", self.domain),
         }
     }
 
@@ -135,6 +138,7 @@ impl Site {
             self.web_host.to_string(),
             self.host(HostKind::Api),
             self.host(HostKind::Logs),
+            self.host(HostKind::Trace),
         ];
         if self.web_host != self.domain {
             hosts.push(self.domain.to_string());
@@ -160,6 +164,8 @@ impl Site {
             HostRole::Api
         } else if host == site.host(HostKind::Logs) {
             HostRole::Logs
+        } else if host == site.host(HostKind::Trace) {
+            HostRole::Trace
         } else if host == site.web_host || host == site.domain {
             HostRole::Web
         } else {
@@ -180,6 +186,7 @@ pub enum HostRole {
     Web,
     Api,
     Logs,
+    Trace,
 }
 
 impl fmt::Display for Site {
@@ -384,6 +391,15 @@ pub enum Endpoint {
     Logs,
     Events,
     CheckRun,
+    /// Traces: protobuf `AgentPayload` (`crate::traces::pb`); ingested on the
+    /// Agent's trace API (`/v0.3`-`/v0.5/traces`), not at this path.
+    Traces,
+    /// Stats the relay computed from traces that came without them
+    /// (MessagePack `StatsPayload`, `clientComputed` false).
+    TraceStats,
+    /// Stats a tracing library computed (`/v0.6/stats`), sent as they came
+    /// (`clientComputed` true).
+    ClientStats,
 }
 
 /// The size and count limits of one endpoint, per request.
@@ -410,6 +426,7 @@ const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 
 impl Endpoint {
+    /// The JSON kinds, ingested at Datadog's own paths (`Endpoint::path`).
     pub const ALL: [Endpoint; 5] = [
         Endpoint::SeriesV2,
         Endpoint::SeriesV1,
@@ -417,6 +434,40 @@ impl Endpoint {
         Endpoint::Events,
         Endpoint::CheckRun,
     ];
+
+    /// The trace kinds, ingested on the Agent's trace API.
+    pub const TRACES: [Endpoint; 3] = [
+        Endpoint::Traces,
+        Endpoint::TraceStats,
+        Endpoint::ClientStats,
+    ];
+
+    /// Every kind the relay queues and delivers.
+    pub const EVERY: [Endpoint; 8] = [
+        Endpoint::SeriesV2,
+        Endpoint::SeriesV1,
+        Endpoint::Logs,
+        Endpoint::Events,
+        Endpoint::CheckRun,
+        Endpoint::Traces,
+        Endpoint::TraceStats,
+        Endpoint::ClientStats,
+    ];
+
+    /// Whether queued items are binary (length-prefixed in a record,
+    /// `pipeline/record.rs`) rather than compact JSON lines.
+    pub fn binary(self) -> bool {
+        Endpoint::TRACES.contains(&self)
+    }
+
+    /// The `Content-Type` of a request body to this endpoint.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Endpoint::Traces => "application/x-protobuf",
+            Endpoint::TraceStats | Endpoint::ClientStats => "application/msgpack",
+            _ => "application/json",
+        }
+    }
 
     /// The request path, identical at Datadog and on the relay's ingest API.
     pub fn path(self) -> &'static str {
@@ -426,9 +477,12 @@ impl Endpoint {
             Endpoint::Logs => "/api/v2/logs",
             Endpoint::Events => "/api/v1/events",
             Endpoint::CheckRun => "/api/v1/check_run",
+            Endpoint::Traces => "/api/v0.2/traces",
+            Endpoint::TraceStats | Endpoint::ClientStats => "/api/v0.2/stats",
         }
     }
 
+    /// A JSON kind by its path (the trace kinds are not ingested at theirs).
     pub fn from_path(path: &str) -> Option<Endpoint> {
         Endpoint::ALL.into_iter().find(|e| e.path() == path)
     }
@@ -441,11 +495,14 @@ impl Endpoint {
             Endpoint::Logs => "logs",
             Endpoint::Events => "events",
             Endpoint::CheckRun => "check_run",
+            Endpoint::Traces => "traces",
+            Endpoint::TraceStats => "trace_stats",
+            Endpoint::ClientStats => "client_stats",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Endpoint> {
-        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+        Endpoint::EVERY.into_iter().find(|e| e.name() == name)
     }
 
     /// A stable one-byte code for the on-disk queue format.
@@ -456,16 +513,20 @@ impl Endpoint {
             Endpoint::Logs => 3,
             Endpoint::Events => 4,
             Endpoint::CheckRun => 5,
+            Endpoint::Traces => 6,
+            Endpoint::TraceStats => 7,
+            Endpoint::ClientStats => 8,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Endpoint> {
-        Endpoint::ALL.into_iter().find(|e| e.code() == code)
+        Endpoint::EVERY.into_iter().find(|e| e.code() == code)
     }
 
     pub fn host_kind(self) -> HostKind {
         match self {
             Endpoint::Logs => HostKind::Logs,
+            Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => HostKind::Trace,
             _ => HostKind::Api,
         }
     }
@@ -517,6 +578,30 @@ impl Endpoint {
                 max_items: 100,
                 max_item: 64 * 1024,
             },
+            // The trace agent's writer flushes at 3.2 MB of AgentPayload
+            // ("3.2MB is the maximum allowed by the Datadog API",
+            // docs/datadog.md "Traces"); the intake's own hard limit is
+            // UNCONFIRMED, so 3.2 MB is our cap compressed or not. Chunks
+            // per payload: no documented cap (UNCONFIRMED); 10,000. One
+            // chunk is at most 1 MB: ingest splits a larger trace into
+            // several chunks of the same trace (tracers flush partial
+            // traces the same way).
+            Endpoint::Traces => Limits {
+                max_compressed: 3_200_000,
+                max_uncompressed: 3_200_000,
+                max_items: 10_000,
+                max_item: 1_000_000,
+            },
+            // The agent's stats writer keeps payloads near 1.5 MB
+            // compressed (4,000 entries); the intake limit is "~3MB"
+            // compressed (docs/datadog.md "Traces"). 1.5 MB uncompressed,
+            // 1,000 client payloads.
+            Endpoint::TraceStats | Endpoint::ClientStats => Limits {
+                max_compressed: 1_500_000,
+                max_uncompressed: 1_500_000,
+                max_items: 1_000,
+                max_item: 1_000_000,
+            },
         }
     }
 
@@ -545,6 +630,13 @@ impl Endpoint {
                 past: Duration::from_secs(10 * MINUTE),
                 future: Duration::from_secs(10 * MINUTE),
             },
+            // The trace agent never drops a span for its age, and the
+            // intake's window is UNCONFIRMED: the logs' window (18 h past,
+            // 2 h ahead) bounds how long held traces are kept.
+            Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => Window {
+                past: Duration::from_secs(18 * HOUR),
+                future: Duration::from_secs(2 * HOUR),
+            },
         }
     }
 
@@ -572,13 +664,22 @@ impl Endpoint {
             Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun | Endpoint::Logs => {
                 &[Encoding::Identity, Encoding::Gzip, Encoding::Deflate]
             }
+            // The trace agent sends zstd or gzip (level 1), libdatadog
+            // zstd or nothing; stats go gzip (docs/datadog.md "Traces").
+            Endpoint::Traces => &[Encoding::Identity, Encoding::Gzip, Encoding::Zstd],
+            Endpoint::TraceStats | Endpoint::ClientStats => &[Encoding::Identity, Encoding::Gzip],
         }
     }
 
     /// Datadog's success status for this endpoint (§4.8: v1 logs 200,
-    /// everything else 202).
+    /// everything else 202). The trace intake answers 200 in Datadog's own
+    /// test double (any 2xx is success to its senders; UNCONFIRMED which);
+    /// the stats intake 202, the only answer its senders accept.
     pub fn success_status(self) -> u16 {
-        202
+        match self {
+            Endpoint::Traces => 200,
+            _ => 202,
+        }
     }
 }
 

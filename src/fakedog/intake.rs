@@ -151,6 +151,7 @@ pub(crate) async fn submit(
     let expected = match endpoint.host_kind() {
         HostKind::Api => HostRole::Api,
         HostKind::Logs => HostRole::Logs,
+        HostKind::Trace => HostRole::Trace,
     };
     if target.role != expected {
         return not_found();
@@ -235,6 +236,8 @@ pub(crate) async fn submit(
             serde_json::json!({"status": "ok", "event": event})
         }
         Endpoint::SeriesV1 | Endpoint::CheckRun => serde_json::json!({"status": "ok"}),
+        // Served by `fakedog/traces.rs`; `from_path` never finds them here.
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => serde_json::json!({}),
     };
     json(StatusCode::ACCEPTED, body)
 }
@@ -353,6 +356,9 @@ pub(crate) fn process(
         Endpoint::Logs => logs(&data, window, keep, &mut out)?,
         Endpoint::Events => event(&data, window, keep, &mut out)?,
         Endpoint::CheckRun => checks(&data, window, keep, &mut out)?,
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {
+            return Err(Reject::Malformed("not a JSON intake".into()));
+        }
     }
     Ok(out)
 }

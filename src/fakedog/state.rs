@@ -227,7 +227,7 @@ pub(crate) struct Payload {
 }
 
 /// Per-endpoint counters, indexed by [`slot`].
-pub(crate) type Counts = [u64; 5];
+pub(crate) type Counts = [u64; 8];
 
 /// The index of an endpoint in [`Counts`].
 pub(crate) fn slot(e: Endpoint) -> usize {
@@ -237,6 +237,9 @@ pub(crate) fn slot(e: Endpoint) -> usize {
         Endpoint::Logs => 2,
         Endpoint::Events => 3,
         Endpoint::CheckRun => 4,
+        Endpoint::Traces => 5,
+        Endpoint::TraceStats => 6,
+        Endpoint::ClientStats => 7,
     }
 }
 

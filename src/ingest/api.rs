@@ -221,6 +221,8 @@ fn success_body(endpoint: Endpoint) -> &'static str {
         Endpoint::SeriesV2 => r#"{"errors":[]}"#,
         Endpoint::Logs => "{}",
         Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun => r#"{"status":"ok"}"#,
+        // Answered by the trace API (`ingest/traces`).
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => "{}",
     }
 }
 

@@ -458,6 +458,11 @@ fn frame(
         (Endpoint::Events, _) => {
             return Err(Invalid::Body("body must be one JSON event object".into()));
         }
+        (Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats, _) => {
+            return Err(Invalid::Body(
+                "traces are validated by the trace API (ingest/traces)".into(),
+            ));
+        }
     };
     let rest = skip_ws(s, end);
     if rest != s.len() {
@@ -637,6 +642,8 @@ fn check_item(ctx: &mut Ctx<'_>, item: &str) -> Result<(), serde_json::Error> {
         Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de)?,
+        // Never framed as JSON items (see `frame`).
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {}
     }
     de.end()
 }

@@ -22,6 +22,11 @@ pub enum Trimmed {
 
 /// Trims `item` (compact JSON) to what is newer than `cutoff_ms`.
 pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
+    // Binary items (traces, stats) age as whole records: the planner drops
+    // a record once all of it is past the window, never part of one.
+    if endpoint.binary() {
+        return Trimmed::Keep;
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(item) else {
         return Trimmed::Keep;
     };
@@ -59,6 +64,7 @@ pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
             Some(s) if s < cutoff_s => Trimmed::Drop,
             _ => Trimmed::Keep,
         },
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => Trimmed::Keep,
     }
 }
 

@@ -119,6 +119,21 @@ fn frame(endpoint: Endpoint) -> Frame {
             sep: b"",
             close: b"",
         },
+        // Each item is one `AgentPayload.tracerPayloads` field, framed
+        // (`crate::traces::pb`): the body is the items, then the relay's own
+        // fields of the `AgentPayload`.
+        Endpoint::Traces => Frame {
+            open: b"",
+            sep: b"",
+            close: crate::traces::agent_payload_tail(),
+        },
+        // A MessagePack array announces its length first: stats are packed
+        // by `pack_counted`, which knows the count before it writes.
+        Endpoint::TraceStats | Endpoint::ClientStats => Frame {
+            open: b"",
+            sep: b"",
+            close: b"",
+        },
     }
 }
 

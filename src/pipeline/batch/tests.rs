@@ -75,6 +75,9 @@ fn unpack(endpoint: Endpoint, p: &Payload) -> Vec<Vec<u8>> {
         }
         Endpoint::Logs | Endpoint::CheckRun => serde_json::from_slice(&raw).unwrap(),
         Endpoint::Events => vec![serde_json::from_slice(&raw).unwrap()],
+        Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {
+            unreachable!("JSON kinds only")
+        }
     };
     items.iter().map(|r| r.get().as_bytes().to_vec()).collect()
 }

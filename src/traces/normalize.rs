@@ -1,0 +1,289 @@
+//! Datadog's span rules, as the trace agent applies them before it sends
+//! (docs/datadog.md "Traces": `normalizer.go`, `truncator.go`,
+//! `normalize.go`).
+//!
+//! What the agent would drop is refused here with a `400` that names the
+//! trace, the span and the field, so the client learns of it: a zero
+//! `trace_id` or `span_id`, a span of another trace in the same trace, a
+//! negative or overflowing duration. A `start` before the year 2000 is
+//! refused too (the agent replaces it by "now", hiding a unit mistake: a
+//! start in seconds or milliseconds). What the agent accepts and rewrites
+//! is rewritten the same way and counted: service and name normalised and
+//! cut to 100 bytes, an empty resource set to the name, resource cut to
+//! 5,000 bytes, type to 100, meta keys and metric keys to 200 and meta
+//! values to 25,000 (with `...`), an invalid `http.status_code` removed.
+
+use super::decode::Traces;
+use super::msgpack::Malformed;
+use super::pb::Span;
+
+const MAX_SERVICE: usize = 100;
+const MAX_NAME: usize = 100;
+const MAX_RESOURCE: usize = 5000;
+const MAX_TYPE: usize = 100;
+const MAX_META_KEY: usize = 200;
+const MAX_META_VALUE: usize = 25_000;
+const MAX_TAG: usize = 200;
+/// 2000-01-01T00:00:00Z in nanoseconds.
+const YEAR_2000_NS: i64 = 946_684_800_000_000_000;
+const DEFAULT_NAME: &str = "unnamed_operation";
+
+/// Applies the rules to every span; empty traces are left out. Returns how
+/// many fields were rewritten.
+pub fn normalize(traces: &mut Traces, lang: &str) -> Result<u64, Malformed> {
+    traces.retain(|t| !t.is_empty());
+    let mut rewritten = 0;
+    for (t, trace) in traces.iter_mut().enumerate() {
+        let trace_id = trace[0].trace_id;
+        for (s, span) in trace.iter_mut().enumerate() {
+            let at = |field: &str, why: String| {
+                Malformed(format!("trace {t}, span {s}: {field}: {why}"))
+            };
+            if span.trace_id == 0 {
+                return Err(at("trace_id", "is 0; Datadog drops such a trace".into()));
+            }
+            if span.span_id == 0 {
+                return Err(at("span_id", "is 0; Datadog drops such a trace".into()));
+            }
+            if span.trace_id != trace_id {
+                return Err(at(
+                    "trace_id",
+                    format!(
+                        "{} differs from the trace's first span ({trace_id}): each trace holds the spans of one trace",
+                        span.trace_id
+                    ),
+                ));
+            }
+            check_times(span).map_err(|why| at(why.0, why.1))?;
+            rewritten += rewrite(span, lang);
+        }
+    }
+    Ok(rewritten)
+}
+
+fn check_times(span: &Span) -> Result<(), (&'static str, String)> {
+    if span.start < YEAR_2000_NS {
+        return Err((
+            "start",
+            format!(
+                "{} is before the year 2000 in nanoseconds since the Unix epoch (seconds or milliseconds?)",
+                span.start
+            ),
+        ));
+    }
+    if span.duration < 0 {
+        return Err(("duration", format!("{} is negative", span.duration)));
+    }
+    if span.start.checked_add(span.duration).is_none() {
+        return Err(("duration", format!("start + {} overflows", span.duration)));
+    }
+    Ok(())
+}
+
+/// The agent's rewrites; returns how many fields changed.
+fn rewrite(span: &mut Span, lang: &str) -> u64 {
+    let mut n = 0;
+    let mut set = |field: &mut String, new: String| {
+        if *field != new {
+            *field = new;
+            n += 1;
+        }
+    };
+    let new_service = service(&span.service, lang);
+    set(&mut span.service, new_service);
+    let new_name = name(&span.name);
+    set(&mut span.name, new_name);
+    let resource = if span.resource.is_empty() {
+        span.name.clone()
+    } else {
+        truncate(&span.resource, MAX_RESOURCE).to_string()
+    };
+    set(&mut span.resource, resource);
+    let ty = truncate(&span.r#type, MAX_TYPE).to_string();
+    set(&mut span.r#type, ty);
+    if span.parent_id == span.trace_id && span.parent_id == span.span_id {
+        span.parent_id = 0;
+        n += 1;
+    }
+    if span
+        .meta
+        .get("http.status_code")
+        .is_some_and(|c| !c.parse::<u64>().is_ok_and(|c| (100..600).contains(&c)))
+    {
+        span.meta.remove("http.status_code");
+        n += 1;
+    }
+    n + long_tags(span)
+}
+
+/// Meta keys and values and metric keys over their limits, cut with `...`.
+fn long_tags(span: &mut Span) -> u64 {
+    let long_meta = span
+        .meta
+        .iter()
+        .any(|(k, v)| k.len() > MAX_META_KEY || v.len() > MAX_META_VALUE);
+    let long_metric = span.metrics.keys().any(|k| k.len() > MAX_META_KEY);
+    if !long_meta && !long_metric {
+        return 0;
+    }
+    let mut n = 0;
+    let cut = |s: String, max: usize, n: &mut u64| {
+        if s.len() > max {
+            *n += 1;
+            format!("{}...", truncate(&s, max))
+        } else {
+            s
+        }
+    };
+    span.meta = std::mem::take(&mut span.meta)
+        .into_iter()
+        .map(|(k, v)| (cut(k, MAX_META_KEY, &mut n), cut(v, MAX_META_VALUE, &mut n)))
+        .collect();
+    span.metrics = std::mem::take(&mut span.metrics)
+        .into_iter()
+        .map(|(k, v)| (cut(k, MAX_META_KEY, &mut n), v))
+        .collect();
+    n
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The agent's `NormalizeService`.
+pub fn service(s: &str, lang: &str) -> String {
+    let fallback = || {
+        if lang.is_empty() {
+            "unnamed-service".to_string()
+        } else {
+            format!("unnamed-{lang}-service")
+        }
+    };
+    if s.is_empty() {
+        return fallback();
+    }
+    let v = tag_value(truncate(s, MAX_SERVICE));
+    if v.is_empty() { fallback() } else { v }
+}
+
+/// The agent's `NormalizeTagValue`: lower case; letters, digits and
+/// `: . / - _` kept; each run of anything else one `_`, none at the end;
+/// at most 200 characters.
+pub fn tag_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_underscore = false;
+    for c in s.chars().take(MAX_TAG) {
+        if c.is_alphanumeric() || matches!(c, ':' | '.' | '/' | '-' | '_') {
+            if pending_underscore && !out.is_empty() {
+                out.push('_');
+            }
+            pending_underscore = false;
+            out.extend(c.to_lowercase());
+        } else {
+            pending_underscore = true;
+        }
+    }
+    out
+}
+
+/// The agent's `NormalizeName`: leading non-letters skipped; ASCII letters
+/// and digits kept; `.` kept (replacing a `_` before it); any other run one
+/// `_`; no `_` at the end; no letter at all gives `unnamed_operation`.
+pub fn name(s: &str) -> String {
+    let s = truncate(s, MAX_NAME);
+    let Some(first) = s.find(|c: char| c.is_ascii_alphabetic()) else {
+        return DEFAULT_NAME.to_string();
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s[first..].chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if c == '.' {
+            if out.ends_with('_') {
+                out.pop();
+            }
+            out.push('.');
+        } else if !out.ends_with('_') && !out.ends_with('.') {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_750_000_000_000_000_000;
+
+    fn span(trace: u64, id: u64) -> Span {
+        Span {
+            trace_id: trace,
+            span_id: id,
+            start: NOW,
+            duration: 5,
+            service: "Web Store".into(),
+            name: "http request!".into(),
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn what_the_agent_rewrites_is_rewritten_and_counted() {
+        let mut traces = vec![vec![span(1, 1)], vec![]];
+        traces[0][0]
+            .meta
+            .insert("http.status_code".into(), "999".into());
+        traces[0][0].meta.insert("k".repeat(300), "v".into());
+        let n = normalize(&mut traces, "python").unwrap();
+        assert_eq!(traces.len(), 1, "the empty trace is left out");
+        let s = &traces[0][0];
+        assert_eq!(s.service, "web_store");
+        assert_eq!(s.name, "http_request");
+        assert_eq!(s.resource, "http_request", "an empty resource is the name");
+        assert!(!s.meta.contains_key("http.status_code"));
+        assert!(s.meta.keys().any(|k| k.len() == 203 && k.ends_with("...")));
+        assert_eq!(n, 5);
+        assert_eq!(service("", "python"), "unnamed-python-service");
+        assert_eq!(name("0_a__b_.c"), "a_b.c");
+        assert_eq!(name("!!!"), "unnamed_operation");
+    }
+
+    #[test]
+    fn what_the_agent_drops_is_refused_by_name() {
+        type Break = fn(&mut Vec<Span>);
+        let cases: [(Break, &str); 5] = [
+            (|t| t[1].trace_id = 0, "trace 0, span 1: trace_id: is 0"),
+            (|t| t[0].span_id = 0, "trace 0, span 0: span_id: is 0"),
+            (
+                |t| t[1].trace_id = 2,
+                "trace 0, span 1: trace_id: 2 differs",
+            ),
+            (
+                |t| t[1].start = 1_750_000_000,
+                "trace 0, span 1: start: 1750000000 is before the year 2000",
+            ),
+            (
+                |t| t[0].duration = -1,
+                "trace 0, span 0: duration: -1 is negative",
+            ),
+        ];
+        for (break_it, expected) in cases {
+            let mut trace = vec![span(1, 1), span(1, 2)];
+            break_it(&mut trace);
+            let e = normalize(&mut vec![trace], "").unwrap_err();
+            assert!(e.0.starts_with(expected), "{e} / {expected}");
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Trace stats: what the APM service pages are drawn from (hits, errors,
+//! duration distributions per service, operation, resource and status).
+//! The model of `ClientStatsPayload`, its MessagePack form (the stats
+//! intake takes MessagePack with the Go field names, gzip; the tracers'
+//! `/v0.6/stats` sends the same form), the stats the trace agent computes
+//! for traces that arrive without them, and the DDSketch the durations go
+//! in. Sources: docs/datadog.md "Traces".
+//!
+//! Computed per request, not in a ten-second concentrator: a request's
+//! stats are stored with its traces in one durable append, so they are
+//! never lost in memory and never sent without their traces. Several
+//! payloads may then cover one bucket; each carries the relay's runtime id
+//! and its own sequence number, as tracers' payloads do, and the backend
+//! adds them up (the usual case of many tracers feeding one service;
+//! UNCONFIRMED beyond that).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prost::Message as _;
+
+use super::decode::Traces;
+use super::msgpack::{Malformed, Reader, write};
+use super::pb::{DdSketch, IndexMapping, Span, Store};
+
+/// Stats bucket width: the trace agent's 10 s.
+pub const BUCKET_NS: u64 = 10_000_000_000;
+
+/// One client's stats (`ClientStatsPayload`; fields the relay uses).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientStats {
+    pub hostname: String,
+    pub env: String,
+    pub version: String,
+    pub buckets: Vec<Bucket>,
+    pub lang: String,
+    pub tracer_version: String,
+    pub runtime_id: String,
+    pub sequence: u64,
+    pub service: String,
+}
+
+/// `ClientStatsBucket`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bucket {
+    pub start: u64,
+    pub duration: u64,
+    pub groups: Vec<Group>,
+}
+
+/// `ClientGroupedStats` (the fields the relay computes or checks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    pub service: String,
+    pub name: String,
+    pub resource: String,
+    pub http_status_code: u32,
+    pub r#type: String,
+    pub span_kind: String,
+    pub hits: u64,
+    pub errors: u64,
+    pub duration: u64,
+    pub top_level_hits: u64,
+    pub synthetics: bool,
+    /// `Trilean`: 1 true, 2 false.
+    pub is_trace_root: i32,
+    pub ok_summary: Vec<u8>,
+    pub error_summary: Vec<u8>,
+}
+
+// ---------------------------------------------------------------------------
+// MessagePack
+
+impl ClientStats {
+    /// The MessagePack form, with the Go field names.
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(256);
+        write::map(&mut o, 9);
+        write::kv_str(&mut o, "Hostname", &self.hostname);
+        write::kv_str(&mut o, "Env", &self.env);
+        write::kv_str(&mut o, "Version", &self.version);
+        write::str(&mut o, "Stats");
+        write::array(&mut o, self.buckets.len() as u32);
+        for b in &self.buckets {
+            write::map(&mut o, 3);
+            write::kv_uint(&mut o, "Start", b.start);
+            write::kv_uint(&mut o, "Duration", b.duration);
+            write::str(&mut o, "Stats");
+            write::array(&mut o, b.groups.len() as u32);
+            for g in &b.groups {
+                g.write(&mut o);
+            }
+        }
+        write::kv_str(&mut o, "Lang", &self.lang);
+        write::kv_str(&mut o, "TracerVersion", &self.tracer_version);
+        write::kv_str(&mut o, "RuntimeID", &self.runtime_id);
+        write::kv_uint(&mut o, "Sequence", self.sequence);
+        write::kv_str(&mut o, "Service", &self.service);
+        o
+    }
+
+    /// Reads a `ClientStatsPayload` (unknown keys skipped).
+    pub fn from_msgpack(r: &mut Reader<'_>) -> Result<ClientStats, Malformed> {
+        let mut s = ClientStats::default();
+        for _ in 0..r.map("stats payload")? {
+            let key = r.str("stats payload: a field name")?;
+            match &*key {
+                "Hostname" => s.hostname = r.str("Hostname")?.into_owned(),
+                "Env" => s.env = r.str("Env")?.into_owned(),
+                "Version" => s.version = r.str("Version")?.into_owned(),
+                "Lang" => s.lang = r.str("Lang")?.into_owned(),
+                "TracerVersion" => s.tracer_version = r.str("TracerVersion")?.into_owned(),
+                "RuntimeID" => s.runtime_id = r.str("RuntimeID")?.into_owned(),
+                "Sequence" => s.sequence = r.u64("Sequence")?,
+                "Service" => s.service = r.str("Service")?.into_owned(),
+                "Stats" => {
+                    for i in 0..r.array("Stats")? {
+                        s.buckets.push(Bucket::read(r, &format!("Stats[{i}]"))?);
+                    }
+                }
+                _ => r.skip()?,
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Bucket {
+    fn read(r: &mut Reader<'_>, at: &str) -> Result<Bucket, Malformed> {
+        let mut b = Bucket::default();
+        for _ in 0..r.map(at)? {
+            let key = r.str(at)?;
+            match &*key {
+                "Start" => b.start = r.u64(&format!("{at}.Start"))?,
+                "Duration" => b.duration = r.u64(&format!("{at}.Duration"))?,
+                "Stats" => {
+                    for i in 0..r.array(at)? {
+                        b.groups.push(Group::read(r, &format!("{at}.Stats[{i}]"))?);
+                    }
+                }
+                _ => r.skip()?,
+            }
+        }
+        Ok(b)
+    }
+}
+
+impl Group {
+    fn write(&self, o: &mut Vec<u8>) {
+        write::map(o, 14);
+        write::kv_str(o, "Service", &self.service);
+        write::kv_str(o, "Name", &self.name);
+        write::kv_str(o, "Resource", &self.resource);
+        write::kv_uint(o, "HTTPStatusCode", u64::from(self.http_status_code));
+        write::kv_str(o, "Type", &self.r#type);
+        write::kv_uint(o, "Hits", self.hits);
+        write::kv_uint(o, "Errors", self.errors);
+        write::kv_uint(o, "Duration", self.duration);
+        write::str(o, "OkSummary");
+        write::bin(o, &self.ok_summary);
+        write::str(o, "ErrorSummary");
+        write::bin(o, &self.error_summary);
+        write::str(o, "Synthetics");
+        write::bool(o, self.synthetics);
+        write::kv_uint(o, "TopLevelHits", self.top_level_hits);
+        write::kv_str(o, "SpanKind", &self.span_kind);
+        write::str(o, "IsTraceRoot");
+        write::sint(o, i64::from(self.is_trace_root));
+    }
+
+    fn read(r: &mut Reader<'_>, at: &str) -> Result<Group, Malformed> {
+        let mut g = Group::default();
+        for _ in 0..r.map(at)? {
+            let key = r.str(at)?;
+            let what = format!("{at}.{key}");
+            match &*key {
+                "Service" => g.service = r.str(&what)?.into_owned(),
+                "Name" => g.name = r.str(&what)?.into_owned(),
+                "Resource" => g.resource = r.str(&what)?.into_owned(),
+                "HTTPStatusCode" => g.http_status_code = r.u64(&what)? as u32,
+                "Type" => g.r#type = r.str(&what)?.into_owned(),
+                "SpanKind" => g.span_kind = r.str(&what)?.into_owned(),
+                "Hits" => g.hits = r.u64(&what)?,
+                "Errors" => g.errors = r.u64(&what)?,
+                "Duration" => g.duration = r.u64(&what)?,
+                "TopLevelHits" => g.top_level_hits = r.u64(&what)?,
+                "Synthetics" => g.synthetics = r.bool(&what)?,
+                "IsTraceRoot" => g.is_trace_root = r.i64(&what)? as i32,
+                "OkSummary" => g.ok_summary = r.bytes(&what)?.to_vec(),
+                "ErrorSummary" => g.error_summary = r.bytes(&what)?.to_vec(),
+                _ => r.skip()?,
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// A `StatsPayload` body holding `items` (each a client payload's
+/// MessagePack): what the stats intake takes.
+pub fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
+    let len: usize = items.iter().map(|i| i.len()).sum();
+    let mut o = Vec::with_capacity(len + 128);
+    write::map(&mut o, 6);
+    write::kv_str(&mut o, "AgentHostname", "");
+    write::kv_str(&mut o, "AgentEnv", "");
+    write::str(&mut o, "Stats");
+    write::array(&mut o, items.len() as u32);
+    for i in items {
+        o.extend_from_slice(i);
+    }
+    write::kv_str(&mut o, "AgentVersion", super::AGENT_VERSION);
+    write::str(&mut o, "ClientComputed");
+    write::bool(&mut o, client_computed);
+    write::str(&mut o, "SplitPayload");
+    write::bool(&mut o, false);
+    o
+}
+
+/// Reads a `StatsPayload` body: (client computed, client payloads).
+pub fn read_stats_payload(body: &[u8]) -> Result<(bool, Vec<ClientStats>), Malformed> {
+    let mut r = Reader::new(body);
+    let (mut computed, mut stats) = (false, Vec::new());
+    for _ in 0..r.map("StatsPayload")? {
+        let key = r.str("StatsPayload: a field name")?;
+        match &*key {
+            "ClientComputed" => computed = r.bool("ClientComputed")?,
+            "Stats" => {
+                for _ in 0..r.array("Stats")? {
+                    stats.push(ClientStats::from_msgpack(&mut r)?);
+                }
+            }
+            _ => r.skip()?,
+        }
+    }
+    Ok((computed, stats))
+}
+
+// ---------------------------------------------------------------------------
+// Computing stats, as the trace agent does
+
+/// The relay's runtime id: a stats payload is known by it and its
+/// sequence number.
+static RUNTIME_ID: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_string());
+static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
+/// Who sent the traces (from the request's headers).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub lang: String,
+    pub tracer_version: String,
+    /// The tracer computed top-level flags (`_dd.top_level`) itself.
+    pub top_level_computed: bool,
+}
+
+/// Aggregation of one group.
+#[derive(Default)]
+struct Acc {
+    hits: f64,
+    errors: f64,
+    duration: f64,
+    top_level: f64,
+    ok: Sketch,
+    err: Sketch,
+}
+
+type GroupKey = (String, String, String, String, String, u32, bool, i32);
+type PayloadKey = (String, String, String, String);
+
+/// The stats of `traces`, one client payload per (env, hostname, version,
+/// service of the root) as the agent keys them.
+pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
+    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, BTreeMap<GroupKey, Acc>>> =
+        BTreeMap::new();
+    for trace in traces {
+        let root = trace.iter().find(|s| s.parent_id == 0).unwrap_or(&trace[0]);
+        let weight = match root.metrics.get("_sample_rate") {
+            Some(r) if *r > 0.0 && *r <= 1.0 => 1.0 / r,
+            _ => 1.0,
+        };
+        let meta = |k: &str| root.meta.get(k).cloned().unwrap_or_default();
+        let env = Some(meta("env"))
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "none".into());
+        let pkey = (
+            env,
+            meta("_dd.hostname"),
+            meta("version"),
+            root.service.clone(),
+        );
+        let synthetics = meta("_dd.origin").starts_with("synthetics");
+        let ids: HashMap<u64, &Span> = trace.iter().map(|s| (s.span_id, s)).collect();
+        for span in trace {
+            let top = top_level(span, &ids, origin.top_level_computed);
+            if !eligible(span, top) {
+                continue;
+            }
+            let end = (span.start + span.duration).max(0) as u64;
+            let gkey: GroupKey = (
+                span.service.clone(),
+                span.name.clone(),
+                span.resource.clone(),
+                span.r#type.clone(),
+                span.meta.get("span.kind").cloned().unwrap_or_default(),
+                status_code(span),
+                synthetics,
+                if span.parent_id == 0 { 1 } else { 2 },
+            );
+            let acc = payloads
+                .entry(pkey.clone())
+                .or_default()
+                .entry(end - end % BUCKET_NS)
+                .or_default()
+                .entry(gkey)
+                .or_default();
+            acc.hits += weight;
+            acc.duration += span.duration as f64 * weight;
+            if top {
+                acc.top_level += weight;
+            }
+            if span.error != 0 {
+                acc.errors += weight;
+                acc.err.add(span.duration);
+            } else {
+                acc.ok.add(span.duration);
+            }
+        }
+    }
+    payloads
+        .into_iter()
+        .map(|((env, hostname, version, service), buckets)| ClientStats {
+            hostname,
+            env,
+            version,
+            service,
+            lang: origin.lang.clone(),
+            tracer_version: origin.tracer_version.clone(),
+            runtime_id: RUNTIME_ID.clone(),
+            sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed),
+            buckets: buckets
+                .into_iter()
+                .map(|(start, groups)| bucket(start, groups))
+                .collect(),
+        })
+        .collect()
+}
+
+fn bucket(start: u64, groups: BTreeMap<GroupKey, Acc>) -> Bucket {
+    Bucket {
+        start,
+        duration: BUCKET_NS,
+        groups: groups
+            .into_iter()
+            .map(
+                |((service, name, resource, r#type, span_kind, code, synthetics, root), a)| Group {
+                    service,
+                    name,
+                    resource,
+                    r#type,
+                    span_kind,
+                    http_status_code: code,
+                    synthetics,
+                    is_trace_root: root,
+                    hits: a.hits.round() as u64,
+                    errors: a.errors.round() as u64,
+                    duration: a.duration.round() as u64,
+                    top_level_hits: a.top_level.round() as u64,
+                    ok_summary: a.ok.to_proto(),
+                    error_summary: a.err.to_proto(),
+                },
+            )
+            .collect(),
+    }
+}
+
+/// Top-level: marked by the tracer (`_top_level`, `_dd.top_level`) or,
+/// when it did not compute them, a root, a span whose parent is not in the
+/// chunk, or one whose parent is of another service.
+fn top_level(span: &Span, ids: &HashMap<u64, &Span>, tracer_computed: bool) -> bool {
+    let marked = |k: &str| span.metrics.get(k) == Some(&1.0);
+    if marked("_top_level") || marked("_dd.top_level") {
+        return true;
+    }
+    if tracer_computed {
+        return false;
+    }
+    span.parent_id == 0
+        || ids
+            .get(&span.parent_id)
+            .is_none_or(|p| p.service != span.service)
+}
+
+/// Which spans count: top-level, measured, or of a kind the agent computes
+/// stats for; never a partial snapshot of a long-running span.
+fn eligible(span: &Span, top: bool) -> bool {
+    if span
+        .metrics
+        .get("_dd.partial_version")
+        .is_some_and(|v| *v >= 0.0)
+    {
+        return false;
+    }
+    let kind = span
+        .meta
+        .get("span.kind")
+        .map(|k| k.to_ascii_lowercase())
+        .unwrap_or_default();
+    top || span.metrics.get("_dd.measured") == Some(&1.0)
+        || matches!(kind.as_str(), "server" | "client" | "producer" | "consumer")
+}
+
+fn status_code(span: &Span) -> u32 {
+    if let Some(c) = span.metrics.get("http.status_code") {
+        return *c as u32;
+    }
+    span.meta
+        .get("http.status_code")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// DDSketch
+
+/// The trace agent's latency sketch: logarithmic mapping at 1 % relative
+/// accuracy (gamma = 1.01 / 0.99, offset 0, no interpolation), dense bins,
+/// durations in nanoseconds with the mantissa cut to 10 bits.
+#[derive(Debug, Default, Clone)]
+pub struct Sketch {
+    bins: BTreeMap<i32, f64>,
+    zero: f64,
+}
+
+const GAMMA: f64 = 1.01 / 0.99;
+
+impl Sketch {
+    pub fn add(&mut self, duration_ns: i64) {
+        let v = f64::from_bits((duration_ns.max(0) as f64).to_bits() & 0xffff_f800_0000_0000);
+        if v <= 0.0 {
+            self.zero += 1.0;
+            return;
+        }
+        let index = (v.ln() / GAMMA.ln()).floor() as i32;
+        *self.bins.entry(index).or_default() += 1.0;
+    }
+
+    /// The protobuf `DDSketch` bytes the stats carry.
+    pub fn to_proto(&self) -> Vec<u8> {
+        let positive = match (self.bins.keys().next(), self.bins.keys().next_back()) {
+            (Some(&lo), Some(&hi)) => Store {
+                contiguous_bin_counts: (lo..=hi)
+                    .map(|i| self.bins.get(&i).copied().unwrap_or(0.0))
+                    .collect(),
+                contiguous_bin_index_offset: lo,
+                ..Store::default()
+            },
+            _ => Store::default(),
+        };
+        DdSketch {
+            mapping: Some(IndexMapping {
+                gamma: GAMMA,
+                index_offset: 0.0,
+                interpolation: 0,
+            }),
+            positive_values: Some(positive),
+            negative_values: Some(Store::default()),
+            zero_count: self.zero,
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Total count in a `DDSketch` (for checks and fakedog).
+pub fn sketch_count(bytes: &[u8]) -> Option<f64> {
+    let s = DdSketch::decode(bytes).ok()?;
+    let store = |s: &Option<Store>| {
+        s.as_ref().map_or(0.0, |s| {
+            s.contiguous_bin_counts.iter().sum::<f64>() + s.bin_counts.values().sum::<f64>()
+        })
+    };
+    Some(s.zero_count + store(&s.positive_values) + store(&s.negative_values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_750_000_000_000_000_000;
+
+    fn span(id: u64, parent: u64, service: &str, error: i32, duration: i64) -> Span {
+        Span {
+            trace_id: 7,
+            span_id: id,
+            parent_id: parent,
+            service: service.into(),
+            name: "op".into(),
+            resource: "GET /".into(),
+            start: T0,
+            duration,
+            error,
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn top_level_spans_are_counted_per_group_and_bucket() {
+        let mut root = span(1, 0, "web", 0, 2_000_000);
+        root.meta.insert("env".into(), "prod".into());
+        root.metrics.insert("http.status_code".into(), 200.0);
+        let trace = vec![
+            root,
+            span(2, 1, "web", 0, 1_000), // same service, not top-level: skipped
+            span(3, 1, "db", 1, 500_000), // another service: top-level, an error
+        ];
+        let stats = compute(&vec![trace], &Origin::default());
+        assert_eq!(stats.len(), 1);
+        let p = &stats[0];
+        assert_eq!((p.env.as_str(), p.service.as_str()), ("prod", "web"));
+        assert_eq!(p.buckets.len(), 1);
+        assert_eq!(p.buckets[0].start % BUCKET_NS, 0);
+        let groups = &p.buckets[0].groups;
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        let web = groups.iter().find(|g| g.service == "web").unwrap();
+        assert_eq!(
+            (
+                web.hits,
+                web.errors,
+                web.top_level_hits,
+                web.http_status_code
+            ),
+            (1, 0, 1, 200)
+        );
+        assert_eq!(web.is_trace_root, 1);
+        let db = groups.iter().find(|g| g.service == "db").unwrap();
+        assert_eq!((db.hits, db.errors, db.duration), (1, 1, 500_000));
+        assert_eq!(sketch_count(&db.error_summary), Some(1.0));
+        assert_eq!(sketch_count(&db.ok_summary), Some(0.0));
+    }
+
+    #[test]
+    fn a_sample_rate_weights_the_counts() {
+        let mut root = span(1, 0, "web", 0, 10);
+        root.metrics.insert("_sample_rate".into(), 0.25);
+        let stats = compute(&vec![vec![root]], &Origin::default());
+        assert_eq!(stats[0].buckets[0].groups[0].hits, 4);
+    }
+
+    #[test]
+    fn msgpack_round_trip_through_a_stats_payload() {
+        let stats = compute(&vec![vec![span(1, 0, "web", 0, 10)]], &Origin::default());
+        let item = stats[0].to_msgpack();
+        let body = stats_payload(false, &[&item, &item]);
+        let (computed, read) = read_stats_payload(&body).unwrap();
+        assert!(!computed);
+        assert_eq!(read, vec![stats[0].clone(), stats[0].clone()]);
+    }
+
+    #[test]
+    fn the_sketch_has_one_percent_accuracy() {
+        let mut s = Sketch::default();
+        for d in [1_000, 1_000_000, 0] {
+            s.add(d);
+        }
+        let pb = DdSketch::decode(s.to_proto().as_slice()).unwrap();
+        assert_eq!(pb.zero_count, 1.0);
+        let store = pb.positive_values.unwrap();
+        let lo = store.contiguous_bin_index_offset;
+        // The lowest bin holds 1,000 ns within 1 %.
+        let value = GAMMA.powi(lo) * (1.0 + GAMMA) / 2.0;
+        assert!((value - 1000.0).abs() / 1000.0 < 0.02, "{value}");
+        assert_eq!(store.contiguous_bin_counts.iter().sum::<f64>(), 2.0);
+    }
+}
