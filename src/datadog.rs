@@ -601,7 +601,7 @@ impl Client {
             .http
             .post(site.url(endpoint.host_kind(), endpoint.path()))
             .header("DD-API-KEY", api_key.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, endpoint.content_type())
             .timeout(timeout)
             .body(body);
         if let Some(token) = encoding.header_token(endpoint) {

@@ -39,6 +39,7 @@ mod oauth;
 mod pages;
 mod server;
 mod state;
+mod traces;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -8,4 +8,5 @@
 
 pub mod api;
 pub mod budget;
+pub mod traces;
 pub mod validate;

@@ -130,7 +130,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn by_kind(c: &Counts) -> BTreeMap<&'static str, u64> {
-    Endpoint::ALL
+    Endpoint::EVERY
         .into_iter()
         .map(|e| (e.name(), c[super::state::slot(e)]))
         .collect()

@@ -135,6 +135,9 @@ pub(crate) struct Outcome {
     pub notes: Vec<(ViolationKind, String)>,
     /// Events: what the 202 body echoes.
     pub event: Option<serde_json::Value>,
+    /// The kind to record under, when the body decides it (stats a
+    /// tracer computed).
+    pub kind: Option<Endpoint>,
 }
 
 /// `POST` on every intake path.
@@ -145,7 +148,9 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(endpoint) = Endpoint::from_path(uri.path()) else {
+    let Some(endpoint) =
+        Endpoint::from_path(uri.path()).or_else(|| super::traces::endpoint(uri.path()))
+    else {
         return not_found();
     };
     let expected = match endpoint.host_kind() {
@@ -193,6 +198,15 @@ pub(crate) async fn submit(
         Ok(o) => o,
         Err(r) => return refuse(&shared, &target, endpoint, &org, r),
     };
+    if endpoint.binary() {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        outcome.notes.extend(super::traces::content_type_note(
+            endpoint,
+            content_type.unwrap_or(""),
+        ));
+    }
     let payload = keep.then(|| Payload {
         timestamp: SystemTime::now(),
         api_key: key,
@@ -239,7 +253,8 @@ pub(crate) async fn submit(
         // Served by `fakedog/traces.rs`; `from_path` never finds them here.
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => serde_json::json!({}),
     };
-    json(StatusCode::ACCEPTED, body)
+    let status = StatusCode::from_u16(endpoint.success_status()).unwrap_or(StatusCode::ACCEPTED);
+    json(status, body)
 }
 
 /// True when reading the body stopped at [`READ_CAP`].
@@ -275,6 +290,7 @@ impl State {
         outcome: &mut Outcome,
         payload: Option<Payload>,
     ) -> u64 {
+        let endpoint = outcome.kind.unwrap_or(endpoint);
         let i = slot(endpoint);
         match self.rec.counts.get_mut(org) {
             Some(c) => c[i] += outcome.items,
@@ -357,7 +373,7 @@ pub(crate) fn process(
         Endpoint::Events => event(&data, window, keep, &mut out)?,
         Endpoint::CheckRun => checks(&data, window, keep, &mut out)?,
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {
-            return Err(Reject::Malformed("not a JSON intake".into()));
+            super::traces::check(endpoint, &data, keep, &mut out)?
         }
     }
     Ok(out)

@@ -99,6 +99,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     for endpoint in Endpoint::ALL {
         r = r.route(endpoint.path(), post(intake::submit));
     }
+    for path in ["/api/v0.2/traces", "/api/v0.2/stats"] {
+        r = r.route(path, post(intake::submit));
+    }
     r.fallback(api::unknown)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),

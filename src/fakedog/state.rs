@@ -247,7 +247,7 @@ pub(crate) fn slot(e: Endpoint) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Recording {
     /// Accepted items per org (full mode only).
-    pub items: BTreeMap<String, [Vec<serde_json::Value>; 5]>,
+    pub items: BTreeMap<String, [Vec<serde_json::Value>; 8]>,
     /// Accepted item counts per org.
     pub counts: BTreeMap<String, Counts>,
     /// Accepted item counts per host.

@@ -48,7 +48,7 @@ pub const TENANT_HEADER: &str = "dd-relay-tenant";
 /// within `server.decode_memory`. Smaller ones (a few KiB of JSON, or a
 /// compressed body of under 2 KiB) are decoded where they arrive: as many
 /// at once as there are async workers, each within its own limits.
-const BLOCKING_THRESHOLD: u64 = 48 * 1024;
+pub(super) const BLOCKING_THRESHOLD: u64 = 48 * 1024;
 
 /// What the ingest endpoints need.
 #[derive(Clone)]
@@ -87,7 +87,11 @@ const DISCARD_LIMIT: u64 = 16 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(30);
 
 impl IngestError {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> IngestError {
+    pub(super) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> IngestError {
         IngestError {
             status,
             reason,
@@ -108,7 +112,7 @@ impl IngestError {
     /// (at most `discard_limit` bytes within [`DISCARD_TIME`]; beyond
     /// that the connection closes). A body declared too large is not read
     /// at all: the connection closes after the answer.
-    fn discarding(mut self, body: Body) -> IngestError {
+    pub(super) fn discarding(mut self, body: Body) -> IngestError {
         if self.discard_limit == 0 {
             self.close = true;
             return self;
@@ -162,7 +166,7 @@ pub fn router(state: IngestState) -> Router {
             post(move |s: State<IngestState>, h: HeaderMap, b: Body| handle(endpoint, s, h, b)),
         );
     }
-    r.with_state(state)
+    r.merge(super::traces::routes()).with_state(state)
 }
 
 async fn handle(
@@ -272,12 +276,12 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
 }
 
 /// What the headers decided: the request may be read.
-struct Admitted {
-    tenant: String,
+pub(super) struct Admitted {
+    pub tenant: String,
     /// The tenant's connection generation when it was checked.
-    generation: u32,
-    encoding: Encoding,
-    config: Arc<crate::config::Config>,
+    pub generation: u32,
+    pub encoding: Encoding,
+    pub config: Arc<crate::config::Config>,
 }
 
 async fn ingest(
@@ -298,7 +302,16 @@ async fn ingest(
 /// worth of work, not a read, decompression and validation of a body that
 /// is thrown away.
 async fn admit(state: &IngestState, headers: &HeaderMap) -> Result<Admitted, IngestError> {
-    let tenant = tenant_of(headers)?;
+    admit_as(state, tenant_of(headers)?, headers).await
+}
+
+/// [`admit`] for a tenant already known (the trace API may find it in the
+/// spans rather than in a header).
+pub(super) async fn admit_as(
+    state: &IngestState,
+    tenant: String,
+    headers: &HeaderMap,
+) -> Result<Admitted, IngestError> {
     let admitted = |e: &crate::tenant::Entry| {
         matches!(
             e.state(),
@@ -485,7 +498,7 @@ async fn accept(
 }
 
 /// The answer to a refused append.
-fn append_error(tenant: &str, e: AppendError) -> IngestError {
+pub(super) fn append_error(tenant: &str, e: AppendError) -> IngestError {
     match e {
         AppendError::TenantFull { tenant_bytes, limit, retry_after } => IngestError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -532,7 +545,7 @@ struct Decode<'a> {
 /// its validated copy and the record made of it. A compressed body is
 /// expected to inflate tenfold (JSON telemetry does, give or take); one
 /// that inflates more grows past its reservation (`budget::Held::grow`).
-fn expected_memory(encoding: Encoding, wire: usize, limit: usize) -> u64 {
+pub(super) fn expected_memory(encoding: Encoding, wire: usize, limit: usize) -> u64 {
     let decoded = match encoding {
         Encoding::Identity => wire,
         _ => wire.saturating_mul(10).min(limit),
@@ -541,10 +554,10 @@ fn expected_memory(encoding: Encoding, wire: usize, limit: usize) -> u64 {
 }
 
 /// How long a large body waits for decoding memory before it is refused.
-const DECODE_MEMORY_WAIT: Duration = Duration::from_secs(2);
+pub(super) const DECODE_MEMORY_WAIT: Duration = Duration::from_secs(2);
 
 /// The answer when decoding memory (`server.decode_memory`) is exhausted.
-fn busy(why: String) -> IngestError {
+pub(super) fn busy(why: String) -> IngestError {
     IngestError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why).retry(Duration::from_secs(1))
 }
 

@@ -201,8 +201,79 @@ impl Packer {
     /// items it covers ([`BatchError::items`]).
     pub fn pack(&self, items: &[&[u8]]) -> Vec<Result<Payload, BatchError>> {
         let mut out = Vec::new();
-        self.pack_into(items, 0, &mut out);
+        match self.endpoint {
+            Endpoint::TraceStats | Endpoint::ClientStats => self.pack_counted(items, 0, &mut out),
+            _ => self.pack_into(items, 0, &mut out),
+        }
         out
+    }
+
+    /// Packs stats: a MessagePack `StatsPayload` announces how many client
+    /// payloads it holds before them, so each payload's items are chosen
+    /// first (by uncompressed size and count, exact), then written and
+    /// compressed in one pass. A compressed body over the cap (possible
+    /// only for data gzip cannot shrink) is packed again in halves.
+    fn pack_counted(
+        &self,
+        items: &[&[u8]],
+        offset: usize,
+        out: &mut Vec<Result<Payload, BatchError>>,
+    ) {
+        let l = self.limits;
+        let computed = self.endpoint == Endpoint::ClientStats;
+        let overhead = crate::traces::stats::stats_payload(computed, &[]).len() + 4;
+        let mut i = 0;
+        while i < items.len() {
+            if items[i].len() > l.max_item || overhead + items[i].len() > l.max_uncompressed {
+                let why = format!("Datadog accepts at most {} bytes per item", l.max_item);
+                out.push(Err(self.oversized(offset + i, items[i].len(), why)));
+                i += 1;
+                continue;
+            }
+            let (mut j, mut size) = (i, overhead);
+            while j < items.len()
+                && j - i < l.max_items
+                && items[j].len() <= l.max_item
+                && size + items[j].len() <= l.max_uncompressed
+            {
+                size += items[j].len();
+                j += 1;
+            }
+            let body = crate::traces::stats::stats_payload(computed, &items[i..j]);
+            let encoded = Encoder::new(self.encoding, self.level, body.len() / 2 + 64)
+                .and_then(|mut e| e.write(&body).map(|()| e))
+                .and_then(|e| e.finish());
+            match encoded {
+                Ok(c) if c.len() > l.max_compressed && j - i > 1 => {
+                    self.with_max_items((j - i).div_ceil(2)).pack_counted(
+                        &items[i..j],
+                        offset + i,
+                        out,
+                    );
+                }
+                Ok(c) if c.len() > l.max_compressed => {
+                    let why = format!(
+                        "it compresses to {} bytes; Datadog accepts at most {}",
+                        c.len(),
+                        l.max_compressed
+                    );
+                    out.push(Err(self.oversized(offset + i, items[i].len(), why)));
+                }
+                Ok(c) => out.push(Ok(Payload {
+                    body: Bytes::from(c),
+                    encoding: self.encoding,
+                    first_item: offset + i,
+                    item_count: j - i,
+                    uncompressed_len: body.len(),
+                })),
+                Err(source) => out.push(Err(BatchError::Encode {
+                    first_item: offset + i,
+                    item_count: j - i,
+                    source,
+                })),
+            }
+            i = j;
+        }
     }
 
     /// Packs `items`, which start at input index `offset`, onto `out`.

@@ -16,7 +16,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::age::{self, Trimmed};
-use super::record::{Ready, is_ready, item_ranges};
+use super::record::{Ready, binary_ranges, is_ready, item_ranges};
 use super::retry::Verdict;
 use crate::queue::Taken;
 use crate::site::Endpoint;
@@ -188,7 +188,7 @@ pub fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
             p.aged += u64::from(rec.items);
             continue;
         }
-        let rebuilt = if is_ready(&rec.payload) {
+        let rebuilt = if !endpoint.binary() && is_ready(&rec.payload) {
             match Ready::parse(&rec.payload) {
                 Ok(r) if rec.oldest_ms >= cutoff_ms => {
                     ready_records.push((ri, r));
@@ -208,6 +208,9 @@ pub fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
         };
         let record_items: Box<dyn Iterator<Item = Bytes>> = match rebuilt {
             Some(list) => Box::new(list.into_iter()),
+            None if endpoint.binary() => {
+                Box::new(binary_ranges(&rec.payload).map(|r| rec.payload.slice(r)))
+            }
             None => Box::new(item_ranges(&rec.payload).map(|r| rec.payload.slice(r))),
         };
         for mut item in record_items {

@@ -14,6 +14,10 @@
 //!   costs delivery no parsing, packing or compression, and the queue holds
 //!   the smaller gzip bytes instead of LZ4's.
 //!
+//! Binary kinds (traces and stats, [`Endpoint::binary`]) hold their items
+//! each prefixed by its length (unsigned LEB128 varint), one after another
+//! ([`join_binary`], [`binary_ranges`]); they are never stored ready.
+//!
 //! A ready payload starts with a zero byte, which JSON text can never hold,
 //! so the two forms cannot be confused:
 //!
@@ -66,6 +70,34 @@ pub fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
             start = end + 1;
             (!r.is_empty()).then_some(r)
         })
+}
+
+/// A binary kind's record payload: each item prefixed by its length.
+pub fn join_binary<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
+    let len: usize = items.iter().map(|i| i.as_ref().len() + 5).sum();
+    let mut out = Vec::with_capacity(len);
+    for item in items {
+        put_varint(&mut out, item.as_ref().len() as u64);
+        out.extend_from_slice(item.as_ref());
+    }
+    out
+}
+
+/// The items of a binary kind's record payload. The queue checksums the
+/// payload, so a length that runs past the end is a bug: the items before
+/// it are still given, and the rest ends the list.
+pub fn binary_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= payload.len() {
+            return None;
+        }
+        let len = get_varint(payload, &mut at).ok()?;
+        let end = at.checked_add(len).filter(|e| *e <= payload.len())?;
+        let r = at..end;
+        at = end;
+        Some(r)
+    })
 }
 
 /// Endpoints whose large requests are stored ready to send. Logs only:
@@ -279,6 +311,16 @@ mod tests {
             p.extend_from_slice(format!(r#"{{"message":"{msg}","service":"web"}}"#).as_bytes());
         }
         p
+    }
+
+    #[test]
+    fn binary_items_are_length_prefixed() {
+        let items: [&[u8]; 3] = [b"\n\x00", &[7u8; 300], b""];
+        let p = join_binary(&items);
+        let back: Vec<&[u8]> = binary_ranges(&p).map(|r| &p[r]).collect();
+        assert_eq!(back, items);
+        // A cut record gives the whole items before the cut.
+        assert_eq!(binary_ranges(&p[..10]).count(), 1);
     }
 
     #[test]

@@ -1,0 +1,620 @@
+//! The Agent's trace API on `api_listen`, for Datadog's tracing libraries
+//! and the "Send traces to the Agent by API" guide: `PUT`/`POST
+//! /v0.3/traces` (JSON), `/v0.4/traces` and `/v0.5/traces` (MessagePack),
+//! `/v0.6/stats` (stats a tracer computed) and `GET /info`. Answers are the
+//! Agent's (docs/datadog.md "Traces"): `200 OK\n` for v0.3, `200`
+//! `{"rate_by_service":...}` for v0.4 and v0.5 (tracers parse it), `200`
+//! empty for stats; refusals are the relay's `{"errors":[...]}`.
+//!
+//! The tenant: `DD-Relay-Tenant`, else `DD-API-KEY`, else the span tag
+//! `ddrelay.tenant` (`DD_TAGS=ddrelay.tenant:<id>` puts it on every span),
+//! which must then be on every span of the request with one value. The
+//! tag is the partner's routing, not the customer's data: it is removed
+//! before the spans are queued.
+//!
+//! A request becomes, in one durable append: a record of trace items (one
+//! tracer payload per trace chunk, `crate::traces`) and, unless the tracer
+//! says it computed them (`Datadog-Client-Computed-Stats`), a record of the
+//! stats the trace agent would have computed for those traces.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+
+use super::api::{
+    Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, append_error, busy,
+    expected_memory, tenant_of,
+};
+use crate::clock::now_ms;
+use crate::codec;
+use crate::config::QueueCompression;
+use crate::pipeline::record::join_binary;
+use crate::queue::{NewRecord, Prepared};
+use crate::site::{Encoding, Endpoint};
+use crate::telemetry::metrics::{KindLabels, KindOutcome, KindReason, SendLabels, status_class};
+use crate::traces::decode::{self, Traces};
+use crate::traces::msgpack::{Malformed, Reader};
+use crate::traces::pb::{Span, TraceChunk, TracerPayload};
+use crate::traces::stats::{self, ClientStats, Origin};
+use crate::traces::{frame, normalize};
+
+/// The span tag that names the tenant.
+pub const TENANT_TAG: &str = "ddrelay.tenant";
+
+/// The trace API's versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V03,
+    V04,
+    V05,
+}
+
+/// The trace API routes (merged into the ingest router).
+pub fn routes() -> Router<IngestState> {
+    let traces =
+        |v: Version| move |s: State<IngestState>, h: HeaderMap, b: Body| handle(v, s, h, b);
+    Router::new()
+        .route(
+            "/v0.3/traces",
+            put(traces(Version::V03)).post(traces(Version::V03)),
+        )
+        .route(
+            "/v0.4/traces",
+            put(traces(Version::V04)).post(traces(Version::V04)),
+        )
+        .route(
+            "/v0.5/traces",
+            put(traces(Version::V05)).post(traces(Version::V05)),
+        )
+        .route("/v0.6/stats", put(client_stats).post(client_stats))
+        .route("/info", get(info))
+}
+
+/// `GET /info`, as the Agent answers it. Tracers read `endpoints` and
+/// `client_drop_p0s`: both together turn on client-side stats, and with
+/// them the tracer drops unsampled traces. Client stats carry no span tag,
+/// so the relay could not tell whose they are when the tenant is named by
+/// `ddrelay.tenant`: it says `client_drop_p0s: false`, receives every
+/// trace, and computes the stats itself. `/v0.6/stats` is still served for
+/// a client that names its tenant in a header.
+async fn info() -> Response {
+    let body = serde_json::json!({
+        "version": crate::traces::AGENT_VERSION,
+        "git_commit": "",
+        "endpoints": ["/v0.3/traces", "/v0.4/traces", "/v0.5/traces", "/v0.6/stats"],
+        "client_drop_p0s": false,
+        "span_meta_structs": true,
+        "long_running_spans": false,
+        "span_events": false,
+        "evp_proxy_allowed_headers": [],
+        "peer_tags": [],
+        "config": {
+            "default_env": "none",
+            "max_request_bytes": 16 << 20,
+        },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn handle(
+    version: Version,
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let result = traces(version, &state, &headers, body).await;
+    let answer = match version {
+        Version::V03 => (StatusCode::OK, "OK\n").into_response(),
+        Version::V04 | Version::V05 => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"rate_by_service":{"service:,env:":1}}"#,
+        )
+            .into_response(),
+    };
+    finish(&state, Endpoint::Traces, started, result, answer)
+}
+
+async fn client_stats(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let result = stats_request(&state, &headers, body).await;
+    finish(
+        &state,
+        Endpoint::ClientStats,
+        started,
+        result,
+        StatusCode::OK.into_response(),
+    )
+}
+
+/// Counts the request and answers it.
+fn finish(
+    state: &IngestState,
+    endpoint: Endpoint,
+    started: std::time::Instant,
+    result: Result<(), IngestError>,
+    ok: Response,
+) -> Response {
+    let kind = endpoint.name();
+    let status = result
+        .as_ref()
+        .map_or_else(|e| e.status, |()| StatusCode::OK);
+    let m = &state.metrics;
+    m.ingest_requests
+        .get_or_create(&SendLabels {
+            kind,
+            site: "-",
+            status_class: status_class(status.as_u16()),
+        })
+        .inc();
+    match result {
+        Ok(()) => {
+            m.ingest_ack_seconds
+                .get_or_create(&KindLabels { kind })
+                .observe(started.elapsed().as_secs_f64());
+            ok
+        }
+        Err(e) => {
+            m.ingest_rejections
+                .get_or_create(&KindReason {
+                    kind,
+                    reason: e.reason,
+                })
+                .inc();
+            e.into_response()
+        }
+    }
+}
+
+/// Whether a header names the tenant (then it is admitted before the
+/// body is read).
+fn named_by_header(headers: &HeaderMap) -> bool {
+    headers.contains_key(super::api::TENANT_HEADER) || headers.contains_key("dd-api-key")
+}
+
+async fn traces(
+    version: Version,
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), IngestError> {
+    let early = if named_by_header(headers) {
+        let tenant = tenant_of(headers)?;
+        match admit_as(state, tenant, headers).await {
+            Ok(a) => Some(a),
+            Err(refused) => return Err(refused.discarding(body)),
+        }
+    } else {
+        None
+    };
+    let config = state.config.load_full();
+    let wire = read(body, config.server.max_body).await?;
+    let encoding = content_encoding(headers)?;
+    let origin = origin(headers);
+    let limit = config.server.max_decompressed_body as usize;
+    let lang = origin.lang.clone();
+    // Decoded spans take several times their MessagePack bytes: reserved
+    // from the decoding memory budget like any large body (`api.rs`).
+    let expected = 2 * expected_memory(encoding, wire.len(), limit);
+    let mut held = state.decode_memory.hold();
+    let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded, IngestError> {
+        held.reserve(expected, DECODE_MEMORY_WAIT)
+            .map_err(|over| busy(over.0))?;
+        let plain = codec::decompress(encoding, &wire, limit)
+            .map_err(|e| bad("bad_encoding", e.to_string()))?;
+        let mut traces = match version {
+            Version::V03 => decode::v03(&plain),
+            Version::V04 => decode::v04(&plain),
+            Version::V05 => decode::v05(&plain),
+        }
+        .map_err(|Malformed(m)| bad("bad_traces", m))?;
+        let tagged = take_tenant_tag(&mut traces).map_err(|Malformed(m)| bad("bad_tenant", m))?;
+        normalize::normalize(&mut traces, &lang).map_err(|Malformed(m)| bad("bad_traces", m))?;
+        Ok(Decoded { traces, tagged })
+    })
+    .await
+    .map_err(|_| bad("internal", "decoding task failed".into()))??;
+    let admitted = match early {
+        Some(a) => a,
+        None => {
+            let tenant = decoded.tagged.clone().ok_or_else(|| {
+                bad(
+                    "no_tenant",
+                    format!("name the tenant: a DD-Relay-Tenant header, or the span tag {TENANT_TAG} on every span (DD_TAGS={TENANT_TAG}:<id>)"),
+                )
+            })?;
+            admit_as(state, tenant, headers).await?
+        }
+    };
+    store_traces(state, &admitted, decoded.traces, headers, &origin).await
+}
+
+struct Decoded {
+    traces: Traces,
+    tagged: Option<String>,
+}
+
+fn bad(reason: &'static str, message: String) -> IngestError {
+    IngestError::new(StatusCode::BAD_REQUEST, reason, message)
+}
+
+async fn read(body: Body, max: u64) -> Result<Bytes, IngestError> {
+    axum::body::to_bytes(body, max as usize).await.map_err(|_| {
+        IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {max} bytes (server.max_body)"),
+        )
+    })
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(Encoding::Identity),
+        Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
+            bad("bad_encoding", format!("unsupported Content-Encoding {v:?}; expected gzip, deflate, zstd or identity"))
+        }),
+    }
+}
+
+/// The tracer, from the headers tracers send.
+fn origin(headers: &HeaderMap) -> Origin {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    Origin {
+        lang: text("datadog-meta-lang"),
+        tracer_version: text("datadog-meta-tracer-version"),
+        top_level_computed: truthy(headers, "datadog-client-computed-top-level"),
+    }
+}
+
+/// The Agent's reading of a yes/no header: anything but 0, f, false.
+fn truthy(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !matches!(v.trim(), "" | "0" | "f" | "F" | "false" | "False" | "FALSE"))
+}
+
+/// Removes the tenant tag from every span; returns its value, which must
+/// be the same on every span (or on none).
+fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
+    let mut seen: Option<String> = None;
+    let mut untagged: Option<(usize, usize)> = None;
+    for (t, trace) in traces.iter_mut().enumerate() {
+        for (s, span) in trace.iter_mut().enumerate() {
+            match (span.meta.remove(TENANT_TAG), &seen) {
+                (None, _) => untagged = untagged.or(Some((t, s))),
+                (Some(v), None) => seen = Some(v),
+                (Some(v), Some(first)) if v != *first => {
+                    return Err(Malformed(format!(
+                        "trace {t}, span {s}: {TENANT_TAG}: {v:?} differs from {first:?} on an earlier span; one request carries one tenant's spans"
+                    )));
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+    }
+    match (seen, untagged) {
+        (Some(tenant), Some((t, s))) => Err(Malformed(format!(
+            "trace {t}, span {s}: {TENANT_TAG}: missing, while other spans carry {tenant:?}; set it on every span (DD_TAGS does)"
+        ))),
+        (seen, _) => Ok(seen),
+    }
+}
+
+/// Queues the traces and (unless the tracer computed them) their stats,
+/// in one durable append.
+async fn store_traces(
+    state: &IngestState,
+    admitted: &Admitted,
+    traces: Traces,
+    headers: &HeaderMap,
+    origin: &Origin,
+) -> Result<(), IngestError> {
+    if traces.is_empty() {
+        return Ok(());
+    }
+    let lz4 = admitted.config.queue.compression == QueueCompression::Lz4;
+    let now = now_ms();
+    let stats = if truthy(headers, "datadog-client-computed-stats") {
+        Vec::new()
+    } else {
+        stats::compute(&traces, origin)
+    };
+    let (oldest, newest) = span_times(&traces, now);
+    let meta = TracerMeta::from_headers(headers);
+    let items: Vec<Vec<u8>> = traces.into_iter().flat_map(|t| meta.items(t)).collect();
+    let mut records = vec![record(
+        admitted,
+        Endpoint::Traces,
+        &items,
+        (oldest, newest),
+        now,
+        lz4,
+    )?];
+    if !stats.is_empty() {
+        let items: Vec<Vec<u8>> = stats.iter().map(ClientStats::to_msgpack).collect();
+        records.push(record(
+            admitted,
+            Endpoint::TraceStats,
+            &items,
+            (oldest, newest),
+            now,
+            lz4,
+        )?);
+    }
+    append(
+        state,
+        admitted,
+        records,
+        Endpoint::Traces,
+        items.len() as u64,
+    )
+    .await
+}
+
+async fn append(
+    state: &IngestState,
+    admitted: &Admitted,
+    records: Vec<Prepared>,
+    endpoint: Endpoint,
+    items: u64,
+) -> Result<(), IngestError> {
+    state
+        .queue
+        .append_prepared(records)
+        .await
+        .map_err(|e| append_error(&admitted.tenant, e))?;
+    state
+        .metrics
+        .ingest_items
+        .get_or_create(&KindOutcome {
+            kind: endpoint.name(),
+            outcome: "accepted",
+        })
+        .inc_by(items);
+    Ok(())
+}
+
+fn record(
+    admitted: &Admitted,
+    endpoint: Endpoint,
+    items: &[Vec<u8>],
+    (oldest_ms, newest_ms): (i64, i64),
+    now: i64,
+    lz4: bool,
+) -> Result<Prepared, IngestError> {
+    let payload = join_binary(items);
+    let record = NewRecord {
+        tenant: &admitted.tenant,
+        generation: admitted.generation,
+        stream: endpoint.code(),
+        items: items.len() as u32,
+        created_ms: now,
+        oldest_ms,
+        newest_ms,
+        payload: &payload,
+    };
+    Prepared::new(&record, lz4).map_err(|e| append_error(&admitted.tenant, e))
+}
+
+/// The first start and the last end of the spans, in milliseconds.
+fn span_times(traces: &Traces, now: i64) -> (i64, i64) {
+    let spans = traces.iter().flatten();
+    let oldest = spans
+        .clone()
+        .map(|s| s.start / 1_000_000)
+        .min()
+        .unwrap_or(now);
+    let newest = spans
+        .map(|s| (s.start + s.duration) / 1_000_000)
+        .max()
+        .unwrap_or(now);
+    (oldest, newest)
+}
+
+/// What a tracer payload says about its tracer, from the request.
+struct TracerMeta {
+    lang: String,
+    lang_version: String,
+    tracer_version: String,
+    container_id: String,
+}
+
+/// The most a queued trace item holds: a larger trace is sent as several
+/// chunks of the same trace.
+const MAX_ITEM: usize = 1_000_000;
+
+impl TracerMeta {
+    fn from_headers(headers: &HeaderMap) -> TracerMeta {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        TracerMeta {
+            lang: text("datadog-meta-lang"),
+            lang_version: text("datadog-meta-lang-version"),
+            tracer_version: text("datadog-meta-tracer-version"),
+            container_id: text("datadog-container-id"),
+        }
+    }
+
+    /// One trace as queue items: a tracer payload with one chunk, split
+    /// into several chunks when it would exceed [`MAX_ITEM`].
+    fn items(&self, spans: Vec<Span>) -> Vec<Vec<u8>> {
+        let root = spans.iter().find(|s| s.parent_id == 0).unwrap_or(&spans[0]);
+        let meta = |k: &str| root.meta.get(k).cloned().unwrap_or_default();
+        let payload = TracerPayload {
+            container_id: self.container_id.clone(),
+            language_name: self.lang.clone(),
+            language_version: self.lang_version.clone(),
+            tracer_version: self.tracer_version.clone(),
+            runtime_id: meta("runtime-id"),
+            env: meta("env"),
+            hostname: meta("_dd.hostname"),
+            app_version: meta("version"),
+            chunks: Vec::new(),
+            tags: HashMap::new(),
+        };
+        let chunk = TraceChunk {
+            // PriorityNone (i8::MIN) when the tracer did not decide, as
+            // Datadog's agentless sender does.
+            priority: root
+                .metrics
+                .get("_sampling_priority_v1")
+                .map_or(i32::from(i8::MIN), |p| *p as i32),
+            origin: meta("_dd.origin"),
+            ..TraceChunk::default()
+        };
+        let mut out = Vec::new();
+        let mut spans = spans;
+        while !spans.is_empty() {
+            let take = fit(&spans, MAX_ITEM - 1024);
+            let rest = spans.split_off(take);
+            let mut p = payload.clone();
+            p.chunks.push(TraceChunk {
+                spans,
+                ..chunk.clone()
+            });
+            out.push(frame(&p));
+            spans = rest;
+        }
+        out
+    }
+}
+
+/// How many leading spans fit in `budget` bytes (at least one).
+fn fit(spans: &[Span], budget: usize) -> usize {
+    use prost::Message as _;
+    let mut size = 0;
+    for (i, s) in spans.iter().enumerate() {
+        size += s.encoded_len() + 6;
+        if size > budget {
+            return i.max(1);
+        }
+    }
+    spans.len()
+}
+
+async fn stats_request(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), IngestError> {
+    if !named_by_header(headers) {
+        return Err(bad(
+            "no_tenant",
+            "client stats carry no span tag: name the tenant with a DD-Relay-Tenant header".into(),
+        )
+        .discarding(body));
+    }
+    let admitted = match admit_as(state, tenant_of(headers)?, headers).await {
+        Ok(a) => a,
+        Err(refused) => return Err(refused.discarding(body)),
+    };
+    let wire = read(body, admitted.config.server.max_body).await?;
+    let plain = codec::decompress(
+        admitted.encoding,
+        &wire,
+        admitted.config.server.max_decompressed_body as usize,
+    )
+    .map_err(|e| bad("bad_encoding", e.to_string()))?;
+    let mut r = Reader::new(&plain);
+    let parsed = ClientStats::from_msgpack(&mut r).map_err(|Malformed(m)| bad("bad_stats", m))?;
+    if r.remaining() != 0 {
+        return Err(bad(
+            "bad_stats",
+            format!("{} bytes after the stats payload", r.remaining()),
+        ));
+    }
+    let now = now_ms();
+    let times = parsed
+        .buckets
+        .iter()
+        .map(|b| (b.start / 1_000_000) as i64)
+        .fold((now, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let lz4 = admitted.config.queue.compression == QueueCompression::Lz4;
+    let rec = record(
+        &admitted,
+        Endpoint::ClientStats,
+        &[plain.to_vec()],
+        (times.0, times.1.max(times.0)),
+        now,
+        lz4,
+    )?;
+    append(state, &admitted, vec![rec], Endpoint::ClientStats, 1).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: u64, tenant: Option<&str>) -> Span {
+        let mut s = Span {
+            trace_id: 1,
+            span_id: id,
+            ..Span::default()
+        };
+        if let Some(t) = tenant {
+            s.meta.insert(TENANT_TAG.into(), t.into());
+        }
+        s
+    }
+
+    #[test]
+    fn the_tenant_tag_must_be_on_every_span_once() {
+        let mut t = vec![vec![span(1, Some("acme")), span(2, Some("acme"))]];
+        assert_eq!(take_tenant_tag(&mut t).unwrap().as_deref(), Some("acme"));
+        assert!(
+            !t[0][0].meta.contains_key(TENANT_TAG),
+            "removed before queueing"
+        );
+        let mut t = vec![vec![span(1, Some("acme"))], vec![span(2, Some("other"))]];
+        let e = take_tenant_tag(&mut t).unwrap_err();
+        assert!(e.0.starts_with("trace 1, span 0: ddrelay.tenant"), "{e}");
+        let mut t = vec![vec![span(1, None), span(2, Some("acme"))]];
+        assert!(
+            take_tenant_tag(&mut t)
+                .unwrap_err()
+                .0
+                .contains("trace 0, span 0")
+        );
+        let mut t = vec![vec![span(1, None)]];
+        assert_eq!(take_tenant_tag(&mut t).unwrap(), None);
+    }
+
+    #[test]
+    fn a_large_trace_is_split_into_chunks_of_one_trace() {
+        let meta = TracerMeta::from_headers(&HeaderMap::new());
+        let spans: Vec<Span> = (1..=300)
+            .map(|i| Span {
+                trace_id: 5,
+                span_id: i,
+                resource: "r".repeat(10_000),
+                ..Span::default()
+            })
+            .collect();
+        let items = meta.items(spans);
+        assert!(items.len() >= 3, "{}", items.len());
+        assert!(items.iter().all(|i| i.len() <= MAX_ITEM));
+    }
+}
