@@ -1,7 +1,8 @@
 //! kill -9 under load, ten times: every item that got a 202 reaches the
 //! tenant's site. The relay runs as a real child process (`ddrelay run`),
 //! fakedog in this test; the child is killed with SIGKILL at a random moment
-//! while four senders keep posting, then restarted on the same data dir.
+//! while four log senders and a trace sender keep posting, then restarted
+//! on the same data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Children are killed and waited for explicitly after each round.
@@ -99,6 +100,75 @@ async fn sender(
     }
 }
 
+/// Puts v0.3 traces (two spans each, the resource a unique id) until
+/// `stop`; records the resources of the spans that got a 200.
+async fn trace_sender(
+    api: Arc<Mutex<SocketAddr>>,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        n += 1;
+        let start = ddrelay::clock::now_ms() * 1_000_000;
+        let ids: Vec<String> = (0..2).map(|k| format!("t-{n}-{k}")).collect();
+        let spans: Vec<serde_json::Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                serde_json::json!({"trace_id": n, "span_id": k + 1, "parent_id": k,
+                    "service": "crash", "name": "op", "resource": id,
+                    "start": start, "duration": 1000})
+            })
+            .collect();
+        let addr = *api.lock();
+        match http
+            .put(format!("http://{addr}/v0.3/traces"))
+            .header("DD-Relay-Tenant", "crash")
+            .json(&serde_json::json!([spans]))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => acked.lock().extend(ids),
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Waits until every acknowledged id is among fakedog's `endpoint` items
+/// of `org` (read from `field`).
+async fn wait_all(
+    dog: &FakeDog,
+    org: &str,
+    endpoint: Endpoint,
+    field: &str,
+    acked: &HashSet<String>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let received: HashSet<String> = dog
+            .received(org, endpoint)
+            .into_iter()
+            .filter_map(|v| v[field].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|id| !received.contains(*id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged {endpoint} items never delivered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     let dog: FakeDog = support::dog().await;
@@ -139,9 +209,15 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     let api = Arc::new(Mutex::new(proc.api));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let senders: Vec<_> = (0..4)
+    let mut senders: Vec<_> = (0..4)
         .map(|i| tokio::spawn(sender(i, api.clone(), acked.clone(), stop.clone())))
         .collect();
+    let traces_acked = Arc::new(Mutex::new(Vec::new()));
+    senders.push(tokio::spawn(trace_sender(
+        api.clone(),
+        traces_acked.clone(),
+        stop.clone(),
+    )));
 
     for round in 0..10 {
         // Let load build up for a random moment, then SIGKILL.
@@ -168,26 +244,15 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         "only {} items acknowledged",
         acked.len()
     );
+    let traces: HashSet<String> = traces_acked.lock().iter().cloned().collect();
+    assert!(
+        traces.len() > 200,
+        "only {} spans acknowledged",
+        traces.len()
+    );
     let org = dog.org("Demo EU1").unwrap().id;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let received: HashSet<String> = dog
-            .received(&org, Endpoint::Logs)
-            .into_iter()
-            .filter_map(|v| v["message"].as_str().map(str::to_string))
-            .collect();
-        let missing: Vec<&String> = acked.iter().filter(|id| !received.contains(*id)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged items never delivered, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all(&dog, &org, Endpoint::Logs, "message", &acked).await;
+    wait_all(&dog, &org, Endpoint::Traces, "resource", &traces).await;
     drop(proc);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }

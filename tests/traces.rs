@@ -278,3 +278,66 @@ async fn v05_and_client_stats_and_info() {
     );
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_during_trace_delivery_recovers_with_a_new_key() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let org = dog.org("Demo EU1").unwrap().id;
+    let headers = [("DD-Relay-Tenant", "acme")];
+    assert_eq!(
+        put(&relay, "/v0.4/traces", &headers, v04(1, 1, &[]))
+            .await
+            .0,
+        200
+    );
+    wait_items(&dog, "Demo EU1", Endpoint::Traces, 1).await;
+    dog.revoke_key(&org).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            put(&relay, "/v0.4/traces", &headers, v04(2, 2, &[]))
+                .await
+                .0,
+            200
+        );
+    }
+    wait_items(&dog, "Demo EU1", Endpoint::Traces, 21).await;
+    assert_eq!(
+        dog.keys_created(&org),
+        2,
+        "one key at connect, one after the 403"
+    );
+    support::eventually("every stat too", || hits(&dog, &org) == 1 + 5 * 4).await;
+}
+
+/// Many large traces at once: payloads split below the intake's 3.2 MB,
+/// every span delivered once, no violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_and_bursty_trace_load_stays_within_the_intake_s_limits() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let big = "x".repeat(4000);
+    let sends = (0..16).map(|_| {
+        let body = v04(100, 5, &[("payload", big.as_str())]);
+        let relay = &relay;
+        async move { put(relay, "/v0.4/traces", &[("DD-Relay-Tenant", "acme")], body).await }
+    });
+    for (status, body) in futures_util::future::join_all(sends).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_items(&dog, "Demo EU1", Endpoint::Traces, 16 * 500).await;
+    support::wait_drained(&relay).await;
+    let eu = dog.org("Demo EU1").unwrap().id;
+    assert_eq!(
+        dog.item_count(&eu, Endpoint::Traces),
+        16 * 500,
+        "each span once"
+    );
+    assert!(
+        dog.requests("trace.agent.datadoghq.eu", 200) >= 3,
+        "32 MB of spans took several payloads"
+    );
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
