@@ -95,7 +95,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     step(
         4,
-        "sending metrics, logs, events and service checks for each customer (Datadog's API, tenant as API key)",
+        "sending metrics, logs, events, service checks and a trace for each customer (Datadog's API and the Agent's trace API)",
     );
     let mut expected = Vec::new();
     for (i, (tenant, org, _)) in CUSTOMERS.iter().enumerate() {
@@ -108,7 +108,14 @@ pub async fn run() -> anyhow::Result<()> {
             }
             expected.push((*tenant, *org, endpoint, items));
         }
-        println!("    {tenant:<8} 202 Accepted x4 (series, logs, event, service checks)");
+        let status = send_trace(&relay, tenant).await?;
+        if status != 200 {
+            bail!("{tenant}: /v0.3/traces answered {status}");
+        }
+        expected.push((*tenant, *org, Endpoint::Traces, 2));
+        println!(
+            "    {tenant:<8} 202 Accepted x4 (series, logs, event, service checks), 200 OK (a trace of 2 spans)"
+        );
     }
 
     step(
@@ -135,19 +142,20 @@ pub async fn run() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "    {:<8} {:<10} {:>7} {:>5} {:>6} {:>7}   received at",
-        "tenant", "site", "series", "logs", "events", "checks"
+        "    {:<8} {:<10} {:>7} {:>5} {:>6} {:>7} {:>6}   received at",
+        "tenant", "site", "series", "logs", "events", "checks", "spans"
     );
     for (tenant, org, _) in CUSTOMERS {
         let o = dog.org(org).context("org")?;
         let n = |e| dog.item_count(&o.id, e);
         println!(
-            "    {tenant:<8} {:<10} {:>7} {:>5} {:>6} {:>7}   api.{d} + http-intake.logs.{d}",
+            "    {tenant:<8} {:<10} {:>7} {:>5} {:>6} {:>7} {:>6}   api., http-intake.logs., trace.agent.{d}",
             o.site.name,
             n(Endpoint::SeriesV2),
             n(Endpoint::Logs),
             n(Endpoint::Events),
             n(Endpoint::CheckRun),
+            n(Endpoint::Traces),
             d = o.site.domain,
         );
     }
@@ -205,6 +213,28 @@ pub async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A trace of two spans, as Datadog's "Send traces to the Agent by API"
+/// guide sends it; returns the status.
+async fn send_trace(relay: &crate::sandbox::Relay, tenant: &str) -> anyhow::Result<u16> {
+    let start = crate::clock::now_ms() * 1_000_000;
+    let span = |id: u64, parent: u64, name: &str| {
+        serde_json::json!({"trace_id": 4242, "span_id": id, "parent_id": parent,
+            "service": "demo-shop", "name": name, "resource": "GET /cart",
+            "start": start, "duration": 1_500_000})
+    };
+    let body = serde_json::json!([[span(1, 0, "web.request"), span(2, 1, "db.query")]]);
+    let status = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .put(relay.url("/v0.3/traces"))
+        .header("DD-Relay-Tenant", tenant)
+        .json(&body)
+        .send()
+        .await?
+        .status();
+    Ok(status.as_u16())
 }
 
 /// One request of each kind for a tenant, with how many items each holds.

@@ -129,7 +129,7 @@ pub async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
         .site()
         .filter(|s| config.datadog.allowed_sites.check(s).is_ok());
 
-    let (authorization, api_key, host_api, host_logs, intakes) = tokio::join!(
+    let (authorization, api_key, host_api, host_logs, host_trace, intakes) = tokio::join!(
         bounded(budget, "authorization", authorization_title(site), {
             authorization(v, id, site)
         }),
@@ -146,6 +146,12 @@ pub async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
             host_title(site, HostKind::Logs),
             host_step("host_logs", v, site, HostKind::Logs)
         ),
+        bounded(
+            budget,
+            "host_trace",
+            host_title(site, HostKind::Trace),
+            host_step("host_trace", v, site, HostKind::Trace)
+        ),
         intake_steps(v, id, site, budget),
     );
     // Checked last: the forced refresh may have just moved the tenant.
@@ -159,6 +165,7 @@ pub async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
         api_key,
         host_api,
         host_logs,
+        host_trace,
     ];
     steps.extend(intakes);
     steps.push(scopes_step);
@@ -379,8 +386,46 @@ async fn host_step(
     }
 }
 
-/// One test item per kind: (step name, endpoint, words for the title, body).
-fn test_items() -> [(&'static str, Endpoint, &'static str, serde_json::Value); 4] {
+/// One test item per kind: (step name, endpoint, words for the title,
+/// uncompressed body).
+fn test_items() -> [(&'static str, Endpoint, &'static str, Vec<u8>); 5] {
+    let [a, b, c, d] = json_test_items().map(|(n, e, w, v)| (n, e, w, v.to_string().into_bytes()));
+    [
+        a,
+        b,
+        c,
+        d,
+        ("intake_trace", Endpoint::Traces, "a test span", test_span()),
+    ]
+}
+
+/// An `AgentPayload` with one span tagged [`TAG`].
+fn test_span() -> Vec<u8> {
+    let id = u64::from(rand::random::<u32>()) + 1;
+    let span = crate::traces::pb::Span {
+        service: "ddrelay".into(),
+        name: "ddrelay.verify".into(),
+        resource: "verify".into(),
+        trace_id: id,
+        span_id: id,
+        start: now() * 1_000_000_000,
+        duration: 1_000,
+        meta: [("ddrelay".to_string(), "verify".to_string())].into(),
+        ..Default::default()
+    };
+    let payload = crate::traces::pb::TracerPayload {
+        chunks: vec![crate::traces::pb::TraceChunk {
+            spans: vec![span],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut body = crate::traces::frame(&payload);
+    body.extend_from_slice(crate::traces::agent_payload_tail());
+    body
+}
+
+fn json_test_items() -> [(&'static str, Endpoint, &'static str, serde_json::Value); 4] {
     let ts = now();
     [
         (
@@ -459,8 +504,7 @@ async fn intake_steps(
                 }
             };
             let encoding = endpoint.default_encoding();
-            let raw = body.to_string();
-            let wire = codec::compress(encoding, 6, raw.as_bytes());
+            let wire = codec::compress(encoding, 6, &body);
             let sent = v
                 .datadog
                 .send(site, endpoint, &key, encoding, wire.into(), budget)
@@ -487,9 +531,9 @@ async fn intake_steps(
             }
         }
     });
-    let [a, b, c, d] = sends;
-    let (a, b, c, d) = tokio::join!(a, b, c, d);
-    vec![a, b, c, d]
+    let [a, b, c, d, e] = sends;
+    let (a, b, c, d, e) = tokio::join!(a, b, c, d, e);
+    vec![a, b, c, d, e]
 }
 
 /// A 2xx body with a non-empty `errors` list (series v2 names dropped points there).
@@ -633,8 +677,12 @@ mod tests {
 
     #[test]
     fn test_items_are_tagged() {
-        for (_, _, _, body) in test_items() {
+        for (_, _, _, body) in json_test_items() {
             assert!(body.to_string().contains(TAG));
         }
+        let span = test_span();
+        assert!(
+            span.windows(7).any(|w| w == b"ddrelay") && span.windows(6).any(|w| w == b"verify")
+        );
     }
 }

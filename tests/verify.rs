@@ -14,17 +14,19 @@ use reqwest::Method;
 use serde_json::Value;
 use support::{dog, relay, tenant_json};
 
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 13] = [
     "state",
     "site",
     "authorization",
     "api_key",
     "host_api",
     "host_logs",
+    "host_trace",
     "intake_series",
     "intake_logs",
     "intake_event",
     "intake_service_check",
+    "intake_trace",
     "scopes",
 ];
 
@@ -121,6 +123,9 @@ async fn a_healthy_tenant_passes_every_step_and_the_cli_exits_0() {
             items[0]
         );
     }
+    let spans = dog.received(&org.id, Endpoint::Traces);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0]["meta"]["ddrelay"], "verify", "{}", spans[0]);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
     // No secret in the report.
     let text = report.to_string();
@@ -140,7 +145,7 @@ async fn a_healthy_tenant_passes_every_step_and_the_cli_exits_0() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(
-        stdout.contains("result: 11 of 11 checks passed"),
+        stdout.contains("result: 13 of 13 checks passed"),
         "{stdout}"
     );
 
