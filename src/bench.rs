@@ -159,6 +159,28 @@ struct Bodies {
     logs_raw: Vec<u8>,
     event: bytes::Bytes,
     checks: bytes::Bytes,
+    /// `/v0.4/traces`, uncompressed (tracers do not compress).
+    traces: bytes::Bytes,
+    trace_spans: u64,
+}
+
+/// The saturation phases: (kind, report label).
+const PHASES: [(Endpoint, &str); 3] = [
+    (Endpoint::SeriesV2, "series"),
+    (Endpoint::Logs, "logs"),
+    (Endpoint::Traces, "traces"),
+];
+
+impl Bodies {
+    /// (uncompressed body, body on the wire, items per request) of a kind;
+    /// items are spans for traces.
+    fn of(&self, endpoint: Endpoint) -> (&[u8], &bytes::Bytes, u64) {
+        match endpoint {
+            Endpoint::SeriesV2 => (&self.series_raw, &self.series, self.series_points),
+            Endpoint::Traces => (&self.traces, &self.traces, self.trace_spans),
+            _ => (&self.logs_raw, &self.logs, self.logs_items),
+        }
+    }
 }
 
 /// Bytes per MiB, for reports.
@@ -166,6 +188,74 @@ const MIB: f64 = 1_048_576.0;
 
 const SERIES_PER_REQUEST: usize = 1000;
 const LOGS_PER_REQUEST: usize = 500;
+/// Traces per request, and spans per trace, as a tracer flushes them.
+const TRACES_PER_REQUEST: u64 = 50;
+const SPANS_PER_TRACE: u64 = 10;
+
+/// A `/v0.4/traces` body (MessagePack, as tracing libraries send it,
+/// uncompressed): web requests with a database span and handlers below,
+/// ten tags and three metrics each.
+fn traces_msgpack(seed: u64) -> Vec<u8> {
+    use crate::traces::msgpack::write;
+    let start = crate::clock::now_ms() * 1_000_000;
+    let mut b = Vec::new();
+    write::array(&mut b, TRACES_PER_REQUEST as u32);
+    for t in 0..TRACES_PER_REQUEST {
+        write::array(&mut b, SPANS_PER_TRACE as u32);
+        for s in 0..SPANS_PER_TRACE {
+            let service = if s == 1 { "orders-db" } else { "orders" };
+            write::map(&mut b, 11);
+            write::kv_str(&mut b, "service", service);
+            write::kv_str(
+                &mut b,
+                "name",
+                if s == 0 {
+                    "http.request"
+                } else {
+                    "handler.step"
+                },
+            );
+            write::kv_str(
+                &mut b,
+                "resource",
+                &format!("GET /api/v1/orders/{}", (seed + t) % 97),
+            );
+            write::kv_uint(&mut b, "trace_id", seed * 1_000_000 + t + 1);
+            write::kv_uint(&mut b, "span_id", s + 1);
+            write::kv_uint(&mut b, "parent_id", s.min(1) * s);
+            write::str(&mut b, "start");
+            write::sint(&mut b, start + (s as i64) * 1000);
+            write::str(&mut b, "duration");
+            write::sint(&mut b, 1_000_000 + ((seed + t * 7 + s) % 500) as i64 * 1000);
+            write::kv_str(&mut b, "type", "web");
+            write::str(&mut b, "meta");
+            write::map(&mut b, 10);
+            for (k, v) in [
+                ("env", "prod"),
+                ("version", "1.4.2"),
+                ("http.method", "GET"),
+                ("http.url", "https://shop.example/api/v1/orders"),
+                ("http.status_code", "200"),
+                ("component", "flask"),
+                ("span.kind", if s == 0 { "server" } else { "internal" }),
+                ("runtime-id", "a4f0c8e2-6b1d-4d2a-9c3e-5f7b8a9d0e1f"),
+                ("_dd.p.dm", "-0"),
+                ("language", "python"),
+            ] {
+                write::kv_str(&mut b, k, v);
+            }
+            write::str(&mut b, "metrics");
+            write::map(&mut b, 3);
+            write::str(&mut b, "_sampling_priority_v1");
+            write::uint(&mut b, 1);
+            write::str(&mut b, "_dd.measured");
+            write::f64(&mut b, 1.0);
+            write::str(&mut b, "process_id");
+            write::uint(&mut b, 4242);
+        }
+    }
+    b
+}
 
 /// `n` series with 5 tags and a host resource each, one point; `light`:
 /// two tags and no resource (about half the bytes per point).
@@ -258,6 +348,8 @@ fn bodies(tenant: &str, seed: u64, gzip: bool, light: bool) -> Bodies {
         logs_raw: logs.to_string().into_bytes(),
         event: encode_body(&event, gzip),
         checks: encode_body(&checks, gzip),
+        traces: traces_msgpack(seed).into(),
+        trace_spans: TRACES_PER_REQUEST * SPANS_PER_TRACE,
     }
 }
 
@@ -328,21 +420,26 @@ impl Load {
         body: &bytes::Bytes,
     ) -> anyhow::Result<Duration> {
         let started = Instant::now();
+        // Traces go to the Agent's trace API, as a tracer sends them.
+        let (path, content_type, gzip) = match endpoint {
+            Endpoint::Traces => ("/v0.4/traces", "application/msgpack", false),
+            _ => (endpoint.path(), "application/json", self.gzip),
+        };
         loop {
             let mut req = self
                 .http
-                .post(format!("{}{}", self.api, endpoint.path()))
+                .post(format!("{}{path}", self.api))
                 .header("DD-API-KEY", tenant)
-                .header("Content-Type", "application/json")
+                .header("Content-Type", content_type)
                 .body(body.clone());
-            if self.gzip {
+            if gzip {
                 req = req.header("Content-Encoding", "gzip");
             }
             let resp = req.send().await?;
             let status = resp.status();
             let _ = resp.bytes().await;
             match status.as_u16() {
-                202 => return Ok(started.elapsed()),
+                200 | 202 => return Ok(started.elapsed()),
                 // Backpressure (queue share or disk budget full): a
                 // well-behaved client waits and retries; the bench counts it.
                 429 | 503 => {
@@ -385,6 +482,7 @@ async fn closed_loop(
                 let body = match endpoint {
                     Endpoint::SeriesV2 => &b.series,
                     Endpoint::Logs => &b.logs,
+                    Endpoint::Traces => &b.traces,
                     Endpoint::Events => &b.event,
                     _ => &b.checks,
                 };
@@ -589,6 +687,9 @@ fn floor_round(raw: &[u8], wire: &[u8], gzip: bool, endpoint: Endpoint, encoding
         #[serde(borrow, default)]
         ddtags: Option<std::borrow::Cow<'a, str>>,
     }
+    if endpoint == Endpoint::Traces {
+        return trace_floor_round(raw, encoding);
+    }
     let body = if gzip {
         codec::decompress(Encoding::Gzip, wire, 64 << 20).unwrap_or_default()
     } else {
@@ -604,6 +705,28 @@ fn floor_round(raw: &[u8], wire: &[u8], gzip: bool, endpoint: Endpoint, encoding
     }
     .unwrap_or_default();
     let c = codec::compress(encoding, 1, &out);
+    std::hint::black_box(c);
+}
+
+/// The traces floor: decode the MessagePack into spans, encode them as a
+/// protobuf `AgentPayload`, compress at level 1.
+fn trace_floor_round(raw: &[u8], encoding: Encoding) {
+    use prost::Message as _;
+    let traces = crate::traces::decode::v04(raw).unwrap_or_default();
+    let payload = crate::traces::pb::AgentPayload {
+        tracer_payloads: vec![crate::traces::pb::TracerPayload {
+            chunks: traces
+                .into_iter()
+                .map(|spans| crate::traces::pb::TraceChunk {
+                    spans,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let c = codec::compress(encoding, 1, &payload.encode_to_vec());
     std::hint::black_box(c);
 }
 
@@ -707,6 +830,13 @@ fn targets(report: &serde_json::Value, opts: &BenchOptions) -> Vec<Target> {
             100.0,
             false,
             logs_mb_per_cpu_s,
+        ),
+        target(
+            "traces_relay_over_floor",
+            "relay CPU per span / floor",
+            1.5,
+            true,
+            f(&report["traces"]["relay_over_floor"]),
         ),
         target(
             "logs_one_tenant_over_many",
@@ -1223,32 +1353,25 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     // swung that much from run to run, and five blocks before the phases
     // too), where the relay's CPU is summed over a whole phase.
     let measure_floor = |endpoint: Endpoint| {
-        let (raw, wire, per_req) = if endpoint == Endpoint::SeriesV2 {
-            (&sets[0].series_raw, &sets[0].series, sets[0].series_points)
-        } else {
-            (&sets[0].logs_raw, &sets[0].logs, sets[0].logs_items)
-        };
+        let (raw, wire, per_req) = sets[0].of(endpoint);
         let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
             Encoding::Zstd
         } else {
             Encoding::Gzip
         };
-        let (raw, wire, gzip) = (raw.clone(), wire.clone(), opts.gzip_ingest);
+        let gzip = opts.gzip_ingest && endpoint != Endpoint::Traces;
+        let (raw, wire) = (raw.to_vec(), wire.clone());
         tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, endpoint, encoding))
     };
     let mut floors = HashMap::new();
-    for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
+    for (endpoint, label) in PHASES {
         floors.insert(label, measure_floor(endpoint).await?);
     }
 
     let mut peak = idle_connected.peak_rss_bytes;
-    for (endpoint, label) in [(Endpoint::SeriesV2, "series"), (Endpoint::Logs, "logs")] {
+    for (endpoint, label) in PHASES {
         let samples = Arc::new(Samples::default());
-        let per_req = if endpoint == Endpoint::SeriesV2 {
-            sets[0].series_points
-        } else {
-            sets[0].logs_items
-        };
+        let (raw, wire, per_req) = sets[0].of(endpoint);
         let Saturated {
             requests,
             secs,
@@ -1262,18 +1385,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         .await?;
         peak = peak.max(st.peak_rss_bytes);
         let items = requests * per_req;
-        let raw_bytes = if endpoint == Endpoint::SeriesV2 {
-            sets[0].series_raw.len()
-        } else {
-            sets[0].logs_raw.len()
-        } as f64
-            * requests as f64;
-        let wire_bytes = if endpoint == Endpoint::SeriesV2 {
-            sets[0].series.len()
-        } else {
-            sets[0].logs.len()
-        } as f64
-            * requests as f64;
+        let raw_bytes = raw.len() as f64 * requests as f64;
+        let wire_bytes = wire.len() as f64 * requests as f64;
         let (p50, p99, p999) = samples.quantiles();
         let mut blocks = floors.remove(label).unwrap_or_default();
         blocks.extend(measure_floor(endpoint).await?);

@@ -41,7 +41,7 @@ use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
 use crate::traces::pb::{Span, TraceChunk, TracerPayload};
 use crate::traces::stats::{self, ClientStats, Origin};
-use crate::traces::{frame, normalize};
+use crate::traces::{frame_chunk, normalize};
 
 /// The span tag that names the tenant.
 pub const TENANT_TAG: &str = "ddrelay.tenant";
@@ -485,18 +485,18 @@ impl TracerMeta {
             origin: meta("_dd.origin"),
             ..TraceChunk::default()
         };
+        // Encoded whole first: almost every trace fits one item, and
+        // sizing span by span would cost another pass over every span.
+        let item = frame_chunk(&payload, &chunk, &spans);
+        if item.len() <= MAX_ITEM {
+            return vec![item];
+        }
         let mut out = Vec::new();
-        let mut spans = spans;
-        while !spans.is_empty() {
-            let take = fit(&spans, MAX_ITEM - 1024);
-            let rest = spans.split_off(take);
-            let mut p = payload.clone();
-            p.chunks.push(TraceChunk {
-                spans,
-                ..chunk.clone()
-            });
-            out.push(frame(&p));
-            spans = rest;
+        let mut rest = &spans[..];
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(fit(rest, MAX_ITEM - 1024));
+            out.push(frame_chunk(&payload, &chunk, now));
+            rest = later;
         }
         out
     }

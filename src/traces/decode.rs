@@ -14,19 +14,68 @@ use super::pb::{Span, SpanLink};
 /// The traces of one request, each the spans of one trace.
 pub type Traces = Vec<Vec<Span>>;
 
+/// Where a value is, for an error message; formatted only on error (a
+/// string built per field would cost more than decoding it).
+#[derive(Clone, Copy)]
+struct At {
+    trace: usize,
+    span: usize,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "trace {}, span {}", self.trace, self.span)
+    }
+}
+
+/// A field of a span (`at: name`), or an entry of one (`at: name.key`).
+#[derive(Clone, Copy)]
+struct Field<'a> {
+    at: At,
+    name: &'a str,
+    key: Option<&'a str>,
+}
+
+impl<'a> Field<'a> {
+    fn new(at: At, name: &'a str) -> Field<'a> {
+        Field {
+            at,
+            name,
+            key: None,
+        }
+    }
+
+    fn entry(self, key: &'a str) -> Field<'a> {
+        Field {
+            key: Some(key),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.name)?;
+        match self.key {
+            Some(k) => write!(f, ".{k}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Decodes a `/v0.4/traces` body.
 pub fn v04(body: &[u8]) -> Result<Traces, Malformed> {
     let mut r = Reader::new(body);
     let n = r.array("body (an array of traces)")?;
     let mut traces = Vec::with_capacity(n);
     for t in 0..n {
-        let m = r.array(&format!("trace {t}"))?;
+        let m = r.array(format_args!("trace {t}"))?;
         let mut spans = Vec::with_capacity(m);
         for s in 0..m {
             if r.nil() {
                 continue; // the agent keeps a nil span as nothing
             }
-            spans.push(span_v04(&mut r, &format!("trace {t}, span {s}"))?);
+            spans.push(span_v04(&mut r, At { trace: t, span: s })?);
         }
         traces.push(spans);
     }
@@ -34,45 +83,45 @@ pub fn v04(body: &[u8]) -> Result<Traces, Malformed> {
     Ok(traces)
 }
 
-fn span_v04(r: &mut Reader<'_>, at: &str) -> Result<Span, Malformed> {
+fn span_v04(r: &mut Reader<'_>, at: At) -> Result<Span, Malformed> {
     let mut span = Span::default();
     let fields = r.map(at)?;
     for _ in 0..fields {
-        let key = r.str(&format!("{at}: a field name"))?;
-        let what = format!("{at}: {key}");
+        let key = r.str(format_args!("{at}: a field name"))?;
+        let what = Field::new(at, &key);
         match &*key {
-            "service" => span.service = r.str(&what)?.into_owned(),
-            "name" => span.name = r.str(&what)?.into_owned(),
-            "resource" => span.resource = r.str(&what)?.into_owned(),
-            "type" => span.r#type = r.str(&what)?.into_owned(),
-            "trace_id" => span.trace_id = r.u64(&what)?,
-            "span_id" => span.span_id = r.u64(&what)?,
-            "parent_id" => span.parent_id = r.u64(&what)?,
-            "start" => span.start = r.i64(&what)?,
-            "duration" => span.duration = r.i64(&what)?,
-            "error" => span.error = int32(r.i64(&what)?, &what)?,
-            "meta" => span.meta = string_map(r, &what)?,
+            "service" => span.service = r.str(what)?.into_owned(),
+            "name" => span.name = r.str(what)?.into_owned(),
+            "resource" => span.resource = r.str(what)?.into_owned(),
+            "type" => span.r#type = r.str(what)?.into_owned(),
+            "trace_id" => span.trace_id = r.u64(what)?,
+            "span_id" => span.span_id = r.u64(what)?,
+            "parent_id" => span.parent_id = r.u64(what)?,
+            "start" => span.start = r.i64(what)?,
+            "duration" => span.duration = r.i64(what)?,
+            "error" => span.error = int32(r.i64(what)?, what)?,
+            "meta" => span.meta = string_map(r, what)?,
             "metrics" => {
-                let n = r.map(&what)?;
+                let n = r.map(what)?;
                 span.metrics.reserve(n);
                 for _ in 0..n {
-                    let k = r.str(&what)?.into_owned();
-                    let v = r.f64(&format!("{what}.{k}"))?;
+                    let k = r.str(what)?.into_owned();
+                    let v = r.f64(what.entry(&k))?;
                     span.metrics.insert(k, v);
                 }
             }
             "meta_struct" => {
-                let n = r.map(&what)?;
+                let n = r.map(what)?;
                 for _ in 0..n {
-                    let k = r.str(&what)?.into_owned();
-                    let v = r.bytes(&format!("{what}.{k}"))?.to_vec();
+                    let k = r.str(what)?.into_owned();
+                    let v = r.bytes(what.entry(&k))?.to_vec();
                     span.meta_struct.insert(k, v);
                 }
             }
             "span_links" => {
-                let n = r.array(&what)?;
+                let n = r.array(what)?;
                 for i in 0..n {
-                    span.span_links.push(link(r, &format!("{what}[{i}]"))?);
+                    span.span_links.push(link(r, format_args!("{what}[{i}]"))?);
                 }
             }
             _ => r.skip()?,
@@ -81,17 +130,18 @@ fn span_v04(r: &mut Reader<'_>, at: &str) -> Result<Span, Malformed> {
     Ok(span)
 }
 
-fn link(r: &mut Reader<'_>, at: &str) -> Result<SpanLink, Malformed> {
+fn link(r: &mut Reader<'_>, at: std::fmt::Arguments<'_>) -> Result<SpanLink, Malformed> {
+    let at = at.to_string(); // links are rare
     let mut l = SpanLink::default();
-    let n = r.map(at)?;
+    let n = r.map(&at)?;
     for _ in 0..n {
-        let key = r.str(at)?;
+        let key = r.str(&at)?;
         let what = format!("{at}.{key}");
         match &*key {
             "trace_id" => l.trace_id = r.u64(&what)?,
             "trace_id_high" => l.trace_id_high = r.u64(&what)?,
             "span_id" => l.span_id = r.u64(&what)?,
-            "attributes" => l.attributes = string_map(r, &what)?,
+            "attributes" => l.attributes = string_map_named(r, &what)?,
             "tracestate" => l.tracestate = r.str(&what)?.into_owned(),
             "flags" => l.flags = r.u64(&what)? as u32,
             _ => r.skip()?,
@@ -100,18 +150,29 @@ fn link(r: &mut Reader<'_>, at: &str) -> Result<SpanLink, Malformed> {
     Ok(l)
 }
 
-fn string_map(r: &mut Reader<'_>, what: &str) -> Result<HashMap<String, String>, Malformed> {
+fn string_map(r: &mut Reader<'_>, what: Field<'_>) -> Result<HashMap<String, String>, Malformed> {
     let n = r.map(what)?;
     let mut m = HashMap::with_capacity(n);
     for _ in 0..n {
         let k = r.str(what)?.into_owned();
-        let v = r.str(&format!("{what}.{k}"))?.into_owned();
+        let v = r.str(what.entry(&k))?.into_owned();
         m.insert(k, v);
     }
     Ok(m)
 }
 
-fn int32(v: i64, what: &str) -> Result<i32, Malformed> {
+fn string_map_named(r: &mut Reader<'_>, what: &str) -> Result<HashMap<String, String>, Malformed> {
+    let n = r.map(what)?;
+    let mut m = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let k = r.str(what)?.into_owned();
+        let v = r.str(format_args!("{what}.{k}"))?.into_owned();
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+fn int32(v: i64, what: impl std::fmt::Display) -> Result<i32, Malformed> {
     i32::try_from(v).map_err(|_| Malformed(format!("{what}: {v} does not fit a 32-bit integer")))
 }
 
@@ -138,7 +199,7 @@ pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
     for i in 0..n {
         table.push(r.str(&format!("string {i}"))?.into_owned());
     }
-    let at = |i: u64, what: &str| -> Result<String, Malformed> {
+    let at = |i: u64, what: Field<'_>| -> Result<String, Malformed> {
         table.get(i as usize).cloned().ok_or_else(|| {
             Malformed(format!(
                 "{what}: string index {i} is out of the table's {} entries",
@@ -149,42 +210,42 @@ pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
     let n = r.array("traces")?;
     let mut traces = Vec::with_capacity(n);
     for t in 0..n {
-        let m = r.array(&format!("trace {t}"))?;
+        let m = r.array(format_args!("trace {t}"))?;
         let mut spans = Vec::with_capacity(m);
         for s in 0..m {
-            let here = format!("trace {t}, span {s}");
-            let fields = r.array(&here)?;
+            let here = At { trace: t, span: s };
+            let fields = r.array(here)?;
             if fields != 12 {
                 return Err(Malformed(format!(
                     "{here}: a span is an array of exactly 12 elements, found {fields}"
                 )));
             }
-            let f = |name: &str| format!("{here}: {name}");
+            let f = |name: &'static str| Field::new(here, name);
             let mut span = Span {
-                service: at(r.u64(&f("service"))?, &f("service"))?,
-                name: at(r.u64(&f("name"))?, &f("name"))?,
-                resource: at(r.u64(&f("resource"))?, &f("resource"))?,
-                trace_id: r.u64(&f("trace_id"))?,
-                span_id: r.u64(&f("span_id"))?,
-                parent_id: r.u64(&f("parent_id"))?,
-                start: r.i64(&f("start"))?,
-                duration: r.i64(&f("duration"))?,
-                error: int32(r.i64(&f("error"))?, &f("error"))?,
+                service: at(r.u64(f("service"))?, f("service"))?,
+                name: at(r.u64(f("name"))?, f("name"))?,
+                resource: at(r.u64(f("resource"))?, f("resource"))?,
+                trace_id: r.u64(f("trace_id"))?,
+                span_id: r.u64(f("span_id"))?,
+                parent_id: r.u64(f("parent_id"))?,
+                start: r.i64(f("start"))?,
+                duration: r.i64(f("duration"))?,
+                error: int32(r.i64(f("error"))?, f("error"))?,
                 ..Span::default()
             };
-            let meta = r.map(&f("meta"))?;
+            let meta = r.map(f("meta"))?;
             for _ in 0..meta {
-                let k = at(r.u64(&f("meta"))?, &f("meta"))?;
-                let v = at(r.u64(&f("meta"))?, &f("meta"))?;
+                let k = at(r.u64(f("meta"))?, f("meta"))?;
+                let v = at(r.u64(f("meta"))?, f("meta"))?;
                 span.meta.insert(k, v);
             }
-            let metrics = r.map(&f("metrics"))?;
+            let metrics = r.map(f("metrics"))?;
             for _ in 0..metrics {
-                let k = at(r.u64(&f("metrics"))?, &f("metrics"))?;
-                let v = r.f64(&f("metrics"))?;
+                let k = at(r.u64(f("metrics"))?, f("metrics"))?;
+                let v = r.f64(f("metrics"))?;
                 span.metrics.insert(k, v);
             }
-            span.r#type = at(r.u64(&f("type"))?, &f("type"))?;
+            span.r#type = at(r.u64(f("type"))?, f("type"))?;
             spans.push(span);
         }
         traces.push(spans);

@@ -5,6 +5,8 @@
 //! writes fixed-width ids and small integer metrics; libdatadog writes
 //! fixed 9-byte integers), so a strict reader would refuse real traffic.
 
+use std::fmt::Display;
+
 use rmp::Marker;
 
 /// Why a body is not the MessagePack expected.
@@ -72,18 +74,18 @@ impl<'a> Reader<'a> {
 
     /// An integer of any width or sign, as the 64 bits the agent keeps
     /// (`parseUint64Bytes`: a negative id is its two's complement); nil is 0.
-    pub fn u64(&mut self, what: &str) -> Result<u64, Malformed> {
+    pub fn u64(&mut self, what: impl Display) -> Result<u64, Malformed> {
         Ok(self.int(what)? as u64)
     }
 
     /// A signed integer; an unsigned one over `i64::MAX` is refused.
-    pub fn i64(&mut self, what: &str) -> Result<i64, Malformed> {
-        let v = self.int(what)?;
+    pub fn i64(&mut self, what: impl Display) -> Result<i64, Malformed> {
+        let v = self.int(&what)?;
         i64::try_from(v)
             .map_err(|_| Malformed(format!("{what}: {v} does not fit a signed 64-bit integer")))
     }
 
-    fn int(&mut self, what: &str) -> Result<i128, Malformed> {
+    fn int(&mut self, what: impl Display) -> Result<i128, Malformed> {
         let m = self.marker()?;
         Ok(match m {
             Marker::Null => 0,
@@ -103,7 +105,7 @@ impl<'a> Reader<'a> {
 
     /// A number: integer or float (the agent's `parseFloat64Bytes`, plus
     /// float32, which some encoders pick for small values); nil is 0.
-    pub fn f64(&mut self, what: &str) -> Result<f64, Malformed> {
+    pub fn f64(&mut self, what: impl Display) -> Result<f64, Malformed> {
         match self.peek() {
             Some(Marker::F64) => {
                 self.pos += 1;
@@ -119,7 +121,7 @@ impl<'a> Reader<'a> {
 
     /// A string, from str or bin; nil is empty; invalid UTF-8 is repaired
     /// as the agent does (U+FFFD).
-    pub fn str(&mut self, what: &str) -> Result<std::borrow::Cow<'a, str>, Malformed> {
+    pub fn str(&mut self, what: impl Display) -> Result<std::borrow::Cow<'a, str>, Malformed> {
         let m = self.marker()?;
         let len = match m {
             Marker::Null => return Ok("".into()),
@@ -133,7 +135,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Raw bytes (bin, or str); nil is empty.
-    pub fn bytes(&mut self, what: &str) -> Result<&'a [u8], Malformed> {
+    pub fn bytes(&mut self, what: impl Display) -> Result<&'a [u8], Malformed> {
         let m = self.marker()?;
         let len = match m {
             Marker::Null => return Ok(&[]),
@@ -147,7 +149,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A boolean; nil is false.
-    pub fn bool(&mut self, what: &str) -> Result<bool, Malformed> {
+    pub fn bool(&mut self, what: impl Display) -> Result<bool, Malformed> {
         match self.marker()? {
             Marker::True => Ok(true),
             Marker::False | Marker::Null => Ok(false),
@@ -158,7 +160,7 @@ impl<'a> Reader<'a> {
     /// An array header; nil is an empty array. The length is checked
     /// against the bytes left (each element takes at least one), so a
     /// forged header cannot make a caller reserve memory for nothing.
-    pub fn array(&mut self, what: &str) -> Result<usize, Malformed> {
+    pub fn array(&mut self, what: impl Display) -> Result<usize, Malformed> {
         let n = match self.marker()? {
             Marker::Null => 0,
             Marker::FixArray(n) => usize::from(n),
@@ -170,7 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A map header (entries); nil is an empty map.
-    pub fn map(&mut self, what: &str) -> Result<usize, Malformed> {
+    pub fn map(&mut self, what: impl Display) -> Result<usize, Malformed> {
         let n = match self.marker()? {
             Marker::Null => 0,
             Marker::FixMap(n) => usize::from(n),
@@ -181,7 +183,7 @@ impl<'a> Reader<'a> {
         self.bounded(what, n, 2)
     }
 
-    fn bounded(&self, what: &str, n: usize, per: usize) -> Result<usize, Malformed> {
+    fn bounded(&self, what: impl Display, n: usize, per: usize) -> Result<usize, Malformed> {
         if n.saturating_mul(per) > self.remaining() {
             return Err(Malformed(format!(
                 "{what}: claims {n} elements but only {} bytes follow",
@@ -238,7 +240,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn type_error(what: &str, expected: &str, got: Marker) -> Malformed {
+fn type_error(what: impl Display, expected: &str, got: Marker) -> Malformed {
     Malformed(format!(
         "{what}: expected {expected}, found MessagePack {got:?}"
     ))

@@ -89,18 +89,28 @@ fn rewrite(span: &mut Span, lang: &str) -> u64 {
             n += 1;
         }
     };
-    let new_service = service(&span.service, lang);
-    set(&mut span.service, new_service);
-    let new_name = name(&span.name);
-    set(&mut span.name, new_name);
-    let resource = if span.resource.is_empty() {
-        span.name.clone()
-    } else {
-        truncate(&span.resource, MAX_RESOURCE).to_string()
-    };
-    set(&mut span.resource, resource);
-    let ty = truncate(&span.r#type, MAX_TYPE).to_string();
-    set(&mut span.r#type, ty);
+    // Most spans are already normal: checked without allocating.
+    if !is_normal_service(&span.service) {
+        let new_service = service(&span.service, lang);
+        set(&mut span.service, new_service);
+    }
+    if !is_normal_name(&span.name) {
+        let new_name = name(&span.name);
+        set(&mut span.name, new_name);
+    }
+    if span.resource.is_empty() {
+        let name = span.name.clone();
+        set(&mut span.resource, name);
+    } else if span.resource.len() > MAX_RESOURCE {
+        let cut = truncate(&span.resource, MAX_RESOURCE).len();
+        span.resource.truncate(cut);
+        n += 1;
+    }
+    if span.r#type.len() > MAX_TYPE {
+        let cut = truncate(&span.r#type, MAX_TYPE).len();
+        span.r#type.truncate(cut);
+        n += 1;
+    }
     if span.parent_id == span.trace_id && span.parent_id == span.span_id {
         span.parent_id = 0;
         n += 1;
@@ -144,6 +154,31 @@ fn long_tags(span: &mut Span) -> u64 {
         .map(|(k, v)| (cut(k, MAX_META_KEY, &mut n), v))
         .collect();
     n
+}
+
+/// Whether [`service`] would leave `s` as it is (ASCII fast path).
+fn is_normal_service(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SERVICE
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b':' | b'.' | b'/' | b'-' | b'_')
+        })
+}
+
+/// Whether [`name`] would leave `s` as it is (ASCII fast path).
+fn is_normal_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME
+        && b[0].is_ascii_alphabetic()
+        && !s.ends_with('_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_'))
+        && !s.contains("__")
+        && !s.contains("_.")
+        && !s.contains("._")
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
@@ -258,6 +293,25 @@ mod tests {
         assert_eq!(service("", "python"), "unnamed-python-service");
         assert_eq!(name("0_a__b_.c"), "a_b.c");
         assert_eq!(name("!!!"), "unnamed_operation");
+        for s in [
+            "web",
+            "web-store",
+            "a.b_c",
+            "Web",
+            "a__b",
+            "a_.b",
+            "_a",
+            "a b",
+            "",
+        ] {
+            if is_normal_service(s) {
+                assert_eq!(service(s, ""), s, "{s}");
+            }
+            if is_normal_name(s) {
+                assert_eq!(name(s), s, "{s}");
+            }
+        }
+        assert!(is_normal_service("web-store") && is_normal_name("http.request"));
     }
 
     #[test]

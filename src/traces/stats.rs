@@ -264,32 +264,32 @@ struct Acc {
     err: Sketch,
 }
 
-type GroupKey = (String, String, String, String, String, u32, bool, i32);
-type PayloadKey = (String, String, String, String);
+type GroupKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, u32, bool, i32);
+type PayloadKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// The stats of `traces`, one client payload per (env, hostname, version,
 /// service of the root) as the agent keys them.
 pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
-    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, BTreeMap<GroupKey, Acc>>> =
-        BTreeMap::new();
+    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, HashMap<GroupKey, Acc>>> = BTreeMap::new();
     for trace in traces {
         let root = trace.iter().find(|s| s.parent_id == 0).unwrap_or(&trace[0]);
         let weight = match root.metrics.get("_sample_rate") {
             Some(r) if *r > 0.0 && *r <= 1.0 => 1.0 / r,
             _ => 1.0,
         };
-        let meta = |k: &str| root.meta.get(k).cloned().unwrap_or_default();
+        let meta = |k: &str| root.meta.get(k).map_or("", String::as_str);
         let env = Some(meta("env"))
             .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| "none".into());
+            .unwrap_or("none");
         let pkey = (
             env,
             meta("_dd.hostname"),
             meta("version"),
-            root.service.clone(),
+            root.service.as_str(),
         );
         let synthetics = meta("_dd.origin").starts_with("synthetics");
-        let ids: HashMap<u64, &Span> = trace.iter().map(|s| (s.span_id, s)).collect();
+        let ids = Parents::of(trace);
+        let buckets = payloads.entry(pkey).or_default();
         for span in trace {
             let top = top_level(span, &ids, origin.top_level_computed);
             if !eligible(span, top) {
@@ -297,18 +297,16 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
             }
             let end = (span.start + span.duration).max(0) as u64;
             let gkey: GroupKey = (
-                span.service.clone(),
-                span.name.clone(),
-                span.resource.clone(),
-                span.r#type.clone(),
-                span.meta.get("span.kind").cloned().unwrap_or_default(),
+                &span.service,
+                &span.name,
+                &span.resource,
+                &span.r#type,
+                span.meta.get("span.kind").map_or("", String::as_str),
                 status_code(span),
                 synthetics,
                 if span.parent_id == 0 { 1 } else { 2 },
             );
-            let acc = payloads
-                .entry(pkey.clone())
-                .or_default()
+            let acc = buckets
                 .entry(end - end % BUCKET_NS)
                 .or_default()
                 .entry(gkey)
@@ -329,10 +327,10 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
     payloads
         .into_iter()
         .map(|((env, hostname, version, service), buckets)| ClientStats {
-            hostname,
-            env,
-            version,
-            service,
+            hostname: hostname.into(),
+            env: env.into(),
+            version: version.into(),
+            service: service.into(),
             lang: origin.lang.clone(),
             tracer_version: origin.tracer_version.clone(),
             runtime_id: RUNTIME_ID.clone(),
@@ -345,38 +343,43 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
         .collect()
 }
 
-fn bucket(start: u64, groups: BTreeMap<GroupKey, Acc>) -> Bucket {
+fn bucket(start: u64, groups: HashMap<GroupKey, Acc>) -> Bucket {
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(
+            |((service, name, resource, r#type, span_kind, code, synthetics, root), a)| Group {
+                service: service.into(),
+                name: name.into(),
+                resource: resource.into(),
+                r#type: r#type.into(),
+                span_kind: span_kind.into(),
+                http_status_code: code,
+                synthetics,
+                is_trace_root: root,
+                hits: a.hits.round() as u64,
+                errors: a.errors.round() as u64,
+                duration: a.duration.round() as u64,
+                top_level_hits: a.top_level.round() as u64,
+                ok_summary: a.ok.to_proto(),
+                error_summary: a.err.to_proto(),
+            },
+        )
+        .collect();
+    // A stable order, whatever the map's.
+    groups.sort_by(|a, b| {
+        (&a.service, &a.name, &a.resource).cmp(&(&b.service, &b.name, &b.resource))
+    });
     Bucket {
         start,
         duration: BUCKET_NS,
-        groups: groups
-            .into_iter()
-            .map(
-                |((service, name, resource, r#type, span_kind, code, synthetics, root), a)| Group {
-                    service,
-                    name,
-                    resource,
-                    r#type,
-                    span_kind,
-                    http_status_code: code,
-                    synthetics,
-                    is_trace_root: root,
-                    hits: a.hits.round() as u64,
-                    errors: a.errors.round() as u64,
-                    duration: a.duration.round() as u64,
-                    top_level_hits: a.top_level.round() as u64,
-                    ok_summary: a.ok.to_proto(),
-                    error_summary: a.err.to_proto(),
-                },
-            )
-            .collect(),
+        groups,
     }
 }
 
 /// Top-level: marked by the tracer (`_top_level`, `_dd.top_level`) or,
 /// when it did not compute them, a root, a span whose parent is not in the
 /// chunk, or one whose parent is of another service.
-fn top_level(span: &Span, ids: &HashMap<u64, &Span>, tracer_computed: bool) -> bool {
+fn top_level(span: &Span, ids: &Parents<'_>, tracer_computed: bool) -> bool {
     let marked = |k: &str| span.metrics.get(k) == Some(&1.0);
     if marked("_top_level") || marked("_dd.top_level") {
         return true;
@@ -386,8 +389,32 @@ fn top_level(span: &Span, ids: &HashMap<u64, &Span>, tracer_computed: bool) -> b
     }
     span.parent_id == 0
         || ids
-            .get(&span.parent_id)
+            .get(span.parent_id)
             .is_none_or(|p| p.service != span.service)
+}
+
+/// A trace's spans by id: a scan for a small trace (most are), a map for a
+/// large one.
+enum Parents<'a> {
+    Few(&'a [Span]),
+    Many(HashMap<u64, &'a Span>),
+}
+
+impl<'a> Parents<'a> {
+    fn of(trace: &'a [Span]) -> Parents<'a> {
+        if trace.len() <= 32 {
+            Parents::Few(trace)
+        } else {
+            Parents::Many(trace.iter().map(|s| (s.span_id, s)).collect())
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&'a Span> {
+        match self {
+            Parents::Few(spans) => spans.iter().find(|s| s.span_id == id),
+            Parents::Many(map) => map.get(&id).copied(),
+        }
+    }
 }
 
 /// Which spans count: top-level, measured, or of a kind the agent computes
@@ -400,13 +427,12 @@ fn eligible(span: &Span, top: bool) -> bool {
     {
         return false;
     }
-    let kind = span
-        .meta
-        .get("span.kind")
-        .map(|k| k.to_ascii_lowercase())
-        .unwrap_or_default();
     top || span.metrics.get("_dd.measured") == Some(&1.0)
-        || matches!(kind.as_str(), "server" | "client" | "producer" | "consumer")
+        || span.meta.get("span.kind").is_some_and(|k| {
+            ["server", "client", "producer", "consumer"]
+                .iter()
+                .any(|kind| k.eq_ignore_ascii_case(kind))
+        })
 }
 
 fn status_code(span: &Span) -> u32 {
