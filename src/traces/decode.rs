@@ -197,7 +197,7 @@ pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
     let n = r.array("the string table")?;
     let mut table = Vec::with_capacity(n);
     for i in 0..n {
-        table.push(r.str(&format!("string {i}"))?.into_owned());
+        table.push(r.str(format_args!("string {i}"))?.into_owned());
     }
     let at = |i: u64, what: Field<'_>| -> Result<String, Malformed> {
         table.get(i as usize).cloned().ok_or_else(|| {

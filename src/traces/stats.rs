@@ -132,8 +132,8 @@ impl Bucket {
         for _ in 0..r.map(at)? {
             let key = r.str(at)?;
             match &*key {
-                "Start" => b.start = r.u64(&format!("{at}.Start"))?,
-                "Duration" => b.duration = r.u64(&format!("{at}.Duration"))?,
+                "Start" => b.start = r.u64(format_args!("{at}.Start"))?,
+                "Duration" => b.duration = r.u64(format_args!("{at}.Duration"))?,
                 "Stats" => {
                     for i in 0..r.array(at)? {
                         b.groups.push(Group::read(r, &format!("{at}.Stats[{i}]"))?);
