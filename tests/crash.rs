@@ -222,9 +222,11 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     for round in 0..10 {
         // Let load build up for a random moment, then SIGKILL.
         let before = acked.lock().len();
+        let spans_before = traces_acked.lock().len();
         let deadline = Instant::now() + Duration::from_secs(30);
         let want = before + 200 + rand::random_range(0..1500);
-        while acked.lock().len() < want {
+        // Both kinds under load at each kill.
+        while acked.lock().len() < want || traces_acked.lock().len() < spans_before + 20 {
             assert!(Instant::now() < deadline, "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -246,7 +248,7 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     );
     let traces: HashSet<String> = traces_acked.lock().iter().cloned().collect();
     assert!(
-        traces.len() > 200,
+        traces.len() >= 200,
         "only {} spans acknowledged",
         traces.len()
     );
