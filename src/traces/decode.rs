@@ -6,7 +6,7 @@
 //! docs/datadog.md "Traces". Every error names the trace, the span and
 //! the field.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::msgpack::{Malformed, Reader};
 use super::pb::{Span, SpanLink};
@@ -103,7 +103,6 @@ fn span_v04(r: &mut Reader<'_>, at: At) -> Result<Span, Malformed> {
             "meta" => span.meta = string_map(r, what)?,
             "metrics" => {
                 let n = r.map(what)?;
-                span.metrics.reserve(n);
                 for _ in 0..n {
                     let k = r.str(what)?.into_owned();
                     let v = r.f64(what.entry(&k))?;
@@ -150,9 +149,9 @@ fn link(r: &mut Reader<'_>, at: std::fmt::Arguments<'_>) -> Result<SpanLink, Mal
     Ok(l)
 }
 
-fn string_map(r: &mut Reader<'_>, what: Field<'_>) -> Result<HashMap<String, String>, Malformed> {
+fn string_map(r: &mut Reader<'_>, what: Field<'_>) -> Result<BTreeMap<String, String>, Malformed> {
     let n = r.map(what)?;
-    let mut m = HashMap::with_capacity(n);
+    let mut m = BTreeMap::new();
     for _ in 0..n {
         let k = r.str(what)?.into_owned();
         let v = r.str(what.entry(&k))?.into_owned();
@@ -161,9 +160,9 @@ fn string_map(r: &mut Reader<'_>, what: Field<'_>) -> Result<HashMap<String, Str
     Ok(m)
 }
 
-fn string_map_named(r: &mut Reader<'_>, what: &str) -> Result<HashMap<String, String>, Malformed> {
+fn string_map_named(r: &mut Reader<'_>, what: &str) -> Result<BTreeMap<String, String>, Malformed> {
     let n = r.map(what)?;
-    let mut m = HashMap::with_capacity(n);
+    let mut m = BTreeMap::new();
     for _ in 0..n {
         let k = r.str(what)?.into_owned();
         let v = r.str(format_args!("{what}.{k}"))?.into_owned();

@@ -270,7 +270,8 @@ type PayloadKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 /// The stats of `traces`, one client payload per (env, hostname, version,
 /// service of the root) as the agent keys them.
 pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
-    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, HashMap<GroupKey, Acc>>> = BTreeMap::new();
+    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, BTreeMap<GroupKey, Acc>>> =
+        BTreeMap::new();
     for trace in traces {
         let root = trace.iter().find(|s| s.parent_id == 0).unwrap_or(&trace[0]);
         let weight = match root.metrics.get("_sample_rate") {
@@ -343,8 +344,8 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
         .collect()
 }
 
-fn bucket(start: u64, groups: HashMap<GroupKey, Acc>) -> Bucket {
-    let mut groups: Vec<Group> = groups
+fn bucket(start: u64, groups: BTreeMap<GroupKey, Acc>) -> Bucket {
+    let groups: Vec<Group> = groups
         .into_iter()
         .map(
             |((service, name, resource, r#type, span_kind, code, synthetics, root), a)| Group {
@@ -365,10 +366,6 @@ fn bucket(start: u64, groups: HashMap<GroupKey, Acc>) -> Bucket {
             },
         )
         .collect();
-    // A stable order, whatever the map's.
-    groups.sort_by(|a, b| {
-        (&a.service, &a.name, &a.resource).cmp(&(&b.service, &b.name, &b.resource))
-    });
     Bucket {
         start,
         duration: BUCKET_NS,
