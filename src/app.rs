@@ -493,6 +493,21 @@ fn api_router(shared: Arc<Shared>) -> Router {
         // attempt (`proxy.timeout`, a refresh and a retry may exceed
         // `server.request_timeout`), and streams after the handler returns.
         .merge(proxy)
+        // Datadog's clients parse every answer as `{"errors": [...]}`.
+        .fallback(|| async { datadog_error(StatusCode::NOT_FOUND, "Not found") })
+        .method_not_allowed_fallback(|| async {
+            datadog_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        })
+}
+
+/// An answer shaped as Datadog's errors: `{"errors": [message]}`.
+fn datadog_error(status: StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        status,
+        axum::Json(serde_json::json!({ "errors": [message] })),
+    )
+        .into_response()
 }
 
 /// The browser-facing listener serves the OAuth callback and nothing else.

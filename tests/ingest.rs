@@ -613,3 +613,73 @@ async fn a_burst_of_large_bodies_stays_within_the_decoding_memory() {
         bounded >> 20
     );
 }
+
+/// Every answer is Datadog-shaped JSON, an unknown path and a wrong method
+/// included: Datadog's clients parse `{"errors": [...]}` from every error.
+/// Before, both were bodiless (issue 22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_answer_datadog_shaped_json() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    let http = reqwest::Client::new();
+    for (method, path, status) in [
+        (reqwest::Method::POST, "/api/v2/nope", 404),
+        (reqwest::Method::GET, "/api/v2/logs", 405),
+        (reqwest::Method::DELETE, "/api/v1/series", 405),
+    ] {
+        let r = http
+            .request(method.clone(), relay.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        let v: serde_json::Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(v["errors"][0].is_string(), "{method} {path}: {v}");
+    }
+}
+
+/// `GET /api/v1/validate` answers for the named tenant as Datadog does for
+/// a valid or invalid key, and `api_key` in the query names the tenant
+/// after the two headers. Before, both were 404 and 400 (issue 22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_and_the_api_key_query_parameter_work_as_at_datadog() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let http = reqwest::Client::new();
+    let validate = |key: &'static str, header: bool| {
+        let mut req = http.get(relay.url("/api/v1/validate"));
+        req = if header {
+            req.header("DD-API-KEY", key)
+        } else {
+            req.query(&[("api_key", key)])
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    assert_eq!(validate("acme", true).await, (200, json!({"valid": true})));
+    assert_eq!(validate("acme", false).await, (200, json!({"valid": true})));
+    assert_eq!(
+        validate("nobody", true).await,
+        (403, json!({"errors": ["Forbidden"]}))
+    );
+    let now = now();
+    let body = json!({"series": [{"metric": "q.param", "type": 3, "points": [{"timestamp": now, "value": 1}]}]});
+    let r = http
+        .post(relay.url("/api/v2/series"))
+        .query(&[("api_key", "acme")])
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_items(&dog, "Demo EU1", Endpoint::SeriesV2, 1).await;
+}

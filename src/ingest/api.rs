@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -163,21 +163,27 @@ pub fn router(state: IngestState) -> Router {
     for endpoint in Endpoint::ALL {
         r = r.route(
             endpoint.path(),
-            post(move |s: State<IngestState>, h: HeaderMap, b: Body| handle(endpoint, s, h, b)),
+            post(
+                move |s: State<IngestState>, q: RawQuery, h: HeaderMap, b: Body| {
+                    handle(endpoint, s, q, h, b)
+                },
+            ),
         );
     }
+    r = r.route("/api/v1/validate", axum::routing::get(validate_key));
     r.merge(super::traces::routes()).with_state(state)
 }
 
 async fn handle(
     endpoint: Endpoint,
     State(state): State<IngestState>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let kind = endpoint.name();
-    let result = ingest(endpoint, &state, &headers, body).await;
+    let result = ingest(endpoint, &state, query.as_deref(), &headers, body).await;
     let status = match &result {
         Ok(_) => StatusCode::ACCEPTED,
         Err(e) => e.status,
@@ -233,6 +239,62 @@ fn success_body(endpoint: Endpoint) -> &'static str {
 /// Which tenant a request names. The header naming it must appear once: a
 /// proxy in front that reads the last copy while we read the first could
 /// otherwise be made to disagree with us about whose data this is.
+/// The tenant a request names: `DD-Relay-Tenant`, else `DD-API-KEY`, else
+/// the `api_key` query parameter (Datadog's v1 endpoints accept the key
+/// there, and some clients put it there).
+pub fn tenant_named(headers: &HeaderMap, query: Option<&str>) -> Result<String, IngestError> {
+    if headers.contains_key(TENANT_HEADER) || headers.contains_key("dd-api-key") {
+        return tenant_of(headers);
+    }
+    let from_query = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "api_key")
+            .map(|(_, v)| v.into_owned())
+    });
+    match from_query {
+        Some(id) => {
+            validate_id(&id).map_err(|e| {
+                IngestError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_tenant",
+                    format!("invalid tenant id: {e}"),
+                )
+            })?;
+            Ok(id)
+        }
+        None => tenant_of(headers),
+    }
+}
+
+/// `GET /api/v1/validate`, as Datadog answers it for the named tenant:
+/// `200 {"valid": true}` when the relay takes its data (connected, or held
+/// for a reconnect), else `403 {"errors": ["Forbidden"]}`.
+async fn validate_key(
+    State(state): State<IngestState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let known = match tenant_named(&headers, query.as_deref()) {
+        Ok(id) => state.tenants.recheck(&id).await.is_some_and(|e| {
+            matches!(
+                e.state(),
+                TenantState::Connected | TenantState::ReauthRequired
+            )
+        }),
+        Err(_) => false,
+    };
+    if known {
+        axum::Json(serde_json::json!({ "valid": true })).into_response()
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({ "errors": ["Forbidden"] })),
+        )
+            .into_response()
+    }
+}
+
+/// The tenant named by a header (`DD-Relay-Tenant`, else `DD-API-KEY`).
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
     let name = if headers.contains_key(TENANT_HEADER) {
         TENANT_HEADER
@@ -287,10 +349,15 @@ pub(super) struct Admitted {
 async fn ingest(
     endpoint: Endpoint,
     state: &IngestState,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), IngestError> {
-    match admit(state, headers).await {
+    let tenant = match tenant_named(headers, query) {
+        Ok(t) => t,
+        Err(refused) => return Err(refused.discarding(body)),
+    };
+    match admit_as(state, tenant, headers).await {
         Ok(admitted) => accept(endpoint, state, admitted, body).await,
         Err(refused) => Err(refused.discarding(body)),
     }
@@ -301,12 +368,8 @@ async fn ingest(
 /// a tenant at its quota, a full queue. Overload then costs a header's
 /// worth of work, not a read, decompression and validation of a body that
 /// is thrown away.
-async fn admit(state: &IngestState, headers: &HeaderMap) -> Result<Admitted, IngestError> {
-    admit_as(state, tenant_of(headers)?, headers).await
-}
-
-/// [`admit`] for a tenant already known (the trace API may find it in the
-/// spans rather than in a header).
+/// `tenant` is the one the request names ([`tenant_named`], or for the
+/// trace API perhaps a span tag).
 pub(super) async fn admit_as(
     state: &IngestState,
     tenant: String,
