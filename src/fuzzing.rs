@@ -27,6 +27,14 @@
 //!   by an independent parser here, not the queue's own); recovery is
 //!   idempotent.
 //!
+//! - [`traces`]: the trace API's bodies. Byte 0 picks the format (0
+//!   `/v0.3` JSON, 1 `/v0.4`, 2 `/v0.5`, 3 `/v0.6/stats`); the rest is the
+//!   body. Decoding never panics; spans that pass Datadog's span rules have
+//!   ids, one trace id per trace, a start after 2000, no negative duration
+//!   and service and name within 100 bytes; a trace framed by hand decodes
+//!   as the protobuf of the same spans; the stats computed for them, and a
+//!   client stats body, read back as they were written.
+//!
 //! [`write_corpus`] writes the seed corpus (run by the `write_fuzz_corpus`
 //! test with `DDRELAYTEST_WRITE_FUZZ_CORPUS=1`).
 
@@ -217,6 +225,109 @@ fn rebuild(endpoint: Endpoint, items: &[&[u8]]) -> Vec<u8> {
         // Not fuzzed through this target (binary kinds).
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => joined,
     }
+}
+
+// ---------------------------------------------------------------------------
+// traces
+
+/// Fuzz target `traces`.
+pub fn traces(data: &[u8]) {
+    use crate::traces::{decode, normalize, pb, stats};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    if selector % 4 == 3 {
+        let mut r = crate::traces::msgpack::Reader::new(body);
+        if let Ok(s) = stats::ClientStats::from_msgpack(&mut r) {
+            let again = s.to_msgpack();
+            let mut r = crate::traces::msgpack::Reader::new(&again);
+            assert_eq!(stats::ClientStats::from_msgpack(&mut r).ok(), Some(s));
+        }
+        return;
+    }
+    let decoded = match selector % 4 {
+        0 => decode::v03(body),
+        1 => decode::v04(body),
+        _ => decode::v05(body),
+    };
+    let Ok(mut traces) = decoded else { return };
+    if normalize::normalize(&mut traces, "go").is_err() {
+        return;
+    }
+    for trace in &traces {
+        for span in trace {
+            assert!(span.trace_id != 0 && span.span_id != 0);
+            assert_eq!(span.trace_id, trace[0].trace_id);
+            assert!(span.start >= 946_684_800_000_000_000 && span.duration >= 0);
+            assert!(span.service.len() <= 100 && span.name.len() <= 100);
+            assert!(!span.resource.is_empty() || span.name.is_empty());
+        }
+        let tracer = pb::TracerPayload::default();
+        let chunk = pb::TraceChunk::default();
+        let framed = crate::traces::frame_chunk(&tracer, &chunk, trace);
+        let back = <pb::AgentPayload as prost::Message>::decode(framed.as_slice());
+        assert!(back.is_ok(), "a framed chunk does not decode: {back:?}");
+        let back = back.unwrap_or_default();
+        assert_eq!(back.tracer_payloads[0].chunks[0].spans, *trace);
+    }
+    for s in stats::compute(&traces, &stats::Origin::default()) {
+        let bytes = s.to_msgpack();
+        let mut r = crate::traces::msgpack::Reader::new(&bytes);
+        assert_eq!(stats::ClientStats::from_msgpack(&mut r).ok(), Some(s));
+    }
+}
+
+/// Seeds for [`traces`]: (name, selector, body).
+pub fn sample_traces() -> Vec<(&'static str, u8, Vec<u8>)> {
+    use crate::traces::msgpack::write;
+    let start = NOW_MS * 1_000_000;
+    let v03 = format!(
+        r#"[[{{"trace_id":7,"span_id":1,"name":"web.request","service":"Shop","resource":"/","start":{start},"duration":1000,"meta":{{"env":"prod","http.status_code":"200"}},"metrics":{{"_dd.measured":1}}}},{{"trace_id":7,"span_id":2,"parent_id":1,"name":"db","service":"db","start":{start},"duration":10,"error":1}}]]"#
+    );
+    let mut v04 = Vec::new();
+    write::array(&mut v04, 1);
+    write::array(&mut v04, 1);
+    write::map(&mut v04, 7);
+    write::kv_str(&mut v04, "service", "svc");
+    write::kv_str(&mut v04, "name", "op");
+    write::kv_uint(&mut v04, "trace_id", 3);
+    write::kv_uint(&mut v04, "span_id", 4);
+    write::str(&mut v04, "start");
+    write::sint(&mut v04, start);
+    write::str(&mut v04, "duration");
+    write::sint(&mut v04, 5);
+    write::str(&mut v04, "meta");
+    write::map(&mut v04, 1);
+    write::kv_str(&mut v04, "ddrelay.tenant", "acme");
+    let mut v05 = Vec::new();
+    write::array(&mut v05, 2);
+    write::array(&mut v05, 3);
+    for s in ["", "svc", "op"] {
+        write::str(&mut v05, s);
+    }
+    write::array(&mut v05, 1);
+    write::array(&mut v05, 1);
+    write::array(&mut v05, 12);
+    for v in [1u64, 2, 2, 9, 9, 0] {
+        write::uint(&mut v05, v);
+    }
+    write::sint(&mut v05, start);
+    write::sint(&mut v05, 7);
+    write::sint(&mut v05, 0);
+    write::map(&mut v05, 0);
+    write::map(&mut v05, 0);
+    write::uint(&mut v05, 0);
+    let stats = crate::traces::decode::v03(v03.as_bytes())
+        .map(|t| crate::traces::stats::compute(&t, &Default::default()))
+        .ok()
+        .and_then(|s| s.first().map(|s| s.to_msgpack()))
+        .unwrap_or_default();
+    vec![
+        ("v03", 0, v03.into_bytes()),
+        ("v04", 1, v04),
+        ("v05", 2, v05),
+        ("client_stats", 3, stats),
+    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -831,6 +942,9 @@ pub fn write_corpus(fuzz_dir: &Path) -> std::io::Result<()> {
     for (name, query) in sample_queries() {
         put("callback_query", name, query.as_bytes())?;
     }
+    for (name, selector, body) in sample_traces() {
+        put("traces", name, &[&[selector][..], &body].concat())?;
+    }
     for (name, bytes) in sample_segments() {
         put("queue_segment", name, &bytes)?;
     }
@@ -880,6 +994,28 @@ mod tests {
     #[test]
     fn callback_corpus_and_regressions_hold() {
         assert!(replay("callback_query", callback_query) >= 5);
+    }
+
+    #[test]
+    fn traces_corpus_and_regressions_hold() {
+        assert!(replay("traces", traces) >= 4);
+    }
+
+    /// Every trace seed decodes and passes the span rules, so the fuzzer
+    /// starts from inputs that reach the framing and the stats.
+    #[test]
+    fn trace_seeds_reach_the_stats() {
+        for (name, selector, body) in sample_traces() {
+            let decoded = match selector {
+                0 => crate::traces::decode::v03(&body),
+                1 => crate::traces::decode::v04(&body),
+                2 => crate::traces::decode::v05(&body),
+                _ => continue,
+            };
+            let mut t = decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
+            crate::traces::normalize::normalize(&mut t, "")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

@@ -16,7 +16,11 @@
 //!   (group commit, crash recovery, quotas, compaction).
 //! - [`datadog`]: the one HTTP client for every call to Datadog.
 //! - [`ingest`]: the Datadog-compatible ingest API: the tenant from the
-//!   headers, decoding, validation ([`ingest::validate`]), the durable append.
+//!   headers, decoding, validation ([`ingest::validate`]), the durable append;
+//!   and the Agent's trace API for tracing libraries ([`ingest::traces`]).
+//! - [`traces`]: the trace kinds' formats and rules (the intake's protobuf,
+//!   MessagePack, Datadog's span rules, stats as the trace agent computes
+//!   them).
 //! - [`pipeline`]: delivery: batching within Datadog's limits, sending,
 //!   retries, rate limits, dead letters, age-out, isolation.
 //! - [`tenant`]: the directory of tenants in memory (states, generations).
@@ -34,7 +38,7 @@
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
 //! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
 //!   keys, intakes, faults) behind `ddrelay fakedog` and every test.
-//! - [`shutdown`]: the shutdown signal.
+//! - [`shutdown`]: the shutdown signal; [`text`]: small string helpers.
 //! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check;
 //!   its tests replay the checked-in corpus.
 //!
@@ -66,6 +70,7 @@ pub mod site;
 pub mod store;
 pub mod telemetry;
 pub mod tenant;
+pub mod text;
 pub mod tls;
 pub mod traces;
 pub mod verify;

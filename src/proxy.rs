@@ -108,6 +108,7 @@ use crate::site::{Encoding, HostKind, Site};
 use crate::store::TenantState;
 use crate::telemetry::metrics::{Metrics, StatusClass, status_class};
 use crate::tenant::{ConfigHandle, Entry, IdError, Tenants, validate_id};
+use crate::text::clip;
 
 /// Where the proxy's routes start; the tenant id and `datadog/` follow.
 const ROUTE_PREFIX: &str = "/v1/tenants/";
@@ -562,17 +563,6 @@ fn split_route(raw: &str) -> (&str, &str) {
     let (tenant, rest) = rest.split_once('/').unwrap_or((rest, ""));
     let path = rest.strip_prefix("datadog").unwrap_or_default();
     (tenant, path.strip_prefix('/').unwrap_or(path))
-}
-
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Methods forwarded. Never `TRACE` (Datadog would echo the request, our

@@ -15,23 +15,11 @@ use std::time::{Duration, Instant};
 use ddrelay::site::Endpoint;
 use support::dog;
 
-fn python() -> Option<String> {
-    match std::env::var("DDRELAYTEST_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                !support::require_external(),
-                "DDRELAYTEST_PYTHON is required (run scripts/test)"
-            );
-            eprintln!("skipping: DDRELAYTEST_PYTHON is not set (run scripts/test)");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_works_unchanged() {
-    let Some(python) = python() else { return };
+    let Some(python) = support::python() else {
+        return;
+    };
     let dog = dog().await;
     let (relay, _dir) = support::fast().start(&dog).await;
     assert_eq!(

@@ -14,23 +14,11 @@ mod support;
 use ddrelay::site::Endpoint;
 use support::{connect, dog, wait_items};
 
-fn python() -> Option<String> {
-    match std::env::var("DDRELAYTEST_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                !support::require_external(),
-                "DDRELAYTEST_PYTHON is required (run scripts/test)"
-            );
-            eprintln!("skipping: DDRELAYTEST_PYTHON is not set (run scripts/test)");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_tracing_library_works_unchanged() {
-    let Some(python) = python() else { return };
+    let Some(python) = support::python() else {
+        return;
+    };
     let dog = dog().await;
     let (relay, _dir) = support::fast().start(&dog).await;
     connect(&relay, &dog, "shop", "datadoghq.eu", "Demo EU1").await;

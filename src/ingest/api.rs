@@ -182,15 +182,29 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let kind = endpoint.name();
     let result = ingest(endpoint, &state, query.as_deref(), &headers, body).await;
-    let status = match &result {
-        Ok(_) => StatusCode::ACCEPTED,
-        Err(e) => e.status,
-    };
-    state
-        .metrics
-        .ingest_requests
+    let ok = (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        success_body(endpoint),
+    )
+        .into_response();
+    answer(&state, endpoint, started, result, ok)
+}
+
+/// Counts an ingest request (requests by status class, the acknowledgement
+/// time, refusals by reason) and gives its answer: `ok`, or the error.
+pub(super) fn answer(
+    state: &IngestState,
+    endpoint: Endpoint,
+    started: Instant,
+    result: Result<(), IngestError>,
+    ok: Response,
+) -> Response {
+    let kind = endpoint.name();
+    let status = result.as_ref().map_or_else(|e| e.status, |()| ok.status());
+    let m = &state.metrics;
+    m.ingest_requests
         .get_or_create(&SendLabels {
             kind,
             site: "-",
@@ -199,22 +213,13 @@ async fn handle(
         .inc();
     match result {
         Ok(()) => {
-            state
-                .metrics
-                .ingest_ack_seconds
+            m.ingest_ack_seconds
                 .get_or_create(&KindLabels { kind })
                 .observe(started.elapsed().as_secs_f64());
-            (
-                StatusCode::ACCEPTED,
-                [(header::CONTENT_TYPE, "application/json")],
-                success_body(endpoint),
-            )
-                .into_response()
+            ok
         }
         Err(e) => {
-            state
-                .metrics
-                .ingest_rejections
+            m.ingest_rejections
                 .get_or_create(&KindReason {
                     kind,
                     reason: e.reason,
@@ -252,16 +257,7 @@ pub fn tenant_named(headers: &HeaderMap, query: Option<&str>) -> Result<String, 
             .map(|(_, v)| v.into_owned())
     });
     match from_query {
-        Some(id) => {
-            validate_id(&id).map_err(|e| {
-                IngestError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_tenant",
-                    format!("invalid tenant id: {e}"),
-                )
-            })?;
-            Ok(id)
-        }
+        Some(id) => checked_id(id),
         None => tenant_of(headers),
     }
 }
@@ -327,6 +323,11 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
         })?
         .trim()
         .to_string();
+    checked_id(id)
+}
+
+/// `id` if it is a valid tenant id, else `400 bad_tenant` saying why.
+fn checked_id(id: String) -> Result<String, IngestError> {
     validate_id(&id).map_err(|e| {
         IngestError::new(
             StatusCode::BAD_REQUEST,

@@ -18,6 +18,7 @@
 //! stats the trace agent would have computed for those traces.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -27,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 
 use super::api::{
-    Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, append_error, busy,
+    Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, answer, append_error, busy,
     expected_memory, tenant_of,
 };
 use crate::clock::now_ms;
@@ -36,7 +37,7 @@ use crate::config::QueueCompression;
 use crate::pipeline::record::join_binary;
 use crate::queue::{NewRecord, Prepared};
 use crate::site::{Encoding, Endpoint};
-use crate::telemetry::metrics::{KindLabels, KindOutcome, KindReason, SendLabels, status_class};
+use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
 use crate::traces::pb::{Span, TraceChunk, TracerPayload};
@@ -107,9 +108,9 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let result = traces(version, &state, &headers, body).await;
-    let answer = match version {
+    let ok = match version {
         Version::V03 => (StatusCode::OK, "OK\n").into_response(),
         Version::V04 | Version::V05 => (
             StatusCode::OK,
@@ -118,7 +119,7 @@ async fn handle(
         )
             .into_response(),
     };
-    finish(&state, Endpoint::Traces, started, result, answer)
+    answer(&state, Endpoint::Traces, started, result, ok)
 }
 
 async fn client_stats(
@@ -126,54 +127,15 @@ async fn client_stats(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let result = stats_request(&state, &headers, body).await;
-    finish(
+    answer(
         &state,
         Endpoint::ClientStats,
         started,
         result,
         StatusCode::OK.into_response(),
     )
-}
-
-/// Counts the request and answers it.
-fn finish(
-    state: &IngestState,
-    endpoint: Endpoint,
-    started: std::time::Instant,
-    result: Result<(), IngestError>,
-    ok: Response,
-) -> Response {
-    let kind = endpoint.name();
-    let status = result
-        .as_ref()
-        .map_or_else(|e| e.status, |()| StatusCode::OK);
-    let m = &state.metrics;
-    m.ingest_requests
-        .get_or_create(&SendLabels {
-            kind,
-            site: "-",
-            status_class: status_class(status.as_u16()),
-        })
-        .inc();
-    match result {
-        Ok(()) => {
-            m.ingest_ack_seconds
-                .get_or_create(&KindLabels { kind })
-                .observe(started.elapsed().as_secs_f64());
-            ok
-        }
-        Err(e) => {
-            m.ingest_rejections
-                .get_or_create(&KindReason {
-                    kind,
-                    reason: e.reason,
-                })
-                .inc();
-            e.into_response()
-        }
-    }
 }
 
 /// Whether a header names the tenant (then it is admitted before the
@@ -269,18 +231,21 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
 
 /// The tracer, from the headers tracers send.
 fn origin(headers: &HeaderMap) -> Origin {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let text = |name: &str| header_text(headers, name);
     Origin {
         lang: text("datadog-meta-lang"),
         tracer_version: text("datadog-meta-tracer-version"),
         top_level_computed: truthy(headers, "datadog-client-computed-top-level"),
     }
+}
+
+/// A header's text, or empty.
+fn header_text(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The Agent's reading of a yes/no header: anything but 0, f, false.
@@ -443,13 +408,7 @@ const MAX_ITEM: usize = 1_000_000;
 
 impl TracerMeta {
     fn from_headers(headers: &HeaderMap) -> TracerMeta {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
+        let text = |name: &str| header_text(headers, name);
         TracerMeta {
             lang: text("datadog-meta-lang"),
             lang_version: text("datadog-meta-lang-version"),

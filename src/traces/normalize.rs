@@ -16,6 +16,7 @@
 use super::decode::Traces;
 use super::msgpack::Malformed;
 use super::pb::Span;
+use crate::text::clip as truncate;
 
 const MAX_SERVICE: usize = 100;
 const MAX_NAME: usize = 100;
@@ -179,18 +180,6 @@ fn is_normal_name(s: &str) -> bool {
         && !s.contains("__")
         && !s.contains("_.")
         && !s.contains("._")
-}
-
-/// `s` cut to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The agent's `NormalizeService`.

@@ -30,6 +30,23 @@ pub fn require_external() -> bool {
     std::env::var("DDRELAYTEST_REQUIRE_EXTERNAL").as_deref() == Ok("1")
 }
 
+/// DDRELAYTEST_PYTHON: a Python with Datadog's API client and tracing
+/// library (scripts/test makes one). Without it the caller skips, unless
+/// external tools are required (CI), where this fails the test.
+pub fn python() -> Option<String> {
+    match std::env::var("DDRELAYTEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                !require_external(),
+                "DDRELAYTEST_PYTHON is required (run scripts/test)"
+            );
+            eprintln!("skipping: DDRELAYTEST_PYTHON is not set (run scripts/test)");
+            None
+        }
+    }
+}
+
 /// fakedog with one org per site (`Demo US1`, `Demo EU1`, …).
 pub async fn dog() -> FakeDog {
     FakeDog::start(Options::demo()).await.unwrap()
