@@ -127,6 +127,9 @@ async fn the_span_tag_names_the_tenant_and_is_not_forwarded() {
     for span in dog.received(&eu, Endpoint::Traces) {
         assert!(span["meta"].get("ddrelay.tenant").is_none(), "{span}");
     }
+    // An empty payload, as tracers send to check the agent: 200.
+    let (status, body) = put(&relay, "/v0.4/traces", &[], vec![0x90]).await;
+    assert_eq!(status, 200, "{body}");
     // Without any tenant: 400, and it says how to name one.
     let (status, body) = put(&relay, "/v0.4/traces", &[], v04(1, 1, &[])).await;
     assert_eq!(status, 400, "{body}");
