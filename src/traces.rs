@@ -21,6 +21,20 @@ pub mod normalize;
 pub mod pb;
 pub mod stats;
 
+/// A trace chunk's root, as the trace agent finds it (`GetRoot`): the span
+/// without a parent, else one whose parent is not in the chunk (a partial
+/// flush, a downstream service), else the last span. `spans` is not empty.
+pub fn root(spans: &[pb::Span]) -> &pb::Span {
+    if let Some(s) = spans.iter().find(|s| s.parent_id == 0) {
+        return s;
+    }
+    let ids: std::collections::HashSet<u64> = spans.iter().map(|s| s.span_id).collect();
+    match spans.iter().find(|s| !ids.contains(&s.parent_id)) {
+        Some(s) => s,
+        None => &spans[spans.len() - 1],
+    }
+}
+
 /// What the relay reports as its agent version to the intakes.
 pub const AGENT_VERSION: &str = concat!("ddrelay-", env!("CARGO_PKG_VERSION"));
 

@@ -130,6 +130,12 @@ async fn the_span_tag_names_the_tenant_and_is_not_forwarded() {
     // An empty payload, as tracers send to check the agent: 200.
     let (status, body) = put(&relay, "/v0.4/traces", &[], vec![0x90]).await;
     assert_eq!(status, 200, "{body}");
+    // A header naming one tenant and spans tagged for another: refused.
+    let acme_header = [("DD-Relay-Tenant", "acme")];
+    let other = [("ddrelay.tenant", "globex")];
+    let (status, body) = put(&relay, "/v0.4/traces", &acme_header, v04(1, 1, &other)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("differs from the tenant"), "{body}");
     // Without any tenant: 400, and it says how to name one.
     let (status, body) = put(&relay, "/v0.4/traces", &[], v04(1, 1, &[])).await;
     assert_eq!(status, 400, "{body}");

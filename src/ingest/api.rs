@@ -327,7 +327,7 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
 }
 
 /// `id` if it is a valid tenant id, else `400 bad_tenant` saying why.
-fn checked_id(id: String) -> Result<String, IngestError> {
+pub(super) fn checked_id(id: String) -> Result<String, IngestError> {
     validate_id(&id).map_err(|e| {
         IngestError::new(
             StatusCode::BAD_REQUEST,

@@ -29,7 +29,7 @@ use axum::routing::{get, put};
 
 use super::api::{
     Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, answer, append_error, busy,
-    expected_memory, tenant_of,
+    checked_id, expected_memory, tenant_of,
 };
 use crate::clock::now_ms;
 use crate::codec;
@@ -182,7 +182,12 @@ async fn traces(
         .map_err(|Malformed(m)| bad("bad_traces", m))?;
         let tagged = take_tenant_tag(&mut traces).map_err(|Malformed(m)| bad("bad_tenant", m))?;
         normalize::normalize(&mut traces, &lang).map_err(|Malformed(m)| bad("bad_traces", m))?;
-        Ok(Decoded { traces, tagged })
+        // Held until the traces are queued: the memory is still in use.
+        Ok(Decoded {
+            traces,
+            tagged,
+            _held: held,
+        })
     })
     .await
     .map_err(|_| bad("internal", "decoding task failed".into()))??;
@@ -192,7 +197,20 @@ async fn traces(
         return Ok(());
     }
     let admitted = match early {
-        Some(a) => a,
+        Some(a) => {
+            // A tag naming another tenant than the header is a mistake, not
+            // a routing: refused rather than sent to the header's tenant.
+            if let Some(tag) = decoded.tagged.as_ref().filter(|t| **t != a.tenant) {
+                return Err(bad(
+                    "bad_tenant",
+                    format!(
+                        "the spans' {TENANT_TAG} {tag:?} differs from the tenant {:?} the headers name",
+                        a.tenant
+                    ),
+                ));
+            }
+            a
+        }
         None => {
             let tenant = decoded.tagged.clone().ok_or_else(|| {
                 bad(
@@ -200,15 +218,21 @@ async fn traces(
                     format!("name the tenant: a DD-Relay-Tenant header, or the span tag {TENANT_TAG} on every span (DD_TAGS={TENANT_TAG}:<id>)"),
                 )
             })?;
-            admit_as(state, tenant, headers).await?
+            admit_as(state, checked_id(tenant)?, headers).await?
         }
     };
-    store_traces(state, &admitted, decoded.traces, headers, &origin).await
+    // A tracer's own stats are trusted only when a header named the
+    // tenant: its /v0.6/stats posts, which carry no span tag, are
+    // refused otherwise, and the relay must compute them itself.
+    let client_stats = named_by_header(headers) && truthy(headers, "datadog-client-computed-stats");
+    let Decoded { traces, .. } = decoded;
+    store_traces(state, &admitted, traces, headers, &origin, client_stats).await
 }
 
 struct Decoded {
     traces: Traces,
     tagged: Option<String>,
+    _held: super::budget::Held,
 }
 
 fn bad(reason: &'static str, message: String) -> IngestError {
@@ -268,6 +292,7 @@ fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
     let mut untagged: Option<(usize, usize)> = None;
     for (t, trace) in traces.iter_mut().enumerate() {
         for (s, span) in trace.iter_mut().enumerate() {
+            span.metrics.remove(TENANT_TAG);
             match (span.meta.remove(TENANT_TAG), &seen) {
                 (None, _) => untagged = untagged.or(Some((t, s))),
                 (Some(v), None) => seen = Some(v),
@@ -296,20 +321,24 @@ async fn store_traces(
     traces: Traces,
     headers: &HeaderMap,
     origin: &Origin,
+    client_stats: bool,
 ) -> Result<(), IngestError> {
     if traces.is_empty() {
         return Ok(());
     }
     let lz4 = admitted.config.queue.compression == QueueCompression::Lz4;
     let now = now_ms();
-    let stats = if truthy(headers, "datadog-client-computed-stats") {
+    let stats = if client_stats {
         Vec::new()
     } else {
         stats::compute(&traces, origin)
     };
     let (oldest, newest) = span_times(&traces, now);
     let meta = TracerMeta::from_headers(headers);
-    let items: Vec<Vec<u8>> = traces.into_iter().flat_map(|t| meta.items(t)).collect();
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    for trace in traces {
+        items.extend(meta.items(trace)?);
+    }
     let mut records = vec![record(
         admitted,
         Endpoint::Traces,
@@ -319,7 +348,10 @@ async fn store_traces(
         lz4,
     )?];
     if !stats.is_empty() {
-        let items: Vec<Vec<u8>> = stats.iter().map(ClientStats::to_msgpack).collect();
+        let items: Vec<Vec<u8>> = stats
+            .into_iter()
+            .flat_map(|s| stats_items(s, MAX_ITEM - 1024))
+            .collect();
         records.push(record(
             admitted,
             Endpoint::TraceStats,
@@ -424,8 +456,8 @@ impl TracerMeta {
 
     /// One trace as queue items: a tracer payload with one chunk, split
     /// into several chunks when it would exceed [`MAX_ITEM`].
-    fn items(&self, spans: Vec<Span>) -> Vec<Vec<u8>> {
-        let root = spans.iter().find(|s| s.parent_id == 0).unwrap_or(&spans[0]);
+    fn items(&self, spans: Vec<Span>) -> Result<Vec<Vec<u8>>, IngestError> {
+        let root = crate::traces::root(&spans);
         let meta = |k: &str| root.meta.get(k).cloned().unwrap_or_default();
         let payload = TracerPayload {
             container_id: self.container_id.clone(),
@@ -453,30 +485,79 @@ impl TracerMeta {
         // sizing span by span would cost another pass over every span.
         let item = frame_chunk(&payload, &chunk, &spans);
         if item.len() <= MAX_ITEM {
-            return vec![item];
+            return Ok(vec![item]);
         }
+        // Room for spans once the chunk's and the payload's own fields and
+        // the framing are counted.
+        let room = MAX_ITEM.saturating_sub(frame_chunk(&payload, &chunk, &[]).len() + 16);
         let mut out = Vec::new();
         let mut rest = &spans[..];
         while !rest.is_empty() {
-            let (now, later) = rest.split_at(fit(rest, MAX_ITEM - 1024));
+            let take = fit(rest, room);
+            if take == 0 {
+                return Err(IngestError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "span {} of trace {} is larger than a trace item ({MAX_ITEM} bytes) can hold",
+                        rest[0].span_id, rest[0].trace_id
+                    ),
+                ));
+            }
+            let (now, later) = rest.split_at(take);
             out.push(frame_chunk(&payload, &chunk, now));
             rest = later;
         }
-        out
+        Ok(out)
     }
 }
 
-/// How many leading spans fit in `budget` bytes (at least one).
+/// How many leading spans fit in `budget` bytes (none, when the first
+/// alone does not).
 fn fit(spans: &[Span], budget: usize) -> usize {
     use prost::Message as _;
     let mut size = 0;
     for (i, s) in spans.iter().enumerate() {
+        // Tag and length of the span within the chunk: at most 6 bytes.
         size += s.encoded_len() + 6;
         if size > budget {
-            return i.max(1);
+            return i;
         }
     }
     spans.len()
+}
+
+/// A client stats payload as queue items of at most `max` bytes each:
+/// split by buckets, then by groups, as needed (the backend adds up
+/// payloads of the same bucket).
+fn stats_items(s: ClientStats, max: usize) -> Vec<Vec<u8>> {
+    let bytes = s.to_msgpack();
+    if bytes.len() <= max {
+        return vec![bytes];
+    }
+    let halves = |mut s: ClientStats| -> (ClientStats, ClientStats) {
+        let mut other = ClientStats {
+            buckets: Vec::new(),
+            ..s.clone()
+        };
+        if s.buckets.len() > 1 {
+            other.buckets = s.buckets.split_off(s.buckets.len() / 2);
+        } else if let Some(b) = s.buckets.first_mut().filter(|b| b.groups.len() > 1) {
+            let rest = b.groups.split_off(b.groups.len() / 2);
+            other.buckets.push(stats::Bucket {
+                groups: rest,
+                ..b.clone()
+            });
+        }
+        (s, other)
+    };
+    let (a, b) = halves(s);
+    if b.buckets.is_empty() {
+        return vec![bytes]; // one group: bounded by the span rules' limits
+    }
+    let mut out = stats_items(a, max);
+    out.extend(stats_items(b, max));
+    out
 }
 
 async fn stats_request(
@@ -502,6 +583,16 @@ async fn stats_request(
         admitted.config.server.max_decompressed_body as usize,
     )
     .map_err(|e| bad("bad_encoding", e.to_string()))?;
+    if plain.len() > MAX_ITEM {
+        return Err(IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a stats payload of {} bytes; at most {MAX_ITEM}",
+                plain.len()
+            ),
+        ));
+    }
     let mut r = Reader::new(&plain);
     let parsed = ClientStats::from_msgpack(&mut r).map_err(|Malformed(m)| bad("bad_stats", m))?;
     if r.remaining() != 0 {
@@ -567,6 +658,38 @@ mod tests {
     }
 
     #[test]
+    fn large_stats_are_split_into_items_that_fit() {
+        let group = |i: usize| stats::Group {
+            resource: format!("{i} {}", "r".repeat(4000)),
+            hits: 1,
+            ..Default::default()
+        };
+        let s = ClientStats {
+            buckets: vec![stats::Bucket {
+                start: 10,
+                duration: 10,
+                groups: (0..1000).map(group).collect(),
+            }],
+            ..Default::default()
+        };
+        let items = stats_items(s, 900_000);
+        assert!(items.len() >= 5, "{}", items.len());
+        let mut hits = 0;
+        for item in &items {
+            assert!(item.len() <= 900_000);
+            let mut r = Reader::new(item);
+            let back = ClientStats::from_msgpack(&mut r).unwrap();
+            hits += back
+                .buckets
+                .iter()
+                .flat_map(|b| &b.groups)
+                .map(|g| g.hits)
+                .sum::<u64>();
+        }
+        assert_eq!(hits, 1000, "every group once");
+    }
+
+    #[test]
     fn a_large_trace_is_split_into_chunks_of_one_trace() {
         let meta = TracerMeta::from_headers(&HeaderMap::new());
         let spans: Vec<Span> = (1..=300)
@@ -577,7 +700,7 @@ mod tests {
                 ..Span::default()
             })
             .collect();
-        let items = meta.items(spans);
+        let items = meta.items(spans).unwrap();
         assert!(items.len() >= 3, "{}", items.len());
         assert!(items.iter().all(|i| i.len() <= MAX_ITEM));
     }

@@ -14,6 +14,43 @@ use super::pb::{Span, SpanLink};
 /// The traces of one request, each the spans of one trace.
 pub type Traces = Vec<Vec<Span>>;
 
+/// Elements reserved ahead of decoding them: counts come from the body.
+const PREALLOCATE: usize = 1024;
+
+/// The least bytes a span that can pass the span rules takes in any of the
+/// formats (ids, a start after 2000 and a duration): more spans than the
+/// body's length over this are refused before they are built, so a body
+/// of empty maps cannot become gigabytes of spans.
+const MIN_SPAN_BYTES: usize = 20;
+
+/// How much the strings a v0.5 body's spans resolve may add up to, as a
+/// multiple of the body: each index copies a table string, so without a
+/// bound a few bytes could copy a megabyte many times.
+const MAX_V05_EXPANSION: usize = 8;
+
+/// Counts spans against what the body can hold.
+struct SpanBudget {
+    left: usize,
+}
+
+impl SpanBudget {
+    fn new(body: &[u8]) -> SpanBudget {
+        SpanBudget {
+            left: body.len() / MIN_SPAN_BYTES + 1,
+        }
+    }
+
+    fn take(&mut self, at: At) -> Result<(), Malformed> {
+        if self.left == 0 {
+            return Err(Malformed(format!(
+                "{at}: more spans than the body can hold with ids and times ({MIN_SPAN_BYTES} bytes each at least)"
+            )));
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
 /// Where a value is, for an error message; formatted only on error (a
 /// string built per field would cost more than decoding it).
 #[derive(Clone, Copy)]
@@ -66,16 +103,19 @@ impl std::fmt::Display for Field<'_> {
 /// Decodes a `/v0.4/traces` body.
 pub fn v04(body: &[u8]) -> Result<Traces, Malformed> {
     let mut r = Reader::new(body);
+    let mut budget = SpanBudget::new(body);
     let n = r.array("body (an array of traces)")?;
-    let mut traces = Vec::with_capacity(n);
+    let mut traces = Vec::with_capacity(n.min(PREALLOCATE));
     for t in 0..n {
         let m = r.array(format_args!("trace {t}"))?;
-        let mut spans = Vec::with_capacity(m);
+        let mut spans = Vec::with_capacity(m.min(PREALLOCATE));
         for s in 0..m {
             if r.nil() {
                 continue; // the agent keeps a nil span as nothing
             }
-            spans.push(span_v04(&mut r, At { trace: t, span: s })?);
+            let at = At { trace: t, span: s };
+            budget.take(at)?;
+            spans.push(span_v04(&mut r, at)?);
         }
         traces.push(spans);
     }
@@ -194,25 +234,35 @@ pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
         )));
     }
     let n = r.array("the string table")?;
-    let mut table = Vec::with_capacity(n);
+    let mut table = Vec::with_capacity(n.min(PREALLOCATE));
     for i in 0..n {
         table.push(r.str(format_args!("string {i}"))?.into_owned());
     }
+    let mut budget = SpanBudget::new(body);
+    let resolved = std::cell::Cell::new(0usize);
     let at = |i: u64, what: Field<'_>| -> Result<String, Malformed> {
-        table.get(i as usize).cloned().ok_or_else(|| {
+        let s = table.get(i as usize).ok_or_else(|| {
             Malformed(format!(
                 "{what}: string index {i} is out of the table's {} entries",
                 table.len()
             ))
-        })
+        })?;
+        resolved.set(resolved.get() + s.len());
+        if resolved.get() > MAX_V05_EXPANSION * body.len() {
+            return Err(Malformed(format!(
+                "{what}: the spans' strings add up to more than {MAX_V05_EXPANSION} times the body"
+            )));
+        }
+        Ok(s.clone())
     };
     let n = r.array("traces")?;
-    let mut traces = Vec::with_capacity(n);
+    let mut traces = Vec::with_capacity(n.min(PREALLOCATE));
     for t in 0..n {
         let m = r.array(format_args!("trace {t}"))?;
-        let mut spans = Vec::with_capacity(m);
+        let mut spans = Vec::with_capacity(m.min(PREALLOCATE));
         for s in 0..m {
             let here = At { trace: t, span: s };
+            budget.take(here)?;
             let fields = r.array(here)?;
             if fields != 12 {
                 return Err(Malformed(format!(
@@ -419,6 +469,46 @@ mod tests {
         let at = bad.len() - 4;
         bad[at] = 0x0f; // an index past the table
         assert!(v05(&bad).unwrap_err().0.contains("out of the table"));
+    }
+
+    #[test]
+    fn bodies_that_would_expand_are_refused_before_they_do() {
+        // 100,000 empty span maps: one byte each, no room for real spans.
+        let mut b = Vec::new();
+        write::array(&mut b, 1);
+        write::array(&mut b, 100_000);
+        b.extend(std::iter::repeat_n(0x80u8, 100_000));
+        assert!(
+            v04(&b)
+                .unwrap_err()
+                .0
+                .contains("more spans than the body can hold")
+        );
+        // v0.5: one 10 kB string that every span's fields point at.
+        let mut b = Vec::new();
+        write::array(&mut b, 2);
+        write::array(&mut b, 1);
+        write::str(&mut b, &"x".repeat(10_000));
+        write::array(&mut b, 1);
+        write::array(&mut b, 600);
+        for _ in 0..600 {
+            write::array(&mut b, 12);
+            for _ in 0..3 {
+                write::uint(&mut b, 0);
+            }
+            for v in [1u64, 1, 0, 1_700_000_000_000_000_000, 1, 0] {
+                write::uint(&mut b, v);
+            }
+            write::map(&mut b, 0);
+            write::map(&mut b, 0);
+            write::uint(&mut b, 0);
+        }
+        assert!(
+            v05(&b)
+                .unwrap_err()
+                .0
+                .contains("more than 8 times the body")
+        );
     }
 
     #[test]

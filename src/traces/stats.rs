@@ -273,7 +273,10 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
     let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, BTreeMap<GroupKey, Acc>>> =
         BTreeMap::new();
     for trace in traces {
-        let root = trace.iter().find(|s| s.parent_id == 0).unwrap_or(&trace[0]);
+        if trace.is_empty() {
+            continue;
+        }
+        let root = super::root(trace);
         let weight = match root.metrics.get("_sample_rate") {
             Some(r) if *r > 0.0 && *r <= 1.0 => 1.0 / r,
             _ => 1.0,
@@ -456,6 +459,9 @@ pub struct Sketch {
 
 const GAMMA: f64 = 1.01 / 0.99;
 
+/// The agent's sketch keeps at most 2,048 bins (`maxNumBins`).
+const MAX_BINS: i32 = 2048;
+
 impl Sketch {
     pub fn add(&mut self, duration_ns: i64) {
         let v = f64::from_bits((duration_ns.max(0) as f64).to_bits() & 0xffff_f800_0000_0000);
@@ -470,13 +476,20 @@ impl Sketch {
     /// The protobuf `DDSketch` bytes the stats carry.
     pub fn to_proto(&self) -> Vec<u8> {
         let positive = match (self.bins.keys().next(), self.bins.keys().next_back()) {
-            (Some(&lo), Some(&hi)) => Store {
-                contiguous_bin_counts: (lo..=hi)
+            (Some(&lo), Some(&hi)) => {
+                // At most MAX_BINS bins, the lowest collapsed into the
+                // lowest kept, as the agent's collapsing store does.
+                let lo_kept = lo.max(hi - (MAX_BINS - 1));
+                let mut counts: Vec<f64> = (lo_kept..=hi)
                     .map(|i| self.bins.get(&i).copied().unwrap_or(0.0))
-                    .collect(),
-                contiguous_bin_index_offset: lo,
-                ..Store::default()
-            },
+                    .collect();
+                counts[0] += self.bins.range(..lo_kept).map(|(_, c)| c).sum::<f64>();
+                Store {
+                    contiguous_bin_counts: counts,
+                    contiguous_bin_index_offset: lo_kept,
+                    ..Store::default()
+                }
+            }
             _ => Store::default(),
         };
         DdSketch {
@@ -591,6 +604,14 @@ mod tests {
         // The lowest bin holds 1,000 ns within 1 %.
         let value = GAMMA.powi(lo) * (1.0 + GAMMA) / 2.0;
         assert!((value - 1000.0).abs() / 1000.0 < 0.02, "{value}");
+        assert_eq!(store.contiguous_bin_counts.iter().sum::<f64>(), 2.0);
+        // 1 ns beside 1e18 ns: collapsed to 2,048 bins, no count lost.
+        let mut wide = Sketch::default();
+        wide.add(1);
+        wide.add(1_000_000_000_000_000_000);
+        let pb = DdSketch::decode(wide.to_proto().as_slice()).unwrap();
+        let store = pb.positive_values.unwrap();
+        assert_eq!(store.contiguous_bin_counts.len(), 2048);
         assert_eq!(store.contiguous_bin_counts.iter().sum::<f64>(), 2.0);
     }
 }
