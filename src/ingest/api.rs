@@ -326,6 +326,31 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
     checked_id(id)
 }
 
+/// The request's `Content-Encoding` (none is identity), or `400`.
+pub(super) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(Encoding::Identity),
+        Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
+            IngestError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_encoding",
+                format!("unsupported Content-Encoding {v:?}; expected gzip, deflate, zstd, zstd1 or identity"),
+            )
+        }),
+    }
+}
+
+/// The whole body, at most `max` bytes (`server.max_body`), or `413`.
+pub(super) async fn read_body(body: Body, max: u64) -> Result<Bytes, IngestError> {
+    axum::body::to_bytes(body, max as usize).await.map_err(|_| {
+        IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {max} bytes (server.max_body)"),
+        )
+    })
+}
+
 /// `id` if it is a valid tenant id, else `400 bad_tenant` saying why.
 pub(super) fn checked_id(id: String) -> Result<String, IngestError> {
     validate_id(&id).map_err(|e| {
@@ -404,16 +429,7 @@ pub(super) async fn admit_as(
     // reconnect to another org while the body is still arriving moves the
     // tenant to a later generation, and delivery discards this record.
     let generation = entry.generation();
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => Encoding::Identity,
-        Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
-            IngestError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_encoding",
-                format!("unsupported Content-Encoding {:?}; expected gzip, deflate, zstd, zstd1 or identity", v),
-            )
-        })?,
-    };
+    let encoding = content_encoding(headers)?;
     let config = state.config.load_full();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -461,18 +477,7 @@ async fn accept(
         generation,
         tenant: &tenant,
     };
-    let wire = axum::body::to_bytes(body, config.server.max_body as usize)
-        .await
-        .map_err(|_| {
-            IngestError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "request body is larger than {} bytes (server.max_body)",
-                    config.server.max_body
-                ),
-            )
-        })?;
+    let wire = read_body(body, config.server.max_body).await?;
     let limit = config.server.max_decompressed_body as usize;
     let at_rest = AtRest::new(&config, endpoint);
     let now = now_ms();

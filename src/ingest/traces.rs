@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,14 +29,14 @@ use axum::routing::{get, put};
 
 use super::api::{
     Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, answer, append_error, busy,
-    checked_id, expected_memory, tenant_of,
+    checked_id, content_encoding, expected_memory, read_body, tenant_of,
 };
 use crate::clock::now_ms;
 use crate::codec;
 use crate::config::QueueCompression;
 use crate::pipeline::record::join_binary;
 use crate::queue::{NewRecord, Prepared};
-use crate::site::{Encoding, Endpoint};
+use crate::site::Endpoint;
 use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
@@ -160,7 +160,7 @@ async fn traces(
         None
     };
     let config = state.config.load_full();
-    let wire = read(body, config.server.max_body).await?;
+    let wire = read_body(body, config.server.max_body).await?;
     let encoding = content_encoding(headers)?;
     let origin = origin(headers);
     let limit = config.server.max_decompressed_body as usize;
@@ -237,25 +237,6 @@ struct Decoded {
 
 fn bad(reason: &'static str, message: String) -> IngestError {
     IngestError::new(StatusCode::BAD_REQUEST, reason, message)
-}
-
-async fn read(body: Body, max: u64) -> Result<Bytes, IngestError> {
-    axum::body::to_bytes(body, max as usize).await.map_err(|_| {
-        IngestError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("request body is larger than {max} bytes (server.max_body)"),
-        )
-    })
-}
-
-fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
-    match headers.get(header::CONTENT_ENCODING) {
-        None => Ok(Encoding::Identity),
-        Some(v) => v.to_str().ok().and_then(Encoding::from_header).ok_or_else(|| {
-            bad("bad_encoding", format!("unsupported Content-Encoding {v:?}; expected gzip, deflate, zstd or identity"))
-        }),
-    }
 }
 
 /// The tracer, from the headers tracers send.
@@ -576,7 +557,7 @@ async fn stats_request(
         Ok(a) => a,
         Err(refused) => return Err(refused.discarding(body)),
     };
-    let wire = read(body, admitted.config.server.max_body).await?;
+    let wire = read_body(body, admitted.config.server.max_body).await?;
     let plain = codec::decompress(
         admitted.encoding,
         &wire,

@@ -122,28 +122,23 @@ impl<'a> Reader<'a> {
     /// A string, from str or bin; nil is empty; invalid UTF-8 is repaired
     /// as the agent does (U+FFFD).
     pub fn str(&mut self, what: impl Display) -> Result<std::borrow::Cow<'a, str>, Malformed> {
-        let m = self.marker()?;
-        let len = match m {
-            Marker::Null => return Ok("".into()),
-            Marker::FixStr(n) => usize::from(n),
-            Marker::Str8 | Marker::Bin8 => self.be(1)? as usize,
-            Marker::Str16 | Marker::Bin16 => self.be(2)? as usize,
-            Marker::Str32 | Marker::Bin32 => self.be(4)? as usize,
-            other => return Err(type_error(what, "a string", other)),
-        };
-        Ok(String::from_utf8_lossy(self.take(len)?))
+        Ok(String::from_utf8_lossy(self.raw(what, "a string")?))
     }
 
     /// Raw bytes (bin, or str); nil is empty.
     pub fn bytes(&mut self, what: impl Display) -> Result<&'a [u8], Malformed> {
-        let m = self.marker()?;
-        let len = match m {
+        self.raw(what, "bytes")
+    }
+
+    /// The bytes of a str or bin value; nil is empty.
+    fn raw(&mut self, what: impl Display, expected: &str) -> Result<&'a [u8], Malformed> {
+        let len = match self.marker()? {
             Marker::Null => return Ok(&[]),
             Marker::FixStr(n) => usize::from(n),
             Marker::Str8 | Marker::Bin8 => self.be(1)? as usize,
             Marker::Str16 | Marker::Bin16 => self.be(2)? as usize,
             Marker::Str32 | Marker::Bin32 => self.be(4)? as usize,
-            other => return Err(type_error(what, "bytes", other)),
+            other => return Err(type_error(what, expected, other)),
         };
         self.take(len)
     }
