@@ -664,10 +664,11 @@ impl DeliveryView for Views {
         let d = self.pipeline.tenant(tenant);
         let dead = self.pipeline.dead_letters().totals(tenant);
         let stats = self.queue.tenant_stats(tenant);
-        let held = self
-            .tenants
-            .get(tenant)
+        let entry = self.tenants.get(tenant);
+        let held = entry
+            .as_ref()
             .is_some_and(|e| e.state() != crate::store::TenantState::Connected);
+        let ingest_dropped = entry.map(|e| e.dropped.snapshot()).unwrap_or_default();
         let oldest_age_ms = stats
             .oldest_created_ms
             .map(|t| (crate::clock::now_ms() - t).max(0));
@@ -678,6 +679,7 @@ impl DeliveryView for Views {
             "dead_letters": dead,
             "aged_out_items": d.aged_out_items,
             "discarded_items": d.discarded_items,
+            "ingest_dropped": ingest_dropped,
             "retries": d.retries,
             "forbidden_in_a_row": d.forbidden_in_a_row,
             "last_error": d.last_error,

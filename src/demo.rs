@@ -142,18 +142,19 @@ pub async fn run() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "    {:<8} {:<10} {:>7} {:>5} {:>6} {:>7} {:>6}   received at",
-        "tenant", "site", "series", "logs", "events", "checks", "spans"
+        "    {:<8} {:<10} {:>7} {:>5} {:>5} {:>6} {:>7} {:>6}   received at",
+        "tenant", "site", "series", "dists", "logs", "events", "checks", "spans"
     );
     for (tenant, org, _) in CUSTOMERS {
         let o = dog.org(org).context("org")?;
         let n = |e| dog.item_count(&o.id, e);
         println!(
-            "    {tenant:<8} {:<10} {:>7} {:>5} {:>6} {:>7} {:>6}   api., http-intake.logs., trace.agent.{d}",
+            "    {tenant:<8} {:<10} {:>7} {:>5} {:>5} {:>6} {:>7} {:>6}   api., http-intake.logs., event-management-intake., trace.agent.{d}",
             o.site.name,
             n(Endpoint::SeriesV2),
+            n(Endpoint::Distribution),
             n(Endpoint::Logs),
-            n(Endpoint::Events),
+            n(Endpoint::Events) + n(Endpoint::EventsV2),
             n(Endpoint::CheckRun),
             n(Endpoint::Traces),
             d = o.site.domain,
@@ -250,8 +251,17 @@ fn sample_payloads(tenant: &str, i: usize) -> Vec<(Endpoint, String, u64)> {
     ]);
     let event = serde_json::json!({ "title": format!("Deploy for {tenant}"), "text": "version 42 is live", "tags": [format!("customer:{tenant}")], "alert_type": "info" });
     let checks = serde_json::json!([{ "check": "demo.can_connect", "host_name": format!("{tenant}-host"), "status": 0, "tags": [format!("customer:{tenant}")], "timestamp": ts }]);
+    let dists = serde_json::json!({ "series": [
+        { "metric": "demo.request.duration", "points": [[ts, [0.12, 0.25, 0.8]]], "type": "distribution", "tags": [format!("customer:{tenant}")] }
+    ]});
+    let change = serde_json::json!({ "data": { "type": "event", "attributes": {
+        "title": format!("Feature flag flipped for {tenant}"), "category": "change", "tags": [format!("customer:{tenant}")],
+        "attributes": { "changed_resource": { "name": "fast_checkout", "type": "feature_flag" } }
+    }}});
     vec![
         (Endpoint::SeriesV2, series.to_string(), 2),
+        (Endpoint::Distribution, dists.to_string(), 1),
+        (Endpoint::EventsV2, change.to_string(), 1),
         (Endpoint::Logs, logs.to_string(), 2),
         (Endpoint::Events, event.to_string(), 1),
         (Endpoint::CheckRun, checks.to_string(), 1),

@@ -32,6 +32,7 @@
 mod api;
 mod browser;
 mod control;
+mod events_v2;
 mod faults;
 mod intake;
 mod keys;

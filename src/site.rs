@@ -101,6 +101,9 @@ pub enum HostKind {
     Logs,
     /// `trace.agent.<domain>`: traces and their stats.
     Trace,
+    /// `event-management-intake.<domain>`: v2 events (`docs/datadog.md`
+    /// "Events v2": on all nine sites).
+    Events,
 }
 
 impl Site {
@@ -123,6 +126,7 @@ impl Site {
             HostKind::Api => format!("api.{}", self.domain),
             HostKind::Logs => format!("http-intake.logs.{}", self.domain),
             HostKind::Trace => format!("trace.agent.{}", self.domain),
+            HostKind::Events => format!("event-management-intake.{}", self.domain),
         }
     }
 
@@ -139,6 +143,7 @@ impl Site {
             self.host(HostKind::Api),
             self.host(HostKind::Logs),
             self.host(HostKind::Trace),
+            self.host(HostKind::Events),
         ];
         if self.web_host != self.domain {
             hosts.push(self.domain.to_string());
@@ -166,6 +171,8 @@ impl Site {
             HostRole::Logs
         } else if host == site.host(HostKind::Trace) {
             HostRole::Trace
+        } else if host == site.host(HostKind::Events) {
+            HostRole::Events
         } else if host == site.web_host || host == site.domain {
             HostRole::Web
         } else {
@@ -187,6 +194,7 @@ pub enum HostRole {
     Api,
     Logs,
     Trace,
+    Events,
 }
 
 impl fmt::Display for Site {
@@ -196,7 +204,14 @@ impl fmt::Display for Site {
 }
 
 /// Labels that are Datadog service hosts, never a customer's web subdomain.
-const RESERVED_LABELS: [&str; 5] = ["api", "http-intake", "intake", "agent", "trace"];
+const RESERVED_LABELS: [&str; 6] = [
+    "api",
+    "http-intake",
+    "intake",
+    "agent",
+    "trace",
+    "event-management-intake",
+];
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -391,6 +406,12 @@ pub enum Endpoint {
     Logs,
     Events,
     CheckRun,
+    /// Distribution points (`/api/v1/distribution_points`): series whose
+    /// points carry a list of values each.
+    Distribution,
+    /// v2 events (`change` and `alert`), delivered to the site's
+    /// `event-management-intake` host.
+    EventsV2,
     /// Traces: protobuf `AgentPayload` (`crate::traces::pb`); ingested on the
     /// Agent's trace API (`/v0.3`-`/v0.5/traces`), not at this path.
     Traces,
@@ -427,12 +448,14 @@ const HOUR: u64 = 3600;
 
 impl Endpoint {
     /// The JSON kinds, ingested at Datadog's own paths (`Endpoint::path`).
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::SeriesV2,
         Endpoint::SeriesV1,
         Endpoint::Logs,
         Endpoint::Events,
         Endpoint::CheckRun,
+        Endpoint::Distribution,
+        Endpoint::EventsV2,
     ];
 
     /// The trace kinds, ingested on the Agent's trace API.
@@ -443,16 +466,24 @@ impl Endpoint {
     ];
 
     /// Every kind the relay queues and delivers.
-    pub const EVERY: [Endpoint; 8] = [
+    pub const EVERY: [Endpoint; 10] = [
         Endpoint::SeriesV2,
         Endpoint::SeriesV1,
         Endpoint::Logs,
         Endpoint::Events,
         Endpoint::CheckRun,
+        Endpoint::Distribution,
+        Endpoint::EventsV2,
         Endpoint::Traces,
         Endpoint::TraceStats,
         Endpoint::ClientStats,
     ];
+
+    /// Whether every request carries one item, the body being the item
+    /// itself (events, v1 and v2): such items are never batched.
+    pub fn one_per_request(self) -> bool {
+        matches!(self, Endpoint::Events | Endpoint::EventsV2)
+    }
 
     /// Whether queued items are binary (length-prefixed in a record,
     /// `pipeline/record.rs`) rather than compact JSON lines.
@@ -477,6 +508,8 @@ impl Endpoint {
             Endpoint::Logs => "/api/v2/logs",
             Endpoint::Events => "/api/v1/events",
             Endpoint::CheckRun => "/api/v1/check_run",
+            Endpoint::Distribution => "/api/v1/distribution_points",
+            Endpoint::EventsV2 => "/api/v2/events",
             Endpoint::Traces => "/api/v0.2/traces",
             Endpoint::TraceStats | Endpoint::ClientStats => "/api/v0.2/stats",
         }
@@ -495,6 +528,8 @@ impl Endpoint {
             Endpoint::Logs => "logs",
             Endpoint::Events => "events",
             Endpoint::CheckRun => "check_run",
+            Endpoint::Distribution => "distribution",
+            Endpoint::EventsV2 => "events_v2",
             Endpoint::Traces => "traces",
             Endpoint::TraceStats => "trace_stats",
             Endpoint::ClientStats => "client_stats",
@@ -516,6 +551,8 @@ impl Endpoint {
             Endpoint::Traces => 6,
             Endpoint::TraceStats => 7,
             Endpoint::ClientStats => 8,
+            Endpoint::Distribution => 9,
+            Endpoint::EventsV2 => 10,
         }
     }
 
@@ -527,6 +564,7 @@ impl Endpoint {
         match self {
             Endpoint::Logs => HostKind::Logs,
             Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => HostKind::Trace,
+            Endpoint::EventsV2 => HostKind::Events,
             _ => HostKind::Api,
         }
     }
@@ -554,12 +592,31 @@ impl Endpoint {
             },
             // §4.4: "5MB" uncompressed per payload (safe reading: 5,000,000
             // bytes, as Vector uses), 1000 entries, 1 MB per log (safe reading
-            // 1,000,000 bytes; Datadog would truncate, we refuse instead).
+            // 1,000,000 bytes; a longer log is cut at ingest, as Datadog
+            // cuts it: docs/datadog.md "What Datadog accepts and drops or cuts").
             Endpoint::Logs => Limits {
                 max_compressed: 5_000_000,
                 max_uncompressed: 5_000_000,
                 max_items: 1_000,
                 max_item: 1_000_000,
+            },
+            // Distribution points: Datadog states no limits (UNCONFIRMED,
+            // docs/datadog.md "Distribution points"); Vector applies the v1
+            // limits to sketches, and we cap batches as series v1.
+            Endpoint::Distribution => Limits {
+                max_compressed: 3_200_000,
+                max_uncompressed: 5_242_880 - 1,
+                max_items: 10_000,
+                max_item: 512 * 1024,
+            },
+            // v2 events: one event per request, as v1 events. Title ≤ 500
+            // characters, message ≤ 4000, ≤ 100 tags; the request size is
+            // UNCONFIRMED, so the v1 events' 256 KiB.
+            Endpoint::EventsV2 => Limits {
+                max_compressed: 256 * 1024,
+                max_uncompressed: 256 * 1024,
+                max_items: 1,
+                max_item: 256 * 1024,
             },
             // §4.5 and peers: one event per request. Max request size is
             // UNCONFIRMED; an event is a title plus ≤ 4000 characters of text,
@@ -609,7 +666,8 @@ impl Endpoint {
     pub fn window(self) -> Window {
         match self {
             // "not more than ten minutes in the future or more than one hour in the past"
-            Endpoint::SeriesV2 | Endpoint::SeriesV1 => Window {
+            // Distribution points: window UNCONFIRMED; the series' window.
+            Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => Window {
                 past: Duration::from_secs(HOUR),
                 future: Duration::from_secs(10 * MINUTE),
             },
@@ -620,7 +678,8 @@ impl Endpoint {
             },
             // date_happened "no older than 18 hours"; future bound UNCONFIRMED,
             // we use the logs' 2 hours.
-            Endpoint::Events => Window {
+            // v2 `timestamp`: "no older than 18 hours", the same as v1.
+            Endpoint::Events | Endpoint::EventsV2 => Window {
                 past: Duration::from_secs(18 * HOUR),
                 future: Duration::from_secs(2 * HOUR),
             },
@@ -647,6 +706,8 @@ impl Endpoint {
     pub fn default_encoding(self) -> Encoding {
         match self {
             Endpoint::CheckRun => Encoding::Deflate,
+            // The spec's only encoding for distribution points.
+            Endpoint::Distribution => Encoding::Deflate,
             _ => Encoding::Gzip,
         }
     }
@@ -661,9 +722,13 @@ impl Endpoint {
                 Encoding::Deflate,
                 Encoding::Zstd,
             ],
-            Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun | Endpoint::Logs => {
-                &[Encoding::Identity, Encoding::Gzip, Encoding::Deflate]
-            }
+            Endpoint::SeriesV1
+            | Endpoint::Events
+            | Endpoint::EventsV2
+            | Endpoint::CheckRun
+            | Endpoint::Logs => &[Encoding::Identity, Encoding::Gzip, Encoding::Deflate],
+            // `DistributionPointsContentEncoding` has only `deflate`.
+            Endpoint::Distribution => &[Encoding::Identity, Encoding::Deflate],
             // The trace agent sends zstd or gzip (level 1), libdatadog
             // zstd or nothing; stats go gzip (docs/datadog.md "Traces").
             Endpoint::Traces => &[Encoding::Identity, Encoding::Gzip, Encoding::Zstd],

@@ -17,8 +17,9 @@
 //! This module knows the store; it knows nothing of Datadog, HTTP servers,
 //! the queue or the pipeline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
@@ -26,7 +27,7 @@ use parking_lot::RwLock;
 use crate::clock::now;
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::site::Site;
+use crate::site::{Endpoint, Site};
 use crate::store::{Reason, Store, StoreError, Tenant, TenantLock, TenantState};
 use crate::telemetry::metrics::Metrics;
 
@@ -90,6 +91,45 @@ pub struct Entry {
     /// access token with its expiry.
     pub(crate) api_key: RwLock<Option<Sending>>,
     pub(crate) access: RwLock<Option<(Secret, i64)>>,
+    /// What ingest accepted for this tenant but did not keep.
+    pub dropped: IngestDropped,
+}
+
+/// Points and items a tenant's requests lost to Datadog's own treatment
+/// at ingest (`ingest::validate::Dropped`), by kind and reason, since the
+/// relay started: the admin API's `ingest_dropped`.
+#[derive(Debug, Default)]
+pub struct IngestDropped([[AtomicU64; 3]; Endpoint::EVERY.len()]);
+
+impl IngestDropped {
+    /// Adds `(reason, count)` pairs for `endpoint`, in the order of
+    /// `Dropped::by_reason`.
+    pub fn add(&self, endpoint: Endpoint, counts: [(&'static str, u32); 3]) {
+        let Some(row) = Endpoint::EVERY.iter().position(|e| *e == endpoint) else {
+            return;
+        };
+        for (cell, (_, n)) in self.0[row].iter().zip(counts) {
+            cell.fetch_add(u64::from(n), Ordering::Relaxed);
+        }
+    }
+
+    /// `{kind: {reason: count}}`, without zeros.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, BTreeMap<&'static str, u64>> {
+        let reasons = crate::ingest::validate::Dropped::default().by_reason();
+        let mut out = BTreeMap::new();
+        for (endpoint, row) in Endpoint::EVERY.iter().zip(&self.0) {
+            let counts: BTreeMap<_, _> = reasons
+                .iter()
+                .zip(row)
+                .map(|((reason, _), n)| (*reason, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if !counts.is_empty() {
+                out.insert(endpoint.name(), counts);
+            }
+        }
+        out
+    }
 }
 
 impl Entry {
@@ -98,6 +138,7 @@ impl Entry {
             record: RwLock::new(record),
             api_key: RwLock::new(None),
             access: RwLock::new(None),
+            dropped: IngestDropped::default(),
         }
     }
 

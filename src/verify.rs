@@ -338,6 +338,7 @@ fn host_title(site: Option<&Site>, kind: HostKind) -> String {
             HostKind::Api => "the site's API host resolves and answers".into(),
             HostKind::Logs => "the site's logs intake host resolves and answers".into(),
             HostKind::Trace => "the site's trace intake host resolves and answers".into(),
+            HostKind::Events => "the site's events intake host resolves and answers".into(),
         },
     }
 }

@@ -205,11 +205,6 @@ async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
             json!({ "series": [{ "points": [{ "timestamp": ts, "value": 1 }] }] }),
             "metric",
         ),
-        (
-            Endpoint::SeriesV2,
-            json!({ "series": [{ "metric": "old", "points": [{ "timestamp": ts - 7200, "value": 1 }] }] }),
-            "timestamp",
-        ),
         (Endpoint::SeriesV2, json!({ "serie": [] }), "series"),
         (
             Endpoint::Logs,
@@ -682,4 +677,160 @@ async fn validate_and_the_api_key_query_parameter_work_as_at_datadog() {
         .unwrap();
     assert_eq!(r.status(), 202);
     wait_items(&dog, "Demo EU1", Endpoint::SeriesV2, 1).await;
+}
+
+/// What Datadog accepts and tolerates, the relay accepts and treats the
+/// same way, and counts: a stale point is dropped from its series (the
+/// rest of the request delivered), a log over 1 MB is truncated and the
+/// batch delivered. Before, the first was 400 for the whole request and
+/// the second 413 for the whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_datadog_tolerates_is_accepted_dropped_and_counted() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let http = reqwest::Client::new();
+    let now = now();
+    let series = json!({"series": [
+        {"metric": "mixed", "points": [{"timestamp": now - 7201, "value": 1}, {"timestamp": now, "value": 2}]},
+        {"metric": "late", "points": [{"timestamp": now - 7201, "value": 1}]},
+    ]});
+    let r = http
+        .post(relay.url("/api/v2/series"))
+        .header("DD-API-KEY", "acme")
+        .json(&series)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    // Its age reads as it is (2 hours and a second or two, by the clock).
+    let note = body["errors"][0].as_str().unwrap();
+    assert!(
+        note.starts_with("item 0: series[0].points[0].timestamp: 2 hours ")
+            && note.ends_with(" in the past; Datadog accepts at most 1 hour: dropped"),
+        "{body}"
+    );
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+    let big = "m".repeat(1_200_000);
+    let logs = json!([{"message": "small"}, {"message": big, "service": "svc"}]);
+    let r = http
+        .post(relay.url("/api/v2/logs"))
+        .header("DD-API-KEY", "acme")
+        .json(&logs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let stale_only = json!({"title": "t", "text": "x", "date_happened": now - 19 * 3600});
+    let r = http
+        .post(relay.url("/api/v1/events"))
+        .header("DD-API-KEY", "acme")
+        .json(&stale_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "accepted, and nothing of it queued");
+
+    wait_items(&dog, "Demo EU1", Endpoint::SeriesV2, 1).await;
+    wait_items(&dog, "Demo EU1", Endpoint::Logs, 2).await;
+    let org = dog.org("Demo EU1").unwrap().id;
+    let got = dog.received(&org, Endpoint::SeriesV2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["points"], json!([{"timestamp": now, "value": 2}]));
+    let logs = dog.received(&org, Endpoint::Logs);
+    let cut = logs.iter().find(|l| l["service"] == "svc").unwrap();
+    let cut_len = serde_json::to_string(cut).unwrap().len();
+    assert!(cut_len <= 1_000_000, "{cut_len}");
+    assert!(
+        cut["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("...TRUNCATED...")
+    );
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+    wait_drained(&relay).await;
+    assert_eq!(dog.item_count(&org, Endpoint::Events), 0);
+
+    let t = tenant_json(&relay, "acme").await;
+    assert_eq!(
+        t["delivery"]["ingest_dropped"],
+        json!({"series": {"stale": 2}, "logs": {"truncated": 1}, "events": {"stale": 1}}),
+        "{t}"
+    );
+    let metrics = http
+        .get(relay.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"ddrelay_ingest_dropped_total{kind="series",reason="stale"} 2"#,
+        r#"ddrelay_ingest_dropped_total{kind="logs",reason="truncated"} 1"#,
+        r#"ddrelay_ingest_dropped_total{kind="check_run",reason="stale"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
+}
+
+/// Distribution points (`api.Distribution.send` in datadogpy) and v2
+/// events are accepted and delivered to the tenant's own site, the events
+/// to its `event-management-intake` host. Before, both paths were 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distribution_points_and_v2_events_reach_the_tenants_site() {
+    let dog = dog().await;
+    let (relay, _dir) = fast().start(&dog).await;
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let now = now();
+    let dist = json!({"series": [{"metric": "req.latency", "points": [[now, [1.5, 2.0, 9.0]]],
+                                  "type": "distribution", "tags": ["env:prod"], "host": "h"}]});
+    let change = json!({"data": {"type": "event", "attributes": {
+        "title": "Flag flipped", "category": "change", "message": "fast_checkout on",
+        "attributes": {"changed_resource": {"name": "fast_checkout", "type": "feature_flag"}}}}});
+    for (endpoint, body) in [
+        (Endpoint::Distribution, &dist),
+        (Endpoint::EventsV2, &change),
+    ] {
+        let body = body.to_string();
+        for encoding in [Encoding::Identity, Encoding::Deflate, Encoding::Gzip] {
+            let r = relay
+                .send("acme", endpoint, body.as_bytes(), encoding)
+                .await
+                .unwrap();
+            assert_eq!(r.0, 202, "{endpoint} {encoding:?}: {}", r.1);
+        }
+    }
+    wait_items(&dog, "Demo EU1", Endpoint::Distribution, 3).await;
+    wait_items(&dog, "Demo EU1", Endpoint::EventsV2, 3).await;
+    let org = dog.org("Demo EU1").unwrap().id;
+    assert_eq!(
+        dog.received(&org, Endpoint::Distribution)[0]["points"],
+        json!([[now, [1.5, 2.0, 9.0]]])
+    );
+    assert_eq!(
+        dog.received(&org, Endpoint::EventsV2)[0]["data"]["attributes"]["title"],
+        "Flag flipped"
+    );
+    assert!(dog.requests("event-management-intake.datadoghq.eu", 202) >= 1);
+    assert_eq!(dog.requests("api.datadoghq.eu", 404), 0);
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+    let bad = json!({"data": {"type": "event", "attributes": {"title": "t", "category": "alert", "attributes": {}}}});
+    let r = relay
+        .send(
+            "acme",
+            Endpoint::EventsV2,
+            bad.to_string().as_bytes(),
+            Encoding::Identity,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.0, 400);
+    assert!(
+        r.1.to_string()
+            .contains("data.attributes.attributes.status: is required"),
+        "{}",
+        r.1
+    );
 }

@@ -61,6 +61,8 @@ async fn the_official_python_client_works_unchanged() {
         (Endpoint::Logs, 4),
         (Endpoint::Events, 1),
         (Endpoint::CheckRun, 1),
+        (Endpoint::Distribution, 1),
+        (Endpoint::EventsV2, 1),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     for (endpoint, n) in expected {
@@ -84,5 +86,54 @@ async fn the_official_python_client_works_unchanged() {
         series.iter().all(|s| s["metric"] == "python.client.gauge"),
         "{series:?}"
     );
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+/// Datadog's older Python library (`datadog`, PyPI) and its ThreadStats,
+/// unchanged, against the relay: validate, metrics, distributions (which
+/// were 404 with an empty body, so the library returned None), an event
+/// and a service check, each answered as Datadog answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_datadog_python_library_works_unchanged() {
+    let Some(python) = support::python() else {
+        return;
+    };
+    let dog = dog().await;
+    let (relay, _dir) = support::fast().start(&dog).await;
+    support::connect(&relay, &dog, "legacy", "datadoghq.eu", "Demo EU1").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/legacy_client.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .env("RELAY_URL", format!("http://{}", relay.api))
+        .env("TENANT", "legacy")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "datadogpy failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("legacy client done"), "{stdout}");
+    // Distributions: one from `api`, one from ThreadStats (both values).
+    support::wait_items(&dog, "Demo EU1", Endpoint::Distribution, 2).await;
+    support::wait_items(&dog, "Demo EU1", Endpoint::SeriesV1, 2).await;
+    support::wait_items(&dog, "Demo EU1", Endpoint::Events, 1).await;
+    support::wait_items(&dog, "Demo EU1", Endpoint::CheckRun, 1).await;
+    let org = dog.org("Demo EU1").unwrap().id;
+    let dists = dog.received(&org, Endpoint::Distribution);
+    let threadstats = dists
+        .iter()
+        .find(|d| d["metric"] == "legacy.threadstats.latency")
+        .unwrap_or_else(|| panic!("{dists:?}"));
+    let mut values: Vec<f64> = threadstats["points"][0][1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [5.0, 7.0]);
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }

@@ -157,6 +157,7 @@ pub(crate) async fn submit(
         HostKind::Api => HostRole::Api,
         HostKind::Logs => HostRole::Logs,
         HostKind::Trace => HostRole::Trace,
+        HostKind::Events => HostRole::Events,
     };
     if target.role != expected {
         return not_found();
@@ -249,7 +250,10 @@ pub(crate) async fn submit(
             }
             serde_json::json!({"status": "ok", "event": event})
         }
-        Endpoint::SeriesV1 | Endpoint::CheckRun => serde_json::json!({"status": "ok"}),
+        Endpoint::SeriesV1 | Endpoint::CheckRun | Endpoint::Distribution => {
+            serde_json::json!({"status": "ok"})
+        }
+        Endpoint::EventsV2 => super::events_v2::answer(event_id, &target),
         // Served by `fakedog/traces.rs`; `from_path` never finds them here.
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => serde_json::json!({}),
     };
@@ -315,7 +319,7 @@ impl State {
         for (kind, detail) in outcome.notes.drain(..) {
             self.violation(kind, &target.host, endpoint.path(), Some(org), detail);
         }
-        if endpoint == Endpoint::Events {
+        if endpoint.one_per_request() {
             self.next_id()
         } else {
             0
@@ -368,7 +372,10 @@ pub(crate) fn process(
     };
     let window = Bounds::new(now, endpoint.window());
     match endpoint {
-        Endpoint::SeriesV2 | Endpoint::SeriesV1 => series(endpoint, &data, window, keep, &mut out)?,
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => {
+            series(endpoint, &data, window, keep, &mut out)?
+        }
+        Endpoint::EventsV2 => super::events_v2::check(&data, window.lo, keep, &mut out)?,
         Endpoint::Logs => logs(&data, window, keep, &mut out)?,
         Endpoint::Events => event(&data, window, keep, &mut out)?,
         Endpoint::CheckRun => checks(&data, window, keep, &mut out)?,
@@ -518,6 +525,17 @@ impl Timestamped for PointV1 {
     }
 }
 
+/// A distribution point `[timestamp, [values...]]` (SPEC-V1
+/// `DistributionPoint`): a timestamp and a list of numbers.
+#[derive(Deserialize)]
+struct PointDist(f64, #[allow(dead_code)] Vec<f64>);
+
+impl Timestamped for PointDist {
+    fn timestamp(&self) -> i64 {
+        self.0 as i64
+    }
+}
+
 /// A list of points reduced to its count and timestamp range.
 struct Points<P> {
     count: u64,
@@ -591,6 +609,22 @@ struct SeriesV1<'a> {
     host: Option<Str<'a>>,
 }
 
+/// A distribution series (SPEC-V1 `DistributionPointsSeries`): `metric`
+/// and `points` required, `type` only `distribution`.
+#[derive(Deserialize)]
+struct SeriesDist<'a> {
+    #[serde(borrow)]
+    metric: Option<Str<'a>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    points: Option<Points<PointDist>>,
+    #[allow(dead_code)]
+    tags: Option<Strs>,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    host: Option<Str<'a>>,
+}
+
 /// What the series checks need of either version.
 struct SeriesSummary<'a> {
     metric: Option<Str<'a>>,
@@ -612,6 +646,21 @@ fn summarize(endpoint: Endpoint, raw: &RawValue) -> Result<SeriesSummary<'_>, se
         Ok(SeriesSummary {
             metric: s.metric,
             kind_ok: s.kind.is_none_or(|k| (0..=3).contains(&k)),
+            count: p.count,
+            min: p.min,
+            max: p.max,
+        })
+    } else if endpoint == Endpoint::Distribution {
+        let s: SeriesDist<'_> = serde_json::from_str(raw.get())?;
+        let p = s.points.unwrap_or(Points {
+            count: 0,
+            min: 0,
+            max: 0,
+            _point: PhantomData,
+        });
+        Ok(SeriesSummary {
+            metric: s.metric,
+            kind_ok: s.kind.as_ref().is_none_or(|k| k.0 == "distribution"),
             count: p.count,
             min: p.min,
             max: p.max,

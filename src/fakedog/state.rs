@@ -227,7 +227,10 @@ pub(crate) struct Payload {
 }
 
 /// Per-endpoint counters, indexed by [`slot`].
-pub(crate) type Counts = [u64; 8];
+pub(crate) type Counts = [u64; SLOTS];
+
+/// How many kinds fakedog counts: one slot per [`Endpoint::EVERY`].
+pub(crate) const SLOTS: usize = Endpoint::EVERY.len();
 
 /// The index of an endpoint in [`Counts`].
 pub(crate) fn slot(e: Endpoint) -> usize {
@@ -240,6 +243,8 @@ pub(crate) fn slot(e: Endpoint) -> usize {
         Endpoint::Traces => 5,
         Endpoint::TraceStats => 6,
         Endpoint::ClientStats => 7,
+        Endpoint::Distribution => 8,
+        Endpoint::EventsV2 => 9,
     }
 }
 
@@ -247,7 +252,7 @@ pub(crate) fn slot(e: Endpoint) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Recording {
     /// Accepted items per org (full mode only).
-    pub items: BTreeMap<String, [Vec<serde_json::Value>; 8]>,
+    pub items: BTreeMap<String, [Vec<serde_json::Value>; SLOTS]>,
     /// Accepted item counts per org.
     pub counts: BTreeMap<String, Counts>,
     /// Accepted item counts per host.

@@ -1,11 +1,14 @@
 //! The Datadog-compatible ingest endpoints on `api_listen`.
 //!
-//! `POST /api/v2/series`, `/api/v1/series`, `/api/v2/logs`, `/api/v1/events`,
-//! `/api/v1/check_run`: the tenant is the `DD-Relay-Tenant` header, else the
-//! value of `DD-API-KEY` (so Datadog's own clients work with the tenant id as
-//! their API key). The body is decoded (bounded), validated as Datadog would,
-//! and appended to the durable queue as one record; `202` only once it is
-//! durable. Nothing of a rejected request is queued.
+//! `POST /api/v2/series`, `/api/v1/series`, `/api/v1/distribution_points`,
+//! `/api/v2/logs`, `/api/v1/events`, `/api/v2/events`, `/api/v1/check_run`
+//! (every [`Endpoint::ALL`]), and `GET /api/v1/validate`: the tenant is the
+//! `DD-Relay-Tenant` header, else the value of `DD-API-KEY` (so Datadog's
+//! own clients work with the tenant id as their API key), else the
+//! `api_key` query parameter. The body is decoded (bounded), validated as
+//! Datadog would, and appended to the durable queue as one record; `202`
+//! only once it is durable. Nothing of a rejected request is queued; what
+//! Datadog would accept and drop (a stale point) is dropped and counted.
 //!
 //! Status codes (contract, "Ingest"): 400 bad input, 404 unknown tenant,
 //! 409 tenant not connected, 413 body too large, 429 tenant over its queue
@@ -25,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::budget::Budget;
-use super::validate::{Invalid, validate};
+use super::validate::{Dropped, Invalid, validate};
 use crate::clock::now_ms;
 use crate::codec::{self, CodecError, OverBudget};
 use crate::config::{Config, QueueCompression};
@@ -183,13 +186,21 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let result = ingest(endpoint, &state, query.as_deref(), &headers, body).await;
+    let body = match &result {
+        // v2 series answer `{"errors": [...]}` with their 202: what was
+        // dropped goes there, as Datadog's model has room for it.
+        Ok(notes) if endpoint == Endpoint::SeriesV2 && !notes.is_empty() => {
+            serde_json::json!({ "errors": notes }).to_string()
+        }
+        _ => success_body(endpoint).to_string(),
+    };
     let ok = (
         StatusCode::ACCEPTED,
         [(header::CONTENT_TYPE, "application/json")],
-        success_body(endpoint),
+        body,
     )
         .into_response();
-    answer(&state, endpoint, started, result, ok)
+    answer(&state, endpoint, started, result.map(drop), ok)
 }
 
 /// Counts an ingest request (requests by status class, the acknowledgement
@@ -235,7 +246,11 @@ fn success_body(endpoint: Endpoint) -> &'static str {
     match endpoint {
         Endpoint::SeriesV2 => r#"{"errors":[]}"#,
         Endpoint::Logs => "{}",
-        Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun => r#"{"status":"ok"}"#,
+        Endpoint::SeriesV1 | Endpoint::Events | Endpoint::CheckRun | Endpoint::Distribution => {
+            r#"{"status":"ok"}"#
+        }
+        // `EventCreateResponsePayload`: every field optional.
+        Endpoint::EventsV2 => r#"{"data":{"type":"event","attributes":{}}}"#,
         // Answered by the trace API (`ingest/traces`).
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => "{}",
     }
@@ -378,7 +393,7 @@ async fn ingest(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), IngestError> {
+) -> Result<Vec<String>, IngestError> {
     let tenant = match tenant_named(headers, query) {
         Ok(t) => t,
         Err(refused) => return Err(refused.discarding(body)),
@@ -459,13 +474,14 @@ pub(super) async fn admit_as(
     })
 }
 
-/// Reads, decodes, validates and queues an admitted request.
+/// Reads, decodes, validates and queues an admitted request; returns what
+/// was dropped or cut, worded (`Validated::notes`).
 async fn accept(
     endpoint: Endpoint,
     state: &IngestState,
     admitted: Admitted,
     body: Body,
-) -> Result<(), IngestError> {
+) -> Result<Vec<String>, IngestError> {
     let kind = endpoint.name();
     let Admitted {
         tenant,
@@ -543,9 +559,16 @@ async fn accept(
         record,
         items,
         body_len,
+        dropped,
+        notes,
     } = accepted;
-    match state.queue.append_prepared(vec![record]).await {
-        Ok(_) => {
+    // Everything was dropped (stale, say): nothing to queue.
+    let appended = match record {
+        Some(record) => state.queue.append_prepared(vec![record]).await.map(drop),
+        None => Ok(()),
+    };
+    match appended {
+        Ok(()) => {
             let m = &state.metrics;
             m.ingest_items
                 .get_or_create(&outcome("accepted"))
@@ -553,7 +576,8 @@ async fn accept(
             m.ingest_bytes
                 .get_or_create(&outcome("accepted"))
                 .inc_by(body_len as u64);
-            Ok(())
+            count_dropped(state, endpoint, &tenant, dropped);
+            Ok(notes)
         }
         Err(e) => {
             state
@@ -592,10 +616,40 @@ pub(super) fn append_error(tenant: &str, e: AppendError) -> IngestError {
 
 /// A request decoded, validated and encoded as a queue record.
 struct Accepted {
-    record: Prepared,
+    /// `None` when no item is left to queue.
+    record: Option<Prepared>,
     items: u32,
     /// The decoded body's length, for the byte counters.
     body_len: usize,
+    dropped: Dropped,
+    notes: Vec<String>,
+}
+
+/// Counts what a request lost to Datadog's own treatment, per kind and
+/// reason in the metrics and per tenant in its admin figures.
+fn count_dropped(state: &IngestState, endpoint: Endpoint, tenant: &str, dropped: Dropped) {
+    if dropped == Dropped::default() {
+        return;
+    }
+    let kind = endpoint.name();
+    for (reason, n) in dropped.by_reason() {
+        if n > 0 {
+            state
+                .metrics
+                .ingest_dropped
+                .get_or_create(&KindReason { kind, reason })
+                .inc_by(u64::from(n));
+        }
+    }
+    if let Some(entry) = state.tenants.get(tenant) {
+        entry.dropped.add(endpoint, dropped.by_reason());
+    }
+    tracing::debug!(
+        tenant,
+        kind,
+        ?dropped,
+        "accepted with items dropped as Datadog drops them"
+    );
 }
 
 /// One body to decode: what it is, for whom, and how to store it.
@@ -696,6 +750,15 @@ fn decode_and_prepare(
     let validated =
         validate(endpoint, &body, now).map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
     drop(body);
+    if validated.items == 0 {
+        return Ok(Accepted {
+            record: None,
+            items: 0,
+            body_len,
+            dropped: validated.dropped,
+            notes: validated.notes,
+        });
+    }
     let ready = at_rest.ready.and_then(|(encoding, level)| {
         record::pack_ready(endpoint, encoding, level, &validated.payload)
     });
@@ -715,9 +778,11 @@ fn decode_and_prepare(
     };
     match Prepared::new(&record, lz4) {
         Ok(record) => Ok(Accepted {
-            record,
+            record: Some(record),
             items: validated.items,
             body_len,
+            dropped: validated.dropped,
+            notes: validated.notes,
         }),
         Err(e) => Err((append_error(owner.tenant, e), body_len)),
     }

@@ -7,7 +7,11 @@
 //! Knows nothing of HTTP, tenants, compression or the queue's format: the
 //! caller hands in a decompressed body and the current time, and gets back
 //! either [`Validated`] or an [`Invalid`] whose messages go into Datadog's
-//! `{"errors":[...]}` body. All or nothing: one bad item rejects the request.
+//! `{"errors":[...]}` body. All or nothing: one bad item rejects the
+//! request. What Datadog itself accepts and then drops or cuts is not bad
+//! (docs/datadog.md "What Datadog accepts and drops or cuts"): a point or
+//! item outside the timestamp window is dropped, a log over 1 MB has its
+//! message cut, and [`Validated::dropped`] and [`Validated::notes`] say so.
 //!
 //! Limits enforced (sources in `shared/reference/datadog-api.md` §4, values
 //! from [`Endpoint::limits`] and [`Endpoint::window`]):
@@ -15,14 +19,17 @@
 //!   characters; tags ≤ 200 characters; point timestamps at most 1 hour in
 //!   the past and 10 minutes in the future; v2 `type` 0..=3; v1 `type` one
 //!   of `""`, `count`, `gauge`, `rate`; v1 points are `[ts, value]` pairs.
-//! - logs (§4.4): ≤ 1000 entries per request, ≤ 1,000,000 bytes per entry,
-//!   reserved attributes are strings, numeric `timestamp` (ms) within 18 hours
-//!   past / 2 hours future.
+//! - distribution points (docs/datadog.md "Distribution points"): as v1
+//!   series, with points `[ts, [values...]]` and `type` `distribution`.
+//! - logs (§4.4): ≤ 1000 entries per request, ≤ 1,000,000 bytes per entry
+//!   (a longer one is cut), reserved attributes are strings, numeric
+//!   `timestamp` (ms) within 18 hours past / 2 hours future.
 //! - events v1 (§4.5): `title` and `text` required, `text` ≤ 4000
 //!   characters, `aggregation_key` ≤ 100, `priority` and `alert_type` enums,
 //!   `date_happened` within 18 hours past.
 //! - check_run (§4.7): `check`, `host_name`, `status` 0..=3 required,
 //!   `timestamp` within 10 minutes past.
+//! - events v2 (docs/datadog.md "Events v2"): `validate/events_v2.rs`.
 //!
 //! Decisions where the reference is silent or UNCONFIRMED (each also noted
 //! at the check itself):
@@ -57,6 +64,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::pipeline::age::Trimmed;
 use crate::site::Endpoint;
 
 /// An accepted request: the queue record payload and its summary.
@@ -70,7 +78,42 @@ pub struct Validated {
     /// timestamp count as `now`; an empty request gives `now` for both).
     pub oldest_ms: i64,
     pub newest_ms: i64,
+    /// What was accepted but not kept, as Datadog would not keep it.
+    pub dropped: Dropped,
+    /// One line per dropped or truncated point or item (at most
+    /// [`MAX_ERRORS`]), worded as the errors are.
+    pub notes: Vec<String>,
 }
+
+/// What a request lost to Datadog's own treatment: Datadog answers `202`
+/// for these and drops or cuts them, so the relay does the same (and says
+/// so), rather than refusing the request and losing the rest of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Outside the acceptance window: points of a series kind, whole items
+    /// of the others.
+    pub stale: u32,
+    /// Logs over 1 MB whose message was cut to fit.
+    pub truncated: u32,
+    /// Logs over 1 MB with no message to cut: dropped.
+    pub oversized: u32,
+}
+
+impl Dropped {
+    /// The counts by reason, for metrics: `(reason, count)`.
+    pub fn by_reason(&self) -> [(&'static str, u32); 3] {
+        [
+            ("stale", self.stale),
+            ("truncated", self.truncated),
+            ("oversized", self.oversized),
+        ]
+    }
+}
+
+/// What the relay appends to a log message it cut to fit 1 MB (the
+/// Datadog Agent marks the lines it cuts the same way; docs/datadog.md
+/// "What Datadog accepts and drops or cuts").
+pub const TRUNCATED_MARK: &str = "...TRUNCATED...";
 
 /// One problem with one item (or with a field of a single-object body).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +207,6 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
             limit: LOGS_MAX_ENTRIES,
         });
     }
-    let max_item = endpoint.limits().max_item;
     let window = endpoint.window();
     let mut errors = Errors::default();
     let mut ctx = Ctx {
@@ -173,85 +215,223 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
         past_ms: duration_ms(window.past),
         future_ms: duration_ms(window.future),
         prefix: match endpoint {
-            Endpoint::SeriesV2 | Endpoint::SeriesV1 => Some("series"),
+            Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => Some("series"),
             _ => None,
         },
         index: None,
         errors: &mut errors,
         oldest: i64::MAX,
         newest: i64::MIN,
-        item_has_time: false,
-        item_has_tags: false,
+        item: ItemSeen::default(),
+        notes: Vec::new(),
+        dropped: Dropped::default(),
     };
-    // Check-run items that get `"tags":[]` appended: (item end, in payload).
-    let mut add_tags = Vec::new();
+    let mut fixes = Vec::new();
     for (i, range) in ranges.iter().enumerate() {
-        if range.len() > max_item {
-            return Err(Invalid::ItemTooLarge {
-                index: i,
-                size: range.len(),
-                limit: max_item,
-            });
-        }
         ctx.index = if single && ctx.prefix.is_none() {
             None
         } else {
             Some(i)
         };
-        ctx.item_has_time = false;
-        ctx.item_has_tags = false;
         let item = payload.get(range.clone()).unwrap_or_default();
-        check_item(&mut ctx, item).map_err(|e| {
+        let syntax = |e: serde_json::Error| {
             Invalid::Body(if single {
                 format!("body is not valid JSON: {e}")
             } else {
                 format!("body is not valid JSON: item {i}: {e}")
             })
-        })?;
-        if !ctx.item_has_time {
-            ctx.note_time(now_ms);
-        }
-        if endpoint == Endpoint::CheckRun && !ctx.item_has_tags {
-            add_tags.push(range.end);
+        };
+        if let Some(fix) = check_one(&mut ctx, item, i, syntax)? {
+            fixes.push((i, fix));
         }
     }
-    let Ctx { oldest, newest, .. } = ctx;
+    let Ctx {
+        oldest,
+        newest,
+        notes,
+        dropped,
+        ..
+    } = ctx;
     if !errors.list.is_empty() {
         return Err(Invalid::Items {
             errors: errors.list,
             more: errors.more,
         });
     }
-    if !add_tags.is_empty() {
-        payload = with_empty_tags(&payload, &add_tags);
+    let mut items = ranges.len();
+    if !fixes.is_empty() {
+        (payload, items) = with_fixes(&payload, &ranges, fixes);
     }
-    let (oldest_ms, newest_ms) = if ranges.is_empty() {
+    let (oldest_ms, newest_ms) = if oldest > newest {
         (now_ms, now_ms)
     } else {
         (oldest, newest)
     };
     Ok(Validated {
         payload: payload.into_bytes(),
-        items: u32::try_from(ranges.len()).unwrap_or(u32::MAX),
+        items: u32::try_from(items).unwrap_or(u32::MAX),
         oldest_ms,
         newest_ms,
+        dropped,
+        notes,
     })
 }
 
-/// Appends `,"tags":[]` inside each check-run item ending at one of `ends`.
-/// UNCONFIRMED whether the intake requires `tags` (see the module doc). The
-/// items are valid, compact, non-empty objects (`check` is required), so
-/// each ends in `}` and the `,` is valid.
-fn with_empty_tags(payload: &str, ends: &[usize]) -> String {
-    let mut out = String::with_capacity(payload.len() + ends.len() * 10);
-    let mut from = 0;
-    for &end in ends {
-        let close = end.saturating_sub(1);
-        out.push_str(payload.get(from..close).unwrap_or_default());
-        out.push_str(r#","tags":[]"#);
-        from = close;
+/// What becomes of one item in the payload besides being copied.
+enum Fix {
+    /// Dropped (outside the window, or too large to cut).
+    Drop,
+    /// Replaced: points trimmed, a message cut, `"tags":[]` added.
+    Replace(String),
+}
+
+/// Checks item `i` (an oversized log is cut first) and says what becomes
+/// of it besides being copied. `syntax` words a JSON syntax error.
+fn check_one(
+    ctx: &mut Ctx<'_>,
+    item: &str,
+    i: usize,
+    syntax: impl Fn(serde_json::Error) -> Invalid,
+) -> Result<Option<Fix>, Invalid> {
+    let max_item = ctx.endpoint.limits().max_item;
+    let mut cut = None;
+    if item.len() > max_item {
+        if ctx.endpoint != Endpoint::Logs {
+            return Err(Invalid::ItemTooLarge {
+                index: i,
+                size: item.len(),
+                limit: max_item,
+            });
+        }
+        let Some(shorter) = truncate_log(item, max_item).map_err(&syntax)? else {
+            ctx.dropped.oversized += 1;
+            let m = format!(
+                "{} bytes, over Datadog's {max_item} per log, and no message to cut: dropped",
+                item.len()
+            );
+            ctx.note(format_args!(""), m);
+            return Ok(Some(Fix::Drop));
+        };
+        ctx.dropped.truncated += 1;
+        let m = format!(
+            "{} bytes, over Datadog's {max_item} per log: message truncated",
+            item.len()
+        );
+        ctx.note(format_args!("message"), m);
+        cut = Some(shorter);
     }
-    out.push_str(payload.get(from..).unwrap_or_default());
+    let checked = cut.as_deref().unwrap_or(item);
+    ctx.item = ItemSeen::default();
+    check_item(ctx, checked).map_err(syntax)?;
+    let seen = ctx.item;
+    if !seen.has_time {
+        ctx.note_time(ctx.now_ms);
+    }
+    if seen.stale > 0 {
+        return Ok(stale_fix(ctx, checked, seen));
+    }
+    if ctx.endpoint == Endpoint::CheckRun && !seen.has_tags {
+        return Ok(Some(Fix::Replace(with_empty_tags(checked))));
+    }
+    Ok(cut.map(Fix::Replace))
+}
+
+/// A series keeps its points inside the window (dropped when none is);
+/// an item of another kind is dropped whole.
+fn stale_fix(ctx: &mut Ctx<'_>, item: &str, seen: ItemSeen) -> Option<Fix> {
+    ctx.dropped.stale += seen.stale;
+    if ctx.prefix.is_none() || seen.stale >= seen.times {
+        return Some(Fix::Drop);
+    }
+    let lo = ctx.now_ms.saturating_sub(ctx.past_ms);
+    let hi = ctx.now_ms.saturating_add(ctx.future_ms);
+    match crate::pipeline::age::trim_to(ctx.endpoint, item.as_bytes(), lo, hi) {
+        Trimmed::Rewritten(bytes) => Some(String::from_utf8(bytes).map_or(Fix::Drop, Fix::Replace)),
+        Trimmed::Drop => Some(Fix::Drop),
+        // Unreadable as a `serde_json::Value` (a number out of its range):
+        // sent whole, and Datadog drops the points itself.
+        Trimmed::Keep => Some(Fix::Replace(item.to_string())),
+    }
+}
+
+/// Joins the items again with their fixes applied; returns the payload
+/// and how many items it holds.
+fn with_fixes(payload: &str, ranges: &[Range<usize>], fixes: Vec<(usize, Fix)>) -> (String, usize) {
+    let mut out = String::with_capacity(payload.len());
+    let mut fixes = fixes.into_iter().peekable();
+    let mut items = 0;
+    for (i, range) in ranges.iter().enumerate() {
+        let item = match fixes.next_if(|(at, _)| *at == i) {
+            Some((_, Fix::Drop)) => continue,
+            Some((_, Fix::Replace(s))) => Cow::Owned(s),
+            None => Cow::Borrowed(payload.get(range.clone()).unwrap_or_default()),
+        };
+        if items > 0 {
+            out.push('\n');
+        }
+        out.push_str(&item);
+        items += 1;
+    }
+    (out, items)
+}
+
+/// A log over `max` bytes with its `message` cut (at a character, ending
+/// in [`TRUNCATED_MARK`]) so that the compact item fits; `None` when it
+/// has no string message or cutting it is not enough.
+fn truncate_log(item: &str, max: usize) -> Result<Option<String>, serde_json::Error> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(item)?;
+    let Some(serde_json::Value::String(message)) = v.get_mut("message") else {
+        return Ok(None);
+    };
+    let full = std::mem::take(message);
+    // Escapes make the encoded message longer than the text: cut by the
+    // excess, measure, and cut again by what is still over.
+    let mut keep = full.len();
+    for _ in 0..8 {
+        let over = item_len_with(&mut v, &full, keep).saturating_sub(max);
+        if over == 0 {
+            return Ok(Some(serde_json::to_string(&v).unwrap_or_default()));
+        }
+        if keep == 0 {
+            return Ok(None);
+        }
+        keep = floor_char(&full, keep.saturating_sub(over.max(keep / 64)));
+    }
+    Ok(None)
+}
+
+/// Sets `message` to the first `keep` bytes of `full` and the mark;
+/// returns the item's compact length.
+fn item_len_with(
+    v: &mut serde_json::Map<String, serde_json::Value>,
+    full: &str,
+    keep: usize,
+) -> usize {
+    let mut cut = String::with_capacity(keep + TRUNCATED_MARK.len());
+    cut.push_str(full.get(..keep).unwrap_or_default());
+    cut.push_str(TRUNCATED_MARK);
+    v.insert("message".into(), serde_json::Value::String(cut));
+    serde_json::to_string(v).map_or(usize::MAX, |s| s.len())
+}
+
+/// The largest character boundary of `s` at or below `at`.
+fn floor_char(s: &str, mut at: usize) -> usize {
+    at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Appends `,"tags":[]` inside a check-run item. UNCONFIRMED whether the
+/// intake requires `tags` (see the module doc). The item is a valid,
+/// compact, non-empty object (`check` is required), so it ends in `}` and
+/// the `,` is valid.
+fn with_empty_tags(item: &str) -> String {
+    let close = item.len().saturating_sub(1);
+    let mut out = String::with_capacity(item.len() + 10);
+    out.push_str(item.get(..close).unwrap_or_default());
+    out.push_str(r#","tags":[]}"#);
     out
 }
 
@@ -429,10 +609,10 @@ fn frame(
     let mut ranges = Vec::new();
     let i = skip_ws(s, 0);
     let (end, single) = match (endpoint, s.get(i)) {
-        (Endpoint::SeriesV2 | Endpoint::SeriesV1, Some(b'{')) => {
+        (Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution, Some(b'{')) => {
             (frame_series(body, i, out, &mut ranges)?, false)
         }
-        (Endpoint::SeriesV2 | Endpoint::SeriesV1, _) => {
+        (Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution, _) => {
             return Err(Invalid::Body(
                 r#"body must be a JSON object {"series":[...]}"#.into(),
             ));
@@ -440,7 +620,10 @@ fn frame(
         (Endpoint::Logs | Endpoint::CheckRun, Some(b'[')) => {
             (frame_array(body, i, out, &mut ranges, 0)?, false)
         }
-        (Endpoint::Logs | Endpoint::CheckRun | Endpoint::Events, Some(b'{')) => {
+        (
+            Endpoint::Logs | Endpoint::CheckRun | Endpoint::Events | Endpoint::EventsV2,
+            Some(b'{'),
+        ) => {
             let end = compact_value(body, i, out, 0)?;
             ranges.push(0..out.len());
             (end, true)
@@ -457,6 +640,12 @@ fn frame(
         }
         (Endpoint::Events, _) => {
             return Err(Invalid::Body("body must be one JSON event object".into()));
+        }
+        (Endpoint::EventsV2, _) => {
+            return Err(Invalid::Body(
+                r#"body must be one JSON object {"data":{"type":"event","attributes":{...}}}"#
+                    .into(),
+            ));
         }
         (Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats, _) => {
             return Err(Invalid::Body(
@@ -545,8 +734,22 @@ struct Ctx<'e> {
     errors: &'e mut Errors,
     oldest: i64,
     newest: i64,
-    item_has_time: bool,
-    item_has_tags: bool,
+    /// What the current item held.
+    item: ItemSeen,
+    /// Dropped and truncated points and items, worded (see [`Validated`]).
+    notes: Vec<String>,
+    dropped: Dropped,
+}
+
+/// What one item held, as far as its treatment goes.
+#[derive(Debug, Default, Clone, Copy)]
+struct ItemSeen {
+    has_time: bool,
+    has_tags: bool,
+    /// Timestamps seen (one per point of a series).
+    times: u32,
+    /// Of those, outside the window.
+    stale: u32,
 }
 
 impl Ctx<'_> {
@@ -556,17 +759,31 @@ impl Ctx<'_> {
             self.errors.more += 1;
             return;
         }
+        let error = self.at(rel, message);
+        self.errors.list.push(error);
+    }
+
+    /// Records what was dropped or cut at `rel` (at most [`MAX_ERRORS`]).
+    fn note(&mut self, rel: fmt::Arguments<'_>, message: String) {
+        if self.notes.len() < MAX_ERRORS {
+            let note = self.at(rel, message).to_string();
+            self.notes.push(note);
+        }
+    }
+
+    /// `message` about the field at `rel` inside the current item.
+    fn at(&self, rel: fmt::Arguments<'_>, message: String) -> ItemError {
         let rel = rel.to_string();
         let field = match (self.prefix, self.index) {
             (Some(p), Some(i)) if rel.is_empty() => format!("{p}[{i}]"),
             (Some(p), Some(i)) => format!("{p}[{i}].{rel}"),
             _ => rel,
         };
-        self.errors.list.push(ItemError {
+        ItemError {
             index: self.index,
             field,
             message,
-        });
+        }
     }
 
     fn note_time(&mut self, ms: i64) {
@@ -574,26 +791,31 @@ impl Ctx<'_> {
         self.newest = self.newest.max(ms);
     }
 
-    /// Checks a timestamp (ms) against the endpoint's window and records it.
+    /// Checks a timestamp (ms) against the endpoint's window: one inside
+    /// is recorded, one outside is counted as stale (Datadog answers 202
+    /// and drops that point or item; so does the relay, and says so).
     fn check_time(&mut self, ms: i64, rel: fmt::Arguments<'_>) {
-        self.item_has_time = true;
-        self.note_time(ms);
+        self.item.has_time = true;
+        self.item.times += 1;
         let age = self.now_ms.saturating_sub(ms);
-        if age > self.past_ms {
-            let m = format!(
-                "{} in the past; Datadog accepts at most {}",
+        let why = if age > self.past_ms {
+            format!(
+                "{} in the past; Datadog accepts at most {}: dropped",
                 span(age),
                 window_span(self.past_ms)
-            );
-            self.fail(rel, m);
+            )
         } else if -age > self.future_ms {
-            let m = format!(
-                "{} in the future; Datadog accepts at most {}",
+            format!(
+                "{} in the future; Datadog accepts at most {}: dropped",
                 span(age.saturating_neg()),
                 window_span(self.future_ms)
-            );
-            self.fail(rel, m);
-        }
+            )
+        } else {
+            self.note_time(ms);
+            return;
+        };
+        self.item.stale += 1;
+        self.note(rel, why);
     }
 }
 
@@ -605,18 +827,29 @@ fn plural(n: i64, unit: &str) -> String {
     }
 }
 
-/// A distance in time, rounded up so that it never reads as within a window
-/// it is outside of.
+/// A distance in time as it is, to the second (rounded up, so that it
+/// never reads as within a window it is outside of): `2 hours 1 second`,
+/// `15 minutes`. From a day on, days and hours (every window is shorter).
 fn span(ms: i64) -> String {
     let s = ms.saturating_add(999) / 1000;
-    if s < 120 {
-        plural(s, "second")
-    } else if s < 120 * 60 {
-        plural((s + 59) / 60, "minute")
-    } else if s < 48 * 3600 {
-        plural((s + 3599) / 3600, "hour")
+    let parts: &[(i64, &str)] = if s >= 86_400 {
+        &[(s / 86_400, "day"), (s % 86_400 / 3600, "hour")]
     } else {
-        plural(s / 86_400, "day")
+        &[
+            (s / 3600, "hour"),
+            (s % 3600 / 60, "minute"),
+            (s % 60, "second"),
+        ]
+    };
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| plural(*n, unit))
+        .collect();
+    if words.is_empty() {
+        plural(0, "second")
+    } else {
+        words.join(" ")
     }
 }
 
@@ -638,10 +871,20 @@ fn check_item(ctx: &mut Ctx<'_>, item: &str) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(item);
     match ctx.endpoint {
         Endpoint::SeriesV2 => As(SeriesV2 { ctx: &mut *ctx }).deserialize(&mut de)?,
-        Endpoint::SeriesV1 => As(SeriesV1 { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::SeriesV1 => As(SeriesV1 {
+            ctx: &mut *ctx,
+            values: false,
+        })
+        .deserialize(&mut de)?,
         Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de)?,
+        Endpoint::Distribution => As(SeriesV1 {
+            ctx: &mut *ctx,
+            values: true,
+        })
+        .deserialize(&mut de)?,
+        Endpoint::EventsV2 => return events_v2::check(ctx, item),
         // Never framed as JSON items (see `frame`).
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {}
     }
@@ -1191,8 +1434,11 @@ impl<'de> Shape<'de> for Resource<'_, '_> {
 
 // --- series v1 ---------------------------------------------------------------
 
+/// A v1 series, or a distribution series when `values` (its points carry
+/// a list of values each, and its `type` is `distribution`).
 struct SeriesV1<'c, 'e> {
     ctx: &'c mut Ctx<'e>,
+    values: bool,
 }
 
 impl<'de> Shape<'de> for SeriesV1<'_, '_> {
@@ -1200,8 +1446,13 @@ impl<'de> Shape<'de> for SeriesV1<'_, '_> {
         not_object(self.ctx, kind);
     }
     fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let ctx = self.ctx;
+        let (ctx, values) = (self.ctx, self.values);
         let (mut metric, mut points) = (false, false);
+        let types: &[&str] = if values {
+            &["distribution"]
+        } else {
+            &["", "count", "gauge", "rate"]
+        };
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match &*key.0 {
                 "metric" => {
@@ -1210,14 +1461,12 @@ impl<'de> Shape<'de> for SeriesV1<'_, '_> {
                 }
                 "points" => {
                     points = true;
-                    map.next_value_seed(As(PointsV1 { ctx: &mut *ctx }))?;
+                    map.next_value_seed(As(PointsV1 {
+                        ctx: &mut *ctx,
+                        values,
+                    }))?;
                 }
-                "type" => want_one_of(
-                    ctx,
-                    &map.next_value()?,
-                    "type",
-                    &["", "count", "gauge", "rate"],
-                ),
+                "type" => want_one_of(ctx, &map.next_value()?, "type", types),
                 "host" => {
                     want_str(ctx, &map.next_value()?, "host", true);
                 }
@@ -1247,6 +1496,7 @@ impl<'de> Shape<'de> for SeriesV1<'_, '_> {
 
 struct PointsV1<'c, 'e> {
     ctx: &'c mut Ctx<'e>,
+    values: bool,
 }
 
 impl<'de> Shape<'de> for PointsV1<'_, '_> {
@@ -1262,6 +1512,7 @@ impl<'de> Shape<'de> for PointsV1<'_, '_> {
             .next_element_seed(As(PointV1 {
                 ctx: &mut *self.ctx,
                 j,
+                values: self.values,
             }))?
             .is_some()
         {
@@ -1278,6 +1529,8 @@ impl<'de> Shape<'de> for PointsV1<'_, '_> {
 struct PointV1<'c, 'e> {
     ctx: &'c mut Ctx<'e>,
     j: usize,
+    /// A distribution point: `[timestamp, [values...]]`.
+    values: bool,
 }
 
 impl<'de> Shape<'de> for PointV1<'_, '_> {
@@ -1291,23 +1544,13 @@ impl<'de> Shape<'de> for PointV1<'_, '_> {
     fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (ctx, j) = (self.ctx, self.j);
         let mut n = 0usize;
+        if self.values {
+            return distribution_point(ctx, j, seq);
+        }
         while let Some(v) = seq.next_element::<Kind<'de>>()? {
             match (n, &v) {
                 // v1 points are doubles in the model: a float timestamp is fine.
-                (0, Kind::Int(s)) => {
-                    ctx.check_time(s.saturating_mul(1000), format_args!("points[{j}][0]"));
-                }
-                (0, Kind::Float(s)) => {
-                    // `as` saturates; a NaN cannot come from JSON.
-                    ctx.check_time((s * 1000.0) as i64, format_args!("points[{j}][0]"));
-                }
-                (0, other) => ctx.fail(
-                    format_args!("points[{j}][0]"),
-                    format!(
-                        "timestamp must be a number (seconds since the epoch), got {}",
-                        other.describe()
-                    ),
-                ),
+                (0, _) => point_time(ctx, j, &v),
                 // UNCONFIRMED whether the intake takes a null value: refuse it.
                 (1, Kind::Int(_) | Kind::BigInt | Kind::Float(_)) => {}
                 (1, other) => ctx.fail(
@@ -1323,6 +1566,81 @@ impl<'de> Shape<'de> for PointV1<'_, '_> {
                 format_args!("points[{j}]"),
                 format!("must be a [timestamp, value] pair, got {n} elements"),
             );
+        }
+        Ok(())
+    }
+}
+
+/// `[timestamp, [values...]]`: the v1 point whose value is a list.
+fn distribution_point<'de, A: SeqAccess<'de>>(
+    ctx: &mut Ctx<'_>,
+    j: usize,
+    mut seq: A,
+) -> Result<(), A::Error> {
+    let mut n = 0usize;
+    loop {
+        let more = match n {
+            0 => seq
+                .next_element::<Kind<'de>>()?
+                .map(|v| point_time(ctx, j, &v)),
+            1 => seq.next_element_seed(As(Values { ctx: &mut *ctx, j }))?,
+            _ => seq.next_element::<IgnoredAny>()?.map(|_| ()),
+        };
+        if more.is_none() {
+            break;
+        }
+        n += 1;
+    }
+    if n != 2 {
+        ctx.fail(
+            format_args!("points[{j}]"),
+            format!("must be a [timestamp, [values...]] pair, got {n} elements"),
+        );
+    }
+    Ok(())
+}
+
+/// A v1 point's timestamp: seconds, an integer or a float.
+fn point_time(ctx: &mut Ctx<'_>, j: usize, v: &Kind<'_>) {
+    match v {
+        Kind::Int(s) => ctx.check_time(s.saturating_mul(1000), format_args!("points[{j}][0]")),
+        // `as` saturates; a NaN cannot come from JSON.
+        Kind::Float(s) => ctx.check_time((s * 1000.0) as i64, format_args!("points[{j}][0]")),
+        other => ctx.fail(
+            format_args!("points[{j}][0]"),
+            format!(
+                "timestamp must be a number (seconds since the epoch), got {}",
+                other.describe()
+            ),
+        ),
+    }
+}
+
+/// A distribution point's values: an array of numbers.
+struct Values<'c, 'e> {
+    ctx: &'c mut Ctx<'e>,
+    j: usize,
+}
+
+impl<'de> Shape<'de> for Values<'_, '_> {
+    fn got(self, kind: &'static str) {
+        let j = self.j;
+        self.ctx.fail(
+            format_args!("points[{j}][1]"),
+            format!("values must be an array of numbers, got {kind}"),
+        );
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let j = self.j;
+        let mut k = 0usize;
+        while let Some(v) = seq.next_element::<Kind<'de>>()? {
+            if !matches!(v, Kind::Int(_) | Kind::BigInt | Kind::Float(_)) {
+                self.ctx.fail(
+                    format_args!("points[{j}][1][{k}]"),
+                    format!("must be a number, got {}", v.describe()),
+                );
+            }
+            k += 1;
         }
         Ok(())
     }
@@ -1475,7 +1793,7 @@ impl<'de> Shape<'de> for Check<'_, '_> {
                     want_int_in(ctx, &map.next_value()?, "status", false, 3);
                 }
                 "tags" => {
-                    ctx.item_has_tags = true;
+                    ctx.item.has_tags = true;
                     map.next_value_seed(As(Strings {
                         ctx: &mut *ctx,
                         field: "tags",
@@ -1508,6 +1826,8 @@ impl<'de> Shape<'de> for Check<'_, '_> {
         Ok(())
     }
 }
+
+mod events_v2;
 
 #[cfg(test)]
 mod tests;

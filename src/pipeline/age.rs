@@ -1,6 +1,8 @@
 //! Age-out: Datadog drops items older than its acceptance window
 //! (`Endpoint::window`: series 1 h, check_run 10 min, logs and events 18 h),
-//! so an item held in the queue past it is not sent but counted.
+//! so an item held in the queue past it is not sent but counted. Ingest
+//! trims the points of a series to the window with the same function
+//! ([`trim_to`]), as Datadog drops them.
 //!
 //! Records carry their oldest and newest item timestamps, so this per-item
 //! parse runs only for records that straddle the cutoff (rare).
@@ -22,6 +24,13 @@ pub enum Trimmed {
 
 /// Trims `item` (compact JSON) to what is newer than `cutoff_ms`.
 pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
+    trim_to(endpoint, item, cutoff_ms, i64::MAX)
+}
+
+/// Trims `item` (compact JSON) to what lies within `lo_ms..=hi_ms`: a
+/// series keeps the points inside, an item of another kind is kept or
+/// dropped whole by its timestamp. Items without a timestamp are kept.
+pub fn trim_to(endpoint: Endpoint, item: &[u8], lo_ms: i64, hi_ms: i64) -> Trimmed {
     // Binary items (traces, stats) age as whole records: the planner drops
     // a record once all of it is past the window, never part of one.
     if endpoint.binary() {
@@ -30,20 +39,22 @@ pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
     let Ok(mut v) = serde_json::from_slice::<Value>(item) else {
         return Trimmed::Keep;
     };
-    let cutoff_s = cutoff_ms.div_euclid(1000);
+    let inside = |ms: Option<i64>| ms.is_none_or(|t| (lo_ms..=hi_ms).contains(&t));
+    let whole = |ms: Option<i64>| {
+        if inside(ms) {
+            Trimmed::Keep
+        } else {
+            Trimmed::Drop
+        }
+    };
+    let seconds = |v: Option<&Value>| v.and_then(Value::as_i64).map(|s| s.saturating_mul(1000));
     match endpoint {
-        Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => {
             let Some(points) = v.get_mut("points").and_then(Value::as_array_mut) else {
                 return Trimmed::Keep;
             };
             let before = points.len();
-            points.retain(|p| {
-                let ts = match endpoint {
-                    Endpoint::SeriesV2 => p.get("timestamp").and_then(Value::as_i64),
-                    _ => p.get(0).and_then(Value::as_f64).map(|f| f as i64),
-                };
-                ts.is_none_or(|t| t >= cutoff_s)
-            });
+            points.retain(|p| inside(point_ms(endpoint, p)));
             match points.len() {
                 0 => Trimmed::Drop,
                 n if n == before => Trimmed::Keep,
@@ -52,20 +63,36 @@ pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
                     .unwrap_or(Trimmed::Keep),
             }
         }
-        Endpoint::Logs => match v.get("timestamp").and_then(Value::as_i64) {
-            Some(ms) if ms < cutoff_ms => Trimmed::Drop,
-            _ => Trimmed::Keep,
-        },
-        Endpoint::Events => match v.get("date_happened").and_then(Value::as_i64) {
-            Some(s) if s < cutoff_s => Trimmed::Drop,
-            _ => Trimmed::Keep,
-        },
-        Endpoint::CheckRun => match v.get("timestamp").and_then(Value::as_i64) {
-            Some(s) if s < cutoff_s => Trimmed::Drop,
-            _ => Trimmed::Keep,
-        },
+        Endpoint::Logs => whole(v.get("timestamp").and_then(Value::as_i64)),
+        Endpoint::Events => whole(seconds(v.get("date_happened"))),
+        Endpoint::CheckRun => whole(seconds(v.get("timestamp"))),
+        Endpoint::EventsV2 => whole(rfc3339_ms(v.pointer("/data/attributes/timestamp"))),
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => Trimmed::Keep,
     }
+}
+
+/// A series point's time in ms: v2 `{"timestamp": s}`, v1 and
+/// distribution `[s, ...]` (a float in the v1 model).
+fn point_ms(endpoint: Endpoint, p: &Value) -> Option<i64> {
+    match endpoint {
+        Endpoint::SeriesV2 => p
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .map(|s| s.saturating_mul(1000)),
+        // `as` saturates; a NaN cannot come from JSON.
+        _ => p
+            .get(0)
+            .and_then(Value::as_f64)
+            .map(|f| (f * 1000.0) as i64),
+    }
+}
+
+/// A v2 event's RFC 3339 `timestamp` in ms (other strings are not read).
+fn rfc3339_ms(v: Option<&Value>) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(v?.as_str()?, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ struct Frame {
 
 fn frame(endpoint: Endpoint) -> Frame {
     match endpoint {
-        Endpoint::SeriesV2 | Endpoint::SeriesV1 => Frame {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => Frame {
             open: br#"{"series":["#,
             sep: b",",
             close: b"]}",
@@ -114,7 +114,7 @@ fn frame(endpoint: Endpoint) -> Frame {
             close: b"]",
         },
         // One event per request: the item is the body.
-        Endpoint::Events => Frame {
+        Endpoint::Events | Endpoint::EventsV2 => Frame {
             open: b"",
             sep: b"",
             close: b"",
@@ -185,7 +185,7 @@ impl Packer {
     /// Events always go one per request (their body is the event itself).
     pub fn with_limits(mut self, limits: Limits) -> Packer {
         self.limits = limits;
-        if self.endpoint == Endpoint::Events {
+        if self.endpoint.one_per_request() {
             self.limits.max_items = self.limits.max_items.min(1);
         }
         self

@@ -377,7 +377,7 @@ impl Pipeline {
             if ss.in_flight == 0
                 && !draining
                 && !backlog
-                && endpoint != Endpoint::Events
+                && !endpoint.one_per_request()
                 && let Some(info) = info
             {
                 let age = now_wall - info.oldest_created_ms;

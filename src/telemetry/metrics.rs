@@ -12,6 +12,8 @@
 
 use std::sync::atomic::AtomicU64;
 
+use crate::site::Endpoint;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -81,6 +83,11 @@ pub struct Metrics {
     pub ingest_bytes: Family<KindOutcome, Counter>,
     /// Rejected requests by kind and reason.
     pub ingest_rejections: Family<KindReason, Counter>,
+    /// Accepted but not kept, as Datadog would not keep it, by kind and
+    /// reason (`stale`: points of series kinds, items of others, outside
+    /// the window; `truncated`: logs cut to 1 MB; `oversized`: logs over
+    /// 1 MB with no message to cut).
+    pub ingest_dropped: Family<KindReason, Counter>,
     /// Seconds from request start to the 202 (durable) answer.
     pub ingest_ack_seconds: Family<KindLabels, Histogram>,
     /// Items and bytes in the durable queue, and the oldest item's age.
@@ -150,6 +157,7 @@ impl Metrics {
             ingest_items: Family::default(),
             ingest_bytes: Family::default(),
             ingest_rejections: Family::default(),
+            ingest_dropped: Family::default(),
             ingest_ack_seconds: Family::new_with_constructor(latency_histogram),
             queue_items: Gauge::default(),
             queue_bytes: Gauge::default(),
@@ -192,6 +200,19 @@ impl Metrics {
             "Rejected ingest requests by data kind and reason",
             m.ingest_rejections.clone(),
         );
+        registry.register(
+            "ingest_dropped",
+            "Points and items accepted but dropped or truncated as Datadog would, by data kind and reason",
+            m.ingest_dropped.clone(),
+        );
+        for kind in Endpoint::ALL {
+            for (reason, _) in crate::ingest::validate::Dropped::default().by_reason() {
+                let _ = m.ingest_dropped.get_or_create(&KindReason {
+                    kind: kind.name(),
+                    reason,
+                });
+            }
+        }
         registry.register(
             "ingest_ack_seconds",
             "Seconds from request start to the durable 202",

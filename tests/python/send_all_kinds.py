@@ -10,6 +10,9 @@ from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.metrics_api import MetricsApi as MetricsApiV1
 from datadog_api_client.v1.api.service_checks_api import ServiceChecksApi
+from datadog_api_client.v1.model.distribution_point import DistributionPoint
+from datadog_api_client.v1.model.distribution_points_payload import DistributionPointsPayload
+from datadog_api_client.v1.model.distribution_points_series import DistributionPointsSeries
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
 from datadog_api_client.v1.model.metrics_payload import MetricsPayload
 from datadog_api_client.v1.model.point import Point
@@ -17,7 +20,16 @@ from datadog_api_client.v1.model.series import Series
 from datadog_api_client.v1.model.service_check import ServiceCheck
 from datadog_api_client.v1.model.service_check_status import ServiceCheckStatus
 from datadog_api_client.v1.model.service_checks import ServiceChecks
+from datadog_api_client.v2.api.events_api import EventsApi as EventsApiV2
 from datadog_api_client.v2.api.logs_api import LogsApi
+from datadog_api_client.v2.model.change_event_custom_attributes import ChangeEventCustomAttributes
+from datadog_api_client.v2.model.change_event_custom_attributes_changed_resource import ChangeEventCustomAttributesChangedResource
+from datadog_api_client.v2.model.change_event_custom_attributes_changed_resource_type import ChangeEventCustomAttributesChangedResourceType
+from datadog_api_client.v2.model.event_category import EventCategory
+from datadog_api_client.v2.model.event_create_request import EventCreateRequest as EventCreateRequestV2
+from datadog_api_client.v2.model.event_create_request_payload import EventCreateRequestPayload
+from datadog_api_client.v2.model.event_create_request_type import EventCreateRequestType
+from datadog_api_client.v2.model.event_payload import EventPayload
 from datadog_api_client.v2.api.metrics_api import MetricsApi
 from datadog_api_client.v2.model.content_encoding import ContentEncoding
 from datadog_api_client.v2.model.http_log import HTTPLog
@@ -82,6 +94,33 @@ with ApiClient(configuration) as api_client:
         )
     )
     print("service check", r)
+
+    r = MetricsApiV1(api_client).submit_distribution_points(
+        body=DistributionPointsPayload(
+            series=[DistributionPointsSeries(metric="python.client.latency", points=[DistributionPoint([float(now), [1.0, 2.5, 4.0]])], tags=["client:python"])]
+        )
+    )
+    print("distribution points", r)
+
+    r = EventsApiV2(api_client).create_event(
+        body=EventCreateRequestPayload(
+            data=EventCreateRequestV2(
+                type=EventCreateRequestType.EVENT,
+                attributes=EventPayload(
+                    title="python client change",
+                    category=EventCategory.CHANGE,
+                    message="sent through ddrelay",
+                    tags=["client:python"],
+                    attributes=ChangeEventCustomAttributes(
+                        changed_resource=ChangeEventCustomAttributesChangedResource(
+                            name="fast_checkout", type=ChangeEventCustomAttributesChangedResourceType.FEATURE_FLAG
+                        )
+                    ),
+                ),
+            )
+        )
+    )
+    print("event v2", r)
 
 print("all kinds sent")
 sys.exit(0)

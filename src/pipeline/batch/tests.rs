@@ -69,12 +69,12 @@ fn unpack(endpoint: Endpoint, p: &Payload) -> Vec<Vec<u8>> {
         series: Vec<&'a RawValue>,
     }
     let items: Vec<&RawValue> = match endpoint {
-        Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
+        Endpoint::SeriesV2 | Endpoint::SeriesV1 | Endpoint::Distribution => {
             assert!(raw.starts_with(br#"{"series":["#));
             serde_json::from_slice::<Series>(&raw).unwrap().series
         }
         Endpoint::Logs | Endpoint::CheckRun => serde_json::from_slice(&raw).unwrap(),
-        Endpoint::Events => vec![serde_json::from_slice(&raw).unwrap()],
+        Endpoint::Events | Endpoint::EventsV2 => vec![serde_json::from_slice(&raw).unwrap()],
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {
             unreachable!("JSON kinds only")
         }
@@ -149,7 +149,7 @@ fn wrappers_and_encodings_round_trip() {
         for encoding in ENCODINGS {
             let packer = Packer::new(endpoint, encoding, 1);
             let payloads = check(&packer, endpoint, &items);
-            let want = if endpoint == Endpoint::Events { 3 } else { 1 };
+            let want = if endpoint.one_per_request() { 3 } else { 1 };
             assert_eq!(payloads.len(), want, "{endpoint} {encoding:?}");
         }
     }
