@@ -61,9 +61,20 @@ pub trait QueueView: Send + Sync {
     fn purge(&self, tenant: &str) -> Purged;
 }
 
-/// Extra per-tenant delivery figures (held, dead-lettered, aged out, last error).
+/// Items per second accepted and delivered, all tenants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Throughput {
+    pub accepted: crate::telemetry::rate::Rates,
+    pub delivered: crate::telemetry::rate::Rates,
+}
+
+/// Extra per-tenant figures: delivery (held, dead-lettered, aged out,
+/// retries, last delivery and error, rates) and ingest (refused requests,
+/// accepted rates).
 pub trait DeliveryView: Send + Sync {
     fn tenant(&self, tenant: &str) -> serde_json::Value;
+    /// Items per second, all tenants.
+    fn throughput(&self) -> Throughput;
     /// The tenant's dead-letter entries (metadata).
     fn dead_letters(&self, tenant: &str) -> serde_json::Value;
     /// The refused items of one dead-letter entry.

@@ -25,11 +25,13 @@ use tokio::net::TcpListener;
 
 use std::collections::HashMap;
 
-use crate::admin::{self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView};
+use crate::admin::{
+    self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView, Throughput,
+};
 use crate::config::Config;
 use crate::credentials::{Credentials, grant};
 use crate::datadog;
-use crate::ingest::{self, api::IngestState};
+use crate::ingest::{self, api::IngestState, figures::Figures};
 use crate::oauth;
 use crate::pipeline::deadletter::DeadLetters;
 use crate::pipeline::send::{Pipeline, Seams};
@@ -76,6 +78,9 @@ pub struct Shared {
     pub queue: Queue,
     /// Memory for decoding large request bodies (`server.decode_memory`).
     pub decode_memory: Arc<crate::ingest::budget::Budget>,
+    /// Per-tenant refused requests and accepted rates (ingest counts them,
+    /// the admin API and status page show them).
+    pub ingest_figures: Arc<Figures>,
     pub pipeline: Arc<Pipeline>,
     ready: AtomicBool,
     pub shutdown: Shutdown,
@@ -311,6 +316,7 @@ impl App {
             credentials,
             datadog,
             decode_memory: crate::ingest::budget::Budget::new(cfg.server.decode_memory),
+            ingest_figures: Arc::new(Figures::default()),
             queue,
             pipeline,
             ready: AtomicBool::new(false),
@@ -448,6 +454,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         queue: shared.queue.clone(),
         pipeline: shared.pipeline.clone(),
         tenants: shared.tenants.clone(),
+        ingest: shared.ingest_figures.clone(),
     });
     let oauth = oauth_state(&shared);
     let admin = admin::router(AdminState {
@@ -467,6 +474,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         metrics: shared.metrics.clone(),
         config: shared.config.clone(),
         decode_memory: shared.decode_memory.clone(),
+        figures: shared.ingest_figures.clone(),
     });
     let proxy = proxy::router(ProxyState::new(
         shared.tenants.clone(),
@@ -476,6 +484,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         shared.metrics.clone(),
     ));
     let config = shared.config();
+    let counted = shared.metrics.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -494,10 +503,33 @@ fn api_router(shared: Arc<Shared>) -> Router {
         // `server.request_timeout`), and streams after the handler returns.
         .merge(proxy)
         // Datadog's clients parse every answer as `{"errors": [...]}`.
-        .fallback(|| async { datadog_error(StatusCode::NOT_FOUND, "Not found") })
-        .method_not_allowed_fallback(|| async {
-            datadog_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-        })
+        .fallback(unserved(&counted, "api", StatusCode::NOT_FOUND, || {
+            datadog_error(StatusCode::NOT_FOUND, "Not found")
+        }))
+        .method_not_allowed_fallback(unserved(
+            &counted,
+            "api",
+            StatusCode::METHOD_NOT_ALLOWED,
+            || datadog_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        ))
+}
+
+/// A fallback handler that counts the request in `unserved_requests` (by
+/// listener and status, never by path) and answers `answer()`.
+fn unserved<F>(
+    metrics: &Metrics,
+    listener: &'static str,
+    status: StatusCode,
+    answer: F,
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static
+where
+    F: Fn() -> Response + Clone + Send + Sync + 'static,
+{
+    let counter = metrics.unserved(listener, status.as_u16());
+    move || {
+        counter.inc();
+        std::future::ready(answer())
+    }
 }
 
 /// An answer shaped as Datadog's errors: `{"errors": [message]}`.
@@ -512,9 +544,18 @@ fn datadog_error(status: StatusCode, message: &str) -> axum::response::Response 
 
 /// The browser-facing listener serves the OAuth callback and nothing else.
 fn public_router(shared: Arc<Shared>) -> Router {
+    let metrics = &shared.metrics;
     Router::new()
         .route("/oauth/callback", get(callback))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(unserved(metrics, "public", StatusCode::NOT_FOUND, || {
+            (StatusCode::NOT_FOUND, "not found\n").into_response()
+        }))
+        .method_not_allowed_fallback(unserved(
+            metrics,
+            "public",
+            StatusCode::METHOD_NOT_ALLOWED,
+            || StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        ))
         .with_state(oauth_state(&shared))
 }
 
@@ -623,6 +664,7 @@ struct Views {
     queue: Queue,
     pipeline: Arc<Pipeline>,
     tenants: Arc<Tenants>,
+    ingest: Arc<Figures>,
 }
 
 fn queued(stats: &crate::queue::Stats) -> Queued {
@@ -672,6 +714,7 @@ impl DeliveryView for Views {
         let oldest_age_ms = stats
             .oldest_created_ms
             .map(|t| (crate::clock::now_ms() - t).max(0));
+        let ingest = self.ingest.tenant(tenant);
         serde_json::json!({
             "delivered_items": d.delivered_items,
             "held_items": if held { stats.items } else { 0 },
@@ -685,9 +728,19 @@ impl DeliveryView for Views {
             "last_error": d.last_error,
             "last_error_ms": d.last_error_ms,
             "last_delivery_ms": d.last_delivery_ms,
+            "delivered_items_per_s": d.delivered_per_s(),
+            "rejected_requests": ingest.rejected_requests,
+            "accepted_items_per_s": ingest.accepted_items_per_s,
             "oldest_queued_age_s": oldest_age_ms.map(|a| a / 1000),
             "approaching_acceptance_window": oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
         })
+    }
+
+    fn throughput(&self) -> Throughput {
+        Throughput {
+            accepted: self.ingest.accepted_rates(),
+            delivered: self.pipeline.delivered_per_s(),
+        }
     }
 
     fn dead_letters(&self, tenant: &str) -> serde_json::Value {

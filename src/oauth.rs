@@ -18,6 +18,7 @@
 pub mod pages;
 pub mod pkce;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -165,6 +166,18 @@ pub async fn connect(
         expires_at,
         site: bound,
     })
+}
+
+/// The site each started, unfinished connect named, by tenant (the newest
+/// connect of a tenant wins; a connect that named no site is left out).
+pub async fn pending_sites(oauth: &OAuth) -> Result<HashMap<String, String>, StoreError> {
+    Ok(oauth
+        .store
+        .flow_sites(now())
+        .await?
+        .into_iter()
+        .filter_map(|(tenant, site)| Some((tenant, site?)))
+        .collect())
 }
 
 /// The query Datadog sends to the redirect URI.

@@ -659,6 +659,22 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// The site each tenant's newest unexpired flow is bound to (`None`:
+    /// the connect named none, the user picks a region at Datadog).
+    pub async fn flow_sites(&self, now: i64) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, domain FROM oauth_flows WHERE expires_at >= $1 ORDER BY created_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut newest: HashMap<String, Option<String>> = HashMap::new();
+        for row in rows {
+            newest.insert(row.try_get("tenant")?, row.try_get("domain")?);
+        }
+        Ok(newest.into_iter().collect())
+    }
+
     /// Pending flows per tenant (tenants with a started, unfinished connect).
     pub async fn count_flows(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM oauth_flows")

@@ -1,11 +1,15 @@
 //! Logs and metrics: the tracing subscriber (text or JSON, level reloadable
-//! on SIGHUP) and the Prometheus registry in [`metrics`].
+//! on SIGHUP), the Prometheus registry in [`metrics`], the process metrics
+//! read at each scrape ([`process`]) and the per-minute rate windows the
+//! status page shows ([`rate`]).
 //!
 //! Log lines are lowercase with structured fields (`tenant = %id`). ERROR is
 //! reserved for data loss or what needs an operator. No secret is ever a
 //! field: secrets are [`crate::secret::Secret`]s and print as `[redacted]`.
 
 pub mod metrics;
+pub mod process;
+pub mod rate;
 
 use std::sync::Arc;
 

@@ -313,15 +313,24 @@ async fn the_admin_api_and_status_page_refuse_a_missing_or_wrong_token() {
             .unwrap();
         assert_eq!(r.status(), 401, "{method} {path}?token=");
     }
-    // The status page: no token, a wrong one, a wrong cookie.
-    for (auth, cookie, query) in [
+    // The status page and the tenant views it links to: no token, a wrong
+    // one, a wrong cookie.
+    let status_routes = [
+        "/",
+        "/status/v1/tenants/acme",
+        "/status/v1/tenants/acme/dead_letters",
+    ];
+    for (auth, cookie, query, page) in [
         (None, None, ""),
         (Some("Bearer wrong-token-wrong-token"), None, ""),
         (None, Some("ddrelay_status=forged"), ""),
         (None, None, "?token=wrong-token-wrong-token"),
         (None, Some(&format!("ddrelay_status={ADMIN_TOKEN}")[..]), ""),
-    ] {
-        let mut req = client.get(relay.url(&format!("/{query}")));
+    ]
+    .into_iter()
+    .flat_map(|(a, c, q)| status_routes.map(|page| (a, c, q, page)))
+    {
+        let mut req = client.get(relay.url(&format!("{page}{query}")));
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -329,7 +338,7 @@ async fn the_admin_api_and_status_page_refuse_a_missing_or_wrong_token() {
             req = req.header("Cookie", c);
         }
         let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 401, "status page {auth:?} {cookie:?} {query}");
+        assert_eq!(r.status(), 401, "{page} {auth:?} {cookie:?} {query}");
         let body = r.text().await.unwrap();
         assert!(!body.contains(ADMIN_TOKEN));
     }

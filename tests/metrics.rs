@@ -177,6 +177,84 @@ async fn metrics_are_valid_complete_and_bounded() {
     );
 }
 
+/// What an operator alerts on is there and says what it should: the
+/// ingest requests under the tenant's real site, requests to paths the
+/// relay does not serve, the process metrics, and zero series before the
+/// first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_sites_unserved_paths_and_the_process() {
+    let (_dog, relay, _dir) = exercised_relay().await;
+    let http = reqwest::Client::new();
+    let get = |url: String| http.get(url).send();
+    assert_eq!(get(relay.url("/no/such/path")).await.unwrap().status(), 404);
+    assert_eq!(get(relay.url("/api/v2/logs")).await.unwrap().status(), 405);
+    assert_eq!(
+        http.post(relay.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    let public = format!("http://{}/wp-login.php", relay.public);
+    assert_eq!(get(public).await.unwrap().status(), 404);
+    let text = get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    };
+    // Every missing piece is reported at once.
+    let mut missing = Vec::new();
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            missing.push(what.to_string());
+        }
+    };
+    // Ingest requests carry the site of the tenant they named.
+    for class in ["2xx", "4xx"] {
+        let s = format!(
+            "ddrelay_ingest_requests_total{{kind=\"logs\",site=\"EU1\",status_class=\"{class}\"}}"
+        );
+        expect(&s, value(&s) == Some(1.0));
+    }
+    expect("no site=\"-\"", !text.contains("site=\"-\""));
+    // Unserved paths: counted by listener and status, never by path.
+    for (listener, status, n) in [("api", 404, 1.0), ("api", 405, 2.0), ("public", 404, 1.0)] {
+        let s = format!(
+            "ddrelay_unserved_requests_total{{listener=\"{listener}\",status=\"{status}\"}}"
+        );
+        expect(&s, value(&s) == Some(n));
+    }
+    expect("no path label", !text.contains("wp-login"));
+    // Series that exist before their first event.
+    for s in [
+        "ddrelay_retries_total{kind=\"traces\",reason=\"retryable\"}",
+        "ddrelay_dead_lettered_items_total{kind=\"logs\"}",
+    ] {
+        expect(s, value(s) == Some(0.0));
+    }
+    // The process, as every exporter reports it.
+    if cfg!(target_os = "linux") {
+        for name in [
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            expect(name, value(name).is_some_and(|v| v > 0.0));
+        }
+    }
+    assert!(missing.is_empty(), "missing: {missing:#?}\n{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_server_scrapes_the_relay() {
     let Some(prometheus) = tool("prometheus") else {

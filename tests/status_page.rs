@@ -226,6 +226,16 @@ async fn chromium_renders_tenants_and_states() {
         assert!(r.contains(&format!("<td>{site}</td>")), "{r}");
     }
     assert!(row(&dom, "pending-co").contains("data-state=\"pending\""));
+    // It reloads itself without a script, and each row links to the
+    // tenant's detail and dead letters.
+    assert!(dom.contains("http-equiv=\"refresh\""), "{dom}");
+    assert!(dom.contains("Items per second"), "{dom}");
+    let acme = row(&dom, "acme");
+    assert!(acme.contains("href=\"/status/v1/tenants/acme\""), "{acme}");
+    assert!(
+        acme.contains("href=\"/status/v1/tenants/acme/dead_letters\""),
+        "{acme}"
+    );
     assert!(dom.contains("id=\"count-connected\">3<"), "{dom}");
     assert!(dom.contains("id=\"count-reauth_required\">1<"), "{dom}");
     assert!(dom.contains("id=\"count-pending\">1<"), "{dom}");
@@ -264,6 +274,16 @@ async fn chromium_renders_tenants_and_states() {
         );
     }
 
+    // The detail link opens in the browser with the page's session.
+    let detail = render(
+        &bin,
+        profile.path(),
+        &format!("{base}/status/v1/tenants/acme"),
+        None,
+    )
+    .await;
+    assert!(detail.contains("\"tenant\":\"acme\""), "{detail}");
+
     // A screenshot, for people (and to prove it paints).
     let png = dir.path().join("status.png");
     render(
@@ -278,4 +298,125 @@ async fn chromium_renders_tenants_and_states() {
     if let Ok(keep) = std::env::var("DDRELAYTEST_KEEP_SCREENSHOT") {
         std::fs::copy(&png, keep).unwrap();
     }
+}
+
+/// What an operator needs per tenant, over plain HTTP: when it last
+/// delivered, its refused requests and rates, links to its detail and dead
+/// letters that open with the page's session (never `/v1` itself), the
+/// site a pending tenant's connect named, and a page that refreshes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_figures_links_and_pending_sites() {
+    let dog = dog().await;
+    let (relay, _dir) = support::fast().start(&dog).await;
+    support::connect(&relay, &dog, "acme", "https://app.datadoghq.eu", "Demo EU1").await;
+    let logs = br#"[{"message":"one"},{"message":"two"}]"#;
+    let sent = relay
+        .send("acme", Endpoint::Logs, logs, Encoding::Gzip)
+        .await
+        .unwrap();
+    assert_eq!(sent.0, 202, "{}", sent.1);
+    let refused = relay
+        .send("acme", Endpoint::Logs, b"not json", Encoding::Identity)
+        .await
+        .unwrap();
+    assert_eq!(refused.0, 400, "{}", refused.1);
+    relay
+        .authorize_url("pending-eu", Some("https://app.datadoghq.eu"))
+        .await
+        .unwrap();
+    let org = dog.org("Demo EU1").unwrap().id;
+    support::eventually("delivery", || dog.item_count(&org, Endpoint::Logs) >= 2).await;
+    support::eventually_async("the delivery figures", || async {
+        tenant_json(&relay, "acme").await["delivery"]["last_delivery_ms"].is_number()
+    })
+    .await;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(relay.url("/"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    let acme = row(&body, "acme");
+    let pending = row(&body, "pending-eu");
+    // Every missing piece is reported at once.
+    let checks = [
+        (
+            "auto-refresh",
+            body.contains("<meta http-equiv=\"refresh\" content=\"30\">"),
+        ),
+        ("last delivery time", acme.contains(" s ago")),
+        ("refused requests", acme.contains("data-rejected=\"1\"")),
+        (
+            "rates",
+            acme.contains("data-accepted-1m=\"") && !acme.contains("data-accepted-1m=\"0.00\""),
+        ),
+        (
+            "detail link",
+            acme.contains("href=\"/status/v1/tenants/acme\""),
+        ),
+        (
+            "dead letters link",
+            acme.contains("href=\"/status/v1/tenants/acme/dead_letters\""),
+        ),
+        (
+            "site a pending connect named",
+            pending.contains("datadoghq.eu"),
+        ),
+    ];
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing: {missing:?}\n{acme}\n{pending}"
+    );
+
+    // The links open with the page's session; /v1 still needs the token.
+    let r = http
+        .get(relay.url(&format!("/?token={ADMIN_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    let session = r.headers()["set-cookie"].to_str().unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    let detail = http
+        .get(relay.url("/status/v1/tenants/acme"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detail.status(), 200);
+    assert_eq!(detail.headers()["cache-control"], "no-store");
+    let v: serde_json::Value = detail.json().await.unwrap();
+    assert_eq!(v["tenant"], "acme", "{v}");
+    assert_eq!(v["delivery"]["rejected_requests"], 1, "{v}");
+    let dead = http
+        .get(relay.url("/status/v1/tenants/acme/dead_letters"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.status(), 200);
+    let unauthenticated = http
+        .get(relay.url("/status/v1/tenants/acme"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let v1 = http
+        .get(relay.url("/v1/tenants/acme"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 401);
 }

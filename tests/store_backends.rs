@@ -344,6 +344,25 @@ async fn flows_on_every_backend() {
         s.create_flow(&flow("h2", "acme", 10)).await.unwrap();
         s.create_flow(&flow("h3", "other", 100)).await.unwrap();
         assert_eq!(s.count_flows().await.unwrap(), 3, "{name}");
+        // The site each tenant's newest live connect named (the status page
+        // shows it for a pending tenant).
+        let eu = Flow {
+            domain: Some("datadoghq.eu".into()),
+            created_at: 2,
+            ..flow("h4", "other", 100)
+        };
+        s.create_flow(&eu).await.unwrap();
+        let mut sites = s.flow_sites(50).await.unwrap();
+        sites.sort();
+        assert_eq!(
+            sites,
+            [
+                ("acme".to_string(), None),
+                ("other".to_string(), Some("datadoghq.eu".to_string()))
+            ],
+            "{name}"
+        );
+        assert!(s.take_flow("h4").await.unwrap().is_some(), "{name}");
         // Started on one replica, completed on another.
         let other = b.replica().await;
         let got = other.take_flow("h1").await.unwrap().unwrap();

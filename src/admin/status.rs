@@ -1,7 +1,15 @@
 //! The status page: `GET /` on `api_listen`, one self-contained HTML page
 //! for operators. It shows the relay's readiness, version and config
-//! generation, the queue totals, tenant counts by state, and a table of
-//! tenants with their queue, delivery figures, last error and reason.
+//! generation, the queue totals, items accepted and delivered per second
+//! (last 1 and 5 minutes), tenant counts by state, and a table of tenants
+//! with their site (for a pending tenant, the site its connect named),
+//! queue, delivery figures, retries, refused requests, rates, the time of
+//! the last delivery and of the last error, and the reason; each row links
+//! to the tenant's detail and dead letters as the admin API answers them
+//! (`GET /status/v1/tenants/{tenant}` and `.../dead_letters`, which open
+//! with the page's session, see below). The page reloads itself every
+//! `?refresh=` seconds (default [`DEFAULT_REFRESH_S`], `0` stops it) with a
+//! `<meta http-equiv="refresh">`: no script.
 //!
 //! # Access
 //! The page needs the admin token, like `/v1/*`. A browser cannot easily
@@ -14,8 +22,10 @@
 //! 3. the session cookie `ddrelay_status` (`HttpOnly; SameSite=Strict;
 //!    Path=/`, 12 hours; `Secure` when a proxy says `X-Forwarded-Proto:
 //!    https`). Its value is not the token but a SHA-256 digest of it under a
-//!    fixed label: the cookie opens this page only, never `/v1/*`, and
-//!    rotating `admin_token` (a reload) ends every session.
+//!    fixed label: the cookie opens this page and the two read-only tenant
+//!    views it links to, never `/v1/*` (nothing it opens changes a tenant
+//!    or shows dead-lettered items), and rotating `admin_token` (a reload)
+//!    ends every session.
 //!
 //! The token is never written into the page. Every response carries
 //! `Cache-Control: no-store`, `Referrer-Policy: no-referrer` and a
@@ -38,17 +48,19 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{AdminState, Queued, authorized};
+use super::{AdminState, Queued, Throughput, authorized};
 use crate::clock::now_ms;
 use crate::secret::{Secret, ct_eq};
 use crate::store::{Tenant, TenantState};
+use crate::telemetry::rate::Rates;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "ddrelay_status";
@@ -66,6 +78,12 @@ pub const MAX_ROWS: usize = 5000;
 /// batches within seconds; Datadog accepts series for an hour).
 const BACKLOG_AGE_MS: i64 = 5 * 60 * 1000;
 
+/// Seconds between reloads of the page when `?refresh=` is not given.
+pub const DEFAULT_REFRESH_S: u64 = 30;
+
+/// The shortest and longest `?refresh=` (other than 0, which stops it).
+const REFRESH_RANGE_S: (u64, u64) = (5, 3600);
+
 /// Long error texts are cut to this many characters in the table (the full
 /// text is in the cell's tooltip).
 const CELL_TEXT_MAX: usize = 160;
@@ -73,9 +91,55 @@ const CELL_TEXT_MAX: usize = 160;
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// The routes: `GET /`.
+/// The routes: `GET /` and the tenant views its rows link to.
 pub fn router(state: AdminState) -> Router {
-    Router::new().route("/", get(page)).with_state(state)
+    Router::new()
+        .route("/", get(page))
+        .route("/status/v1/tenants/{tenant}", get(tenant_detail))
+        .route(
+            "/status/v1/tenants/{tenant}/dead_letters",
+            get(tenant_dead_letters),
+        )
+        .with_state(state)
+}
+
+/// True when the request carries the admin token or a page session.
+fn signed_in(state: &AdminState, headers: &HeaderMap) -> bool {
+    let config = state.config.load_full();
+    let token = &config.server.admin_token;
+    authorized(headers, &[token]) || has_session(headers, token)
+}
+
+/// `GET /status/v1/tenants/{tenant}`: what `GET /v1/tenants/{tenant}`
+/// answers, opened with the page's session.
+async fn tenant_detail(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Response {
+    if !signed_in(&state, &headers) {
+        return super::unauthorized();
+    }
+    let mut r = super::show(State(state), tenant).await.into_response();
+    secure_headers(&mut r);
+    r
+}
+
+/// `GET /status/v1/tenants/{tenant}/dead_letters`: the entries (not their
+/// items) as `GET /v1/tenants/{tenant}/dead_letters` lists them.
+async fn tenant_dead_letters(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Response {
+    if !signed_in(&state, &headers) {
+        return super::unauthorized();
+    }
+    let mut r = super::dead_letters(State(state), tenant)
+        .await
+        .into_response();
+    secure_headers(&mut r);
+    r
 }
 
 /// The cookie value for `token`: a digest, so the cookie is not the token.
@@ -131,7 +195,7 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// 401 with a page that says how to get in.
 fn denied(why: &str) -> Response {
-    let mut body = page_head("ddrelay status: admin token needed");
+    let mut body = page_head("ddrelay status: admin token needed", 0);
     let _ = write!(
         body,
         "<main class=\"denied\"><h1>Admin token needed</h1><p>{}</p>\
@@ -199,12 +263,27 @@ async fn page(
         return r;
     }
 
-    if !(authorized(&headers, &[token]) || has_session(&headers, token)) {
+    if !signed_in(&state, &headers) {
         return denied("This page needs the relay's admin token.");
     }
     let filter = Filter::parse(&params);
-    let overview = gather(&state, &filter);
+    let connect_sites = connect_sites(&state).await;
+    let overview = gather(&state, &filter, &connect_sites);
     html(StatusCode::OK, render(&overview, &filter))
+}
+
+/// The sites pending tenants' connects named (none when no tenant is
+/// pending, or the store cannot say: the page still renders).
+async fn connect_sites(state: &AdminState) -> HashMap<String, String> {
+    if state.tenants.ids_in(TenantState::Pending).is_empty() {
+        return HashMap::new();
+    }
+    crate::oauth::pending_sites(&state.oauth)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the sites of pending connects");
+            HashMap::new()
+        })
 }
 
 /// `?state=` narrowing.
@@ -215,13 +294,15 @@ pub enum StateFilter {
     Problem,
 }
 
-/// The page's query: `state`, `q`, `limit`.
+/// The page's query: `state`, `q`, `limit`, `refresh`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     pub state: Option<StateFilter>,
     /// Lowercased substring to look for.
     pub q: String,
     pub limit: usize,
+    /// Seconds between reloads; 0: none.
+    pub refresh: u64,
     /// A note about a parameter that was ignored.
     pub note: Option<String>,
 }
@@ -232,6 +313,7 @@ impl Default for Filter {
             state: None,
             q: String::new(),
             limit: DEFAULT_ROWS,
+            refresh: DEFAULT_REFRESH_S,
             note: None,
         }
     }
@@ -260,6 +342,11 @@ impl Filter {
                     Ok(n) => f.limit = n.clamp(1, MAX_ROWS),
                     Err(_) => f.note = Some(format!("limit `{v}` is not a number; ignored.")),
                 },
+                "refresh" => match v.parse::<u64>() {
+                    Ok(0) => f.refresh = 0,
+                    Ok(n) => f.refresh = n.clamp(REFRESH_RANGE_S.0, REFRESH_RANGE_S.1),
+                    Err(_) => f.note = Some(format!("refresh `{v}` is not a number; ignored.")),
+                },
                 _ => {}
             }
         }
@@ -279,11 +366,13 @@ impl Filter {
 }
 
 /// One table row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub id: String,
     pub state: TenantState,
     pub site: Option<String>,
+    /// `site` is the one a pending tenant's connect named.
+    pub site_from_connect: bool,
     pub org_name: Option<String>,
     pub org_id: Option<String>,
     pub queued_items: u64,
@@ -292,6 +381,13 @@ pub struct Row {
     pub delivered: Option<u64>,
     pub dead_lettered: Option<u64>,
     pub aged_out: Option<u64>,
+    pub retries: Option<u64>,
+    pub rejected_requests: Option<u64>,
+    /// Items per second accepted for the tenant, and delivered.
+    pub accepted_per_s: Option<Rates>,
+    pub delivered_per_s: Option<Rates>,
+    pub last_delivery_ms: Option<i64>,
+    pub last_error_ms: Option<i64>,
     pub last_error: Option<String>,
     pub reason: Option<String>,
     /// Why this tenant needs attention, if it does.
@@ -304,6 +400,13 @@ impl Row {
     pub fn new(t: Tenant, q: Queued, d: Option<&serde_json::Value>, now_ms: i64) -> Row {
         let num = |k: &str| d.and_then(|d| d.get(k)).and_then(|v| v.as_u64());
         let int = |k: &str| d.and_then(|d| d.get(k)).and_then(|v| v.as_i64());
+        let rates = |k: &str| {
+            let r = d.and_then(|d| d.get(k))?;
+            Some(Rates {
+                one: r.get("1m")?.as_f64()?,
+                five: r.get("5m")?.as_f64()?,
+            })
+        };
         let last_error = d
             .and_then(|d| d.get("last_error"))
             .and_then(|v| v.as_str())
@@ -323,6 +426,7 @@ impl Row {
         Row {
             state: t.state,
             site: t.domain,
+            site_from_connect: false,
             org_name: t.org_name,
             org_id: t.org_id,
             queued_items: q.items,
@@ -331,11 +435,29 @@ impl Row {
             delivered: num("delivered_items"),
             dead_lettered: num("dead_lettered_items"),
             aged_out: num("aged_out_items"),
+            retries: num("retries"),
+            rejected_requests: num("rejected_requests"),
+            accepted_per_s: rates("accepted_items_per_s"),
+            delivered_per_s: rates("delivered_items_per_s"),
+            last_delivery_ms: int("last_delivery_ms"),
+            last_error_ms: int("last_error_ms"),
             last_error,
             reason: t.reason,
             problem,
             id: t.id,
         }
+    }
+
+    /// A pending tenant not connected yet shows the site its connect named.
+    fn with_connect_site(mut self, sites: &HashMap<String, String>) -> Row {
+        if self.state == TenantState::Pending
+            && self.site.is_none()
+            && let Some(site) = sites.get(&self.id)
+        {
+            self.site = Some(site.clone());
+            self.site_from_connect = true;
+        }
+        self
     }
 }
 
@@ -350,6 +472,8 @@ pub struct Overview {
     pub by_state: Vec<(TenantState, usize)>,
     pub queued: Queued,
     pub queued_tenants: usize,
+    /// Items per second, all tenants (none without a delivery view).
+    pub throughput: Option<Throughput>,
     pub now_ms: i64,
     /// Tenants that passed the filter.
     pub matching: usize,
@@ -359,7 +483,11 @@ pub struct Overview {
     pub rows: Vec<Row>,
 }
 
-fn gather(state: &AdminState, filter: &Filter) -> Overview {
+fn gather(
+    state: &AdminState,
+    filter: &Filter,
+    connect_sites: &HashMap<String, String>,
+) -> Overview {
     let now = now_ms();
     let all = state.tenants.list();
     let queued = state.queue.all();
@@ -391,7 +519,7 @@ fn gather(state: &AdminState, filter: &Filter) -> Overview {
         .map(|t| {
             let q = queued.get(&t.id).copied().unwrap_or_default();
             let d = state.delivery.as_ref().map(|d| d.tenant(&t.id));
-            Row::new(t, q, d.as_ref(), now)
+            Row::new(t, q, d.as_ref(), now).with_connect_site(connect_sites)
         })
         .filter(|r| filter.state != Some(StateFilter::Problem) || r.problem.is_some());
     let (mut problems, rest): (Vec<Row>, Vec<Row>) = rows.partition(|r| r.problem.is_some());
@@ -403,11 +531,7 @@ fn gather(state: &AdminState, filter: &Filter) -> Overview {
         ready: state.relay.ready(),
         version: env!("CARGO_PKG_VERSION"),
         config_generation: state.relay.config_generation(),
-        generated_at: time::OffsetDateTime::now_utc()
-            .format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
-            .unwrap_or_default(),
+        generated_at: utc(now),
         tenants_total,
         by_state: TenantState::ALL
             .iter()
@@ -415,6 +539,7 @@ fn gather(state: &AdminState, filter: &Filter) -> Overview {
             .collect(),
         queued: totals,
         queued_tenants,
+        throughput: state.delivery.as_ref().map(|d| d.throughput()),
         now_ms: now,
         matching,
         problems: problem_count,
@@ -451,6 +576,49 @@ pub fn human_age(ms: i64) -> String {
         3600..86400 => format!("{} h {} m", s / 3600, (s % 3600) / 60),
         _ => format!("{} d {} h", s / 86400, (s % 86400) / 3600),
     }
+}
+
+/// Unix milliseconds as `2024-05-01 12:00:00 UTC`.
+fn utc(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Items per second: `0`, `<0.01`, `2.50`, `1,234`.
+fn per_s(x: f64) -> String {
+    match x {
+        x if x <= 0.0 => "0".into(),
+        x if x < 0.01 => "<0.01".into(),
+        x if x < 100.0 => format!("{x:.2}"),
+        x => grouped(x.round() as u64),
+    }
+}
+
+/// `1.5` items/s and `0.25` → `1.50 / 0.25` (last minute / last five).
+fn rates(r: Option<Rates>) -> String {
+    r.map(|r| format!("{} / {}", per_s(r.one), per_s(r.five)))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// A tenant id as one URL path segment: ids are `[A-Za-z0-9._-]`, anything
+/// else is percent-encoded all the same.
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// `12345` → `12,345`.
@@ -498,17 +666,25 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.
 td.text{min-width:16rem;max-width:30rem;overflow-wrap:anywhere}tr.problem{background:#fff8f0}\
 .state{font-weight:600;white-space:nowrap}.s-connected{color:var(--ok)}.s-reauth_required{color:var(--bad)}.s-pending{color:var(--warn)}.s-disconnected{color:var(--muted)}\
 .flag{display:block;font-size:.75rem;color:var(--bad);font-weight:400}\
+.links{display:block;font-family:system-ui,sans-serif;font-size:.75rem}.links a+a{margin-left:.5rem}.when{white-space:nowrap}\
 .denied{max-width:40rem;margin:3rem auto;background:#fff;border:1px solid var(--line);border-radius:8px;padding:1.5rem}\
 code{font-family:ui-monospace,monospace;background:var(--bg);padding:0 .25rem;border-radius:4px}";
 
-fn page_head(title: &str) -> String {
+/// The page's `<head>`; `refresh` seconds between reloads (0: none).
+fn page_head(title: &str, refresh: u64) -> String {
     let mut s = String::with_capacity(4096);
     let _ = write!(
         s,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
-         <title>{}</title><style>{STYLE}</style></head><body>",
+         <meta name=\"referrer\" content=\"no-referrer\">"
+    );
+    if refresh > 0 {
+        let _ = write!(s, "<meta http-equiv=\"refresh\" content=\"{refresh}\">");
+    }
+    let _ = write!(
+        s,
+        "<title>{}</title><style>{STYLE}</style></head><body>",
         esc(title)
     );
     s
@@ -527,23 +703,40 @@ fn opt_num(v: Option<u64>) -> String {
 
 /// Renders the page. Pure: the same overview gives the same HTML.
 pub fn render(o: &Overview, filter: &Filter) -> String {
-    let mut s = page_head("ddrelay status");
-    s.reserve(o.rows.len() * 700);
+    let mut s = page_head("ddrelay status", filter.refresh);
+    s.reserve(o.rows.len() * 1200);
+    header(&mut s, o, filter);
+    cards(&mut s, o);
+    form(&mut s, filter);
+    summary(&mut s, o);
+    table(&mut s, o);
+    s.push_str("</main></body></html>");
+    s
+}
+
+fn header(s: &mut String, o: &Overview, filter: &Filter) {
+    let reload = match filter.refresh {
+        0 => "not reloading".to_string(),
+        n => format!("reloads every {n} s"),
+    };
     let _ = write!(
         s,
         "<header><h1>ddrelay status</h1>\
          <span id=\"readiness\" class=\"badge {}\">{}</span>\
          <span>version <b id=\"version\">{}</b></span>\
          <span>config generation <b id=\"config-generation\">{}</b></span>\
-         <span class=\"muted\">generated {}</span></header><main>",
+         <span class=\"muted\">generated {}; {}</span></header><main>",
         if o.ready { "ok" } else { "bad" },
         if o.ready { "ready" } else { "not ready" },
         esc(o.version),
         o.config_generation,
         esc(&o.generated_at),
+        esc(&reload),
     );
+}
 
-    // Cards: tenants by state, queue totals.
+/// Cards: tenants by state, queue totals, items per second.
+fn cards(s: &mut String, o: &Overview) {
     let _ = write!(
         s,
         "<section class=\"cards\"><div class=\"card\"><h2>Tenants</h2>\
@@ -564,7 +757,7 @@ pub fn render(o: &Overview, filter: &Filter) -> String {
          <p class=\"big\"><span id=\"queued-items\">{}</span> <span class=\"unit\">items</span></p><ul>\
          <li><span>bytes on disk</span><b id=\"queued-bytes\">{}</b></li>\
          <li><span>tenants with queued data</span><b>{}</b></li>\
-         <li><span>oldest queued</span><b>{}</b></li></ul></div></section>",
+         <li><span>oldest queued</span><b>{}</b></li></ul></div>",
         grouped(o.queued.items),
         esc(&human_bytes(o.queued.bytes)),
         grouped(o.queued_tenants as u64),
@@ -573,8 +766,25 @@ pub fn render(o: &Overview, filter: &Filter) -> String {
             .map(|t| human_age(o.now_ms - t))
             .unwrap_or_else(|| "–".into()),
     );
+    if let Some(t) = &o.throughput {
+        let _ = write!(
+            s,
+            "<div class=\"card\"><h2>Items per second</h2>\
+             <p class=\"big\"><span id=\"accepted-1m\">{}</span> <span class=\"unit\">accepted, last minute</span></p><ul>\
+             <li><span>accepted, last 5 minutes</span><b id=\"accepted-5m\">{}</b></li>\
+             <li><span>delivered, last minute</span><b id=\"delivered-1m\">{}</b></li>\
+             <li><span>delivered, last 5 minutes</span><b id=\"delivered-5m\">{}</b></li></ul></div>",
+            per_s(t.accepted.one),
+            per_s(t.accepted.five),
+            per_s(t.delivered.one),
+            per_s(t.delivered.five),
+        );
+    }
+    s.push_str("</section>");
+}
 
-    // The filter form (GET; the session cookie carries the access).
+/// The filter form (GET; the session cookie carries the access).
+fn form(s: &mut String, filter: &Filter) {
     s.push_str("<form method=\"get\" action=\"/\"><label>state <select name=\"state\">");
     let selected = |v: Option<StateFilter>| if filter.state == v { " selected" } else { "" };
     let _ = write!(
@@ -594,13 +804,23 @@ pub fn render(o: &Overview, filter: &Filter) -> String {
     let _ = write!(
         s,
         "</select></label><label>search <input name=\"q\" value=\"{}\" \
-         placeholder=\"tenant, org or site\"></label><button type=\"submit\">Filter</button>\
-         <a href=\"/\">clear</a></form>",
+         placeholder=\"tenant, org or site\"></label>",
         esc(&filter.q)
     );
+    if filter.refresh != DEFAULT_REFRESH_S {
+        let _ = write!(
+            s,
+            "<input type=\"hidden\" name=\"refresh\" value=\"{}\">",
+            filter.refresh
+        );
+    }
+    s.push_str("<button type=\"submit\">Filter</button><a href=\"/\">clear</a></form>");
     if let Some(note) = &filter.note {
         let _ = write!(s, "<p class=\"note warn\">{}</p>", esc(note));
     }
+}
+
+fn summary(s: &mut String, o: &Overview) {
     let shown = o.rows.len();
     let _ = write!(
         s,
@@ -620,73 +840,121 @@ pub fn render(o: &Overview, filter: &Filter) -> String {
         );
     }
     s.push_str("</p>");
-
     if o.tenants_total == 0 {
         s.push_str(
             "<p class=\"note\">No tenant yet. Start one with \
              <code>POST /v1/tenants/{tenant}/connect</code>.</p>",
         );
     }
+}
+
+fn table(s: &mut String, o: &Overview) {
     s.push_str(
         "<div class=\"table\"><table id=\"tenants\"><thead><tr>\
          <th>tenant</th><th>state</th><th>site</th><th>org</th>\
          <th>queued items</th><th>queued bytes</th><th>oldest queued</th>\
          <th>delivered</th><th>dead-lettered</th><th>aged out</th>\
-         <th>last error</th><th>reason</th></tr></thead><tbody>",
+         <th>retries</th><th>refused requests</th>\
+         <th title=\"items per second, last minute / last 5 minutes\">accepted/s 1m / 5m</th>\
+         <th title=\"items per second, last minute / last 5 minutes\">delivered/s 1m / 5m</th>\
+         <th>last delivery</th><th>last error</th><th>reason</th></tr></thead><tbody>",
     );
     for r in &o.rows {
-        let id = esc(&r.id);
-        let st = r.state.as_str();
-        let _ = write!(
-            s,
-            "<tr data-tenant=\"{id}\" data-state=\"{st}\"{}>\
-             <td class=\"id\">{id}</td>\
-             <td><span class=\"state s-{st}\">{st}</span>",
-            if r.problem.is_some() {
-                " class=\"problem\""
-            } else {
-                ""
-            },
-        );
-        // reauth_required says it already; other problems get a flag.
-        if let Some(p) = r.problem.filter(|_| r.state != TenantState::ReauthRequired) {
-            let _ = write!(s, "<span class=\"flag\">{}</span>", esc(p));
-        }
-        let _ = write!(
-            s,
-            "</td><td>{}</td><td title=\"{}\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
-            opt(&r.site),
-            r.org_id
-                .as_deref()
-                .map(|i| format!("org id {}", esc(i)))
-                .unwrap_or_default(),
-            opt(&r.org_name),
-            grouped(r.queued_items),
-            esc(&human_bytes(r.queued_bytes)),
-            r.oldest_age_ms.map(human_age).unwrap_or_else(|| "–".into()),
-            opt_num(r.delivered),
-            opt_num(r.dead_lettered),
-            opt_num(r.aged_out),
-        );
-        for text in [&r.last_error, &r.reason] {
-            match text.as_deref() {
-                Some(t) if !t.is_empty() => {
-                    let _ = write!(
-                        s,
-                        "<td class=\"text\" title=\"{}\">{}</td>",
-                        esc(t),
-                        esc(&clipped(t))
-                    );
-                }
-                _ => s.push_str("<td>–</td>"),
-            }
-        }
-        s.push_str("</tr>");
+        row(s, r, o.now_ms);
     }
-    s.push_str("</tbody></table></div></main></body></html>");
-    s
+    s.push_str("</tbody></table></div>");
+}
+
+/// `3 m 20 s ago`, with the UTC time as its tooltip; `–` for never.
+fn when(s: &mut String, ms: Option<i64>, now_ms: i64) {
+    match ms {
+        Some(t) => {
+            let _ = write!(
+                s,
+                "<span class=\"when\" title=\"{}\">{} ago</span>",
+                esc(&utc(t)),
+                esc(&human_age(now_ms - t))
+            );
+        }
+        None => s.push('–'),
+    }
+}
+
+fn row(s: &mut String, r: &Row, now_ms: i64) {
+    let id = esc(&r.id);
+    let st = r.state.as_str();
+    let _ = write!(s, "<tr data-tenant=\"{id}\" data-state=\"{st}\"");
+    if let Some(n) = r.rejected_requests {
+        let _ = write!(s, " data-rejected=\"{n}\"");
+    }
+    if let Some(a) = r.accepted_per_s {
+        let _ = write!(s, " data-accepted-1m=\"{:.2}\"", a.one);
+    }
+    if r.problem.is_some() {
+        s.push_str(" class=\"problem\"");
+    }
+    let link = esc(&path_segment(&r.id)).into_owned();
+    let _ = write!(
+        s,
+        "><td class=\"id\">{id}<span class=\"links\">\
+         <a href=\"/status/v1/tenants/{link}\" title=\"GET /v1/tenants/{id}\">detail</a> \
+         <a href=\"/status/v1/tenants/{link}/dead_letters\" title=\"GET /v1/tenants/{id}/dead_letters\">dead letters</a>\
+         </span></td><td><span class=\"state s-{st}\">{st}</span>"
+    );
+    // reauth_required says it already; other problems get a flag.
+    if let Some(p) = r.problem.filter(|_| r.state != TenantState::ReauthRequired) {
+        let _ = write!(s, "<span class=\"flag\">{}</span>", esc(p));
+    }
+    let site_title = if r.site_from_connect {
+        " title=\"named by its connect; not connected yet\""
+    } else {
+        ""
+    };
+    let _ = write!(
+        s,
+        "</td><td{site_title}>{}</td><td title=\"{}\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">",
+        opt(&r.site),
+        r.org_id
+            .as_deref()
+            .map(|i| format!("org id {}", esc(i)))
+            .unwrap_or_default(),
+        opt(&r.org_name),
+        grouped(r.queued_items),
+        esc(&human_bytes(r.queued_bytes)),
+        r.oldest_age_ms.map(human_age).unwrap_or_else(|| "–".into()),
+        opt_num(r.delivered),
+        opt_num(r.dead_lettered),
+        opt_num(r.aged_out),
+        opt_num(r.retries),
+        opt_num(r.rejected_requests),
+        rates(r.accepted_per_s),
+        rates(r.delivered_per_s),
+    );
+    when(s, r.last_delivery_ms, now_ms);
+    s.push_str("</td>");
+    text_cell(s, r.last_error.as_deref(), r.last_error_ms, now_ms);
+    text_cell(s, r.reason.as_deref(), None, now_ms);
+    s.push_str("</tr>");
+}
+
+/// A cell of free text (an error, a reason), clipped, the whole text in
+/// its tooltip, after the time it happened when known.
+fn text_cell(s: &mut String, text: Option<&str>, at_ms: Option<i64>, now_ms: i64) {
+    match text {
+        Some(t) if !t.is_empty() => {
+            let _ = write!(s, "<td class=\"text\" title=\"{}\">", esc(t));
+            if at_ms.is_some() {
+                when(s, at_ms, now_ms);
+                s.push_str(": ");
+            }
+            let _ = write!(s, "{}</td>", esc(&clipped(t)));
+        }
+        _ => s.push_str("<td>–</td>"),
+    }
 }
 
 #[cfg(test)]
@@ -750,6 +1018,12 @@ mod tests {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(1234567), "1,234,567");
         assert_eq!(clipped(&"é".repeat(200)).chars().count(), CELL_TEXT_MAX + 1);
+        assert_eq!(
+            [0.0, 0.004, 2.5, 1234.4].map(per_s),
+            ["0", "<0.01", "2.50", "1,234"]
+        );
+        assert_eq!(path_segment("a.b_c-1"), "a.b_c-1");
+        assert_eq!(path_segment("a&b/c"), "a%26b%2Fc");
     }
 
     #[test]
@@ -792,6 +1066,99 @@ mod tests {
         let d = serde_json::json!({"last_error": "503", "last_error_ms": 5, "last_delivery_ms": 6});
         let recovered = Row::new(tenant("e", TenantState::Connected), q(None), Some(&d), now);
         assert_eq!(recovered.problem, None);
+    }
+
+    /// A row shows when the tenant last delivered and last failed, its
+    /// retries and refused requests, its rates, and links to its detail
+    /// and dead letters; the page refreshes itself without a script.
+    #[test]
+    fn a_row_shows_times_counts_rates_and_links() {
+        let now = 1_700_000_000_000;
+        let d = serde_json::json!({
+            "delivered_items": 42,
+            "retries": 7,
+            "rejected_requests": 3,
+            "last_delivery_ms": now - 200_000,
+            "last_error": "Datadog answered 503",
+            "last_error_ms": now - 45_000,
+            "accepted_items_per_s": {"1m": 2.5, "5m": 0.5},
+            "delivered_items_per_s": {"1m": 1.25, "5m": 0.25},
+        });
+        let row = Row::new(
+            tenant("acme&co", TenantState::Connected),
+            Queued::default(),
+            Some(&d),
+            now,
+        );
+        let o = Overview {
+            now_ms: now,
+            matching: 1,
+            rows: vec![row],
+            ..Overview::default()
+        };
+        let html = render(&o, &Filter::default());
+        let start = html.find("<tr data-tenant=").unwrap();
+        let r = &html[start..];
+        assert!(r.contains("3 m 20 s ago"), "last delivery: {r}");
+        assert!(r.contains("45 s ago"), "last error: {r}");
+        assert!(
+            r.contains("title=\"2023-11-14 22:10:00 UTC\""),
+            "absolute time: {r}"
+        );
+        assert!(r.contains("<td class=\"num\">7</td>"), "retries: {r}");
+        assert!(
+            r.contains("<td class=\"num\">3</td>"),
+            "refused requests: {r}"
+        );
+        assert!(r.contains("2.50 / 0.50"), "accepted items/s: {r}");
+        assert!(r.contains("1.25 / 0.25"), "delivered items/s: {r}");
+        assert!(
+            r.contains("href=\"/status/v1/tenants/acme%26co\""),
+            "detail link: {r}"
+        );
+        assert!(
+            r.contains("href=\"/status/v1/tenants/acme%26co/dead_letters\""),
+            "dead letters link: {r}"
+        );
+        assert!(
+            html.contains("<meta http-equiv=\"refresh\" content=\"30\">"),
+            "{html}"
+        );
+    }
+
+    /// A pending tenant shows the site its connect named; a connected one
+    /// keeps its own even while a new connect is pending.
+    #[test]
+    fn a_pending_tenant_shows_the_site_its_connect_named() {
+        let sites = HashMap::from([
+            ("new".to_string(), "us5.datadoghq.com".to_string()),
+            ("old".to_string(), "us5.datadoghq.com".to_string()),
+        ]);
+        let mut t = tenant("new", TenantState::Pending);
+        t.domain = None;
+        let pending = Row::new(t, Queued::default(), None, 0).with_connect_site(&sites);
+        assert_eq!(pending.site.as_deref(), Some("us5.datadoghq.com"));
+        let o = Overview {
+            matching: 1,
+            rows: vec![pending],
+            ..Overview::default()
+        };
+        let html = render(&o, &Filter::default());
+        assert!(
+            html.contains(
+                "<td title=\"named by its connect; not connected yet\">us5.datadoghq.com</td>"
+            ),
+            "{html}"
+        );
+        let connected = Row::new(
+            tenant("old", TenantState::Connected),
+            Queued::default(),
+            None,
+            0,
+        )
+        .with_connect_site(&sites);
+        assert_eq!(connected.site.as_deref(), Some("datadoghq.eu"));
+        assert!(!connected.site_from_connect);
     }
 
     /// 10,000 tenants render quickly and the table is capped.

@@ -17,7 +17,7 @@
 //!
 //! This module never sees compression for sending, retries or Datadog hosts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -34,7 +34,7 @@ use crate::codec::{self, CodecError, OverBudget};
 use crate::config::{Config, QueueCompression};
 use crate::pipeline::{self, record};
 use crate::queue::{AppendError, NewRecord, Prepared, Queue};
-use crate::site::{Encoding, Endpoint};
+use crate::site::{Encoding, Endpoint, Site};
 use crate::store::TenantState;
 use crate::telemetry::metrics::{
     KindLabels, KindOutcome, KindReason, Metrics, SendLabels, status_class,
@@ -62,6 +62,34 @@ pub struct IngestState {
     pub config: crate::tenant::ConfigHandle,
     /// Memory for decoding bodies at once (`server.decode_memory`).
     pub decode_memory: Arc<Budget>,
+    /// Per-tenant refused requests and accepted rates.
+    pub figures: Arc<super::figures::Figures>,
+}
+
+/// The tenant a request named, once the directory knew it, and its site:
+/// [`answer`] counts the request under that site and in that tenant's
+/// figures. Set by [`admit_as`]; a request refused before (no tenant
+/// named, an unknown one) has none.
+#[derive(Debug, Default)]
+pub(super) struct Named(OnceLock<(String, Option<&'static Site>)>);
+
+impl Named {
+    fn set(&self, tenant: &str, site: Option<&'static Site>) {
+        // The first tenant admitted is the request's.
+        let _ = self.0.set((tenant.to_string(), site));
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.0.get().map(|(t, _)| t.as_str())
+    }
+
+    /// The `site` label: the tenant's site, or `none`.
+    fn site_label(&self) -> &'static str {
+        self.0
+            .get()
+            .and_then(|(_, s)| *s)
+            .map_or("none", |s| s.name)
+    }
 }
 
 /// An ingest failure: a status, the errors body, and maybe Retry-After.
@@ -185,7 +213,8 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = ingest(endpoint, &state, query.as_deref(), &headers, body).await;
+    let named = Named::default();
+    let result = ingest(endpoint, &state, query.as_deref(), &headers, body, &named).await;
     let body = match &result {
         // v2 series answer `{"errors": [...]}` with their 202: what was
         // dropped goes there, as Datadog's model has room for it.
@@ -200,15 +229,17 @@ async fn handle(
         body,
     )
         .into_response();
-    answer(&state, endpoint, started, result.map(drop), ok)
+    answer(&state, endpoint, started, &named, result.map(drop), ok)
 }
 
-/// Counts an ingest request (requests by status class, the acknowledgement
-/// time, refusals by reason) and gives its answer: `ok`, or the error.
+/// Counts an ingest request (requests by site and status class, the
+/// acknowledgement time, refusals by reason and in the named tenant's
+/// figures) and gives its answer: `ok`, or the error.
 pub(super) fn answer(
     state: &IngestState,
     endpoint: Endpoint,
     started: Instant,
+    named: &Named,
     result: Result<(), IngestError>,
     ok: Response,
 ) -> Response {
@@ -218,10 +249,13 @@ pub(super) fn answer(
     m.ingest_requests
         .get_or_create(&SendLabels {
             kind,
-            site: "-",
+            site: named.site_label(),
             status_class: status_class(status.as_u16()),
         })
         .inc();
+    if let (Err(_), Some(tenant)) = (&result, named.tenant()) {
+        state.figures.refused(tenant);
+    }
     match result {
         Ok(()) => {
             m.ingest_ack_seconds
@@ -393,12 +427,13 @@ async fn ingest(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    named: &Named,
 ) -> Result<Vec<String>, IngestError> {
     let tenant = match tenant_named(headers, query) {
         Ok(t) => t,
         Err(refused) => return Err(refused.discarding(body)),
     };
-    match admit_as(state, tenant, headers).await {
+    match admit_as(state, tenant, headers, named).await {
         Ok(admitted) => accept(endpoint, state, admitted, body).await,
         Err(refused) => Err(refused.discarding(body)),
     }
@@ -410,11 +445,13 @@ async fn ingest(
 /// worth of work, not a read, decompression and validation of a body that
 /// is thrown away.
 /// `tenant` is the one the request names ([`tenant_named`], or for the
-/// trace API perhaps a span tag).
+/// trace API perhaps a span tag); once the directory knows it, `named`
+/// says so.
 pub(super) async fn admit_as(
     state: &IngestState,
     tenant: String,
     headers: &HeaderMap,
+    named: &Named,
 ) -> Result<Admitted, IngestError> {
     let admitted = |e: &crate::tenant::Entry| {
         matches!(
@@ -428,6 +465,7 @@ pub(super) async fn admit_as(
         _ => state.tenants.recheck(&tenant).await,
     };
     let entry = entry.ok_or_else(|| IngestError::new(StatusCode::NOT_FOUND, "unknown_tenant", format!("tenant {tenant} does not exist; connect it first (POST /v1/tenants/{tenant}/connect)")))?;
+    named.set(&tenant, entry.site());
     match entry.state() {
         TenantState::Connected | TenantState::ReauthRequired => {}
         state @ (TenantState::Pending | TenantState::Disconnected) => {
@@ -576,6 +614,7 @@ async fn accept(
             m.ingest_bytes
                 .get_or_create(&outcome("accepted"))
                 .inc_by(body_len as u64);
+            state.figures.accepted(&tenant, u64::from(items));
             count_dropped(state, endpoint, &tenant, dropped);
             Ok(notes)
         }

@@ -28,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 
 use super::api::{
-    Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, admit_as, answer, append_error, busy,
-    checked_id, content_encoding, expected_memory, read_body, tenant_of,
+    Admitted, DECODE_MEMORY_WAIT, IngestError, IngestState, Named, admit_as, answer, append_error,
+    busy, checked_id, content_encoding, expected_memory, read_body, tenant_of,
 };
 use crate::clock::now_ms;
 use crate::codec;
@@ -109,7 +109,8 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = traces(version, &state, &headers, body).await;
+    let named = Named::default();
+    let result = traces(version, &state, &headers, body, &named).await;
     let ok = match version {
         Version::V03 => (StatusCode::OK, "OK\n").into_response(),
         Version::V04 | Version::V05 => (
@@ -119,7 +120,7 @@ async fn handle(
         )
             .into_response(),
     };
-    answer(&state, Endpoint::Traces, started, result, ok)
+    answer(&state, Endpoint::Traces, started, &named, result, ok)
 }
 
 async fn client_stats(
@@ -128,11 +129,13 @@ async fn client_stats(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = stats_request(&state, &headers, body).await;
+    let named = Named::default();
+    let result = stats_request(&state, &headers, body, &named).await;
     answer(
         &state,
         Endpoint::ClientStats,
         started,
+        &named,
         result,
         StatusCode::OK.into_response(),
     )
@@ -149,10 +152,11 @@ async fn traces(
     state: &IngestState,
     headers: &HeaderMap,
     body: Body,
+    named: &Named,
 ) -> Result<(), IngestError> {
     let early = if named_by_header(headers) {
         let tenant = tenant_of(headers)?;
-        match admit_as(state, tenant, headers).await {
+        match admit_as(state, tenant, headers, named).await {
             Ok(a) => Some(a),
             Err(refused) => return Err(refused.discarding(body)),
         }
@@ -218,7 +222,7 @@ async fn traces(
                     format!("name the tenant: a DD-Relay-Tenant header, or the span tag {TENANT_TAG} on every span (DD_TAGS={TENANT_TAG}:<id>)"),
                 )
             })?;
-            admit_as(state, checked_id(tenant)?, headers).await?
+            admit_as(state, checked_id(tenant)?, headers, named).await?
         }
     };
     // A tracer's own stats are trusted only when a header named the
@@ -372,6 +376,7 @@ async fn append(
             outcome: "accepted",
         })
         .inc_by(items);
+    state.figures.accepted(&admitted.tenant, items);
     Ok(())
 }
 
@@ -545,6 +550,7 @@ async fn stats_request(
     state: &IngestState,
     headers: &HeaderMap,
     body: Body,
+    named: &Named,
 ) -> Result<(), IngestError> {
     if !named_by_header(headers) {
         return Err(bad(
@@ -553,7 +559,7 @@ async fn stats_request(
         )
         .discarding(body));
     }
-    let admitted = match admit_as(state, tenant_of(headers)?, headers).await {
+    let admitted = match admit_as(state, tenant_of(headers)?, headers, named).await {
         Ok(a) => a,
         Err(refused) => return Err(refused.discarding(body)),
     };

@@ -60,7 +60,8 @@ use crate::queue::Queue;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::site::{Encoding, Endpoint};
-use crate::telemetry::metrics::{KindLabels, KindReason, Metrics};
+use crate::telemetry::metrics::{KindLabels, KindReason, Metrics, retry_reason};
+use crate::telemetry::rate::{Rates, Window};
 use crate::tenant::ConfigHandle;
 
 /// How long to keep sending on shutdown before leaving the rest on disk is
@@ -97,12 +98,24 @@ pub struct TenantDelivery {
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
     pub last_delivery_ms: Option<i64>,
+    /// Items delivered per minute, for rates.
+    #[serde(skip)]
+    delivered: Window,
+}
+
+impl TenantDelivery {
+    /// Items delivered per second over the last minutes.
+    pub fn delivered_per_s(&self) -> Rates {
+        self.delivered.rates(Instant::now())
+    }
 }
 
 #[derive(Debug, Default)]
 struct DispatchState {
     streams: HashMap<(Arc<str>, u8), StreamState>,
     tenants: HashMap<Arc<str>, TenantDelivery>,
+    /// Items delivered per minute, all tenants.
+    delivered: Window,
 }
 
 /// How one stream task ended.
@@ -260,6 +273,11 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    /// Items delivered per second over the last minutes, all tenants.
+    pub fn delivered_per_s(&self) -> Rates {
+        self.state.lock().delivered.rates(Instant::now())
+    }
+
     /// Wakes the dispatcher (a tenant reconnected, the config changed).
     pub fn poke(&self) {
         self.wake.notify_one();
@@ -340,7 +358,9 @@ impl Pipeline {
             if !self.keys.connected(&tenant) {
                 continue; // held: reauth_required, or gone
             }
-            let DispatchState { streams, tenants } = &mut *st;
+            let DispatchState {
+                streams, tenants, ..
+            } = &mut *st;
             let td = tenants.entry(tenant.clone()).or_default();
             if let Some(until) = td.paused_until {
                 if until > now {
@@ -414,7 +434,9 @@ impl Pipeline {
         let mut start_recovery = None;
         {
             let mut st = self.state.lock();
-            let DispatchState { streams, tenants } = &mut *st;
+            let DispatchState {
+                streams, tenants, ..
+            } = &mut *st;
             let td = tenants.entry(tenant.clone()).or_default();
             td.in_flight = td.in_flight.saturating_sub(1);
             let ss = streams.entry((tenant.clone(), code)).or_default();
@@ -437,7 +459,7 @@ impl Pipeline {
                         .retries
                         .get_or_create(&KindReason {
                             kind: endpoint.name(),
-                            reason: "retryable",
+                            reason: retry_reason::RETRYABLE,
                         })
                         .inc();
                     tracing::debug!(tenant = %tenant, kind = endpoint.name(), failures = ss.failures, delay_ms = delay.as_millis() as u64, error = %why, "delivery failed; backing off");
@@ -461,7 +483,7 @@ impl Pipeline {
                         .retries
                         .get_or_create(&KindReason {
                             kind: endpoint.name(),
-                            reason: "forbidden",
+                            reason: retry_reason::FORBIDDEN,
                         })
                         .inc();
                     if !td.recovering {
@@ -557,6 +579,17 @@ impl Pipeline {
     /// Updates the tenant's delivery figures.
     fn figures(&self, tenant: &Arc<str>, f: impl FnOnce(&mut TenantDelivery)) {
         f(self.state.lock().tenants.entry(tenant.clone()).or_default());
+    }
+
+    /// Counts `items` delivered for `tenant` now (`at_ms` on the wall clock).
+    fn count_delivered_now(&self, tenant: &Arc<str>, items: u64, at_ms: i64) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        state.delivered.add(items, now);
+        let td = state.tenants.entry(tenant.clone()).or_default();
+        td.delivered_items += items;
+        td.delivered.add(items, now);
+        td.last_delivery_ms = Some(at_ms);
     }
 
     fn count_aged_out(&self, tenant: &Arc<str>, endpoint: Endpoint, items: u64) {

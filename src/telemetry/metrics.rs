@@ -9,10 +9,21 @@
 //!
 //! Each `App` owns its own [`Metrics`] (no global registry), so tests can run
 //! several relays in one process and read each one's numbers.
+//!
+//! Series start at zero: every family whose labels are a known bounded set
+//! (each data kind of [`Endpoint::EVERY`] by retry reason, by outcome; the
+//! dead-lettered, aged-out and discarded items; unserved requests by
+//! listener and status; reloads; proxy answers) is created when the
+//! metrics are, so an alert on `increase()` has data before the first
+//! event. Families labelled by site (ingest requests, sends, deliveries)
+//! are created by their first event: their sites are the tenants', and
+//! nine sites times every kind and status class would be hundreds of
+//! series that stay zero.
+//!
+//! The process itself (`process_*`, [`process`]) is read at each scrape,
+//! under Prometheus' standard unprefixed names.
 
 use std::sync::atomic::AtomicU64;
-
-use crate::site::Endpoint;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +31,26 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::process::Process;
+use crate::site::Endpoint;
+
+/// Why a delivery is retried (the `reason` of `retries`): a retryable
+/// answer or transport error, a 403 handed to credential recovery, a 413
+/// that splits the payload in halves.
+pub mod retry_reason {
+    pub const RETRYABLE: &str = "retryable";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const SPLIT: &str = "split";
+    pub const ALL: [&str; 3] = [RETRYABLE, FORBIDDEN, SPLIT];
+}
+
+/// The `outcome` of ingested items and bytes.
+pub const INGEST_OUTCOMES: [&str; 2] = ["accepted", "rejected"];
+
+/// The listeners whose unserved requests are counted: `api_listen` and
+/// `public_listen`.
+pub const LISTENERS: [&str; 2] = ["api", "public"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -67,6 +98,15 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// A request to a path or method the listener does not serve. The path is
+/// deliberately not a label: scanners would make it unbounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnservedLabels {
+    pub listener: &'static str,
+    /// `404` (no such path) or `405` (not this method).
+    pub status: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusClass {
     pub status_class: &'static str,
@@ -75,7 +115,8 @@ pub struct StatusClass {
 /// The relay's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Ingest requests by kind and HTTP status class.
+    /// Ingest requests by kind, the named tenant's site (`none` when the
+    /// request names no tenant the relay knows) and HTTP status class.
     pub ingest_requests: Family<SendLabels, Counter>,
     /// Items received, by kind and outcome (`accepted`, `rejected`).
     pub ingest_items: Family<KindOutcome, Counter>,
@@ -124,6 +165,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Pull-side proxy responses by status class.
     pub proxy_requests: Family<StatusClass, Counter>,
+    /// Requests to paths (404) or methods (405) a listener does not serve.
+    pub unserved_requests: Family<UnservedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,7 +194,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("ddrelay");
+        let mut registry = Registry::default();
         let m = Metrics {
             ingest_requests: Family::default(),
             ingest_items: Family::default(),
@@ -178,29 +221,31 @@ impl Metrics {
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
             proxy_requests: Family::default(),
+            unserved_requests: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
+        let relay = registry.sub_registry_with_prefix("ddrelay");
+        relay.register(
             "ingest_requests",
             "Ingest API requests by data kind and HTTP status class",
             m.ingest_requests.clone(),
         );
-        registry.register(
+        relay.register(
             "ingest_items",
             "Items received by data kind and outcome",
             m.ingest_items.clone(),
         );
-        registry.register(
+        relay.register(
             "ingest_bytes",
             "Decompressed request bytes received by data kind and outcome",
             m.ingest_bytes.clone(),
         );
-        registry.register(
+        relay.register(
             "ingest_rejections",
             "Rejected ingest requests by data kind and reason",
             m.ingest_rejections.clone(),
         );
-        registry.register(
+        relay.register(
             "ingest_dropped",
             "Points and items accepted but dropped or truncated as Datadog would, by data kind and reason",
             m.ingest_dropped.clone(),
@@ -213,93 +258,93 @@ impl Metrics {
                 });
             }
         }
-        registry.register(
+        relay.register(
             "ingest_ack_seconds",
             "Seconds from request start to the durable 202",
             m.ingest_ack_seconds.clone(),
         );
-        registry.register(
+        relay.register(
             "queue_items",
             "Items waiting in the durable queue",
             m.queue_items.clone(),
         );
-        registry.register(
+        relay.register(
             "queue_bytes",
             "Bytes stored in the durable queue",
             m.queue_bytes.clone(),
         );
-        registry.register(
+        relay.register(
             "queue_oldest_age_seconds",
             "Age of the oldest queued record",
             m.queue_oldest_age_seconds.clone(),
         );
-        registry.register(
+        relay.register(
             "queue_commit_seconds",
             "Seconds per group commit of the durable queue (write + fdatasync)",
             m.queue_commit_seconds.clone(),
         );
-        registry.register(
+        relay.register(
             "queue_corrupt_records",
             "Queue records that failed their checksum",
             m.queue_corrupt_records.clone(),
         );
-        registry.register(
+        relay.register(
             "send_requests",
             "Requests sent to Datadog intakes by kind, site and status class",
             m.send_requests.clone(),
         );
-        registry.register(
+        relay.register(
             "delivered_items",
             "Items Datadog accepted, by kind and site",
             m.delivered_items.clone(),
         );
-        registry.register(
+        relay.register(
             "delivered_bytes",
             "Compressed bytes Datadog accepted, by kind and site",
             m.delivered_bytes.clone(),
         );
-        registry.register(
+        relay.register(
             "retries",
             "Delivery retries by kind and reason",
             m.retries.clone(),
         );
-        registry.register(
+        relay.register(
             "dead_lettered_items",
             "Items Datadog refused with 400, kept in the dead-letter area",
             m.dead_lettered_items.clone(),
         );
-        registry.register(
+        relay.register(
             "aged_out_items",
             "Items not sent because they passed Datadog's acceptance window",
             m.aged_out_items.clone(),
         );
-        registry.register(
+        relay.register(
             "discarded_items",
             "Items accepted for an earlier connection of their tenant (before a disconnect, or for another org or site), discarded instead of sent",
             m.discarded_items.clone(),
         );
-        registry.register(
+        relay.register(
             "end_to_end_seconds",
             "Seconds from ingest acknowledgement to Datadog's 2xx",
             m.end_to_end_seconds.clone(),
         );
-        registry.register("tenants", "Tenants by state", m.tenants.clone());
-        registry.register(
+        relay.register("tenants", "Tenants by state", m.tenants.clone());
+        relay.register(
             "oauth_events",
             "OAuth and key lifecycle events by outcome",
             m.oauth_events.clone(),
         );
-        registry.register(
+        relay.register(
             "config_reloads",
             "Configuration reloads by result",
             m.config_reloads.clone(),
         );
-        registry.register(
+        relay.register(
             "config_generation",
             "Configuration generation, incremented by each successful reload",
             m.config_generation.clone(),
         );
-        registry.register(
+        relay.register(
             "proxy_requests",
             "Pull-side proxy responses by status class",
             m.proxy_requests.clone(),
@@ -308,7 +353,15 @@ impl Metrics {
             "version",
             env!("CARGO_PKG_VERSION"),
         )]);
-        registry.register("build", "ddrelay build information", info);
+        relay.register("build", "ddrelay build information", info);
+        relay.register(
+            "unserved_requests",
+            "Requests to a path or method a listener does not serve, by listener and status",
+            m.unserved_requests.clone(),
+        );
+        // Unprefixed: see `process`.
+        registry.register_collector(Box::new(Process));
+        m.start_at_zero();
         Metrics { registry, ..m }
     }
 
@@ -324,6 +377,58 @@ impl Metrics {
     /// that do not speak OpenMetrics (promtool, older agents).
     pub fn render_text(&self) -> String {
         openmetrics_to_text(&self.render())
+    }
+
+    /// Creates every series of a known bounded label set, at zero (the
+    /// guards `get_or_create` returns are dropped at once).
+    fn start_at_zero(&self) {
+        for kind in Endpoint::EVERY.map(Endpoint::name) {
+            for reason in retry_reason::ALL {
+                let _ = self.retries.get_or_create(&KindReason { kind, reason });
+            }
+            for family in [
+                &self.dead_lettered_items,
+                &self.aged_out_items,
+                &self.discarded_items,
+            ] {
+                let _ = family.get_or_create(&KindLabels { kind });
+            }
+            for outcome in INGEST_OUTCOMES {
+                let _ = self
+                    .ingest_items
+                    .get_or_create(&KindOutcome { kind, outcome });
+                let _ = self
+                    .ingest_bytes
+                    .get_or_create(&KindOutcome { kind, outcome });
+            }
+        }
+        for listener in LISTENERS {
+            for status in [404, 405] {
+                self.unserved(listener, status);
+            }
+        }
+        for result in ["ok", "error"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabels { result });
+        }
+        for status_class in ["2xx", "4xx", "5xx"] {
+            let _ = self
+                .proxy_requests
+                .get_or_create(&StatusClass { status_class });
+        }
+    }
+
+    /// The counter of requests `listener` answered with `status` (404 or
+    /// 405) because it serves no such path or method; other statuses are
+    /// counted as `other`.
+    pub fn unserved(&self, listener: &'static str, status: u16) -> Counter {
+        let status = match status {
+            404 => "404",
+            405 => "405",
+            _ => "other",
+        };
+        self.unserved_requests
+            .get_or_create(&UnservedLabels { listener, status })
+            .clone()
     }
 
     pub fn oauth(&self, event: &'static str, outcome: &'static str) {
@@ -403,5 +508,86 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ddrelay_build_info"), "{text}");
+    }
+
+    /// A family's sample line for `labels`, e.g. `ddrelay_retries_total{kind="logs",reason="split"}`.
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    /// Alerts need the series before the first event: every delivery kind
+    /// and reason is there at zero from the start.
+    #[test]
+    fn known_label_sets_start_at_zero() {
+        let text = Metrics::new().render_text();
+        for kind in crate::site::Endpoint::EVERY.map(|e| e.name()) {
+            for reason in ["retryable", "forbidden", "split"] {
+                let s = format!("ddrelay_retries_total{{kind=\"{kind}\",reason=\"{reason}\"}}");
+                assert_eq!(sample(&text, &s), Some("0"), "{s} in:\n{text}");
+            }
+            for family in ["dead_lettered_items", "aged_out_items", "discarded_items"] {
+                let s = format!("ddrelay_{family}_total{{kind=\"{kind}\"}}");
+                assert_eq!(sample(&text, &s), Some("0"), "{s} in:\n{text}");
+            }
+            for outcome in ["accepted", "rejected"] {
+                let s =
+                    format!("ddrelay_ingest_items_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}");
+                assert_eq!(sample(&text, &s), Some("0"), "{s} in:\n{text}");
+            }
+        }
+        for listener in ["api", "public"] {
+            for status in ["404", "405"] {
+                let s = format!(
+                    "ddrelay_unserved_requests_total{{listener=\"{listener}\",status=\"{status}\"}}"
+                );
+                assert_eq!(sample(&text, &s), Some("0"), "{s} in:\n{text}");
+            }
+        }
+        assert!(!text.contains("tenant="), "{text}");
+    }
+
+    /// The process metrics every exporter has, under their standard
+    /// (unprefixed) names, read from `/proc/self` at each scrape.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_read_at_scrape_time() {
+        let m = Metrics::new();
+        let text = m.render_text();
+        let value = |name: &str| -> f64 {
+            sample(&text, name)
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        let now = crate::clock::now() as f64;
+        let start = value("process_start_time_seconds");
+        assert!(
+            start > now - 86_400.0 * 30.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        assert!(!text.contains("ddrelay_process_"), "{text}");
+        // Read again at the next scrape: CPU time only grows.
+        let busy: u64 = (0..3_000_000u64).fold(0, |a, i| a ^ i.wrapping_mul(31));
+        assert!(busy != 1);
+        let again = m.render_text();
+        let cpu = |t: &str| -> f64 {
+            sample(t, "process_cpu_seconds_total")
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!(cpu(&again) >= cpu(&text));
+        // OpenMetrics names the counter family without `_total`.
+        assert!(m.render().contains("# TYPE process_cpu_seconds counter"));
     }
 }

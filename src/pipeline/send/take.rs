@@ -19,7 +19,9 @@ use crate::pipeline::seam::{Request, Sent};
 use crate::queue::{RecordId, Taken};
 use crate::secret::Secret;
 use crate::site::{Endpoint, Site};
-use crate::telemetry::metrics::{KindLabels, KindReason, KindSite, SendLabels, status_class};
+use crate::telemetry::metrics::{
+    KindLabels, KindReason, KindSite, SendLabels, retry_reason, status_class,
+};
 
 /// Records read from the queue, with the budget they hold.
 struct Take {
@@ -302,10 +304,7 @@ impl Pipeline {
         self.queue
             .release(&release.iter().map(|&ri| taken[ri].id).collect::<Vec<_>>());
         if !ack.is_empty() {
-            self.figures(s.tenant, |td| {
-                td.delivered_items += delivered;
-                td.last_delivery_ms = Some(now);
-            });
+            self.count_delivered_now(s.tenant, delivered, now);
         }
     }
 
@@ -330,7 +329,7 @@ impl Pipeline {
             .retries
             .get_or_create(&KindReason {
                 kind: s.endpoint.name(),
-                reason: "split",
+                reason: retry_reason::SPLIT,
             })
             .inc();
     }

@@ -314,6 +314,13 @@ async fn failures_back_off_exponentially_then_deliver() {
     }
     let figures = h.pipeline.tenant("a");
     assert_eq!((figures.retries, figures.delivered_items), (3, 10));
+    // The rates the status page shows: 10 items within the last minute,
+    // none once five minutes have passed.
+    let rate = figures.delivered_per_s();
+    assert!(rate.one > 0.0 && rate.five == 10.0 / 300.0, "{rate:?}");
+    assert_eq!(h.pipeline.delivered_per_s(), rate);
+    tokio::time::advance(Duration::from_secs(6 * 60)).await;
+    assert_eq!(h.pipeline.tenant("a").delivered_per_s().five, 0.0);
 }
 
 #[tokio::test(start_paused = true)]
