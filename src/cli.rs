@@ -45,6 +45,11 @@ pub enum Command {
         /// Log level for the relay and fakedog while the demo runs.
         #[arg(long, default_value = "error")]
         log_level: String,
+        /// After the tour, keep the relay and fakedog running to play with:
+        /// prints the status page, fakedog's page of what each org received
+        /// and a ready-to-paste command per data kind; Ctrl-C stops both.
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Measure throughput, latency, CPU and memory of the whole path on this
     /// machine (fakedog in counting mode, the relay as a separate process).
@@ -151,6 +156,26 @@ pub enum TenantsAction {
         /// The tenant id.
         id: String,
     },
+    /// Start connecting a tenant: print the URL that authorizes it at
+    /// Datadog (open it in a browser signed in to the customer's org). With
+    /// --fakedog, the relay is configured for fakedog (docs/fakedog.md) and
+    /// this command clicks Authorize itself: one line connects the tenant.
+    Connect {
+        /// The tenant id.
+        id: String,
+        /// Where the customer's Datadog account is: a site name (EU1), a
+        /// domain (datadoghq.eu) or a web URL; default: US1's region picker.
+        #[arg(long)]
+        site: Option<String>,
+        /// Authorize at fakedog, through the relay's [datadog] ca_file and
+        /// resolve, and land on the relay's callback.
+        #[arg(long)]
+        fakedog: bool,
+        /// With --fakedog: the fakedog organization to connect (by name)
+        /// when its consent page offers a choice; default: the first.
+        #[arg(long, requires = "fakedog")]
+        org: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,7 +250,10 @@ pub fn main() -> ExitCode {
             json,
         } => crate::ops::verify(&config, &tenant, json),
         Command::Healthcheck { url } => crate::ops::healthcheck(&url),
-        Command::Demo { log_level } => demo_blocking(&log_level),
+        Command::Demo {
+            log_level,
+            keep_running,
+        } => demo_blocking(&log_level, keep_running),
         Command::Bench {
             tenants,
             duration,
@@ -320,7 +348,7 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
     }
 }
 
-fn demo_blocking(level: &str) -> ExitCode {
+fn demo_blocking(level: &str, keep_running: bool) -> ExitCode {
     telemetry::init_logging(&LogConfig {
         level: level.to_string(),
         format: LogFormat::Text,
@@ -332,7 +360,7 @@ fn demo_blocking(level: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::demo::run()) {
+    match rt.block_on(crate::demo::run(keep_running)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo failed: {e:#}");

@@ -28,7 +28,9 @@ fn step(n: u32, text: &str) {
 }
 
 /// Runs the demo; returns an error (non-zero exit) if anything is off.
-pub async fn run() -> anyhow::Result<()> {
+/// With `keep_running`, the relay and fakedog stay up after the tour until
+/// Ctrl-C (SIGINT) or SIGTERM.
+pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     println!(
@@ -114,7 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
         expected.push((*tenant, *org, Endpoint::Traces, 2));
         println!(
-            "    {tenant:<8} 202 Accepted x4 (series, logs, event, service checks), 200 OK (a trace of 2 spans)"
+            "    {tenant:<8} 202 Accepted x6 (series, distributions, logs, event, v2 event, service checks), 200 OK (a trace of 2 spans)"
         );
     }
 
@@ -203,8 +205,11 @@ pub async fn run() -> anyhow::Result<()> {
         dog.keys_created(&globex.id)
     );
 
+    if keep_running {
+        play(&relay, &dog).await?;
+    }
     step(
-        7,
+        if keep_running { 8 } else { 7 },
         "stopping the relay (SIGTERM would do the same: drain, keep the rest on disk, exit 0)",
     );
     relay.stop().await?;
@@ -213,6 +218,86 @@ pub async fn run() -> anyhow::Result<()> {
         "\ndemo complete in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Keeps the relay and fakedog up for a person to try: where to look, a
+/// command per data kind (as tenant `acme`, on US1), then waits for Ctrl-C
+/// or SIGTERM.
+async fn play(relay: &crate::sandbox::Relay, dog: &FakeDog) -> anyhow::Result<()> {
+    step(
+        7,
+        "the relay and fakedog keep running for you to try (Ctrl-C stops both)",
+    );
+    println!(
+        "    status page:  http://{}/   (admin token: {})",
+        relay.api,
+        crate::sandbox::ADMIN_TOKEN
+    );
+    println!(
+        "    fakedog page: http://{}/   (what each org received; its control API is under /fakedog/)",
+        dog.control_addr()
+    );
+    println!("    send as tenant acme (its data goes to Demo US1):");
+    for line in try_commands(relay.api) {
+        println!("    {line}");
+    }
+    println!("ready");
+    wait_for_stop().await
+}
+
+/// A curl command per data kind, ready to paste into a shell (each prints
+/// the answer and its status).
+fn try_commands(api: std::net::SocketAddr) -> Vec<String> {
+    let now = "'$(date +%s)'";
+    let post = |path: &str, body: &str| {
+        format!(
+            "curl -s -w ' %{{http_code}}\\n' -H 'DD-API-KEY: acme' -H 'Content-Type: application/json' http://{api}{path} -d '{body}'"
+        )
+    };
+    vec![
+        post(
+            "/api/v2/series",
+            &format!(
+                r#"{{"series":[{{"metric":"try.requests","type":1,"points":[{{"timestamp":{now},"value":3}}]}}]}}"#
+            ),
+        ),
+        post(
+            "/api/v1/distribution_points",
+            &format!(
+                r#"{{"series":[{{"metric":"try.latency","points":[[{now},[0.1,0.2,0.9]]]}}]}}"#
+            ),
+        ),
+        post(
+            "/api/v2/logs",
+            r#"[{"message":"hello from the demo","service":"try"}]"#,
+        ),
+        post(
+            "/api/v1/events",
+            r#"{"title":"Tried the relay","text":"it works"}"#,
+        ),
+        post(
+            "/api/v2/events",
+            r#"{"data":{"type":"event","attributes":{"title":"Flag flipped","category":"change","attributes":{"changed_resource":{"name":"try_flag","type":"feature_flag"}}}}}"#,
+        ),
+        post(
+            "/api/v1/check_run",
+            r#"[{"check":"try.ok","host_name":"laptop","status":0,"tags":[]}]"#,
+        ),
+        format!(
+            "curl -s -w ' %{{http_code}}\\n' -X PUT -H 'DD-Relay-Tenant: acme' -H 'Content-Type: application/json' http://{api}/v0.3/traces -d '[[{{\"trace_id\":7,\"span_id\":7,\"name\":\"try.request\",\"resource\":\"/try\",\"service\":\"try\",\"start\":'$(date +%s%N)',\"duration\":1000000}}]]'"
+        ),
+    ]
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

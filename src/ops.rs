@@ -11,12 +11,18 @@ use crate::config::Config;
 
 /// The address to reach a listener bound to `addr` from this machine.
 pub fn local_url(addr: SocketAddr) -> String {
+    format!("http://{}", loopback(addr))
+}
+
+/// `addr`, with an unspecified IP (a listener on every interface) as
+/// loopback: where a command on the same machine reaches it.
+fn loopback(addr: SocketAddr) -> SocketAddr {
     let ip = match addr.ip() {
         IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    SocketAddr::new(ip, addr.port())
 }
 
 pub fn tenants(path: &Path, action: TenantsAction) -> ExitCode {
@@ -79,6 +85,20 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
         .build()
         .map_err(|e| e.to_string())?;
     let token = config.server.admin_token.expose();
+    if let TenantsAction::Connect {
+        id,
+        site,
+        fakedog,
+        org,
+    } = &action
+    {
+        let ask = ConnectAsk {
+            http: &http,
+            base: &base,
+            token,
+        };
+        return connect(config, ask, id, site.as_deref(), *fakedog, org.as_deref()).await;
+    }
     let (method, url) = match &action {
         TenantsAction::List { .. } => (reqwest::Method::GET, format!("{base}/v1/tenants")),
         TenantsAction::Show { id } => (
@@ -89,6 +109,7 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
             reqwest::Method::DELETE,
             format!("{base}/v1/tenants/{}", encode(id)),
         ),
+        TenantsAction::Connect { .. } => unreachable!("handled above"),
     };
     let body = admin_call(http.request(method, &url).bearer_auth(token), &base, &url).await?;
     match action {
@@ -99,6 +120,100 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
         ),
     }
     Ok(())
+}
+
+/// How to reach the relay's admin API.
+struct ConnectAsk<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    token: &'a str,
+}
+
+/// `tenants connect`: asks the relay for the tenant's authorize URL;
+/// prints it, or with `fakedog` walks it at fakedog and reports the state.
+async fn connect(
+    config: &Config,
+    ask: ConnectAsk<'_>,
+    id: &str,
+    site: Option<&str>,
+    fakedog: bool,
+    org: Option<&str>,
+) -> Result<(), String> {
+    let url = format!("{}/v1/tenants/{}/connect", ask.base, encode(id));
+    let body = match site {
+        Some(s) => serde_json::json!({ "site": onboarding_site(s)? }),
+        None => serde_json::json!({}),
+    };
+    let req = ask.http.post(&url).bearer_auth(ask.token).json(&body);
+    let answer = admin_call(req, ask.base, &url).await?;
+    let authorize = answer["authorize_url"]
+        .as_str()
+        .ok_or_else(|| format!("{url} answered without an authorize_url: {answer}"))?;
+    if !fakedog {
+        println!(
+            "open this URL in a browser signed in to the customer's Datadog org:
+{authorize}"
+        );
+        return Ok(());
+    }
+    let browser = fakedog_browser(config)?;
+    let page = match org {
+        Some(name) => browser.authorize_in(authorize, name).await,
+        None => browser.authorize(authorize).await,
+    }
+    .map_err(|e| e.to_string())?;
+    let url = format!("{}/v1/tenants/{}", ask.base, encode(id));
+    let req = ask.http.get(&url).bearer_auth(ask.token);
+    let t = admin_call(req, ask.base, &url).await?;
+    let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+    if t["state"] != "connected" {
+        let text: String = page.body.chars().take(300).collect();
+        return Err(format!(
+            "{id} is {} after the callback ({} {}): {}",
+            s("state"),
+            page.status,
+            page.url,
+            text
+        ));
+    }
+    println!(
+        "{id} connected: org {} ({}) on {}",
+        s("org_name"),
+        s("org_id"),
+        s("site")
+    );
+    Ok(())
+}
+
+/// `EU1`, `datadoghq.eu` or a URL, as the onboarding `site` parameter.
+fn onboarding_site(value: &str) -> Result<String, String> {
+    if value.starts_with("https://") {
+        return Ok(value.to_string());
+    }
+    crate::site::Site::by_name_or_domain(value)
+        .map(|s| format!("https://{}", s.web_host))
+        .ok_or_else(|| format!("--site {value:?} is not a Datadog site name, domain or URL"))
+}
+
+/// A browser for fakedog as the relay's config reaches it: trusting
+/// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
+/// pins them, and the callback's host to the relay's public listener.
+fn fakedog_browser(config: &Config) -> Result<crate::fakedog::Browser, String> {
+    let not_fakedog = "--fakedog needs a relay configured for fakedog: [datadog] ca_file and \
+                       [datadog.resolve] (docs/fakedog.md, \"Point a relay at it\")";
+    let ca_file = config.datadog.ca_file.as_ref().ok_or(not_fakedog)?;
+    let ca = std::fs::read_to_string(ca_file)
+        .map_err(|e| format!("datadog.ca_file {}: {e}", ca_file.display()))?;
+    let dog = config
+        .datadog
+        .resolve
+        .iter()
+        .find(|(host, _)| crate::site::Site::classify_host(host).is_some())
+        .map(|(_, addr)| *addr)
+        .ok_or(not_fakedog)?;
+    let host = config.oauth.redirect_uri.host_str().unwrap_or("localhost");
+    let relay = loopback(config.server.public_listen);
+    crate::fakedog::Browser::new(&ca, dog, &[(host, relay)]).map_err(|e| e.to_string())
 }
 
 fn encode(id: &str) -> String {

@@ -100,6 +100,22 @@ impl Driver {
         assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
         v["value"].clone()
     }
+
+    /// The text of the element `css` selects on session `id`'s page.
+    async fn text_of(&self, id: &str, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{id}/element"),
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        let element = found.as_object().unwrap().values().next().unwrap();
+        let element = element.as_str().unwrap();
+        let path = format!("/session/{id}/element/{element}/text");
+        let text = self.call(reqwest::Method::GET, &path, None).await;
+        text.as_str().unwrap().to_string()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,29 +226,7 @@ async fn a_real_browser_clicks_through_the_consent_page() {
         landed.contains("code=") && landed.contains("domain=datadoghq.eu"),
         "{landed}"
     );
-    let text_el = driver
-        .call(
-            reqwest::Method::POST,
-            &format!("/session/{id}/element"),
-            Some(json!({ "using": "css selector", "value": "#advice" })),
-        )
-        .await;
-    let text_id = text_el
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
-    let advice = driver
-        .call(
-            reqwest::Method::GET,
-            &format!("/session/{id}/element/{text_id}/text"),
-            None,
-        )
-        .await;
+    let advice = driver.text_of(&id, "#advice").await;
     assert_eq!(advice, "You may now close this tab.");
     driver
         .call(reqwest::Method::DELETE, &format!("/session/{id}"), None)
@@ -244,4 +238,112 @@ async fn a_real_browser_clicks_through_the_consent_page() {
         (Some("connected"), Some("datadoghq.eu")),
         "{t}"
     );
+}
+
+/// `ddrelay demo --keep-running` keeps the relay and fakedog up after its
+/// tour: every printed command is accepted, and fakedog's page of what each
+/// org received, read in a real browser, counts what they sent; Ctrl-C
+/// stops it cleanly. Before, the demo ended after its tour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_keeps_running_with_a_page_of_what_each_org_received() {
+    use tokio::io::AsyncBufReadExt as _;
+    if !installed("chromium") || !installed("chromedriver") {
+        return;
+    }
+    let mut demo = tokio::process::Command::from(support::ddrelay_command())
+        .args(["demo", "--keep-running"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "ready" {
+                return;
+            }
+            printed.push(line);
+        }
+        panic!("the demo ended before it was ready");
+    });
+    ready.await.expect("the demo was not ready within 60 s");
+    let page = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("fakedog page: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fakedog page in {printed:#?}"))
+        .to_string();
+    let commands: Vec<&str> = printed
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert_eq!(commands.len(), 7, "one command per data kind: {printed:#?}");
+    for command in &commands {
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", command])
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.trim_end().ends_with(" 202") || out.trim_end().ends_with(" 200"),
+            "{command}\n{out}"
+        );
+    }
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver
+        .call(
+            reqwest::Method::POST,
+            "/session",
+            Some(json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                         "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.path().display())]
+            }}}})),
+        )
+        .await;
+    let id = session["sessionId"].as_str().unwrap().to_string();
+    // The tour sent one distribution and one v2 event as acme; the printed
+    // commands one more each, delivered to Demo US1 a moment later.
+    let cell = |kind: &str| format!("tr[data-org='Demo US1'] td[data-kind='{kind}']");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        driver
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{id}/url"),
+                Some(json!({ "url": page })),
+            )
+            .await;
+        let dists = driver.text_of(&id, &cell("distribution")).await;
+        let events = driver.text_of(&id, &cell("events_v2")).await;
+        if dists == "2" && events == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "distribution {dists}, events_v2 {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(driver.text_of(&id, "h2").await, "Rules broken: 0");
+    driver
+        .call(reqwest::Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+
+    let pid = demo.id().unwrap().to_string();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), demo.wait())
+        .await
+        .expect("the demo did not stop on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

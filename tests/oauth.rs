@@ -593,3 +593,69 @@ async fn the_admin_api_needs_the_token_and_the_public_listener_serves_only_the_c
         assert_eq!(r.status(), 404, "public listener must not serve {path}");
     }
 }
+
+/// Runs `ddrelay tenants --config <file> connect ...` against `relay`; the
+/// sandbox's file says port 0, so the bound addresses come by environment.
+async fn cli_connect(relay: &Relay, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::from(support::ddrelay_command());
+    let out = cmd
+        .args(["tenants", "--config"])
+        .arg(&relay.config_path)
+        .arg("connect")
+        .args(args)
+        .env("DDRELAY_SERVER__API_LISTEN", relay.api.to_string())
+        .env("DDRELAY_SERVER__PUBLIC_LISTEN", relay.public.to_string())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One command line connects a tenant to fakedog (it clicks Authorize,
+/// choosing the organization by name); without `--fakedog` it prints the
+/// URL a person opens. Before, only Rust code could walk the consent page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_line_connects_a_tenant_to_fakedog() {
+    let dog = dog().await;
+    let (relay, _dir) = relay(&dog, "").await;
+    let eu = ddrelay::site::Site::by_name_or_domain("EU1").unwrap();
+    dog.create_org("Second EU1", eu).unwrap();
+    dog.logout();
+    let (code, out, err) = cli_connect(&relay, &["acme", "--site", "EU1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("https://app.datadoghq.eu/oauth2/v1/authorize?"),
+        "{out}"
+    );
+    let (code, out, err) = cli_connect(
+        &relay,
+        &["acme", "--site", "EU1", "--fakedog", "--org", "Second EU1"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("acme connected: org Second EU1"), "{out}");
+    let t = tenant_json(&relay, "acme").await;
+    assert_eq!(
+        (t["state"].as_str(), t["org_name"].as_str()),
+        (Some("connected"), Some("Second EU1"))
+    );
+    let (code, _, err) = cli_connect(
+        &relay,
+        &[
+            "other",
+            "--site",
+            "datadoghq.eu",
+            "--fakedog",
+            "--org",
+            "Nobody",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no organization named \"Nobody\""), "{err}");
+    assert!(err.contains("Second EU1 (datadoghq.eu)"), "{err}");
+}

@@ -28,6 +28,8 @@ pub enum BrowserError {
     Request { url: String, message: String },
     #[error("still on a consent page after {0} submissions")]
     TooManyConsents(usize),
+    #[error("the consent page offers no organization named {wanted:?} (it offers: {offered})")]
+    NoSuchOrg { wanted: String, offered: String },
 }
 
 /// The page a navigation ended on.
@@ -140,21 +142,32 @@ impl Browser {
     /// each consent page (keeping the preselected organization), and returns
     /// the page it ends on, normally the partner's callback.
     pub async fn authorize(&self, url: &str) -> Result<Page, BrowserError> {
-        self.walk(url, Decision::Authorize).await
+        self.walk(url, Decision::Authorize, None).await
+    }
+
+    /// Like [`Browser::authorize`], choosing the organization named `org`
+    /// where the consent page offers a choice (no one is signed in).
+    pub async fn authorize_in(&self, url: &str, org: &str) -> Result<Page, BrowserError> {
+        self.walk(url, Decision::Authorize, Some(org)).await
     }
 
     /// Like [`Browser::authorize`] but clicks **Deny**.
     pub async fn deny(&self, url: &str) -> Result<Page, BrowserError> {
-        self.walk(url, Decision::Deny).await
+        self.walk(url, Decision::Deny, None).await
     }
 
-    async fn walk(&self, url: &str, decision: Decision) -> Result<Page, BrowserError> {
+    async fn walk(
+        &self,
+        url: &str,
+        decision: Decision,
+        org: Option<&str>,
+    ) -> Result<Page, BrowserError> {
         let mut page = self.get(url).await?;
         for _ in 0..MAX_CONSENTS {
             if !page.is_consent() {
                 return Ok(page);
             }
-            page = self.submit_consent(&page, decision).await?;
+            page = self.submit_consent(&page, decision, org).await?;
         }
         if page.is_consent() {
             return Err(BrowserError::TooManyConsents(MAX_CONSENTS));
@@ -162,7 +175,12 @@ impl Browser {
         Ok(page)
     }
 
-    async fn submit_consent(&self, page: &Page, decision: Decision) -> Result<Page, BrowserError> {
+    async fn submit_consent(
+        &self,
+        page: &Page,
+        decision: Decision,
+        org: Option<&str>,
+    ) -> Result<Page, BrowserError> {
         let action = url::Url::parse(&page.url)
             .and_then(|u| u.join("/oauth2/v1/authorize"))
             .map_err(|e| BrowserError::Request {
@@ -173,7 +191,13 @@ impl Browser {
             "consent_id".to_string(),
             input_value(&page.body, "consent_id").unwrap_or_default(),
         )];
-        if let Some(org) = selected_option(&page.body) {
+        let choice = match org {
+            Some(name) if page.body.contains("<select name=\"dd_oid\">") => {
+                Some(option_named(&page.body, name)?)
+            }
+            _ => selected_option(&page.body),
+        };
+        if let Some(org) = choice {
             form.push(("dd_oid".to_string(), org));
         }
         let value = match decision {
@@ -234,6 +258,27 @@ fn selected_option(body: &str) -> Option<String> {
     Some(unescape(&body[start..end]))
 }
 
+/// The value of the `<option>` whose label is `name` (labels read
+/// `Name (domain)`); the error lists what is offered.
+fn option_named(body: &str, name: &str) -> Result<String, BrowserError> {
+    let mut offered = Vec::new();
+    for part in body.split("<option value=\"").skip(1) {
+        let Some((value, rest)) = part.split_once('"') else {
+            continue;
+        };
+        let label = rest.split_once('>').map_or("", |(_, l)| l);
+        let label = unescape(label.split('<').next().unwrap_or_default());
+        if label == name || label.starts_with(&format!("{name} (")) {
+            return Ok(unescape(value));
+        }
+        offered.push(label);
+    }
+    Err(BrowserError::NoSuchOrg {
+        wanted: name.to_string(),
+        offered: offered.join(", "),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +290,13 @@ mod tests {
         assert_eq!(input_value(body, "consent_id").as_deref(), Some("a&b"));
         assert_eq!(selected_option(body).as_deref(), Some("o1"));
         assert_eq!(selected_option("<p>no select</p>"), None);
+        assert_eq!(option_named(body, "Two").unwrap(), "o2");
+        let select = "<option value=\"o1\" selected>Demo EU1 (datadoghq.eu)</option>";
+        assert_eq!(option_named(select, "Demo EU1").unwrap(), "o1");
+        let err = option_named(select, "Acme").unwrap_err().to_string();
+        assert!(
+            err.contains("\"Acme\"") && err.contains("Demo EU1 (datadoghq.eu)"),
+            "{err}"
+        );
     }
 }

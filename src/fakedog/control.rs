@@ -90,6 +90,7 @@ type Shr = AxState<Arc<Shared>>;
 /// Builds the control router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(received_page))
         .route(
             "/fakedog/health",
             get(|| async { Json(json!({"status": "ok"})) }),
@@ -226,6 +227,50 @@ async fn received(AxState(s): Shr, Query(q): Query<ReceivedQuery>) -> Answer {
         return Err(StateError::UnknownOrg(q.org).into());
     }
     Ok(Json(json!({ "items": st.received(&q.org, endpoint) })))
+}
+
+/// How many of an org's latest items per kind the received page shows.
+const PAGE_LATEST: usize = 3;
+
+/// `GET /`: the HTML page of what each org received (`pages::received`).
+async fn received_page(AxState(s): Shr) -> Response {
+    let st = s.lock();
+    let orgs: Vec<_> = st
+        .orgs
+        .iter()
+        .map(|org| {
+            let counts = st.rec.counts.get(&org.id);
+            let items = st.rec.items.get(&org.id);
+            let latest = Endpoint::EVERY
+                .into_iter()
+                .filter_map(|e| {
+                    let list = &items?[super::state::slot(e)];
+                    let newest: Vec<&Value> = list.iter().rev().take(PAGE_LATEST).collect();
+                    (!newest.is_empty()).then_some((e.name(), newest))
+                })
+                .collect();
+            super::pages::OrgReceived {
+                org,
+                counts: Endpoint::EVERY
+                    .into_iter()
+                    .map(|e| (e.name(), counts.map_or(0, |c| c[super::state::slot(e)])))
+                    .collect(),
+                latest,
+            }
+        })
+        .collect();
+    let violations: Vec<String> = st
+        .rec
+        .violations
+        .iter()
+        .map(|v| format!("{:?} at {}{}: {}", v.kind, v.host, v.path, v.detail))
+        .collect();
+    let html = super::pages::received(&orgs, &violations);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
 }
 
 async fn requests(AxState(s): Shr) -> Json<Value> {

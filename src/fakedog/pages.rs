@@ -1,7 +1,8 @@
 //! The HTML fakedog shows a browser: Datadog's error page (for an unknown
-//! client or a mismatching redirect URI, where Datadog does not redirect)
-//! and the consent page (Authorize / Deny, a form POST back to the same web
-//! host). Every value is HTML-escaped.
+//! client or a mismatching redirect URI, where Datadog does not redirect),
+//! the consent page (Authorize / Deny, a form POST back to the same web
+//! host), and on the control listener the page of what each org received.
+//! Every value is HTML-escaped.
 //!
 //! The consent form's field names are part of the [`super::browser`]
 //! helper's contract: hidden `consent_id`, optional select `dd_oid`, and
@@ -51,6 +52,71 @@ fn page(title: &str, body: &str) -> String {
 <title>{} | fakedog</title><style>{STYLE}</style></head>\n<body>\n{body}\n\
 <p><small>fakedog: a local Datadog emulator, not Datadog.</small></p>\n</body></html>\n",
         escape(title)
+    )
+}
+
+/// One org on the received page: its counts per kind and latest items.
+pub(crate) struct OrgReceived<'a> {
+    pub org: &'a Org,
+    /// `(kind, items received)`, every kind.
+    pub counts: Vec<(&'static str, u64)>,
+    /// `(kind, the latest items, newest first)`, kinds with items only.
+    pub latest: Vec<(&'static str, Vec<&'a serde_json::Value>)>,
+}
+
+/// The control listener's `/`: what each org received, per kind, with its
+/// latest items, and the rules broken. Reloads itself every 5 seconds.
+pub(crate) fn received(orgs: &[OrgReceived<'_>], violations: &[String]) -> String {
+    const WIDE: &str = "<style>body{max-width:64rem}table{border-collapse:collapse}\
+td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}\
+pre{background:#f4f4f4;padding:.5rem;overflow:auto;max-height:12rem}</style>";
+    let mut body = format!(
+        "{WIDE}\n<h1>What each org received</h1>\n<table id=\"counts\"><tr><th>org</th><th>site</th>"
+    );
+    let kinds = orgs
+        .first()
+        .map(|o| o.counts.as_slice())
+        .unwrap_or_default();
+    for (kind, _) in kinds {
+        let _ = write!(body, "<th>{}</th>", escape(kind));
+    }
+    body.push_str("</tr>\n");
+    for o in orgs {
+        let name = escape(&o.org.name);
+        let site = escape(o.org.site.name);
+        let _ = write!(
+            body,
+            "<tr data-org=\"{name}\"><th>{name}</th><td>{site}</td>"
+        );
+        for (kind, n) in &o.counts {
+            let _ = write!(body, "<td data-kind=\"{}\">{n}</td>", escape(kind));
+        }
+        body.push_str("</tr>\n");
+    }
+    let _ = writeln!(
+        body,
+        "</table>\n<h2>Rules broken: {}</h2>\n<ul id=\"violations\">",
+        violations.len()
+    );
+    for v in violations.iter().take(20) {
+        let _ = write!(body, "<li>{}</li>", escape(v));
+    }
+    body.push_str("</ul>\n");
+    for o in orgs.iter().filter(|o| !o.latest.is_empty()) {
+        let (name, domain) = (escape(&o.org.name), escape(o.org.site.domain));
+        let _ = writeln!(body, "<h2>{name} <small>({domain})</small></h2>");
+        for (kind, items) in &o.latest {
+            let _ = writeln!(body, "<h3>{}</h3>", escape(kind));
+            for item in items {
+                let text = serde_json::to_string_pretty(item).unwrap_or_default();
+                let _ = writeln!(body, "<pre>{}</pre>", escape(&text));
+            }
+        }
+    }
+    page("Received", &body).replacen(
+        "<meta charset=\"utf-8\">",
+        "<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">",
+        1,
     )
 }
 
