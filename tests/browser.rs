@@ -101,6 +101,39 @@ impl Driver {
         v["value"].clone()
     }
 
+    /// A headless Chromium session with `args` besides the usual ones and a
+    /// throw-away profile in `profile`; its id.
+    async fn session(&self, args: &[String], profile: &std::path::Path) -> String {
+        let mut all: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .map(String::from)
+        .to_vec();
+        all.extend_from_slice(args);
+        all.push(format!("--user-data-dir={}", profile.display()));
+        let options = json!({ "binary": "/usr/bin/chromium", "args": all });
+        let caps = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": options } } });
+        let session = self
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await;
+        session["sessionId"].as_str().unwrap().to_string()
+    }
+
+    /// Opens `url` in session `id`.
+    async fn goto(&self, id: &str, url: &str) {
+        let path = format!("/session/{id}/url");
+        self.call(reqwest::Method::POST, &path, Some(json!({ "url": url })))
+            .await;
+    }
+
     /// The text of the element `css` selects on session `id`'s page.
     async fn text_of(&self, id: &str, css: &str) -> String {
         let found = self
@@ -139,31 +172,12 @@ async fn a_real_browser_clicks_through_the_consent_page() {
     );
     let driver = Driver::start().await;
     let profile = dir.path().join("chromium-profile");
-    let session = driver
-        .call(
-            reqwest::Method::POST,
-            "/session",
-            Some(json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--ignore-certificate-errors",
-                    format!("--host-resolver-rules={rules}"),
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }}}})),
-        )
-        .await;
-    let id = session["sessionId"].as_str().unwrap().to_string();
-
-    driver
-        .call(
-            reqwest::Method::POST,
-            &format!("/session/{id}/url"),
-            Some(json!({ "url": authorize })),
-        )
-        .await;
+    let args = [
+        "--ignore-certificate-errors".to_string(),
+        format!("--host-resolver-rules={rules}"),
+    ];
+    let id = driver.session(&args, &profile).await;
+    driver.goto(&id, &authorize).await;
     let here = driver
         .call(reqwest::Method::GET, &format!("/session/{id}/url"), None)
         .await;
@@ -295,30 +309,13 @@ async fn the_demo_keeps_running_with_a_page_of_what_each_org_received() {
 
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let session = driver
-        .call(
-            reqwest::Method::POST,
-            "/session",
-            Some(json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                         "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.path().display())]
-            }}}})),
-        )
-        .await;
-    let id = session["sessionId"].as_str().unwrap().to_string();
+    let id = driver.session(&[], profile.path()).await;
     // The tour sent one distribution and one v2 event as acme; the printed
     // commands one more each, delivered to Demo US1 a moment later.
     let cell = |kind: &str| format!("tr[data-org='Demo US1'] td[data-kind='{kind}']");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        driver
-            .call(
-                reqwest::Method::POST,
-                &format!("/session/{id}/url"),
-                Some(json!({ "url": page })),
-            )
-            .await;
+        driver.goto(&id, &page).await;
         let dists = driver.text_of(&id, &cell("distribution")).await;
         let events = driver.text_of(&id, &cell("events_v2")).await;
         if dists == "2" && events == "2" {

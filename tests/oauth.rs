@@ -594,25 +594,12 @@ async fn the_admin_api_needs_the_token_and_the_public_listener_serves_only_the_c
     }
 }
 
-/// Runs `ddrelay tenants --config <file> connect ...` against `relay`; the
-/// sandbox's file says port 0, so the bound addresses come by environment.
+/// Runs `ddrelay tenants --config <file> connect <args...>` against `relay`.
 async fn cli_connect(relay: &Relay, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::from(support::ddrelay_command());
-    let out = cmd
-        .args(["tenants", "--config"])
-        .arg(&relay.config_path)
-        .arg("connect")
-        .args(args)
-        .env("DDRELAY_SERVER__API_LISTEN", relay.api.to_string())
-        .env("DDRELAY_SERVER__PUBLIC_LISTEN", relay.public.to_string())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("connect")
+        .chain(args.iter().copied())
+        .collect();
+    support::ddrelay_against(relay, &["tenants"], &args).await
 }
 
 /// One command line connects a tenant to fakedog (it clicks Authorize,

@@ -15,6 +15,28 @@ use std::time::{Duration, Instant};
 use ddrelay::site::Endpoint;
 use support::dog;
 
+/// Runs `tests/python/<script>` against `relay` as `tenant`; its stdout,
+/// once it exited 0.
+async fn run_script(
+    python: &str,
+    script: &str,
+    relay: &ddrelay::sandbox::Relay,
+    tenant: &str,
+) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python)
+        .arg(path)
+        .env("RELAY_URL", format!("http://{}", relay.api))
+        .env("TENANT", tenant)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_works_unchanged() {
     let Some(python) = support::python() else {
@@ -35,23 +57,7 @@ async fn the_official_python_client_works_unchanged() {
             .status,
         200
     );
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/send_all_kinds.py"
-    );
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .env("RELAY_URL", format!("http://{}", relay.api))
-        .env("TENANT", "py-tenant")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_script(&python, "send_all_kinds.py", &relay, "py-tenant").await;
     assert!(stdout.contains("all kinds sent"), "{stdout}");
 
     let org = dog.org("Demo EU1").unwrap().id;
@@ -101,20 +107,7 @@ async fn the_older_datadog_python_library_works_unchanged() {
     let dog = dog().await;
     let (relay, _dir) = support::fast().start(&dog).await;
     support::connect(&relay, &dog, "legacy", "datadoghq.eu", "Demo EU1").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/legacy_client.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .env("RELAY_URL", format!("http://{}", relay.api))
-        .env("TENANT", "legacy")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "datadogpy failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_script(&python, "legacy_client.py", &relay, "legacy").await;
     assert!(stdout.contains("legacy client done"), "{stdout}");
     // Distributions: one from `api`, one from ThreadStats (both values).
     support::wait_items(&dog, "Demo EU1", Endpoint::Distribution, 2).await;

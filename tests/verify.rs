@@ -52,26 +52,9 @@ fn passed(report: &Value, name: &str) -> bool {
     step(report, name)["passed"].as_bool().unwrap()
 }
 
-/// Runs the real binary: `ddrelay verify --config <file> <tenant>`. The
-/// sandbox's file says `api_listen = "127.0.0.1:0"`, so the bound address is
-/// given the way an operator overrides any key: by environment.
+/// Runs the real binary: `ddrelay verify --config <file> <tenant>`.
 async fn cli(relay: &Relay, tenant: &str) -> (i32, String, String) {
-    // Start from a clean environment: no DDRELAY_* override leaks in.
-    let mut cmd = tokio::process::Command::from(support::ddrelay_command());
-    let out = cmd
-        .arg("verify")
-        .arg("--config")
-        .arg(&relay.config_path)
-        .arg(tenant)
-        .env("DDRELAY_SERVER__API_LISTEN", relay.api.to_string())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::ddrelay_against(relay, &["verify"], &[tenant]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -634,56 +634,40 @@ struct SeriesSummary<'a> {
     max: i64,
 }
 
+impl<'a> SeriesSummary<'a> {
+    fn of<P>(metric: Option<Str<'a>>, kind_ok: bool, points: Option<Points<P>>) -> Self {
+        let (count, min, max) = points.map_or((0, 0, 0), |p| (p.count, p.min, p.max));
+        SeriesSummary {
+            metric,
+            kind_ok,
+            count,
+            min,
+            max,
+        }
+    }
+}
+
 fn summarize(endpoint: Endpoint, raw: &RawValue) -> Result<SeriesSummary<'_>, serde_json::Error> {
-    if endpoint == Endpoint::SeriesV2 {
-        let s: SeriesV2<'_> = serde_json::from_str(raw.get())?;
-        let p = s.points.unwrap_or(Points {
-            count: 0,
-            min: 0,
-            max: 0,
-            _point: PhantomData,
-        });
-        Ok(SeriesSummary {
-            metric: s.metric,
-            kind_ok: s.kind.is_none_or(|k| (0..=3).contains(&k)),
-            count: p.count,
-            min: p.min,
-            max: p.max,
-        })
-    } else if endpoint == Endpoint::Distribution {
-        let s: SeriesDist<'_> = serde_json::from_str(raw.get())?;
-        let p = s.points.unwrap_or(Points {
-            count: 0,
-            min: 0,
-            max: 0,
-            _point: PhantomData,
-        });
-        Ok(SeriesSummary {
-            metric: s.metric,
-            kind_ok: s.kind.as_ref().is_none_or(|k| k.0 == "distribution"),
-            count: p.count,
-            min: p.min,
-            max: p.max,
-        })
-    } else {
-        let s: SeriesV1<'_> = serde_json::from_str(raw.get())?;
-        let p = s.points.unwrap_or(Points {
-            count: 0,
-            min: 0,
-            max: 0,
-            _point: PhantomData,
-        });
-        Ok(SeriesSummary {
-            metric: s.metric,
-            kind_ok: s
+    Ok(match endpoint {
+        Endpoint::SeriesV2 => {
+            let s: SeriesV2<'_> = serde_json::from_str(raw.get())?;
+            let kind_ok = s.kind.is_none_or(|k| (0..=3).contains(&k));
+            SeriesSummary::of(s.metric, kind_ok, s.points)
+        }
+        Endpoint::Distribution => {
+            let s: SeriesDist<'_> = serde_json::from_str(raw.get())?;
+            let kind_ok = s.kind.as_ref().is_none_or(|k| k.0 == "distribution");
+            SeriesSummary::of(s.metric, kind_ok, s.points)
+        }
+        _ => {
+            let s: SeriesV1<'_> = serde_json::from_str(raw.get())?;
+            let kind_ok = s
                 .kind
                 .as_ref()
-                .is_none_or(|k| V1_TYPES.contains(&k.0.as_ref())),
-            count: p.count,
-            min: p.min,
-            max: p.max,
-        })
-    }
+                .is_none_or(|k| V1_TYPES.contains(&k.0.as_ref()));
+            SeriesSummary::of(s.metric, kind_ok, s.points)
+        }
+    })
 }
 
 fn point_timestamp(endpoint: Endpoint, point: &serde_json::Value) -> Option<i64> {

@@ -357,3 +357,30 @@ pub async fn wait_drained(relay: &Relay) {
     })
     .await
 }
+
+/// Runs the real binary against `relay`: `ddrelay <command...> --config
+/// <its file> <args...>`. The sandbox's file says port 0, so the bound
+/// addresses are given the way an operator overrides any key: by
+/// environment. Returns the exit code, stdout and stderr.
+pub async fn ddrelay_against(
+    relay: &ddrelay::sandbox::Relay,
+    command: &[&str],
+    args: &[&str],
+) -> (i32, String, String) {
+    // Start from a clean environment: no DDRELAY_* override leaks in.
+    let out = tokio::process::Command::from(ddrelay_command())
+        .args(command)
+        .arg("--config")
+        .arg(&relay.config_path)
+        .args(args)
+        .env("DDRELAY_SERVER__API_LISTEN", relay.api.to_string())
+        .env("DDRELAY_SERVER__PUBLIC_LISTEN", relay.public.to_string())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
