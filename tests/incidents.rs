@@ -138,7 +138,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
 
     // In eu's org, not in us5's; the request went to eu's API host only,
     // as JSON, with eu's token.
-    assert_eq!(ids_in(&dog, EU_ORG), [id.clone()]);
+    assert_eq!(ids_in(&dog, EU_ORG), std::slice::from_ref(&id));
     assert!(ids_in(&dog, US5_ORG).is_empty());
     let sent = &dog.api_requests()[seen];
     assert_eq!((sent.host.as_str(), sent.method.as_str()), (EU_API, "POST"));
