@@ -12,7 +12,8 @@
 //!   or curl.
 //! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`), the
 //!   **intakes** (`intake.rs`) and a few **public API reads** with OAuth
-//!   scopes (`api.rs`: monitors, users), each enforcing Datadog's documented
+//!   scopes (`api.rs`: monitors, users; `incidents.rs`: create, get and
+//!   list incidents), each enforcing Datadog's documented
 //!   rules and answering Datadog's status codes and bodies
 //!   (`shared/reference/datadog-api.md` §1, §2, §4).
 //! - **A plain-HTTP control listener** (`control.rs`): inspection, faults and
@@ -34,6 +35,7 @@ mod browser;
 mod control;
 mod events_v2;
 mod faults;
+mod incidents;
 mod intake;
 mod keys;
 mod oauth;
@@ -61,6 +63,7 @@ use crate::tls::{Authority, TlsError};
 pub use api::{ApiRequest, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
 pub use browser::{Browser, BrowserError, Page};
 pub use faults::Fault;
+pub use incidents::{INCIDENT_READ, INCIDENT_WRITE};
 pub use oauth::challenge_of;
 pub use state::{
     API_KEYS_WRITE, ClientInfo, DEFAULT_TOKEN_TTL, Org, StateError, Violation, ViolationKind,
@@ -689,6 +692,12 @@ impl FakeDog {
     /// `/api/v2/users`, …) and on unknown paths, with their headers.
     pub fn api_requests(&self) -> Vec<ApiRequest> {
         self.shared.lock().rec.api_requests.clone()
+    }
+
+    /// The incidents of `org` (id or name), oldest first: each the `data`
+    /// member of Datadog's answer (`id`, `type`, `attributes`).
+    pub fn incidents(&self, org: &str) -> Vec<serde_json::Value> {
+        self.shared.lock().incidents_of(org)
     }
 
     /// Every host that received a request (answered or not), sorted.

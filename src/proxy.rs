@@ -64,11 +64,15 @@
 //! JSON body: Datadog's JSON object with a `ddrelay` member added (other
 //! bodies become `{"errors":[<Datadog's text>]}` first):
 //! `{"errors":["Forbidden"],"ddrelay":{"cause":..,"explanation":..,"tenant":..,
-//! "tenant_state":..,"granted_scopes":[..],"retried_with_fresh_token":bool}}`.
+//! "tenant_state":..,"granted_scopes":[..],"required_scope":..,"retried_with_fresh_token":bool}}`.
 //! Causes: `missing_scope_or_permission` (a freshly refreshed token was
 //! refused too: the client lacks the endpoint's scope, or the authorizing
 //! user lacks the permission; `retried_with_fresh_token` is false when that
-//! token was refreshed for an earlier request), `grant_revoked` (the refresh itself failed
+//! token was refreshed for an earlier request; `required_scope` names the
+//! endpoint's scope when `proxy/scopes.rs` records it, e.g. `incident_write`
+//! for `POST api/v2/incidents`, and the explanation says whether the grant
+//! lacks it, so the customer must connect again once the client has it, or
+//! has it, so the user's permission is missing; else it is null), `grant_revoked` (the refresh itself failed
 //! with `invalid_grant`: the tenant is now `reauth_required`),
 //! `token_refresh_failed` (the refresh failed for another reason). When a
 //! tenant's token cannot be had *before* asking Datadog, ddrelay answers
@@ -78,6 +82,8 @@
 //! What it must not know: the queue, the pipeline, ingest, OAuth flows or
 //! any Datadog hostname (URLs come from `site.rs`, tokens from `tenant.rs`,
 //! the HTTP client from `datadog.rs`).
+
+mod scopes;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -279,17 +285,13 @@ impl ProxyError {
         else {
             return None;
         };
-        let cause = Cause::of_refresh_failure(error);
-        Some((
-            cause,
-            cause.body(
-                tenant,
-                *tenant_state,
-                granted_scopes,
-                false,
-                &error.to_string(),
-            ),
-        ))
+        let why = Why {
+            cause: Cause::of_refresh_failure(error),
+            retried: false,
+            detail: error.to_string(),
+            required_scope: None,
+        };
+        Some((why.cause, why.body(tenant, *tenant_state, granted_scopes)))
     }
 }
 
@@ -362,20 +364,25 @@ impl Cause {
             _ => Cause::RefreshFailed,
         }
     }
+}
 
-    fn explanation(self, scopes: &[String], detail: &str) -> String {
-        let granted = if scopes.is_empty() {
-            "unknown".to_string()
-        } else {
-            scopes.join(" ")
-        };
-        match self {
-            Cause::ScopeOrPermission => format!(
-                "Datadog refused this request even with a freshly refreshed access token, so the token itself is valid. \
-Most likely the integration's OAuth client lacks the scope this endpoint needs (granted: {granted}): add it to the client \
-in Datadog's Developer Platform, then the customer must connect again so the new grant includes it. \
-Otherwise the Datadog user who authorized lacks this endpoint's own permission in their org."
-            ),
+/// Why a 401/403 is explained: its cause and what ddrelay knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Why {
+    cause: Cause,
+    /// A token fresh from a forced refresh was refused too.
+    retried: bool,
+    /// The refresh failure, when the refresh failed.
+    detail: String,
+    /// The scope the endpoint needs, when `proxy/scopes.rs` records it.
+    required_scope: Option<&'static str>,
+}
+
+impl Why {
+    fn explanation(&self, scopes: &[String]) -> String {
+        let detail = &self.detail;
+        match self.cause {
+            Cause::ScopeOrPermission => scope_or_permission(self.required_scope, scopes),
             Cause::GrantRevoked => format!(
                 "Datadog refused the tenant's refresh token ({detail}): the customer revoked the integration's access or \
 uninstalled it. The tenant is now reauth_required; the customer must connect again from the Datadog integration tile."
@@ -387,22 +394,46 @@ persists, check the relay's OAuth client credentials and the tenant's state."
         }
     }
 
-    fn body(
-        self,
-        tenant: &str,
-        state: TenantState,
-        scopes: &[String],
-        retried: bool,
-        detail: &str,
-    ) -> Value {
+    fn body(&self, tenant: &str, state: TenantState, scopes: &[String]) -> Value {
         json!({
-            "cause": self.code(),
-            "explanation": self.explanation(scopes, detail),
+            "cause": self.cause.code(),
+            "explanation": self.explanation(scopes),
             "tenant": tenant,
             "tenant_state": state.as_str(),
             "granted_scopes": scopes,
-            "retried_with_fresh_token": retried,
+            "required_scope": self.required_scope,
+            "retried_with_fresh_token": self.retried,
         })
+    }
+}
+
+/// A valid token refused: the scope the endpoint needs is named when
+/// `proxy/scopes.rs` knows it, and said to be missing from the grant or,
+/// when the grant has it, the user's permission is the likely cause.
+fn scope_or_permission(required: Option<&str>, scopes: &[String]) -> String {
+    const VALID: &str = "Datadog refused this request even with a freshly refreshed access token, so the token itself is valid.";
+    let granted = if scopes.is_empty() {
+        "unknown".to_string()
+    } else {
+        scopes.join(" ")
+    };
+    let reconnect = "then the customer must connect again so that the new grant includes it";
+    match required {
+        Some(scope) if scopes.iter().any(|s| s == scope) => format!(
+            "{VALID} This endpoint needs the `{scope}` scope, and the tenant's grant includes it (granted: {granted}), \
+so the Datadog user who authorized most likely lacks the `{scope}` permission in their org: an admin of the \
+customer's org can grant it through the user's role."
+        ),
+        Some(scope) => format!(
+            "{VALID} This endpoint needs the `{scope}` scope, which the tenant's grant lacks (granted: {granted}): add \
+`{scope}` to the integration's OAuth client in Datadog's Developer Platform, {reconnect}. Otherwise the Datadog \
+user who authorized lacks the `{scope}` permission in their org."
+        ),
+        None => format!(
+            "{VALID} Most likely the integration's OAuth client lacks the scope this endpoint needs (granted: {granted}): \
+add it to the client in Datadog's Developer Platform, {reconnect}. Otherwise the Datadog user who authorized lacks \
+this endpoint's own permission in their org."
+        ),
     }
 }
 
@@ -595,6 +626,7 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
     validate_id(tenant).map_err(ProxyError::BadTenant)?;
     let tenant = tenant.to_string();
     check_path(path, &config.proxy.allowed_prefixes)?;
+    let required_scope = scopes::required(&method, path);
     let entry = state
         .tenants
         .get(&tenant)
@@ -669,25 +701,30 @@ async fn forward(state: &ProxyState, req: Request) -> Result<Response, ProxyErro
             granted_scopes: granted_scopes(&entry),
         })?;
     let secrets: Vec<&Secret> = used.iter().collect();
-    let (answer, cause, retried, detail) = match outcome {
-        Authorized::Accepted(answer) => (answer, Cause::ScopeOrPermission, false, String::new()),
-        Authorized::Refused { answer, refreshed } => {
-            (answer, Cause::ScopeOrPermission, refreshed, String::new())
-        }
+    let refused_valid = |retried| Why {
+        cause: Cause::ScopeOrPermission,
+        retried,
+        detail: String::new(),
+        required_scope,
+    };
+    let (answer, why) = match outcome {
+        Authorized::Accepted(answer) => (answer, refused_valid(false)),
+        Authorized::Refused { answer, refreshed } => (answer, refused_valid(refreshed)),
         Authorized::RefreshFailed { answer, error } => (
             answer,
-            Cause::of_refresh_failure(&error),
-            false,
-            error.to_string(),
+            Why {
+                cause: Cause::of_refresh_failure(&error),
+                retried: false,
+                detail: error.to_string(),
+                required_scope: None,
+            },
         ),
     };
     match answer? {
         Answer::Stream(resp) => {
             stream(resp, &method, permit, &config.proxy, &tenant, &secrets).await
         }
-        Answer::Refused(buffered) => Ok(explain(
-            buffered, cause, &entry, &tenant, retried, &detail, &secrets,
-        )),
+        Answer::Refused(buffered) => Ok(explain(buffered, &why, &entry, &tenant, &secrets)),
     }
 }
 
@@ -1088,15 +1125,14 @@ impl Buffered {
 /// Datadog's 401/403 with ddrelay's explanation added (see the module doc).
 fn explain(
     answer: Buffered,
-    cause: Cause,
+    why: &Why,
     entry: &Entry,
     tenant: &str,
-    retried: bool,
-    detail: &str,
     secrets: &[&Secret],
 ) -> Response {
     let state = entry.state();
-    let member = cause.body(tenant, state, &granted_scopes(entry), retried, detail);
+    let cause = why.cause;
+    let member = why.body(tenant, state, &granted_scopes(entry));
     tracing::info!(tenant = %tenant, status = answer.status.as_u16(), cause = cause.code(), tenant_state = state.as_str(), "datadog refused a proxied request");
     let text = answer.decoded();
     let mut body = match serde_json::from_slice::<Value>(&text) {
@@ -1328,12 +1364,16 @@ mod tests {
             body: codec::compress(Encoding::Gzip, 1, br#"{"errors":["Forbidden"]}"#),
         };
         assert_eq!(gz.decoded(), br#"{"errors":["Forbidden"]}"#);
-        let member = Cause::ScopeOrPermission.body(
+        let why = Why {
+            cause: Cause::ScopeOrPermission,
+            retried: true,
+            detail: String::new(),
+            required_scope: None,
+        };
+        let member = why.body(
             "acme",
             TenantState::Connected,
             &["monitors_read".to_string()],
-            true,
-            "",
         );
         assert_eq!(member["cause"], "missing_scope_or_permission");
         assert!(
@@ -1343,6 +1383,27 @@ mod tests {
                 .contains("granted: monitors_read")
         );
         assert_eq!(member["tenant_state"], "connected");
+    }
+
+    #[test]
+    fn a_known_endpoints_scope_is_named_as_missing_or_granted() {
+        let granted = ["api_keys_write".to_string(), "incident_read".to_string()];
+        let lacks = scope_or_permission(Some("incident_write"), &granted);
+        assert!(
+            lacks.contains("needs the `incident_write` scope, which the tenant's grant lacks"),
+            "{lacks}"
+        );
+        assert!(lacks.contains("connect again"), "{lacks}");
+        let has = scope_or_permission(Some("incident_read"), &granted);
+        assert!(has.contains("grant includes it"), "{has}");
+        assert!(has.contains("the `incident_read` permission"), "{has}");
+        assert!(!has.contains("connect again"), "{has}");
+        let unknown = scope_or_permission(None, &granted);
+        assert!(
+            unknown.contains("the scope this endpoint needs"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("granted: api_keys_write incident_read"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The programs in `examples/` work against a real relay wired to fakedog:
 //! the partner onboarding app drives a customer from the onboarding URL to
 //! `connected`, `send_data` (Rust) and `send_data.py` (Datadog's official
-//! Python client) get every data kind accepted and delivered.
+//! Python client) get every data kind accepted and delivered, and
+//! `create_incident` opens an incident in the customer's own org through
+//! the pull-side proxy.
 //!
 //! `cargo test` builds the Rust examples next to the `ddrelay` binary; when
 //! only this test file was built they are not there and their part is
@@ -17,8 +19,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::{ADMIN_TOKEN, RELAY_HOST};
+use ddrelay::fakedog::{FakeDog, INCIDENT_READ, INCIDENT_WRITE};
+use ddrelay::sandbox::{self, ADMIN_TOKEN, RELAY_HOST};
 use ddrelay::site::Endpoint;
 use support::{dog, tenant_json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -194,5 +196,52 @@ async fn the_python_example_sends_every_kind_with_datadogs_client() {
     );
     assert_eq!(stdout.matches("accepted").count(), 4, "{stdout}");
     delivered(&dog, "Demo US3", 1).await;
+    assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_example_opens_an_incident_in_the_customers_org() {
+    let Some(bin) = example("create_incident") else {
+        return;
+    };
+    let dog = dog().await;
+    sandbox::register_client_with_scopes(&dog, &["api_keys_write", INCIDENT_READ, INCIDENT_WRITE])
+        .unwrap();
+    let (relay, _dir) = support::fast().start(&dog).await;
+    for (tenant, site, org) in [
+        ("acme", "https://app.datadoghq.eu", "Demo EU1"),
+        ("globex", "https://us5.datadoghq.com", "Demo US5"),
+    ] {
+        relay.connect(&dog, tenant, Some(site), org).await.unwrap();
+    }
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "--relay",
+            &format!("http://{}", relay.api),
+            "--tenant",
+            "acme",
+        ])
+        .args(["--title", "Checkout errors for acme", "--severity", "SEV-2"])
+        .args(["--customer-impact", "EU checkout"])
+        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("RELAY_PROXY_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let incidents = dog.incidents("Demo EU1");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let id = incidents[0]["id"].as_str().unwrap();
+    assert!(stdout.contains(&format!("id:        {id}")), "{stdout}");
+    assert!(stdout.contains("public_id: 1"), "{stdout}");
+    let attributes = &incidents[0]["attributes"];
+    assert_eq!(attributes["severity"], "SEV-2");
+    assert_eq!(attributes["customer_impact_scope"], "EU checkout");
+    assert!(dog.incidents("Demo US5").is_empty());
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }

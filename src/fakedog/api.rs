@@ -93,7 +93,13 @@ pub(crate) struct User {
     pub body: Value,
 }
 
-fn record(shared: &Shared, target: Option<&Target>, method: &Method, uri: &Uri, h: &HeaderMap) {
+pub(super) fn record(
+    shared: &Shared,
+    target: Option<&Target>,
+    method: &Method,
+    uri: &Uri,
+    h: &HeaderMap,
+) {
     let headers = h
         .iter()
         .map(|(n, v)| {
@@ -131,11 +137,11 @@ fn with_rate_limit_headers(mut r: Response, name: &'static str) -> Response {
     r
 }
 
-fn ok_json(status: StatusCode, body: &Value, limit_name: &'static str) -> Response {
+pub(super) fn ok_json(status: StatusCode, body: &Value, limit_name: &'static str) -> Response {
     with_rate_limit_headers(super::server::json(status, body.clone()), limit_name)
 }
 
-fn forbidden() -> Response {
+pub(super) fn forbidden() -> Response {
     errors(StatusCode::FORBIDDEN, "Forbidden")
 }
 
@@ -149,7 +155,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 impl State {
     /// The org whose live access token is in `headers`, if the token has
     /// `scope` and belongs to an org of `target`'s site.
-    fn api_org(
+    pub(super) fn api_org(
         &mut self,
         target: &Target,
         path: &str,

@@ -10,8 +10,9 @@
 //! |---|---|
 //! | `GET /fakedog/health` | `{"status":"ok"}` |
 //! | `GET /fakedog/summary` | everything below in one document |
-//! | `GET /fakedog/counts` | accepted items per org and per host, by kind |
+//! | `GET /fakedog/counts` | accepted items per org and per host, by kind; incidents per org |
 //! | `GET /fakedog/received?org=&kind=` | accepted items (full mode) |
+//! | `GET /fakedog/incidents?org=` | the org's incidents (`incidents.rs`), oldest first |
 //! | `GET /fakedog/requests` | responses per host and status (`0`: dropped) |
 //! | `GET /fakedog/keys` | keys created per org, and every key's state |
 //! | `GET /fakedog/token_calls` | token and revoke calls per host |
@@ -98,6 +99,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/fakedog/summary", get(summary))
         .route("/fakedog/counts", get(counts))
         .route("/fakedog/received", get(received))
+        .route("/fakedog/incidents", get(incidents))
         .route("/fakedog/requests", get(requests))
         .route("/fakedog/keys", get(keys))
         .route("/fakedog/token_calls", get(token_calls))
@@ -151,7 +153,11 @@ impl State {
             .iter()
             .map(|(h, c)| (h.as_str(), by_kind(c)))
             .collect();
-        json!({ "orgs": orgs, "hosts": hosts })
+        let mut incidents = BTreeMap::<&str, u64>::new();
+        for i in &self.incidents {
+            *incidents.entry(i.org.as_str()).or_default() += 1;
+        }
+        json!({ "orgs": orgs, "hosts": hosts, "incidents": incidents })
     }
 
     fn keys_json(&self) -> Value {
@@ -271,6 +277,19 @@ async fn received_page(AxState(s): Shr) -> Response {
         html,
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct OrgQuery {
+    org: String,
+}
+
+async fn incidents(AxState(s): Shr, Query(q): Query<OrgQuery>) -> Answer {
+    let st = s.lock();
+    if st.org(&q.org).is_none() {
+        return Err(StateError::UnknownOrg(q.org).into());
+    }
+    Ok(Json(json!({ "incidents": st.incidents_of(&q.org) })))
 }
 
 async fn requests(AxState(s): Shr) -> Json<Value> {

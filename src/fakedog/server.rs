@@ -27,7 +27,7 @@ use crate::site::{Endpoint, HostRole, Site};
 use crate::tls::Abort;
 
 use super::state::Shared;
-use super::{api, intake, keys, oauth};
+use super::{api, incidents, intake, keys, oauth};
 
 /// The Datadog host a request arrived at.
 #[derive(Debug, Clone)]
@@ -95,7 +95,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(api::list_monitors).post(api::create_monitor),
         )
         .route("/api/v1/monitor/{id}", get(api::get_monitor))
-        .route("/api/v2/users", get(api::list_users));
+        .route("/api/v2/users", get(api::list_users))
+        .route(
+            "/api/v2/incidents",
+            get(incidents::list).post(incidents::create),
+        )
+        .route("/api/v2/incidents/{incident_id}", get(incidents::get));
     for endpoint in Endpoint::ALL {
         r = r.route(endpoint.path(), post(intake::submit));
     }

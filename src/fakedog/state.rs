@@ -27,6 +27,7 @@ use crate::site::{Endpoint, Site};
 
 use super::api::{ApiRequest, Monitor, User};
 use super::faults::{ActiveFault, Fault};
+use super::incidents::Incident;
 
 /// Datadog's access-token lifetime: "a time-to-live (TTL) of 1 hour"
 /// (reference §1.5, DOC-EP).
@@ -289,6 +290,8 @@ pub(crate) struct State {
     /// Every org's monitors and users (`api.rs`), seeded at org creation.
     pub monitors: Vec<Monitor>,
     pub users: Vec<User>,
+    /// Every org's incidents (`incidents.rs`), none seeded.
+    pub incidents: Vec<Incident>,
     pub faults: Vec<ActiveFault>,
     next_id: u64,
     pub rec: Recording,
@@ -337,6 +340,7 @@ impl State {
             keys: HashMap::new(),
             monitors: Vec::new(),
             users: Vec::new(),
+            incidents: Vec::new(),
             faults: Vec::new(),
             next_id: 0,
             rec: Recording::default(),
