@@ -12,7 +12,8 @@
 //! tag is the partner's routing, not the customer's data: it is removed
 //! before the spans are queued.
 //!
-//! A request becomes, in one durable append: a record of trace items (one
+//! The tenant's tags go on every span's meta (`add_span_tags`), the span's
+//! own keys winning. A request becomes, in one durable append: a record of trace items (one
 //! tracer payload per trace chunk, `crate::traces`) and, unless the tracer
 //! says it computed them (`Datadog-Client-Computed-Stats`), a record of the
 //! stats the trace agent would have computed for those traces.
@@ -37,6 +38,7 @@ use crate::config::QueueCompression;
 use crate::pipeline::record::join_binary;
 use crate::queue::{NewRecord, Prepared};
 use crate::site::Endpoint;
+use crate::tags::Tags;
 use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
@@ -298,18 +300,42 @@ fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
     }
 }
 
+/// Adds the tenant's tags to every span's meta, where the span tags live:
+/// `key:value` as `key` = `value`, unless the span has that key already
+/// (its own wins, as with the other kinds). A tag without a value has no
+/// place in meta (a key with an empty value would read as `key:`, which
+/// is no tag) and is not added to spans. Before the items are cut to
+/// size, so the spans' grown size is what is counted.
+fn add_span_tags(traces: &mut Traces, tags: &Tags) {
+    let pairs: Vec<(&str, &str)> = tags
+        .as_slice()
+        .iter()
+        .filter_map(|t| t.split_once(':'))
+        .collect();
+    for span in traces.iter_mut().flatten() {
+        for (k, v) in &pairs {
+            if !span.meta.contains_key(*k) {
+                span.meta.insert((*k).to_string(), (*v).to_string());
+            }
+        }
+    }
+}
+
 /// Queues the traces and (unless the tracer computed them) their stats,
 /// in one durable append.
 async fn store_traces(
     state: &IngestState,
     admitted: &Admitted,
-    traces: Traces,
+    mut traces: Traces,
     headers: &HeaderMap,
     origin: &Origin,
     client_stats: bool,
 ) -> Result<(), IngestError> {
     if traces.is_empty() {
         return Ok(());
+    }
+    if let Some(tags) = &admitted.tags {
+        add_span_tags(&mut traces, tags);
     }
     let lz4 = admitted.config.queue.compression == QueueCompression::Lz4;
     let now = now_ms();
