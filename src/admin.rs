@@ -1,6 +1,7 @@
 //! The admin API on `api_listen` (`/v1/*`), behind the admin bearer token:
 //! start a tenant's connect flow, list and inspect tenants, disconnect one,
-//! run the verification checklist (`POST /v1/tenants/{tenant}/verify`, see
+//! set and read its tags (`PUT`/`GET /v1/tenants/{tenant}/tags`, checked
+//! and normalised by [`crate::tags`]), run the verification checklist (`POST /v1/tenants/{tenant}/verify`, see
 //! [`crate::verify`]). The HTML status page on `/` lives in [`status`].
 //!
 //! The token is compared in constant time against the *current*
@@ -164,6 +165,8 @@ pub struct TenantView {
     pub access_token_expires_at: Option<i64>,
     pub connected_at: Option<i64>,
     pub updated_at: i64,
+    /// The customer's tags, added to every item (`PUT .../tags`).
+    pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<serde_json::Value>,
 }
@@ -185,6 +188,7 @@ impl TenantView {
             access_token_expires_at: t.access_expires_at,
             connected_at: t.connected_at,
             updated_at: t.updated_at,
+            tags: t.tags,
             tenant: t.id,
             delivery,
         }
@@ -199,6 +203,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tenants/{tenant}", get(show).delete(disconnect))
         .route("/v1/tenants/{tenant}/connect", post(connect))
         .route("/v1/tenants/{tenant}/verify", post(verify))
+        .route("/v1/tenants/{tenant}/tags", get(tags).put(set_tags))
         .route("/v1/tenants/{tenant}/dead_letters", get(dead_letters))
         .route("/v1/tenants/{tenant}/dead_letters/{id}", get(dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -388,6 +393,77 @@ async fn disconnect(
         },
     }))
     .into_response())
+}
+
+/// `GET /v1/tenants/{tenant}/tags`: `{"tags": [...]}`, as stored.
+async fn tags(
+    State(state): State<AdminState>,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
+    checked(&tenant)?;
+    fresh(&state, &tenant).await;
+    let entry = state
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| not_found(&tenant))?;
+    let tags = entry.record().tags;
+    Ok(axum::Json(serde_json::json!({ "tags": tags })).into_response())
+}
+
+/// `PUT /v1/tenants/{tenant}/tags`, `{"tags": [...]}`: replaces the
+/// tenant's tags with the list normalised by Datadog's tag rules, or
+/// answers 400 naming the tag that cannot be one (nothing is changed).
+/// Answers the stored list.
+async fn set_tags(
+    State(state): State<AdminState>,
+    tenant: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
+    checked(&tenant)?;
+    let raw = tags_body(body).await?;
+    let tags = crate::tags::normalize_list(&raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    fresh(&state, &tenant).await;
+    if state.tenants.get(&tenant).is_none() {
+        return Err(not_found(&tenant));
+    }
+    state
+        .tenants
+        .set_tags(&tenant, &tags)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NoTenant(_) => not_found(&tenant),
+            other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        })?;
+    tracing::info!(tenant = %tenant, tags = tags.len(), "tenant tags set");
+    Ok(axum::Json(serde_json::json!({ "tags": tags })).into_response())
+}
+
+/// The list of a `{"tags": [...]}` body, or a 400 saying what is wrong.
+async fn tags_body(body: Body) -> Result<Vec<String>, ApiError> {
+    const SHAPE: &str = r#"expected {"tags": ["key:value", ...]}"#;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes; {SHAPE}"),
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("invalid JSON body: {e} ({SHAPE})")))?;
+    let Some(list) = v.get("tags").and_then(|t| t.as_array()) else {
+        return Err(bad(format!("body has no `tags` list; {SHAPE}")));
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("tags[{i}] must be a string, got {t}")))
+        })
+        .collect()
 }
 
 /// Runs Datadog's "Test the OAuth client" checklist for the tenant and

@@ -446,7 +446,44 @@ fn oauth_state(shared: &Shared) -> Arc<oauth::OAuth> {
         store: shared.store.clone(),
         config: shared.config.clone(),
         metrics: shared.metrics.clone(),
+        on_connected: Some(Arc::new(TestEventOnConnect(ingest_state(shared)))),
     })
+}
+
+/// What the ingest API gets (see [`IngestState`]).
+fn ingest_state(shared: &Shared) -> IngestState {
+    IngestState {
+        tenants: shared.tenants.clone(),
+        queue: shared.queue.clone(),
+        metrics: shared.metrics.clone(),
+        config: shared.config.clone(),
+        decode_memory: shared.decode_memory.clone(),
+        figures: shared.ingest_figures.clone(),
+    }
+}
+
+/// `[integration] test_event_on_connect`: queues the test event
+/// (`ingest::test_event`) for a tenant that just connected, on a task of
+/// its own, so the callback neither waits for it nor fails with it.
+struct TestEventOnConnect(IngestState);
+
+impl oauth::OnConnected for TestEventOnConnect {
+    fn connected(&self, tenant: &str) {
+        if !self.0.config.load().integration.test_event_on_connect {
+            return;
+        }
+        let (state, tenant) = (self.0.clone(), tenant.to_string());
+        tokio::spawn(async move {
+            match ingest::test_event::send(&state, &tenant).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %tenant, "test event queued for the new connection")
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, errors = ?e.errors, "test event on connect not queued")
+                }
+            }
+        });
+    }
 }
 
 fn api_router(shared: Arc<Shared>) -> Router {
@@ -468,14 +505,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         delivery: Some(views),
         relay: shared.clone(),
     });
-    let ingest = ingest::api::router(IngestState {
-        tenants: shared.tenants.clone(),
-        queue: shared.queue.clone(),
-        metrics: shared.metrics.clone(),
-        config: shared.config.clone(),
-        decode_memory: shared.decode_memory.clone(),
-        figures: shared.ingest_figures.clone(),
-    });
+    let ingest = ingest::api::router(ingest_state(&shared));
     let proxy = proxy::router(ProxyState::new(
         shared.tenants.clone(),
         shared.credentials.clone(),

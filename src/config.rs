@@ -53,6 +53,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
     pub proxy: ProxyConfig,
+    pub integration: IntegrationConfig,
 }
 
 /// One OAuth client registered with Datadog.
@@ -242,6 +243,20 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     pub tenant_concurrency: usize,
     pub tenant_requests_per_second: f64,
+}
+
+/// `[integration]`: what the partner's Datadog integration is, as the
+/// relay enforces it on the data it sends (docs/datadog.md "Partner log
+/// rules").
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct IntegrationConfig {
+    /// The integration's name: every log is sent with `ddsource` set to it
+    /// (and `service` lowercase, this when the log has none). `None`: logs
+    /// are sent with the source and service they came with.
+    pub source: Option<String>,
+    /// Send one event to a tenant's org when it connects, so the customer
+    /// sees the integration's data at once (default off).
+    pub test_event_on_connect: bool,
 }
 
 /// One configuration problem: where, which key, what is wrong.
@@ -1186,6 +1201,20 @@ impl Validator<'_> {
             ),
         };
 
+        // [integration]
+        let source = raw.integration.source.map(|s| s.trim().to_string());
+        if let Some(Err(why)) = source.as_deref().map(crate::tags::check_source) {
+            self.problem("integration.source", why);
+        }
+        let integration = IntegrationConfig {
+            source,
+            test_event_on_connect: self.flag(
+                "integration.test_event_on_connect",
+                raw.integration.test_event_on_connect,
+                false,
+            ),
+        };
+
         Some(Config {
             source: None,
             oauth: OAuthConfig {
@@ -1224,6 +1253,7 @@ impl Validator<'_> {
             delivery,
             limits,
             proxy,
+            integration,
         })
     }
 }
@@ -1308,6 +1338,39 @@ master_key = "{key}"
 
     pub(crate) fn key() -> String {
         MasterKey::generate().to_base64().expose().to_string()
+    }
+
+    #[test]
+    fn integration_source_checked_and_overridable() {
+        let file = format!(
+            "{}\n[integration]\nsource = \"acme-cloud\"\n",
+            minimal("/tmp/x", &key())
+        );
+        let c = Config::from_sources(&file, "test.toml", &[]).unwrap();
+        assert_eq!(c.integration.source.as_deref(), Some("acme-cloud"));
+        assert!(!c.integration.test_event_on_connect);
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::from_sources(
+            &file,
+            "test.toml",
+            &env("DDRELAY_INTEGRATION__TEST_EVENT_ON_CONNECT", "true"),
+        )
+        .unwrap();
+        assert!(c.integration.test_event_on_connect);
+        let e = Config::from_sources(
+            &file,
+            "test.toml",
+            &env("DDRELAY_INTEGRATION__SOURCE", "Acme Cloud"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("DDRELAY_INTEGRATION__SOURCE") && e.contains("integration.source"),
+            "{e}"
+        );
+        assert!(e.contains("lowercase"), "{e}");
+        let none = Config::from_sources(&minimal("/tmp/x", &key()), "t.toml", &[]).unwrap();
+        assert_eq!(none.integration, IntegrationConfig::default());
     }
 
     #[test]

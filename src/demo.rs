@@ -2,8 +2,9 @@
 //! needed. It starts fakedog (every Datadog site over TLS) and a relay on
 //! loopback, connects three customers on three sites through the full
 //! OAuth and PKCE flow (a scripted browser clicks Authorize on fakedog's
-//! consent page), sends every data kind for each through the ingest API, and
-//! prints what each Datadog site received.
+//! consent page), attaches one customer's own tags, sends every data kind
+//! for each through the ingest API, and prints what each Datadog site
+//! received (with the tags and the integration's source on arrival).
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let relay = Relay::start(
         &dog,
         &dir.path().join("relay"),
-        "[delivery]\nbatch_max_age = \"200ms\"\n",
+        "[delivery]\nbatch_max_age = \"200ms\"\n[integration]\nsource = \"ddrelay-demo\"\ntest_event_on_connect = true\n",
     )
     .await?;
     println!(
@@ -94,6 +95,22 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
             bail!("{tenant} did not connect: {} {}", page.status, t);
         }
     }
+
+    let (tenant, _, _) = CUSTOMERS[0];
+    let (status, tags) = relay
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v1/tenants/{tenant}/tags"),
+            Some(serde_json::json!({ "tags": DEMO_TAGS })),
+        )
+        .await?;
+    if status != 200 {
+        bail!("PUT /v1/tenants/{tenant}/tags answered {status}: {tags}");
+    }
+    println!(
+        "    {tenant:<8} the customer's own tags {DEMO_TAGS:?} stored as {}; a test event went to each org on connect",
+        tags["tags"]
+    );
 
     step(
         4,
@@ -162,6 +179,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
             d = o.site.domain,
         );
     }
+    show_tags(&dog)?;
     let violations = dog.violations();
     if !violations.is_empty() {
         bail!("fakedog recorded limit violations: {violations:?}");
@@ -298,6 +316,67 @@ async fn wait_for_stop() -> anyhow::Result<()> {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }
+    Ok(())
+}
+
+/// The tags the demo's first customer attaches (normalised on the way in).
+const DEMO_TAGS: [&str; 2] = ["Team:Payments", "cost-center:4242"];
+
+/// Shows the first customer's tags and the integration's source on what
+/// arrived, and that the other customers' data has neither tag.
+fn show_tags(dog: &FakeDog) -> anyhow::Result<()> {
+    let org = |i: usize| dog.org(CUSTOMERS[i].1).context("org");
+    let first = org(0)?;
+    let log = dog
+        .received(&first.id, Endpoint::Logs)
+        .into_iter()
+        .next()
+        .context("no log")?;
+    let series = dog.received(&first.id, Endpoint::SeriesV2);
+    let spans = dog.received(&first.id, Endpoint::Traces);
+    println!(
+        "    {:<8} log ddtags={} ddsource={}; series tags={}; span meta team={}",
+        CUSTOMERS[0].0,
+        log["ddtags"],
+        log["ddsource"],
+        series
+            .first()
+            .map(|s| s["tags"].clone())
+            .unwrap_or_default(),
+        spans
+            .first()
+            .map(|s| s["meta"]["team"].clone())
+            .unwrap_or_default(),
+    );
+    if !log["ddtags"]
+        .as_str()
+        .unwrap_or("")
+        .contains("team:payments")
+    {
+        bail!("{}'s tags did not arrive: {log}", CUSTOMERS[0].0);
+    }
+    let other = org(1)?;
+    if dog
+        .received(&other.id, Endpoint::Logs)
+        .iter()
+        .any(|l| l["ddtags"].as_str().unwrap_or("").contains("team:payments"))
+    {
+        bail!("{}'s tags reached another customer's org", CUSTOMERS[0].0);
+    }
+    let all_sourced = (0..CUSTOMERS.len()).all(|i| {
+        org(i).is_ok_and(|o| {
+            dog.received(&o.id, Endpoint::Logs)
+                .iter()
+                .all(|l| l["ddsource"] == "ddrelay-demo")
+        })
+    });
+    if !all_sourced {
+        bail!("a log arrived without the integration's source");
+    }
+    println!(
+        "    {:<8} and {}: none of {}'s tags; every log ddsource=\"ddrelay-demo\"",
+        CUSTOMERS[1].0, CUSTOMERS[2].0, CUSTOMERS[0].0
+    );
     Ok(())
 }
 

@@ -11,6 +11,8 @@
 //! - [`secret`]: the redacting [`secret::Secret`] type and sealing at rest.
 //! - [`store`]: tenants, sealed credentials and pending OAuth flows
 //!   (SQLite by default, PostgreSQL for several replicas).
+//! - [`tags`]: Datadog's tag rules, for a tenant's own tags and the
+//!   integration's source name.
 //! - [`codec`]: bounded decompression and compression of bodies.
 //! - [`queue`]: the durable on-disk queue between ingest and delivery
 //!   (group commit, crash recovery, quotas, compaction).
@@ -68,6 +70,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod site;
 pub mod store;
+pub mod tags;
 pub mod telemetry;
 pub mod tenant;
 pub mod text;

@@ -43,6 +43,16 @@ pub struct OAuth {
     pub store: Store,
     pub config: ConfigHandle,
     pub metrics: Arc<Metrics>,
+    /// Told of every connect completed (`app.rs` sends the test event on
+    /// connect through it).
+    pub on_connected: Option<Arc<dyn OnConnected>>,
+}
+
+/// What happens once a tenant is connected and stored. Called on the
+/// callback's path: it must return at once, and whatever it starts may
+/// neither block nor fail the callback.
+pub trait OnConnected: Send + Sync {
+    fn connected(&self, tenant: &str);
 }
 
 impl std::fmt::Debug for OAuth {
@@ -530,6 +540,9 @@ async fn complete(
     }
     metrics.oauth("callback", "connected");
     tracing::info!(tenant = %tenant, site = %site.domain, org = org_id.as_deref().unwrap_or("-"), "tenant connected");
+    if let Some(hook) = &oauth.on_connected {
+        hook.connected(&tenant);
+    }
     Page::success(
         q.dd_org_name.as_deref().filter(|s| !s.is_empty()),
         site.domain,

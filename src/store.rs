@@ -206,6 +206,9 @@ pub struct Tenant {
     pub generation: i64,
     /// When Datadog last confirmed the grant (a refresh it answered).
     pub grant_checked_at: Option<i64>,
+    /// The tags the customer attaches to the integration's data,
+    /// normalised (migration 0004; `crate::tags`). Empty: none.
+    pub tags: Vec<String>,
 }
 
 /// A tenant's secrets, opened.
@@ -394,7 +397,7 @@ impl fmt::Debug for Store {
 
 const TENANT_COLUMNS: &str = "id, state, reason, reason_code, domain, org_id, org_name, client_id, scopes, access_expires_at, \
      api_key_id, api_key_last4, api_key IS NOT NULL AS has_api_key, refresh_token IS NOT NULL AS has_refresh_token, \
-     created_at, updated_at, connected_at, version, generation, grant_checked_at";
+     created_at, updated_at, connected_at, version, generation, grant_checked_at, tags";
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`.
@@ -940,6 +943,27 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a tenant's tags (already normalised, `crate::tags`); an
+    /// empty list removes them. A new change number, so replicas see it.
+    pub async fn set_tags(&self, id: &str, tags: &[String], now: i64) -> Result<(), StoreError> {
+        let stored = (!tags.is_empty())
+            .then(|| serde_json::to_string(tags))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let r = sqlx::query(self.versioned(
+            "UPDATE tenants SET tags = $2, updated_at = $3, version = {next} WHERE id = $1",
+        ))
+        .bind(id)
+        .bind(stored)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoTenant(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Row counts per state (for metrics).
     pub async fn count_by_state(&self) -> Result<Vec<(TenantState, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tenants GROUP BY state")
@@ -998,7 +1022,17 @@ fn tenant_from_row(r: &AnyRow) -> Result<Tenant, StoreError> {
         version: r.try_get("version")?,
         generation: r.try_get("generation")?,
         grant_checked_at: r.try_get("grant_checked_at")?,
+        tags: tags_from_column(r.try_get("tags")?)?,
     })
+}
+
+/// The `tags` column: a JSON array of strings, or NULL for none.
+fn tags_from_column(stored: Option<String>) -> Result<Vec<String>, StoreError> {
+    match stored {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("a tenant's tags are not a JSON list: {e}"))),
+    }
 }
 
 /// SQLite returns booleans as integers, PostgreSQL as booleans.

@@ -3,7 +3,7 @@
 //! [`Tenants`] is the in-memory directory of the store's tenants, loaded at
 //! start and kept fresh by [`Tenants::sync`] (which also picks up changes
 //! made by other replicas sharing a PostgreSQL store): each tenant's record
-//! (state, reason, site, org, connection generation) and the slots where
+//! (state, reason, site, org, connection generation, tags) and the slots where
 //! `credentials` caches its API key and access token. Ingest decides
 //! 202/409 from the state; everything about credentials (refresh, keys,
 //! revocation, the grant check) is `credentials`'s.
@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::secret::Secret;
 use crate::site::{Endpoint, Site};
 use crate::store::{Reason, Store, StoreError, Tenant, TenantLock, TenantState};
+use crate::tags::Tags;
 use crate::telemetry::metrics::Metrics;
 
 /// With a shared store, at most this many tenants per second are re-read
@@ -91,6 +92,9 @@ pub struct Entry {
     /// access token with its expiry.
     pub(crate) api_key: RwLock<Option<Sending>>,
     pub(crate) access: RwLock<Option<(Secret, i64)>>,
+    /// The record's tags, ready for ingest to add to items; `None` when
+    /// it has none (ingest then does nothing extra).
+    tags: RwLock<Option<Arc<Tags>>>,
     /// What ingest accepted for this tenant but did not keep.
     pub dropped: IngestDropped,
 }
@@ -135,6 +139,7 @@ impl IngestDropped {
 impl Entry {
     fn new(record: Tenant) -> Entry {
         Entry {
+            tags: RwLock::new(Tags::new(record.tags.clone()).map(Arc::new)),
             record: RwLock::new(record),
             api_key: RwLock::new(None),
             access: RwLock::new(None),
@@ -155,6 +160,12 @@ impl Entry {
     /// only records of the current one are ever sent.
     pub fn generation(&self) -> u32 {
         crate::queue::stored_generation(self.record.read().generation)
+    }
+
+    /// The tenant's tags, for ingest to add to every item it accepts;
+    /// `None` when it has none.
+    pub fn tags(&self) -> Option<Arc<Tags>> {
+        self.tags.read().clone()
     }
 
     /// The tenant's site, once connected.
@@ -276,6 +287,9 @@ impl Tenants {
                     || old.api_key_id != record.api_key_id
                     || old.generation != record.generation
                     || old.domain != record.domain;
+                if old.tags != record.tags {
+                    *entry.tags.write() = Tags::new(record.tags.clone()).map(Arc::new);
+                }
                 let cached_exp = entry.access.read().as_ref().map(|(_, exp)| *exp);
                 if cached_exp.is_some() && cached_exp != record.access_expires_at {
                     *entry.access.write() = None;
@@ -403,6 +417,13 @@ impl Tenants {
     /// Notes that a connect flow started for `id`.
     pub async fn touch_pending(&self, id: &str) -> Result<(), StoreError> {
         self.store.touch_pending(id, now()).await?;
+        self.reload(id).await
+    }
+
+    /// Replaces a tenant's tags (normalised by `crate::tags`); requests
+    /// admitted from then on carry them.
+    pub async fn set_tags(&self, id: &str, tags: &[String]) -> Result<(), StoreError> {
+        self.store.set_tags(id, tags, now()).await?;
         self.reload(id).await
     }
 

@@ -647,6 +647,7 @@ mod tests {
             version: 1,
             generation: 0,
             grant_checked_at: None,
+            tags: Vec::new(),
         }
     }
 

@@ -183,6 +183,25 @@ async fn lifecycle_on_every_backend() {
             ),
             "{name}"
         );
+        // Tags: stored, a new change number, removed by an empty list.
+        let tags = vec!["team:a".to_string(), "env:prod".to_string()];
+        s.set_tags("t1", &tags, 4).await.unwrap();
+        let tagged = s.tenant("t1").await.unwrap().unwrap();
+        assert_eq!(tagged.tags, tags, "{name}");
+        assert!(tagged.version > t.version, "{name}");
+        let changed = s.tenants_changed_since(t.version).await.unwrap();
+        assert_eq!(changed[0].tags, tags, "{name}");
+        assert!(matches!(
+            s.set_tags("nobody", &tags, 4).await,
+            Err(StoreError::NoTenant(_))
+        ));
+        s.set_tags("t1", &[], 4).await.unwrap();
+        assert!(
+            s.tenant("t1").await.unwrap().unwrap().tags.is_empty(),
+            "{name}"
+        );
+        s.set_tags("t1", &tags, 4).await.unwrap();
+        let t = s.tenant("t1").await.unwrap().unwrap();
         let v = t.version;
         s.touch_pending("t2", 5).await.unwrap();
         let changed = s.tenants_changed_since(v).await.unwrap();
@@ -218,6 +237,8 @@ async fn lifecycle_on_every_backend() {
         );
         let again = b.replica().await;
         assert_eq!(again.tenants().await.unwrap().len(), 2, "{name}");
+        let t1 = again.tenant("t1").await.unwrap().unwrap();
+        assert_eq!(t1.tags, ["team:a", "env:prod"], "{name}: tags kept");
         again.close().await;
     }
 }

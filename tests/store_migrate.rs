@@ -57,6 +57,13 @@ async fn sqlite_store_moves_to_postgres() {
         .await
         .unwrap();
     assert_eq!(us.status, 200, "{}", us.body);
+    let tags = vec!["team:payments".to_string()];
+    relay
+        .shared()
+        .tenants
+        .set_tags("acme", &tags)
+        .await
+        .unwrap();
     relay
         .shared()
         .tenants
@@ -133,6 +140,7 @@ async fn sqlite_store_moves_to_postgres() {
     .unwrap();
     let acme = support::tenant_json(&relay, "acme").await;
     assert_eq!(acme["state"], "connected", "{acme}");
+    assert_eq!(acme["tags"], serde_json::json!(["team:payments"]), "{acme}");
     assert_eq!(
         support::tenant_json(&relay, "globex").await["state"],
         "reauth_required"

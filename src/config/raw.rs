@@ -27,6 +27,17 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub proxy: RawProxy,
+    #[serde(default)]
+    pub integration: RawIntegration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntegration {
+    #[serde(default, deserialize_with = "string")]
+    pub source: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub test_event_on_connect: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::budget::Budget;
-use super::validate::{Dropped, Invalid, validate};
+use super::validate::{Added, Dropped, Invalid, validate_with};
 use crate::clock::now_ms;
 use crate::codec::{self, CodecError, OverBudget};
 use crate::config::{Config, QueueCompression};
@@ -36,6 +36,7 @@ use crate::pipeline::{self, record};
 use crate::queue::{AppendError, NewRecord, Prepared, Queue};
 use crate::site::{Encoding, Endpoint, Site};
 use crate::store::TenantState;
+use crate::tags::Tags;
 use crate::telemetry::metrics::{
     KindLabels, KindOutcome, KindReason, Metrics, SendLabels, status_class,
 };
@@ -417,6 +418,9 @@ pub(super) struct Admitted {
     pub tenant: String,
     /// The tenant's connection generation when it was checked.
     pub generation: u32,
+    /// The tenant's tags when it was checked: added to every item of the
+    /// request (`None`: it has none, nothing is added).
+    pub tags: Option<Arc<Tags>>,
     pub encoding: Encoding,
     pub config: Arc<crate::config::Config>,
 }
@@ -437,6 +441,24 @@ async fn ingest(
         Ok(admitted) => accept(endpoint, state, admitted, body).await,
         Err(refused) => Err(refused.discarding(body)),
     }
+}
+
+/// Queues `body` (plain JSON of `endpoint`) for `tenant` as the relay's
+/// own request, through everything a partner's request goes through
+/// (admission, validation, the tenant's tags, the durable append); for
+/// [`super::test_event`].
+pub async fn queue_own(
+    state: &IngestState,
+    endpoint: Endpoint,
+    tenant: &str,
+    body: Vec<u8>,
+) -> Result<(), IngestError> {
+    let named = Named::default();
+    let headers = HeaderMap::new();
+    let admitted = admit_as(state, tenant.to_string(), &headers, &named).await?;
+    accept(endpoint, state, admitted, Body::from(body))
+        .await
+        .map(drop)
 }
 
 /// Everything decided from the headers alone, before the body is read:
@@ -482,6 +504,7 @@ pub(super) async fn admit_as(
     // reconnect to another org while the body is still arriving moves the
     // tenant to a later generation, and delivery discards this record.
     let generation = entry.generation();
+    let tags = entry.tags();
     let encoding = content_encoding(headers)?;
     let config = state.config.load_full();
     let declared = headers
@@ -507,6 +530,7 @@ pub(super) async fn admit_as(
     Ok(Admitted {
         tenant,
         generation,
+        tags,
         encoding,
         config,
     })
@@ -524,9 +548,14 @@ async fn accept(
     let Admitted {
         tenant,
         generation,
+        tags,
         encoding,
         config,
     } = admitted;
+    let additions = Additions {
+        tags,
+        source: config.integration.source.clone(),
+    };
     let owner = Owner {
         generation,
         tenant: &tenant,
@@ -542,6 +571,7 @@ async fn accept(
         now,
         owner,
         at_rest,
+        additions,
     };
     let decoded = if expected_memory(encoding, wire.len(), limit) >= BLOCKING_THRESHOLD {
         // Large bodies decode on the blocking pool, within the decoding
@@ -692,7 +722,7 @@ fn count_dropped(state: &IngestState, endpoint: Endpoint, tenant: &str, dropped:
 }
 
 /// One body to decode: what it is, for whom, and how to store it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Decode<'a> {
     endpoint: Endpoint,
     encoding: Encoding,
@@ -701,6 +731,25 @@ struct Decode<'a> {
     now: i64,
     owner: Owner<'a>,
     at_rest: AtRest,
+    additions: Additions,
+}
+
+/// What is added to every item kept (`validate::Added`): the tenant's
+/// tags and `[integration] source`. Owned, so that a large body takes it
+/// to the blocking pool.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Additions {
+    pub tags: Option<Arc<Tags>>,
+    pub source: Option<String>,
+}
+
+impl Additions {
+    fn added(&self) -> Added<'_> {
+        Added {
+            tags: self.tags.as_deref(),
+            source: self.source.as_deref(),
+        }
+    }
 }
 
 /// What decoding a body is expected to hold at its peak: the decoded body,
@@ -770,6 +819,7 @@ fn decode_and_prepare(
         now,
         owner,
         at_rest,
+        additions,
     } = job;
     let body = codec::decompress_with(encoding, wire, limit, grow).map_err(|e| {
         let err = match e {
@@ -786,8 +836,8 @@ fn decode_and_prepare(
     let body_len = body.len();
     // The validated copy and the record made of it (at most as large).
     grow(2 * body_len).map_err(|over| (busy(over.0), body_len))?;
-    let validated =
-        validate(endpoint, &body, now).map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
+    let validated = validate_with(endpoint, &body, now, &additions.added())
+        .map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
     drop(body);
     if validated.items == 0 {
         return Ok(Accepted {

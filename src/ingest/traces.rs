@@ -12,12 +12,14 @@
 //! tag is the partner's routing, not the customer's data: it is removed
 //! before the spans are queued.
 //!
-//! A request becomes, in one durable append: a record of trace items (one
+//! The tenant's tags go on every span's meta (`add_span_tags`), the span's
+//! own keys winning. A request becomes, in one durable append: a record of trace items (one
 //! tracer payload per trace chunk, `crate::traces`) and, unless the tracer
 //! says it computed them (`Datadog-Client-Computed-Stats`), a record of the
 //! stats the trace agent would have computed for those traces.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -37,6 +39,7 @@ use crate::config::QueueCompression;
 use crate::pipeline::record::join_binary;
 use crate::queue::{NewRecord, Prepared};
 use crate::site::Endpoint;
+use crate::tags::Tags;
 use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
@@ -181,23 +184,53 @@ async fn traces(
     // from the decoding memory budget like any large body (`api.rs`).
     let expected = 2 * expected_memory(encoding, wire.len(), limit);
     let mut held = state.decode_memory.hold();
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Encoded, IngestError> {
+    // A tenant named by a header is known before the spans are decoded:
+    // its tags go on them, and they are encoded on the same thread.
+    let early_tags = early.as_ref().map(|a| a.tags.clone());
+    let stage = tokio::task::spawn_blocking(move || -> Result<Stage, IngestError> {
         held.reserve(expected, DECODE_MEMORY_WAIT)
             .map_err(|over| busy(over.0))?;
         let plain = codec::decompress(encoding, &wire, limit)
             .map_err(|e| bad("bad_encoding", e.to_string()))?;
         drop(wire);
-        job.run(&plain)
+        job.run(&plain, early_tags)
     })
     .await
     .map_err(|_| bad("internal", "decoding task failed".into()))??;
-    // An empty payload (some tracers check the agent with one) names no
-    // tenant and holds nothing to keep: answered as the Agent does.
-    if encoded.traces.count == 0 && early.is_none() {
-        return Ok(());
-    }
-    let admitted = admitted(state, early, encoded.tagged.clone(), headers, named).await?;
+    let (encoded, admitted) = match stage {
+        Stage::Encoded(e) => {
+            let tagged = e.tagged.clone();
+            (e, admitted(state, early, tagged, headers, named).await?)
+        }
+        // An empty payload (some tracers check the agent with one) names
+        // no tenant and holds nothing to keep: answered as the Agent does.
+        Stage::Decoded { traces, .. } if traces.is_empty() => return Ok(()),
+        Stage::Decoded {
+            job,
+            traces,
+            tagged,
+        } => {
+            let a = admitted(state, None, tagged.clone(), headers, named).await?;
+            let tags = a.tags.clone();
+            let encoded = tokio::task::spawn_blocking(move || job.encode(traces, tags, tagged))
+                .await
+                .map_err(|_| bad("internal", "encoding task failed".into()))??;
+            (encoded, a)
+        }
+    };
     store_traces(state, &admitted, encoded).await
+}
+
+/// A request's spans after the first blocking step: encoded when a header
+/// named the tenant, else decoded and waiting for the tenant their tag
+/// names (its tags go on them before they are encoded).
+enum Stage {
+    Encoded(Encoded),
+    Decoded {
+        job: Encode,
+        traces: Traces,
+        tagged: Option<String>,
+    },
 }
 
 /// The tenant the request is for: the one its headers named (a span tag
@@ -259,9 +292,13 @@ struct Encoded {
 }
 
 impl Encode {
-    /// Decodes `plain`, applies the span rules, computes the stats and
-    /// encodes the items.
-    fn run(self, plain: &[u8]) -> Result<Encoded, IngestError> {
+    /// Decodes `plain` and applies the span rules; with `tenant_tags` (the
+    /// tenant is known: `Some` of its tags) encodes them too.
+    fn run(
+        self,
+        plain: &[u8],
+        tenant_tags: Option<Option<Arc<Tags>>>,
+    ) -> Result<Stage, IngestError> {
         let mut traces = match self.version {
             Version::V03 => decode::v03(plain),
             Version::V04 => decode::v04(plain),
@@ -271,6 +308,27 @@ impl Encode {
         let tagged = take_tenant_tag(&mut traces).map_err(|Malformed(m)| bad("bad_tenant", m))?;
         normalize::normalize(&mut traces, &self.origin.lang)
             .map_err(|Malformed(m)| bad("bad_traces", m))?;
+        match tenant_tags {
+            Some(tags) => Ok(Stage::Encoded(self.encode(traces, tags, tagged)?)),
+            None => Ok(Stage::Decoded {
+                job: self,
+                traces,
+                tagged,
+            }),
+        }
+    }
+
+    /// Adds the tenant's tags, computes the stats and encodes the items;
+    /// the spans are dropped here.
+    fn encode(
+        &self,
+        mut traces: Traces,
+        tags: Option<Arc<Tags>>,
+        tagged: Option<String>,
+    ) -> Result<Encoded, IngestError> {
+        if let Some(tags) = &tags {
+            add_span_tags(&mut traces, tags);
+        }
         let times = span_times(&traces, now_ms());
         let stats = if self.client_stats || traces.is_empty() {
             Vec::new()
@@ -354,6 +412,27 @@ fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
             "trace {t}, span {s}: {TENANT_TAG}: missing, while other spans carry {tenant:?}; set it on every span (DD_TAGS does)"
         ))),
         (seen, _) => Ok(seen),
+    }
+}
+
+/// Adds the tenant's tags to every span's meta, where the span tags live:
+/// `key:value` as `key` = `value`, unless the span has that key already
+/// (its own wins, as with the other kinds). A tag without a value has no
+/// place in meta (a key with an empty value would read as `key:`, which
+/// is no tag) and is not added to spans. Before the items are cut to
+/// size, so the spans' grown size is what is counted.
+fn add_span_tags(traces: &mut Traces, tags: &Tags) {
+    let pairs: Vec<(&str, &str)> = tags
+        .as_slice()
+        .iter()
+        .filter_map(|t| t.split_once(':'))
+        .collect();
+    for span in traces.iter_mut().flatten() {
+        for (k, v) in &pairs {
+            if !span.meta.contains_key(*k) {
+                span.meta.insert((*k).to_string(), (*v).to_string());
+            }
+        }
     }
 }
 

@@ -31,6 +31,10 @@
 //!   `timestamp` within 10 minutes past.
 //! - events v2 (docs/datadog.md "Events v2"): `validate/events_v2.rs`.
 //!
+//! What the relay adds to the items it keeps (the tenant's tags, the
+//! integration's source on logs) is `validate/enrich.rs`'s, applied by
+//! [`validate_with`] after the checks, within the same per-item limits.
+//!
 //! Decisions where the reference is silent or UNCONFIRMED (each also noted
 //! at the check itself):
 //! - Unknown fields are kept untouched everywhere (forward compatibility:
@@ -195,6 +199,18 @@ const EVENT_AGGREGATION_KEY_MAX_CHARS: usize = 100;
 /// Checks `body` (already decompressed) for `endpoint` and builds the queue
 /// payload. `now_ms` is the current unix time in milliseconds.
 pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validated, Invalid> {
+    validate_with(endpoint, body, now_ms, &Added::NONE)
+}
+
+/// As [`validate`], with `added` (the tenant's tags, the integration's
+/// source) added to every item kept (`validate/enrich.rs`), within the
+/// kind's per-item limit.
+pub fn validate_with(
+    endpoint: Endpoint,
+    body: &[u8],
+    now_ms: i64,
+    added: &Added<'_>,
+) -> Result<Validated, Invalid> {
     // Validating UTF-8 once for the whole body is much cheaper than serde
     // doing it string by string, and lets every later pass skip it.
     let body = std::str::from_utf8(body)
@@ -241,7 +257,11 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
                 format!("body is not valid JSON: item {i}: {e}")
             })
         };
-        if let Some(fix) = check_one(&mut ctx, item, i, syntax)? {
+        let mut fix = check_one(&mut ctx, item, i, &syntax)?;
+        if added.applies(endpoint) {
+            fix = with_added(&mut ctx, item, i, fix, added).map_err(&syntax)??;
+        }
+        if let Some(fix) = fix {
             fixes.push((i, fix));
         }
     }
@@ -291,7 +311,7 @@ fn check_one(
     ctx: &mut Ctx<'_>,
     item: &str,
     i: usize,
-    syntax: impl Fn(serde_json::Error) -> Invalid,
+    syntax: &impl Fn(serde_json::Error) -> Invalid,
 ) -> Result<Option<Fix>, Invalid> {
     let max_item = ctx.endpoint.limits().max_item;
     let mut cut = None;
@@ -303,7 +323,7 @@ fn check_one(
                 limit: max_item,
             });
         }
-        let Some(shorter) = truncate_log(item, max_item).map_err(&syntax)? else {
+        let Some(shorter) = truncate_log(item, max_item).map_err(syntax)? else {
             ctx.dropped.oversized += 1;
             let m = format!(
                 "{} bytes, over Datadog's {max_item} per log, and no message to cut: dropped",
@@ -334,6 +354,66 @@ fn check_one(
         return Ok(Some(Fix::Replace(with_empty_tags(checked))));
     }
     Ok(cut.map(Fix::Replace))
+}
+
+/// What becomes of item `i` once `added` is added to what `fix` made of
+/// it, within the kind's per-item limit: a log that grows past it is cut
+/// (its original, tagged, so the message carries one mark) or dropped as
+/// any oversized log; an item of another kind that grows past it is
+/// refused, as an item too large. The outer `Err` is a JSON syntax error.
+fn with_added(
+    ctx: &mut Ctx<'_>,
+    item: &str,
+    i: usize,
+    fix: Option<Fix>,
+    added: &Added<'_>,
+) -> Result<Result<Option<Fix>, Invalid>, serde_json::Error> {
+    let max = ctx.endpoint.limits().max_item;
+    let base = match &fix {
+        Some(Fix::Drop) => return Ok(Ok(fix)),
+        // A log's only replacement is a cut: start again from the whole.
+        Some(Fix::Replace(_)) if ctx.endpoint == Endpoint::Logs => item,
+        Some(Fix::Replace(s)) => s.as_str(),
+        None => item,
+    };
+    let Some(grown) = enrich::apply(ctx.endpoint, base, added) else {
+        return Ok(Ok(fix));
+    };
+    if grown.len() <= max {
+        return Ok(Ok(Some(Fix::Replace(grown))));
+    }
+    if ctx.endpoint != Endpoint::Logs {
+        let size = grown.len();
+        return Ok(Err(Invalid::ItemTooLarge {
+            index: i,
+            size,
+            limit: max,
+        }));
+    }
+    let was_cut = fix.is_some();
+    match truncate_log(&grown, max)? {
+        Some(cut) => {
+            if !was_cut {
+                ctx.dropped.truncated += 1;
+                let m = format!(
+                    "{} bytes with the tenant's tags, over Datadog's {max} per log: message truncated",
+                    grown.len()
+                );
+                ctx.note(format_args!("message"), m);
+            }
+            Ok(Ok(Some(Fix::Replace(cut))))
+        }
+        None => {
+            ctx.dropped.truncated -= u32::from(was_cut);
+            ctx.dropped.oversized += 1;
+            let m = format!(
+                "{} bytes with the tenant's tags, over Datadog's {max} per log, and no message to cut: dropped",
+                grown.len()
+            );
+            ctx.note(format_args!(""), m);
+            Ok(Ok(Some(Fix::Drop)))
+        }
+    }
 }
 
 /// A series keeps its points inside the window (dropped when none is);
@@ -1827,7 +1907,10 @@ impl<'de> Shape<'de> for Check<'_, '_> {
     }
 }
 
+pub mod enrich;
 mod events_v2;
+
+pub use enrich::Added;
 
 #[cfg(test)]
 mod tests;

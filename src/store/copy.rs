@@ -80,6 +80,8 @@ struct RawTenant {
     connected_at: Option<i64>,
     generation: i64,
     grant_checked_at: Option<i64>,
+    /// The tenant's tags, as stored (JSON; migration 0004).
+    tags: Option<String>,
 }
 
 /// A pending flow row as stored: the verifier still sealed.
@@ -97,7 +99,7 @@ struct RawFlow {
 
 const RAW_TENANT_COLUMNS: &str = "SELECT id, state, reason, reason_code, domain, org_id, org_name, client_id, scopes, access_token, \
      access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
-     generation, grant_checked_at FROM tenants ORDER BY id";
+     generation, grant_checked_at, tags FROM tenants ORDER BY id";
 
 const RAW_FLOW_COLUMNS: &str = "SELECT state_hash, tenant, sealed, web_host, domain, client_id, created_at, expires_at \
      FROM oauth_flows ORDER BY state_hash";
@@ -124,6 +126,7 @@ fn raw_tenant(r: &AnyRow) -> Result<RawTenant, sqlx::Error> {
         connected_at: r.try_get("connected_at")?,
         generation: r.try_get("generation")?,
         grant_checked_at: r.try_get("grant_checked_at")?,
+        tags: r.try_get("tags")?,
     })
 }
 
@@ -186,8 +189,8 @@ pub async fn copy(
     let insert_tenant = to.versioned(
         "INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
            access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
-           generation, grant_checked_at, reason_code, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, {next}) \
+           generation, grant_checked_at, reason_code, tags, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, {next}) \
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, domain = excluded.domain, \
            org_id = excluded.org_id, org_name = excluded.org_name, client_id = excluded.client_id, \
            scopes = excluded.scopes, access_token = excluded.access_token, \
@@ -196,7 +199,7 @@ pub async fn copy(
            created_at = excluded.created_at, updated_at = excluded.updated_at, \
            connected_at = excluded.connected_at, generation = excluded.generation, \
            grant_checked_at = excluded.grant_checked_at, reason_code = excluded.reason_code, \
-           version = excluded.version",
+           tags = excluded.tags, version = excluded.version",
     );
     for t in &tenants {
         sqlx::query(insert_tenant)
@@ -220,6 +223,7 @@ pub async fn copy(
             .bind(t.generation)
             .bind(t.grant_checked_at)
             .bind(t.reason_code.as_deref())
+            .bind(t.tags.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;

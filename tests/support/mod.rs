@@ -133,6 +133,16 @@ impl Setup {
         self.set("limits", "tenant_requests_per_second", n.to_string())
     }
 
+    /// `integration.source`: every log is sent with `ddsource` = this.
+    pub fn source(self, source: &str) -> Setup {
+        self.set("integration", "source", format!("{source:?}"))
+    }
+
+    /// `integration.test_event_on_connect`.
+    pub fn test_event_on_connect(self, on: bool) -> Setup {
+        self.set("integration", "test_event_on_connect", on.to_string())
+    }
+
     /// A `[server]` key, as `DDRELAY_SERVER__<KEY>`.
     pub fn server(mut self, key: &str, value: &str) -> Setup {
         self.env.push((
@@ -155,7 +165,7 @@ impl Setup {
     /// The extra TOML the sandbox appends to its config file.
     pub fn toml(&self) -> String {
         let mut out = String::new();
-        for table in ["delivery", "queue", "limits"] {
+        for table in ["delivery", "queue", "limits", "integration"] {
             let keys: Vec<_> = self.keys.iter().filter(|(t, _, _)| *t == table).collect();
             if keys.is_empty() {
                 continue;
