@@ -42,6 +42,7 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::LogHandle;
 use crate::telemetry::metrics::Metrics;
 use crate::tenant::{ConfigHandle, Tenants};
+use crate::webhooks;
 
 pub mod public;
 
@@ -64,6 +65,8 @@ pub enum BuildError {
     Queue(#[from] QueueError),
     #[error("cannot start the delivery threads: {0}")]
     Threads(std::io::Error),
+    #[error("cannot set up lifecycle webhooks: {0}")]
+    Webhooks(String),
 }
 
 /// State shared by every part of the running relay.
@@ -82,6 +85,8 @@ pub struct Shared {
     /// the admin API and status page show them).
     pub ingest_figures: Arc<Figures>,
     pub pipeline: Arc<Pipeline>,
+    /// Lifecycle webhook delivery: this replica's claims, the receiver.
+    webhooks: (webhooks::StoreOutbox, webhooks::HttpReceiver),
     ready: AtomicBool,
     pub shutdown: Shutdown,
     log: Option<LogHandle>,
@@ -206,6 +211,7 @@ impl Reloader {
         self.shared
             .datadog
             .set_allowed_sites(new.datadog.allowed_sites.clone());
+        self.shared.store.record_events(new.webhooks.is_some());
         self.shared.config.store(Arc::new(new));
         let credentials = self.shared.credentials.clone();
         let pipeline = self.shared.pipeline.clone();
@@ -264,6 +270,12 @@ impl App {
             Some(url) => Store::open_postgres(url, &config.storage.master_key).await?,
             None => Store::open_sqlite(&config.sqlite_path(), &config.storage.master_key).await?,
         };
+        store.record_events(config.webhooks.is_some());
+        let owner =
+            webhooks::replica_id(&config.storage.data_dir).map_err(|e| BuildError::DataDir {
+                path: config.storage.data_dir.display().to_string(),
+                error: format!("cannot keep the replica id there: {e}"),
+            })?;
         let public = bind("server.public_listen", config.server.public_listen).await?;
         let api = bind("server.api_listen", config.server.api_listen).await?;
         let metrics = Arc::new(Metrics::new());
@@ -307,6 +319,14 @@ impl App {
             metrics.clone(),
             dead,
         ));
+        let webhooks = (
+            webhooks::StoreOutbox {
+                store: store.clone(),
+                owner,
+            },
+            webhooks::HttpReceiver::new(config.clone())
+                .map_err(|e| BuildError::Webhooks(e.to_string()))?,
+        );
         let shared = Arc::new(Shared {
             config,
             generation: AtomicU64::new(1),
@@ -319,6 +339,7 @@ impl App {
             ingest_figures: Arc::new(Figures::default()),
             queue,
             pipeline,
+            webhooks,
             ready: AtomicBool::new(false),
             shutdown: Shutdown::new(),
             log,
@@ -384,6 +405,13 @@ impl App {
             shared.shutdown.clone(),
         ));
         let delivery = tokio::spawn(shared.pipeline.clone().run(shared.shutdown.clone()));
+        let hooks = tokio::spawn(webhooks::run(
+            Arc::new(shared.webhooks.0.clone()),
+            Arc::new(shared.webhooks.1.clone()),
+            shared.metrics.clone(),
+            shared.store.events_written(),
+            shared.shutdown.clone(),
+        ));
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(
             api = %api.local_addr()?,
@@ -409,6 +437,9 @@ impl App {
         // queue (syncs its ack files) and the store.
         if let Err(e) = delivery.await {
             tracing::error!(error = %e, "delivery task failed");
+        }
+        if let Err(e) = hooks.await {
+            tracing::error!(error = %e, "webhook delivery task failed");
         }
         shared.queue.close().await;
         shared.store.close().await;

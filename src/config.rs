@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub proxy: ProxyConfig,
     pub integration: IntegrationConfig,
+    /// `[webhooks]`: where lifecycle events go; `None` when `url` is unset.
+    pub webhooks: Option<WebhooksConfig>,
 }
 
 /// One OAuth client registered with Datadog.
@@ -257,6 +259,44 @@ pub struct IntegrationConfig {
     /// Send one event to a tenant's org when it connects, so the customer
     /// sees the integration's data at once (default off).
     pub test_event_on_connect: bool,
+}
+
+/// `[webhooks]`: the partner's endpoint for lifecycle events and the
+/// secret that signs them (src/webhooks.rs).
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhooksConfig {
+    /// `https://`, or `http://` on a loopback host. Shown with any password
+    /// and query redacted: they may carry a credential.
+    #[serde(serialize_with = "ser_redacted_url")]
+    pub url: Url,
+    pub secret: Secret,
+}
+
+fn ser_redacted_url<S: serde::Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
+/// `url` with its password and query replaced by `redacted`, for config
+/// dumps and messages.
+pub fn redacted_url(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    if u.query().is_some() {
+        u.set_query(Some("redacted"));
+    }
+    u.to_string()
+}
+
+/// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// One configuration problem: where, which key, what is wrong.
@@ -1214,6 +1254,7 @@ impl Validator<'_> {
                 false,
             ),
         };
+        let webhooks = self.webhooks(raw.webhooks);
 
         Some(Config {
             source: None,
@@ -1254,6 +1295,69 @@ impl Validator<'_> {
             limits,
             proxy,
             integration,
+            webhooks,
+        })
+    }
+
+    /// `[webhooks]`: `None` when `url` is unset (then nothing else may be set).
+    fn webhooks(&mut self, raw: raw::RawWebhooks) -> Option<WebhooksConfig> {
+        let secret = self.secret(
+            "webhooks.secret",
+            raw.secret,
+            raw.secret_file,
+            raw.url.is_some(),
+        );
+        let Some(text) = raw.url else {
+            if secret.is_some() {
+                self.problem(
+                    "webhooks.secret",
+                    "is set but webhooks.url is not; set the URL that receives lifecycle events, or remove the secret",
+                );
+            }
+            return None;
+        };
+        if let Some(s) = &secret
+            && s.expose().len() < 16
+        {
+            self.problem(
+                "webhooks.secret",
+                "is shorter than 16 characters; use a long random secret (e.g. head -c32 /dev/urandom | base64)",
+            );
+        }
+        let url = match Url::parse(text.trim()) {
+            Ok(u) if u.host().is_some() && u.fragment().is_none() => u,
+            _ => {
+                self.problem(
+                    "webhooks.url",
+                    "is not an absolute http(s) URL without a fragment, e.g. \"https://partner.example/hooks/ddrelay\"",
+                );
+                return None;
+            }
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                self.problem(
+                    "webhooks.url",
+                    format!(
+                        "`{}` is plain http on a host that is not loopback; use https (http:// is accepted only for localhost, 127.0.0.0/8 and ::1)",
+                        redacted_url(&url)
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.problem(
+                    "webhooks.url",
+                    format!("scheme `{other}` is not http or https"),
+                );
+                return None;
+            }
+        }
+        Some(WebhooksConfig {
+            url,
+            secret: secret?,
         })
     }
 }
@@ -1519,6 +1623,83 @@ master_key = "{key}"
         )];
         let e = Config::from_sources(&text, "c.toml", &env).unwrap_err();
         assert!(e.to_string().contains("give exactly one"), "{e}");
+    }
+
+    /// `[webhooks]`: https anywhere, http only on loopback, the secret
+    /// inline, by env or by file and never shown; each mistake names its key.
+    #[test]
+    fn webhooks_url_scheme_and_secret() {
+        let load = |extra: &str, env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::from_sources(&(minimal("/tmp/x", &key()) + extra), "c.toml", &env)
+        };
+        assert!(load("", &[]).unwrap().webhooks.is_none());
+        let secret = "whsec-0123456789abcdef";
+        for url in [
+            "https://partner.example/hooks",
+            "http://127.0.0.1:9000/hooks",
+            "http://localhost/hooks",
+            "http://[::1]:80/h",
+        ] {
+            let c = load(
+                &format!("[webhooks]\nurl = \"{url}\"\nsecret = \"{secret}\"\n"),
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let w = c.webhooks.as_ref().unwrap();
+            assert_eq!(w.secret.expose(), secret);
+            assert!(!c.redacted_toml().contains(secret));
+        }
+        let e = load(
+            &format!("[webhooks]\nurl = \"http://partner.example/hooks\"\nsecret = \"{secret}\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("webhooks.url") && e.contains("loopback"), "{e}");
+        assert!(!e.contains(secret));
+        let e = load("[webhooks]\nurl = \"https://p.example/h\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("webhooks.secret") && e.contains("missing"),
+            "{e}"
+        );
+        let e = load("[webhooks]\nsecret = \"0123456789abcdefghij\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("webhooks.secret") && e.contains("webhooks.url is not"),
+            "{e}"
+        );
+        let e = load(
+            "[webhooks]\nurl = \"ftp://p.example/h\"\nsecret = \"short\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("webhooks.url") && e.contains("ftp"), "{e}");
+        assert!(e.contains("webhooks.secret") && e.contains("16"), "{e}");
+        // By environment, URL credentials and query redacted when shown.
+        let c = load(
+            "",
+            &[
+                (
+                    "DDRELAY_WEBHOOKS__URL",
+                    "https://u:pw-secret@p.example/h?token=q-secret",
+                ),
+                ("DDRELAY_WEBHOOKS__SECRET", secret),
+            ],
+        )
+        .unwrap();
+        let shown = c.redacted_toml();
+        assert!(shown.contains("[webhooks]"), "{shown}");
+        for s in [secret, "pw-secret", "q-secret"] {
+            assert!(!shown.contains(s), "{s} in {shown}");
+        }
     }
 
     #[test]

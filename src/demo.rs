@@ -4,16 +4,25 @@
 //! OAuth and PKCE flow (a scripted browser clicks Authorize on fakedog's
 //! consent page), attaches one customer's own tags, sends every data kind
 //! for each through the ingest API, and prints what each Datadog site
-//! received (with the tags and the integration's source on arrival).
+//! received (with the tags and the integration's source on arrival). A
+//! partner endpoint on loopback receives the lifecycle webhooks; the tour
+//! shows the first one, its signature checked.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use parking_lot::Mutex;
 
 use crate::clock::now;
 use crate::fakedog::{FakeDog, Options};
 use crate::sandbox::Relay;
+use crate::secret::Secret;
 use crate::site::{Encoding, Endpoint};
+use crate::webhooks::sign;
+
+/// The demo's `[webhooks] secret` (a demo value, not a real one).
+const WEBHOOK_SECRET: &str = "ddrelay-demo-webhook-secret";
 
 /// The demo's customers: tenant id, fakedog org, the `site` Datadog would
 /// pass to the onboarding URL (`None`: the flow starts at the US1 region
@@ -57,10 +66,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         2,
         "starting the relay (its [datadog.resolve] pins every Datadog hostname to fakedog)",
     );
+    let hooks = Hooks::start().await?;
     let relay = Relay::start(
         &dog,
         &dir.path().join("relay"),
-        "[delivery]\nbatch_max_age = \"200ms\"\n[integration]\nsource = \"ddrelay-demo\"\ntest_event_on_connect = true\n",
+        &format!(
+            "[delivery]\nbatch_max_age = \"200ms\"\n[integration]\nsource = \"ddrelay-demo\"\ntest_event_on_connect = true\n[webhooks]\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+            hooks.url
+        ),
     )
     .await?;
     println!(
@@ -94,6 +107,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         if page.status != 200 || t["state"] != "connected" {
             bail!("{tenant} did not connect: {} {}", page.status, t);
         }
+    }
+    let (verified, body) = hooks.first().await?;
+    println!(
+        "    the partner's webhook endpoint received (DD-Relay-Signature {}):\n      {body}",
+        if verified { "verified" } else { "WRONG" }
+    );
+    if !verified {
+        bail!("the webhook's signature did not verify");
     }
 
     let (tenant, _, _) = CUSTOMERS[0];
@@ -378,6 +399,58 @@ fn show_tags(dog: &FakeDog) -> anyhow::Result<()> {
         CUSTOMERS[1].0, CUSTOMERS[2].0, CUSTOMERS[0].0
     );
     Ok(())
+}
+
+/// The partner's webhook endpoint for the tour, on loopback: checks each
+/// delivery's `DD-Relay-Signature` and keeps what it received.
+struct Hooks {
+    url: String,
+    got: Arc<Mutex<Vec<(bool, String)>>>,
+}
+
+impl Hooks {
+    async fn start() -> anyhow::Result<Hooks> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks/ddrelay", listener.local_addr()?);
+        let got: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/hooks/ddrelay",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: String| async move {
+                    let header = headers.get(sign::HEADER).and_then(|v| v.to_str().ok());
+                    let verified = header.is_some_and(|h| verify(h, &body));
+                    sink.lock().push((verified, body));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Hooks { url, got })
+    }
+
+    /// The first delivery, waiting up to 10 s for it.
+    async fn first(&self) -> anyhow::Result<(bool, String)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(first) = self.got.lock().first() {
+                return Ok(first.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("no webhook arrived within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether `header` (`t=…,v1=…`) signs `body` with the demo's secret.
+fn verify(header: &str, body: &str) -> bool {
+    let t = header
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .and_then(|t| t.parse::<i64>().ok());
+    t.is_some_and(|t| sign::header_value(&Secret::new(WEBHOOK_SECRET), t, body) == header)
 }
 
 /// A trace of two spans, as Datadog's "Send traces to the Agent by API"

@@ -9,8 +9,9 @@
 //! - [`site`]: every Datadog site, host and intake limit (the only place a
 //!   Datadog hostname is written).
 //! - [`secret`]: the redacting [`secret::Secret`] type and sealing at rest.
-//! - [`store`]: tenants, sealed credentials and pending OAuth flows
-//!   (SQLite by default, PostgreSQL for several replicas).
+//! - [`store`]: tenants, sealed credentials, pending OAuth flows and the
+//!   lifecycle webhook outbox (SQLite by default, PostgreSQL for several
+//!   replicas).
 //! - [`tags`]: Datadog's tag rules, for a tenant's own tags and the
 //!   integration's source name.
 //! - [`codec`]: bounded decompression and compression of bodies.
@@ -35,6 +36,8 @@
 //! - [`proxy`]: the pull side, `/v1/tenants/{tenant}/datadog/{path}`: a
 //!   tenant's Datadog API with its own token and site (path policy, header
 //!   hygiene, limits, streaming; the refresh policy is [`credentials`]'s).
+//! - [`webhooks`]: lifecycle webhooks to the partner (signed, from the
+//!   store's outbox, in order per tenant, one replica sending).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
@@ -77,3 +80,4 @@ pub mod text;
 pub mod tls;
 pub mod traces;
 pub mod verify;
+pub mod webhooks;

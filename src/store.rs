@@ -1,5 +1,6 @@
 //! The credential and tenant store: tenants, their sealed tokens and API
-//! keys, and pending OAuth flows.
+//! keys, pending OAuth flows, and the outbox of lifecycle events
+//! ([`outbox`]) that webhooks deliver.
 //!
 //! One implementation over `sqlx::AnyPool` serves both backends: SQLite
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when
@@ -33,11 +34,17 @@
 //!   released, so it is single-flight across replicas.
 //! - **Flows** are rows: a connect started on one replica completes on any
 //!   other (`take_flow` is one `DELETE … RETURNING`).
+//! - **State changes and their events**: every write that may change a
+//!   tenant's state runs in one transaction that holds the row, writes it,
+//!   and inserts the lifecycle event the change calls for
+//!   ([`outbox`]); the outbox is claimed with row locks and leases, so one
+//!   replica sends each event.
 //!
 //! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
 //! tenant lifecycle gives it.
 
 pub mod copy;
+pub mod outbox;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -320,6 +327,9 @@ pub struct Store {
     local_locks: LocalLocks,
     backend: Backend,
     sealer: Sealer,
+    /// Whether lifecycle events are written (`outbox`), shared by clones.
+    recording: outbox::Recording,
+    events_written: Arc<tokio::sync::Notify>,
 }
 
 type LocalLocks = Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
@@ -477,6 +487,8 @@ impl Store {
             local_locks: LocalLocks::default(),
             backend,
             sealer: Sealer::new(key),
+            recording: outbox::Recording::default(),
+            events_written: Arc::default(),
         };
         store.check_canary().await?;
         Ok(store)
@@ -595,6 +607,57 @@ impl Store {
             .entry((template, self.backend))
             .or_insert_with(|| Box::leak(template.replace("{next}", next).into_boxed_str()));
         sql
+    }
+
+    /// Starts a write that may change tenant `id`'s state: a transaction
+    /// holding the tenant row (`FOR UPDATE` on PostgreSQL; SQLite's write
+    /// lock, taken at `BEGIN IMMEDIATE`), and the row as it was. Finish it
+    /// with [`Store::finish_change`], which writes the lifecycle event the
+    /// change calls for in the same transaction (`outbox`).
+    async fn begin_change(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Any>,
+            Option<outbox::Before>,
+        ),
+        StoreError,
+    > {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        let before = self.before_change(&mut tx, id).await?;
+        Ok((tx, before))
+    }
+
+    /// Reads tenant `id` as changed, writes its lifecycle event if the
+    /// change calls for one, and commits.
+    async fn finish_change(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+        before: Option<outbox::Before>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let row = sqlx::query(const_format_tenant_select_one())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let after = row.map(|r| tenant_from_row(&r)).transpose()?;
+        let written = match &after {
+            Some(after) => {
+                self.write_event(&mut tx, before.as_ref(), after, now)
+                    .await?
+            }
+            None => false,
+        };
+        tx.commit().await?;
+        if written {
+            self.events_written.notify_one();
+        }
+        Ok(())
     }
 
     // ---- flows ----------------------------------------------------------
@@ -803,6 +866,7 @@ impl Store {
             .map(|r| self.sealer.seal_secret(id, "refresh_token", r));
         let key = self.sealer.seal_secret(id, "api_key", &c.api_key);
         let last4 = last4(&c.api_key);
+        let (mut tx, before) = self.begin_change(id).await?;
         sqlx::query(
             self.versioned("INSERT INTO tenants (id, state, reason, domain, org_id, org_name, client_id, scopes, access_token, \
                access_expires_at, refresh_token, api_key, api_key_id, api_key_last4, created_at, updated_at, connected_at, \
@@ -833,9 +897,9 @@ impl Store {
         .bind(c.api_key_id.as_deref())
         .bind(last4)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        self.finish_change(tx, id, before, now).await
     }
 
     /// Stores refreshed tokens. A rotated refresh token is written in the
@@ -878,6 +942,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let sealed = self.sealer.seal_secret(id, "api_key", key);
+        let (mut tx, before) = self.begin_change(id).await?;
         let r = sqlx::query(
             self.versioned("UPDATE tenants SET api_key = $2, api_key_id = $3, api_key_last4 = $4, state = 'connected', reason = NULL, reason_code = NULL, \
                updated_at = $5, version = {next} WHERE id = $1"),
@@ -887,12 +952,12 @@ impl Store {
         .bind(key_id)
         .bind(last4(key))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NoTenant(id.to_string()));
         }
-        Ok(())
+        self.finish_change(tx, id, before, now).await
     }
 
     /// Changes a tenant's state and reason.
@@ -903,6 +968,7 @@ impl Store {
         reason: Option<&Reason>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let (mut tx, before) = self.begin_change(id).await?;
         let r = sqlx::query(self.versioned(
             "UPDATE tenants SET state = $2, reason = $3, reason_code = $5, updated_at = $4, \
                version = {next} WHERE id = $1",
@@ -912,17 +978,18 @@ impl Store {
         .bind(reason.map(|r| r.text.as_str()))
         .bind(now)
         .bind(reason.map(|r| r.code.as_str()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NoTenant(id.to_string()));
         }
-        Ok(())
+        self.finish_change(tx, id, before, now).await
     }
 
     /// Deletes a tenant's secrets and marks it disconnected. Site and org are
     /// kept so an operator can still see what it was.
     pub async fn disconnect(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        let (mut tx, before) = self.begin_change(id).await?;
         let r = sqlx::query(
             self.versioned("UPDATE tenants SET state = 'disconnected', reason = $2, reason_code = 'disconnected', access_token = NULL, access_expires_at = NULL, \
                refresh_token = NULL, api_key = NULL, updated_at = $3, generation = generation + 1, \
@@ -931,16 +998,16 @@ impl Store {
         .bind(id)
         .bind(reason)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NoTenant(id.to_string()));
         }
         sqlx::query("DELETE FROM oauth_flows WHERE tenant = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        self.finish_change(tx, id, before, now).await
     }
 
     /// Replaces a tenant's tags (already normalised, `crate::tags`); an

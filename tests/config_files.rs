@@ -130,6 +130,13 @@ fn check_config_rejects_each_problem_with_one_clear_line() {
             ),
             vec!["storage.master_key", "expected exactly 32"],
         ),
+        (
+            "plain http webhook off loopback",
+            format!(
+                "{GOOD}\n[webhooks]\nurl = \"http://partner.example/hooks\"\nsecret = \"client-secret-value-webhook\"\n"
+            ),
+            vec!["webhooks.url", "loopback"],
+        ),
     ];
     for (what, text, needles) in cases {
         let path = write(dir.path(), "bad.toml", &text);

@@ -4,6 +4,7 @@
 //! Python client) get every data kind accepted and delivered, and
 //! `create_incident` opens an incident in the customer's own org through
 //! the pull-side proxy.
+//! `webhook_receiver` verifies and prints the relay's lifecycle webhooks.
 //!
 //! `cargo test` builds the Rust examples next to the `ddrelay` binary; when
 //! only this test file was built they are not there and their part is
@@ -244,4 +245,56 @@ async fn the_incident_example_opens_an_incident_in_the_customers_org() {
     assert_eq!(attributes["customer_impact_scope"], "EU checkout");
     assert!(dog.incidents("Demo US5").is_empty());
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_receiver_verifies_signatures_and_prints_each_event() {
+    let Some(bin) = example("webhook_receiver") else {
+        return;
+    };
+    let secret = "example-webhook-secret-0123456789";
+    let mut receiver = tokio::process::Command::new(bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("WEBHOOK_SECRET", secret)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the receiver printed nothing within 30 s")
+            .unwrap()
+            .unwrap()
+    };
+    let banner = next_line().await;
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+
+    // A request that is not signed with the secret is refused.
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .header(
+            "DD-Relay-Signature",
+            format!("t={},v1=00", ddrelay::clock::now()),
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let dog = dog().await;
+    let extra = format!("[webhooks]\nurl = \"{url}\"\nsecret = \"{secret}\"\n");
+    let (relay, _dir) = support::relay(&dog, &extra).await;
+    support::connect(&relay, &dog, "acme", "datadoghq.eu", "Demo EU1").await;
+    let event: serde_json::Value = serde_json::from_str(&next_line().await).unwrap();
+    assert_eq!(event["type"], "tenant.connected", "{event}");
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["site"], "datadoghq.eu");
+    receiver.kill().await.unwrap();
 }

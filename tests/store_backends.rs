@@ -671,3 +671,144 @@ async fn change_numbers_are_commit_ordered_on_every_backend() {
         assert_eq!(versions.len(), ids.len(), "{name}: duplicate numbers");
     }
 }
+
+/// The lifecycle webhook outbox on both backends: each state change that
+/// is an event writes exactly one row with it (none while recording is
+/// off, none for a change that is not an event); claims take each tenant's
+/// oldest event only, never one under another replica's live lease, and a
+/// lease that passed is taken over; settled events leave or come due again.
+#[tokio::test]
+async fn the_webhook_outbox_on_every_backend() {
+    for (name, b) in backends().await {
+        let s = &b.store;
+        s.touch_pending("a", 1).await.unwrap();
+        s.save_connection("a", &connection("org-a"), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.outbox_depth().await.unwrap().0,
+            0,
+            "{name}: recording is off"
+        );
+        s.record_events(true);
+        s.save_connection("b", &connection("org-b"), 3)
+            .await
+            .unwrap();
+        // Same org again while connected: not an event.
+        s.save_connection("b", &connection("org-b"), 4)
+            .await
+            .unwrap();
+        let revoked = Reason::new(ReasonCode::GrantRevoked, "the customer revoked access");
+        s.set_state("b", TenantState::ReauthRequired, Some(&revoked), 5)
+            .await
+            .unwrap();
+        s.set_state("b", TenantState::ReauthRequired, Some(&revoked), 6)
+            .await
+            .unwrap();
+        s.disconnect("b", "disconnected by the partner", 7)
+            .await
+            .unwrap();
+        s.set_state("a", TenantState::ReauthRequired, Some(&revoked), 8)
+            .await
+            .unwrap();
+        assert_eq!(s.outbox_depth().await.unwrap().0, 4, "{name}");
+
+        // Replica one claims every tenant's head: b's connect, a's reauth.
+        let now = 1_000_000;
+        let one = s.claim_events("one", now, now + 60_000, 10).await.unwrap();
+        let kinds: Vec<serde_json::Value> = one
+            .iter()
+            .map(|e| serde_json::from_str(&e.body).unwrap())
+            .collect();
+        assert_eq!(
+            kinds
+                .iter()
+                .map(|k| (k["tenant"].as_str().unwrap(), k["type"].as_str().unwrap()))
+                .collect::<Vec<_>>(),
+            [("b", "tenant.connected"), ("a", "tenant.reauth_required")],
+            "{name}"
+        );
+        assert_eq!(kinds[1]["reason_code"], "grant_revoked");
+        assert_eq!(kinds[0]["org_id"], "org-b");
+        // Another replica finds nothing while the lease runs.
+        let other = b.replica().await;
+        assert!(
+            other
+                .claim_events("two", now + 1, now + 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // b's connect delivered: its reauth is next; a's attempt failed.
+        s.event_delivered(one[0].seq).await.unwrap();
+        s.event_failed(one[1].seq, "one", now + 5_000, "the receiver answered 500")
+            .await
+            .unwrap();
+        let two = other
+            .claim_events("two", now + 2, now + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(two.len(), 1, "{name}: a's event is not due yet");
+        assert!(two[0].body.contains("tenant.reauth_required") && two[0].tenant == "b");
+        // "two" dies holding it: after its lease, "one" takes it over.
+        assert!(
+            s.claim_events("one", now + 59_000, now + 120_000, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.tenant == "a")
+        );
+        let taken = s
+            .claim_events("one", now + 60_001, now + 120_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            taken.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>(),
+            ["b"],
+            "{name}"
+        );
+        assert_eq!(s.release_events("one").await.unwrap(), 2, "{name}");
+        assert_eq!(s.expire_events(i64::MAX).await.unwrap(), 3, "{name}");
+        other.close().await;
+    }
+}
+
+/// Replicas claiming at the same moment never take the same event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_share_an_event_on_every_backend() {
+    for (name, b) in backends().await {
+        b.store.record_events(true);
+        for i in 0..40 {
+            b.store
+                .save_connection(&format!("t{i}"), &connection(&format!("org-{i}")), 1)
+                .await
+                .unwrap();
+        }
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            replicas.push(b.replica().await);
+        }
+        let claims = replicas.iter().enumerate().map(|(i, r)| {
+            let owner = format!("r{i}");
+            async move {
+                let mut got = Vec::new();
+                for _ in 0..10 {
+                    got.extend(r.claim_events(&owner, 1_000, 100_000, 3).await.unwrap());
+                }
+                got
+            }
+        });
+        let all: Vec<i64> = futures_util::future::join_all(claims)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|e| e.seq)
+            .collect();
+        let unique: std::collections::HashSet<i64> = all.iter().copied().collect();
+        assert_eq!(unique.len(), all.len(), "{name}: an event claimed twice");
+        assert_eq!(all.len(), 40, "{name}");
+        for r in replicas {
+            r.close().await;
+        }
+    }
+}

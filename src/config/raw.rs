@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
     pub proxy: RawProxy,
     #[serde(default)]
     pub integration: RawIntegration,
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +210,17 @@ pub(crate) struct RawProxy {
     pub tenant_concurrency: Option<i64>,
     #[serde(default)]
     pub tenant_requests_per_second: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhooks {
+    #[serde(default, deserialize_with = "string")]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub secret: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub secret_file: Option<String>,
 }
 
 /// Accepts a string, or a number or bool written where a string is

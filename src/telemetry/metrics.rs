@@ -48,6 +48,12 @@ pub mod retry_reason {
 /// The `outcome` of ingested items and bytes.
 pub const INGEST_OUTCOMES: [&str; 2] = ["accepted", "rejected"];
 
+/// The `outcome` of a lifecycle webhook delivery attempt: `ok` (the
+/// partner answered 2xx), `refused` (another status), `error` (no answer:
+/// connection, timeout), `expired` (given up after the outbox's retention,
+/// see src/webhooks.rs).
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["ok", "refused", "error", "expired"];
+
 /// The listeners whose unserved requests are counted: `api_listen` and
 /// `public_listen`.
 pub const LISTENERS: [&str; 2] = ["api", "public"];
@@ -105,6 +111,11 @@ pub struct UnservedLabels {
     pub listener: &'static str,
     /// `404` (no such path) or `405` (not this method).
     pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,6 +178,13 @@ pub struct Metrics {
     pub proxy_requests: Family<StatusClass, Counter>,
     /// Requests to paths (404) or methods (405) a listener does not serve.
     pub unserved_requests: Family<UnservedLabels, Counter>,
+    /// Lifecycle webhook deliveries by this replica, by outcome
+    /// ([`WEBHOOK_OUTCOMES`]).
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Events in the webhook outbox (shared by replicas: each reports the
+    /// same figure), and the oldest one's age.
+    pub webhook_outbox_events: Gauge,
+    pub webhook_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +240,9 @@ impl Metrics {
             config_generation: Gauge::default(),
             proxy_requests: Family::default(),
             unserved_requests: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_outbox_events: Gauge::default(),
+            webhook_outbox_oldest_age_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         let relay = registry.sub_registry_with_prefix("ddrelay");
@@ -359,6 +380,21 @@ impl Metrics {
             "Requests to a path or method a listener does not serve, by listener and status",
             m.unserved_requests.clone(),
         );
+        relay.register(
+            "webhook_deliveries",
+            "Lifecycle webhook delivery attempts by this replica, by outcome",
+            m.webhook_deliveries.clone(),
+        );
+        relay.register(
+            "webhook_outbox_events",
+            "Lifecycle events waiting in the webhook outbox (all replicas)",
+            m.webhook_outbox_events.clone(),
+        );
+        relay.register(
+            "webhook_outbox_oldest_age_seconds",
+            "Age of the oldest event waiting in the webhook outbox",
+            m.webhook_outbox_oldest_age_seconds.clone(),
+        );
         // Unprefixed: see `process`.
         registry.register_collector(Box::new(Process));
         m.start_at_zero();
@@ -415,6 +451,18 @@ impl Metrics {
                 .proxy_requests
                 .get_or_create(&StatusClass { status_class });
         }
+        for outcome in WEBHOOK_OUTCOMES {
+            let _ = self
+                .webhook_deliveries
+                .get_or_create(&OutcomeLabels { outcome });
+        }
+    }
+
+    /// Counts a webhook delivery attempt (`outcome` of [`WEBHOOK_OUTCOMES`]).
+    pub fn webhook(&self, outcome: &'static str, n: u64) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(n);
     }
 
     /// The counter of requests `listener` answered with `status` (404 or
