@@ -106,6 +106,8 @@ pub struct AdminState {
     pub queue: Arc<dyn QueueView>,
     pub delivery: Option<Arc<dyn DeliveryView>>,
     pub relay: Arc<dyn RelayView>,
+    /// Usage per tenant, kind and hour (`GET /v1/tenants/{t}/usage`).
+    pub usage: Option<crate::usage::Ledger>,
 }
 
 /// `{"errors": [...]}` with a status.
@@ -205,6 +207,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tenants/{tenant}/verify", post(verify))
         .route("/v1/tenants/{tenant}/tags", get(tags).put(set_tags))
         .route("/v1/tenants/{tenant}/dead_letters", get(dead_letters))
+        .route("/v1/tenants/{tenant}/usage", get(usage))
         .route("/v1/tenants/{tenant}/dead_letters/{id}", get(dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone())
@@ -484,6 +487,49 @@ async fn verify(
         .await
         .ok_or_else(|| not_found(&tenant))?;
     Ok(axum::Json(report).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UsageQuery {
+    /// The last this many hours, the current one included (default 24).
+    hours: Option<i64>,
+}
+
+/// `GET /v1/tenants/{tenant}/usage?hours=N`: items and bytes accepted,
+/// delivered and lost per kind and hour over the last `N` hours (default
+/// 24, at most the retention), with totals per kind. Kept after a tenant
+/// is deleted, for billing, until the retention passes.
+async fn usage(
+    State(state): State<AdminState>,
+    tenant: Result<Path<String>, PathRejection>,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_path(tenant)?;
+    checked(&tenant)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let max = crate::usage::RETENTION_HOURS;
+    let hours = query.map_err(|e| bad(e.body_text()))?.hours.unwrap_or(24);
+    if !(1..=max).contains(&hours) {
+        return Err(bad(format!(
+            "hours must be 1 to {max} (the retention), got {hours}"
+        )));
+    }
+    let ledger = state
+        .usage
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "usage is not counted here"))?;
+    let to = crate::usage::hour_of(crate::clock::now()) + 3600;
+    let from = to - hours * 3600;
+    let rows = ledger.report(&tenant, from, to).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read usage: {e}"),
+        )
+    })?;
+    if rows.is_empty() && state.tenants.get(&tenant).is_none() {
+        return Err(not_found(&tenant));
+    }
+    Ok(axum::Json(crate::usage::report_json(&tenant, from, to, &rows)).into_response())
 }
 
 async fn dead_letters(

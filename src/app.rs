@@ -84,6 +84,9 @@ pub struct Shared {
     /// Per-tenant refused requests and accepted rates (ingest counts them,
     /// the admin API and status page show them).
     pub ingest_figures: Arc<Figures>,
+    /// Usage per tenant, kind and hour (counted by ingest and delivery,
+    /// flushed to the store by housekeeping and at shutdown).
+    pub usage: crate::usage::Ledger,
     pub pipeline: Arc<Pipeline>,
     /// Lifecycle webhook delivery: this replica's claims, the receiver.
     webhooks: (webhooks::StoreOutbox, webhooks::HttpReceiver),
@@ -312,13 +315,17 @@ impl App {
             error: e.to_string(),
         })?;
         queue.set_outside_bytes(dead.total_bytes());
-        let pipeline = Arc::new(Pipeline::new(
-            queue.clone(),
-            Seams::live(credentials.clone(), datadog.clone()).map_err(BuildError::Threads)?,
-            config.clone(),
-            metrics.clone(),
-            dead,
-        ));
+        let usage = crate::usage::Ledger::new(Arc::default(), store.clone());
+        let pipeline = Arc::new(
+            Pipeline::new(
+                queue.clone(),
+                Seams::live(credentials.clone(), datadog.clone()).map_err(BuildError::Threads)?,
+                config.clone(),
+                metrics.clone(),
+                dead,
+            )
+            .with_usage(usage.usage.clone()),
+        );
         let webhooks = (
             webhooks::StoreOutbox {
                 store: store.clone(),
@@ -337,6 +344,7 @@ impl App {
             datadog,
             decode_memory: crate::ingest::budget::Budget::new(cfg.server.decode_memory),
             ingest_figures: Arc::new(Figures::default()),
+            usage,
             queue,
             pipeline,
             webhooks,
@@ -441,6 +449,9 @@ impl App {
         if let Err(e) = hooks.await {
             tracing::error!(error = %e, "webhook delivery task failed");
         }
+        if let Err(e) = shared.usage.flush().await {
+            tracing::error!(error = %e, "usage counts could not be stored at shutdown");
+        }
         shared.queue.close().await;
         shared.store.close().await;
         a?;
@@ -490,6 +501,7 @@ fn ingest_state(shared: &Shared) -> IngestState {
         config: shared.config.clone(),
         decode_memory: shared.decode_memory.clone(),
         figures: shared.ingest_figures.clone(),
+        usage: shared.usage.usage.clone(),
     }
 }
 
@@ -535,6 +547,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         queue: views.clone(),
         delivery: Some(views),
         relay: shared.clone(),
+        usage: Some(shared.usage.clone()),
     });
     let ingest = ingest::api::router(ingest_state(&shared));
     let proxy = proxy::router(ProxyState::new(
@@ -685,8 +698,23 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             {
                 tracing::warn!(error = %e, "purging expired flows failed");
             }
+            usage_housekeeping(&shared.usage, n).await;
         }
     });
+}
+
+/// Usage: stored every 10 s (5 ticks), pruned past its retention hourly.
+async fn usage_housekeeping(usage: &crate::usage::Ledger, tick: u64) {
+    if tick.is_multiple_of(5)
+        && let Err(e) = usage.flush().await
+    {
+        tracing::warn!(error = %e, "storing usage counts failed; kept for the next try");
+    }
+    if tick.is_multiple_of(1800)
+        && let Err(e) = usage.prune(crate::clock::now()).await
+    {
+        tracing::warn!(error = %e, "pruning old usage rows failed");
+    }
 }
 
 /// Tells the queue which tenants' data is held (`reauth_required`: their

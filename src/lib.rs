@@ -79,5 +79,6 @@ pub mod tenant;
 pub mod text;
 pub mod tls;
 pub mod traces;
+pub mod usage;
 pub mod verify;
 pub mod webhooks;

@@ -45,6 +45,7 @@
 
 pub mod copy;
 pub mod outbox;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::fmt;

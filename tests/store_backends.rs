@@ -812,3 +812,42 @@ async fn concurrent_claims_never_share_an_event_on_every_backend() {
         }
     }
 }
+
+/// Usage rows add up across flushes and replicas (an upsert per cell),
+/// read back by tenant and hour range, and are pruned by hour.
+#[tokio::test]
+async fn usage_rows_add_up_across_replicas_and_are_pruned() {
+    use ddrelay::site::Endpoint;
+    use ddrelay::usage::{Counts, Key};
+    for (name, b) in backends().await {
+        let other = b.replica().await;
+        let key = |tenant: &str, hour: i64| Key {
+            tenant: tenant.into(),
+            kind: Endpoint::Logs,
+            hour,
+        };
+        let c = |n: u64| Counts {
+            accepted_items: n,
+            accepted_bytes: 10 * n,
+            delivered_items: n,
+            ..Counts::default()
+        };
+        b.store
+            .add_usage(&[(key("a", 3600), c(2)), (key("b", 3600), c(5))])
+            .await
+            .unwrap();
+        other
+            .add_usage(&[(key("a", 3600), c(3)), (key("a", 7200), c(1))])
+            .await
+            .unwrap();
+        let rows = b.store.usage("a", 0, 10_800).await.unwrap();
+        assert_eq!(rows.len(), 2, "{name}: {rows:?}");
+        assert_eq!(rows[0].hour, 3600, "{name}");
+        assert_eq!(rows[0].counts.accepted_items, 5, "{name}");
+        assert_eq!(rows[0].counts.accepted_bytes, 50, "{name}");
+        assert_eq!(rows[1].counts.delivered_items, 1, "{name}");
+        assert_eq!(b.store.usage("a", 7200, 10_800).await.unwrap().len(), 1);
+        assert_eq!(b.store.prune_usage(7200).await.unwrap(), 2, "{name}");
+        assert!(b.store.usage("b", 0, 10_800).await.unwrap().is_empty());
+    }
+}

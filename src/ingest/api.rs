@@ -65,6 +65,8 @@ pub struct IngestState {
     pub decode_memory: Arc<Budget>,
     /// Per-tenant refused requests and accepted rates.
     pub figures: Arc<super::figures::Figures>,
+    /// Usage per tenant, kind and hour (`crate::usage`).
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 /// The tenant a request named, once the directory knew it, and its site:
@@ -645,6 +647,10 @@ async fn accept(
                 .get_or_create(&outcome("accepted"))
                 .inc_by(body_len as u64);
             state.figures.accepted(&tenant, u64::from(items));
+            state.usage.count(&tenant, endpoint, |c| {
+                c.accepted_items += u64::from(items);
+                c.accepted_bytes += body_len as u64;
+            });
             count_dropped(state, endpoint, &tenant, dropped);
             Ok(notes)
         }
@@ -713,6 +719,11 @@ fn count_dropped(state: &IngestState, endpoint: Endpoint, tenant: &str, dropped:
     if let Some(entry) = state.tenants.get(tenant) {
         entry.dropped.add(endpoint, dropped.by_reason());
     }
+    // Cut logs were delivered, not dropped.
+    let lost = u64::from(dropped.stale) + u64::from(dropped.oversized);
+    state
+        .usage
+        .count(tenant, endpoint, |c| c.dropped_items += lost);
     tracing::debug!(
         tenant,
         kind,

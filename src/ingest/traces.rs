@@ -467,7 +467,8 @@ async fn store_traces(
             lz4,
         )?);
     }
-    append(state, admitted, records, Endpoint::Traces, items).await
+    let bytes = encoded.traces.payload.len() as u64;
+    append(state, admitted, records, Endpoint::Traces, (items, bytes)).await
 }
 
 async fn append(
@@ -475,7 +476,7 @@ async fn append(
     admitted: &Admitted,
     records: Vec<Prepared>,
     endpoint: Endpoint,
-    items: u64,
+    (items, bytes): (u64, u64),
 ) -> Result<(), IngestError> {
     state
         .queue
@@ -491,6 +492,10 @@ async fn append(
         })
         .inc_by(items);
     state.figures.accepted(&admitted.tenant, items);
+    state.usage.count(&admitted.tenant, endpoint, |c| {
+        c.accepted_items += items;
+        c.accepted_bytes += bytes;
+    });
     Ok(())
 }
 
@@ -719,7 +724,15 @@ async fn stats_request(
         now,
         lz4,
     )?;
-    append(state, &admitted, vec![rec], Endpoint::ClientStats, 1).await
+    let bytes = plain.len() as u64;
+    append(
+        state,
+        &admitted,
+        vec![rec],
+        Endpoint::ClientStats,
+        (1, bytes),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -168,6 +168,9 @@ pub struct Pipeline {
     inflight_kib: usize,
     state: Mutex<DispatchState>,
     wake: Notify,
+    /// Usage per tenant, kind and hour: delivered, dead-lettered, aged out,
+    /// discarded.
+    usage: Arc<crate::usage::Usage>,
     limiters: ArcSwap<Limiters>,
 }
 
@@ -256,6 +259,7 @@ impl Pipeline {
             dead,
             state: Mutex::new(DispatchState::default()),
             wake: Notify::new(),
+            usage: Arc::default(),
         }
     }
 
@@ -592,6 +596,22 @@ impl Pipeline {
         td.last_delivery_ms = Some(at_ms);
     }
 
+    /// Counts usage (`crate::usage`) for `tenant`'s `endpoint` now.
+    pub(crate) fn usage(
+        &self,
+        tenant: &str,
+        endpoint: Endpoint,
+        f: impl FnOnce(&mut crate::usage::Counts),
+    ) {
+        self.usage.count(tenant, endpoint, f);
+    }
+
+    /// Counts usage in `usage` (the app's ledger) instead of on its own.
+    pub fn with_usage(mut self, usage: Arc<crate::usage::Usage>) -> Pipeline {
+        self.usage = usage;
+        self
+    }
+
     fn count_aged_out(&self, tenant: &Arc<str>, endpoint: Endpoint, items: u64) {
         self.metrics
             .aged_out_items
@@ -600,6 +620,7 @@ impl Pipeline {
             })
             .inc_by(items);
         self.figures(tenant, |td| td.aged_out_items += items);
+        self.usage(tenant, endpoint, |c| c.aged_out_items += items);
     }
 }
 

@@ -321,6 +321,10 @@ impl Pipeline {
             .delivered_bytes
             .get_or_create(&labels)
             .inc_by(bytes as u64);
+        self.usage(s.tenant, s.endpoint, |c| {
+            c.delivered_items += items as u64;
+            c.delivered_bytes += bytes as u64;
+        });
     }
 
     fn count_split(&self, s: &Stream<'_>, items: usize) {
@@ -357,6 +361,7 @@ impl Pipeline {
             })
             .inc_by(items);
         self.figures(tenant, |td| td.discarded_items += items);
+        self.usage(tenant, endpoint, |c| c.discarded_items += items);
         tracing::warn!(tenant = %tenant, kind = endpoint.name(), items, "items accepted for an earlier connection of the tenant (before a disconnect, or for another org) discarded, not sent");
         keep
     }
@@ -373,6 +378,9 @@ impl Pipeline {
             .get_or_create(&KindLabels { kind })
             .inc_by(items.len() as u64);
         self.figures(tenant, |td| td.dead_lettered_items += items.len() as u64);
+        self.usage(tenant, s.endpoint, |c| {
+            c.dead_lettered_items += items.len() as u64
+        });
         tracing::warn!(tenant = %tenant, kind, status, items = items.len(), answer = %answer, "datadog refused a payload; kept in the dead-letter area");
     }
 }
