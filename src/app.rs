@@ -502,6 +502,7 @@ fn ingest_state(shared: &Shared) -> IngestState {
         decode_memory: shared.decode_memory.clone(),
         figures: shared.ingest_figures.clone(),
         usage: shared.usage.usage.clone(),
+        shutdown: shared.shutdown.clone(),
     }
 }
 

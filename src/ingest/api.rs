@@ -67,6 +67,9 @@ pub struct IngestState {
     pub figures: Arc<super::figures::Figures>,
     /// Usage per tenant, kind and hour (`crate::usage`).
     pub usage: Arc<crate::usage::Usage>,
+    /// Triggered by SIGTERM: from then on requests are refused (`503`),
+    /// also on connections opened before it, while the queue drains.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// The tenant a request named, once the directory knew it, and its site:
@@ -477,6 +480,9 @@ pub(super) async fn admit_as(
     headers: &HeaderMap,
     named: &Named,
 ) -> Result<Admitted, IngestError> {
+    if state.shutdown.is_triggered() {
+        return Err(append_error(&tenant, AppendError::Closed));
+    }
     let admitted = |e: &crate::tenant::Entry| {
         matches!(
             e.state(),
