@@ -141,6 +141,25 @@ pub(super) fn ok_json(status: StatusCode, body: &Value, limit_name: &'static str
     with_rate_limit_headers(super::server::json(status, body.clone()), limit_name)
 }
 
+/// Records an API call and says whose it is: the org of the bearer token
+/// when the call is on an API host and the token holds `scope`; otherwise
+/// the answer (`404` off the API host, `403` without the scope).
+pub(super) fn caller(
+    shared: &Shared,
+    target: &Target,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<Org, Box<Response>> {
+    record(shared, Some(target), method, uri, headers);
+    if target.role != HostRole::Api {
+        return Err(Box::new(not_found()));
+    }
+    let org = shared.lock().api_org(target, uri.path(), headers, scope);
+    org.ok_or_else(|| Box::new(forbidden()))
+}
+
 pub(super) fn forbidden() -> Response {
     errors(StatusCode::FORBIDDEN, "Forbidden")
 }
@@ -273,20 +292,17 @@ pub(crate) async fn list_monitors(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
+    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_READ) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
+    };
     let name_filter = uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "name")
             .map(|(_, v)| v.to_lowercase())
     });
     let monitors: Vec<Value> = {
-        let mut st = shared.lock();
-        let Some(org) = st.api_org(&target, uri.path(), &headers, MONITORS_READ) else {
-            return forbidden();
-        };
+        let st = shared.lock();
         st.monitors
             .iter()
             .filter(|m| m.org == org.id)
@@ -327,14 +343,11 @@ pub(crate) async fn get_monitor(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let mut st = shared.lock();
-    let Some(org) = st.api_org(&target, uri.path(), &headers, MONITORS_READ) else {
-        return forbidden();
+    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_READ) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
+    let st = shared.lock();
     let found = id
         .parse::<i64>()
         .ok()
@@ -354,16 +367,9 @@ pub(crate) async fn create_monitor(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let org = {
-        let mut st = shared.lock();
-        match st.api_org(&target, uri.path(), &headers, MONITORS_WRITE) {
-            Some(org) => org,
-            None => return forbidden(),
-        }
+    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_WRITE) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_CREATE_BODY).await else {
         return errors(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large");
@@ -395,14 +401,11 @@ pub(crate) async fn list_users(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let mut st = shared.lock();
-    let Some(org) = st.api_org(&target, uri.path(), &headers, USER_ACCESS_READ) else {
-        return forbidden();
+    let org = match caller(&shared, &target, &method, &uri, &headers, USER_ACCESS_READ) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
+    let st = shared.lock();
     let data: Vec<Value> = st
         .users
         .iter()

@@ -38,10 +38,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::site::HostRole;
-
-use super::api::{forbidden, ok_json, record};
-use super::server::{Target, errors, not_found};
+use super::api::{caller, ok_json};
+use super::server::{Target, errors};
 use super::state::{Shared, State, uuid};
 
 /// Reads incidents (`GET /api/v2/incidents`, `GET /api/v2/incidents/{id}`).
@@ -280,16 +278,9 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let org = {
-        let mut st = shared.lock();
-        match st.api_org(&target, uri.path(), &headers, INCIDENT_WRITE) {
-            Some(org) => org,
-            None => return forbidden(),
-        }
+    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_WRITE) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_CREATE_BODY).await else {
         return errors(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large");
@@ -311,14 +302,11 @@ pub(crate) async fn get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let mut st = shared.lock();
-    let Some(org) = st.api_org(&target, uri.path(), &headers, INCIDENT_READ) else {
-        return forbidden();
+    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_READ) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
+    let st = shared.lock();
     match st.incidents.iter().find(|i| i.id == id && i.org == org.id) {
         Some(i) => ok_json(StatusCode::OK, &json!({ "data": i.data }), "incidents"),
         None => errors(StatusCode::NOT_FOUND, "Not found"),
@@ -333,14 +321,11 @@ pub(crate) async fn list(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    record(&shared, Some(&target), &method, &uri, &headers);
-    if target.role != HostRole::Api {
-        return not_found();
-    }
-    let mut st = shared.lock();
-    let Some(org) = st.api_org(&target, uri.path(), &headers, INCIDENT_READ) else {
-        return forbidden();
+    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_READ) {
+        Ok(org) => org,
+        Err(answer) => return *answer,
     };
+    let st = shared.lock();
     let (size, offset) = match page(uri.query()) {
         Ok(p) => p,
         Err(why) => return errors(StatusCode::BAD_REQUEST, &why),
