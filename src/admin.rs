@@ -304,17 +304,22 @@ async fn fresh(state: &AdminState, tenant: &str) {
     }
 }
 
+/// The tenant a path names, re-read from the store, or `400`/`404`.
+async fn fresh_entry(
+    state: &AdminState,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Result<Arc<crate::tenant::Entry>, ApiError> {
+    let tenant = tenant_path(tenant)?;
+    checked(&tenant)?;
+    fresh(state, &tenant).await;
+    state.tenants.get(&tenant).ok_or_else(|| not_found(&tenant))
+}
+
 async fn show(
     State(state): State<AdminState>,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_path(tenant)?;
-    checked(&tenant)?;
-    fresh(&state, &tenant).await;
-    let entry = state
-        .tenants
-        .get(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
+    let entry = fresh_entry(&state, tenant).await?;
     Ok(axum::Json(view(&state, entry.record())).into_response())
 }
 
@@ -403,13 +408,7 @@ async fn tags(
     State(state): State<AdminState>,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_path(tenant)?;
-    checked(&tenant)?;
-    fresh(&state, &tenant).await;
-    let entry = state
-        .tenants
-        .get(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
+    let entry = fresh_entry(&state, tenant).await?;
     let tags = entry.record().tags;
     Ok(axum::Json(serde_json::json!({ "tags": tags })).into_response())
 }
