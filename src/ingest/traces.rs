@@ -18,7 +18,6 @@
 //! says it computed them (`Datadog-Client-Computed-Stats`), a record of the
 //! stats the trace agent would have computed for those traces.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,16 +35,16 @@ use super::api::{
 use crate::clock::now_ms;
 use crate::codec;
 use crate::config::QueueCompression;
-use crate::pipeline::record::join_binary;
+use crate::pipeline::record::{join_binary, put_item_len};
 use crate::queue::{NewRecord, Prepared};
 use crate::site::Endpoint;
 use crate::tags::Tags;
 use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
-use crate::traces::pb::{Span, TraceChunk, TracerPayload};
+use crate::traces::pb::Span;
 use crate::traces::stats::{self, ClientStats, Origin};
-use crate::traces::{frame_chunk, normalize};
+use crate::traces::{ChunkHead, normalize};
 
 /// The span tag that names the tenant.
 pub const TENANT_TAG: &str = "ddrelay.tenant";
@@ -179,6 +178,7 @@ async fn traces(
         origin: origin(headers),
         meta: TracerMeta::from_headers(headers),
         client_stats,
+        plain_len: 0,
     };
     // Decoded spans take several times their MessagePack bytes: reserved
     // from the decoding memory budget like any large body (`api.rs`).
@@ -271,6 +271,8 @@ struct Encode {
     origin: Origin,
     meta: TracerMeta,
     client_stats: bool,
+    /// Bytes of the decompressed body (the items' buffer is sized by it).
+    plain_len: usize,
 }
 
 /// Items joined as a queue record's payload, and how many.
@@ -295,10 +297,11 @@ impl Encode {
     /// Decodes `plain` and applies the span rules; with `tenant_tags` (the
     /// tenant is known: `Some` of its tags) encodes them too.
     fn run(
-        self,
+        mut self,
         plain: &[u8],
         tenant_tags: Option<Option<Arc<Tags>>>,
     ) -> Result<Stage, IngestError> {
+        self.plain_len = plain.len();
         let mut traces = match self.version {
             Version::V03 => decode::v03(plain),
             Version::V04 => decode::v04(plain),
@@ -335,21 +338,28 @@ impl Encode {
         } else {
             stats::compute(&traces, &self.origin)
         };
-        let mut items: Vec<Vec<u8>> = Vec::with_capacity(traces.len());
-        for trace in traces {
-            items.extend(self.meta.items(trace)?);
-        }
-        let stats: Vec<Vec<u8>> = stats
-            .into_iter()
-            .flat_map(|s| stats_items(s, MAX_ITEM - 1024))
-            .collect();
-        let joined = |items: Vec<Vec<u8>>| Joined {
-            payload: join_binary(&items),
-            count: items.len(),
+        // Items framed straight into the record's payload: one buffer for
+        // the request, sized for the spans' MessagePack (protobuf spans
+        // take a little more), not one per trace.
+        let mut items = Joined {
+            payload: Vec::with_capacity(self.plain_len + self.plain_len / 4),
+            count: 0,
         };
+        let mut lens = Vec::new();
+        for trace in traces {
+            self.meta.append_items(trace, &mut items, &mut lens)?;
+        }
+        let mut joined = Joined {
+            payload: Vec::with_capacity(stats.iter().map(|s| s.size_hint() + 4).sum()),
+            count: 0,
+        };
+        let mut scratch = Vec::new();
+        for s in stats {
+            append_stats(s, MAX_ITEM - 1024, &mut joined, &mut scratch);
+        }
         Ok(Encoded {
-            traces: joined(items),
-            stats: joined(stats),
+            traces: items,
+            stats: joined,
             times,
             tagged,
         })
@@ -558,24 +568,26 @@ impl TracerMeta {
         }
     }
 
-    /// One trace as queue items: a tracer payload with one chunk, split
-    /// into several chunks when it would exceed [`MAX_ITEM`].
-    fn items(&self, spans: Vec<Span>) -> Result<Vec<Vec<u8>>, IngestError> {
+    /// Appends one trace to `items`: a tracer payload with one chunk,
+    /// split into several chunks when it would exceed [`MAX_ITEM`]. `lens`
+    /// is scratch space, reused from trace to trace.
+    fn append_items(
+        &self,
+        spans: Vec<Span>,
+        items: &mut Joined,
+        lens: &mut Vec<usize>,
+    ) -> Result<(), IngestError> {
         let root = crate::traces::root(&spans);
-        let meta = |k: &str| root.meta.get(k).cloned().unwrap_or_default();
-        let payload = TracerPayload {
-            container_id: self.container_id.clone(),
-            language_name: self.lang.clone(),
-            language_version: self.lang_version.clone(),
-            tracer_version: self.tracer_version.clone(),
+        let meta = |k: &str| root.meta.get(k).map_or("", String::as_str);
+        let head = ChunkHead {
+            container_id: &self.container_id,
+            language_name: &self.lang,
+            language_version: &self.lang_version,
+            tracer_version: &self.tracer_version,
             runtime_id: meta("runtime-id"),
             env: meta("env"),
             hostname: meta("_dd.hostname"),
             app_version: meta("version"),
-            chunks: Vec::new(),
-            tags: HashMap::new(),
-        };
-        let chunk = TraceChunk {
             // PriorityNone (i8::MIN) when the tracer did not decide, as
             // Datadog's agentless sender does.
             priority: root
@@ -583,18 +595,19 @@ impl TracerMeta {
                 .get("_sampling_priority_v1")
                 .map_or(i32::from(i8::MIN), |p| *p as i32),
             origin: meta("_dd.origin"),
-            ..TraceChunk::default()
         };
-        // Encoded whole first: almost every trace fits one item, and
-        // sizing span by span would cost another pass over every span.
-        let item = frame_chunk(&payload, &chunk, &spans);
-        if item.len() <= MAX_ITEM {
-            return Ok(vec![item]);
+        // Sized whole first: almost every trace fits one item, and sizing
+        // span by span would cost another pass over every span.
+        let size = head.size(&spans, lens);
+        if size.framed() <= MAX_ITEM {
+            put_item_len(&mut items.payload, size.framed());
+            head.write(&mut items.payload, &spans, lens, size);
+            items.count += 1;
+            return Ok(());
         }
         // Room for spans once the chunk's and the payload's own fields and
         // the framing are counted.
-        let room = MAX_ITEM.saturating_sub(frame_chunk(&payload, &chunk, &[]).len() + 16);
-        let mut out = Vec::new();
+        let room = MAX_ITEM.saturating_sub(head.size(&[], lens).framed() + 16);
         let mut rest = &spans[..];
         while !rest.is_empty() {
             let take = fit(rest, room);
@@ -609,10 +622,13 @@ impl TracerMeta {
                 ));
             }
             let (now, later) = rest.split_at(take);
-            out.push(frame_chunk(&payload, &chunk, now));
+            let size = head.size(now, lens);
+            put_item_len(&mut items.payload, size.framed());
+            head.write(&mut items.payload, now, lens, size);
+            items.count += 1;
             rest = later;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -631,14 +647,12 @@ fn fit(spans: &[Span], budget: usize) -> usize {
     spans.len()
 }
 
-/// A client stats payload as queue items of at most `max` bytes each:
-/// split by buckets, then by groups, as needed (the backend adds up
-/// payloads of the same bucket).
-fn stats_items(s: ClientStats, max: usize) -> Vec<Vec<u8>> {
-    let bytes = s.to_msgpack();
-    if bytes.len() <= max {
-        return vec![bytes];
-    }
+/// Appends a client stats payload to `items` as queue items of at most
+/// `max` bytes each: split by buckets, then by groups, as needed (the
+/// backend adds up payloads of the same bucket). `scratch` is reused.
+fn append_stats(s: ClientStats, max: usize, items: &mut Joined, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    s.write_msgpack(scratch);
     let halves = |mut s: ClientStats| -> (ClientStats, ClientStats) {
         let mut other = ClientStats {
             buckets: Vec::new(),
@@ -655,13 +669,18 @@ fn stats_items(s: ClientStats, max: usize) -> Vec<Vec<u8>> {
         }
         (s, other)
     };
-    let (a, b) = halves(s);
-    if b.buckets.is_empty() {
-        return vec![bytes]; // one group: bounded by the span rules' limits
+    if scratch.len() > max {
+        let (a, b) = halves(s);
+        // One group alone is bounded by the span rules' limits.
+        if !b.buckets.is_empty() {
+            append_stats(a, max, items, scratch);
+            append_stats(b, max, items, scratch);
+            return;
+        }
     }
-    let mut out = stats_items(a, max);
-    out.extend(stats_items(b, max));
-    out
+    put_item_len(&mut items.payload, scratch.len());
+    items.payload.extend_from_slice(scratch);
+    items.count += 1;
 }
 
 async fn stats_request(
@@ -737,7 +756,10 @@ async fn stats_request(
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
+    use crate::pipeline::record::binary_ranges;
 
     fn span(id: u64, tenant: Option<&str>) -> Span {
         let mut s = Span {
@@ -788,7 +810,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        let items = stats_items(s, 900_000);
+        let mut joined = Joined {
+            payload: Vec::new(),
+            count: 0,
+        };
+        append_stats(s, 900_000, &mut joined, &mut Vec::new());
+        let items: Vec<&[u8]> = binary_ranges(&joined.payload)
+            .map(|r| &joined.payload[r])
+            .collect();
+        assert_eq!(items.len(), joined.count);
         assert!(items.len() >= 5, "{}", items.len());
         let mut hits = 0;
         for item in &items {
@@ -816,8 +846,29 @@ mod tests {
                 ..Span::default()
             })
             .collect();
-        let items = meta.items(spans).unwrap();
+        let mut joined = Joined {
+            payload: Vec::new(),
+            count: 0,
+        };
+        meta.append_items(spans, &mut joined, &mut Vec::new())
+            .unwrap();
+        let items: Vec<&[u8]> = binary_ranges(&joined.payload)
+            .map(|r| &joined.payload[r])
+            .collect();
+        assert_eq!(items.len(), joined.count);
         assert!(items.len() >= 3, "{}", items.len());
         assert!(items.iter().all(|i| i.len() <= MAX_ITEM));
+        // Every span once, in order, each item one trace's chunk.
+        let ids: Vec<u64> = items
+            .iter()
+            .flat_map(|i| {
+                let p = crate::traces::pb::AgentPayload::decode(*i).unwrap();
+                assert_eq!(p.tracer_payloads.len(), 1);
+                assert_eq!(p.tracer_payloads[0].chunks.len(), 1);
+                p.tracer_payloads[0].chunks[0].spans.clone()
+            })
+            .map(|s| s.span_id)
+            .collect();
+        assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
     }
 }

@@ -77,10 +77,16 @@ pub fn join_binary<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
     let len: usize = items.iter().map(|i| i.as_ref().len() + 5).sum();
     let mut out = Vec::with_capacity(len);
     for item in items {
-        put_varint(&mut out, item.as_ref().len() as u64);
+        put_item_len(&mut out, item.as_ref().len());
         out.extend_from_slice(item.as_ref());
     }
     out
+}
+
+/// Appends the prefix of an item of `len` bytes to a binary kind's record
+/// payload (the item's bytes follow): [`join_binary`] one item at a time.
+pub fn put_item_len(out: &mut Vec<u8>, len: usize) {
+    put_varint(out, len as u64);
 }
 
 /// The items of a binary kind's record payload. The queue checksums the

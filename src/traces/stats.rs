@@ -75,29 +75,60 @@ pub struct Group {
 impl ClientStats {
     /// The MessagePack form, with the Go field names.
     pub fn to_msgpack(&self) -> Vec<u8> {
-        let mut o = Vec::with_capacity(256);
-        write::map(&mut o, 9);
-        write::kv_str(&mut o, "Hostname", &self.hostname);
-        write::kv_str(&mut o, "Env", &self.env);
-        write::kv_str(&mut o, "Version", &self.version);
-        write::str(&mut o, "Stats");
-        write::array(&mut o, self.buckets.len() as u32);
+        let mut o = Vec::with_capacity(self.size_hint());
+        self.write_msgpack(&mut o);
+        o
+    }
+
+    /// About the bytes of the MessagePack form (at least them, give or
+    /// take a few per field name), so that one allocation holds it.
+    pub fn size_hint(&self) -> usize {
+        let group = |g: &Group| {
+            g.service.len()
+                + g.name.len()
+                + g.resource.len()
+                + g.r#type.len()
+                + g.span_kind.len()
+                + g.ok_summary.len()
+                + g.error_summary.len()
+                + 256
+        };
+        let buckets: usize = self
+            .buckets
+            .iter()
+            .map(|b| 64 + b.groups.iter().map(group).sum::<usize>())
+            .sum();
+        buckets
+            + 256
+            + self.hostname.len()
+            + self.env.len()
+            + self.version.len()
+            + self.service.len()
+    }
+
+    /// Appends the MessagePack form to `o`.
+    pub fn write_msgpack(&self, o: &mut Vec<u8>) {
+        write::map(o, 9);
+        write::kv_str(o, "Hostname", &self.hostname);
+        write::kv_str(o, "Env", &self.env);
+        write::kv_str(o, "Version", &self.version);
+        write::str(o, "Stats");
+        write::array(o, self.buckets.len() as u32);
         for b in &self.buckets {
-            write::map(&mut o, 3);
-            write::kv_uint(&mut o, "Start", b.start);
-            write::kv_uint(&mut o, "Duration", b.duration);
-            write::str(&mut o, "Stats");
-            write::array(&mut o, b.groups.len() as u32);
+            write::map(o, 3);
+            write::kv_uint(o, "Start", b.start);
+            write::kv_uint(o, "Duration", b.duration);
+            write::str(o, "Stats");
+            write::array(o, b.groups.len() as u32);
             for g in &b.groups {
-                g.write(&mut o);
+                g.write(o);
             }
         }
-        write::kv_str(&mut o, "Lang", &self.lang);
-        write::kv_str(&mut o, "TracerVersion", &self.tracer_version);
-        write::kv_str(&mut o, "RuntimeID", &self.runtime_id);
-        write::kv_uint(&mut o, "Sequence", self.sequence);
-        write::kv_str(&mut o, "Service", &self.service);
-        o
+        write::kv_str(o, "Lang", &self.lang);
+        write::kv_str(o, "TracerVersion", &self.tracer_version);
+        write::kv_str(o, "RuntimeID", &self.runtime_id);
+        write::kv_uint(o, "Sequence", self.sequence);
+        write::kv_str(o, "Service", &self.service);
     }
 
     /// Reads a `ClientStatsPayload` (unknown keys skipped).
@@ -265,13 +296,16 @@ struct Acc {
 }
 
 type GroupKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, u32, bool, i32);
+/// A bucket's groups: hashed (every eligible span looks its group up;
+/// an ordered map compared up to five strings per level), seeded per
+/// process as the standard map is.
+type Groups<'a> = HashMap<GroupKey<'a>, Acc, foldhash::fast::RandomState>;
 type PayloadKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// The stats of `traces`, one client payload per (env, hostname, version,
 /// service of the root) as the agent keys them.
 pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
-    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, BTreeMap<GroupKey, Acc>>> =
-        BTreeMap::new();
+    let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, Groups>> = BTreeMap::new();
     for trace in traces {
         if trace.is_empty() {
             continue;
@@ -347,7 +381,11 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
         .collect()
 }
 
-fn bucket(start: u64, groups: BTreeMap<GroupKey, Acc>) -> Bucket {
+fn bucket(start: u64, groups: Groups) -> Bucket {
+    let mut groups: Vec<(GroupKey, Acc)> = groups.into_iter().collect();
+    // In the order of their keys, as an ordered map would give them: the
+    // same traces make the same payload.
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let groups: Vec<Group> = groups
         .into_iter()
         .map(
