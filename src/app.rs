@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use std::collections::HashMap;
 
 use crate::admin::{
-    self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView, Throughput,
+    self, AdminState, DeadLetterTotals, DeliveryFigures, DeliveryView, Purged, QueueView, Queued,
+    RelayView, Throughput,
 };
 use crate::config::Config;
 use crate::credentials::{Credentials, grant};
@@ -792,7 +793,7 @@ impl QueueView for Views {
 const HELD_WARNING_AGE_MS: i64 = 30 * 60 * 1000;
 
 impl DeliveryView for Views {
-    fn tenant(&self, tenant: &str) -> serde_json::Value {
+    fn tenant(&self, tenant: &str) -> DeliveryFigures {
         let d = self.pipeline.tenant(tenant);
         let dead = self.pipeline.dead_letters().totals(tenant);
         let stats = self.queue.tenant_stats(tenant);
@@ -805,25 +806,30 @@ impl DeliveryView for Views {
             .oldest_created_ms
             .map(|t| (crate::clock::now_ms() - t).max(0));
         let ingest = self.ingest.tenant(tenant);
-        serde_json::json!({
-            "delivered_items": d.delivered_items,
-            "held_items": if held { stats.items } else { 0 },
-            "dead_lettered_items": d.dead_lettered_items,
-            "dead_letters": dead,
-            "aged_out_items": d.aged_out_items,
-            "discarded_items": d.discarded_items,
-            "ingest_dropped": ingest_dropped,
-            "retries": d.retries,
-            "forbidden_in_a_row": d.forbidden_in_a_row,
-            "last_error": d.last_error,
-            "last_error_ms": d.last_error_ms,
-            "last_delivery_ms": d.last_delivery_ms,
-            "delivered_items_per_s": d.delivered_per_s(),
-            "rejected_requests": ingest.rejected_requests,
-            "accepted_items_per_s": ingest.accepted_items_per_s,
-            "oldest_queued_age_s": oldest_age_ms.map(|a| a / 1000),
-            "approaching_acceptance_window": oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
-        })
+        DeliveryFigures {
+            delivered_items: d.delivered_items,
+            held_items: if held { stats.items } else { 0 },
+            dead_lettered_items: d.dead_lettered_items,
+            dead_letters: DeadLetterTotals {
+                bytes: dead.bytes,
+                entries: dead.entries,
+                evicted_items: dead.evicted_items,
+                items: dead.items,
+            },
+            aged_out_items: d.aged_out_items,
+            discarded_items: d.discarded_items,
+            ingest_dropped,
+            retries: d.retries,
+            forbidden_in_a_row: d.forbidden_in_a_row,
+            delivered_items_per_s: d.delivered_per_s(),
+            last_error: d.last_error,
+            last_error_ms: d.last_error_ms,
+            last_delivery_ms: d.last_delivery_ms,
+            rejected_requests: ingest.rejected_requests,
+            accepted_items_per_s: ingest.accepted_items_per_s,
+            oldest_queued_age_s: oldest_age_ms.map(|a| a / 1000),
+            approaching_acceptance_window: oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
+        }
     }
 
     fn throughput(&self) -> Throughput {
