@@ -101,8 +101,9 @@ use events::Event;
 pub use frame::MAX_DEPTH;
 use frame::frame;
 use logs::{LOGS_MAX_ENTRIES, Log, truncate_log};
-use series_v1::SeriesV1;
-use series_v2::SeriesV2;
+use series::Series;
+use series_v1::V1;
+use series_v2::V2;
 use visit::As;
 
 /// An accepted request: the queue record payload and its summary.
@@ -413,20 +414,12 @@ fn with_fixes(payload: &str, ranges: &[Range<usize>], fixes: Vec<(usize, Fix)>) 
 fn check_item(ctx: &mut Ctx<'_>, item: &str) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(item);
     match ctx.endpoint {
-        Endpoint::SeriesV2 => As(SeriesV2 { ctx: &mut *ctx }).deserialize(&mut de)?,
-        Endpoint::SeriesV1 => As(SeriesV1 {
-            ctx: &mut *ctx,
-            values: false,
-        })
-        .deserialize(&mut de)?,
+        Endpoint::SeriesV2 => As(Series::new(ctx, V2)).deserialize(&mut de)?,
+        Endpoint::SeriesV1 => As(Series::new(ctx, V1 { values: false })).deserialize(&mut de)?,
         Endpoint::Logs => As(Log { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::Events => As(Event { ctx: &mut *ctx }).deserialize(&mut de)?,
         Endpoint::CheckRun => As(Check { ctx: &mut *ctx }).deserialize(&mut de)?,
-        Endpoint::Distribution => As(SeriesV1 {
-            ctx: &mut *ctx,
-            values: true,
-        })
-        .deserialize(&mut de)?,
+        Endpoint::Distribution => As(Series::new(ctx, V1 { values: true })).deserialize(&mut de)?,
         Endpoint::EventsV2 => return events_v2::check(ctx, item),
         // Never framed as JSON items (see `frame`).
         Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => {}

@@ -1,103 +1,57 @@
 //! Metrics v1 series (`POST /api/v1/series`, reference §4.2) and
-//! distribution points (docs/datadog.md "Distribution points").
+//! distribution points (docs/datadog.md "Distribution points"): points are
+//! `[timestamp, value]` pairs, or `[timestamp, [values...]]` for a
+//! distribution; `type` one of v1's names, or `distribution`; `host`.
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess};
 
 use super::context::Ctx;
-use super::series::{TAG_MAX_CHARS, want_metric_name};
-use super::visit::{
-    As, Key, Kind, Shape, Strings, missing, not_object, want_int, want_one_of, want_str,
-};
+use super::series::Version;
+use super::visit::{As, Kind, Shape, want_one_of, want_str};
 
 /// A v1 series, or a distribution series when `values` (its points carry
 /// a list of values each, and its `type` is `distribution`).
-pub(super) struct SeriesV1<'c, 'e> {
-    pub(super) ctx: &'c mut Ctx<'e>,
+#[derive(Debug, Clone, Copy)]
+pub(super) struct V1 {
     pub(super) values: bool,
 }
 
-impl<'de> Shape<'de> for SeriesV1<'_, '_> {
-    fn got(self, kind: &'static str) {
-        not_object(self.ctx, kind);
+impl Version for V1 {
+    const POINTS: &'static str = "[timestamp, value] pairs";
+
+    fn point<'de, A: SeqAccess<'de>>(
+        self,
+        ctx: &mut Ctx<'_>,
+        j: usize,
+        seq: &mut A,
+    ) -> Result<bool, A::Error> {
+        let point = PointV1 {
+            ctx,
+            j,
+            values: self.values,
+        };
+        Ok(seq.next_element_seed(As(point))?.is_some())
     }
-    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (ctx, values) = (self.ctx, self.values);
-        let (mut metric, mut points) = (false, false);
-        let types: &[&str] = if values {
+
+    fn field<'de, A: MapAccess<'de>>(
+        self,
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        let types: &[&str] = if self.values {
             &["distribution"]
         } else {
             &["", "count", "gauge", "rate"]
         };
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match &*key.0 {
-                "metric" => {
-                    metric = true;
-                    want_metric_name(ctx, &map.next_value()?);
-                }
-                "points" => {
-                    points = true;
-                    map.next_value_seed(As(PointsV1 {
-                        ctx: &mut *ctx,
-                        values,
-                    }))?;
-                }
-                "type" => want_one_of(ctx, &map.next_value()?, "type", types),
-                "host" => {
-                    want_str(ctx, &map.next_value()?, "host", true);
-                }
-                "interval" => {
-                    want_int(ctx, &map.next_value()?, "interval", true);
-                }
-                "tags" => map.next_value_seed(As(Strings {
-                    ctx: &mut *ctx,
-                    field: "tags",
-                    max_chars: TAG_MAX_CHARS,
-                    optional: true,
-                }))?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+        match key {
+            "type" => want_one_of(ctx, &map.next_value()?, "type", types),
+            "host" => {
+                want_str(ctx, &map.next_value()?, "host", true);
             }
+            _ => return Ok(false),
         }
-        if !metric {
-            missing(ctx, "metric");
-        }
-        if !points {
-            missing(ctx, "points");
-        }
-        Ok(())
-    }
-}
-
-struct PointsV1<'c, 'e> {
-    ctx: &'c mut Ctx<'e>,
-    values: bool,
-}
-
-impl<'de> Shape<'de> for PointsV1<'_, '_> {
-    fn got(self, kind: &'static str) {
-        self.ctx.fail(
-            format_args!("points"),
-            format!("must be an array of [timestamp, value] pairs, got {kind}"),
-        );
-    }
-    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut j = 0usize;
-        while seq
-            .next_element_seed(As(PointV1 {
-                ctx: &mut *self.ctx,
-                j,
-                values: self.values,
-            }))?
-            .is_some()
-        {
-            j += 1;
-        }
-        if j == 0 {
-            self.ctx
-                .fail(format_args!("points"), "must not be empty".into());
-        }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -1,94 +1,47 @@
-//! Metrics v2 series (`POST /api/v2/series`, reference §4.1).
+//! Metrics v2 series (`POST /api/v2/series`, reference §4.1): points are
+//! `{"timestamp","value"}` objects, `type` 0..=3, and the v2 fields
+//! `resources`, `unit`, `source_type_name`, `metadata`.
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess};
 
 use super::context::Ctx;
-use super::series::{TAG_MAX_CHARS, want_metric_name};
-use super::visit::{
-    As, Key, Kind, Shape, Strings, missing, not_object, want_int, want_int_in, want_object,
-    want_str,
-};
+use super::series::Version;
+use super::visit::{As, Key, Kind, Shape, want_int_in, want_object, want_str};
 
-pub(super) struct SeriesV2<'c, 'e> {
-    pub(super) ctx: &'c mut Ctx<'e>,
-}
+/// The v2 series.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct V2;
 
-impl<'de> Shape<'de> for SeriesV2<'_, '_> {
-    fn got(self, kind: &'static str) {
-        not_object(self.ctx, kind);
+impl Version for V2 {
+    const POINTS: &'static str = r#"{"timestamp","value"} objects"#;
+
+    fn point<'de, A: SeqAccess<'de>>(
+        self,
+        ctx: &mut Ctx<'_>,
+        j: usize,
+        seq: &mut A,
+    ) -> Result<bool, A::Error> {
+        Ok(seq.next_element_seed(As(PointV2 { ctx, j }))?.is_some())
     }
-    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let ctx = self.ctx;
-        let (mut metric, mut points) = (false, false);
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match &*key.0 {
-                "metric" => {
-                    metric = true;
-                    want_metric_name(ctx, &map.next_value()?);
-                }
-                "points" => {
-                    points = true;
-                    map.next_value_seed(As(PointsV2 { ctx: &mut *ctx }))?;
-                }
-                // 0 unspecified, 1 count, 2 rate, 3 gauge.
-                "type" => want_int_in(ctx, &map.next_value()?, "type", true, 3),
-                "interval" => {
-                    want_int(ctx, &map.next_value()?, "interval", true);
-                }
-                "resources" => map.next_value_seed(As(Resources { ctx: &mut *ctx }))?,
-                "tags" => map.next_value_seed(As(Strings {
-                    ctx: &mut *ctx,
-                    field: "tags",
-                    max_chars: TAG_MAX_CHARS,
-                    optional: true,
-                }))?,
-                f @ ("unit" | "source_type_name") => {
-                    let v: Kind = map.next_value()?;
-                    want_str(ctx, &v, f, true);
-                }
-                "metadata" => want_object(ctx, &map.next_value()?, "metadata"),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+
+    fn field<'de, A: MapAccess<'de>>(
+        self,
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            // 0 unspecified, 1 count, 2 rate, 3 gauge.
+            "type" => want_int_in(ctx, &map.next_value()?, "type", true, 3),
+            "resources" => map.next_value_seed(As(Resources { ctx }))?,
+            f @ ("unit" | "source_type_name") => {
+                let v: Kind = map.next_value()?;
+                want_str(ctx, &v, f, true);
             }
+            "metadata" => want_object(ctx, &map.next_value()?, "metadata"),
+            _ => return Ok(false),
         }
-        if !metric {
-            missing(ctx, "metric");
-        }
-        if !points {
-            missing(ctx, "points");
-        }
-        Ok(())
-    }
-}
-
-struct PointsV2<'c, 'e> {
-    ctx: &'c mut Ctx<'e>,
-}
-
-impl<'de> Shape<'de> for PointsV2<'_, '_> {
-    fn got(self, kind: &'static str) {
-        self.ctx.fail(
-            format_args!("points"),
-            format!("must be an array of {{\"timestamp\",\"value\"}} objects, got {kind}"),
-        );
-    }
-    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut j = 0usize;
-        while seq
-            .next_element_seed(As(PointV2 {
-                ctx: &mut *self.ctx,
-                j,
-            }))?
-            .is_some()
-        {
-            j += 1;
-        }
-        if j == 0 {
-            self.ctx
-                .fail(format_args!("points"), "must not be empty".into());
-        }
-        Ok(())
+        Ok(true)
     }
 }
 
