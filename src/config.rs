@@ -247,6 +247,22 @@ pub struct ProxyConfig {
     pub tenant_requests_per_second: f64,
 }
 
+/// A `*_requests_per_second` setting (`[limits]`, `[proxy]`) as a
+/// governor quota: `rate` requests per second (burst: one second's worth,
+/// at least one request); `None` for 0 (unlimited).
+pub fn quota(rate: f64) -> Option<governor::Quota> {
+    if rate <= 0.0 || !rate.is_finite() {
+        return None;
+    }
+    if rate >= 1.0 {
+        let n = std::num::NonZeroU32::new(rate.round().min(u32::MAX as f64) as u32)?;
+        Some(governor::Quota::per_second(n))
+    } else {
+        // Fractional rates: one request every 1/rate seconds.
+        governor::Quota::with_period(Duration::from_secs_f64(1.0 / rate))
+    }
+}
+
 /// `[integration]`: what the partner's Datadog integration is, as the
 /// relay enforces it on the data it sends (docs/datadog.md "Partner log
 /// rules").
@@ -1475,6 +1491,14 @@ master_key = "{key}"
         assert!(e.contains("lowercase"), "{e}");
         let none = Config::from_sources(&minimal("/tmp/x", &key()), "t.toml", &[]).unwrap();
         assert_eq!(none.integration, IntegrationConfig::default());
+    }
+
+    #[test]
+    fn quotas() {
+        assert!(quota(0.0).is_none());
+        assert!(quota(f64::NAN).is_none());
+        assert!(quota(0.5).is_some());
+        assert!(quota(20.0).is_some());
     }
 
     #[test]

@@ -12,17 +12,15 @@
 //! `stream.rs`).
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyError;
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, quota};
 
 /// Per-tenant concurrency slots and rate limiters, rebuilt when a reload
 /// changes their settings (requests in flight keep their old slots).
@@ -37,20 +35,6 @@ struct LimitsInner {
     limiter: Option<Arc<DefaultKeyedRateLimiter<Arc<str>>>>,
     concurrency: usize,
     slots: HashMap<Arc<str>, Arc<Semaphore>>,
-}
-
-/// A quota of `rate` requests per second (burst: one second's worth, at
-/// least one request); `None` for 0 (unlimited).
-fn quota(rate: f64) -> Option<Quota> {
-    if rate <= 0.0 || !rate.is_finite() {
-        return None;
-    }
-    if rate >= 1.0 {
-        let n = NonZeroU32::new(rate.round().min(u32::MAX as f64) as u32)?;
-        Some(Quota::per_second(n))
-    } else {
-        Quota::with_period(Duration::from_secs_f64(1.0 / rate))
-    }
 }
 
 impl Limits {
@@ -101,15 +85,9 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn quotas() {
-        assert!(quota(0.0).is_none());
-        assert!(quota(f64::NAN).is_none());
-        assert!(quota(0.5).is_some());
-        assert!(quota(20.0).is_some());
-    }
+    use super::*;
 
     #[tokio::test]
     async fn concurrency_and_rate_are_per_tenant() {
