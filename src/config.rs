@@ -814,51 +814,56 @@ impl Validator<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
-        // [oauth]
+        // Every section is checked before any is given up on, so that one
+        // run reports every problem, in the order of the file.
+        let oauth = self.oauth(raw.oauth);
+        let server = self.server(raw.server);
+        let storage = self.storage(raw.storage);
+        let datadog = self.datadog(raw.datadog);
+        let log = self.log(raw.log);
+        let queue = self.queue(raw.queue);
+        let delivery = self.delivery(raw.delivery);
+        let limits = self.limits(raw.limits);
+        let proxy = self.proxy(raw.proxy);
+        let integration = self.integration(raw.integration);
+        let webhooks = self.webhooks(raw.webhooks);
+        Some(Config {
+            source: None,
+            oauth: oauth?,
+            server: server?,
+            storage: storage?,
+            datadog,
+            log,
+            queue,
+            delivery,
+            limits,
+            proxy,
+            integration,
+            webhooks,
+        })
+    }
+
+    /// `[oauth]`.
+    fn oauth(&mut self, raw: raw::RawOAuth) -> Option<OAuthConfig> {
         let client_id = self.required(
             "oauth.client_id",
-            raw.oauth.client_id,
+            raw.client_id,
             "the OAuth client id from Datadog's Developer Platform",
         );
         let client_secret = self.secret(
             "oauth.client_secret",
-            raw.oauth.client_secret,
-            raw.oauth.client_secret_file,
+            raw.client_secret,
+            raw.client_secret_file,
             true,
         );
-        let redirect_uri = self
-            .required(
-                "oauth.redirect_uri",
-                raw.oauth.redirect_uri,
-                "the redirect URI registered on the OAuth client",
-            )
-            .and_then(|v| match Url::parse(&v) {
-                Ok(u)
-                    if (u.scheme() == "https" || u.scheme() == "http")
-                        && u.host().is_some()
-                        && u.fragment().is_none() =>
-                {
-                    Some(u)
-                }
-                _ => {
-                    self.problem(
-                        "oauth.redirect_uri",
-                        format!("`{v}` is not an absolute http(s) URL without a fragment"),
-                    );
-                    None
-                }
-            });
-        let state_ttl = self.duration(
-            "oauth.state_ttl",
-            raw.oauth.state_ttl,
-            Duration::from_secs(600),
-        );
+        let redirect_uri = self.redirect_uri(raw.redirect_uri);
+        let state_ttl = self.duration("oauth.state_ttl", raw.state_ttl, Duration::from_secs(600));
         if state_ttl < Duration::from_secs(30) || state_ttl > Duration::from_secs(24 * 3600) {
             self.problem("oauth.state_ttl", "must be between 30s and 24h");
         }
         let grant_check_interval = self.duration(
             "oauth.grant_check_interval",
-            raw.oauth.grant_check_interval,
+            raw.grant_check_interval,
             Duration::from_secs(3600),
         );
         if grant_check_interval < Duration::from_secs(5)
@@ -866,24 +871,67 @@ impl Validator<'_> {
         {
             self.problem("oauth.grant_check_interval", "must be between 5s and 24h");
         }
-        let test_client = raw.oauth.test_client.and_then(|t| {
-            let id = self.required(
-                "oauth.test_client.client_id",
-                t.client_id,
-                "the test client's id",
-            );
-            let secret = self.secret(
-                "oauth.test_client.client_secret",
-                t.client_secret,
-                t.client_secret_file,
-                true,
-            );
-            Some(ClientCredentials {
-                client_id: id?,
-                client_secret: secret?,
-            })
-        });
-        let scopes = raw.oauth.scopes.unwrap_or_default();
+        let test_client = raw.test_client.and_then(|t| self.test_client(t));
+        let scopes = self.scopes(raw.scopes.unwrap_or_default());
+        Some(OAuthConfig {
+            client: ClientCredentials {
+                client_id: client_id?,
+                client_secret: client_secret?,
+            },
+            test_client,
+            redirect_uri: redirect_uri?,
+            state_ttl,
+            grant_check_interval,
+            scopes,
+        })
+    }
+
+    /// `oauth.redirect_uri`: required, an absolute http(s) URL.
+    fn redirect_uri(&mut self, value: Option<String>) -> Option<Url> {
+        self.required(
+            "oauth.redirect_uri",
+            value,
+            "the redirect URI registered on the OAuth client",
+        )
+        .and_then(|v| match Url::parse(&v) {
+            Ok(u)
+                if (u.scheme() == "https" || u.scheme() == "http")
+                    && u.host().is_some()
+                    && u.fragment().is_none() =>
+            {
+                Some(u)
+            }
+            _ => {
+                self.problem(
+                    "oauth.redirect_uri",
+                    format!("`{v}` is not an absolute http(s) URL without a fragment"),
+                );
+                None
+            }
+        })
+    }
+
+    /// `[oauth.test_client]`.
+    fn test_client(&mut self, t: raw::RawClient) -> Option<ClientCredentials> {
+        let id = self.required(
+            "oauth.test_client.client_id",
+            t.client_id,
+            "the test client's id",
+        );
+        let secret = self.secret(
+            "oauth.test_client.client_secret",
+            t.client_secret,
+            t.client_secret_file,
+            true,
+        );
+        Some(ClientCredentials {
+            client_id: id?,
+            client_secret: secret?,
+        })
+    }
+
+    /// `oauth.scopes`: scope names.
+    fn scopes(&mut self, scopes: Vec<String>) -> Vec<String> {
         for s in &scopes {
             if s.is_empty()
                 || !s
@@ -893,18 +941,17 @@ impl Validator<'_> {
                 self.problem("oauth.scopes", format!("`{s}` is not a scope name"));
             }
         }
+        scopes
+    }
 
-        // [server]
-        let public_listen = self.addr(
-            "server.public_listen",
-            raw.server.public_listen,
-            "0.0.0.0:8080",
-        );
-        let api_listen = self.addr("server.api_listen", raw.server.api_listen, "127.0.0.1:8126");
+    /// `[server]`.
+    fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
+        let public_listen = self.addr("server.public_listen", raw.public_listen, "0.0.0.0:8080");
+        let api_listen = self.addr("server.api_listen", raw.api_listen, "127.0.0.1:8126");
         let admin_token = self.secret(
             "server.admin_token",
-            raw.server.admin_token,
-            raw.server.admin_token_file,
+            raw.admin_token,
+            raw.admin_token_file,
             true,
         );
         if let Some(t) = &admin_token
@@ -917,13 +964,13 @@ impl Validator<'_> {
         }
         // Datadog's largest request is 5 MB of logs; compressed bodies are
         // smaller. 16 MiB on the wire and 64 MiB decompressed leave headroom.
-        let max_body = self.size("server.max_body", raw.server.max_body, 16 << 20);
+        let max_body = self.size("server.max_body", raw.max_body, 16 << 20);
         let max_decompressed_body = self.size(
             "server.max_decompressed_body",
-            raw.server.max_decompressed_body,
+            raw.max_decompressed_body,
             64 << 20,
         );
-        let decode_memory = self.size("server.decode_memory", raw.server.decode_memory, 256 << 20);
+        let decode_memory = self.size("server.decode_memory", raw.decode_memory, 256 << 20);
         if max_decompressed_body < 5_242_880 {
             self.problem(
                 "server.max_decompressed_body",
@@ -932,34 +979,52 @@ impl Validator<'_> {
         }
         let request_timeout = self.duration(
             "server.request_timeout",
-            raw.server.request_timeout,
+            raw.request_timeout,
             Duration::from_secs(30),
         );
-        let public_header_timeout = self.duration(
+        let public_header_timeout = self.public_header_timeout(raw.public_header_timeout);
+        Some(ServerConfig {
+            public_listen: public_listen?,
+            api_listen: api_listen?,
+            admin_token: admin_token?,
+            max_body,
+            max_decompressed_body,
+            decode_memory,
+            request_timeout,
+            public_header_timeout,
+        })
+    }
+
+    /// `server.public_header_timeout`: longer than 0s.
+    fn public_header_timeout(&mut self, value: Option<String>) -> Duration {
+        let timeout = self.duration(
             "server.public_header_timeout",
-            raw.server.public_header_timeout,
+            value,
             Duration::from_secs(10),
         );
-        if public_header_timeout.is_zero() {
+        if timeout.is_zero() {
             self.problem(
                 "server.public_header_timeout",
                 "must be longer than 0s (it cuts off clients that send headers slowly)",
             );
         }
+        timeout
+    }
 
-        // [storage]
+    /// `[storage]`.
+    fn storage(&mut self, raw: raw::RawStorage) -> Option<StorageConfig> {
         let data_dir = self
             .required(
                 "storage.data_dir",
-                raw.storage.data_dir,
+                raw.data_dir,
                 "a directory for the store and the queue",
             )
             .map(PathBuf::from);
         let master_key = self
             .secret(
                 "storage.master_key",
-                raw.storage.master_key,
-                raw.storage.master_key_file,
+                raw.master_key,
+                raw.master_key_file,
                 true,
             )
             .and_then(|s| match MasterKey::from_base64(s.expose()) {
@@ -971,8 +1036,8 @@ impl Validator<'_> {
             });
         let database_url = self.secret(
             "storage.database_url",
-            raw.storage.database_url,
-            raw.storage.database_url_file,
+            raw.database_url,
+            raw.database_url_file,
             false,
         );
         if let Some(url) = &database_url {
@@ -986,9 +1051,16 @@ impl Validator<'_> {
                 );
             }
         }
+        Some(StorageConfig {
+            data_dir: data_dir?,
+            master_key: master_key?,
+            database_url,
+        })
+    }
 
-        // [datadog]
-        let allowed_sites = match raw.datadog.allowed_sites {
+    /// `[datadog]`.
+    fn datadog(&mut self, raw: raw::RawDatadog) -> DatadogConfig {
+        let allowed_sites = match raw.allowed_sites {
             None => AllowedSites::default(),
             Some(list) if list.is_empty() => {
                 self.problem(
@@ -1002,7 +1074,7 @@ impl Validator<'_> {
                 AllowedSites::default()
             }),
         };
-        let ca_file = raw.datadog.ca_file.map(PathBuf::from);
+        let ca_file = raw.ca_file.map(PathBuf::from);
         if let Some(p) = &ca_file {
             match std::fs::read(p) {
                 Ok(pem)
@@ -1019,8 +1091,18 @@ impl Validator<'_> {
                 ),
             }
         }
+        let resolve = self.resolve(raw.resolve.unwrap_or_default());
+        DatadogConfig {
+            allowed_sites,
+            ca_file,
+            resolve,
+        }
+    }
+
+    /// `[datadog.resolve]`: hostname → ip:port.
+    fn resolve(&mut self, raw: BTreeMap<String, String>) -> BTreeMap<String, SocketAddr> {
         let mut resolve = BTreeMap::new();
-        for (host, addr) in raw.datadog.resolve.unwrap_or_default() {
+        for (host, addr) in raw {
             let key = "datadog.resolve".to_string();
             let valid_host = !host.is_empty()
                 && host.len() <= 253
@@ -1043,13 +1125,16 @@ impl Validator<'_> {
                 ),
             }
         }
+        resolve
+    }
 
-        // [log]
-        let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+    /// `[log]`.
+    fn log(&mut self, raw: raw::RawLog) -> LogConfig {
+        let level = raw.level.unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             self.problem("log.level", format!("`{level}` is not a level or filter (expected e.g. \"info\", \"debug\", \"ddrelay=debug,info\")"));
         }
-        let format = match raw.log.format.as_deref() {
+        let format = match raw.format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -1060,23 +1145,22 @@ impl Validator<'_> {
                 LogFormat::Text
             }
         };
+        LogConfig { level, format }
+    }
 
-        // [queue]
+    /// `[queue]`.
+    fn queue(&mut self, raw: raw::RawQueue) -> QueueConfig {
         let queue = QueueConfig {
-            max_bytes: self.size("queue.max_bytes", raw.queue.max_bytes, 8 << 30),
-            tenant_max_bytes: self.size(
-                "queue.tenant_max_bytes",
-                raw.queue.tenant_max_bytes,
-                512 << 20,
-            ),
+            max_bytes: self.size("queue.max_bytes", raw.max_bytes, 8 << 30),
+            tenant_max_bytes: self.size("queue.tenant_max_bytes", raw.tenant_max_bytes, 512 << 20),
             held_max_bytes: 0,
-            segment_bytes: self.size("queue.segment_bytes", raw.queue.segment_bytes, 64 << 20),
+            segment_bytes: self.size("queue.segment_bytes", raw.segment_bytes, 64 << 20),
             dead_letter_max_bytes: self.size(
                 "queue.dead_letter_max_bytes",
-                raw.queue.dead_letter_max_bytes,
+                raw.dead_letter_max_bytes,
                 16 << 20,
             ),
-            compression: match raw.queue.compression.as_deref() {
+            compression: match raw.compression.as_deref() {
                 None | Some("lz4") => QueueCompression::Lz4,
                 Some("none") => QueueCompression::None,
                 Some(other) => {
@@ -1087,12 +1171,12 @@ impl Validator<'_> {
                     QueueCompression::Lz4
                 }
             },
-            preallocate: self.flag("queue.preallocate", raw.queue.preallocate, true),
+            preallocate: self.flag("queue.preallocate", raw.preallocate, true),
         };
         let mut queue = queue;
         queue.held_max_bytes = self.size(
             "queue.held_max_bytes",
-            raw.queue.held_max_bytes,
+            raw.held_max_bytes,
             queue.max_bytes / 4,
         );
         if queue.tenant_max_bytes > queue.max_bytes {
@@ -1112,9 +1196,65 @@ impl Validator<'_> {
                 );
             }
         }
+        queue
+    }
 
-        // [delivery]
-        let compression = match raw.delivery.compression.as_deref() {
+    /// `[delivery]`.
+    fn delivery(&mut self, raw: raw::RawDelivery) -> DeliveryConfig {
+        let (compression, compression_level) =
+            self.compression(raw.compression.as_deref(), raw.compression_level);
+        let delivery = DeliveryConfig {
+            batch_max_age: self.duration(
+                "delivery.batch_max_age",
+                raw.batch_max_age,
+                Duration::from_secs(1),
+            ),
+            compression,
+            compression_level,
+            max_concurrency: self.count("delivery.max_concurrency", raw.max_concurrency, 64, 1),
+            tenant_concurrency: self.count(
+                "delivery.tenant_concurrency",
+                raw.tenant_concurrency,
+                4,
+                1,
+            ),
+            max_inflight_bytes: self.min_size(
+                "delivery.max_inflight_bytes",
+                raw.max_inflight_bytes,
+                64 << 20,
+                MIN_INFLIGHT_BYTES,
+            ),
+            request_timeout: self.duration(
+                "delivery.request_timeout",
+                raw.request_timeout,
+                Duration::from_secs(20),
+            ),
+            retry_initial: self.duration(
+                "delivery.retry_initial",
+                raw.retry_initial,
+                Duration::from_secs(1),
+            ),
+            retry_max: self.duration("delivery.retry_max", raw.retry_max, Duration::from_secs(64)),
+            drain_timeout: self.duration(
+                "delivery.drain_timeout",
+                raw.drain_timeout,
+                Duration::from_secs(20),
+            ),
+            forbidden_retries: self.count("delivery.forbidden_retries", raw.forbidden_retries, 5, 0)
+                as u32,
+        };
+        if delivery.retry_initial > delivery.retry_max {
+            self.problem(
+                "delivery.retry_initial",
+                "is larger than delivery.retry_max",
+            );
+        }
+        delivery
+    }
+
+    /// `delivery.compression` and `delivery.compression_level`.
+    fn compression(&mut self, name: Option<&str>, level: Option<i64>) -> (Compression, i32) {
+        let compression = match name {
             None | Some("gzip") => Compression::Gzip,
             Some("zstd") | Some("zstd1") => Compression::Zstd,
             Some(other) => {
@@ -1125,7 +1265,7 @@ impl Validator<'_> {
                 Compression::Gzip
             }
         };
-        let compression_level = match raw.delivery.compression_level {
+        let level = match level {
             None => 1,
             Some(l) if (1..=9).contains(&l) => l as i32,
             Some(l) => {
@@ -1136,91 +1276,36 @@ impl Validator<'_> {
                 1
             }
         };
-        let delivery = DeliveryConfig {
-            batch_max_age: self.duration(
-                "delivery.batch_max_age",
-                raw.delivery.batch_max_age,
-                Duration::from_secs(1),
-            ),
-            compression,
-            compression_level,
-            max_concurrency: self.count(
-                "delivery.max_concurrency",
-                raw.delivery.max_concurrency,
-                64,
-                1,
-            ),
-            tenant_concurrency: self.count(
-                "delivery.tenant_concurrency",
-                raw.delivery.tenant_concurrency,
-                4,
-                1,
-            ),
-            max_inflight_bytes: self.min_size(
-                "delivery.max_inflight_bytes",
-                raw.delivery.max_inflight_bytes,
-                64 << 20,
-                MIN_INFLIGHT_BYTES,
-            ),
-            request_timeout: self.duration(
-                "delivery.request_timeout",
-                raw.delivery.request_timeout,
-                Duration::from_secs(20),
-            ),
-            retry_initial: self.duration(
-                "delivery.retry_initial",
-                raw.delivery.retry_initial,
-                Duration::from_secs(1),
-            ),
-            retry_max: self.duration(
-                "delivery.retry_max",
-                raw.delivery.retry_max,
-                Duration::from_secs(64),
-            ),
-            drain_timeout: self.duration(
-                "delivery.drain_timeout",
-                raw.delivery.drain_timeout,
-                Duration::from_secs(20),
-            ),
-            forbidden_retries: self.count(
-                "delivery.forbidden_retries",
-                raw.delivery.forbidden_retries,
-                5,
-                0,
-            ) as u32,
-        };
-        if delivery.retry_initial > delivery.retry_max {
-            self.problem(
-                "delivery.retry_initial",
-                "is larger than delivery.retry_max",
-            );
-        }
+        (compression, level)
+    }
 
-        // [limits]
-        let limits = LimitsConfig {
+    /// `[limits]`.
+    fn limits(&mut self, raw: raw::RawLimits) -> LimitsConfig {
+        LimitsConfig {
             tenant_requests_per_second: self.rate(
                 "limits.tenant_requests_per_second",
-                raw.limits.tenant_requests_per_second,
+                raw.tenant_requests_per_second,
             ),
             tenant_bytes_per_second: self.size(
                 "limits.tenant_bytes_per_second",
-                raw.limits.tenant_bytes_per_second,
+                raw.tenant_bytes_per_second,
                 0,
             ),
             global_requests_per_second: self.rate(
                 "limits.global_requests_per_second",
-                raw.limits.global_requests_per_second,
+                raw.global_requests_per_second,
             ),
             global_bytes_per_second: self.size(
                 "limits.global_bytes_per_second",
-                raw.limits.global_bytes_per_second,
+                raw.global_bytes_per_second,
                 0,
             ),
-        };
+        }
+    }
 
-        // [proxy]
+    /// `[proxy]`.
+    fn proxy(&mut self, raw: raw::RawProxy) -> ProxyConfig {
         let allowed_prefixes = raw
-            .proxy
             .allowed_prefixes
             .unwrap_or_else(|| vec!["api/".to_string()]);
         for p in &allowed_prefixes {
@@ -1231,88 +1316,43 @@ impl Validator<'_> {
                 );
             }
         }
-        let proxy = ProxyConfig {
+        ProxyConfig {
             allowed_prefixes,
-            token: self.secret("proxy.token", raw.proxy.token, raw.proxy.token_file, false),
-            max_request_body: self.size(
-                "proxy.max_request_body",
-                raw.proxy.max_request_body,
-                8 << 20,
-            ),
+            token: self.secret("proxy.token", raw.token, raw.token_file, false),
+            max_request_body: self.size("proxy.max_request_body", raw.max_request_body, 8 << 20),
             max_response_body: self.size(
                 "proxy.max_response_body",
-                raw.proxy.max_response_body,
+                raw.max_response_body,
                 64 << 20,
             ),
-            timeout: self.duration("proxy.timeout", raw.proxy.timeout, Duration::from_secs(30)),
+            timeout: self.duration("proxy.timeout", raw.timeout, Duration::from_secs(30)),
             tenant_concurrency: self.count(
                 "proxy.tenant_concurrency",
-                raw.proxy.tenant_concurrency,
+                raw.tenant_concurrency,
                 8,
                 1,
             ),
             tenant_requests_per_second: self.rate(
                 "proxy.tenant_requests_per_second",
-                raw.proxy.tenant_requests_per_second,
+                raw.tenant_requests_per_second,
             ),
-        };
+        }
+    }
 
-        // [integration]
-        let source = raw.integration.source.map(|s| s.trim().to_string());
+    /// `[integration]`.
+    fn integration(&mut self, raw: raw::RawIntegration) -> IntegrationConfig {
+        let source = raw.source.map(|s| s.trim().to_string());
         if let Some(Err(why)) = source.as_deref().map(crate::tags::check_source) {
             self.problem("integration.source", why);
         }
-        let integration = IntegrationConfig {
+        IntegrationConfig {
             source,
             test_event_on_connect: self.flag(
                 "integration.test_event_on_connect",
-                raw.integration.test_event_on_connect,
+                raw.test_event_on_connect,
                 false,
             ),
-        };
-        let webhooks = self.webhooks(raw.webhooks);
-
-        Some(Config {
-            source: None,
-            oauth: OAuthConfig {
-                client: ClientCredentials {
-                    client_id: client_id?,
-                    client_secret: client_secret?,
-                },
-                test_client,
-                redirect_uri: redirect_uri?,
-                state_ttl,
-                grant_check_interval,
-                scopes,
-            },
-            server: ServerConfig {
-                public_listen: public_listen?,
-                api_listen: api_listen?,
-                admin_token: admin_token?,
-                max_body,
-                max_decompressed_body,
-                decode_memory,
-                request_timeout,
-                public_header_timeout,
-            },
-            storage: StorageConfig {
-                data_dir: data_dir?,
-                master_key: master_key?,
-                database_url,
-            },
-            datadog: DatadogConfig {
-                allowed_sites,
-                ca_file,
-                resolve,
-            },
-            log: LogConfig { level, format },
-            queue,
-            delivery,
-            limits,
-            proxy,
-            integration,
-            webhooks,
-        })
+        }
     }
 
     /// `[webhooks]`: `None` when `url` is unset (then nothing else may be set).
