@@ -473,18 +473,9 @@ pub struct Overview {
     pub rows: Vec<Row>,
 }
 
-fn gather(
-    state: &AdminState,
-    filter: &Filter,
-    connect_sites: &HashMap<String, String>,
-) -> Overview {
-    let now = now_ms();
-    let all = state.tenants.list();
-    let queued = state.queue.all();
-    let mut counts: HashMap<TenantState, usize> = HashMap::new();
-    for t in &all {
-        *counts.entry(t.state).or_default() += 1;
-    }
+/// Every tenant's queue figures added up, and how many tenants have
+/// something queued.
+fn queued_totals(queued: &HashMap<String, Queued>) -> (Queued, usize) {
     let mut totals = Queued::default();
     let mut queued_tenants = 0;
     for q in queued.values() {
@@ -498,6 +489,22 @@ fn gather(
             (a, b) => a.or(b),
         };
     }
+    (totals, queued_tenants)
+}
+
+fn gather(
+    state: &AdminState,
+    filter: &Filter,
+    connect_sites: &HashMap<String, String>,
+) -> Overview {
+    let now = now_ms();
+    let all = state.tenants.list();
+    let queued = state.queue.all();
+    let mut counts: HashMap<TenantState, usize> = HashMap::new();
+    for t in &all {
+        *counts.entry(t.state).or_default() += 1;
+    }
+    let (totals, queued_tenants) = queued_totals(&queued);
     let tenants_total = all.len();
     let rows = all
         .into_iter()
