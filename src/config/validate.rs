@@ -242,16 +242,15 @@ impl Validator<'_> {
 
     /// `[oauth]`.
     fn oauth(&mut self, raw: raw::RawOAuth) -> Option<OAuthConfig> {
-        let client_id = self.required(
-            "oauth.client_id",
-            raw.client_id,
+        let published = raw::RawClient {
+            client_id: raw.client_id,
+            client_secret: raw.client_secret,
+            client_secret_file: raw.client_secret_file,
+        };
+        let client = self.client(
+            "oauth",
+            published,
             "the OAuth client id from Datadog's Developer Platform",
-        );
-        let client_secret = self.secret(
-            "oauth.client_secret",
-            raw.client_secret,
-            raw.client_secret_file,
-            true,
         );
         let redirect_uri = self.redirect_uri(raw.redirect_uri);
         let state_ttl = self.duration("oauth.state_ttl", raw.state_ttl, Duration::from_secs(600));
@@ -268,13 +267,12 @@ impl Validator<'_> {
         {
             self.problem("oauth.grant_check_interval", "must be between 5s and 24h");
         }
-        let test_client = raw.test_client.and_then(|t| self.test_client(t));
+        let test_client = raw
+            .test_client
+            .and_then(|t| self.client("oauth.test_client", t, "the test client's id"));
         let scopes = self.scopes(raw.scopes.unwrap_or_default());
         Some(OAuthConfig {
-            client: ClientCredentials {
-                client_id: client_id?,
-                client_secret: client_secret?,
-            },
+            client: client?,
             test_client,
             redirect_uri: redirect_uri?,
             state_ttl,
@@ -308,17 +306,20 @@ impl Validator<'_> {
         })
     }
 
-    /// `[oauth.test_client]`.
-    fn test_client(&mut self, t: raw::RawClient) -> Option<ClientCredentials> {
-        let id = self.required(
-            "oauth.test_client.client_id",
-            t.client_id,
-            "the test client's id",
-        );
+    /// The OAuth client of `section` (`oauth`, `oauth.test_client`): its
+    /// `client_id` (`what` it is, said when it is missing) and its secret,
+    /// both required.
+    fn client(
+        &mut self,
+        section: &str,
+        raw: raw::RawClient,
+        what: &str,
+    ) -> Option<ClientCredentials> {
+        let id = self.required(&format!("{section}.client_id"), raw.client_id, what);
         let secret = self.secret(
-            "oauth.test_client.client_secret",
-            t.client_secret,
-            t.client_secret_file,
+            &format!("{section}.client_secret"),
+            raw.client_secret,
+            raw.client_secret_file,
             true,
         );
         Some(ClientCredentials {
