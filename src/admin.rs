@@ -12,7 +12,7 @@
 //! come through the [`QueueView`] trait so it does not depend on the queue's
 //! internals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,12 +23,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::credentials::CredentialError;
 use crate::oauth::{self, ConnectError, ConnectRequest};
 use crate::secret::ct_eq;
-use crate::store::Tenant;
+use crate::store::{ReasonCode, Tenant, TenantState};
+use crate::telemetry::rate::Rates;
 use crate::tenant::{Tenants, validate_id};
 
 pub mod status;
@@ -65,15 +66,67 @@ pub trait QueueView: Send + Sync {
 /// Items per second accepted and delivered, all tenants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Throughput {
-    pub accepted: crate::telemetry::rate::Rates,
-    pub delivered: crate::telemetry::rate::Rates,
+    pub accepted: Rates,
+    pub delivered: Rates,
+}
+
+/// One tenant's delivery and ingest figures: the `delivery` member of the
+/// admin API's tenant, read back by the status page and `ddrelay tenants`.
+///
+/// The fields are in alphabetical order, the order the admin API has
+/// always answered them in (a test checks it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFigures {
+    /// Items per second accepted at ingest.
+    pub accepted_items_per_s: Rates,
+    /// Items dropped unsent: older than Datadog's acceptance window.
+    pub aged_out_items: u64,
+    /// The oldest queued item is older than half of the shortest
+    /// acceptance window.
+    pub approaching_acceptance_window: bool,
+    /// Items Datadog refused for good, since the relay started.
+    pub dead_lettered_items: u64,
+    /// The tenant's dead-letter area now.
+    pub dead_letters: DeadLetterTotals,
+    pub delivered_items: u64,
+    pub delivered_items_per_s: Rates,
+    /// Items accepted for an earlier connection (before a disconnect, or
+    /// for another org or site), discarded at send time.
+    pub discarded_items: u64,
+    /// 403s while the key still validated, since the last success.
+    pub forbidden_in_a_row: u32,
+    /// Items queued while the tenant is not connected (0 when it is).
+    pub held_items: u64,
+    /// What ingest accepted but did not keep: `{kind: {reason: count}}`,
+    /// without zeros.
+    pub ingest_dropped: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Unix milliseconds.
+    pub last_delivery_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// Unix milliseconds.
+    pub last_error_ms: Option<i64>,
+    pub oldest_queued_age_s: Option<i64>,
+    /// Ingest requests refused (any 4xx or 5xx) since the relay started.
+    pub rejected_requests: u64,
+    pub retries: u64,
+}
+
+/// A tenant's dead-letter area (fields in alphabetical order, as
+/// [`DeliveryFigures`]'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterTotals {
+    pub bytes: u64,
+    pub entries: u64,
+    /// Items evicted to stay within the budget since start.
+    pub evicted_items: u64,
+    pub items: u64,
 }
 
 /// Extra per-tenant figures: delivery (held, dead-lettered, aged out,
 /// retries, last delivery and error, rates) and ingest (refused requests,
 /// accepted rates).
 pub trait DeliveryView: Send + Sync {
-    fn tenant(&self, tenant: &str) -> serde_json::Value;
+    fn tenant(&self, tenant: &str) -> DeliveryFigures;
     /// Items per second, all tenants.
     fn throughput(&self) -> Throughput;
     /// The tenant's dead-letter entries (metadata).
@@ -146,11 +199,11 @@ impl From<ConnectError> for ApiError {
     }
 }
 
-/// The tenant as the admin API shows it.
-#[derive(Debug, Serialize)]
+/// The tenant as the admin API shows it (and `ddrelay tenants` reads it).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TenantView {
     pub tenant: String,
-    pub state: &'static str,
+    pub state: TenantState,
     /// The API domain, e.g. `datadoghq.eu`.
     pub site: Option<String>,
     pub org_id: Option<String>,
@@ -158,7 +211,7 @@ pub struct TenantView {
     pub reason: Option<String>,
     /// The reason in a word partners' code can match (`grant_revoked`,
     /// `key_conflict`, `site_not_allowed`, ...).
-    pub reason_code: Option<&'static str>,
+    pub reason_code: Option<ReasonCode>,
     pub queued_items: u64,
     pub queued_bytes: u64,
     pub oldest_queued_ms: Option<i64>,
@@ -170,18 +223,24 @@ pub struct TenantView {
     /// The customer's tags, added to every item (`PUT .../tags`).
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<serde_json::Value>,
+    pub delivery: Option<DeliveryFigures>,
+}
+
+/// `GET /v1/tenants` as `ddrelay tenants list` reads it.
+#[derive(Debug, Deserialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
 }
 
 impl TenantView {
-    pub fn new(t: Tenant, q: Queued, delivery: Option<serde_json::Value>) -> TenantView {
+    pub fn new(t: Tenant, q: Queued, delivery: Option<DeliveryFigures>) -> TenantView {
         TenantView {
-            state: t.state.as_str(),
+            state: t.state,
             site: t.domain,
             org_id: t.org_id,
             org_name: t.org_name,
             reason: t.reason,
-            reason_code: t.reason_code.map(|c| c.as_str()),
+            reason_code: t.reason_code,
             queued_items: q.items,
             queued_bytes: q.bytes,
             oldest_queued_ms: q.oldest_ms,
@@ -577,4 +636,36 @@ async fn dead_letter(
         axum::Json(serde_json::json!({ "tenant": tenant, "id": id, "items": items }))
             .into_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant's `delivery` keeps the key order the admin API has always
+    /// answered with (alphabetical, as a `serde_json::Value` writes it),
+    /// and reads back as it was written.
+    #[test]
+    fn delivery_figures_keep_their_key_order_and_read_back() {
+        let mut f = DeliveryFigures {
+            last_error: Some("Datadog answered 503".into()),
+            last_error_ms: Some(5),
+            dead_letters: DeadLetterTotals {
+                bytes: 1,
+                entries: 2,
+                evicted_items: 3,
+                items: 4,
+            },
+            accepted_items_per_s: Rates {
+                one: 2.5,
+                five: 0.5,
+            },
+            ..DeliveryFigures::default()
+        };
+        f.ingest_dropped
+            .insert("logs".into(), BTreeMap::from([("stale".into(), 2)]));
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(text, serde_json::to_value(&f).unwrap().to_string());
+        assert_eq!(serde_json::from_str::<DeliveryFigures>(&text).unwrap(), f);
+    }
 }

@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use std::collections::HashMap;
 
 use crate::admin::{
-    self, AdminState, DeliveryView, Purged, QueueView, Queued, RelayView, Throughput,
+    self, AdminState, DeadLetterTotals, DeliveryFigures, DeliveryView, Purged, QueueView, Queued,
+    RelayView, Throughput,
 };
 use crate::config::Config;
 use crate::credentials::{Credentials, grant};
@@ -155,55 +156,60 @@ pub struct Reloaded {
     pub needs_restart: Vec<&'static str>,
 }
 
+/// The settings that differ between `old` and `new` but only take effect
+/// after a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut needs_restart = Vec::new();
+    if old.server.public_listen != new.server.public_listen {
+        needs_restart.push("server.public_listen");
+    }
+    if old.server.api_listen != new.server.api_listen {
+        needs_restart.push("server.api_listen");
+    }
+    if old.storage.data_dir != new.storage.data_dir {
+        needs_restart.push("storage.data_dir");
+    }
+    if old.storage.database_url != new.storage.database_url {
+        needs_restart.push("storage.database_url");
+    }
+    if old.storage.master_key.to_base64() != new.storage.master_key.to_base64() {
+        needs_restart.push("storage.master_key");
+    }
+    if old.datadog.ca_file != new.datadog.ca_file || old.datadog.resolve != new.datadog.resolve {
+        needs_restart.push("datadog.ca_file / datadog.resolve");
+    }
+    // The queue's limits are fixed when it is opened.
+    let (oq, nq) = (&old.queue, &new.queue);
+    if (
+        oq.max_bytes,
+        oq.tenant_max_bytes,
+        oq.segment_bytes,
+        oq.preallocate,
+    ) != (
+        nq.max_bytes,
+        nq.tenant_max_bytes,
+        nq.segment_bytes,
+        nq.preallocate,
+    ) {
+        needs_restart.push("queue.max_bytes / tenant_max_bytes / segment_bytes / preallocate");
+    }
+    if old.server.decode_memory != new.server.decode_memory {
+        needs_restart.push("server.decode_memory");
+    }
+    if old.delivery.max_concurrency != new.delivery.max_concurrency {
+        needs_restart.push("delivery.max_concurrency");
+    }
+    if old.delivery.max_inflight_bytes != new.delivery.max_inflight_bytes {
+        needs_restart.push("delivery.max_inflight_bytes");
+    }
+    needs_restart
+}
+
 impl Reloader {
     /// Applies `new`: secrets, limits, delivery tuning and log level take
     /// effect at once; listeners, storage and `[datadog]` need a restart.
     pub fn reload(&self, new: Config) -> Reloaded {
-        let old = self.shared.config();
-        let mut needs_restart = Vec::new();
-        if old.server.public_listen != new.server.public_listen {
-            needs_restart.push("server.public_listen");
-        }
-        if old.server.api_listen != new.server.api_listen {
-            needs_restart.push("server.api_listen");
-        }
-        if old.storage.data_dir != new.storage.data_dir {
-            needs_restart.push("storage.data_dir");
-        }
-        if old.storage.database_url != new.storage.database_url {
-            needs_restart.push("storage.database_url");
-        }
-        if old.storage.master_key.to_base64() != new.storage.master_key.to_base64() {
-            needs_restart.push("storage.master_key");
-        }
-        if old.datadog.ca_file != new.datadog.ca_file || old.datadog.resolve != new.datadog.resolve
-        {
-            needs_restart.push("datadog.ca_file / datadog.resolve");
-        }
-        // The queue's limits are fixed when it is opened.
-        let (oq, nq) = (&old.queue, &new.queue);
-        if (
-            oq.max_bytes,
-            oq.tenant_max_bytes,
-            oq.segment_bytes,
-            oq.preallocate,
-        ) != (
-            nq.max_bytes,
-            nq.tenant_max_bytes,
-            nq.segment_bytes,
-            nq.preallocate,
-        ) {
-            needs_restart.push("queue.max_bytes / tenant_max_bytes / segment_bytes / preallocate");
-        }
-        if old.server.decode_memory != new.server.decode_memory {
-            needs_restart.push("server.decode_memory");
-        }
-        if old.delivery.max_concurrency != new.delivery.max_concurrency {
-            needs_restart.push("delivery.max_concurrency");
-        }
-        if old.delivery.max_inflight_bytes != new.delivery.max_inflight_bytes {
-            needs_restart.push("delivery.max_inflight_bytes");
-        }
+        let needs_restart = needs_restart(&self.shared.config(), &new);
         if let Some(log) = &self.shared.log
             && let Err(e) = log.set_level(&new.log.level)
         {
@@ -269,11 +275,7 @@ impl App {
     pub async fn build_with_log(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
         check_data_dir(&config.storage.data_dir)?;
         let datadog = datadog::Client::new(&config.datadog)?;
-        let store = match &config.storage.database_url {
-            Some(url) => Store::open_postgres(url, &config.storage.master_key).await?,
-            None => Store::open_sqlite(&config.sqlite_path(), &config.storage.master_key).await?,
-        };
-        store.record_events(config.webhooks.is_some());
+        let store = open_store(&config).await?;
         let owner =
             webhooks::replica_id(&config.storage.data_dir).map_err(|e| BuildError::DataDir {
                 path: config.storage.data_dir.display().to_string(),
@@ -292,28 +294,8 @@ impl App {
             metrics.clone(),
         ));
         let cfg = config.load_full();
-        let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
-        hold(&tenants, &queue);
-        let commits = metrics.queue_commit_seconds.clone();
-        queue.observe_commits(move |took| commits.observe(took.as_secs_f64()));
-        tracing::info!(
-            records = recovery.records,
-            items = recovery.items,
-            bytes = recovery.bytes,
-            corrupt_records = recovery.corrupt_records,
-            truncated_bytes = recovery.truncated_bytes,
-            "queue recovered"
-        );
-        let dead_dir = cfg.storage.data_dir.join("dead-letters");
-        let dead = DeadLetters::open(
-            &dead_dir,
-            cfg.queue.dead_letter_max_bytes,
-            cfg.queue.max_bytes / 16,
-        )
-        .map_err(|e| BuildError::DataDir {
-            path: dead_dir.display().to_string(),
-            error: e.to_string(),
-        })?;
+        let queue = open_queue(&cfg, &tenants, &metrics)?;
+        let dead = open_dead_letters(&cfg)?;
         queue.set_outside_bytes(dead.total_bytes());
         let usage = crate::usage::Ledger::new(Arc::default(), store.clone());
         let pipeline = Arc::new(
@@ -402,24 +384,7 @@ impl App {
 
         let api_router = api_router(shared.clone());
         let public_router = public_router(shared.clone());
-        spawn_housekeeping(shared.clone());
-        let credentials = shared.credentials.clone();
-        tokio::spawn(async move { credentials.apply_allowed_sites().await });
-        let grants: Arc<dyn grant::Probe> = Arc::new(grant::Grants(shared.credentials.clone()));
-        let config = shared.config.clone();
-        tokio::spawn(grant::run(
-            grants,
-            move || config.load().oauth.grant_check_interval,
-            shared.shutdown.clone(),
-        ));
-        let delivery = tokio::spawn(shared.pipeline.clone().run(shared.shutdown.clone()));
-        let hooks = tokio::spawn(webhooks::run(
-            Arc::new(shared.webhooks.0.clone()),
-            Arc::new(shared.webhooks.1.clone()),
-            shared.metrics.clone(),
-            shared.store.events_written(),
-            shared.shutdown.clone(),
-        ));
+        let (delivery, hooks) = spawn_tasks(&shared);
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(
             api = %api.local_addr()?,
@@ -441,24 +406,99 @@ impl App {
             shared.shutdown.clone(),
         );
         let (a, p) = tokio::join!(api_server.into_future(), public_server);
-        // No request is in flight any more: finish the drain, then close the
-        // queue (syncs its ack files) and the store.
-        if let Err(e) = delivery.await {
-            tracing::error!(error = %e, "delivery task failed");
-        }
-        if let Err(e) = hooks.await {
-            tracing::error!(error = %e, "webhook delivery task failed");
-        }
-        if let Err(e) = shared.usage.flush().await {
-            tracing::error!(error = %e, "usage counts could not be stored at shutdown");
-        }
-        shared.queue.close().await;
-        shared.store.close().await;
+        close(&shared, delivery, hooks).await;
         a?;
         p?;
         tracing::info!("ddrelay stopped");
         Ok(())
     }
+}
+
+/// The store the config names: PostgreSQL, or SQLite under `data_dir`.
+async fn open_store(config: &Config) -> Result<Store, BuildError> {
+    let store = match &config.storage.database_url {
+        Some(url) => Store::open_postgres(url, &config.storage.master_key).await?,
+        None => Store::open_sqlite(&config.sqlite_path(), &config.storage.master_key).await?,
+    };
+    store.record_events(config.webhooks.is_some());
+    Ok(store)
+}
+
+/// The queue, recovered, holding the tenants that are not connected, its
+/// commits timed.
+fn open_queue(cfg: &Config, tenants: &Tenants, metrics: &Metrics) -> Result<Queue, BuildError> {
+    let (queue, recovery) = Queue::open(&cfg.queue_dir(), QueueLimits::from(&cfg.queue))?;
+    hold(tenants, &queue);
+    let commits = metrics.queue_commit_seconds.clone();
+    queue.observe_commits(move |took| commits.observe(took.as_secs_f64()));
+    tracing::info!(
+        records = recovery.records,
+        items = recovery.items,
+        bytes = recovery.bytes,
+        corrupt_records = recovery.corrupt_records,
+        truncated_bytes = recovery.truncated_bytes,
+        "queue recovered"
+    );
+    Ok(queue)
+}
+
+/// The dead-letter areas under `data_dir`.
+fn open_dead_letters(cfg: &Config) -> Result<DeadLetters, BuildError> {
+    let dead_dir = cfg.storage.data_dir.join("dead-letters");
+    DeadLetters::open(
+        &dead_dir,
+        cfg.queue.dead_letter_max_bytes,
+        cfg.queue.max_bytes / 16,
+    )
+    .map_err(|e| BuildError::DataDir {
+        path: dead_dir.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// Starts what runs beside the listeners: housekeeping, the allowed
+/// sites' effect on tenants, the grant check, delivery and the webhooks.
+/// Returns the delivery and webhook tasks, which [`close`] waits for.
+fn spawn_tasks(shared: &Arc<Shared>) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    spawn_housekeeping(shared.clone());
+    let credentials = shared.credentials.clone();
+    tokio::spawn(async move { credentials.apply_allowed_sites().await });
+    let grants: Arc<dyn grant::Probe> = Arc::new(grant::Grants(shared.credentials.clone()));
+    let config = shared.config.clone();
+    tokio::spawn(grant::run(
+        grants,
+        move || config.load().oauth.grant_check_interval,
+        shared.shutdown.clone(),
+    ));
+    let delivery = tokio::spawn(shared.pipeline.clone().run(shared.shutdown.clone()));
+    let hooks = tokio::spawn(webhooks::run(
+        Arc::new(shared.webhooks.0.clone()),
+        Arc::new(shared.webhooks.1.clone()),
+        shared.metrics.clone(),
+        shared.store.events_written(),
+        shared.shutdown.clone(),
+    ));
+    (delivery, hooks)
+}
+
+/// Once no request is in flight any more: finishes the drain, then closes
+/// the queue (syncs its ack files) and the store.
+async fn close(
+    shared: &Shared,
+    delivery: tokio::task::JoinHandle<()>,
+    hooks: tokio::task::JoinHandle<()>,
+) {
+    if let Err(e) = delivery.await {
+        tracing::error!(error = %e, "delivery task failed");
+    }
+    if let Err(e) = hooks.await {
+        tracing::error!(error = %e, "webhook delivery task failed");
+    }
+    if let Err(e) = shared.usage.flush().await {
+        tracing::error!(error = %e, "usage counts could not be stored at shutdown");
+    }
+    shared.queue.close().await;
+    shared.store.close().await;
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BuildError> {
@@ -792,7 +832,7 @@ impl QueueView for Views {
 const HELD_WARNING_AGE_MS: i64 = 30 * 60 * 1000;
 
 impl DeliveryView for Views {
-    fn tenant(&self, tenant: &str) -> serde_json::Value {
+    fn tenant(&self, tenant: &str) -> DeliveryFigures {
         let d = self.pipeline.tenant(tenant);
         let dead = self.pipeline.dead_letters().totals(tenant);
         let stats = self.queue.tenant_stats(tenant);
@@ -805,25 +845,30 @@ impl DeliveryView for Views {
             .oldest_created_ms
             .map(|t| (crate::clock::now_ms() - t).max(0));
         let ingest = self.ingest.tenant(tenant);
-        serde_json::json!({
-            "delivered_items": d.delivered_items,
-            "held_items": if held { stats.items } else { 0 },
-            "dead_lettered_items": d.dead_lettered_items,
-            "dead_letters": dead,
-            "aged_out_items": d.aged_out_items,
-            "discarded_items": d.discarded_items,
-            "ingest_dropped": ingest_dropped,
-            "retries": d.retries,
-            "forbidden_in_a_row": d.forbidden_in_a_row,
-            "last_error": d.last_error,
-            "last_error_ms": d.last_error_ms,
-            "last_delivery_ms": d.last_delivery_ms,
-            "delivered_items_per_s": d.delivered_per_s(),
-            "rejected_requests": ingest.rejected_requests,
-            "accepted_items_per_s": ingest.accepted_items_per_s,
-            "oldest_queued_age_s": oldest_age_ms.map(|a| a / 1000),
-            "approaching_acceptance_window": oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
-        })
+        DeliveryFigures {
+            delivered_items: d.delivered_items,
+            held_items: if held { stats.items } else { 0 },
+            dead_lettered_items: d.dead_lettered_items,
+            dead_letters: DeadLetterTotals {
+                bytes: dead.bytes,
+                entries: dead.entries,
+                evicted_items: dead.evicted_items,
+                items: dead.items,
+            },
+            aged_out_items: d.aged_out_items,
+            discarded_items: d.discarded_items,
+            ingest_dropped,
+            retries: d.retries,
+            forbidden_in_a_row: d.forbidden_in_a_row,
+            delivered_items_per_s: d.delivered_per_s(),
+            last_error: d.last_error,
+            last_error_ms: d.last_error_ms,
+            last_delivery_ms: d.last_delivery_ms,
+            rejected_requests: ingest.rejected_requests,
+            accepted_items_per_s: ingest.accepted_items_per_s,
+            oldest_queued_age_s: oldest_age_ms.map(|a| a / 1000),
+            approaching_acceptance_window: oldest_age_ms.is_some_and(|a| a > HELD_WARNING_AGE_MS),
+        }
     }
 
     fn throughput(&self) -> Throughput {

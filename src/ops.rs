@@ -6,8 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::admin::{TenantList, TenantView};
 use crate::cli::{TenantsAction, print_problems, runtime};
 use crate::config::Config;
+use crate::store::TenantState;
 
 /// The address to reach a listener bound to `addr` from this machine.
 pub fn local_url(addr: SocketAddr) -> String {
@@ -113,13 +115,21 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
     };
     let body = admin_call(http.request(method, &url).bearer_auth(token), &base, &url).await?;
     match action {
-        TenantsAction::List { json: false } => print_table(&body),
+        TenantsAction::List { json: false } => print_table(&read_as(body, &url)?),
         _ => println!(
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         ),
     }
     Ok(())
+}
+
+/// An admin API answer read as the type the relay answers it with.
+fn read_as<T: serde::de::DeserializeOwned>(
+    body: serde_json::Value,
+    url: &str,
+) -> Result<T, String> {
+    serde_json::from_value(body).map_err(|e| format!("unreadable answer from {url}: {e}"))
 }
 
 /// How to reach the relay's admin API.
@@ -164,23 +174,20 @@ async fn connect(
     .map_err(|e| e.to_string())?;
     let url = format!("{}/v1/tenants/{}", ask.base, encode(id));
     let req = ask.http.get(&url).bearer_auth(ask.token);
-    let t = admin_call(req, ask.base, &url).await?;
-    let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
-    if t["state"] != "connected" {
+    let t: TenantView = read_as(admin_call(req, ask.base, &url).await?, &url)?;
+    let s = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+    if t.state != TenantState::Connected {
         let text: String = page.body.chars().take(300).collect();
         return Err(format!(
             "{id} is {} after the callback ({} {}): {}",
-            s("state"),
-            page.status,
-            page.url,
-            text
+            t.state, page.status, page.url, text
         ));
     }
     println!(
         "{id} connected: org {} ({}) on {}",
-        s("org_name"),
-        s("org_id"),
-        s("site")
+        s(&t.org_name),
+        s(&t.org_id),
+        s(&t.site)
     );
     Ok(())
 }
@@ -220,20 +227,19 @@ fn encode(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
-fn print_table(body: &serde_json::Value) {
-    let empty = Vec::new();
-    let tenants = body["tenants"].as_array().unwrap_or(&empty);
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
-    let rows: Vec<[String; 6]> = tenants
+fn print_table(list: &TenantList) {
+    let s = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+    let rows: Vec<[String; 6]> = list
+        .tenants
         .iter()
         .map(|t| {
             [
-                s(&t["tenant"]),
-                s(&t["state"]),
-                s(&t["site"]),
-                t["queued_items"].as_u64().unwrap_or(0).to_string(),
-                t["queued_bytes"].as_u64().unwrap_or(0).to_string(),
-                s(&t["reason"]),
+                t.tenant.clone(),
+                t.state.to_string(),
+                s(&t.site),
+                t.queued_items.to_string(),
+                t.queued_bytes.to_string(),
+                s(&t.reason),
             ]
         })
         .collect();

@@ -54,7 +54,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
@@ -68,7 +68,7 @@ pub enum Backend {
 }
 
 /// A tenant's lifecycle state (contract: "The OAuth flow", step 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
     /// A connect flow was started but never completed.
@@ -118,7 +118,7 @@ impl FromStr for TenantState {
 
 /// Why a tenant is not connected, in a word partners' code can match
 /// (the admin API's `reason_code`); [`Reason::text`] is for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// Datadog refused the refresh token: the customer revoked access or

@@ -118,7 +118,7 @@ impl IngestDropped {
     }
 
     /// `{kind: {reason: count}}`, without zeros.
-    pub fn snapshot(&self) -> BTreeMap<&'static str, BTreeMap<&'static str, u64>> {
+    pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let reasons = crate::ingest::validate::Dropped::default().by_reason();
         let mut out = BTreeMap::new();
         for (endpoint, row) in Endpoint::EVERY.iter().zip(&self.0) {
@@ -127,9 +127,10 @@ impl IngestDropped {
                 .zip(row)
                 .map(|((reason, _), n)| (*reason, n.load(Ordering::Relaxed)))
                 .filter(|(_, n)| *n > 0)
+                .map(|(reason, n)| (reason.to_string(), n))
                 .collect();
             if !counts.is_empty() {
-                out.insert(endpoint.name(), counts);
+                out.insert(endpoint.name().to_string(), counts);
             }
         }
         out

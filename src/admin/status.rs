@@ -56,7 +56,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{AdminState, Queued, Throughput, authorized};
+use super::{AdminState, DeliveryFigures, Queued, Throughput, authorized};
 use crate::clock::now_ms;
 use crate::secret::{Secret, ct_eq};
 use crate::store::{Tenant, TenantState};
@@ -396,25 +396,15 @@ pub struct Row {
 
 impl Row {
     /// Builds a row from the record, its queue figures and the delivery
-    /// view's JSON (`delivered_items`, `last_error`, …).
-    pub fn new(t: Tenant, q: Queued, d: Option<&serde_json::Value>, now_ms: i64) -> Row {
-        let num = |k: &str| d.and_then(|d| d.get(k)).and_then(|v| v.as_u64());
-        let int = |k: &str| d.and_then(|d| d.get(k)).and_then(|v| v.as_i64());
-        let rates = |k: &str| {
-            let r = d.and_then(|d| d.get(k))?;
-            Some(Rates {
-                one: r.get("1m")?.as_f64()?,
-                five: r.get("5m")?.as_f64()?,
-            })
-        };
-        let last_error = d
-            .and_then(|d| d.get("last_error"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+    /// view's figures.
+    pub fn new(t: Tenant, q: Queued, d: Option<DeliveryFigures>, now_ms: i64) -> Row {
         let oldest_age_ms = q.oldest_ms.map(|o| (now_ms - o).max(0));
+        let d = d.as_ref();
         // Failing: the last error is newer than the last delivery.
-        let failing = last_error.is_some()
-            && int("last_error_ms").unwrap_or(0) >= int("last_delivery_ms").unwrap_or(0);
+        let failing = d.is_some_and(|d| {
+            d.last_error.is_some()
+                && d.last_error_ms.unwrap_or(0) >= d.last_delivery_ms.unwrap_or(0)
+        });
         let problem = match t.state {
             TenantState::ReauthRequired => Some("reauthorization required"),
             TenantState::Connected if failing => Some("delivery failing"),
@@ -432,16 +422,16 @@ impl Row {
             queued_items: q.items,
             queued_bytes: q.bytes,
             oldest_age_ms,
-            delivered: num("delivered_items"),
-            dead_lettered: num("dead_lettered_items"),
-            aged_out: num("aged_out_items"),
-            retries: num("retries"),
-            rejected_requests: num("rejected_requests"),
-            accepted_per_s: rates("accepted_items_per_s"),
-            delivered_per_s: rates("delivered_items_per_s"),
-            last_delivery_ms: int("last_delivery_ms"),
-            last_error_ms: int("last_error_ms"),
-            last_error,
+            delivered: d.map(|d| d.delivered_items),
+            dead_lettered: d.map(|d| d.dead_lettered_items),
+            aged_out: d.map(|d| d.aged_out_items),
+            retries: d.map(|d| d.retries),
+            rejected_requests: d.map(|d| d.rejected_requests),
+            accepted_per_s: d.map(|d| d.accepted_items_per_s),
+            delivered_per_s: d.map(|d| d.delivered_items_per_s),
+            last_delivery_ms: d.and_then(|d| d.last_delivery_ms),
+            last_error_ms: d.and_then(|d| d.last_error_ms),
+            last_error: d.and_then(|d| d.last_error.clone()),
             reason: t.reason,
             problem,
             id: t.id,
@@ -483,18 +473,9 @@ pub struct Overview {
     pub rows: Vec<Row>,
 }
 
-fn gather(
-    state: &AdminState,
-    filter: &Filter,
-    connect_sites: &HashMap<String, String>,
-) -> Overview {
-    let now = now_ms();
-    let all = state.tenants.list();
-    let queued = state.queue.all();
-    let mut counts: HashMap<TenantState, usize> = HashMap::new();
-    for t in &all {
-        *counts.entry(t.state).or_default() += 1;
-    }
+/// Every tenant's queue figures added up, and how many tenants have
+/// something queued.
+fn queued_totals(queued: &HashMap<String, Queued>) -> (Queued, usize) {
     let mut totals = Queued::default();
     let mut queued_tenants = 0;
     for q in queued.values() {
@@ -508,6 +489,22 @@ fn gather(
             (a, b) => a.or(b),
         };
     }
+    (totals, queued_tenants)
+}
+
+fn gather(
+    state: &AdminState,
+    filter: &Filter,
+    connect_sites: &HashMap<String, String>,
+) -> Overview {
+    let now = now_ms();
+    let all = state.tenants.list();
+    let queued = state.queue.all();
+    let mut counts: HashMap<TenantState, usize> = HashMap::new();
+    for t in &all {
+        *counts.entry(t.state).or_default() += 1;
+    }
+    let (totals, queued_tenants) = queued_totals(&queued);
     let tenants_total = all.len();
     let rows = all
         .into_iter()
@@ -519,7 +516,7 @@ fn gather(
         .map(|t| {
             let q = queued.get(&t.id).copied().unwrap_or_default();
             let d = state.delivery.as_ref().map(|d| d.tenant(&t.id));
-            Row::new(t, q, d.as_ref(), now).with_connect_site(connect_sites)
+            Row::new(t, q, d, now).with_connect_site(connect_sites)
         })
         .filter(|r| filter.state != Some(StateFilter::Problem) || r.problem.is_some());
     let (mut problems, rest): (Vec<Row>, Vec<Row>) = rows.partition(|r| r.problem.is_some());
@@ -1061,11 +1058,25 @@ mod tests {
         assert_eq!(backlog.problem, Some("queue backlog"));
         let fresh = Row::new(tenant("c", TenantState::Connected), q(Some(now)), None, now);
         assert_eq!(fresh.problem, None);
-        let d = serde_json::json!({"last_error": "503", "last_error_ms": 5, "last_delivery_ms": 4});
-        let failing = Row::new(tenant("d", TenantState::Connected), q(None), Some(&d), now);
+        let d = |last_delivery_ms| DeliveryFigures {
+            last_error: Some("503".into()),
+            last_error_ms: Some(5),
+            last_delivery_ms: Some(last_delivery_ms),
+            ..DeliveryFigures::default()
+        };
+        let failing = Row::new(
+            tenant("d", TenantState::Connected),
+            q(None),
+            Some(d(4)),
+            now,
+        );
         assert_eq!(failing.problem, Some("delivery failing"));
-        let d = serde_json::json!({"last_error": "503", "last_error_ms": 5, "last_delivery_ms": 6});
-        let recovered = Row::new(tenant("e", TenantState::Connected), q(None), Some(&d), now);
+        let recovered = Row::new(
+            tenant("e", TenantState::Connected),
+            q(None),
+            Some(d(6)),
+            now,
+        );
         assert_eq!(recovered.problem, None);
     }
 
@@ -1075,20 +1086,27 @@ mod tests {
     #[test]
     fn a_row_shows_times_counts_rates_and_links() {
         let now = 1_700_000_000_000;
-        let d = serde_json::json!({
-            "delivered_items": 42,
-            "retries": 7,
-            "rejected_requests": 3,
-            "last_delivery_ms": now - 200_000,
-            "last_error": "Datadog answered 503",
-            "last_error_ms": now - 45_000,
-            "accepted_items_per_s": {"1m": 2.5, "5m": 0.5},
-            "delivered_items_per_s": {"1m": 1.25, "5m": 0.25},
-        });
+        let d = DeliveryFigures {
+            delivered_items: 42,
+            retries: 7,
+            rejected_requests: 3,
+            last_delivery_ms: Some(now - 200_000),
+            last_error: Some("Datadog answered 503".into()),
+            last_error_ms: Some(now - 45_000),
+            accepted_items_per_s: Rates {
+                one: 2.5,
+                five: 0.5,
+            },
+            delivered_items_per_s: Rates {
+                one: 1.25,
+                five: 0.25,
+            },
+            ..DeliveryFigures::default()
+        };
         let row = Row::new(
             tenant("acme&co", TenantState::Connected),
             Queued::default(),
-            Some(&d),
+            Some(d),
             now,
         );
         let o = Overview {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, quota};
 
 /// Datadog: "The rate limit for event submission is 250,000 events per
 /// minute per organization."
@@ -33,19 +33,6 @@ impl std::fmt::Debug for Limiters {
         f.debug_struct("Limiters")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn per_second(rate: f64) -> Option<Quota> {
-    if rate <= 0.0 {
-        return None;
-    }
-    if rate >= 1.0 {
-        let n = NonZeroU32::new(rate.round().min(u32::MAX as f64) as u32)?;
-        Some(Quota::per_second(n))
-    } else {
-        // Fractional rates: one request every 1/rate seconds.
-        Quota::with_period(std::time::Duration::from_secs_f64(1.0 / rate))
     }
 }
 
@@ -70,10 +57,10 @@ impl Limiters {
             Quota::per_minute(NonZeroU32::new(EVENTS_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
         Limiters {
             config: config.clone(),
-            tenant_requests: per_second(config.tenant_requests_per_second).map(RateLimiter::keyed),
+            tenant_requests: quota(config.tenant_requests_per_second).map(RateLimiter::keyed),
             tenant_bytes: bytes_quota(config.tenant_bytes_per_second)
                 .map(|(q, b)| (RateLimiter::keyed(q), b)),
-            global_requests: per_second(config.global_requests_per_second).map(RateLimiter::direct),
+            global_requests: quota(config.global_requests_per_second).map(RateLimiter::direct),
             global_bytes: bytes_quota(config.global_bytes_per_second)
                 .map(|(q, b)| (RateLimiter::direct(q), b)),
             events: RateLimiter::keyed(events),

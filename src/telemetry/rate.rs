@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// The longest span a rate covers, in minutes.
@@ -26,7 +26,7 @@ pub struct Window {
 }
 
 /// Items per second over the last minute and the last five.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     #[serde(rename = "1m")]
     pub one: f64,

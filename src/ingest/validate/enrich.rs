@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{skip_ws, string_end};
+use super::frame::{skip_ws, string_end};
 use crate::site::Endpoint;
 use crate::tags::Tags;
 

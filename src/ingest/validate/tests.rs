@@ -1,5 +1,7 @@
 use serde_json::{Value, json};
 
+use super::context::span;
+use super::frame::compact_value;
 use super::*;
 
 const NOW_MS: i64 = 1_700_000_000_000;
