@@ -760,7 +760,8 @@ fn cpu_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One of issue 8's targets for this 2-core machine, beside its figure.
+/// One of the performance targets for this 2-core machine (BENCHMARKS.md
+/// "Where the performance targets stand"), beside its figure.
 struct Target {
     key: &'static str,
     name: &'static str,

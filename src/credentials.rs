@@ -56,7 +56,7 @@ pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Clie
      the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
 
 /// Refresh an access token this long before it expires (Datadog's own
-/// clients use a 300 s buffer, reference §7.6).
+/// clients use a 300 s buffer: docs/datadog.md "Token").
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
 /// A token refreshed by a concurrent caller (here or on another replica) is

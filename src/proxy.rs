@@ -1,8 +1,8 @@
 //! The pull-side proxy: `/v1/tenants/{tenant}/datadog/{path}` on
 //! `api_listen`. Any method, query and body is forwarded to
 //! `https://api.<tenant's domain>/{path}` with the tenant's OAuth access
-//! token as `Authorization: Bearer` (reference §1.7; seed "OAuth2 in
-//! Datadog" step 7), and Datadog's answer (status, headers such as
+//! token as `Authorization: Bearer` (docs/datadog.md "Calling Datadog's API
+//! with the access token"), and Datadog's answer (status, headers such as
 //! `X-RateLimit-*`, body) is streamed back. The partner's backend never
 //! touches a token or a region.
 //!
@@ -120,7 +120,8 @@ use crate::text::clip;
 const ROUTE_PREFIX: &str = "/v1/tenants/";
 
 /// Datadog's 401/403 bodies are a few bytes (`{"errors":["Forbidden"]}`,
-/// reference §1.7); at most this much is read to explain one.
+/// docs/datadog.md "Calling Datadog's API with the access token"); at most
+/// this much is read to explain one.
 const AUTH_BODY_MAX: usize = 64 * 1024;
 
 /// `Retry-After` when the tenant already has `tenant_concurrency` requests

@@ -67,7 +67,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// A tenant's lifecycle state (contract: "The OAuth flow", step 4).
+/// A tenant's lifecycle state, as the admin API reports it (`state` in
+/// `GET /v1/tenants/{tenant}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {

@@ -13,30 +13,31 @@
 //! item outside the timestamp window is dropped, a log over 1 MB has its
 //! message cut, and [`Validated::dropped`] and [`Validated::notes`] say so.
 //!
-//! Limits enforced (sources in `shared/reference/datadog-api.md` §4, values
-//! from [`Endpoint::limits`] and [`Endpoint::window`]):
-//! - series v2/v1 (§4.1, §4.2): `metric` starts with a letter, ≤ 200
-//!   characters; tags ≤ 200 characters; point timestamps at most 1 hour in
-//!   the past and 10 minutes in the future; v2 `type` 0..=3; v1 `type` one
-//!   of `""`, `count`, `gauge`, `rate`; v1 points are `[ts, value]` pairs.
+//! Limits enforced (values from [`Endpoint::limits`] and
+//! [`Endpoint::window`]):
+//! - series v2/v1 (docs/datadog.md "Series v2", docs/datadog.md "Series v1"):
+//!   `metric` starts with a letter, ≤ 200 characters; tags ≤ 200 characters;
+//!   point timestamps at most 1 hour in the past and 10 minutes in the
+//!   future; v2 `type` 0..=3; v1 `type` one of `""`, `count`, `gauge`,
+//!   `rate`; v1 points are `[ts, value]` pairs.
 //! - distribution points (docs/datadog.md "Distribution points"): as v1
 //!   series, with points `[ts, [values...]]` and `type` `distribution`.
-//! - logs (§4.4): ≤ 1000 entries per request, ≤ 1,000,000 bytes per entry
-//!   (a longer one is cut), reserved attributes are strings, numeric
-//!   `timestamp` (ms) within 18 hours past / 2 hours future.
-//! - events v1 (§4.5): `title` and `text` required, `text` ≤ 4000
-//!   characters, `aggregation_key` ≤ 100, `priority` and `alert_type` enums,
-//!   `date_happened` within 18 hours past.
-//! - check_run (§4.7): `check`, `host_name`, `status` 0..=3 required,
-//!   `timestamp` within 10 minutes past.
+//! - logs (docs/datadog.md "Logs"): ≤ 1000 entries per request, ≤ 1,000,000
+//!   bytes per entry (a longer one is cut), reserved attributes are strings,
+//!   numeric `timestamp` (ms) within 18 hours past / 2 hours future.
+//! - events v1 (docs/datadog.md "Events v1"): `title` and `text` required,
+//!   `text` ≤ 4000 characters, `aggregation_key` ≤ 100, `priority` and
+//!   `alert_type` enums, `date_happened` within 18 hours past.
+//! - check_run (docs/datadog.md "Service checks"): `check`, `host_name`,
+//!   `status` 0..=3 required, `timestamp` within 10 minutes past.
 //! - events v2 (docs/datadog.md "Events v2"): `validate/events_v2.rs`.
 //!
 //! What the relay adds to the items it keeps (the tenant's tags, the
 //! integration's source on logs) is `validate/enrich.rs`'s, applied by
 //! [`validate_with`] after the checks, within the same per-item limits.
 //!
-//! Decisions where the reference is silent or UNCONFIRMED (each also noted
-//! at the check itself):
+//! Decisions where docs/datadog.md finds Datadog silent or UNCONFIRMED (each
+//! also noted at the check itself):
 //! - Unknown fields are kept untouched everywhere (forward compatibility:
 //!   Datadog adds fields; the relay must not drop what the client sent).
 //! - `null` for an optional field counts as absent (the clients' models mark
@@ -184,16 +185,16 @@ impl Invalid {
 /// series needs the pattern, not 50,000 lines.
 pub const MAX_ERRORS: usize = 100;
 
-/// Datadog's longest metric name (custom metrics docs, reference §4.1).
+/// Datadog's longest metric name (docs/datadog.md "Series v2").
 const METRIC_NAME_MAX_CHARS: usize = 200;
-/// Datadog's longest tag (tagging docs, reference §4.1).
+/// Datadog's longest tag (docs/datadog.md "Tags").
 const TAG_MAX_CHARS: usize = 200;
 /// Logs: "Maximum array size if sending multiple logs in an array: 1000
-/// entries" (reference §4.4).
+/// entries" (docs/datadog.md "Logs").
 const LOGS_MAX_ENTRIES: usize = 1000;
-/// Events v1 `text` maxLength (reference §4.5).
+/// Events v1 `text` maxLength (docs/datadog.md "Events v1").
 const EVENT_TEXT_MAX_CHARS: usize = 4000;
-/// Events v1 `aggregation_key` maxLength (reference §4.5).
+/// Events v1 `aggregation_key` maxLength (docs/datadog.md "Events v1").
 const EVENT_AGGREGATION_KEY_MAX_CHARS: usize = 100;
 
 /// Checks `body` (already decompressed) for `endpoint` and builds the queue
@@ -571,10 +572,10 @@ fn string_end(s: &[u8], mut i: usize) -> usize {
 /// The deepest nesting of arrays and objects accepted in a body: serde_json's
 /// own recursion limit, so whatever the relay accepts, every consumer that
 /// parses items with serde_json (the pipeline's window trimming, fakedog,
-/// Datadog's clients) can parse too. Datadog documents "nesting < 10
-/// levels" for log attributes (reference §4.4) and flattens deeper ones, so
-/// this refuses nothing Datadog would use. serde_json alone does not bound
-/// it here: values skipped as `IgnoredAny` are not depth-limited (found by
+/// Datadog's clients) can parse too. Datadog documents "nesting < 10 levels"
+/// for log attributes (docs/datadog.md "Logs") and flattens deeper ones, so
+/// this refuses nothing Datadog would use. serde_json alone does not bound it
+/// here: values skipped as `IgnoredAny` are not depth-limited (found by
 /// `tests/hostile.rs`).
 pub const MAX_DEPTH: usize = 128;
 
@@ -1219,9 +1220,9 @@ fn want_max_chars(ctx: &mut Ctx<'_>, v: &Kind<'_>, field: &str, optional: bool, 
     }
 }
 
-/// Datadog custom metric naming (reference §4.1): starts with a letter,
-/// ≤ 200 characters. Other characters are left for Datadog, which converts
-/// them to underscores (see the module doc).
+/// Datadog custom metric naming (docs/datadog.md "Series v2"): starts with a
+/// letter, ≤ 200 characters. Other characters are left for Datadog, which
+/// converts them to underscores (see the module doc).
 fn want_metric_name(ctx: &mut Ctx<'_>, v: &Kind<'_>) {
     let Some(name) = want_str(ctx, v, "metric", false) else {
         return;
@@ -1439,7 +1440,7 @@ impl<'de> Shape<'de> for PointV2<'_, '_> {
             }
         }
         // The model marks both optional, but a point without them is
-        // meaningless (reference §4.1: "needed in practice").
+        // meaningless (docs/datadog.md "Series v2": "needs both in practice").
         if !ts {
             ctx.fail(format_args!("points[{j}].timestamp"), "is required".into());
         }
@@ -1740,7 +1741,7 @@ impl<'de> Shape<'de> for Log<'_, '_> {
         let ctx = self.ctx;
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match &*key.0 {
-                // Reserved attributes Datadog interprets (reference §4.4).
+                // Reserved attributes Datadog interprets (docs/datadog.md "Logs").
                 f @ ("ddsource" | "ddtags" | "hostname" | "service" | "status") => {
                     let v: Kind = map.next_value()?;
                     want_str(ctx, &v, f, true);
@@ -1774,7 +1775,7 @@ struct Event<'c, 'e> {
     ctx: &'c mut Ctx<'e>,
 }
 
-/// Events v1 `alert_type` values (reference §4.5).
+/// Events v1 `alert_type` values (docs/datadog.md "Events v1").
 const ALERT_TYPES: [&str; 7] = [
     "error",
     "warning",
