@@ -1,5 +1,6 @@
-//! The command line: `run`, `check-config`, `demo`, `fakedog`, `tenants`,
-//! `verify`, `store migrate`.
+//! The command line: `run`, `check-config`, `demo`, `bench`, `healthcheck`,
+//! `fakedog`, `tenants`, `verify`, `store migrate`; the commands that talk
+//! to a running relay or work on the store are in `ops.rs`.
 //! `anyhow` lives here and in `main.rs` only; library modules return typed
 //! errors.
 

@@ -27,7 +27,8 @@
 //! tenant to `reauth_required` with a reason an operator can act on.
 //!
 //! This module knows the tenants, the store, the Datadog client and the
-//! config; it knows nothing of HTTP servers, the queue or the pipeline.
+//! config; it knows nothing of HTTP servers or the pipeline, and of the
+//! queue only how a record stores a generation (`queue::stored_generation`).
 
 use std::sync::Arc;
 use std::time::Duration;

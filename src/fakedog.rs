@@ -5,19 +5,23 @@
 //! What it owns:
 //! - **Every site at once, over TLS.** One HTTPS listener serves every host
 //!   of every Datadog site ([`crate::site::SITES`]: web hosts, custom
-//!   subdomains through wildcard SANs, `api.*`, `http-intake.logs.*`) and
+//!   subdomains through wildcard SANs, `api.*`, `http-intake.logs.*`,
+//!   `trace.agent.*`, `event-management-intake.*`) and
 //!   picks the behaviour from the `Host` header (`fakedog/server.rs`). A CA and a
 //!   server certificate are made at start; the CA goes to a file for a relay
 //!   (`[datadog] ca_file` + `[datadog.resolve]`, see [`FakeDog::resolve_map`])
 //!   or curl.
-//! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`), the
-//!   **intakes** (`intake.rs`) and a few **public API reads** with OAuth
+//! - **The OAuth server** (`oauth.rs`, its pages in `pages.rs`), **API
+//!   keys** (`keys.rs`), the **intakes** (`intake.rs`; v2 events' rules in
+//!   `events_v2.rs`, the trace intake's in `traces.rs`) and a few **public
+//!   API reads** with OAuth
 //!   scopes (`api.rs`: monitors, users; `incidents.rs`: create, get and
 //!   list incidents), each enforcing Datadog's documented
 //!   rules and answering Datadog's status codes and bodies (docs/datadog.md
 //!   "OAuth 2.0 for partner integrations", docs/datadog.md "API keys",
 //!   docs/datadog.md "Intakes" and the sections after it).
-//! - **A plain-HTTP control listener** (`control.rs`): inspection, faults and
+//! - **A plain-HTTP control listener** (`control.rs`): inspection, faults
+//!   (`faults.rs`) and
 //!   fakeintake-compatible routes (docs/datadog.md "fakeintake: Datadog's
 //!   test intake").
 //! - **This test-support API** ([`FakeDog`]) and a scripted [`Browser`].

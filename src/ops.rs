@@ -1,6 +1,9 @@
 //! Operator commands: those that talk to a running relay through its admin
-//! API (`ddrelay tenants list|show|disconnect`, `ddrelay verify`), and
-//! `ddrelay store migrate`, which works on the store itself, offline.
+//! API (`ddrelay tenants list|show|disconnect|connect`, where `connect
+//! --fakedog` walks fakedog's consent page with its scripted browser, and
+//! `ddrelay verify`), `ddrelay healthcheck` (a probe of `/healthz` for
+//! container health checks), and `ddrelay store migrate`, which works on
+//! the store itself, offline.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;

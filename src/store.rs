@@ -1,6 +1,7 @@
-//! The credential and tenant store: tenants, their sealed tokens and API
-//! keys, pending OAuth flows, and the outbox of lifecycle events
-//! ([`outbox`]) that webhooks deliver.
+//! The credential and tenant store: tenants (their tags included), their
+//! sealed tokens and API keys, pending OAuth flows, the outbox of lifecycle
+//! events ([`outbox`]) that webhooks deliver, and the hourly usage rows
+//! ([`usage`]). [`copy`] is `ddrelay store migrate`.
 //!
 //! One implementation over `sqlx::AnyPool` serves both backends: SQLite
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when

@@ -1,6 +1,10 @@
-//! The intakes (docs/datadog.md "Intakes"): `/api/v2/series`, `/api/v1/series`,
-//! `/api/v1/events` and `/api/v1/check_run` on `api.<domain>`, `/api/v2/logs`
-//! on `http-intake.logs.<domain>` (any other host: 404).
+//! The intakes (docs/datadog.md "Intakes"), each on its own host (any
+//! other host: 404): `/api/v2/series`, `/api/v1/series`,
+//! `/api/v1/distribution_points`, `/api/v1/events` and `/api/v1/check_run`
+//! on `api.<domain>`, `/api/v2/logs` on `http-intake.logs.<domain>`,
+//! `/api/v2/events` on `event-management-intake.<domain>` (its body rules in
+//! `events_v2.rs`), `/api/v0.2/traces` and `/api/v0.2/stats` on
+//! `trace.agent.<domain>` (decoded in `traces.rs`).
 //!
 //! Each request goes through what Datadog checks, in this order:
 //! 1. `DD-API-KEY` (or the deprecated `api_key` query parameter) must be a
