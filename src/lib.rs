@@ -46,7 +46,7 @@
 //! - [`ops`]: operator commands that talk to a running relay's admin API
 //!   (`tenants`, `verify`, `healthcheck`) and `store migrate`.
 //! - [`sandbox`]: a relay wired to fakedog on loopback; [`demo`] (`ddrelay
-//!   demo`, the tour) and [`bench`] (`ddrelay bench`, the whole-path
+//!   demo`, the tour) and [`bench`](mod@bench) (`ddrelay bench`, the whole-path
 //!   benchmark) are built on it, as are the integration tests.
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
 //! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API

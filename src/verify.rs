@@ -1,5 +1,5 @@
 //! `verify`: Datadog's "Test the OAuth client" checklist (in "OAuth for
-//! Integrations", https://docs.datadoghq.com/developers/integrations/oauth_for_integrations/),
+//! Integrations", <https://docs.datadoghq.com/developers/integrations/oauth_for_integrations/>),
 //! automated for one connected tenant and run inside the relay.
 //!
 //! | step | Datadog's checklist item | passes when |
