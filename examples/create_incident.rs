@@ -14,7 +14,7 @@
 //! (`RELAY_PROXY_TOKEN`, else `RELAY_ADMIN_TOKEN`). The integration's OAuth
 //! client needs the `incident_write` scope; when the customer's grant lacks
 //! it, ddrelay's answer names the scope and this program prints it.
-//! The body is Datadog's `IncidentCreateRequest` (docs/datadog.md,
+//! The body is Datadog's `IncidentCreateRequest` (docs/datadog.md
 //! "Incidents").
 
 use anyhow::Context as _;

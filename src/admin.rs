@@ -8,9 +8,11 @@
 //! configuration, so a rotated `admin_token` takes effect on reload. Errors
 //! are JSON `{"errors": ["..."]}` naming what is wrong.
 //!
-//! This module turns HTTP into calls on `oauth` and `tenant`; queue figures
-//! come through the [`QueueView`] trait so it does not depend on the queue's
-//! internals.
+//! This module turns HTTP into calls on `oauth` (connect), `tenant` (the
+//! directory), `credentials` (disconnect), `verify`, `tags` and `usage`
+//! (`GET /v1/tenants/{tenant}/usage`); queue, delivery and ingest figures
+//! come through the [`QueueView`], [`DeliveryView`] and [`RelayView`]
+//! traits so it does not depend on their internals.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

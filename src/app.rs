@@ -7,8 +7,14 @@
 //! - `public_listen` (browser-facing): the OAuth callback and nothing else,
 //!   served by [`public::serve`] (header-read timeout, bounded heads and
 //!   connections);
-//! - `api_listen` (partner-facing): ingest, the admin API, the pull-side
-//!   proxy, `/metrics`, `/healthz`, `/readyz`.
+//! - `api_listen` (partner-facing): ingest and the trace API, the admin
+//!   API and the status page, the pull-side proxy, `/metrics`, `/healthz`,
+//!   `/readyz`.
+//!
+//! It also runs what belongs to no request: delivery, the grant check, the
+//! webhook sender, the housekeeping loop (tenant sync, discarding a
+//! disconnected tenant's queue, ageing out held data, queue gauges,
+//! expired flows, the usage flush) and reloads on SIGHUP ([`Reloader`]).
 
 use std::net::SocketAddr;
 use std::path::Path;

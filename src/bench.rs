@@ -6,9 +6,16 @@
 //! its CPU time and RSS are read from `/proc/<pid>` alone), connects N
 //! tenants through the real OAuth flow, then drives keep-alive HTTP load
 //! with pre-built bodies (series with tags, logs of 300 B to 2 KB, events,
-//! service checks) in phases:
-//! - `series` and `logs`: closed-loop saturation, everything durable (202
-//!   means fsync'd) and delivered to fakedog before the phase ends;
+//! service checks, traces as a tracing library sends them) in phases:
+//! - idle RSS, before and after the tenants connect;
+//! - `steady`: a mix of every kind at a fixed rate spread over every tenant
+//!   (`--steady-mib`), for the peak RSS and the acknowledgement latency;
+//! - `series`, `logs` and `traces`: closed-loop saturation, everything
+//!   durable (202 means fsync'd) and delivered to fakedog before the phase
+//!   ends;
+//! - `logs_one_tenant`: the logs phase with one tenant alone, beside many;
+//! - `refused`: the relay CPU a request refused from its headers costs,
+//!   beside an accepted one;
 //! - `latency`: open loop at half load (half the series rate the relay
 //!   *delivered*, its sustainable maximum: acceptance beyond delivery only
 //!   lasts until the queue quotas fill), for p50/p99/p99.9 of the ingest
@@ -760,7 +767,8 @@ fn cpu_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One of issue 8's targets for this 2-core machine, beside its figure.
+/// One of the performance targets for this 2-core machine (BENCHMARKS.md
+/// "Where the performance targets stand"), beside its figure.
 struct Target {
     key: &'static str,
     name: &'static str,

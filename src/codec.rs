@@ -1,6 +1,7 @@
 //! Body codecs: bounded decompression of what clients send, and one-shot
-//! compression. Used by the ingest API and by fakedog; the pipeline's
-//! size-exact streaming encoder lives in `pipeline/encode.rs`.
+//! compression. Used by the ingest API, fakedog, `verify` and the bench;
+//! the pipeline's size-exact streaming encoder lives in
+//! `pipeline/encode.rs`.
 //!
 //! Decompression is always bounded: a body that inflates past `limit` stops
 //! with [`CodecError::TooLarge`] after reading at most `limit + 1` bytes of

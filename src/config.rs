@@ -82,7 +82,8 @@ pub struct OAuthConfig {
     pub grant_check_interval: Duration,
     /// Scopes sent on the authorize URL. Empty (the default): no `scope`
     /// parameter, since marketplace clients get their scopes from the
-    /// Developer Platform (reference §1.3, UNCONFIRMED whether to send it).
+    /// Developer Platform (UNCONFIRMED whether to send it: docs/datadog.md
+    /// "Authorize").
     pub scopes: Vec<String>,
 }
 
@@ -111,7 +112,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a client of `public_listen` may take to send a request's
     /// headers (also how long an idle keep-alive connection stays open):
-    /// a slow client is cut off after it (SECURITY.md, "Slow clients").
+    /// a slow client is cut off after it (SECURITY.md "Threats and how they
+    /// are met": slow clients on the public listener).
     #[serde(serialize_with = "ser_duration")]
     pub public_header_timeout: Duration,
 }

@@ -27,7 +27,8 @@
 //! tenant to `reauth_required` with a reason an operator can act on.
 //!
 //! This module knows the tenants, the store, the Datadog client and the
-//! config; it knows nothing of HTTP servers, the queue or the pipeline.
+//! config; it knows nothing of HTTP servers or the pipeline, and of the
+//! queue only how a record stores a generation (`queue::stored_generation`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Clie
      the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
 
 /// Refresh an access token this long before it expires (Datadog's own
-/// clients use a 300 s buffer, reference §7.6).
+/// clients use a 300 s buffer: docs/datadog.md "Token").
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
 /// A token refreshed by a concurrent caller (here or on another replica) is

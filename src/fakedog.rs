@@ -5,19 +5,25 @@
 //! What it owns:
 //! - **Every site at once, over TLS.** One HTTPS listener serves every host
 //!   of every Datadog site ([`crate::site::SITES`]: web hosts, custom
-//!   subdomains through wildcard SANs, `api.*`, `http-intake.logs.*`) and
+//!   subdomains through wildcard SANs, `api.*`, `http-intake.logs.*`,
+//!   `trace.agent.*`, `event-management-intake.*`) and
 //!   picks the behaviour from the `Host` header (`fakedog/server.rs`). A CA and a
 //!   server certificate are made at start; the CA goes to a file for a relay
 //!   (`[datadog] ca_file` + `[datadog.resolve]`, see [`FakeDog::resolve_map`])
 //!   or curl.
-//! - **The OAuth server** (`oauth.rs`), **API keys** (`keys.rs`), the
-//!   **intakes** (`intake.rs`) and a few **public API reads** with OAuth
+//! - **The OAuth server** (`oauth.rs`, its pages in `pages.rs`), **API
+//!   keys** (`keys.rs`), the **intakes** (`intake.rs`; v2 events' rules in
+//!   `events_v2.rs`, the trace intake's in `traces.rs`) and a few **public
+//!   API reads** with OAuth
 //!   scopes (`api.rs`: monitors, users; `incidents.rs`: create, get and
 //!   list incidents), each enforcing Datadog's documented
-//!   rules and answering Datadog's status codes and bodies
-//!   (`shared/reference/datadog-api.md` §1, §2, §4).
-//! - **A plain-HTTP control listener** (`control.rs`): inspection, faults and
-//!   fakeintake-compatible routes (reference §6).
+//!   rules and answering Datadog's status codes and bodies (docs/datadog.md
+//!   "OAuth 2.0 for partner integrations", docs/datadog.md "API keys",
+//!   docs/datadog.md "Intakes" and the sections after it).
+//! - **A plain-HTTP control listener** (`control.rs`): inspection, faults
+//!   (`faults.rs`) and
+//!   fakeintake-compatible routes (docs/datadog.md "fakeintake: Datadog's
+//!   test intake").
 //! - **This test-support API** ([`FakeDog`]) and a scripted [`Browser`].
 //!
 //! What it must not know: anything about the relay (tenants, queues,
@@ -25,10 +31,10 @@
 //! from `site.rs`, limits and windows from [`Endpoint`], codecs from
 //! `codec.rs`.
 //!
-//! Where the reference marks a Datadog behaviour UNCONFIRMED, fakedog takes
-//! the reading the reference recommends and says so in the module that
-//! implements it. Requests that break a documented rule are also recorded as
-//! [`Violation`]s: the relay's tests assert there are none.
+//! Where docs/datadog.md marks a Datadog behaviour UNCONFIRMED, fakedog takes
+//! the reading it names and says so in the module that implements it.
+//! Requests that break a documented rule are also recorded as [`Violation`]s:
+//! the relay's tests assert there are none.
 
 mod api;
 mod browser;

@@ -1,13 +1,22 @@
 //! The Datadog-compatible ingest API: what the partner's Datadog clients
 //! send to the relay, checked before anything is queued.
 //!
-//! [`validate`] is the pure check and normalization of request bodies;
-//! [`api`] and [`traces`] the HTTP handlers that call it (tenant lookup,
-//! body decompression, status codes); [`budget`] the decoding memory;
-//! [`figures`] the per-tenant refused requests and accepted rates
-//! operators see; [`test_event`] the event queued for a tenant when it
-//! connects. Nothing under `ingest` knows compression for delivery,
-//! retries or Datadog hosts.
+//! - [`api`]: the Datadog-compatible endpoints of the JSON kinds (tenant
+//!   lookup, bounded decompression, status codes, the durable append, usage
+//!   counts);
+//! - [`validate`]: the pure check and normalization of their bodies, and
+//!   adding the tenant's tags and the integration's source to the items;
+//! - [`traces`]: the Agent's trace API for tracing libraries (spans decoded
+//!   and checked by [`crate::traces`], their stats computed, both appended
+//!   at once);
+//! - [`budget`]: the memory that decoding may hold at once;
+//! - [`figures`]: the per-tenant refused requests and accepted rates
+//!   operators see;
+//! - [`test_event`]: the event queued for a tenant when it connects.
+//!
+//! A large logs request is packed at ingest into the payload delivery will
+//! send (`pipeline::record`, which owns that format and its compression);
+//! nothing under `ingest` knows retries or Datadog hosts.
 
 pub mod api;
 pub mod budget;

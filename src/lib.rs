@@ -9,9 +9,10 @@
 //! - [`site`]: every Datadog site, host and intake limit (the only place a
 //!   Datadog hostname is written).
 //! - [`secret`]: the redacting [`secret::Secret`] type and sealing at rest.
-//! - [`store`]: tenants, sealed credentials, pending OAuth flows and the
-//!   lifecycle webhook outbox (SQLite by default, PostgreSQL for several
-//!   replicas).
+//! - [`store`]: tenants, sealed credentials, pending OAuth flows, the
+//!   lifecycle webhook outbox and the hourly usage rows (SQLite by default,
+//!   PostgreSQL for several replicas); `store migrate` copies one store into
+//!   another.
 //! - [`tags`]: Datadog's tag rules, for a tenant's own tags and the
 //!   integration's source name.
 //! - [`codec`]: bounded decompression and compression of bodies.
@@ -38,8 +39,15 @@
 //!   hygiene, limits, streaming; the refresh policy is [`credentials`]'s).
 //! - [`webhooks`]: lifecycle webhooks to the partner (signed, from the
 //!   store's outbox, in order per tenant, one replica sending).
-//! - [`telemetry`]: logs and Prometheus metrics.
-//! - [`sandbox`]: a relay wired to fakedog on loopback (demo, benches, tests).
+//! - [`usage`]: usage per tenant, kind and hour (counted in memory by ingest
+//!   and delivery, flushed to the store, read by the admin API).
+//! - [`telemetry`]: logs, Prometheus metrics (no per-tenant label), the
+//!   process metrics and per-minute rates.
+//! - [`ops`]: operator commands that talk to a running relay's admin API
+//!   (`tenants`, `verify`, `healthcheck`) and `store migrate`.
+//! - [`sandbox`]: a relay wired to fakedog on loopback; [`demo`] (`ddrelay
+//!   demo`, the tour) and [`bench`](mod@bench) (`ddrelay bench`, the whole-path
+//!   benchmark) are built on it, as are the integration tests.
 //! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
 //! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
 //!   keys, intakes, faults) behind `ddrelay fakedog` and every test.

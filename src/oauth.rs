@@ -12,8 +12,10 @@
 //!   refused before any outbound request.
 //! - Pages never show a secret and escape every value.
 //!
-//! Token and key HTTP calls are in `datadog.rs`; credentials and state in
-//! `tenant.rs`; this module decides the flow.
+//! This module decides the flow; what the callback's code becomes (the
+//! token exchange, the API key, storing them sealed, the tenant's new
+//! state) is `credentials.rs`'s ([`crate::credentials::Credentials`]), and
+//! the pending flows are rows of the store.
 
 pub mod pages;
 pub mod pkce;

@@ -1,6 +1,9 @@
 //! Operator commands: those that talk to a running relay through its admin
-//! API (`ddrelay tenants list|show|disconnect`, `ddrelay verify`), and
-//! `ddrelay store migrate`, which works on the store itself, offline.
+//! API (`ddrelay tenants list|show|disconnect|connect`, where `connect
+//! --fakedog` walks fakedog's consent page with its scripted browser, and
+//! `ddrelay verify`), `ddrelay healthcheck` (a probe of `/healthz` for
+//! container health checks), and `ddrelay store migrate`, which works on
+//! the store itself, offline.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -207,7 +210,7 @@ fn onboarding_site(value: &str) -> Result<String, String> {
 /// pins them, and the callback's host to the relay's public listener.
 fn fakedog_browser(config: &Config) -> Result<crate::fakedog::Browser, String> {
     let not_fakedog = "--fakedog needs a relay configured for fakedog: [datadog] ca_file and \
-                       [datadog.resolve] (docs/fakedog.md, \"Point a relay at it\")";
+                       [datadog.resolve] (docs/fakedog.md \"Point a relay at it\")";
     let ca_file = config.datadog.ca_file.as_ref().ok_or(not_fakedog)?;
     let ca = std::fs::read_to_string(ca_file)
         .map_err(|e| format!("datadog.ca_file {}: {e}", ca_file.display()))?;

@@ -1,8 +1,8 @@
 //! The pull-side proxy: `/v1/tenants/{tenant}/datadog/{path}` on
 //! `api_listen`. Any method, query and body is forwarded to
 //! `https://api.<tenant's domain>/{path}` with the tenant's OAuth access
-//! token as `Authorization: Bearer` (reference §1.7; seed "OAuth2 in
-//! Datadog" step 7), and Datadog's answer (status, headers such as
+//! token as `Authorization: Bearer` (docs/datadog.md "Calling Datadog's API
+//! with the access token"), and Datadog's answer (status, headers such as
 //! `X-RateLimit-*`, body) is streamed back. The partner's backend never
 //! touches a token or a region.
 //!

@@ -4,10 +4,10 @@
 //! (or fakedog) builds for Datadog comes from [`Site`] and [`Endpoint`]; no
 //! other module assembles a host string.
 //!
-//! Facts come from `shared/reference/datadog-api.md` §3 (sites and hosts,
-//! sourced from Datadog's `regions.config.js` and the OpenAPI `site` enum) and
-//! §4 (intake limits). Where the reference says UNCONFIRMED we pick the safe
-//! reading and say so next to the constant.
+//! Facts come from docs/datadog.md "Sites and hosts" (sourced from Datadog's
+//! `regions.config.js` and the OpenAPI `site` enum) and its sections on each
+//! intake, from docs/datadog.md "Intakes" on. Where a fact is UNCONFIRMED we
+//! pick the safe reading and say so next to the constant.
 //!
 //! Two inputs arrive from outside and are parsed here:
 //! - the `site` parameter Datadog passes to the partner's onboarding URL (a
@@ -32,11 +32,13 @@ pub struct Site {
     /// API host is `api.<domain>`, logs intake `http-intake.logs.<domain>`.
     pub domain: &'static str,
     /// The web (app) host, where users sign in and authorize.
-    /// `app.` is prefixed only for US1, EU1 and US1-FED (reference §3).
+    /// `app.` is prefixed only for US1, EU1 and US1-FED (docs/datadog.md
+    /// "Sites and hosts").
     pub web_host: &'static str,
 }
 
-/// Every Datadog site in `datadog-api.md` §3, in the order Datadog lists them.
+/// Every Datadog site, in the order of the table in docs/datadog.md "Sites
+/// and hosts".
 pub static SITES: [Site; 9] = [
     Site {
         name: "US1",
@@ -101,7 +103,7 @@ pub enum HostKind {
     Logs,
     /// `trace.agent.<domain>`: traces and their stats.
     Trace,
-    /// `event-management-intake.<domain>`: v2 events (`docs/datadog.md`
+    /// `event-management-intake.<domain>`: v2 events (docs/datadog.md
     /// "Events v2": on all nine sites).
     Events,
 }
@@ -368,7 +370,7 @@ pub enum Encoding {
     Identity,
     Gzip,
     /// zlib-wrapped deflate: what Datadog's clients mean by `deflate`
-    /// (reference §4: GO-CLI uses `zlib.NewWriter`).
+    /// (Datadog's Go client uses `zlib.NewWriter`: docs/datadog.md "Intakes").
     Deflate,
     /// Zstandard; Datadog's spec spells the series token `zstd1`.
     Zstd,
@@ -569,10 +571,12 @@ impl Endpoint {
         }
     }
 
-    /// Datadog's per-request limits (reference §4).
+    /// Datadog's per-request limits (docs/datadog.md, the section of each
+    /// intake).
     pub fn limits(self) -> Limits {
         match self {
-            // §4.1: "maximum payload size is 500 kilobytes (512000 bytes)",
+            // docs/datadog.md "Series v2": "maximum payload size is 500
+            // kilobytes (512000 bytes)",
             // "decompressed size of less than 5 megabytes (5242880 bytes)".
             // Items: no documented cap (UNCONFIRMED); the Agent caps itself
             // at 10,000 points per payload, we cap series objects the same.
@@ -582,18 +586,20 @@ impl Endpoint {
                 max_items: 10_000,
                 max_item: 512 * 1024,
             },
-            // §4.2: 3.2 MB compressed, 62 MiB decompressed. We never build
-            // payloads that large: the v2 caps keep batches small and safe.
+            // docs/datadog.md "Series v1": 3.2 MB compressed, 62 MiB
+            // decompressed. We never build payloads that large: the v2 caps
+            // keep batches small and safe.
             Endpoint::SeriesV1 => Limits {
                 max_compressed: 3_200_000,
                 max_uncompressed: 5_242_880 - 1,
                 max_items: 10_000,
                 max_item: 512 * 1024,
             },
-            // §4.4: "5MB" uncompressed per payload (safe reading: 5,000,000
-            // bytes, as Vector uses), 1000 entries, 1 MB per log (safe reading
-            // 1,000,000 bytes; a longer log is cut at ingest, as Datadog
-            // cuts it: docs/datadog.md "What Datadog accepts and drops or cuts").
+            // docs/datadog.md "Logs": "5MB" uncompressed per payload (safe
+            // reading: 5,000,000 bytes, as Vector uses), 1000 entries, 1 MB
+            // per log (safe reading 1,000,000 bytes; a longer log is cut at
+            // ingest, as Datadog cuts it: docs/datadog.md "What Datadog
+            // accepts and drops or cuts").
             Endpoint::Logs => Limits {
                 max_compressed: 5_000_000,
                 max_uncompressed: 5_000_000,
@@ -618,17 +624,19 @@ impl Endpoint {
                 max_items: 1,
                 max_item: 256 * 1024,
             },
-            // §4.5 and peers: one event per request. Max request size is
-            // UNCONFIRMED; an event is a title plus ≤ 4000 characters of text,
-            // so 256 KiB leaves room for tags while staying far below any cap.
+            // docs/datadog.md "Events v1": one event per request. Max request
+            // size is UNCONFIRMED; an event is a title plus ≤ 4000 characters
+            // of text, so 256 KiB leaves room for tags while staying far
+            // below any cap.
             Endpoint::Events => Limits {
                 max_compressed: 256 * 1024,
                 max_uncompressed: 256 * 1024,
                 max_items: 1,
                 max_item: 256 * 1024,
             },
-            // §4.7: limits UNCONFIRMED; the Agent's generic caps (2.5 MB
-            // compressed / 4 MB uncompressed) and Saluki's 100 checks per payload.
+            // docs/datadog.md "Service checks": limits UNCONFIRMED; the
+            // Agent's caps (2.5 MB compressed / 4 MB uncompressed) and
+            // Saluki's 100 checks per payload.
             Endpoint::CheckRun => Limits {
                 max_compressed: 2_500_000,
                 max_uncompressed: 4_000_000,
@@ -662,7 +670,8 @@ impl Endpoint {
         }
     }
 
-    /// Datadog's timestamp acceptance window (reference §4).
+    /// Datadog's timestamp acceptance window (docs/datadog.md, the section
+    /// of each intake).
     pub fn window(self) -> Window {
         match self {
             // "not more than ten minutes in the future or more than one hour in the past"
@@ -701,8 +710,8 @@ impl Endpoint {
 
     /// The encoding ddrelay uses when it sends to this endpoint by default.
     /// check_run: Datadog documents no encoding; the Agent sends zlib
-    /// (`deflate`), so we do the same. Everything else: gzip (§4: "gzip is
-    /// accepted on all of series v1/v2, logs and events").
+    /// (`deflate`), so we do the same. Everything else: gzip, accepted on
+    /// series v1 and v2 and logs (docs/datadog.md "Intakes").
     pub fn default_encoding(self) -> Encoding {
         match self {
             Endpoint::CheckRun => Encoding::Deflate,
@@ -736,10 +745,11 @@ impl Endpoint {
         }
     }
 
-    /// Datadog's success status for this endpoint (§4.8: v1 logs 200,
-    /// everything else 202). The trace intake answers 200 in Datadog's own
-    /// test double (any 2xx is success to its senders; UNCONFIRMED which);
-    /// the stats intake 202, the only answer its senders accept.
+    /// Datadog's success status for this endpoint (docs/datadog.md "Status
+    /// codes": v1 logs 200, everything else 202). The trace intake answers
+    /// 200 in Datadog's own test double (any 2xx is success to its senders;
+    /// UNCONFIRMED which); the stats intake 202, the only answer its senders
+    /// accept.
     pub fn success_status(self) -> u16 {
         match self {
             Endpoint::Traces => 200,

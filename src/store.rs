@@ -1,6 +1,7 @@
-//! The credential and tenant store: tenants, their sealed tokens and API
-//! keys, pending OAuth flows, and the outbox of lifecycle events
-//! ([`outbox`]) that webhooks deliver.
+//! The credential and tenant store: tenants (their tags included), their
+//! sealed tokens and API keys, pending OAuth flows, the outbox of lifecycle
+//! events ([`outbox`]) that webhooks deliver, and the hourly usage rows
+//! ([`usage`]). [`copy`] is `ddrelay store migrate`.
 //!
 //! One implementation over `sqlx::AnyPool` serves both backends: SQLite
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when
@@ -67,7 +68,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// A tenant's lifecycle state (contract: "The OAuth flow", step 4).
+/// A tenant's lifecycle state, as the admin API reports it (`state` in
+/// `GET /v1/tenants/{tenant}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {

@@ -35,7 +35,8 @@ impl std::fmt::Debug for LogHandle {
 }
 
 impl LogHandle {
-    /// Applies `level` unless `RUST_LOG` is set (it wins, per the contract).
+    /// Applies `level` unless `RUST_LOG` is set (it wins, as `[log] level` in
+    /// `config/ddrelay.toml` says).
     pub fn set_level(&self, level: &str) -> Result<(), String> {
         if std::env::var_os("RUST_LOG").is_some() {
             return Ok(());

@@ -14,8 +14,9 @@
 //! committed elsewhere is never skipped. A re-read that changes a tenant's
 //! key, site or generation empties its cache slots.
 //!
-//! This module knows the store; it knows nothing of Datadog, HTTP servers,
-//! the queue or the pipeline.
+//! This module knows the store; it knows nothing of Datadog, HTTP servers
+//! or the pipeline, and of the queue only how a record stores a generation
+//! (`queue::stored_generation`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Small string helpers shared by modules that otherwise know nothing of
-//! each other (the proxy's explanations, the trace span rules).
+//! each other (the proxy's explanations, the trace span rules, the webhook
+//! outbox's last error).
 
 /// `s` cut to at most `max` bytes, on a character boundary.
 pub fn clip(s: &str, max: usize) -> &str {

@@ -1,6 +1,6 @@
-//! `verify`: Datadog's "Test the OAuth client" checklist
-//! (docs: developers/integrations/oauth_for_integrations, "Test the OAuth
-//! client"), automated for one connected tenant and run inside the relay.
+//! `verify`: Datadog's "Test the OAuth client" checklist (in "OAuth for
+//! Integrations", <https://docs.datadoghq.com/developers/integrations/oauth_for_integrations/>),
+//! automated for one connected tenant and run inside the relay.
 //!
 //! | step | Datadog's checklist item | passes when |
 //! |---|---|---|
@@ -8,21 +8,23 @@
 //! | `site` | test multiple sites | the tenant's site is a known Datadog site and still allowed |
 //! | `authorization` | authorization works | a forced token refresh at `api.<domain>` succeeds |
 //! | `api_key` | create an API key | the stored key validates (`GET /api/v1/validate`) |
-//! | `host_api`, `host_logs` | cross-regional support | each intake host resolves and answers HTTP over TLS |
+//! | `host_api`, `host_logs`, `host_trace` | cross-regional support | each intake host resolves and answers HTTP over TLS |
 //! | `intake_*` | data flow | one item tagged `ddrelay:verify` of each kind gets a 2xx, sent with the tenant's key |
 //! | `scopes` | data flow for all scopes | the granted scopes include `oauth.scopes` and `api_keys_write` |
 //!
 //! Side effects, all deliberate: the forced refresh rotates the tenant's
 //! tokens (stored as any refresh is), and a refused grant moves the tenant to
-//! `reauth_required`, exactly as delivery would; four test items land in the
-//! customer's Datadog account, tagged `ddrelay:verify`.
+//! `reauth_required`, exactly as delivery would; five test items (a series,
+//! a log, an event, a service check and a span) land in the customer's
+//! Datadog account, tagged `ddrelay:verify`.
 //!
 //! Every step is bounded so the whole checklist answers within the admin
 //! API's `server.request_timeout`. No step's detail carries a secret: keys
 //! are named by their last four characters at most.
 //!
-//! This module knows `tenant`, `datadog`, `site` and `codec`; it knows
-//! nothing of HTTP servers (the admin API serves its [`Report`]).
+//! This module knows `tenant`, `credentials` (the forced refresh),
+//! `datadog`, `site`, `codec` and `traces` (the test span); it knows nothing
+//! of HTTP servers (the admin API serves its [`Report`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,8 @@
 //! events (`store/outbox.rs`) to the partner's `[webhooks] url`, signed,
 //! at-least-once, in order per tenant, by one replica at a time.
 //!
-//! The contract ("Lifecycle webhooks" in README.md): one JSON object per
+//! The contract with the partner (README.md "Lifecycle webhooks: tell your
+//! UI who must reconnect"): one JSON object per
 //! state change, `POST`ed with `DD-Relay-Signature: t=<unix
 //! seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (`webhooks/sign.rs`),
 //! retried with backoff until a `2xx`; the receiver deduplicates by `id`.

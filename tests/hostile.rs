@@ -1,5 +1,5 @@
-//! Hostile input, written against the contract (shared/contract.md) and
-//! SECURITY.md rather than the code:
+//! Hostile input, written against what README.md promises and SECURITY.md
+//! rather than the code:
 //! - the public listener serves the OAuth callback and nothing else, and
 //!   survives oversized and malformed requests;
 //! - every admin route, and the status page, refuses a missing or wrong

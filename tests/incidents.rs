@@ -1,6 +1,6 @@
 //! Incidents through the pull-side proxy, against fakedog's incidents API
 //! (`POST`/`GET /api/v2/incidents`, `GET /api/v2/incidents/{id}`, scopes
-//! `incident_write` and `incident_read`; docs/datadog.md, "Incidents"):
+//! `incident_write` and `incident_read`; docs/datadog.md "Incidents"):
 //! an incident created for one tenant lands in that tenant's org only and
 //! reads back through the proxy, an expired access token is refreshed and
 //! the incident created exactly once, and a grant without `incident_write`

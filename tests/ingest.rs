@@ -1,7 +1,7 @@
 //! Ingest and delivery end to end against fakedog over TLS: every kind for
 //! tenants on several sites at once, every encoding, large and bursty inputs
 //! within Datadog's limits, bad input answered per item with nothing queued,
-//! and the status codes of the contract.
+//! and the status codes README.md "Sending a customer's data" lists.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -611,7 +611,7 @@ async fn a_burst_of_large_bodies_stays_within_the_decoding_memory() {
 
 /// Every answer is Datadog-shaped JSON, an unknown path and a wrong method
 /// included: Datadog's clients parse `{"errors": [...]}` from every error.
-/// Before, both were bodiless (issue 22).
+/// Before, both were bodiless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_methods_answer_datadog_shaped_json() {
     let dog = dog().await;
@@ -638,7 +638,7 @@ async fn unknown_paths_and_methods_answer_datadog_shaped_json() {
 
 /// `GET /api/v1/validate` answers for the named tenant as Datadog does for
 /// a valid or invalid key, and `api_key` in the query names the tenant
-/// after the two headers. Before, both were 404 and 400 (issue 22).
+/// after the two headers. Before, both were 404 and 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_and_the_api_key_query_parameter_work_as_at_datadog() {
     let dog = dog().await;

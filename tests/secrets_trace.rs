@@ -1,9 +1,9 @@
-//! No secret leaks, end to end (contract, "Operations"; SECURITY.md,
-//! "Secrets at rest and in logs"). One relay run connects tenants on
-//! several sites, delivers data, rotates tokens, lets a key be refused and
-//! replaced, and disconnects a tenant; then every secret the run used (the
-//! client secret, the admin token, the master key, every access and refresh
-//! token and API key any tenant held) is searched for in:
+//! No secret leaks, end to end (ARCHITECTURE.md "Secrets"; SECURITY.md
+//! "Threats and how they are met": secrets at rest and in logs). One relay
+//! run connects tenants on several sites, delivers data, rotates tokens, lets
+//! a key be refused and replaced, and disconnects a tenant; then every secret
+//! the run used (the client secret, the admin token, the master key, every
+//! access and refresh token and API key any tenant held) is searched for in:
 //! - every log line, at `debug` for all crates and `trace` for ddrelay;
 //! - `/metrics`, `/healthz`, the admin API's answers and the status page;
 //! - `ddrelay check-config` output (the real binary);

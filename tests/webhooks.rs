@@ -3,7 +3,8 @@
 //!
 //! - connect, a revoked grant (reauth) and a disconnect arrive as
 //!   `tenant.connected`, `tenant.reauth_required`, `tenant.disconnected`,
-//!   in order, with the contract's fields and no secret; the receiver
+//!   in order, with the fields README.md "Lifecycle webhooks: tell your UI
+//!   who must reconnect" lists and no secret; the receiver
 //!   refuses the first deliveries and they are retried;
 //! - a relay killed (SIGKILL) while deliveries are in flight and started
 //!   again delivers every event, exactly once after deduplication by `id`,

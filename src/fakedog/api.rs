@@ -1,5 +1,6 @@
 //! A few endpoints of Datadog's public REST API, read with an OAuth access
-//! token (reference §1.7): what the pull-side proxy's tests and a partner's
+//! token (docs/datadog.md "Calling Datadog's API with the access token"):
+//! what the pull-side proxy's tests and a partner's
 //! on-call tool rehearsal need, nothing more.
 //!
 //! | route (on `api.<domain>` only) | scope | answers |
@@ -13,10 +14,10 @@
 //! unknown, expired or revoked token, a token without the route's scope, or a
 //! token of another site's org (also a [`ViolationKind::WrongSite`]) gets
 //! 403 `{"errors":["Forbidden"]}`: "a missing scope or an expired or invalid
-//! token gives 403" (reference §1.7, DOC-API-INT troubleshooting; Nango's
-//! third-party claim of 401 for a missing scope is UNCONFIRMED, so 401 is
-//! only produced by a fault). Scope names are Datadog's: `monitors_read`,
-//! `monitors_write`, `user_access_read` (SPEC-V1/V2 `AuthZ` scopes).
+//! token gives 403" (Datadog's troubleshooting; a third party's claim of
+//! 401 for a missing scope is UNCONFIRMED, so 401 is only produced by a
+//! fault). Scope names are Datadog's: `monitors_read`, `monitors_write`,
+//! `user_access_read` (docs/datadog.md "Scopes of the pull-side endpoints").
 //!
 //! Successful answers carry Datadog's `X-RateLimit-Limit`, `-Period`,
 //! `-Remaining`, `-Reset` and `-Name` headers with fixed values; real rate

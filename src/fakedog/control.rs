@@ -1,10 +1,10 @@
 //! The plain-HTTP control listener: inspection and faults, in JSON.
 //!
-//! fakedog's own API lives under `/fakedog/`; fakeintake's (Datadog's
-//! test intake, reference §6) under `/fakeintake/`, with the same routes and
-//! body shapes so tools written for fakeintake work. Everything here is for
-//! the operator or the test on the same machine; it is never served on the
-//! TLS listener.
+//! fakedog's own API lives under `/fakedog/`; fakeintake's (Datadog's test
+//! intake, docs/datadog.md "fakeintake: Datadog's test intake") under
+//! `/fakeintake/`, with the same routes and body shapes so tools written for
+//! fakeintake work. Everything here is for the operator or the test on the
+//! same machine; it is never served on the TLS listener.
 //!
 //! | route | does |
 //! |---|---|

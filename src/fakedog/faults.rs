@@ -212,7 +212,7 @@ impl Fault {
         }
         let retry = self.retry_after_secs.or((status == 429).then_some(1));
         if status == 429 {
-            // Datadog's rate-limit headers (reference §4, rate limits).
+            // Datadog's rate-limit headers (docs/datadog.md "Rate limits").
             let reset = retry.unwrap_or(1);
             for (name, value) in [
                 ("x-ratelimit-limit", "100".to_string()),

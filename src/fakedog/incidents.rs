@@ -1,6 +1,6 @@
 //! Datadog's Incidents API v2, the three calls a partner integration needs
 //! to open an incident in a customer's org and read it back
-//! (docs/datadog.md, "Incidents"), on `api.<domain>` with an OAuth access
+//! (docs/datadog.md "Incidents"), on `api.<domain>` with an OAuth access
 //! token:
 //!
 //! | route | scope | answers |

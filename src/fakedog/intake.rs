@@ -1,6 +1,10 @@
-//! The intakes (reference §4): `/api/v2/series`, `/api/v1/series`,
-//! `/api/v1/events` and `/api/v1/check_run` on `api.<domain>`, `/api/v2/logs`
-//! on `http-intake.logs.<domain>` (any other host: 404).
+//! The intakes (docs/datadog.md "Intakes"), each on its own host (any
+//! other host: 404): `/api/v2/series`, `/api/v1/series`,
+//! `/api/v1/distribution_points`, `/api/v1/events` and `/api/v1/check_run`
+//! on `api.<domain>`, `/api/v2/logs` on `http-intake.logs.<domain>`,
+//! `/api/v2/events` on `event-management-intake.<domain>` (its body rules in
+//! `events_v2.rs`), `/api/v0.2/traces` and `/api/v0.2/stats` on
+//! `trace.agent.<domain>` (decoded in `traces.rs`).
 //!
 //! Each request goes through what Datadog checks, in this order:
 //! 1. `DD-API-KEY` (or the deprecated `api_key` query parameter) must be a
@@ -56,9 +60,10 @@ use super::state::{Payload, Shared, State, ViolationKind, slot};
 /// client a little over a limit reads a 413 rather than a reset connection.
 const READ_CAP: usize = 64 << 20;
 
-/// Event `text`: "maxLength 4000" (SPEC-V1 `EventCreateRequest`).
+/// Event `text`: "maxLength 4000" (`EventCreateRequest`, docs/datadog.md
+/// "Events v1").
 const EVENT_TEXT_MAX: usize = 4000;
-/// Event `aggregation_key`: "maxLength 100" (SPEC-V1).
+/// Event `aggregation_key`: "maxLength 100" (docs/datadog.md "Events v1").
 const EVENT_AGGREGATION_KEY_MAX: usize = 100;
 const EVENT_PRIORITIES: [&str; 2] = ["normal", "low"];
 const EVENT_ALERT_TYPES: [&str; 7] = [
@@ -70,7 +75,7 @@ const EVENT_ALERT_TYPES: [&str; 7] = [
     "recommendation",
     "snapshot",
 ];
-/// v1 series `type` (SPEC-V1 `Series.type`).
+/// v1 series `type` (docs/datadog.md "Series v1").
 const V1_TYPES: [&str; 4] = ["", "count", "gauge", "rate"];
 
 /// Why a request was refused after its key was accepted.
@@ -109,7 +114,7 @@ impl Reject {
 }
 
 /// Datadog's error body for `endpoint`: `{"errors":[".."]}`, or for logs
-/// `{"errors":[{"status","title","detail"}]}` (reference §4.4).
+/// `{"errors":[{"status","title","detail"}]}` (docs/datadog.md "Logs").
 fn error_response(endpoint: Endpoint, status: StatusCode, detail: &str) -> Response {
     let body = if endpoint == Endpoint::Logs {
         serde_json::json!({"errors": [{
@@ -501,7 +506,8 @@ trait Timestamped {
     fn timestamp(&self) -> i64;
 }
 
-/// v2 point `{"timestamp": i64, "value": f64}` (RUST-CLI `MetricPoint`).
+/// v2 point `{"timestamp": i64, "value": f64}` (`MetricPoint`, docs/datadog.md
+/// "Series v2").
 #[derive(Deserialize)]
 struct PointV2 {
     timestamp: i64,
@@ -515,7 +521,8 @@ impl Timestamped for PointV2 {
     }
 }
 
-/// v1 point `[timestamp, value]`, exactly two numbers (SPEC-V1 `Point`).
+/// v1 point `[timestamp, value]`, exactly two numbers (`Point`,
+/// docs/datadog.md "Series v1").
 #[derive(Deserialize)]
 struct PointV1(f64, #[allow(dead_code)] f64);
 
@@ -525,8 +532,8 @@ impl Timestamped for PointV1 {
     }
 }
 
-/// A distribution point `[timestamp, [values...]]` (SPEC-V1
-/// `DistributionPoint`): a timestamp and a list of numbers.
+/// A distribution point `[timestamp, [values...]]` (`DistributionPoint`,
+/// docs/datadog.md "Distribution points"): a timestamp and a list of numbers.
 #[derive(Deserialize)]
 struct PointDist(f64, #[allow(dead_code)] Vec<f64>);
 
@@ -578,8 +585,8 @@ struct SeriesTop<'a> {
     series: Option<Vec<&'a RawValue>>,
 }
 
-/// A v2 series object (RUST-CLI `MetricSeries`): `metric` and `points`
-/// required, `type` 0..=3.
+/// A v2 series object (`MetricSeries`, docs/datadog.md "Series v2"):
+/// `metric` and `points` required, `type` 0..=3.
 #[derive(Deserialize)]
 struct SeriesV2<'a> {
     #[serde(borrow)]
@@ -593,8 +600,8 @@ struct SeriesV2<'a> {
     interval: Option<i64>,
 }
 
-/// A v1 series object (SPEC-V1 `Series`): `metric` and `points` required,
-/// `type` one of `""`, `count`, `gauge`, `rate`.
+/// A v1 series object (`Series`, docs/datadog.md "Series v1"): `metric`
+/// and `points` required, `type` one of `""`, `count`, `gauge`, `rate`.
 #[derive(Deserialize)]
 struct SeriesV1<'a> {
     #[serde(borrow)]
@@ -609,8 +616,9 @@ struct SeriesV1<'a> {
     host: Option<Str<'a>>,
 }
 
-/// A distribution series (SPEC-V1 `DistributionPointsSeries`): `metric`
-/// and `points` required, `type` only `distribution`.
+/// A distribution series (`DistributionPointsSeries`, docs/datadog.md
+/// "Distribution points"): `metric` and `points` required, `type` only
+/// `distribution`.
 #[derive(Deserialize)]
 struct SeriesDist<'a> {
     #[serde(borrow)]
@@ -824,7 +832,8 @@ fn logs(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<()
     Ok(())
 }
 
-/// An event (SPEC-V1 `EventCreateRequest`): `title` and `text` required.
+/// An event (`EventCreateRequest`, docs/datadog.md "Events v1"): `title`
+/// and `text` required.
 #[derive(Deserialize)]
 struct EventItem<'a> {
     #[serde(borrow)]
@@ -912,7 +921,8 @@ fn event(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<(
     Ok(())
 }
 
-/// A service check (SPEC-V1 `ServiceCheck`): `check`, `host_name`,
+/// A service check (`ServiceCheck`, docs/datadog.md "Service checks"):
+/// `check`, `host_name`,
 /// `status` (0..=3) and `tags` required.
 #[derive(Deserialize)]
 struct CheckItem<'a> {

@@ -1,15 +1,17 @@
-//! API keys (reference §2): the private marketplace key endpoint and key
-//! validation.
+//! API keys (docs/datadog.md "API keys"): the private marketplace key
+//! endpoint and key validation.
 //!
 //! - `POST /api/v2/api_keys/marketplace` with `Authorization: Bearer`: 201
-//!   with the JSON:API body of DOC-EP's example (status UNCONFIRMED there;
+//!   with the JSON:API body of Datadog's example (status UNCONFIRMED there;
 //!   201 as for `POST /api/v2/api_keys`). One key per (org, client), named
 //!   `<client name> OAuth Client API Key`; while one is live a new creation
 //!   answers 409 `{"errors":["An API key with this name already exists"]}`
-//!   (secondary evidence, reference §2.1). A missing, expired or revoked
-//!   token, or one without `api_keys_write`, gets 403
-//!   `{"errors":["Forbidden"]}` (DOC-API-INT troubleshooting).
-//! - `GET /api/v1/validate` with `DD-API-KEY`: 200 `{"valid":true}` or 403.
+//!   (secondary evidence; docs/datadog.md "The marketplace API key"). A
+//!   missing, expired or revoked token, or one without `api_keys_write`,
+//!   gets 403 `{"errors":["Forbidden"]}` (docs/datadog.md "Calling
+//!   Datadog's API with the access token").
+//! - `GET /api/v1/validate` with `DD-API-KEY`: 200 `{"valid":true}` or 403
+//!   (docs/datadog.md "Key validation").
 //!
 //! Both must arrive at `api.<the org's domain>`; a token or key of another
 //! site's org is unknown there (403) and recorded as a violation.
@@ -53,7 +55,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The `DD-API-KEY` header, or the deprecated `api_key` query parameter
-/// (SPEC-V1 `securitySchemes.apiKeyAuth`).
+/// (docs/datadog.md "Intakes").
 pub(crate) fn api_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(k) = headers.get("dd-api-key").and_then(|v| v.to_str().ok()) {
         return Some(k.trim().to_string()).filter(|k| !k.is_empty());

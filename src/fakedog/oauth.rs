@@ -1,18 +1,21 @@
-//! The OAuth 2.0 server Datadog runs for partner integrations (reference §1):
+//! The OAuth 2.0 server Datadog runs for partner integrations
+//! (docs/datadog.md "OAuth 2.0 for partner integrations"):
 //! authorization code + PKCE (S256 only) for confidential clients.
 //!
 //! - `GET /oauth2/v1/authorize` on web hosts. An unknown `client_id` or a
 //!   `redirect_uri` that is not exactly registered gets Datadog's error page
-//!   and no redirect (DOC-EP); every later problem redirects with an RFC 6749
-//!   §4.1.2.1 `error` (+ `state`). US1's app host is the region picker: an
-//!   org of another site is sent to its own web host with the same query; any
-//!   other web host shows an error page for a foreign org. An unpublished
-//!   client may only be authorized by its owner org. Success redirects with
-//!   `code, state, domain, site, dd_oid, dd_org_name` (PUP `callback.rs`).
+//!   and no redirect (docs/datadog.md "Authorize"); every later problem
+//!   redirects with an RFC 6749 §4.1.2.1 `error` (+ `state`). US1's app host
+//!   is the region picker: an org of another site is sent to its own web host
+//!   with the same query; any other web host shows an error page for a
+//!   foreign org. An unpublished client may only be authorized by its owner
+//!   org. Success redirects with `code, state, domain, site, dd_oid,
+//!   dd_org_name` (docs/datadog.md "The redirect to the partner").
 //! - `POST /oauth2/v1/authorize`: the consent form (Authorize / Deny).
 //! - `POST /oauth2/v1/token` on `api.<org's domain>` only, form or JSON body,
 //!   client authentication by `client_secret` in the body (documented) or
-//!   HTTP Basic (RFC 6749 §2.3.1; UNCONFIRMED at Datadog). Codes are single
+//!   HTTP Basic (RFC 6749 §2.3.1; UNCONFIRMED at Datadog: docs/datadog.md
+//!   "Token"). Codes are single
 //!   use and expire; replaying one revokes the grant issued from it (RFC 6749
 //!   §4.1.2). Refresh tokens rotate; presenting a rotated one again revokes
 //!   the whole grant (reuse detection, OAuth 2.0 Security BCP §4.14).
@@ -43,7 +46,8 @@ use super::state::{
     Shared, State, ViolationKind,
 };
 
-/// Datadog's description for a bad code or a failed PKCE check (DOC-API-INT).
+/// Datadog's description for a bad code or a failed PKCE check
+/// (docs/datadog.md "Token").
 const INVALID_CODE: &str = "Invalid code or code verifier";
 
 /// An RFC 6749 §5.2 error from the token or revocation endpoint.
@@ -140,8 +144,8 @@ impl Params {
     }
 }
 
-/// A token or revocation body: form (documented) or JSON (DOC-API-INT
-/// troubleshooting accepts `application/json`).
+/// A token or revocation body: form (documented) or JSON (Datadog's
+/// troubleshooting accepts `application/json`: docs/datadog.md "Token").
 fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -198,7 +202,8 @@ fn basic_auth(headers: &HeaderMap) -> Basic {
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))
     else {
-        // A Bearer header on revoke (DOC-EP's example sends one) is not client auth.
+        // A Bearer header on revoke (Datadog's example sends one,
+        // docs/datadog.md "Revoke") is not client auth.
         return Basic::Absent;
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -492,7 +497,8 @@ impl State {
                 &format!("scope {bad} is not configured on this OAuth client"),
             );
         }
-        // Marketplace clients get every configured scope (reference §1.3).
+        // Marketplace clients get every configured scope (docs/datadog.md
+        // "Authorize").
         let req = AuthRequest {
             client_id: client_id.to_string(),
             redirect_uri: redirect_uri.to_string(),

@@ -1,7 +1,8 @@
 //! The HTTPS side: one router for every host of every Datadog site.
 //!
 //! A request's `Host` (or HTTP/2 `:authority`) is classified with
-//! [`Site::classify_host`] into a site and a role (web, API, logs); a host
+//! [`Site::classify_host`] into a site and a role (web, API, logs, trace,
+//! events); a host
 //! that is no Datadog host gets 404. The [`Target`] rides along as a request
 //! extension, and each handler refuses a host of the wrong role with
 //! Datadog's 404 (`{"errors":["Not found"]}`), e.g. `/api/v2/logs` on

@@ -30,14 +30,15 @@ use super::faults::{ActiveFault, Fault};
 use super::incidents::Incident;
 
 /// Datadog's access-token lifetime: "a time-to-live (TTL) of 1 hour"
-/// (reference §1.5, DOC-EP).
+/// (docs/datadog.md "Token").
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Authorization codes: Datadog does not document their lifetime; RFC 6749
-/// §4.1.2 recommends at most 10 minutes.
+/// §4.1.2 recommends at most 10 minutes (docs/datadog.md "Token").
 pub(crate) const CODE_TTL: Duration = Duration::from_secs(600);
 /// How long a rendered consent page can still be submitted.
 pub(crate) const CONSENT_TTL: Duration = Duration::from_secs(600);
-/// The scope that allows `POST /api/v2/api_keys/marketplace` (reference §2.1).
+/// The scope that allows `POST /api/v2/api_keys/marketplace`
+/// (docs/datadog.md "The marketplace API key").
 pub const API_KEYS_WRITE: &str = "api_keys_write";
 
 /// Why a state operation was refused.
@@ -96,7 +97,7 @@ pub(crate) struct Client {
     pub scopes: Vec<String>,
     /// Published clients may be authorized by any org; unpublished ones only
     /// by their owner org ("Before publishing, only the partner's own org can
-    /// authorize", reference §1.3).
+    /// authorize", docs/datadog.md "Authorize").
     pub published: bool,
     pub owner: Option<String>,
 }
@@ -445,7 +446,8 @@ impl State {
     }
 
     /// Replaces a client's secret; the old one stops working at once
-    /// ("Only one secret can be active at a time", reference §1.5).
+    /// ("Only one secret can be active at a time", docs/datadog.md "The
+    /// client secret").
     pub(crate) fn rotate_secret(&mut self, client_id: &str) -> Result<Secret, StateError> {
         let client = self
             .clients

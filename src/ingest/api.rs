@@ -10,12 +10,15 @@
 //! only once it is durable. Nothing of a rejected request is queued; what
 //! Datadog would accept and drop (a stale point) is dropped and counted.
 //!
-//! Status codes (contract, "Ingest"): 400 bad input, 404 unknown tenant,
-//! 409 tenant not connected, 413 body too large, 429 tenant over its queue
-//! share, 503 queue full or draining — each with `{"errors": [...]}` naming
-//! what is wrong, and `Retry-After` where waiting helps.
+//! Status codes (README.md "Sending a customer's data"): 400 bad input, 404
+//! unknown tenant, 409 tenant not connected, 413 body too large, 429 tenant
+//! over its queue share, 503 queue full or draining — each with `{"errors":
+//! [...]}` naming what is wrong, and `Retry-After` where waiting helps.
 //!
-//! This module never sees compression for sending, retries or Datadog hosts.
+//! A logs request whose items fill half a Datadog payload is handed to
+//! `pipeline::record` to be stored packed and compressed as delivery will
+//! send it; this module knows no retries and no Datadog host. Accepted and
+//! dropped items are counted per tenant for `usage`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -13,30 +13,31 @@
 //! item outside the timestamp window is dropped, a log over 1 MB has its
 //! message cut, and [`Validated::dropped`] and [`Validated::notes`] say so.
 //!
-//! Limits enforced (sources in `shared/reference/datadog-api.md` §4, values
-//! from [`Endpoint::limits`] and [`Endpoint::window`]):
-//! - series v2/v1 (§4.1, §4.2): `metric` starts with a letter, ≤ 200
-//!   characters; tags ≤ 200 characters; point timestamps at most 1 hour in
-//!   the past and 10 minutes in the future; v2 `type` 0..=3; v1 `type` one
-//!   of `""`, `count`, `gauge`, `rate`; v1 points are `[ts, value]` pairs.
+//! Limits enforced (values from [`Endpoint::limits`] and
+//! [`Endpoint::window`]):
+//! - series v2/v1 (docs/datadog.md "Series v2", docs/datadog.md "Series v1"):
+//!   `metric` starts with a letter, ≤ 200 characters; tags ≤ 200 characters;
+//!   point timestamps at most 1 hour in the past and 10 minutes in the
+//!   future; v2 `type` 0..=3; v1 `type` one of `""`, `count`, `gauge`,
+//!   `rate`; v1 points are `[ts, value]` pairs.
 //! - distribution points (docs/datadog.md "Distribution points"): as v1
 //!   series, with points `[ts, [values...]]` and `type` `distribution`.
-//! - logs (§4.4): ≤ 1000 entries per request, ≤ 1,000,000 bytes per entry
-//!   (a longer one is cut), reserved attributes are strings, numeric
-//!   `timestamp` (ms) within 18 hours past / 2 hours future.
-//! - events v1 (§4.5): `title` and `text` required, `text` ≤ 4000
-//!   characters, `aggregation_key` ≤ 100, `priority` and `alert_type` enums,
-//!   `date_happened` within 18 hours past.
-//! - check_run (§4.7): `check`, `host_name`, `status` 0..=3 required,
-//!   `timestamp` within 10 minutes past.
+//! - logs (docs/datadog.md "Logs"): ≤ 1000 entries per request, ≤ 1,000,000
+//!   bytes per entry (a longer one is cut), reserved attributes are strings,
+//!   numeric `timestamp` (ms) within 18 hours past / 2 hours future.
+//! - events v1 (docs/datadog.md "Events v1"): `title` and `text` required,
+//!   `text` ≤ 4000 characters, `aggregation_key` ≤ 100, `priority` and
+//!   `alert_type` enums, `date_happened` within 18 hours past.
+//! - check_run (docs/datadog.md "Service checks"): `check`, `host_name`,
+//!   `status` 0..=3 required, `timestamp` within 10 minutes past.
 //! - events v2 (docs/datadog.md "Events v2"): `validate/events_v2.rs`.
 //!
 //! What the relay adds to the items it keeps (the tenant's tags, the
 //! integration's source on logs) is `validate/enrich.rs`'s, applied by
 //! [`validate_with`] after the checks, within the same per-item limits.
 //!
-//! Decisions where the reference is silent or UNCONFIRMED (each also noted
-//! at the check itself):
+//! Decisions where docs/datadog.md finds Datadog silent or UNCONFIRMED (each
+//! also noted at the check itself):
 //! - Unknown fields are kept untouched everywhere (forward compatibility:
 //!   Datadog adds fields; the relay must not drop what the client sent).
 //! - `null` for an optional field counts as absent (the clients' models mark

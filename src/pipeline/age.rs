@@ -1,7 +1,7 @@
 //! Age-out: Datadog drops items older than its acceptance window
-//! (`Endpoint::window`: series 1 h, check_run 10 min, logs and events 18 h),
-//! so an item held in the queue past it is not sent but counted. Ingest
-//! trims the points of a series to the window with the same function
+//! (`Endpoint::window`: series 1 h, check_run 10 min, logs, events and traces
+//! 18 h), so an item held in the queue past it is not sent but counted.
+//! Ingest trims the points of a series to the window with the same function
 //! ([`trim_to`]), as Datadog drops them.
 //!
 //! Records carry their oldest and newest item timestamps, so this per-item

@@ -24,8 +24,9 @@ use parking_lot::Mutex;
 /// At 19 a normal-priority thread has about 68 times their CPU weight, so an
 /// ingest request that wakes up preempts them at once; nice 10 (9 times)
 /// left ingest waiting for their slice often enough to show in the p99
-/// acknowledgement (BENCHMARKS.md, change 4: 4.8–6.5 ms against 4.0–4.5 ms
-/// at 150,000 points/s). Delivery still gets every idle cycle.
+/// acknowledgement (4.8–6.5 ms against 4.0–4.5 ms at 150,000 points/s:
+/// BENCHMARKS.md "Change 4: LZ4 at rest, delivery at nice 19, unlinks
+/// outside the lock"). Delivery still gets every idle cycle.
 pub const DELIVERY_NICE: i32 = 19;
 
 type Job = Box<dyn FnOnce() + Send>;

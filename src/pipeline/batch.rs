@@ -8,10 +8,12 @@
 //! `max_items`, each item ≤ `max_item`. Knows nothing of the network, retries,
 //! tenants or the queue: items in, bodies out.
 //!
-//! Limits are [`Endpoint::limits`] (reference §4, `datadog-api.md`): series
-//! v2 512,000 B compressed / 5,242,880 B uncompressed ("less than", so one
-//! byte less); logs 5,000,000 B, 1000 entries, 1,000,000 B per entry; events
-//! one per request; check_run the Agent's 2.5 MB / 4 MB caps.
+//! Limits are [`Endpoint::limits`]: series v2 512,000 B compressed /
+//! 5,242,880 B uncompressed ("less than", so one byte less; docs/datadog.md
+//! "Series v2"); logs 5,000,000 B, 1000 entries, 1,000,000 B per entry
+//! (docs/datadog.md "Logs"); events one per request (docs/datadog.md
+//! "Events v1"); check_run the Agent's 2.5 MB / 4 MB caps (docs/datadog.md
+//! "Service checks").
 //!
 //! Exact, not estimated. The uncompressed size and the item count are
 //! counted. The compressed size is bounded by [`Encoder::final_bound`]: an

@@ -1,6 +1,6 @@
 //! Outbound rate limits: per tenant and global, in requests per second and
 //! bytes per second (`[limits]`), plus Datadog's own event limit of 250,000
-//! events per minute per organization (reference §4, "Rate limits").
+//! events per minute per organization (docs/datadog.md "Rate limits").
 //!
 //! Built from the configuration and rebuilt when a reload changes `[limits]`.
 //! A limit of 0 is no limit. Waiting happens *before* a request is sent and

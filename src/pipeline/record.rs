@@ -10,7 +10,8 @@
 //!   alone fill at least half a payload ([`pack_ready`]), on
 //!   endpoints where the queue's own compression (LZ4) is costly and poor
 //!   (logs: LZ4 stores 2.2× smaller at ~0.4–0.6 GB/s, where the payload's
-//!   gzip is paid anyway; see BENCHMARKS.md, change 7). A ready record
+//!   gzip is paid anyway; see BENCHMARKS.md "Change 7: large logs requests
+//!   stored ready to send (2026-11-23)"). A ready record
 //!   costs delivery no parsing, packing or compression, and the queue holds
 //!   the smaller gzip bytes instead of LZ4's.
 //!

@@ -1,7 +1,9 @@
 //! What to do with Datadog's answer, and how long to wait before trying
 //! again. Pure code: no clock, no I/O.
 //!
-//! Classification (reference §4.8 and §5, and `peers.md` §3):
+//! Classification (what each status means: docs/datadog.md "Status codes";
+//! what Datadog's senders and other forwarders do with it: docs/peers.md
+//! "Retries by status code"):
 //! - 2xx: delivered.
 //! - 400: never retried; the payload goes to the tenant's dead-letter area.
 //! - 401/403: the key or the grant changed: the Forbidden fallback decides
@@ -52,7 +54,8 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
-/// Jittered exponential backoff, as the Datadog Agent and Saluki do it:
+/// Jittered exponential backoff, as the Datadog Agent and Saluki do it
+/// (docs/peers.md "Retries by status code"):
 /// `initial * 2^failures`, capped at `max`, drawn uniformly from
 /// `[d/2, d]`; a server-given wait is honoured (never less than it, capped
 /// at `max` so a bogus header cannot stall a tenant for hours).

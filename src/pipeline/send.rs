@@ -6,8 +6,8 @@
 //! The outside world is two seams (`seam.rs`); `tests.rs` drives all of
 //! this on paused tokio time against scripted ones.
 //!
-//! Isolation is the design goal (peers.md §3: one revoked key must never
-//! stall every tenant):
+//! Isolation is the design goal (one revoked key must never stall every
+//! tenant: docs/peers.md "One bad key must not stall the others"):
 //! - one task per (tenant, kind) stream, or several while it has a backlog
 //!   (a full payload or more waiting: one large tenant is not capped by one
 //!   payload in flight), at most `delivery.tenant_concurrency` per tenant

@@ -37,7 +37,8 @@ use crate::tenant::Entry;
 use crate::text::clip;
 
 /// Datadog's 401/403 bodies are a few bytes (`{"errors":["Forbidden"]}`,
-/// reference §1.7); at most this much is read to explain one.
+/// docs/datadog.md "Calling Datadog's API with the access token"); at most
+/// this much is read to explain one.
 const AUTH_BODY_MAX: usize = 64 * 1024;
 
 /// What a 401/403 from Datadog most likely means.

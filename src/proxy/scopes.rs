@@ -1,5 +1,5 @@
 //! The OAuth scope a Datadog API endpoint needs, for the endpoints whose
-//! scope docs/datadog.md records ("Scopes of the pull-side endpoints"), so
+//! scope docs/datadog.md "Scopes of the pull-side endpoints" records, so
 //! that a 403 the proxy explains can name the scope the grant lacks.
 //!
 //! Facts about Datadog, kept as data: one table of (method, path, scope).

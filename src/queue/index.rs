@@ -376,7 +376,8 @@ impl State {
             }
         }
         // Held tenants' data is bounded apart: it never fills the budget of
-        // the tenants still delivering (contract: "Held data is bounded").
+        // the tenants still delivering (README.md "Consent: disconnect,
+        // reconnect, uninstall").
         let full = || AppendError::DiskFull {
             retry_after: super::DISK_FULL_RETRY_AFTER,
         };

@@ -1196,7 +1196,8 @@ async fn a_failed_compaction_cuts_the_head_back_to_what_was_synced() {
 /// Held tenants' data is bounded apart (`held_max_bytes`): however many
 /// held tenants fill their shares, a tenant still delivering gets its own
 /// share. Before, held data counted against `max_bytes` and two held
-/// tenants refused every other tenant (contract: "Held data is bounded").
+/// tenants refused every other tenant (README.md "Consent: disconnect,
+/// reconnect, uninstall": held data is bounded apart).
 #[tokio::test]
 async fn held_tenants_never_fill_the_queue_for_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");

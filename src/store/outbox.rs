@@ -80,7 +80,8 @@ pub(crate) fn event_for(before: Option<&Before>, after: &Tenant) -> Option<Event
     }
 }
 
-/// The JSON body of an event (the contract's "Lifecycle webhooks"): no
+/// The JSON body of an event (README.md "Lifecycle webhooks: tell your UI
+/// who must reconnect"): no
 /// secret is in a tenant record, so none can be here.
 #[derive(Serialize)]
 struct Body<'a> {

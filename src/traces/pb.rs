@@ -5,7 +5,7 @@
 //! (DataDog/sketches-go `ddsketch/pb/ddsketch.proto`). Field numbers and
 //! types are the schema's; fields the relay never sets or reads are left
 //! out (an unknown field is skipped by every protobuf reader). Derived with
-//! prost, so the build needs no `protoc`. docs/datadog.md ("Traces") lists
+//! prost, so the build needs no `protoc`. docs/datadog.md "Traces" lists
 //! the sources.
 //!
 //! Left out on purpose: `TracerPayload.containerDebug` (11) and

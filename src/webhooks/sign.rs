@@ -1,4 +1,5 @@
-//! The webhook signature (the contract's "Lifecycle webhooks"):
+//! The webhook signature (README.md "Lifecycle webhooks: tell your UI who
+//! must reconnect"):
 //! `DD-Relay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
 //! keyed with `[webhooks] secret`. The timestamp is signed with the body,
 //! so a receiver that refuses old `t` values (five minutes is usual) also

@@ -1,4 +1,4 @@
-//! Service checks (`check_run`, reference §4.7): `check`, `host_name`
+//! Service checks (`check_run`, docs/datadog.md "Service checks"): `check`, `host_name`
 //! and `status` required, `timestamp` within the window, and `"tags":[]`
 //! added to a check sent without tags ([`with_empty_tags`]).
 

@@ -1,4 +1,4 @@
-//! Events v1 (reference §4.5): `title` and `text` required, the lengths
+//! Events v1 (docs/datadog.md "Events v1"): `title` and `text` required, the lengths
 //! and enumerations Datadog documents, `date_happened` within the window.
 
 use serde::de::{IgnoredAny, MapAccess};
@@ -9,16 +9,16 @@ use super::visit::{
     want_str,
 };
 
-/// Events v1 `text` maxLength (reference §4.5).
+/// Events v1 `text` maxLength (docs/datadog.md "Events v1").
 const EVENT_TEXT_MAX_CHARS: usize = 4000;
-/// Events v1 `aggregation_key` maxLength (reference §4.5).
+/// Events v1 `aggregation_key` maxLength (docs/datadog.md "Events v1").
 const EVENT_AGGREGATION_KEY_MAX_CHARS: usize = 100;
 
 pub(super) struct Event<'c, 'e> {
     pub(super) ctx: &'c mut Ctx<'e>,
 }
 
-/// Events v1 `alert_type` values (reference §4.5).
+/// Events v1 `alert_type` values (docs/datadog.md "Events v1").
 const ALERT_TYPES: [&str; 7] = [
     "error",
     "warning",

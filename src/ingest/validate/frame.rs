@@ -58,7 +58,7 @@ pub(super) fn string_end(s: &[u8], mut i: usize) -> usize {
 /// own recursion limit, so whatever the relay accepts, every consumer that
 /// parses items with serde_json (the pipeline's window trimming, fakedog,
 /// Datadog's clients) can parse too. Datadog documents "nesting < 10
-/// levels" for log attributes (reference §4.4) and flattens deeper ones, so
+/// levels" for log attributes (docs/datadog.md "Logs") and flattens deeper ones, so
 /// this refuses nothing Datadog would use. serde_json alone does not bound
 /// it here: values skipped as `IgnoredAny` are not depth-limited (found by
 /// `tests/hostile.rs`).

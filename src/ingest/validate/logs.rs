@@ -1,4 +1,4 @@
-//! Logs (reference §4.4): any JSON object is a log; the reserved
+//! Logs (docs/datadog.md "Logs"): any JSON object is a log; the reserved
 //! attributes Datadog interprets are checked, and a log over 1 MB has its
 //! `message` cut ([`truncate_log`]).
 
@@ -9,7 +9,7 @@ use super::context::Ctx;
 use super::visit::{Key, Kind, Shape, not_object, want_str};
 
 /// Logs: "Maximum array size if sending multiple logs in an array: 1000
-/// entries" (reference §4.4).
+/// entries" (docs/datadog.md "Logs").
 pub(super) const LOGS_MAX_ENTRIES: usize = 1000;
 
 pub(super) struct Log<'c, 'e> {
@@ -24,7 +24,7 @@ impl<'de> Shape<'de> for Log<'_, '_> {
         let ctx = self.ctx;
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match &*key.0 {
-                // Reserved attributes Datadog interprets (reference §4.4).
+                // Reserved attributes Datadog interprets (docs/datadog.md "Logs").
                 f @ ("ddsource" | "ddtags" | "hostname" | "service" | "status") => {
                     let v: Kind = map.next_value()?;
                     want_str(ctx, &v, f, true);

@@ -1,4 +1,4 @@
-//! Series bodies (`{"series":[...]}`, reference §4.1, §4.2): metrics v2,
+//! Series bodies (`{"series":[...]}`, docs/datadog.md "Series v2" and "Series v1"): metrics v2,
 //! metrics v1 and distribution points. What the versions share is checked
 //! here once, by [`Series`]: `metric` (its name rules), `points` (a
 //! non-empty array), `interval`, `tags`; `metric` and `points` required.
@@ -12,9 +12,9 @@ use super::visit::{
     As, Key, Kind, Shape, Strings, char_len_over, missing, not_object, want_int, want_str,
 };
 
-/// Datadog's longest metric name (custom metrics docs, reference §4.1).
+/// Datadog's longest metric name (docs/datadog.md "Series v2").
 const METRIC_NAME_MAX_CHARS: usize = 200;
-/// Datadog's longest tag (tagging docs, reference §4.1).
+/// Datadog's longest tag (docs/datadog.md "Tags").
 const TAG_MAX_CHARS: usize = 200;
 
 /// What one version of a series has of its own.
@@ -126,7 +126,7 @@ impl<'de, V: Version> Shape<'de> for Points<'_, '_, V> {
     }
 }
 
-/// Datadog custom metric naming (reference §4.1): starts with a letter,
+/// Datadog custom metric naming (docs/datadog.md "Series v2"): starts with a letter,
 /// ≤ 200 characters. Other characters are left for Datadog, which converts
 /// them to underscores (see the module doc).
 fn want_metric_name(ctx: &mut Ctx<'_>, v: &Kind<'_>) {

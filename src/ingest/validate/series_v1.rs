@@ -1,4 +1,4 @@
-//! Metrics v1 series (`POST /api/v1/series`, reference §4.2) and
+//! Metrics v1 series (`POST /api/v1/series`, docs/datadog.md "Series v1") and
 //! distribution points (docs/datadog.md "Distribution points"): points are
 //! `[timestamp, value]` pairs, or `[timestamp, [values...]]` for a
 //! distribution; `type` one of v1's names, or `distribution`; `host`.

@@ -1,4 +1,4 @@
-//! Metrics v2 series (`POST /api/v2/series`, reference §4.1): points are
+//! Metrics v2 series (`POST /api/v2/series`, docs/datadog.md "Series v2"): points are
 //! `{"timestamp","value"}` objects, `type` 0..=3, and the v2 fields
 //! `resources`, `unit`, `source_type_name`, `metadata`.
 
@@ -97,7 +97,7 @@ impl<'de> Shape<'de> for PointV2<'_, '_> {
             }
         }
         // The model marks both optional, but a point without them is
-        // meaningless (reference §4.1: "needed in practice").
+        // meaningless (docs/datadog.md "Series v2": "needs both in practice").
         if !ts {
             ctx.fail(format_args!("points[{j}].timestamp"), "is required".into());
         }

@@ -1,3 +1,9 @@
+//! Validation per kind (series v1 and v2, distribution points, logs, v1
+//! and v2 events, service checks): the field checks and their messages,
+//! the request limits, what is dropped or cut as Datadog does (stale
+//! points and items, a log over 1 MB), compaction and nesting, and
+//! property tests that the framer accepts exactly what serde_json accepts.
+
 use serde_json::{Value, json};
 
 use super::context::span;

@@ -1,3 +1,10 @@
+//! The packer against every endpoint and encoding: wrappers and encodings
+//! round-trip, each limit binds (compressed, uncompressed, items, item
+//! size), an oversized item is named and nothing else lost, and property
+//! tests (small limits, the real ones, splitting in halves after a 413)
+//! that no payload exceeds a limit and no item is lost, duplicated or
+//! reordered. `noise` is shared with the queue's tests.
+
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 
