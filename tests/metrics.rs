@@ -14,27 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ddrelay::site::{Encoding, Endpoint};
+use support::tools::tool;
 use support::{Setup, dog, ms};
-
-fn tool(name: &str) -> Option<String> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    match found {
-        Some(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        None => {
-            assert!(
-                !support::require_external(),
-                "{name} is required (run scripts/test)"
-            );
-            eprintln!("skipping the {name} check: not installed (run scripts/test)");
-            None
-        }
-    }
-}
 
 async fn exercised_relay() -> (
     ddrelay::fakedog::FakeDog,
