@@ -14,10 +14,11 @@ mod support;
 use std::time::Duration;
 
 use ddrelay::fakedog::{FakeDog, Fault, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{connect, dog, relay, tenant_json};
+use support::proxy::Answer;
+use support::{connect, tenant_json};
 
 const EU_API: &str = "api.datadoghq.eu";
 const US5_API: &str = "api.us5.datadoghq.com";
@@ -26,26 +27,7 @@ const US5_ORG: &str = "Demo US5";
 
 /// fakedog, the sandbox client registered with `scopes`, and a relay.
 async fn setup(scopes: &[&str]) -> (FakeDog, Relay, tempfile::TempDir) {
-    let dog = dog().await;
-    sandbox::register_client_with_scopes(&dog, scopes).unwrap();
-    let (relay, dir) = relay(&dog, "").await;
-    (dog, relay, dir)
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
+    support::proxy::setup(scopes, "").await
 }
 
 /// `method /v1/tenants/{tenant}/datadog/{path}` with the admin token.
@@ -56,22 +38,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Answer {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut req = http
-        .request(
-            method,
-            relay.url(&format!("/v1/tenants/{tenant}/datadog/{path}")),
-        )
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    Answer {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    }
+    support::proxy::call(relay, ADMIN_TOKEN, method, tenant, path, &[], body).await
 }
 
 /// What `examples/create_incident.rs` sends: Datadog's create request.

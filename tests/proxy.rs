@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{connect, dog, relay, tenant_json};
+use support::proxy::{Answer, call, http};
+use support::{connect, tenant_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALL_SCOPES: [&str; 4] = [
@@ -31,67 +32,11 @@ const EU_API: &str = "api.datadoghq.eu";
 
 // ---- helpers ----
 
-/// fakedog, the sandbox client registered with `scopes`, and a relay.
+/// fakedog, the sandbox client registered with `scopes`, and a relay; the
+/// log capture on.
 async fn setup(scopes: &[&str], extra: &str) -> (FakeDog, Relay, tempfile::TempDir) {
     support::logs::captured();
-    let dog = dog().await;
-    sandbox::register_client_with_scopes(&dog, scopes).unwrap();
-    let (relay, dir) = relay(&dog, extra).await;
-    (dog, relay, dir)
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// `method /v1/tenants/{tenant}/datadog/{path}` with `token`, extra headers
-/// and an optional JSON body.
-async fn call(
-    relay: &Relay,
-    token: &str,
-    method: Method,
-    tenant: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Answer {
-    let mut req = http()
-        .request(
-            method,
-            relay.url(&format!("/v1/tenants/{tenant}/datadog/{path}")),
-        )
-        .bearer_auth(token);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.text().await.unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    support::proxy::setup(scopes, extra).await
 }
 
 async fn get(relay: &Relay, tenant: &str, path: &str) -> Answer {
