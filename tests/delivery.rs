@@ -305,12 +305,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
         "retried after {:?}, before Retry-After",
         started.elapsed()
     );
-    let metrics = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     assert!(
         metrics.contains("ddrelay_retries_total{kind=\"logs\",reason=\"retryable\"}"),
         "{metrics}"

@@ -139,17 +139,10 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
     );
 
     // send_data: every kind, gzip, tenant in DD-Relay-Tenant.
-    let out = tokio::process::Command::new(send_bin)
-        .args(["--relay", &relay_url, "--tenant", "acme"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(send_bin).args(["--relay", &relay_url, "--tenant", "acme"]),
+    )
+    .await;
     assert_eq!(stdout.matches("202 Accepted").count(), 4, "{stdout}");
     delivered(&dog, "Demo EU1", 1).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -173,19 +166,13 @@ async fn the_python_example_sends_every_kind_with_datadogs_client() {
         .await
         .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/send_data.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .env("RELAY_URL", format!("http://{}", relay.api))
-        .env("RELAY_TENANT", "globex")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(python)
+            .arg(script)
+            .env("RELAY_URL", format!("http://{}", relay.api))
+            .env("RELAY_TENANT", "globex"),
+    )
+    .await;
     assert_eq!(stdout.matches("accepted").count(), 4, "{stdout}");
     delivered(&dog, "Demo US3", 1).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -206,26 +193,20 @@ async fn the_incident_example_opens_an_incident_in_the_customers_org() {
     ] {
         relay.connect(&dog, tenant, Some(site), org).await.unwrap();
     }
-    let out = tokio::process::Command::new(bin)
-        .args([
-            "--relay",
-            &format!("http://{}", relay.api),
-            "--tenant",
-            "acme",
-        ])
-        .args(["--title", "Checkout errors for acme", "--severity", "SEV-2"])
-        .args(["--customer-impact", "EU checkout"])
-        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("RELAY_PROXY_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(bin)
+            .args([
+                "--relay",
+                &format!("http://{}", relay.api),
+                "--tenant",
+                "acme",
+            ])
+            .args(["--title", "Checkout errors for acme", "--severity", "SEV-2"])
+            .args(["--customer-impact", "EU checkout"])
+            .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("RELAY_PROXY_TOKEN"),
+    )
+    .await;
     let incidents = dog.incidents("Demo EU1");
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let id = incidents[0]["id"].as_str().unwrap();

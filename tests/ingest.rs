@@ -758,14 +758,7 @@ async fn what_datadog_tolerates_is_accepted_dropped_and_counted() {
         json!({"series": {"stale": 2}, "logs": {"truncated": 1}, "events": {"stale": 1}}),
         "{t}"
     );
-    let metrics = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     for line in [
         r#"ddrelay_ingest_dropped_total{kind="series",reason="stale"} 2"#,
         r#"ddrelay_ingest_dropped_total{kind="logs",reason="truncated"} 1"#,

@@ -155,14 +155,7 @@ async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
     // Wait until the relay has a request in flight to Datadog (fakedog is holding it).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = http
-            .get(format!("http://{}/metrics", p.api))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = support::get_text(format!("http://{}/metrics", p.api)).await;
         let queued: f64 = m
             .lines()
             .find(|l| l.starts_with("ddrelay_queue_items "))
@@ -280,14 +273,7 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
     signal(&p.child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v: serde_json::Value = http
-            .get(format!("http://{}/healthz", p.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = support::json_of(http.get(format!("http://{}/healthz", p.api))).await;
         if v["config_generation"] == 2 {
             break;
         }
@@ -384,14 +370,7 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
         assert!(Instant::now() < deadline, "bad reload not reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let v: serde_json::Value = http
-        .get(format!("http://{}/healthz", p.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(http.get(format!("http://{}/healthz", p.api))).await;
     assert_eq!(v["config_generation"], 2);
     signal(&p.child, "-TERM");
     assert!(p.child.wait().unwrap().success());

@@ -55,14 +55,7 @@ async fn exercised_relay() -> (
 async fn metrics_are_valid_complete_and_bounded() {
     let (_dog, relay, _dir) = exercised_relay().await;
     let http = reqwest::Client::new();
-    let text = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(relay.url("/metrics")).await;
     for family in [
         "ddrelay_ingest_requests_total",
         "ddrelay_ingest_items_total",
@@ -142,14 +135,7 @@ async fn metrics_are_valid_complete_and_bounded() {
             .await
             .unwrap();
     }
-    let after = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = support::get_text(relay.url("/metrics")).await;
     assert!(
         after.len() < text.len() + 2048,
         "{} -> {} bytes",
@@ -179,12 +165,7 @@ async fn operators_see_sites_unserved_paths_and_the_process() {
     );
     let public = format!("http://{}/wp-login.php", relay.public);
     assert_eq!(get(public).await.unwrap().status(), 404);
-    let text = get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(relay.url("/metrics")).await;
     let value = |series: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -685,17 +685,7 @@ async fn limits_answer_as_documented() {
     assert_eq!(e.json()["errors"][0], "Too many requests");
     assert_eq!(dog.requests(EU_API, 429), 1);
 
-    let (_, metrics) = (
-        (),
-        http()
-            .get(relay.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = support::get_text(relay.url("/metrics")).await;
     for class in ["2xx", "4xx", "5xx"] {
         assert!(
             metrics.contains(&format!(

@@ -171,15 +171,12 @@ async fn connect_across(
 
 /// Each tenant's state as `replica` sees it.
 async fn states(replica: SocketAddr) -> HashMap<String, String> {
-    let v: serde_json::Value = http()
-        .get(format!("http://{replica}/v1/tenants"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(
+        http()
+            .get(format!("http://{replica}/v1/tenants"))
+            .bearer_auth(sandbox::ADMIN_TOKEN),
+    )
+    .await;
     v["tenants"]
         .as_array()
         .or(v.as_array())
@@ -619,15 +616,12 @@ async fn three_replicas_share_one_postgres_store() {
 
 /// `queued_items` of `tenant` on one replica.
 async fn queued_items(replica: SocketAddr, tenant: &str) -> u64 {
-    let v: serde_json::Value = http()
-        .get(format!("http://{replica}/v1/tenants/{tenant}"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(
+        http()
+            .get(format!("http://{replica}/v1/tenants/{tenant}"))
+            .bearer_auth(sandbox::ADMIN_TOKEN),
+    )
+    .await;
     v["queued_items"].as_u64().unwrap()
 }
 

@@ -128,11 +128,6 @@ async fn usage_is_counted_per_tenant_kind_and_hour_and_survives_a_restart() {
         "{e}"
     );
     assert_eq!(usage(&relay, "nobody", "").await.0, 404);
-    let metrics = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     assert!(!metrics.contains("acme"), "no per-tenant label in /metrics");
 }

@@ -186,12 +186,7 @@ fn metric(text: &str, prefix: &str) -> f64 {
 }
 
 async fn metrics(api: SocketAddr) -> String {
-    reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::get_text(format!("http://{api}/metrics")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,6 +216,40 @@ pub async fn tenant_json(relay: &Relay, tenant: &str) -> serde_json::Value {
     v
 }
 
+/// The body of `GET url`, whatever its status (`/metrics`, mostly).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Sends `req` and reads its answer as JSON, whatever its status.
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Runs `cmd` to its end and returns its stdout; fails the test, showing
+/// stdout and stderr, unless it exited 0.
+pub async fn stdout_of(cmd: &mut tokio::process::Command) -> String {
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        cmd.as_std().get_program().to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Token calls fakedog saw on every site's API host.
 pub fn total_token_calls(dog: &FakeDog) -> u64 {
     SITES
