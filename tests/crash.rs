@@ -5,16 +5,11 @@
 //! on the same data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Children are killed and waited for explicitly after each round.
-#![allow(clippy::zombie_processes)]
 
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,49 +17,7 @@ use ddrelay::fakedog::FakeDog;
 use ddrelay::sandbox;
 use ddrelay::site::Endpoint;
 use parking_lot::Mutex;
-
-struct Proc {
-    child: Child,
-    api: SocketAddr,
-    public: SocketAddr,
-}
-
-impl Drop for Proc {
-    /// A failing test never leaves a relay running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ddrelay run` and reads its addresses from its JSON start line.
-fn spawn(config: &Path) -> Proc {
-    let mut cmd = support::ddrelay_command();
-    let mut child = cmd
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    loop {
-        assert!(Instant::now() < deadline, "relay did not start");
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "relay exited before starting"
-        );
-        if line.contains("ddrelay started") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let api = v["api"].as_str().unwrap().parse().unwrap();
-            let public = v["public"].as_str().unwrap().parse().unwrap();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in err.lines() {});
-            return Proc { child, api, public };
-        }
-    }
-}
+use support::process::{RunningRelay, connect_across};
 
 /// Posts log batches with unique ids until `stop`; records the ids that got a 202.
 async fn sender(
@@ -184,27 +137,10 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     )
     .unwrap();
 
-    let mut proc = spawn(&config);
+    let mut proc = RunningRelay::start(&config);
     // Connect the tenant through the real browser flow.
-    let http = reqwest::Client::new();
-    let v: serde_json::Value = http
-        .post(format!("http://{}/v1/tenants/crash/connect", proc.api))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "site": "datadoghq.eu" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    dog.login("Demo EU1").unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, proc.public)])
-        .unwrap()
-        .authorize(v["authorize_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    let org = dog.org("Demo EU1").unwrap().id;
+    connect_across(&dog, proc.api, proc.public, "crash", &org, "datadoghq.eu").await;
 
     let api = Arc::new(Mutex::new(proc.api));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -230,9 +166,8 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
             assert!(Instant::now() < deadline, "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        proc.child.kill().unwrap(); // SIGKILL
-        proc.child.wait().unwrap();
-        proc = spawn(&config); // the old Proc's drop finds it already reaped
+        proc.kill(); // SIGKILL
+        proc = RunningRelay::start(&config); // the old one's drop finds it already reaped
         *api.lock() = proc.api;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -252,7 +187,6 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         "only {} spans acknowledged",
         traces.len()
     );
-    let org = dog.org("Demo EU1").unwrap().id;
     wait_all(&dog, &org, Endpoint::Logs, "message", &acked).await;
     wait_all(&dog, &org, Endpoint::Traces, "resource", &traces).await;
     drop(proc);

@@ -95,22 +95,12 @@ fn setup(dog: &FakeDog, dir: &Path, extra: &str) -> PathBuf {
 }
 
 async fn connect(dog: &FakeDog, p: &Proc, tenant: &str, org: &str, site: &str, token: &str) {
-    let http = reqwest::Client::new();
-    let v: serde_json::Value = http
-        .post(format!("http://{}/v1/tenants/{tenant}/connect", p.api))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = support::process::authorize_url_at(&p.api, token, tenant, site).await;
     dog.login(org).unwrap();
     let page = dog
         .browser(&[(sandbox::RELAY_HOST, p.public)])
         .unwrap()
-        .authorize(v["authorize_url"].as_str().unwrap())
+        .authorize(&url)
         .await
         .unwrap();
     assert_eq!(page.status, 200, "{}", page.body);

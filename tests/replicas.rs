@@ -21,16 +21,12 @@
 //! `cargo test --test replicas -- --ignored --nocapture sizing`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Children are killed and waited for when a `Replica` is dropped.
-#![allow(clippy::zombie_processes)]
 
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,77 +37,32 @@ use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::{Connection, Flow, Store};
 use parking_lot::Mutex;
+use support::process::{RunningRelay, connect_across};
 
 /// One `ddrelay run` child; killed when dropped (a failing test leaves no
 /// process behind).
 struct Replica {
-    child: Child,
-    api: SocketAddr,
-    public: SocketAddr,
-    config: PathBuf,
+    run: RunningRelay,
     /// WARN and ERROR lines it logged (printed when the test ends).
     problems: Arc<Mutex<Vec<String>>>,
 }
 
 impl Replica {
-    /// Starts `ddrelay run --config FILE` and reads its addresses from its
-    /// JSON start line.
+    /// Starts `ddrelay run --config FILE`.
     fn spawn(config: &Path, problems: Arc<Mutex<Vec<String>>>) -> Replica {
-        let mut cmd = support::ddrelay_command();
-        let mut child = cmd
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = err.read_line(&mut line).unwrap_or(0);
-            if read == 0 || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("relay did not start: {line}");
+        let sink = problems.clone();
+        let run = RunningRelay::start_with(config, move |l| {
+            if l.contains("\"WARN\"") || l.contains("\"ERROR\"") {
+                sink.lock().push(l);
             }
-            if line.contains("ddrelay started") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let api = v["api"].as_str().unwrap().parse().unwrap();
-                let public = v["public"].as_str().unwrap().parse().unwrap();
-                let sink = problems.clone();
-                // Keep draining stderr so the child never blocks on a full pipe.
-                std::thread::spawn(move || {
-                    for l in err.lines().map_while(Result::ok) {
-                        if l.contains("\"WARN\"") || l.contains("\"ERROR\"") {
-                            sink.lock().push(l);
-                        }
-                    }
-                });
-                return Replica {
-                    child,
-                    api,
-                    public,
-                    config: config.to_path_buf(),
-                    problems,
-                };
-            }
-        }
+        });
+        Replica { run, problems }
     }
 
     /// SIGKILL, then the same config (same data dir) again.
     fn kill_and_restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let fresh = Replica::spawn(&self.config, self.problems.clone());
-        let old = std::mem::replace(self, fresh);
-        drop(old);
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.run.kill();
+        *self = Replica::spawn(&self.run.config.clone(), self.problems.clone());
     }
 }
 
@@ -135,38 +86,6 @@ fn replica_config(dog: &FakeDog, dir: &Path, key: &str, db: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Starts the connect on `start` and completes it in a browser whose
-/// `relay.test` is `callback`: the authorization lands on another replica.
-async fn connect_across(
-    dog: &FakeDog,
-    start: SocketAddr,
-    callback: SocketAddr,
-    tenant: &str,
-    org_id: &str,
-    site: &str,
-) {
-    let v: serde_json::Value = http()
-        .post(format!("http://{start}/v1/tenants/{tenant}/connect"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    // dd_oid preselects the org (Datadog adds it when the user starts from
-    // the integration tile), so connects can run concurrently.
-    let url = format!("{}&dd_oid={org_id}", v["authorize_url"].as_str().unwrap());
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, callback)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{tenant}: {}", page.body);
 }
 
 /// Each tenant's state as `replica` sees it.
@@ -356,8 +275,8 @@ async fn three_replicas_share_one_postgres_store() {
         let tenant = format!("tenant{i}");
         connect_across(
             &dog,
-            replicas[i].api,
-            replicas[(i + 1) % 3].public,
+            replicas[i].run.api,
+            replicas[(i + 1) % 3].run.public,
             &tenant,
             &org.id,
             site,
@@ -367,7 +286,10 @@ async fn three_replicas_share_one_postgres_store() {
         // tenant's data at once (it re-reads a tenant it would refuse).
         let first = format!("first-{tenant}");
         let r = http()
-            .post(format!("http://{}/api/v2/logs", replicas[(i + 2) % 3].api))
+            .post(format!(
+                "http://{}/api/v2/logs",
+                replicas[(i + 2) % 3].run.api
+            ))
             .header("DD-API-KEY", &tenant)
             .json(&serde_json::json!([{ "message": first }]))
             .send()
@@ -378,7 +300,7 @@ async fn three_replicas_share_one_postgres_store() {
         tenants.push(tenant);
         orgs.push(org.id);
     }
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
     let spread = until_connected_everywhere(&apis, &tenants).await;
     eprintln!("connected state reached all three replicas after {spread:?}");
     for org in &orgs {
@@ -388,7 +310,7 @@ async fn three_replicas_share_one_postgres_store() {
     // Load: every tenant through every replica; the proxy on every replica.
     let addrs: Vec<Arc<Mutex<SocketAddr>>> = replicas
         .iter()
-        .map(|r| Arc::new(Mutex::new(r.api)))
+        .map(|r| Arc::new(Mutex::new(r.run.api)))
         .collect();
     let acked: Vec<Arc<Mutex<Vec<String>>>> = early
         .iter()
@@ -465,7 +387,7 @@ async fn three_replicas_share_one_postgres_store() {
     // refresh. No client can close that window; this step tests the queue.
     gate.pause().await;
     replicas[1].kill_and_restart();
-    *addrs[1].lock() = replicas[1].api;
+    *addrs[1].lock() = replicas[1].run.api;
     gate.resume();
     let n = total(&acked);
     wait_for(n + 3000, "after the restart").await;
@@ -523,7 +445,7 @@ async fn three_replicas_share_one_postgres_store() {
         statuses.get(&200).copied().unwrap_or(0) > 20,
         "{statuses:?}"
     );
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
     until_connected_everywhere(&apis, &tenants).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 
@@ -548,7 +470,7 @@ async fn three_replicas_share_one_postgres_store() {
     connect_across(
         &dog,
         apis[2],
-        replicas[0].public,
+        replicas[0].run.public,
         &tenants[1],
         &orgs[1],
         sites[1],
@@ -876,8 +798,8 @@ async fn sizing_on_one_postgres() {
     let orgs: Vec<String> = (0..n_connect)
         .map(|i| dog.create_org(&format!("Sized {i}"), site).unwrap().id)
         .collect();
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
-    let publics: Vec<SocketAddr> = replicas.iter().map(|r| r.public).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
+    let publics: Vec<SocketAddr> = replicas.iter().map(|r| r.run.public).collect();
     let dog = Arc::new(dog);
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));

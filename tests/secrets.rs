@@ -82,18 +82,8 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
         ("alpha", "Demo EU1", "datadoghq.eu"),
         ("beta", "Demo US1", "datadoghq.com"),
     ] {
-        let v: serde_json::Value = admin(
-            reqwest::Method::POST,
-            &format!("/v1/tenants/{tenant}/connect"),
-        )
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let url = v["authorize_url"].as_str().unwrap().to_string();
+        let url =
+            support::process::authorize_url_at(&api, sandbox::ADMIN_TOKEN, tenant, site).await;
         states.push(
             url::Url::parse(&url)
                 .unwrap()

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod logs;
+pub mod process;
 pub mod proxy;
 pub mod tools;
 
