@@ -131,56 +131,21 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
     assert_eq!(dog.keys_created(&alpha_org), 2);
 
     // Refreshes and the checklist (which sends test items with the key).
+    let mut answers = Vec::new();
     for t in ["alpha", "beta"] {
-        let r = admin(reqwest::Method::POST, &format!("/v1/tenants/{t}/verify"))
-            .send()
-            .await
-            .unwrap();
-        seen_text.push_str(&r.text().await.unwrap());
-        let r = admin(reqwest::Method::GET, &format!("/v1/tenants/{t}"))
-            .send()
-            .await
-            .unwrap();
-        seen_text.push_str(&r.text().await.unwrap());
+        answers.push(admin(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{t}/verify"),
+        ));
+        answers.push(admin(reqwest::Method::GET, &format!("/v1/tenants/{t}")));
     }
-    seen_text.push_str(
-        &admin(reqwest::Method::GET, "/v1/tenants")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &admin(reqwest::Method::GET, "/")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &http
-            .get(format!("http://{api}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &http
-            .get(format!("http://{api}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    answers.push(admin(reqwest::Method::GET, "/v1/tenants"));
+    answers.push(admin(reqwest::Method::GET, "/"));
+    answers.push(http.get(format!("http://{api}/metrics")));
+    answers.push(http.get(format!("http://{api}/healthz")));
+    for req in answers {
+        seen_text.push_str(&req.send().await.unwrap().text().await.unwrap());
+    }
 
     // Stop (SIGTERM: drain, exit 0).
     Command::new("kill")
