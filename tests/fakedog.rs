@@ -277,6 +277,13 @@ impl World {
         json_of(req.send().await.unwrap()).await
     }
 
+    /// POSTs one v2 series point at `now` to `host` with `key`.
+    pub async fn one_series(&self, host: &str, key: &str, now: i64) -> (StatusCode, Value) {
+        let body = series_v2(now, 1);
+        self.post(host, "/api/v2/series", Some(key), None, body)
+            .await
+    }
+
     pub async fn validate(&self, host: &str, key: &str) -> (StatusCode, Value) {
         let resp = self
             .http

@@ -54,14 +54,7 @@ async fn inspection_reports_items_requests_keys_tokens_and_violations() {
         logs(now, 3),
     )
     .await;
-    w.post(
-        "api.datadoghq.com",
-        "/api/v2/series",
-        Some(&key),
-        None,
-        series_v2(now, 1),
-    )
-    .await;
+    w.one_series("api.datadoghq.com", &key, now).await;
 
     let (s, counts) = get(&w, "/fakedog/counts").await;
     assert_eq!(s, StatusCode::OK);

@@ -97,13 +97,7 @@ async fn each_path_lives_on_its_own_kind_of_host() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     let (s, _) = w
-        .post(
-            "http-intake.logs.datadoghq.com",
-            "/api/v2/series",
-            Some(&key),
-            None,
-            series_v2(now, 1),
-        )
+        .one_series("http-intake.logs.datadoghq.com", &key, now)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The token endpoint on a web host, authorize on an API host: 404.
