@@ -34,31 +34,13 @@ async fn send_logs(relay: &Relay, tenant: &str, n: usize, tag: &str) {
             .map(|i| json!({ "message": format!("{tag}-{i}") }))
             .collect::<Vec<_>>()
     );
-    let (s, v) = relay
-        .send(
-            tenant,
-            Endpoint::Logs,
-            body.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(relay, tenant, Endpoint::Logs, body.to_string()).await;
 }
 
 async fn send_series(relay: &Relay, tenant: &str, n: usize) {
     let ts = now();
     let body = json!({ "series": (0..n).map(|i| json!({ "metric": "m", "points": [{ "timestamp": ts, "value": i }] })).collect::<Vec<_>>() });
-    let (s, v) = relay
-        .send(
-            tenant,
-            Endpoint::SeriesV2,
-            body.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(relay, tenant, Endpoint::SeriesV2, body.to_string()).await;
 }
 
 /// The tenant's first dead-letter entry (from the listing) and its items,
@@ -494,19 +476,7 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
     dog.rotate_key(&org).unwrap();
     // A check 9 min 57 s old: inside the 10-minute window at ingest...
     let check = json!([{ "check": "old", "host_name": "h", "status": 0, "tags": [], "timestamp": now() - 597 }, { "check": "old2", "host_name": "h", "status": 0, "tags": [] }]);
-    assert_eq!(
-        relay
-            .send(
-                "t",
-                Endpoint::CheckRun,
-                check.to_string().as_bytes(),
-                Encoding::Gzip
-            )
-            .await
-            .unwrap()
-            .0,
-        202
-    );
+    support::accepted(&relay, "t", Endpoint::CheckRun, check.to_string()).await;
     support::eventually_within("held", Duration::from_secs(20), || {
         relay
             .shared()
@@ -665,11 +635,7 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
     .to_string();
     while sent_bytes < 160 << 20 {
         for (t, _, _) in tenants {
-            let (s, v) = relay
-                .send(t, Endpoint::Logs, body.as_bytes(), Encoding::Gzip)
-                .await
-                .unwrap();
-            assert_eq!(s, 202, "{v}");
+            support::accepted(&relay, t, Endpoint::Logs, body.as_bytes()).await;
             sent += 500;
             sent_bytes += body.len();
         }
@@ -743,16 +709,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
                         .map(|i| json!({ "message": format!("{t}-{r}-{i} {big}") }))
                         .collect::<Vec<_>>()
                 );
-                let (s, v) = relay
-                    .send(
-                        t,
-                        Endpoint::Logs,
-                        body.to_string().as_bytes(),
-                        Encoding::Gzip,
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(s, 202, "{v}");
+                support::accepted(relay, t, Endpoint::Logs, body.to_string()).await;
             }
         }
     });
@@ -765,16 +722,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
             .map(|i| json!({ "message": format!("b1-huge-{i} {wide}") }))
             .collect::<Vec<_>>()
     );
-    let (s, v) = relay
-        .send(
-            "b1",
-            Endpoint::Logs,
-            huge.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(&relay, "b1", Endpoint::Logs, huge.to_string()).await;
     let expected = |t: &str| if t == "b1" { 4000 } else { 3000 };
     support::eventually_within("every tenant delivered", Duration::from_secs(60), || {
         tenants

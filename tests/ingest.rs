@@ -246,19 +246,7 @@ async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
         .unwrap();
     assert_eq!(s, 400, "{v}");
     // Good data afterwards is delivered.
-    assert_eq!(
-        relay
-            .send(
-                "t",
-                Endpoint::Logs,
-                logs(3, "t").to_string().as_bytes(),
-                Encoding::Gzip
-            )
-            .await
-            .unwrap()
-            .0,
-        202
-    );
+    support::accepted(&relay, "t", Endpoint::Logs, logs(3, "t").to_string()).await;
     wait_items(&dog, "Demo US1", Endpoint::Logs, 3).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 }

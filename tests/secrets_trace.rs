@@ -83,11 +83,7 @@ async fn no_secret_in_logs_metrics_answers_check_config_or_the_data_dir() {
     // Data of every kind, delivered.
     for (t, _, _) in tenants {
         let logs_body = json!([{ "message": format!("hello from {t}") }]).to_string();
-        let (s, v) = relay
-            .send(t, Endpoint::Logs, logs_body.as_bytes(), Encoding::Gzip)
-            .await
-            .unwrap();
-        assert_eq!(s, 202, "{v}");
+        support::accepted(&relay, t, Endpoint::Logs, logs_body.as_bytes()).await;
     }
     // Token rotation (refresh), and a key refused then replaced.
     relay

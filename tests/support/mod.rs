@@ -251,6 +251,26 @@ pub async fn stdout_of(cmd: &mut tokio::process::Command) -> String {
     stdout
 }
 
+/// Sends `body` gzip-compressed to `endpoint` for `tenant` and checks the
+/// relay accepted it (202).
+pub async fn accepted(
+    relay: &Relay,
+    tenant: &str,
+    endpoint: ddrelay::site::Endpoint,
+    body: impl AsRef<[u8]>,
+) {
+    let (s, v) = relay
+        .send(
+            tenant,
+            endpoint,
+            body.as_ref(),
+            ddrelay::site::Encoding::Gzip,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{v}");
+}
+
 /// Token calls fakedog saw on every site's API host.
 pub fn total_token_calls(dog: &FakeDog) -> u64 {
     SITES
