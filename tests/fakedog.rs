@@ -160,15 +160,15 @@ pub async fn world_with(auto_consent: bool, counting: bool) -> World {
 }
 
 impl World {
+    /// GETs the standard authorize URL on web host `host`.
+    pub async fn open_authorize(&self, host: &str) -> reqwest::Response {
+        self.http.get(standard_url(host)).send().await.unwrap()
+    }
+
     /// Authorizes as `org` on its own web host: the callback parameters.
     pub async fn authorize(&self, org: &Org) -> HashMap<String, String> {
         self.fd.login(&org.id).unwrap();
-        let resp = self
-            .http
-            .get(standard_url(org.site.web_host))
-            .send()
-            .await
-            .unwrap();
+        let resp = self.open_authorize(org.site.web_host).await;
         assert_eq!(resp.status(), StatusCode::FOUND);
         let (loc, params) = location(&resp);
         assert!(loc.starts_with(REDIRECT), "{loc}");

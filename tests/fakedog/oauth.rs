@@ -211,11 +211,8 @@ async fn signed_out_users_pick_an_organization_on_the_consent_page() {
     let w = world_with(false, false).await;
     let second_us = w.fd.create_org("Other US", site("datadoghq.com")).unwrap();
     let html = w
-        .http
-        .get(standard_url("app.datadoghq.com"))
-        .send()
+        .open_authorize("app.datadoghq.com")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -230,12 +227,7 @@ async fn signed_out_users_pick_an_organization_on_the_consent_page() {
 async fn app_datadoghq_com_is_the_region_picker() {
     let w = world().await;
     w.fd.login(&w.eu.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("app.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("app.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::FOUND);
     let (loc, p) = location(&r);
     assert!(
@@ -264,12 +256,7 @@ async fn app_datadoghq_com_is_the_region_picker() {
 async fn another_sites_host_refuses_a_foreign_org() {
     let w = world().await;
     w.fd.login(&w.eu.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("us5.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("us5.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.headers().get("location").is_none());
     assert!(
@@ -284,12 +271,7 @@ async fn another_sites_host_refuses_a_foreign_org() {
 async fn custom_subdomains_authorize_for_their_site() {
     let w = world().await;
     w.fd.login(&w.us1.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("bigcorp.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("bigcorp.datadoghq.com").await;
     let (_, p) = location(&r);
     assert_eq!(p["site"], "https://bigcorp.datadoghq.com");
     assert_eq!(p["domain"], "datadoghq.com");
@@ -593,6 +575,16 @@ async fn revoke(w: &World, host: &str, form: &[(&str, &str)]) -> StatusCode {
         .status()
 }
 
+/// The test client's revoke form for `token`, of kind `hint`.
+fn hinted<'a>(token: &'a str, hint: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("client_id", CLIENT),
+        ("client_secret", SECRET),
+        ("token", token),
+        ("token_type_hint", hint),
+    ]
+}
+
 #[tokio::test]
 async fn revocation() {
     let w = world().await;
@@ -634,12 +626,7 @@ async fn revocation() {
     let t = w.tokens(&w.eu).await;
     let access = t["access_token"].as_str().unwrap();
     let refresh = t["refresh_token"].as_str().unwrap();
-    let form = [
-        ("client_id", CLIENT),
-        ("client_secret", SECRET),
-        ("token", access),
-        ("token_type_hint", "access_token"),
-    ];
+    let form = hinted(access, "access_token");
     assert_eq!(revoke(&w, "api.datadoghq.eu", &form).await, StatusCode::OK);
     assert_eq!(
         w.create_key("api.datadoghq.eu", access).await.0,
@@ -651,12 +638,7 @@ async fn revocation() {
     // Revoking the refresh token revokes the grant.
     let r2 = t2["refresh_token"].as_str().unwrap();
     let a2 = t2["access_token"].as_str().unwrap();
-    let form = [
-        ("client_id", CLIENT),
-        ("client_secret", SECRET),
-        ("token", r2),
-        ("token_type_hint", "refresh_token"),
-    ];
+    let form = hinted(r2, "refresh_token");
     assert_eq!(revoke(&w, "api.datadoghq.eu", &form).await, StatusCode::OK);
     assert_eq!(
         w.refresh("api.datadoghq.eu", r2).await.0,

@@ -103,12 +103,7 @@ async fn each_path_lives_on_its_own_kind_of_host() {
     // The token endpoint on a web host, authorize on an API host: 404.
     let (s, _) = w.token("app.datadoghq.com", &[("grant_type", "x")]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let r = w
-        .http
-        .get(standard_url("api.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("api.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(w.fd.item_count(&w.us1.id, ddrelay::site::Endpoint::Logs), 0);
     assert_eq!(w.fd.requests("api.datadoghq.com", 404), 2);
