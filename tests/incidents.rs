@@ -14,10 +14,10 @@ mod support;
 use std::time::Duration;
 
 use ddrelay::fakedog::{FakeDog, Fault, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
+use ddrelay::sandbox::Relay;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::proxy::Answer;
+use support::proxy::{Answer, admin_call};
 use support::{connect, tenant_json};
 
 const EU_API: &str = "api.datadoghq.eu";
@@ -30,17 +30,6 @@ async fn setup(scopes: &[&str]) -> (FakeDog, Relay, tempfile::TempDir) {
     support::proxy::setup(scopes, "").await
 }
 
-/// `method /v1/tenants/{tenant}/datadog/{path}` with the admin token.
-async fn call(
-    relay: &Relay,
-    method: Method,
-    tenant: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Answer {
-    support::proxy::call(relay, ADMIN_TOKEN, method, tenant, path, &[], body).await
-}
-
 /// What `examples/create_incident.rs` sends: Datadog's create request.
 fn incident(title: &str) -> Value {
     json!({"data": {"type": "incidents", "attributes": {
@@ -51,7 +40,7 @@ fn incident(title: &str) -> Value {
 }
 
 async fn create(relay: &Relay, tenant: &str, title: &str) -> Answer {
-    call(
+    admin_call(
         relay,
         Method::POST,
         tenant,
@@ -119,7 +108,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     );
 
     // Read back through the proxy: eu sees it, us5 does not.
-    let one = call(
+    let one = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -132,7 +121,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
         one.json()["data"]["attributes"]["title"],
         "Checkout errors for acme"
     );
-    let other = call(
+    let other = admin_call(
         &relay,
         Method::GET,
         "us5",
@@ -141,7 +130,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     )
     .await;
     assert_eq!(other.status, 404, "{other:?}");
-    let list = call(&relay, Method::GET, "us5", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "us5", "api/v2/incidents", None).await;
     assert_eq!(list.status, 200, "{list:?}");
     assert!(titles(&list.json()).is_empty(), "{list:?}");
 
@@ -150,12 +139,12 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     let b = create(&relay, "eu", "Second incident").await;
     assert_eq!(b.status, 201, "{b:?}");
     assert_eq!(b.json()["data"]["attributes"]["public_id"], 2);
-    let all = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let all = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(
         titles(&all.json()),
         ["Checkout errors for acme", "Second incident"]
     );
-    let page = call(
+    let page = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -177,7 +166,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     assert!(!posted_to_us5, "an incident request reached us5's host");
 
     // Datadog's 400 for a body without a title comes back as it is.
-    let bad = call(
+    let bad = admin_call(
         &relay,
         Method::POST,
         "eu",
@@ -212,7 +201,7 @@ async fn an_expired_token_is_refreshed_and_the_incident_created_once() {
     assert_eq!(dog.requests(EU_API, 403), 1, "one refusal, then the retry");
     assert_eq!(dog.incidents(EU_ORG).len(), 1, "created once");
     assert!(dog.incidents(US5_ORG).is_empty());
-    let list = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(titles(&list.json()), ["After the token expired"]);
     assert_eq!(
         dog.token_calls(EU_API),
@@ -252,7 +241,7 @@ async fn a_grant_without_incident_write_is_explained_naming_the_scope() {
     assert!(dog.incidents(EU_ORG).is_empty());
 
     // What the grant allows works; the tenant stays connected.
-    let list = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(list.status, 200, "{list:?}");
     assert_eq!(tenant_json(&relay, "eu").await["state"], "connected");
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -262,7 +251,7 @@ async fn a_grant_without_incident_write_is_explained_naming_the_scope() {
 async fn the_read_scope_is_named_too_and_an_unknown_endpoint_is_not_guessed() {
     let (dog, relay, _dir) = setup(&["api_keys_write", INCIDENT_WRITE]).await;
     connect(&relay, &dog, "eu", "https://app.datadoghq.eu", EU_ORG).await;
-    let a = call(
+    let a = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -298,7 +287,7 @@ async fn the_read_scope_is_named_too_and_an_unknown_endpoint_is_not_guessed() {
     // An endpoint whose scope the relay does not know: no guess.
     dog.inject_fault(Fault::status(403).on_path("/api/v1/dashboard").times(2))
         .unwrap();
-    let e = call(&relay, Method::GET, "eu", "api/v1/dashboard", None).await;
+    let e = admin_call(&relay, Method::GET, "eu", "api/v1/dashboard", None).await;
     assert_eq!(e.status, 403, "{e:?}");
     assert_eq!(e.json()["ddrelay"]["cause"], "missing_scope_or_permission");
     assert_eq!(e.json()["ddrelay"]["required_scope"], Value::Null);

@@ -18,7 +18,7 @@ use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCES
 use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::proxy::{Answer, call, http};
+use support::proxy::{Answer, admin_call, call, http};
 use support::{connect, tenant_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,7 +40,7 @@ async fn setup(scopes: &[&str], extra: &str) -> (FakeDog, Relay, tempfile::TempD
 }
 
 async fn get(relay: &Relay, tenant: &str, path: &str) -> Answer {
-    call(relay, ADMIN_TOKEN, Method::GET, tenant, path, &[], None).await
+    admin_call(relay, Method::GET, tenant, path, None).await
 }
 
 /// One raw HTTP/1.1 request, exactly as written (reqwest would normalize
@@ -203,16 +203,8 @@ async fn reads_reach_each_tenants_own_api_host_with_only_its_token() {
     }
 
     // A body: create a monitor for eu, read it back; us5 does not see it.
-    let created = call(
-        &relay,
-        ADMIN_TOKEN,
-        Method::POST,
-        "eu",
-        "api/v1/monitor",
-        &[],
-        Some(json!({"name": "Disk full", "type": "metric alert", "query": "avg(last_5m):avg:system.disk.in_use{*} > 0.9"})),
-    )
-    .await;
+    let monitor = json!({"name": "Disk full", "type": "metric alert", "query": "avg(last_5m):avg:system.disk.in_use{*} > 0.9"});
+    let created = admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(monitor)).await;
     assert_eq!(created.status, 200, "{created:?}");
     let id = created.json()["id"].as_i64().unwrap();
     let one = get(&relay, "eu", &format!("api/v1/monitor/{id}")).await;
@@ -340,13 +332,11 @@ async fn a_missing_scope_is_explained_and_the_tenant_stays_connected() {
     assert_eq!(dog.requests(EU_API, 403), 3);
 
     // Writing needs monitors_write, which this client lacks too.
-    let w = call(
+    let w = admin_call(
         &relay,
-        ADMIN_TOKEN,
         Method::POST,
         "eu",
         "api/v1/monitor",
-        &[],
         Some(json!({"name": "x", "type": "metric alert", "query": "q"})),
     )
     .await;
@@ -588,17 +578,7 @@ async fn limits_answer_as_documented() {
     let mut secrets = Secrets::default();
     secrets.note(&relay, "eu").await;
     let monitor = |message_len: usize| json!({"name": "Big", "type": "metric alert", "query": "q", "message": "m".repeat(message_len)});
-    let post = |body: Value| {
-        call(
-            &relay,
-            ADMIN_TOKEN,
-            Method::POST,
-            "eu",
-            "api/v1/monitor",
-            &[],
-            Some(body),
-        )
-    };
+    let post = |body: Value| admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(body));
 
     // 413 before Datadog is contacted.
     let seen = dog.api_requests().len();
@@ -708,16 +688,7 @@ async fn a_long_answer_is_cut_mid_stream_and_frees_its_slot() {
     connect(&relay, &dog, "eu", "https://app.datadoghq.eu", "Demo EU1").await;
     for i in 0..7 {
         let body = json!({"name": format!("Big {i}"), "type": "metric alert", "query": "q", "message": "m".repeat(15_000)});
-        let a = call(
-            &relay,
-            ADMIN_TOKEN,
-            Method::POST,
-            "eu",
-            "api/v1/monitor",
-            &[],
-            Some(body),
-        )
-        .await;
+        let a = admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(body)).await;
         assert_eq!(a.status, 200, "{a:?}");
     }
     // ~105 KiB, streamed by fakedog without a length: more than the 64 KiB

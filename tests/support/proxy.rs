@@ -2,7 +2,7 @@
 //! and what they answered: shared by the proxy and incidents tests.
 
 use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::{self, Relay};
+use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -66,4 +66,15 @@ pub async fn call(
         headers: resp.headers().clone(),
         body: resp.text().await.unwrap(),
     }
+}
+
+/// [`call`] with the admin token and no extra header.
+pub async fn admin_call(
+    relay: &Relay,
+    method: Method,
+    tenant: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Answer {
+    call(relay, ADMIN_TOKEN, method, tenant, path, &[], body).await
 }
