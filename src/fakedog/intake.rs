@@ -140,6 +140,38 @@ pub(crate) struct Outcome {
     pub kind: Option<Endpoint>,
 }
 
+impl Outcome {
+    /// Whether timestamp `t` falls outside `window`; if so, notes that
+    /// `what` (e.g. `log entry 3: timestamp`) was dropped.
+    fn dropped_outside(
+        &mut self,
+        window: &Bounds,
+        t: Option<i64>,
+        what: fmt::Arguments<'_>,
+    ) -> bool {
+        let Some(t) = t.filter(|t| !window.contains(*t)) else {
+            return false;
+        };
+        self.notes.push((
+            ViolationKind::TimestampWindow,
+            format!(
+                "{what} {t} outside the accepted window ({}) dropped",
+                window.describe()
+            ),
+        ));
+        true
+    }
+
+    /// Counts one accepted item, kept in full mode.
+    fn accept(&mut self, raw: &RawValue, keep: bool) -> Result<(), Reject> {
+        self.items += 1;
+        if keep {
+            self.values.push(to_value(raw)?);
+        }
+        Ok(())
+    }
+}
+
 /// `POST` on every intake path.
 pub(crate) async fn submit(
     AxState(shared): AxState<Arc<Shared>>,
@@ -804,21 +836,9 @@ fn logs(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<()
                 ),
             ));
         }
-        if let Some(t) = item.timestamp.and_then(log_timestamp)
-            && !window.contains(t)
-        {
-            out.notes.push((
-                ViolationKind::TimestampWindow,
-                format!(
-                    "log entry {i}: timestamp {t} outside the accepted window ({}) dropped",
-                    window.describe()
-                ),
-            ));
-            continue;
-        }
-        out.items += 1;
-        if keep {
-            out.values.push(to_value(raw)?);
+        let t = item.timestamp.and_then(log_timestamp);
+        if !out.dropped_outside(&window, t, format_args!("log entry {i}: timestamp")) {
+            out.accept(raw, keep)?;
         }
     }
     Ok(())
@@ -893,23 +913,14 @@ fn event(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<(
         "priority": e.priority.as_ref().map(|p| p.0.as_ref()),
         "alert_type": e.alert_type.as_ref().map(|a| a.0.as_ref()).unwrap_or("info"),
     }));
-    if let Some(t) = e.date_happened
-        && !window.contains(t)
-    {
-        out.notes.push((
-            ViolationKind::TimestampWindow,
-            format!(
-                "event date_happened {t} outside the accepted window ({}) dropped",
-                window.describe()
-            ),
-        ));
+    if out.dropped_outside(
+        &window,
+        e.date_happened,
+        format_args!("event date_happened"),
+    ) {
         return Ok(());
     }
-    out.items = 1;
-    if keep {
-        out.values.push(to_value(raw)?);
-    }
-    Ok(())
+    out.accept(raw, keep)
 }
 
 /// A service check (SPEC-V1 `ServiceCheck`): `check`, `host_name`,
@@ -966,21 +977,9 @@ fn checks(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<
                 )));
             }
         }
-        if let Some(t) = c.timestamp
-            && !window.contains(t)
-        {
-            out.notes.push((
-                ViolationKind::TimestampWindow,
-                format!(
-                    "service check {i}: timestamp {t} outside the accepted window ({}) dropped",
-                    window.describe()
-                ),
-            ));
-            continue;
-        }
-        out.items += 1;
-        if keep {
-            out.values.push(to_value(raw)?);
+        let t = c.timestamp;
+        if !out.dropped_outside(&window, t, format_args!("service check {i}: timestamp")) {
+            out.accept(raw, keep)?;
         }
     }
     Ok(())
