@@ -11,7 +11,7 @@
 //!
 //! Authentication is `Authorization: Bearer <access token>` only. A missing,
 //! unknown, expired or revoked token, a token without the route's scope, or a
-//! token of another site's org (also a [`ViolationKind::WrongSite`]) gets
+//! token of another site's org (also a [`super::ViolationKind::WrongSite`]) gets
 //! 403 `{"errors":["Forbidden"]}`: "a missing scope or an expired or invalid
 //! token gives 403" (reference §1.7, DOC-API-INT troubleshooting; Nango's
 //! third-party claim of 401 for a missing scope is UNCONFIRMED, so 401 is
@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use crate::site::HostRole;
 
 use super::server::{Target, errors, not_found};
-use super::state::{Org, Shared, State, ViolationKind, uuid};
+use super::state::{Org, Shared, State, uuid};
 
 /// Reads monitors (`GET /api/v1/monitor`, `GET /api/v1/monitor/{id}`).
 pub const MONITORS_READ: &str = "monitors_read";
@@ -214,17 +214,7 @@ impl State {
     ) -> Option<Org> {
         let grant = self.bearer_grant(bearer(headers)?)?.clone();
         let org = self.org(&grant.org)?.clone();
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                path,
-                Some(&org.id),
-                format!(
-                    "access token of an org on {} used at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        if self.wrong_site(target, path, &org.id, org.site, "access token", "used") {
             return None;
         }
         grant.scopes.iter().any(|s| s == scope).then_some(org)

@@ -21,7 +21,7 @@
 //!
 //! A code, refresh token or revocation presented at another site's API host
 //! fails as at Datadog (that site has never heard of it) and is recorded as
-//! a [`ViolationKind::WrongSite`] violation.
+//! a [`super::ViolationKind::WrongSite`] violation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use super::pages;
 use super::server::{Target, json, not_found};
 use super::state::{
     AccessToken, AuthRequest, CODE_TTL, CONSENT_TTL, Code, Consent, Grant, Org, Recording,
-    RefreshToken, Shared, State, ViolationKind,
+    RefreshToken, Shared, State,
 };
 
 /// Datadog's description for a bad code or a failed PKCE check (DOC-API-INT).
@@ -811,17 +811,8 @@ impl State {
             .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
         let rec = self.codes.get(code).cloned().ok_or_else(bad)?;
         let org = self.org(&rec.org).cloned().ok_or_else(bad)?;
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/token",
-                Some(&org.id),
-                format!(
-                    "authorization code of an org on {} presented at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        let (path, what) = ("/oauth2/v1/token", "authorization code");
+        if self.wrong_site(target, path, &org.id, org.site, what, "presented") {
             return Err(bad());
         }
         if rec.client_id != client {
@@ -882,17 +873,8 @@ impl State {
         let rec = self.refresh.get(token).cloned().ok_or_else(invalid)?;
         let grant = self.grants.get(&rec.grant).cloned().ok_or_else(invalid)?;
         let org = self.org(&grant.org).cloned().ok_or_else(invalid)?;
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/token",
-                Some(&org.id),
-                format!(
-                    "refresh token of an org on {} presented at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        let (path, what) = ("/oauth2/v1/token", "refresh token");
+        if self.wrong_site(target, path, &org.id, org.site, what, "presented") {
             return Err(invalid());
         }
         if grant.client_id != client {
@@ -967,17 +949,14 @@ impl State {
         let Some(org) = self.org(&grant.org).cloned() else {
             return Ok(());
         };
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/revoke",
-                Some(&org.id),
-                format!(
-                    "token of an org on {} revoked at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        if self.wrong_site(
+            target,
+            "/oauth2/v1/revoke",
+            &org.id,
+            org.site,
+            "token",
+            "revoked",
+        ) {
             return Ok(());
         }
         if grant.client_id != client {
