@@ -82,16 +82,20 @@ fn signal(c: &Child, sig: &str) {
     );
 }
 
-fn setup(dog: &FakeDog, dir: &Path, extra: &str) -> PathBuf {
+/// A config with `extra` TOML in a fresh dir, and a relay started on it,
+/// logging to `relay.log` there (keep the dir alive).
+fn setup(dog: &FakeDog, extra: &str) -> (tempfile::TempDir, PathBuf, Proc) {
     sandbox::register_client(dog).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let key = ddrelay::secret::MasterKey::generate().to_base64();
-    let config = dir.join("ddrelay.toml");
+    let config = dir.path().join("ddrelay.toml");
     std::fs::write(
         &config,
-        sandbox::config_text(dog, &dir.join("data"), key.expose(), extra),
+        sandbox::config_text(dog, &dir.path().join("data"), key.expose(), extra),
     )
     .unwrap();
-    config
+    let p = spawn(&config, dir.path().join("relay.log"));
+    (dir, config, p)
 }
 
 async fn connect(dog: &FakeDog, p: &Proc, tenant: &str, org: &str, site: &str, token: &str) {
@@ -109,13 +113,10 @@ async fn connect(dog: &FakeDog, p: &Proc, tenant: &str, org: &str, site: &str, t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
     let dog = support::dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(
+    let (dir, config, mut p) = setup(
         &dog,
-        dir.path(),
         "[delivery]\nbatch_max_age = \"20ms\"\ndrain_timeout = \"1s\"\n[log]\nformat = \"json\"\n",
     );
-    let mut p = spawn(&config, dir.path().join("relay.log"));
     connect(
         &dog,
         &p,
@@ -214,13 +215,7 @@ async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connections() {
     let dog = support::dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(
-        &dog,
-        dir.path(),
-        "[log]\nformat = \"json\"\nlevel = \"info\"\n",
-    );
-    let mut p = spawn(&config, dir.path().join("relay.log"));
+    let (_dir, config, mut p) = setup(&dog, "[log]\nformat = \"json\"\nlevel = \"info\"\n");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()
