@@ -441,18 +441,14 @@ async fn per_tenant_request_rate_limit_is_enforced() {
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let started = Instant::now();
     for i in 0..50 {
-        let (s, _) = relay
-            .send(
-                "t",
-                Endpoint::Events,
-                json!({ "title": format!("e{i}"), "text": "t" })
-                    .to_string()
-                    .as_bytes(),
-                Encoding::Identity,
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "t",
+            Endpoint::Events,
+            Encoding::Identity,
+            json!({ "title": format!("e{i}"), "text": "t" }).to_string(),
+        )
+        .await;
     }
     support::eventually_within("events delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Events) == 50
@@ -837,16 +833,14 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
     }
     for i in 0..20 {
         let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
-        let (s, _) = relay
-            .send(
-                "throttled",
-                Endpoint::Events,
-                body.as_bytes(),
-                Encoding::Identity,
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "throttled",
+            Endpoint::Events,
+            Encoding::Identity,
+            body.as_bytes(),
+        )
+        .await;
     }
     send_logs(&relay, "hung", 5, "hung").await;
     send_series(&relay, "hung", 5).await;
@@ -934,11 +928,14 @@ async fn a_tenant_with_a_backlog_has_several_payloads_in_flight() {
         .unwrap();
     for i in 0..200 {
         let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
-        let (s, _) = relay
-            .send("big", Endpoint::Events, body.as_bytes(), Encoding::Identity)
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "big",
+            Endpoint::Events,
+            Encoding::Identity,
+            body.as_bytes(),
+        )
+        .await;
     }
     dog.clear_faults();
     dog.inject_fault(Fault::late_answer(Duration::from_secs(10)).on_path("/api/v1/events"))

@@ -259,13 +259,19 @@ pub async fn accepted(
     endpoint: ddrelay::site::Endpoint,
     body: impl AsRef<[u8]>,
 ) {
+    accepted_as(relay, tenant, endpoint, ddrelay::site::Encoding::Gzip, body).await
+}
+
+/// As [`accepted`], `body` sent with `encoding`.
+pub async fn accepted_as(
+    relay: &Relay,
+    tenant: &str,
+    endpoint: ddrelay::site::Endpoint,
+    encoding: ddrelay::site::Encoding,
+    body: impl AsRef<[u8]>,
+) {
     let (s, v) = relay
-        .send(
-            tenant,
-            endpoint,
-            body.as_ref(),
-            ddrelay::site::Encoding::Gzip,
-        )
+        .send(tenant, endpoint, body.as_ref(), encoding)
         .await
         .unwrap();
     assert_eq!(s, 202, "{v}");
