@@ -37,6 +37,7 @@ use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::{Connection, Flow, Store};
 use parking_lot::Mutex;
+use support::http;
 use support::process::{RunningRelay, connect_across};
 
 /// One `ddrelay run` child; killed when dropped (a failing test leaves no
@@ -64,14 +65,6 @@ impl Replica {
         self.run.kill();
         *self = Replica::spawn(&self.run.config.clone(), self.problems.clone());
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap()
 }
 
 /// Writes a replica's config: the shared store, its own data dir.

@@ -29,6 +29,7 @@ use ddrelay::sandbox::{self, ADMIN_TOKEN, CLIENT_SECRET, Relay};
 use hmac::{KeyInit as _, Mac as _};
 use parking_lot::Mutex;
 use serde_json::Value;
+use support::http;
 use support::process::{RunningRelay, connect_across};
 
 const SECRET: &str = "webhook-signing-secret-0123456789";
@@ -292,14 +293,6 @@ fn config(dog: &FakeDog, dir: &Path, key: &str, db: Option<&str>, hook: &str) ->
     )
     .unwrap();
     path
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap()
 }
 
 /// Starts the connect on `start`; the browser's callback lands on `callback`.

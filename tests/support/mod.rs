@@ -217,19 +217,19 @@ pub async fn tenant_json(relay: &Relay, tenant: &str) -> serde_json::Value {
     v
 }
 
-/// The body of `GET url`, whatever its status (`/metrics`, mostly).
-pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+/// A client for the relays of a test: no proxy from the environment, and
+/// 30 s at most per request, so that a hung relay fails the test.
+pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
         .no_proxy()
         .build()
         .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+}
+
+/// The body of `GET url`, whatever its status (`/metrics`, mostly).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// Sends `req` and reads its answer as JSON, whatever its status.

@@ -86,12 +86,7 @@ pub async fn authorize_url_at(
     tenant: &str,
     site: &str,
 ) -> String {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap();
-    let req = http
+    let req = super::http()
         .post(format!("http://{api}/v1/tenants/{tenant}/connect"))
         .bearer_auth(token)
         .json(&serde_json::json!({ "site": site }));
