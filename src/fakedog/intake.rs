@@ -625,31 +625,19 @@ struct SeriesV2<'a> {
     interval: Option<i64>,
 }
 
-/// A v1 series object (SPEC-V1 `Series`): `metric` and `points` required,
-/// `type` one of `""`, `count`, `gauge`, `rate`.
+/// A v1 series object (SPEC-V1 `Series`, points `P` = [`PointV1`]):
+/// `metric` and `points` required, `type` one of `""`, `count`, `gauge`,
+/// `rate`. Or a distribution series (SPEC-V1 `DistributionPointsSeries`,
+/// `P` = [`PointDist`]): `metric` and `points` required, `type` only
+/// `distribution`.
 #[derive(Deserialize)]
-struct SeriesV1<'a> {
+#[serde(bound(deserialize = "P: Deserialize<'de> + Timestamped"))]
+struct SeriesV1<'a, P> {
     #[serde(borrow)]
     metric: Option<Str<'a>>,
     #[serde(rename = "type", borrow)]
     kind: Option<Str<'a>>,
-    points: Option<Points<PointV1>>,
-    #[allow(dead_code)]
-    tags: Option<Strs>,
-    #[allow(dead_code)]
-    #[serde(borrow)]
-    host: Option<Str<'a>>,
-}
-
-/// A distribution series (SPEC-V1 `DistributionPointsSeries`): `metric`
-/// and `points` required, `type` only `distribution`.
-#[derive(Deserialize)]
-struct SeriesDist<'a> {
-    #[serde(borrow)]
-    metric: Option<Str<'a>>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Str<'a>>,
-    points: Option<Points<PointDist>>,
+    points: Option<Points<P>>,
     #[allow(dead_code)]
     tags: Option<Strs>,
     #[allow(dead_code)]
@@ -687,12 +675,12 @@ fn summarize(endpoint: Endpoint, raw: &RawValue) -> Result<SeriesSummary<'_>, se
             SeriesSummary::of(s.metric, kind_ok, s.points)
         }
         Endpoint::Distribution => {
-            let s: SeriesDist<'_> = serde_json::from_str(raw.get())?;
+            let s: SeriesV1<'_, PointDist> = serde_json::from_str(raw.get())?;
             let kind_ok = s.kind.as_ref().is_none_or(|k| k.0 == "distribution");
             SeriesSummary::of(s.metric, kind_ok, s.points)
         }
         _ => {
-            let s: SeriesV1<'_> = serde_json::from_str(raw.get())?;
+            let s: SeriesV1<'_, PointV1> = serde_json::from_str(raw.get())?;
             let kind_ok = s
                 .kind
                 .as_ref()
