@@ -40,6 +40,13 @@ fn example(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The URL a program printed in its banner line.
+fn url_in(banner: &str) -> String {
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://"));
+    url.unwrap_or_else(|| panic!("no URL in {banner:?}"))
+        .to_string()
+}
+
 /// Waits until `org` received at least `n` items of each kind.
 async fn delivered(dog: &FakeDog, org: &str, n: u64) {
     let org = dog.org(org).unwrap();
@@ -85,11 +92,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let app_url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let app_url = url_in(&banner);
 
     // Datadog sends the customer to the onboarding URL with `site`; the app
     // redirects to the relay's authorize URL at that site.
@@ -241,11 +244,7 @@ async fn the_webhook_receiver_verifies_signatures_and_prints_each_event() {
             .unwrap()
     };
     let banner = next_line().await;
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let url = url_in(&banner);
 
     // A request that is not signed with the secret is refused.
     let forged = reqwest::Client::new()
