@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ddrelay::fakedog::{FakeDog, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, RELAY_HOST};
+use ddrelay::sandbox::{self, ADMIN_TOKEN};
 use ddrelay::site::Endpoint;
 use support::{dog, tenant_json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -117,12 +117,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
 
     // The customer authorizes; the relay's callback finishes the connection.
     dog.login("Demo EU1").unwrap();
-    let page = dog
-        .browser(&[(RELAY_HOST, relay.public)])
-        .unwrap()
-        .authorize(&authorize)
-        .await
-        .unwrap();
+    let page = support::authorized(&dog, relay.public, &authorize).await;
     assert!(
         page.body.contains("You may now close this tab."),
         "{}",

@@ -101,13 +101,7 @@ fn setup(dog: &FakeDog, extra: &str) -> (tempfile::TempDir, PathBuf, Proc) {
 async fn connect(dog: &FakeDog, p: &Proc, tenant: &str, org: &str, site: &str, token: &str) {
     let url = support::process::authorize_url_at(&p.api, token, tenant, site).await;
     dog.login(org).unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, p.public)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    support::authorized(dog, p.public, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,13 +94,7 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
                 .to_string(),
         );
         dog.login(org).unwrap();
-        let page = dog
-            .browser(&[(sandbox::RELAY_HOST, public)])
-            .unwrap()
-            .authorize(&url)
-            .await
-            .unwrap();
-        assert_eq!(page.status, 200, "{}", page.body);
+        let page = support::authorized(&dog, public, &url).await;
         seen_text.push_str(&page.body);
     }
     let send = |tenant: &'static str, msg: &'static str| {

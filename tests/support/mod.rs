@@ -374,6 +374,20 @@ pub async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org
     assert_eq!(page.status, 200, "{}", page.body);
 }
 
+/// Follows the authorize URL `url` in fakedog's browser, whose `relay.test`
+/// is `public`, and clicks Authorize: the page it lands on, checked to be a
+/// 200.
+pub async fn authorized(
+    dog: &FakeDog,
+    public: std::net::SocketAddr,
+    url: &str,
+) -> ddrelay::fakedog::Page {
+    let browser = dog.browser(&[(ddrelay::sandbox::RELAY_HOST, public)]);
+    let page = browser.unwrap().authorize(url).await.unwrap();
+    assert_eq!(page.status, 200, "{url}: {}", page.body);
+    page
+}
+
 /// Polls `cond` until it holds; fails the test with `what` after 60 s.
 /// The condition is the synchronisation; the deadline only bounds a failure.
 pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {

@@ -109,11 +109,5 @@ pub async fn connect_across(
 ) {
     let url = authorize_url_at(start, sandbox::ADMIN_TOKEN, tenant, site).await;
     let url = format!("{url}&dd_oid={org_id}");
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, callback)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{tenant}: {}", page.body);
+    super::authorized(dog, callback, &url).await;
 }
