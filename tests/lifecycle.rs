@@ -68,6 +68,13 @@ impl Drop for Proc {
     }
 }
 
+/// What the relay logged after its configuration was reloaded.
+fn after_reload(p: &Proc) -> String {
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    let after = log.split("configuration reloaded").nth(1);
+    after.unwrap_or_default().to_string()
+}
+
 fn child_alive(c: &Child) -> bool {
     std::path::Path::new(&format!("/proc/{}", c.id())).exists()
 }
@@ -293,23 +300,12 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
     assert_eq!(new.status(), 200);
     // The log level took effect: debug lines appear after the reload.
     connect(&dog, &p, "h", "Demo US1", "datadoghq.com", new_token).await;
-    let log = std::fs::read_to_string(&p.log).unwrap();
-    let after_reload = log
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default();
     assert!(
-        after_reload.contains("\"level\":\"DEBUG\""),
+        after_reload(&p).contains("\"level\":\"DEBUG\""),
         "no debug line after the reload"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&p.log)
-        .unwrap()
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default()
-        .contains("outbound rate limits updated")
-    {
+    while !after_reload(&p).contains("outbound rate limits updated") {
         assert!(
             Instant::now() < deadline,
             "the sender never applied the new limits"
@@ -317,15 +313,12 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = std::fs::read_to_string(&p.log).unwrap();
-    let after_reload = log
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default();
+    let after = after_reload(&p);
     assert!(
-        after_reload.contains("outbound rate limits updated")
-            && after_reload.contains("\"tenant_requests_per_second\":7.0"),
+        after.contains("outbound rate limits updated")
+            && after.contains("\"tenant_requests_per_second\":7.0"),
         "limits not reloaded: {}",
-        after_reload
+        after
             .lines()
             .filter(|l| l.contains("limits") || l.contains("reloaded"))
             .collect::<Vec<_>>()
