@@ -78,3 +78,22 @@ pub async fn admin_call(
 ) -> Answer {
     call(relay, ADMIN_TOKEN, method, tenant, path, &[], body).await
 }
+
+/// Checks that `a` is Datadog's 403 for a missing scope or permission,
+/// kept as Datadog sent it and explained by the relay: the relay's
+/// explanation (`ddrelay`).
+pub fn missing_scope(a: &Answer) -> Value {
+    assert_eq!(a.status, 403, "{a:?}");
+    assert_eq!(a.header("dd-relay-origin"), Some("datadog"));
+    assert_eq!(
+        a.header("dd-relay-explanation"),
+        Some("missing_scope_or_permission")
+    );
+    let v = a.json();
+    assert_eq!(
+        v["errors"],
+        serde_json::json!(["Forbidden"]),
+        "Datadog's errors are kept"
+    );
+    v["ddrelay"].clone()
+}
