@@ -68,6 +68,16 @@ pub fn https_client(fd: &FakeDog, extra: &[&str]) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// The access token of a token response.
+pub fn access_token(t: &Value) -> &str {
+    t["access_token"].as_str().unwrap()
+}
+
+/// The refresh token of a token response.
+pub fn refresh_token(t: &Value) -> &str {
+    t["refresh_token"].as_str().unwrap()
+}
+
 pub fn authorize_url(host: &str, params: &[(&str, &str)]) -> String {
     let mut u = url::Url::parse(&format!("https://{host}/oauth2/v1/authorize")).unwrap();
     for (k, v) in params {
@@ -244,9 +254,7 @@ impl World {
     /// OAuth + key creation for `org`: the API key.
     pub async fn api_key(&self, org: &Org) -> String {
         let t = self.tokens(org).await;
-        let (status, body) = self
-            .create_key(&api(org), t["access_token"].as_str().unwrap())
-            .await;
+        let (status, body) = self.create_key(&api(org), access_token(&t)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["data"]["attributes"]["key"]
             .as_str()
