@@ -592,20 +592,26 @@ async fn usage(
     Ok(axum::Json(crate::usage::report_json(&tenant, from, to, &rows)).into_response())
 }
 
+/// The delivery view that holds a known tenant's dead letters; 404 for an
+/// unknown tenant or a relay without delivery.
+fn dead_letter_view<'a>(
+    state: &'a AdminState,
+    tenant: &str,
+) -> Result<&'a Arc<dyn DeliveryView>, ApiError> {
+    checked(tenant)?;
+    state.tenants.get(tenant).ok_or_else(|| not_found(tenant))?;
+    state
+        .delivery
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no delivery pipeline"))
+}
+
 async fn dead_letters(
     State(state): State<AdminState>,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_path(tenant)?;
-    checked(&tenant)?;
-    state
-        .tenants
-        .get(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
-    let d = state
-        .delivery
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no delivery pipeline"))?;
+    let d = dead_letter_view(&state, &tenant)?;
     Ok(axum::Json(d.dead_letters(&tenant)).into_response())
 }
 
@@ -619,15 +625,7 @@ async fn dead_letter(
             format!("invalid path: {e} (expected /v1/tenants/{{tenant}}/dead_letters/{{number}})"),
         )
     })?;
-    checked(&tenant)?;
-    state
-        .tenants
-        .get(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
-    let d = state
-        .delivery
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no delivery pipeline"))?;
+    let d = dead_letter_view(&state, &tenant)?;
     let items = d.dead_letter_items(&tenant, id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

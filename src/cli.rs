@@ -5,7 +5,7 @@
 //! errors.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -304,15 +304,9 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
         format: LogFormat::Text,
     });
     let smoke = opts.smoke;
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(crate::bench::run(opts)) {
-        Ok(report) => {
+    match block_on(ExitCode::FAILURE, crate::bench::run(opts)) {
+        Err(code) => code,
+        Ok(Ok(report)) => {
             let mut failed = Vec::new();
             if smoke {
                 let peak = report["peak_rss_mib"].as_f64().unwrap_or(f64::MAX);
@@ -343,7 +337,7 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("bench failed: {e:#}");
             ExitCode::FAILURE
         }
@@ -355,23 +349,17 @@ fn demo_blocking(level: &str, keep_running: bool) -> ExitCode {
         level: level.to_string(),
         format: LogFormat::Text,
     });
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(crate::demo::run(keep_running)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match block_on(ExitCode::FAILURE, crate::demo::run(keep_running)) {
+        Err(code) => code,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("demo failed: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-pub(crate) fn print_problems(e: &crate::config::ConfigError) {
+fn print_problems(e: &crate::config::ConfigError) {
     for p in &e.problems {
         eprintln!("error: {p}");
     }
@@ -404,33 +392,52 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn run_blocking(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            print_problems(&e);
-            return ExitCode::FAILURE;
-        }
-    };
-    let log = telemetry::init_logging(&config.log);
-    let rt = match runtime() {
-        Ok(rt) => rt,
+/// Runs `job` to completion on a fresh [`runtime`]. When the runtime does
+/// not start, says so and gives back `failed`, the exit code to end with.
+pub(crate) fn block_on<F: Future>(failed: ExitCode, job: F) -> Result<F::Output, ExitCode> {
+    match runtime() {
+        Ok(rt) => Ok(rt.block_on(job)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(path, config, log)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "ddrelay failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            Err(failed)
         }
     }
 }
 
-async fn run(path: PathBuf, config: Config, log: telemetry::LogHandle) -> anyhow::Result<()> {
+/// The scaffold of every command that works from a config file: loads the
+/// file at `path` (printing each problem), runs `job` with it on a fresh
+/// runtime and prints its error. Every failure gives back `failed`, the
+/// exit code to end with.
+pub(crate) fn with_config<T, E, Fut>(
+    path: &Path,
+    failed: ExitCode,
+    job: impl FnOnce(Config) -> Fut,
+) -> Result<T, ExitCode>
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let config = Config::load(path).map_err(|e| {
+        print_problems(&e);
+        failed
+    })?;
+    block_on(failed, job(config))?.map_err(|e| {
+        eprintln!("error: {e:#}");
+        failed
+    })
+}
+
+fn run_blocking(path: PathBuf) -> ExitCode {
+    let done = with_config(&path.clone(), ExitCode::FAILURE, |config| async move {
+        run(path, config)
+            .await
+            .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "ddrelay failed"))
+    });
+    done.map_or_else(|code| code, |()| ExitCode::SUCCESS)
+}
+
+async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let log = telemetry::init_logging(&config.log);
     let app = App::build_with_log(config, Some(log)).await?;
     let reloader = app.reloader();
     spawn_reload_on_sighup(path, reloader)?;
@@ -463,14 +470,7 @@ fn fakedog_blocking(args: FakedogArgs) -> ExitCode {
         level: args.log_level,
         format: LogFormat::Text,
     });
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
+    let served = block_on(ExitCode::FAILURE, async {
         let fakedog = match FakeDog::start(options).await {
             Ok(f) => f,
             Err(e) => {
@@ -502,7 +502,8 @@ fn fakedog_blocking(args: FakedogArgs) -> ExitCode {
         }
         fakedog.shutdown().await;
         ExitCode::SUCCESS
-    })
+    });
+    served.unwrap_or_else(|code| code)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::admin::{TenantList, TenantView};
-use crate::cli::{TenantsAction, print_problems, runtime};
+use crate::cli::{TenantsAction, runtime, with_config};
 use crate::config::Config;
 use crate::store::TenantState;
 
@@ -31,27 +31,10 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 }
 
 pub fn tenants(path: &Path, action: TenantsAction) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            print_problems(&e);
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(tenants_async(&config, action)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let done = with_config(path, ExitCode::FAILURE, |config| async move {
+        tenants_async(&config, action).await
+    });
+    done.map_or_else(|code| code, |()| ExitCode::SUCCESS)
 }
 
 /// Sends one admin API request; a non-2xx answer becomes its `errors` text.
@@ -286,26 +269,12 @@ const VERIFY_NOT_RUN: u8 = 2;
 /// line per step. Exit 0 when all pass, 1 when one fails, 2 when it could
 /// not run.
 pub fn verify(path: &Path, tenant: &str, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            print_problems(&e);
-            return ExitCode::from(VERIFY_NOT_RUN);
-        }
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(VERIFY_NOT_RUN);
-        }
-    };
-    let report = match rt.block_on(verify_async(&config, tenant)) {
+    let report = with_config(path, ExitCode::from(VERIFY_NOT_RUN), |config| async move {
+        verify_async(&config, tenant).await
+    });
+    let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(VERIFY_NOT_RUN);
-        }
+        Err(code) => return code,
     };
     if json {
         println!(
@@ -410,29 +379,15 @@ pub fn healthcheck(url: &str) -> ExitCode {
 
 /// `ddrelay store migrate --config FILE --to URL [--force]`.
 pub fn store_migrate(path: &Path, to: &str, force: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            print_problems(&e);
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(store_migrate_async(&config, to, force)) {
+    let report = with_config(path, ExitCode::FAILURE, |config| async move {
+        store_migrate_async(&config, to, force).await
+    });
+    match report {
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 

@@ -276,13 +276,7 @@ impl Relay {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        ))
+        status_and_json(req).await
     }
 
     /// Asks for an authorize URL for `tenant` (optionally at `site`).
@@ -340,13 +334,7 @@ impl Relay {
         } {
             req = req.header("Content-Encoding", token);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        ))
+        status_and_json(req).await
     }
 
     /// Stops the relay (drains) and waits for it.
@@ -359,6 +347,18 @@ impl Relay {
             None => Ok(()),
         }
     }
+}
+
+/// Sends `req`: its status and its body as JSON (a body that is not JSON as
+/// a JSON string).
+async fn status_and_json(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, serde_json::Value)> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    ))
 }
 
 impl Drop for Relay {

@@ -588,8 +588,11 @@ impl Endpoint {
             },
             // docs/datadog.md "Series v1": 3.2 MB compressed, 62 MiB
             // decompressed. We never build payloads that large: the v2 caps
-            // keep batches small and safe.
-            Endpoint::SeriesV1 => Limits {
+            // keep batches small and safe. Distribution points: Datadog
+            // states no limits (UNCONFIRMED, docs/datadog.md "Distribution
+            // points"); Vector applies the v1 limits to sketches, and we cap
+            // batches as series v1.
+            Endpoint::SeriesV1 | Endpoint::Distribution => Limits {
                 max_compressed: 3_200_000,
                 max_uncompressed: 5_242_880 - 1,
                 max_items: 10_000,
@@ -606,29 +609,13 @@ impl Endpoint {
                 max_items: 1_000,
                 max_item: 1_000_000,
             },
-            // Distribution points: Datadog states no limits (UNCONFIRMED,
-            // docs/datadog.md "Distribution points"); Vector applies the v1
-            // limits to sketches, and we cap batches as series v1.
-            Endpoint::Distribution => Limits {
-                max_compressed: 3_200_000,
-                max_uncompressed: 5_242_880 - 1,
-                max_items: 10_000,
-                max_item: 512 * 1024,
-            },
-            // v2 events: one event per request, as v1 events. Title ≤ 500
-            // characters, message ≤ 4000, ≤ 100 tags; the request size is
-            // UNCONFIRMED, so the v1 events' 256 KiB.
-            Endpoint::EventsV2 => Limits {
-                max_compressed: 256 * 1024,
-                max_uncompressed: 256 * 1024,
-                max_items: 1,
-                max_item: 256 * 1024,
-            },
             // docs/datadog.md "Events v1": one event per request. Max request
             // size is UNCONFIRMED; an event is a title plus ≤ 4000 characters
             // of text, so 256 KiB leaves room for tags while staying far
-            // below any cap.
-            Endpoint::Events => Limits {
+            // below any cap. v2 events: one event per request, as v1 events.
+            // Title ≤ 500 characters, message ≤ 4000, ≤ 100 tags; the request
+            // size is UNCONFIRMED, so the v1 events' 256 KiB.
+            Endpoint::Events | Endpoint::EventsV2 => Limits {
                 max_compressed: 256 * 1024,
                 max_uncompressed: 256 * 1024,
                 max_items: 1,

@@ -930,10 +930,7 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NoTenant(id.to_string()));
-        }
-        Ok(())
+        changed_tenant(&r, id)
     }
 
     /// Stores a new API key (after key re-creation) and marks the tenant connected.
@@ -957,9 +954,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NoTenant(id.to_string()));
-        }
+        changed_tenant(&r, id)?;
         self.finish_change(tx, id, before, now).await
     }
 
@@ -983,9 +978,7 @@ impl Store {
         .bind(reason.map(|r| r.code.as_str()))
         .execute(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NoTenant(id.to_string()));
-        }
+        changed_tenant(&r, id)?;
         self.finish_change(tx, id, before, now).await
     }
 
@@ -1003,9 +996,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NoTenant(id.to_string()));
-        }
+        changed_tenant(&r, id)?;
         sqlx::query("DELETE FROM oauth_flows WHERE tenant = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -1028,10 +1019,7 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NoTenant(id.to_string()));
-        }
-        Ok(())
+        changed_tenant(&r, id)
     }
 
     /// Row counts per state (for metrics).
@@ -1115,6 +1103,15 @@ fn get_bool(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
 
 fn flow_scope(state_hash: &str) -> String {
     format!("flow:{state_hash}")
+}
+
+/// `Ok` when the update `r` reports changed a row, that is when the tenant
+/// `id` it named exists.
+fn changed_tenant(r: &sqlx::any::AnyQueryResult, id: &str) -> Result<(), StoreError> {
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NoTenant(id.to_string()));
+    }
+    Ok(())
 }
 
 fn last4(key: &Secret) -> String {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ddrelay::sandbox;
 use serde_json::{Value, json};
+use support::tools::{CHROMIUM_FLAGS, tool};
 use support::{dog, relay, tenant_json};
 
 struct Driver {
@@ -34,22 +35,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn installed(bin: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !support::require_external(),
-            "{bin} is required (run scripts/test)"
-        );
-        eprintln!("skipping: {bin} is not installed (run scripts/test)");
-    }
-    ok
 }
 
 impl Driver {
@@ -104,19 +89,7 @@ impl Driver {
     /// A headless Chromium session with `args` besides the usual ones and a
     /// throw-away profile in `profile`; its id.
     async fn session(&self, args: &[String], profile: &std::path::Path) -> String {
-        let mut all: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut all: Vec<String> = CHROMIUM_FLAGS.map(String::from).to_vec();
         all.extend_from_slice(args);
         all.push(format!("--user-data-dir={}", profile.display()));
         let options = json!({ "binary": "/usr/bin/chromium", "args": all });
@@ -153,7 +126,7 @@ impl Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_clicks_through_the_consent_page() {
-    if !installed("chromium") || !installed("chromedriver") {
+    if tool("chromium").is_none() || tool("chromedriver").is_none() {
         return;
     }
     let dog = dog().await;
@@ -261,7 +234,7 @@ async fn a_real_browser_clicks_through_the_consent_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_keeps_running_with_a_page_of_what_each_org_received() {
     use tokio::io::AsyncBufReadExt as _;
-    if !installed("chromium") || !installed("chromedriver") {
+    if tool("chromium").is_none() || tool("chromedriver").is_none() {
         return;
     }
     let mut demo = tokio::process::Command::from(support::ddrelay_command())

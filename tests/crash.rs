@@ -5,16 +5,11 @@
 //! on the same data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Children are killed and waited for explicitly after each round.
-#![allow(clippy::zombie_processes)]
 
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,56 +17,23 @@ use ddrelay::fakedog::FakeDog;
 use ddrelay::sandbox;
 use ddrelay::site::Endpoint;
 use parking_lot::Mutex;
+use support::process::{RunningRelay, connect_across};
 
-struct Proc {
-    child: Child,
-    api: SocketAddr,
-    public: SocketAddr,
-}
+/// What the senders share: the relay's current address, the ids it
+/// acknowledged, and the signal to stop.
+type Shared = (
+    Arc<Mutex<SocketAddr>>,
+    Arc<Mutex<Vec<String>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
-impl Drop for Proc {
-    /// A failing test never leaves a relay running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ddrelay run` and reads its addresses from its JSON start line.
-fn spawn(config: &Path) -> Proc {
-    let mut cmd = support::ddrelay_command();
-    let mut child = cmd
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    loop {
-        assert!(Instant::now() < deadline, "relay did not start");
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "relay exited before starting"
-        );
-        if line.contains("ddrelay started") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let api = v["api"].as_str().unwrap().parse().unwrap();
-            let public = v["public"].as_str().unwrap().parse().unwrap();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in err.lines() {});
-            return Proc { child, api, public };
-        }
-    }
-}
-
-/// Posts log batches with unique ids until `stop`; records the ids that got a 202.
-async fn sender(
-    id: usize,
-    api: Arc<Mutex<SocketAddr>>,
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+/// Sends what `next` builds (the ids it carries and the request, from a
+/// client, the relay's current address and a batch number from 1) until
+/// stopped; records the ids of the requests answered `ok`.
+async fn keep_sending(
+    (api, acked, stop): Shared,
+    ok: u16,
+    mut next: impl FnMut(&reqwest::Client, SocketAddr, u64) -> (Vec<String>, reqwest::RequestBuilder),
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -79,41 +41,38 @@ async fn sender(
         .unwrap();
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let ids: Vec<String> = (0..20).map(|k| format!("s{id}-{n}-{k}")).collect();
         n += 1;
-        let body = serde_json::Value::Array(
-            ids.iter()
-                .map(|i| serde_json::json!({ "message": i, "service": "crash" }))
-                .collect(),
-        );
         let addr = *api.lock();
-        match http
-            .post(format!("http://{addr}/api/v2/logs"))
-            .header("DD-API-KEY", "crash")
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 202 => acked.lock().extend(ids),
+        let (ids, req) = next(&http, addr, n);
+        match req.send().await {
+            Ok(r) if r.status() == ok => acked.lock().extend(ids),
             Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await, // relay down or restarting
         }
     }
 }
 
+/// Posts log batches with unique ids until stopped; records the ids that got a 202.
+async fn sender(id: usize, shared: Shared) {
+    keep_sending(shared, 202, |http, addr, n| {
+        let ids: Vec<String> = (0..20).map(|k| format!("s{id}-{n}-{k}")).collect();
+        let body = serde_json::Value::Array(
+            ids.iter()
+                .map(|i| serde_json::json!({ "message": i, "service": "crash" }))
+                .collect(),
+        );
+        let req = http
+            .post(format!("http://{addr}/api/v2/logs"))
+            .header("DD-API-KEY", "crash")
+            .json(&body);
+        (ids, req)
+    })
+    .await
+}
+
 /// Puts v0.3 traces (two spans each, the resource a unique id) until
-/// `stop`; records the resources of the spans that got a 200.
-async fn trace_sender(
-    api: Arc<Mutex<SocketAddr>>,
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut n = 0u64;
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        n += 1;
+/// stopped; records the resources of the spans that got a 200.
+async fn trace_sender(shared: Shared) {
+    keep_sending(shared, 200, |http, addr, n| {
         let start = ddrelay::clock::now_ms() * 1_000_000;
         let ids: Vec<String> = (0..2).map(|k| format!("t-{n}-{k}")).collect();
         let spans: Vec<serde_json::Value> = ids
@@ -125,18 +84,13 @@ async fn trace_sender(
                     "start": start, "duration": 1000})
             })
             .collect();
-        let addr = *api.lock();
-        match http
+        let req = http
             .put(format!("http://{addr}/v0.3/traces"))
             .header("DD-Relay-Tenant", "crash")
-            .json(&serde_json::json!([spans]))
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 200 => acked.lock().extend(ids),
-            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
+            .json(&serde_json::json!([spans]));
+        (ids, req)
+    })
+    .await
 }
 
 /// Waits until every acknowledged id is among fakedog's `endpoint` items
@@ -184,40 +138,20 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
     )
     .unwrap();
 
-    let mut proc = spawn(&config);
+    let mut proc = RunningRelay::start(&config);
     // Connect the tenant through the real browser flow.
-    let http = reqwest::Client::new();
-    let v: serde_json::Value = http
-        .post(format!("http://{}/v1/tenants/crash/connect", proc.api))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "site": "datadoghq.eu" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    dog.login("Demo EU1").unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, proc.public)])
-        .unwrap()
-        .authorize(v["authorize_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    let org = dog.org("Demo EU1").unwrap().id;
+    connect_across(&dog, proc.api, proc.public, "crash", &org, "datadoghq.eu").await;
 
     let api = Arc::new(Mutex::new(proc.api));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(sender(i, api.clone(), acked.clone(), stop.clone())))
+        .map(|i| tokio::spawn(sender(i, (api.clone(), acked.clone(), stop.clone()))))
         .collect();
     let traces_acked = Arc::new(Mutex::new(Vec::new()));
-    senders.push(tokio::spawn(trace_sender(
-        api.clone(),
-        traces_acked.clone(),
-        stop.clone(),
-    )));
+    let shared = (api.clone(), traces_acked.clone(), stop.clone());
+    senders.push(tokio::spawn(trace_sender(shared)));
 
     for round in 0..10 {
         // Let load build up for a random moment, then SIGKILL.
@@ -230,9 +164,8 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
             assert!(Instant::now() < deadline, "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        proc.child.kill().unwrap(); // SIGKILL
-        proc.child.wait().unwrap();
-        proc = spawn(&config); // the old Proc's drop finds it already reaped
+        proc.kill(); // SIGKILL
+        proc = RunningRelay::start(&config); // the old one's drop finds it already reaped
         *api.lock() = proc.api;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -252,7 +185,6 @@ async fn nothing_acknowledged_is_lost_across_ten_kill_9s() {
         "only {} spans acknowledged",
         traces.len()
     );
-    let org = dog.org("Demo EU1").unwrap().id;
     wait_all(&dog, &org, Endpoint::Logs, "message", &acked).await;
     wait_all(&dog, &org, Endpoint::Traces, "resource", &traces).await;
     drop(proc);

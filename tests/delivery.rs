@@ -34,31 +34,13 @@ async fn send_logs(relay: &Relay, tenant: &str, n: usize, tag: &str) {
             .map(|i| json!({ "message": format!("{tag}-{i}") }))
             .collect::<Vec<_>>()
     );
-    let (s, v) = relay
-        .send(
-            tenant,
-            Endpoint::Logs,
-            body.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(relay, tenant, Endpoint::Logs, body.to_string()).await;
 }
 
 async fn send_series(relay: &Relay, tenant: &str, n: usize) {
     let ts = now();
     let body = json!({ "series": (0..n).map(|i| json!({ "metric": "m", "points": [{ "timestamp": ts, "value": i }] })).collect::<Vec<_>>() });
-    let (s, v) = relay
-        .send(
-            tenant,
-            Endpoint::SeriesV2,
-            body.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(relay, tenant, Endpoint::SeriesV2, body.to_string()).await;
 }
 
 /// The tenant's first dead-letter entry (from the listing) and its items,
@@ -305,12 +287,7 @@ async fn retryable_errors_are_retried_and_retry_after_is_honoured() {
         "retried after {:?}, before Retry-After",
         started.elapsed()
     );
-    let metrics = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     assert!(
         metrics.contains("ddrelay_retries_total{kind=\"logs\",reason=\"retryable\"}"),
         "{metrics}"
@@ -464,18 +441,14 @@ async fn per_tenant_request_rate_limit_is_enforced() {
     support::connect(&relay, &dog, "t", "datadoghq.com", "Demo US1").await;
     let started = Instant::now();
     for i in 0..50 {
-        let (s, _) = relay
-            .send(
-                "t",
-                Endpoint::Events,
-                json!({ "title": format!("e{i}"), "text": "t" })
-                    .to_string()
-                    .as_bytes(),
-                Encoding::Identity,
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "t",
+            Endpoint::Events,
+            Encoding::Identity,
+            json!({ "title": format!("e{i}"), "text": "t" }).to_string(),
+        )
+        .await;
     }
     support::eventually_within("events delivered", Duration::from_secs(20), || {
         items(&dog, "Demo US1", Endpoint::Events) == 50
@@ -499,19 +472,7 @@ async fn items_past_datadogs_window_are_aged_out_and_counted() {
     dog.rotate_key(&org).unwrap();
     // A check 9 min 57 s old: inside the 10-minute window at ingest...
     let check = json!([{ "check": "old", "host_name": "h", "status": 0, "tags": [], "timestamp": now() - 597 }, { "check": "old2", "host_name": "h", "status": 0, "tags": [] }]);
-    assert_eq!(
-        relay
-            .send(
-                "t",
-                Endpoint::CheckRun,
-                check.to_string().as_bytes(),
-                Encoding::Gzip
-            )
-            .await
-            .unwrap()
-            .0,
-        202
-    );
+    support::accepted(&relay, "t", Endpoint::CheckRun, check.to_string()).await;
     support::eventually_within("held", Duration::from_secs(20), || {
         relay
             .shared()
@@ -670,11 +631,7 @@ async fn a_datadog_outage_under_steady_load_loses_nothing_and_drains_faster_than
     .to_string();
     while sent_bytes < 160 << 20 {
         for (t, _, _) in tenants {
-            let (s, v) = relay
-                .send(t, Endpoint::Logs, body.as_bytes(), Encoding::Gzip)
-                .await
-                .unwrap();
-            assert_eq!(s, 202, "{v}");
+            support::accepted(&relay, t, Endpoint::Logs, body.as_bytes()).await;
             sent += 500;
             sent_bytes += body.len();
         }
@@ -748,16 +705,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
                         .map(|i| json!({ "message": format!("{t}-{r}-{i} {big}") }))
                         .collect::<Vec<_>>()
                 );
-                let (s, v) = relay
-                    .send(
-                        t,
-                        Endpoint::Logs,
-                        body.to_string().as_bytes(),
-                        Encoding::Gzip,
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(s, 202, "{v}");
+                support::accepted(relay, t, Endpoint::Logs, body.to_string()).await;
             }
         }
     });
@@ -770,16 +718,7 @@ async fn the_smallest_inflight_budget_still_delivers_every_tenant_exactly() {
             .map(|i| json!({ "message": format!("b1-huge-{i} {wide}") }))
             .collect::<Vec<_>>()
     );
-    let (s, v) = relay
-        .send(
-            "b1",
-            Endpoint::Logs,
-            huge.to_string().as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(&relay, "b1", Endpoint::Logs, huge.to_string()).await;
     let expected = |t: &str| if t == "b1" { 4000 } else { 3000 };
     support::eventually_within("every tenant delivered", Duration::from_secs(60), || {
         tenants
@@ -894,16 +833,14 @@ async fn a_throttled_tenant_and_a_hung_site_leave_room_for_the_others() {
     }
     for i in 0..20 {
         let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
-        let (s, _) = relay
-            .send(
-                "throttled",
-                Endpoint::Events,
-                body.as_bytes(),
-                Encoding::Identity,
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "throttled",
+            Endpoint::Events,
+            Encoding::Identity,
+            body.as_bytes(),
+        )
+        .await;
     }
     send_logs(&relay, "hung", 5, "hung").await;
     send_series(&relay, "hung", 5).await;
@@ -991,11 +928,14 @@ async fn a_tenant_with_a_backlog_has_several_payloads_in_flight() {
         .unwrap();
     for i in 0..200 {
         let body = json!({ "title": format!("e{i}"), "text": "t" }).to_string();
-        let (s, _) = relay
-            .send("big", Endpoint::Events, body.as_bytes(), Encoding::Identity)
-            .await
-            .unwrap();
-        assert_eq!(s, 202);
+        support::accepted_as(
+            &relay,
+            "big",
+            Endpoint::Events,
+            Encoding::Identity,
+            body.as_bytes(),
+        )
+        .await;
     }
     dog.clear_faults();
     dog.inject_fault(Fault::late_answer(Duration::from_secs(10)).on_path("/api/v1/events"))

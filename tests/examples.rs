@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ddrelay::fakedog::{FakeDog, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, RELAY_HOST};
+use ddrelay::sandbox::{self, ADMIN_TOKEN};
 use ddrelay::site::Endpoint;
 use support::{dog, tenant_json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -38,6 +38,13 @@ fn example(name: &str) -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// The URL a program printed in its banner line.
+fn url_in(banner: &str) -> String {
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://"));
+    url.unwrap_or_else(|| panic!("no URL in {banner:?}"))
+        .to_string()
 }
 
 /// Waits until `org` received at least `n` items of each kind.
@@ -85,11 +92,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let app_url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let app_url = url_in(&banner);
 
     // Datadog sends the customer to the onboarding URL with `site`; the app
     // redirects to the relay's authorize URL at that site.
@@ -114,12 +117,7 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
 
     // The customer authorizes; the relay's callback finishes the connection.
     dog.login("Demo EU1").unwrap();
-    let page = dog
-        .browser(&[(RELAY_HOST, relay.public)])
-        .unwrap()
-        .authorize(&authorize)
-        .await
-        .unwrap();
+    let page = support::authorized(&dog, relay.public, &authorize).await;
     assert!(
         page.body.contains("You may now close this tab."),
         "{}",
@@ -139,17 +137,10 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
     );
 
     // send_data: every kind, gzip, tenant in DD-Relay-Tenant.
-    let out = tokio::process::Command::new(send_bin)
-        .args(["--relay", &relay_url, "--tenant", "acme"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(send_bin).args(["--relay", &relay_url, "--tenant", "acme"]),
+    )
+    .await;
     assert_eq!(stdout.matches("202 Accepted").count(), 4, "{stdout}");
     delivered(&dog, "Demo EU1", 1).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -158,17 +149,8 @@ async fn the_rust_examples_onboard_a_customer_and_send_every_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_sends_every_kind_with_datadogs_client() {
-    let python = match std::env::var("DDRELAYTEST_PYTHON") {
-        Ok(p) => p,
-        Err(_) if support::require_external() => {
-            panic!(
-                "DDRELAYTEST_PYTHON is not set (DDRELAYTEST_REQUIRE_EXTERNAL=1): run scripts/test"
-            )
-        }
-        Err(_) => {
-            eprintln!("SKIP: DDRELAYTEST_PYTHON is not set; examples/send_data.py did not run");
-            return;
-        }
+    let Some(python) = support::python() else {
+        return;
     };
     let dog = dog().await;
     let (relay, _dir) = support::fast().start(&dog).await;
@@ -182,19 +164,13 @@ async fn the_python_example_sends_every_kind_with_datadogs_client() {
         .await
         .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/send_data.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .env("RELAY_URL", format!("http://{}", relay.api))
-        .env("RELAY_TENANT", "globex")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(python)
+            .arg(script)
+            .env("RELAY_URL", format!("http://{}", relay.api))
+            .env("RELAY_TENANT", "globex"),
+    )
+    .await;
     assert_eq!(stdout.matches("accepted").count(), 4, "{stdout}");
     delivered(&dog, "Demo US3", 1).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -215,26 +191,20 @@ async fn the_incident_example_opens_an_incident_in_the_customers_org() {
     ] {
         relay.connect(&dog, tenant, Some(site), org).await.unwrap();
     }
-    let out = tokio::process::Command::new(bin)
-        .args([
-            "--relay",
-            &format!("http://{}", relay.api),
-            "--tenant",
-            "acme",
-        ])
-        .args(["--title", "Checkout errors for acme", "--severity", "SEV-2"])
-        .args(["--customer-impact", "EU checkout"])
-        .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("RELAY_PROXY_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::stdout_of(
+        tokio::process::Command::new(bin)
+            .args([
+                "--relay",
+                &format!("http://{}", relay.api),
+                "--tenant",
+                "acme",
+            ])
+            .args(["--title", "Checkout errors for acme", "--severity", "SEV-2"])
+            .args(["--customer-impact", "EU checkout"])
+            .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("RELAY_PROXY_TOKEN"),
+    )
+    .await;
     let incidents = dog.incidents("Demo EU1");
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let id = incidents[0]["id"].as_str().unwrap();
@@ -269,11 +239,7 @@ async fn the_webhook_receiver_verifies_signatures_and_prints_each_event() {
             .unwrap()
     };
     let banner = next_line().await;
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let url = url_in(&banner);
 
     // A request that is not signed with the secret is refused.
     let forged = reqwest::Client::new()

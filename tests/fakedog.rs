@@ -68,6 +68,16 @@ pub fn https_client(fd: &FakeDog, extra: &[&str]) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// The access token of a token response.
+pub fn access_token(t: &Value) -> &str {
+    t["access_token"].as_str().unwrap()
+}
+
+/// The refresh token of a token response.
+pub fn refresh_token(t: &Value) -> &str {
+    t["refresh_token"].as_str().unwrap()
+}
+
 pub fn authorize_url(host: &str, params: &[(&str, &str)]) -> String {
     let mut u = url::Url::parse(&format!("https://{host}/oauth2/v1/authorize")).unwrap();
     for (k, v) in params {
@@ -160,15 +170,15 @@ pub async fn world_with(auto_consent: bool, counting: bool) -> World {
 }
 
 impl World {
+    /// GETs the standard authorize URL on web host `host`.
+    pub async fn open_authorize(&self, host: &str) -> reqwest::Response {
+        self.http.get(standard_url(host)).send().await.unwrap()
+    }
+
     /// Authorizes as `org` on its own web host: the callback parameters.
     pub async fn authorize(&self, org: &Org) -> HashMap<String, String> {
         self.fd.login(&org.id).unwrap();
-        let resp = self
-            .http
-            .get(standard_url(org.site.web_host))
-            .send()
-            .await
-            .unwrap();
+        let resp = self.open_authorize(org.site.web_host).await;
         assert_eq!(resp.status(), StatusCode::FOUND);
         let (loc, params) = location(&resp);
         assert!(loc.starts_with(REDIRECT), "{loc}");
@@ -244,9 +254,7 @@ impl World {
     /// OAuth + key creation for `org`: the API key.
     pub async fn api_key(&self, org: &Org) -> String {
         let t = self.tokens(org).await;
-        let (status, body) = self
-            .create_key(&api(org), t["access_token"].as_str().unwrap())
-            .await;
+        let (status, body) = self.create_key(&api(org), access_token(&t)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["data"]["attributes"]["key"]
             .as_str()
@@ -275,6 +283,13 @@ impl World {
             req = req.header("content-encoding", e);
         }
         json_of(req.send().await.unwrap()).await
+    }
+
+    /// POSTs one v2 series point at `now` to `host` with `key`.
+    pub async fn one_series(&self, host: &str, key: &str, now: i64) -> (StatusCode, Value) {
+        let body = series_v2(now, 1);
+        self.post(host, "/api/v2/series", Some(key), None, body)
+            .await
     }
 
     pub async fn validate(&self, host: &str, key: &str) -> (StatusCode, Value) {

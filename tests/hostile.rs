@@ -1013,18 +1013,13 @@ async fn sqlite(relay_dir: &std::path::Path) -> sqlx::SqliteConnection {
 }
 
 async fn send_logs(relay: &Relay, tenant: &str) {
-    let (s, v) = relay
-        .send(
-            tenant,
-            Endpoint::Logs,
-            json!([{ "message": format!("for {tenant}") }])
-                .to_string()
-                .as_bytes(),
-            Encoding::Gzip,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 202, "{v}");
+    support::accepted(
+        relay,
+        tenant,
+        Endpoint::Logs,
+        json!([{ "message": format!("for {tenant}") }]).to_string(),
+    )
+    .await;
 }
 
 async fn last_error(relay: &Relay, tenant: &str) -> String {

@@ -14,10 +14,11 @@ mod support;
 use std::time::Duration;
 
 use ddrelay::fakedog::{FakeDog, Fault, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::sandbox::Relay;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{connect, dog, relay, tenant_json};
+use support::proxy::{Answer, admin_call};
+use support::{connect, tenant_json};
 
 const EU_API: &str = "api.datadoghq.eu";
 const US5_API: &str = "api.us5.datadoghq.com";
@@ -26,52 +27,7 @@ const US5_ORG: &str = "Demo US5";
 
 /// fakedog, the sandbox client registered with `scopes`, and a relay.
 async fn setup(scopes: &[&str]) -> (FakeDog, Relay, tempfile::TempDir) {
-    let dog = dog().await;
-    sandbox::register_client_with_scopes(&dog, scopes).unwrap();
-    let (relay, dir) = relay(&dog, "").await;
-    (dog, relay, dir)
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// `method /v1/tenants/{tenant}/datadog/{path}` with the admin token.
-async fn call(
-    relay: &Relay,
-    method: Method,
-    tenant: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Answer {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut req = http
-        .request(
-            method,
-            relay.url(&format!("/v1/tenants/{tenant}/datadog/{path}")),
-        )
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    Answer {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    }
+    support::proxy::setup(scopes, "").await
 }
 
 /// What `examples/create_incident.rs` sends: Datadog's create request.
@@ -84,7 +40,7 @@ fn incident(title: &str) -> Value {
 }
 
 async fn create(relay: &Relay, tenant: &str, title: &str) -> Answer {
-    call(
+    admin_call(
         relay,
         Method::POST,
         tenant,
@@ -152,7 +108,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     );
 
     // Read back through the proxy: eu sees it, us5 does not.
-    let one = call(
+    let one = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -165,7 +121,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
         one.json()["data"]["attributes"]["title"],
         "Checkout errors for acme"
     );
-    let other = call(
+    let other = admin_call(
         &relay,
         Method::GET,
         "us5",
@@ -174,7 +130,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     )
     .await;
     assert_eq!(other.status, 404, "{other:?}");
-    let list = call(&relay, Method::GET, "us5", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "us5", "api/v2/incidents", None).await;
     assert_eq!(list.status, 200, "{list:?}");
     assert!(titles(&list.json()).is_empty(), "{list:?}");
 
@@ -183,12 +139,12 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     let b = create(&relay, "eu", "Second incident").await;
     assert_eq!(b.status, 201, "{b:?}");
     assert_eq!(b.json()["data"]["attributes"]["public_id"], 2);
-    let all = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let all = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(
         titles(&all.json()),
         ["Checkout errors for acme", "Second incident"]
     );
-    let page = call(
+    let page = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -210,7 +166,7 @@ async fn an_incident_lands_in_the_tenants_own_org_and_reads_back_through_the_pro
     assert!(!posted_to_us5, "an incident request reached us5's host");
 
     // Datadog's 400 for a body without a title comes back as it is.
-    let bad = call(
+    let bad = admin_call(
         &relay,
         Method::POST,
         "eu",
@@ -245,7 +201,7 @@ async fn an_expired_token_is_refreshed_and_the_incident_created_once() {
     assert_eq!(dog.requests(EU_API, 403), 1, "one refusal, then the retry");
     assert_eq!(dog.incidents(EU_ORG).len(), 1, "created once");
     assert!(dog.incidents(US5_ORG).is_empty());
-    let list = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(titles(&list.json()), ["After the token expired"]);
     assert_eq!(
         dog.token_calls(EU_API),
@@ -261,19 +217,7 @@ async fn a_grant_without_incident_write_is_explained_naming_the_scope() {
     let (dog, relay, _dir) = setup(&["api_keys_write", INCIDENT_READ]).await;
     connect(&relay, &dog, "eu", "https://app.datadoghq.eu", EU_ORG).await;
     let a = create(&relay, "eu", "Cannot be created").await;
-    assert_eq!(a.status, 403, "{a:?}");
-    assert_eq!(a.header("dd-relay-origin"), Some("datadog"));
-    assert_eq!(
-        a.header("dd-relay-explanation"),
-        Some("missing_scope_or_permission")
-    );
-    let v = a.json();
-    assert_eq!(
-        v["errors"],
-        json!(["Forbidden"]),
-        "Datadog's errors are kept"
-    );
-    let d = &v["ddrelay"];
+    let d = &support::proxy::missing_scope(&a);
     assert_eq!(d["required_scope"], INCIDENT_WRITE);
     assert_eq!(
         d["granted_scopes"],
@@ -285,7 +229,7 @@ async fn a_grant_without_incident_write_is_explained_naming_the_scope() {
     assert!(dog.incidents(EU_ORG).is_empty());
 
     // What the grant allows works; the tenant stays connected.
-    let list = call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
+    let list = admin_call(&relay, Method::GET, "eu", "api/v2/incidents", None).await;
     assert_eq!(list.status, 200, "{list:?}");
     assert_eq!(tenant_json(&relay, "eu").await["state"], "connected");
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
@@ -295,7 +239,7 @@ async fn a_grant_without_incident_write_is_explained_naming_the_scope() {
 async fn the_read_scope_is_named_too_and_an_unknown_endpoint_is_not_guessed() {
     let (dog, relay, _dir) = setup(&["api_keys_write", INCIDENT_WRITE]).await;
     connect(&relay, &dog, "eu", "https://app.datadoghq.eu", EU_ORG).await;
-    let a = call(
+    let a = admin_call(
         &relay,
         Method::GET,
         "eu",
@@ -331,7 +275,7 @@ async fn the_read_scope_is_named_too_and_an_unknown_endpoint_is_not_guessed() {
     // An endpoint whose scope the relay does not know: no guess.
     dog.inject_fault(Fault::status(403).on_path("/api/v1/dashboard").times(2))
         .unwrap();
-    let e = call(&relay, Method::GET, "eu", "api/v1/dashboard", None).await;
+    let e = admin_call(&relay, Method::GET, "eu", "api/v1/dashboard", None).await;
     assert_eq!(e.status, 403, "{e:?}");
     assert_eq!(e.json()["ddrelay"]["cause"], "missing_scope_or_permission");
     assert_eq!(e.json()["ddrelay"]["required_scope"], Value::Null);

@@ -246,21 +246,23 @@ async fn bad_input_is_refused_per_item_and_nothing_of_it_is_queued() {
         .unwrap();
     assert_eq!(s, 400, "{v}");
     // Good data afterwards is delivered.
-    assert_eq!(
-        relay
-            .send(
-                "t",
-                Endpoint::Logs,
-                logs(3, "t").to_string().as_bytes(),
-                Encoding::Gzip
-            )
-            .await
-            .unwrap()
-            .0,
-        202
-    );
+    support::accepted(&relay, "t", Endpoint::Logs, logs(3, "t").to_string()).await;
     wait_items(&dog, "Demo US1", Endpoint::Logs, 3).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
+}
+
+/// `POST /api/v2/logs` with `headers` and `body`.
+async fn post_logs(
+    http: &reqwest::Client,
+    relay: &Relay,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = http.post(relay.url("/api/v2/logs")).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -273,79 +275,42 @@ async fn status_codes_follow_the_contract() {
         .await;
     let http = reqwest::Client::new();
     let body = logs(1, "x").to_string();
+    let (relay_ref, plain) = (&relay, body.as_bytes());
+    let send_plain =
+        move |tenant| relay_ref.send(tenant, Endpoint::Logs, plain, Encoding::Identity);
     // No tenant named.
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_logs(&http, &relay, &[], body.clone()).await;
     assert_eq!(r.status(), 400);
     // Unknown tenant.
-    let (s, v) = relay
-        .send(
-            "nobody",
-            Endpoint::Logs,
-            body.as_bytes(),
-            Encoding::Identity,
-        )
-        .await
-        .unwrap();
+    let (s, v) = send_plain("nobody").await.unwrap();
     assert_eq!(s, 404);
     assert!(v["errors"][0].as_str().unwrap().contains("nobody"), "{v}");
     // A pending tenant (connect started, never completed).
     relay.authorize_url("waiting", None).await.unwrap();
-    let (s, v) = relay
-        .send(
-            "waiting",
-            Endpoint::Logs,
-            body.as_bytes(),
-            Encoding::Identity,
-        )
-        .await
-        .unwrap();
+    let (s, v) = send_plain("waiting").await.unwrap();
     assert_eq!(s, 409, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("waiting"), "{v}");
     // DD-Relay-Tenant wins over DD-API-KEY.
     support::connect(&relay, &dog, "real", "datadoghq.com", "Demo US1").await;
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-Relay-Tenant", "real")
-        .header("DD-API-KEY", "whatever-key")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_logs(
+        &http,
+        &relay,
+        &[("DD-Relay-Tenant", "real"), ("DD-API-KEY", "whatever-key")],
+        body.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 202);
     // Unsupported encoding, corrupt gzip, a decompression bomb.
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-API-KEY", "real")
-        .header("Content-Encoding", "br")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-API-KEY", "real")
-        .header("Content-Encoding", "gzip")
-        .body("not gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
     let bomb = ddrelay::codec::compress(Encoding::Gzip, 9, &vec![b' '; 200 << 20]);
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-API-KEY", "real")
-        .header("Content-Encoding", "gzip")
-        .body(bomb)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    for (encoding, sent, status) in [
+        ("br", body.clone().into_bytes(), 400),
+        ("gzip", b"not gzip".to_vec(), 400),
+        ("gzip", bomb, 413),
+    ] {
+        let headers = [("DD-API-KEY", "real"), ("Content-Encoding", encoding)];
+        let r = post_logs(&http, &relay, &headers, sent).await;
+        assert_eq!(r.status(), status, "{encoding}, {status}");
+    }
     // A body Datadog itself would accept (just under 5 MB of logs) is never refused for its size.
     let near = json!(
         (0..500)
@@ -362,21 +327,9 @@ async fn status_codes_follow_the_contract() {
             .for_duration(Duration::from_secs(600)),
     )
     .unwrap();
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-API-KEY", "real")
-        .body(near.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_logs(&http, &relay, &[("DD-API-KEY", "real")], near.clone()).await;
     assert_eq!(r.status(), 202);
-    let r = http
-        .post(relay.url("/api/v2/logs"))
-        .header("DD-API-KEY", "real")
-        .body(near)
-        .send()
-        .await
-        .unwrap();
+    let r = post_logs(&http, &relay, &[("DD-API-KEY", "real")], near).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let v: serde_json::Value = r.json().await.unwrap();
@@ -388,10 +341,7 @@ async fn status_codes_follow_the_contract() {
         tenant_json(&relay, "real").await["state"],
         "reauth_required"
     );
-    let (s, _) = relay
-        .send("real", Endpoint::Logs, body.as_bytes(), Encoding::Identity)
-        .await
-        .unwrap();
+    let (s, _) = send_plain("real").await.unwrap();
     assert_eq!(s, 202);
     let t = tenant_json(&relay, "real").await;
     assert!(t["queued_items"].as_u64().unwrap() >= 1, "{t}");
@@ -758,14 +708,7 @@ async fn what_datadog_tolerates_is_accepted_dropped_and_counted() {
         json!({"series": {"stale": 2}, "logs": {"truncated": 1}, "events": {"stale": 1}}),
         "{t}"
     );
-    let metrics = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     for line in [
         r#"ddrelay_ingest_dropped_total{kind="series",reason="stale"} 2"#,
         r#"ddrelay_ingest_dropped_total{kind="logs",reason="truncated"} 1"#,

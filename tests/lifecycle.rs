@@ -68,6 +68,13 @@ impl Drop for Proc {
     }
 }
 
+/// What the relay logged after its configuration was reloaded.
+fn after_reload(p: &Proc) -> String {
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    let after = log.split("configuration reloaded").nth(1);
+    after.unwrap_or_default().to_string()
+}
+
 fn child_alive(c: &Child) -> bool {
     std::path::Path::new(&format!("/proc/{}", c.id())).exists()
 }
@@ -82,50 +89,35 @@ fn signal(c: &Child, sig: &str) {
     );
 }
 
-fn setup(dog: &FakeDog, dir: &Path, extra: &str) -> PathBuf {
+/// A config with `extra` TOML in a fresh dir, and a relay started on it,
+/// logging to `relay.log` there (keep the dir alive).
+fn setup(dog: &FakeDog, extra: &str) -> (tempfile::TempDir, PathBuf, Proc) {
     sandbox::register_client(dog).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let key = ddrelay::secret::MasterKey::generate().to_base64();
-    let config = dir.join("ddrelay.toml");
+    let config = dir.path().join("ddrelay.toml");
     std::fs::write(
         &config,
-        sandbox::config_text(dog, &dir.join("data"), key.expose(), extra),
+        sandbox::config_text(dog, &dir.path().join("data"), key.expose(), extra),
     )
     .unwrap();
-    config
+    let p = spawn(&config, dir.path().join("relay.log"));
+    (dir, config, p)
 }
 
 async fn connect(dog: &FakeDog, p: &Proc, tenant: &str, org: &str, site: &str, token: &str) {
-    let http = reqwest::Client::new();
-    let v: serde_json::Value = http
-        .post(format!("http://{}/v1/tenants/{tenant}/connect", p.api))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = support::process::authorize_url_at(&p.api, token, tenant, site).await;
     dog.login(org).unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, p.public)])
-        .unwrap()
-        .authorize(v["authorize_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    support::authorized(dog, p.public, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
     let dog = support::dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(
+    let (dir, config, mut p) = setup(
         &dog,
-        dir.path(),
         "[delivery]\nbatch_max_age = \"20ms\"\ndrain_timeout = \"1s\"\n[log]\nformat = \"json\"\n",
     );
-    let mut p = spawn(&config, dir.path().join("relay.log"));
     connect(
         &dog,
         &p,
@@ -155,14 +147,7 @@ async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
     // Wait until the relay has a request in flight to Datadog (fakedog is holding it).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = http
-            .get(format!("http://{}/metrics", p.api))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = support::get_text(format!("http://{}/metrics", p.api)).await;
         let queued: f64 = m
             .lines()
             .find(|l| l.starts_with("ddrelay_queue_items "))
@@ -231,13 +216,7 @@ async fn sigterm_drains_within_its_bound_and_keeps_the_rest_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connections() {
     let dog = support::dog().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(
-        &dog,
-        dir.path(),
-        "[log]\nformat = \"json\"\nlevel = \"info\"\n",
-    );
-    let mut p = spawn(&config, dir.path().join("relay.log"));
+    let (_dir, config, mut p) = setup(&dog, "[log]\nformat = \"json\"\nlevel = \"info\"\n");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()
@@ -280,14 +259,7 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
     signal(&p.child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v: serde_json::Value = http
-            .get(format!("http://{}/healthz", p.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = support::json_of(http.get(format!("http://{}/healthz", p.api))).await;
         if v["config_generation"] == 2 {
             break;
         }
@@ -328,23 +300,12 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
     assert_eq!(new.status(), 200);
     // The log level took effect: debug lines appear after the reload.
     connect(&dog, &p, "h", "Demo US1", "datadoghq.com", new_token).await;
-    let log = std::fs::read_to_string(&p.log).unwrap();
-    let after_reload = log
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default();
     assert!(
-        after_reload.contains("\"level\":\"DEBUG\""),
+        after_reload(&p).contains("\"level\":\"DEBUG\""),
         "no debug line after the reload"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&p.log)
-        .unwrap()
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default()
-        .contains("outbound rate limits updated")
-    {
+    while !after_reload(&p).contains("outbound rate limits updated") {
         assert!(
             Instant::now() < deadline,
             "the sender never applied the new limits"
@@ -352,15 +313,12 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = std::fs::read_to_string(&p.log).unwrap();
-    let after_reload = log
-        .split("configuration reloaded")
-        .nth(1)
-        .unwrap_or_default();
+    let after = after_reload(&p);
     assert!(
-        after_reload.contains("outbound rate limits updated")
-            && after_reload.contains("\"tenant_requests_per_second\":7.0"),
+        after.contains("outbound rate limits updated")
+            && after.contains("\"tenant_requests_per_second\":7.0"),
         "limits not reloaded: {}",
-        after_reload
+        after
             .lines()
             .filter(|l| l.contains("limits") || l.contains("reloaded"))
             .collect::<Vec<_>>()
@@ -384,14 +342,7 @@ async fn sighup_reloads_secrets_limits_and_log_level_without_dropping_connection
         assert!(Instant::now() < deadline, "bad reload not reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let v: serde_json::Value = http
-        .get(format!("http://{}/healthz", p.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(http.get(format!("http://{}/healthz", p.api))).await;
     assert_eq!(v["config_generation"], 2);
     signal(&p.child, "-TERM");
     assert!(p.child.wait().unwrap().success());

@@ -14,27 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ddrelay::site::{Encoding, Endpoint};
+use support::tools::tool;
 use support::{Setup, dog, ms};
-
-fn tool(name: &str) -> Option<String> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    match found {
-        Some(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        None => {
-            assert!(
-                !support::require_external(),
-                "{name} is required (run scripts/test)"
-            );
-            eprintln!("skipping the {name} check: not installed (run scripts/test)");
-            None
-        }
-    }
-}
 
 async fn exercised_relay() -> (
     ddrelay::fakedog::FakeDog,
@@ -45,14 +26,7 @@ async fn exercised_relay() -> (
     let (relay, dir) = Setup::default().batch_max_age(ms(20)).start(&dog).await;
     support::connect(&relay, &dog, "m", "datadoghq.eu", "Demo EU1").await;
     let body = serde_json::json!([{ "message": "hello" }]).to_string();
-    assert_eq!(
-        relay
-            .send("m", Endpoint::Logs, body.as_bytes(), Encoding::Gzip)
-            .await
-            .unwrap()
-            .0,
-        202
-    );
+    support::accepted(&relay, "m", Endpoint::Logs, body.as_bytes()).await;
     assert_eq!(
         relay
             .send("m", Endpoint::Logs, b"not json", Encoding::Identity)
@@ -74,14 +48,7 @@ async fn exercised_relay() -> (
 async fn metrics_are_valid_complete_and_bounded() {
     let (_dog, relay, _dir) = exercised_relay().await;
     let http = reqwest::Client::new();
-    let text = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(relay.url("/metrics")).await;
     for family in [
         "ddrelay_ingest_requests_total",
         "ddrelay_ingest_items_total",
@@ -161,14 +128,7 @@ async fn metrics_are_valid_complete_and_bounded() {
             .await
             .unwrap();
     }
-    let after = http
-        .get(relay.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = support::get_text(relay.url("/metrics")).await;
     assert!(
         after.len() < text.len() + 2048,
         "{} -> {} bytes",
@@ -198,12 +158,7 @@ async fn operators_see_sites_unserved_paths_and_the_process() {
     );
     let public = format!("http://{}/wp-login.php", relay.public);
     assert_eq!(get(public).await.unwrap().status(), 404);
-    let text = get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(relay.url("/metrics")).await;
     let value = |series: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -94,13 +94,7 @@ async fn the_us1_app_host_is_the_region_picker() {
     assert_eq!(query_param(&url, "code_challenge_method"), "S256");
     assert_eq!(tenant_json(&relay, "picker").await["state"], "pending");
     dog.login("Demo EU1").unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, relay.public)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    support::authorized(&dog, relay.public, &url).await;
     let t = tenant_json(&relay, "picker").await;
     assert_eq!(
         (t["state"].as_str(), t["site"].as_str()),

@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{connect, dog, relay, tenant_json};
+use support::proxy::{Answer, admin_call, call, http};
+use support::{connect, tenant_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALL_SCOPES: [&str; 4] = [
@@ -31,71 +32,15 @@ const EU_API: &str = "api.datadoghq.eu";
 
 // ---- helpers ----
 
-/// fakedog, the sandbox client registered with `scopes`, and a relay.
+/// fakedog, the sandbox client registered with `scopes`, and a relay; the
+/// log capture on.
 async fn setup(scopes: &[&str], extra: &str) -> (FakeDog, Relay, tempfile::TempDir) {
     support::logs::captured();
-    let dog = dog().await;
-    sandbox::register_client_with_scopes(&dog, scopes).unwrap();
-    let (relay, dir) = relay(&dog, extra).await;
-    (dog, relay, dir)
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// `method /v1/tenants/{tenant}/datadog/{path}` with `token`, extra headers
-/// and an optional JSON body.
-async fn call(
-    relay: &Relay,
-    token: &str,
-    method: Method,
-    tenant: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Answer {
-    let mut req = http()
-        .request(
-            method,
-            relay.url(&format!("/v1/tenants/{tenant}/datadog/{path}")),
-        )
-        .bearer_auth(token);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.text().await.unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    support::proxy::setup(scopes, extra).await
 }
 
 async fn get(relay: &Relay, tenant: &str, path: &str) -> Answer {
-    call(relay, ADMIN_TOKEN, Method::GET, tenant, path, &[], None).await
+    admin_call(relay, Method::GET, tenant, path, None).await
 }
 
 /// One raw HTTP/1.1 request, exactly as written (reqwest would normalize
@@ -258,16 +203,8 @@ async fn reads_reach_each_tenants_own_api_host_with_only_its_token() {
     }
 
     // A body: create a monitor for eu, read it back; us5 does not see it.
-    let created = call(
-        &relay,
-        ADMIN_TOKEN,
-        Method::POST,
-        "eu",
-        "api/v1/monitor",
-        &[],
-        Some(json!({"name": "Disk full", "type": "metric alert", "query": "avg(last_5m):avg:system.disk.in_use{*} > 0.9"})),
-    )
-    .await;
+    let monitor = json!({"name": "Disk full", "type": "metric alert", "query": "avg(last_5m):avg:system.disk.in_use{*} > 0.9"});
+    let created = admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(monitor)).await;
     assert_eq!(created.status, 200, "{created:?}");
     let id = created.json()["id"].as_i64().unwrap();
     let one = get(&relay, "eu", &format!("api/v1/monitor/{id}")).await;
@@ -354,21 +291,9 @@ async fn a_missing_scope_is_explained_and_the_tenant_stays_connected() {
     secrets.note(&relay, "eu").await;
     let calls = dog.token_calls(EU_API);
     let a = get(&relay, "eu", "api/v2/users").await;
-    assert_eq!(a.status, 403, "{a:?}");
-    assert_eq!(a.header("dd-relay-origin"), Some("datadog"));
-    assert_eq!(
-        a.header("dd-relay-explanation"),
-        Some("missing_scope_or_permission")
-    );
+    let d = &support::proxy::missing_scope(&a);
     assert_eq!(a.header("dd-relay-tenant-state"), Some("connected"));
     assert_eq!(a.header("content-type"), Some("application/json"));
-    let v = a.json();
-    assert_eq!(
-        v["errors"],
-        json!(["Forbidden"]),
-        "Datadog's errors are kept"
-    );
-    let d = &v["ddrelay"];
     assert_eq!(d["cause"], "missing_scope_or_permission");
     assert_eq!(d["tenant"], "eu");
     assert_eq!(d["tenant_state"], "connected");
@@ -395,13 +320,11 @@ async fn a_missing_scope_is_explained_and_the_tenant_stays_connected() {
     assert_eq!(dog.requests(EU_API, 403), 3);
 
     // Writing needs monitors_write, which this client lacks too.
-    let w = call(
+    let w = admin_call(
         &relay,
-        ADMIN_TOKEN,
         Method::POST,
         "eu",
         "api/v1/monitor",
-        &[],
         Some(json!({"name": "x", "type": "metric alert", "query": "q"})),
     )
     .await;
@@ -643,17 +566,7 @@ async fn limits_answer_as_documented() {
     let mut secrets = Secrets::default();
     secrets.note(&relay, "eu").await;
     let monitor = |message_len: usize| json!({"name": "Big", "type": "metric alert", "query": "q", "message": "m".repeat(message_len)});
-    let post = |body: Value| {
-        call(
-            &relay,
-            ADMIN_TOKEN,
-            Method::POST,
-            "eu",
-            "api/v1/monitor",
-            &[],
-            Some(body),
-        )
-    };
+    let post = |body: Value| admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(body));
 
     // 413 before Datadog is contacted.
     let seen = dog.api_requests().len();
@@ -740,17 +653,7 @@ async fn limits_answer_as_documented() {
     assert_eq!(e.json()["errors"][0], "Too many requests");
     assert_eq!(dog.requests(EU_API, 429), 1);
 
-    let (_, metrics) = (
-        (),
-        http()
-            .get(relay.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = support::get_text(relay.url("/metrics")).await;
     for class in ["2xx", "4xx", "5xx"] {
         assert!(
             metrics.contains(&format!(
@@ -773,16 +676,7 @@ async fn a_long_answer_is_cut_mid_stream_and_frees_its_slot() {
     connect(&relay, &dog, "eu", "https://app.datadoghq.eu", "Demo EU1").await;
     for i in 0..7 {
         let body = json!({"name": format!("Big {i}"), "type": "metric alert", "query": "q", "message": "m".repeat(15_000)});
-        let a = call(
-            &relay,
-            ADMIN_TOKEN,
-            Method::POST,
-            "eu",
-            "api/v1/monitor",
-            &[],
-            Some(body),
-        )
-        .await;
+        let a = admin_call(&relay, Method::POST, "eu", "api/v1/monitor", Some(body)).await;
         assert_eq!(a.status, 200, "{a:?}");
     }
     // ~105 KiB, streamed by fakedog without a length: more than the 64 KiB

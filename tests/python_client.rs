@@ -24,17 +24,13 @@ async fn run_script(
     tenant: &str,
 ) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new(python)
-        .arg(path)
-        .env("RELAY_URL", format!("http://{}", relay.api))
-        .env("TENANT", tenant)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    stdout
+    support::stdout_of(
+        tokio::process::Command::new(python)
+            .arg(path)
+            .env("RELAY_URL", format!("http://{}", relay.api))
+            .env("TENANT", tenant),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

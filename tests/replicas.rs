@@ -21,16 +21,12 @@
 //! `cargo test --test replicas -- --ignored --nocapture sizing`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Children are killed and waited for when a `Replica` is dropped.
-#![allow(clippy::zombie_processes)]
 
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,86 +37,34 @@ use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::{Connection, Flow, Store};
 use parking_lot::Mutex;
+use support::http;
+use support::process::{RunningRelay, connect_across};
 
 /// One `ddrelay run` child; killed when dropped (a failing test leaves no
 /// process behind).
 struct Replica {
-    child: Child,
-    api: SocketAddr,
-    public: SocketAddr,
-    config: PathBuf,
+    run: RunningRelay,
     /// WARN and ERROR lines it logged (printed when the test ends).
     problems: Arc<Mutex<Vec<String>>>,
 }
 
 impl Replica {
-    /// Starts `ddrelay run --config FILE` and reads its addresses from its
-    /// JSON start line.
+    /// Starts `ddrelay run --config FILE`.
     fn spawn(config: &Path, problems: Arc<Mutex<Vec<String>>>) -> Replica {
-        let mut cmd = support::ddrelay_command();
-        let mut child = cmd
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = err.read_line(&mut line).unwrap_or(0);
-            if read == 0 || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("relay did not start: {line}");
+        let sink = problems.clone();
+        let run = RunningRelay::start_with(config, move |l| {
+            if l.contains("\"WARN\"") || l.contains("\"ERROR\"") {
+                sink.lock().push(l);
             }
-            if line.contains("ddrelay started") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let api = v["api"].as_str().unwrap().parse().unwrap();
-                let public = v["public"].as_str().unwrap().parse().unwrap();
-                let sink = problems.clone();
-                // Keep draining stderr so the child never blocks on a full pipe.
-                std::thread::spawn(move || {
-                    for l in err.lines().map_while(Result::ok) {
-                        if l.contains("\"WARN\"") || l.contains("\"ERROR\"") {
-                            sink.lock().push(l);
-                        }
-                    }
-                });
-                return Replica {
-                    child,
-                    api,
-                    public,
-                    config: config.to_path_buf(),
-                    problems,
-                };
-            }
-        }
+        });
+        Replica { run, problems }
     }
 
     /// SIGKILL, then the same config (same data dir) again.
     fn kill_and_restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let fresh = Replica::spawn(&self.config, self.problems.clone());
-        let old = std::mem::replace(self, fresh);
-        drop(old);
+        self.run.kill();
+        *self = Replica::spawn(&self.run.config.clone(), self.problems.clone());
     }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap()
 }
 
 /// Writes a replica's config: the shared store, its own data dir.
@@ -137,49 +81,14 @@ fn replica_config(dog: &FakeDog, dir: &Path, key: &str, db: &str) -> PathBuf {
     path
 }
 
-/// Starts the connect on `start` and completes it in a browser whose
-/// `relay.test` is `callback`: the authorization lands on another replica.
-async fn connect_across(
-    dog: &FakeDog,
-    start: SocketAddr,
-    callback: SocketAddr,
-    tenant: &str,
-    org_id: &str,
-    site: &str,
-) {
-    let v: serde_json::Value = http()
-        .post(format!("http://{start}/v1/tenants/{tenant}/connect"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    // dd_oid preselects the org (Datadog adds it when the user starts from
-    // the integration tile), so connects can run concurrently.
-    let url = format!("{}&dd_oid={org_id}", v["authorize_url"].as_str().unwrap());
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, callback)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{tenant}: {}", page.body);
-}
-
 /// Each tenant's state as `replica` sees it.
 async fn states(replica: SocketAddr) -> HashMap<String, String> {
-    let v: serde_json::Value = http()
-        .get(format!("http://{replica}/v1/tenants"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(
+        http()
+            .get(format!("http://{replica}/v1/tenants"))
+            .bearer_auth(sandbox::ADMIN_TOKEN),
+    )
+    .await;
     v["tenants"]
         .as_array()
         .or(v.as_array())
@@ -359,8 +268,8 @@ async fn three_replicas_share_one_postgres_store() {
         let tenant = format!("tenant{i}");
         connect_across(
             &dog,
-            replicas[i].api,
-            replicas[(i + 1) % 3].public,
+            replicas[i].run.api,
+            replicas[(i + 1) % 3].run.public,
             &tenant,
             &org.id,
             site,
@@ -370,7 +279,10 @@ async fn three_replicas_share_one_postgres_store() {
         // tenant's data at once (it re-reads a tenant it would refuse).
         let first = format!("first-{tenant}");
         let r = http()
-            .post(format!("http://{}/api/v2/logs", replicas[(i + 2) % 3].api))
+            .post(format!(
+                "http://{}/api/v2/logs",
+                replicas[(i + 2) % 3].run.api
+            ))
             .header("DD-API-KEY", &tenant)
             .json(&serde_json::json!([{ "message": first }]))
             .send()
@@ -381,7 +293,7 @@ async fn three_replicas_share_one_postgres_store() {
         tenants.push(tenant);
         orgs.push(org.id);
     }
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
     let spread = until_connected_everywhere(&apis, &tenants).await;
     eprintln!("connected state reached all three replicas after {spread:?}");
     for org in &orgs {
@@ -391,7 +303,7 @@ async fn three_replicas_share_one_postgres_store() {
     // Load: every tenant through every replica; the proxy on every replica.
     let addrs: Vec<Arc<Mutex<SocketAddr>>> = replicas
         .iter()
-        .map(|r| Arc::new(Mutex::new(r.api)))
+        .map(|r| Arc::new(Mutex::new(r.run.api)))
         .collect();
     let acked: Vec<Arc<Mutex<Vec<String>>>> = early
         .iter()
@@ -468,7 +380,7 @@ async fn three_replicas_share_one_postgres_store() {
     // refresh. No client can close that window; this step tests the queue.
     gate.pause().await;
     replicas[1].kill_and_restart();
-    *addrs[1].lock() = replicas[1].api;
+    *addrs[1].lock() = replicas[1].run.api;
     gate.resume();
     let n = total(&acked);
     wait_for(n + 3000, "after the restart").await;
@@ -526,7 +438,7 @@ async fn three_replicas_share_one_postgres_store() {
         statuses.get(&200).copied().unwrap_or(0) > 20,
         "{statuses:?}"
     );
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
     until_connected_everywhere(&apis, &tenants).await;
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
 
@@ -551,7 +463,7 @@ async fn three_replicas_share_one_postgres_store() {
     connect_across(
         &dog,
         apis[2],
-        replicas[0].public,
+        replicas[0].run.public,
         &tenants[1],
         &orgs[1],
         sites[1],
@@ -619,15 +531,12 @@ async fn three_replicas_share_one_postgres_store() {
 
 /// `queued_items` of `tenant` on one replica.
 async fn queued_items(replica: SocketAddr, tenant: &str) -> u64 {
-    let v: serde_json::Value = http()
-        .get(format!("http://{replica}/v1/tenants/{tenant}"))
-        .bearer_auth(sandbox::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = support::json_of(
+        http()
+            .get(format!("http://{replica}/v1/tenants/{tenant}"))
+            .bearer_auth(sandbox::ADMIN_TOKEN),
+    )
+    .await;
     v["queued_items"].as_u64().unwrap()
 }
 
@@ -882,8 +791,8 @@ async fn sizing_on_one_postgres() {
     let orgs: Vec<String> = (0..n_connect)
         .map(|i| dog.create_org(&format!("Sized {i}"), site).unwrap().id)
         .collect();
-    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
-    let publics: Vec<SocketAddr> = replicas.iter().map(|r| r.public).collect();
+    let apis: Vec<SocketAddr> = replicas.iter().map(|r| r.run.api).collect();
+    let publics: Vec<SocketAddr> = replicas.iter().map(|r| r.run.public).collect();
     let dog = Arc::new(dog);
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));

@@ -82,18 +82,8 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
         ("alpha", "Demo EU1", "datadoghq.eu"),
         ("beta", "Demo US1", "datadoghq.com"),
     ] {
-        let v: serde_json::Value = admin(
-            reqwest::Method::POST,
-            &format!("/v1/tenants/{tenant}/connect"),
-        )
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let url = v["authorize_url"].as_str().unwrap().to_string();
+        let url =
+            support::process::authorize_url_at(&api, sandbox::ADMIN_TOKEN, tenant, site).await;
         states.push(
             url::Url::parse(&url)
                 .unwrap()
@@ -104,13 +94,7 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
                 .to_string(),
         );
         dog.login(org).unwrap();
-        let page = dog
-            .browser(&[(sandbox::RELAY_HOST, public)])
-            .unwrap()
-            .authorize(&url)
-            .await
-            .unwrap();
-        assert_eq!(page.status, 200, "{}", page.body);
+        let page = support::authorized(&dog, public, &url).await;
         seen_text.push_str(&page.body);
     }
     let send = |tenant: &'static str, msg: &'static str| {
@@ -141,56 +125,21 @@ async fn no_secret_appears_in_logs_metrics_output_or_files() {
     assert_eq!(dog.keys_created(&alpha_org), 2);
 
     // Refreshes and the checklist (which sends test items with the key).
+    let mut answers = Vec::new();
     for t in ["alpha", "beta"] {
-        let r = admin(reqwest::Method::POST, &format!("/v1/tenants/{t}/verify"))
-            .send()
-            .await
-            .unwrap();
-        seen_text.push_str(&r.text().await.unwrap());
-        let r = admin(reqwest::Method::GET, &format!("/v1/tenants/{t}"))
-            .send()
-            .await
-            .unwrap();
-        seen_text.push_str(&r.text().await.unwrap());
+        answers.push(admin(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{t}/verify"),
+        ));
+        answers.push(admin(reqwest::Method::GET, &format!("/v1/tenants/{t}")));
     }
-    seen_text.push_str(
-        &admin(reqwest::Method::GET, "/v1/tenants")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &admin(reqwest::Method::GET, "/")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &http
-            .get(format!("http://{api}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen_text.push_str(
-        &http
-            .get(format!("http://{api}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    answers.push(admin(reqwest::Method::GET, "/v1/tenants"));
+    answers.push(admin(reqwest::Method::GET, "/"));
+    answers.push(http.get(format!("http://{api}/metrics")));
+    answers.push(http.get(format!("http://{api}/healthz")));
+    for req in answers {
+        seen_text.push_str(&req.send().await.unwrap().text().await.unwrap());
+    }
 
     // Stop (SIGTERM: drain, exit 0).
     Command::new("kill")

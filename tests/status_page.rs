@@ -17,6 +17,7 @@ use std::time::Duration;
 use ddrelay::fakedog::FakeDog;
 use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint, Site};
+use support::tools::{CHROMIUM_FLAGS, tool};
 use support::{dog, relay, tenant_json};
 
 /// The org name Datadog passes as `dd_org_name`: untrusted text.
@@ -69,39 +70,19 @@ async fn revoke(dog: &FakeDog, relay: &Relay, tenant: &str, org: &str) {
     assert_eq!(tenant_json(relay, tenant).await["state"], "reauth_required");
 }
 
+/// Chromium (DDRELAYTEST_CHROMIUM names another), or `None`: skip.
 fn chromium() -> Option<String> {
     let bin = std::env::var("DDRELAYTEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(bin);
-    }
-    if support::require_external() {
-        panic!("chromium not found (DDRELAYTEST_REQUIRE_EXTERNAL=1): apt-get install chromium");
-    }
-    eprintln!("SKIP: chromium not found; the browser part of the status page test did not run");
-    None
+    tool(&bin)
 }
 
 /// Runs headless Chromium on `url` and returns the DOM it rendered;
 /// `screenshot` also writes a PNG.
 async fn render(bin: &str, profile: &Path, url: &str, screenshot: Option<&Path>) -> String {
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1600,1000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd.args(CHROMIUM_FLAGS)
+        .arg("--window-size=1600,1000")
+        .arg(format!("--user-data-dir={}", profile.display()));
     match screenshot {
         Some(png) => cmd.arg(format!("--screenshot={}", png.display())),
         None => cmd.arg("--dump-dom"),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use ddrelay::sandbox::{self, Relay};
+use ddrelay::sandbox::Relay;
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::{Encoding, Endpoint};
 use ddrelay::store::{Reason, ReasonCode, Store, TenantState};
@@ -170,13 +170,7 @@ async fn sqlite_store_moves_to_postgres() {
     }
     // The pending flow, started on the old store, completes on the new one.
     dog.login("Demo US5").unwrap();
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, relay.public)])
-        .unwrap()
-        .authorize(&pending_url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{}", page.body);
+    support::authorized(&dog, relay.public, &pending_url).await;
     assert_eq!(
         support::tenant_json(&relay, "initech").await["state"],
         "connected"

@@ -38,11 +38,7 @@ async fn usage_is_counted_per_tenant_kind_and_hour_and_survives_a_restart() {
             .collect::<Vec<_>>()
     )
     .to_string();
-    let (s, _) = relay
-        .send("acme", Endpoint::Logs, logs.as_bytes(), Encoding::Gzip)
-        .await
-        .unwrap();
-    assert_eq!(s, 202);
+    support::accepted(&relay, "acme", Endpoint::Logs, logs.as_bytes()).await;
     let series = json!({"series": [{"metric": "m", "points": [
         {"timestamp": now() - 7200, "value": 1}, {"timestamp": now(), "value": 2}]}]});
     relay
@@ -128,11 +124,6 @@ async fn usage_is_counted_per_tenant_kind_and_hour_and_survives_a_restart() {
         "{e}"
     );
     assert_eq!(usage(&relay, "nobody", "").await.0, 404);
-    let metrics = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(relay.url("/metrics")).await;
     assert!(!metrics.contains("acme"), "no per-tenant label in /metrics");
 }

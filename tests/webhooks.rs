@@ -12,16 +12,12 @@
 //! - two replicas on one PostgreSQL store deliver each event once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Children are killed and waited for when a `Proc` is dropped.
-#![allow(clippy::zombie_processes)]
 
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +30,8 @@ use ddrelay::sandbox::{self, ADMIN_TOKEN, CLIENT_SECRET, Relay};
 use hmac::{KeyInit as _, Mac as _};
 use parking_lot::Mutex;
 use serde_json::Value;
+use support::http;
+use support::process::{RunningRelay, connect_across};
 
 const SECRET: &str = "webhook-signing-secret-0123456789";
 
@@ -187,12 +185,7 @@ fn metric(text: &str, prefix: &str) -> f64 {
 }
 
 async fn metrics(api: SocketAddr) -> String {
-    reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::get_text(format!("http://{api}/metrics")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,59 +281,6 @@ async fn connect_reauth_and_disconnect_are_posted_signed_in_order_and_retried() 
     relay.stop().await.unwrap();
 }
 
-/// A `ddrelay run` child; killed when dropped.
-struct Proc {
-    child: Child,
-    api: SocketAddr,
-    public: SocketAddr,
-    config: PathBuf,
-}
-
-impl Proc {
-    fn spawn(config: &Path) -> Proc {
-        let mut child = support::ddrelay_command()
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = err.read_line(&mut line).unwrap_or(0);
-            assert!(
-                read > 0 && Instant::now() < deadline,
-                "relay did not start: {line}"
-            );
-            if line.contains("ddrelay started") {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                // Keep draining stderr so the child never blocks on a full pipe.
-                std::thread::spawn(move || for _ in err.lines().map_while(Result::ok) {});
-                return Proc {
-                    child,
-                    api: v["api"].as_str().unwrap().parse().unwrap(),
-                    public: v["public"].as_str().unwrap().parse().unwrap(),
-                    config: config.to_path_buf(),
-                };
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes a relay's config in `dir` (its own data dir; `database_url`
 /// shared by replicas).
 fn config(dog: &FakeDog, dir: &Path, key: &str, db: Option<&str>, hook: &str) -> PathBuf {
@@ -356,39 +296,20 @@ fn config(dog: &FakeDog, dir: &Path, key: &str, db: Option<&str>, hook: &str) ->
     path
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
 /// Starts the connect on `start`; the browser's callback lands on `callback`.
-async fn connect(dog: &FakeDog, start: &Proc, callback: &Proc, tenant: &str, org: &str) {
-    let site = dog.org(org).unwrap().site.domain;
-    let v: Value = http()
-        .post(format!("http://{}/v1/tenants/{tenant}/connect", start.api))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({ "site": site }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = dog.org(org).unwrap().id;
-    let url = format!("{}&dd_oid={id}", v["authorize_url"].as_str().unwrap());
-    let page = dog
-        .browser(&[(sandbox::RELAY_HOST, callback.public)])
-        .unwrap()
-        .authorize(&url)
-        .await
-        .unwrap();
-    assert_eq!(page.status, 200, "{tenant}: {}", page.body);
+async fn connect(
+    dog: &FakeDog,
+    start: &RunningRelay,
+    callback: &RunningRelay,
+    tenant: &str,
+    org: &str,
+) {
+    let org = dog.org(org).unwrap();
+    let (api, public) = (start.api, callback.public);
+    connect_across(dog, api, public, tenant, &org.id, org.site.domain).await;
 }
 
-async fn disconnect(p: &Proc, tenant: &str) {
+async fn disconnect(p: &RunningRelay, tenant: &str) {
     let r = http()
         .delete(format!("http://{}/v1/tenants/{tenant}", p.api))
         .bearer_auth(ADMIN_TOKEN)
@@ -408,7 +329,7 @@ async fn a_relay_killed_mid_delivery_delivers_every_event_once_after_dedup() {
     let dir = tempfile::tempdir().unwrap();
     let key = ddrelay::secret::MasterKey::generate().to_base64();
     let config = config(&dog, dir.path(), key.expose(), None, &receiver.url());
-    let mut p = Proc::spawn(&config);
+    let mut p = RunningRelay::start(&config);
     connect(&dog, &p, &p, "t1", "Demo EU1").await;
     connect(&dog, &p, &p, "t2", "Demo US1").await;
     disconnect(&p, "t1").await;
@@ -420,7 +341,7 @@ async fn a_relay_killed_mid_delivery_delivers_every_event_once_after_dedup() {
 
     receiver.hook.hang.store(false, Ordering::SeqCst);
     let restarted = Instant::now();
-    let p = Proc::spawn(&p.config.clone());
+    let p = RunningRelay::start(&p.config.clone());
     support::eventually("every event after the restart", || {
         receiver.unique().len() >= 3
     })
@@ -457,10 +378,10 @@ async fn two_replicas_on_one_postgres_send_each_event_once() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = ddrelay::secret::MasterKey::generate().to_base64();
-    let replicas: Vec<Proc> = ["a", "b"]
+    let replicas: Vec<RunningRelay> = ["a", "b"]
         .iter()
         .map(|name| {
-            Proc::spawn(&config(
+            RunningRelay::start(&config(
                 &dog,
                 &dir.path().join(name),
                 key.expose(),

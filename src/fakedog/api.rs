@@ -12,7 +12,7 @@
 //!
 //! Authentication is `Authorization: Bearer <access token>` only. A missing,
 //! unknown, expired or revoked token, a token without the route's scope, or a
-//! token of another site's org (also a [`ViolationKind::WrongSite`]) gets
+//! token of another site's org (also a [`super::ViolationKind::WrongSite`]) gets
 //! 403 `{"errors":["Forbidden"]}`: "a missing scope or an expired or invalid
 //! token gives 403" (Datadog's troubleshooting; a third party's claim of
 //! 401 for a missing scope is UNCONFIRMED, so 401 is only produced by a
@@ -32,16 +32,17 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as AxState};
+use axum::extract::{FromRequestParts, Path, State as AxState};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::site::HostRole;
 
 use super::server::{Target, errors, not_found};
-use super::state::{Org, Shared, State, ViolationKind, uuid};
+use super::state::{Org, Shared, State, uuid};
 
 /// Reads monitors (`GET /api/v1/monitor`, `GET /api/v1/monitor/{id}`).
 pub const MONITORS_READ: &str = "monitors_read";
@@ -142,23 +143,53 @@ pub(super) fn ok_json(status: StatusCode, body: &Value, limit_name: &'static str
     with_rate_limit_headers(super::server::json(status, body.clone()), limit_name)
 }
 
-/// Records an API call and says whose it is: the org of the bearer token
-/// when the call is on an API host and the token holds `scope`; otherwise
-/// the answer (`404` off the API host, `403` without the scope).
-pub(super) fn caller(
-    shared: &Shared,
-    target: &Target,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    scope: &str,
-) -> Result<Org, Box<Response>> {
-    record(shared, Some(target), method, uri, headers);
-    if target.role != HostRole::Api {
-        return Err(Box::new(not_found()));
+/// What a public API handler reads of its request: fakedog's state, the
+/// host it arrived at, and the method, URI and headers [`ApiCall::caller`]
+/// records.
+pub(crate) struct ApiCall {
+    pub shared: Arc<Shared>,
+    pub target: Target,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<Shared>> for ApiCall {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(target) = Extension::<Target>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(ApiCall {
+            shared: shared.clone(),
+            target,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
     }
-    let org = shared.lock().api_org(target, uri.path(), headers, scope);
-    org.ok_or_else(|| Box::new(forbidden()))
+}
+
+impl ApiCall {
+    /// Records the call and says whose it is: the org of the bearer token
+    /// when the call is on an API host and the token holds `scope`;
+    /// otherwise the answer (`404` off the API host, `403` without the
+    /// scope).
+    pub(super) fn caller(&self, scope: &str) -> Result<Org, Box<Response>> {
+        let (shared, target) = (&self.shared, &self.target);
+        record(shared, Some(target), &self.method, &self.uri, &self.headers);
+        if target.role != HostRole::Api {
+            return Err(Box::new(not_found()));
+        }
+        let org = shared
+            .lock()
+            .api_org(target, self.uri.path(), &self.headers, scope);
+        org.ok_or_else(|| Box::new(forbidden()))
+    }
 }
 
 pub(super) fn forbidden() -> Response {
@@ -184,17 +215,7 @@ impl State {
     ) -> Option<Org> {
         let grant = self.bearer_grant(bearer(headers)?)?.clone();
         let org = self.org(&grant.org)?.clone();
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                path,
-                Some(&org.id),
-                format!(
-                    "access token of an org on {} used at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        if self.wrong_site(target, path, &org.id, org.site, "access token", "used") {
             return None;
         }
         grant.scopes.iter().any(|s| s == scope).then_some(org)
@@ -286,24 +307,18 @@ impl State {
 }
 
 /// `GET /api/v1/monitor`: streamed in chunks, one per monitor.
-pub(crate) async fn list_monitors(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_READ) {
+pub(crate) async fn list_monitors(call: ApiCall) -> Response {
+    let org = match call.caller(MONITORS_READ) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
-    let name_filter = uri.query().and_then(|q| {
+    let name_filter = call.uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "name")
             .map(|(_, v)| v.to_lowercase())
     });
     let monitors: Vec<Value> = {
-        let st = shared.lock();
+        let st = call.shared.lock();
         st.monitors
             .iter()
             .filter(|m| m.org == org.id)
@@ -336,19 +351,12 @@ pub(crate) async fn list_monitors(
 }
 
 /// `GET /api/v1/monitor/{id}`.
-pub(crate) async fn get_monitor(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_READ) {
+pub(crate) async fn get_monitor(call: ApiCall, Path(id): Path<String>) -> Response {
+    let org = match call.caller(MONITORS_READ) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
-    let st = shared.lock();
+    let st = call.shared.lock();
     let found = id
         .parse::<i64>()
         .ok()
@@ -360,15 +368,8 @@ pub(crate) async fn get_monitor(
 }
 
 /// `POST /api/v1/monitor`.
-pub(crate) async fn create_monitor(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, MONITORS_WRITE) {
+pub(crate) async fn create_monitor(call: ApiCall, body: Body) -> Response {
+    let org = match call.caller(MONITORS_WRITE) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
@@ -388,25 +389,20 @@ pub(crate) async fn create_monitor(
     };
     let message = field("message").unwrap_or_default();
     let tags = v.get("tags").cloned().unwrap_or_else(|| json!([]));
-    let created = shared
+    let created = call
+        .shared
         .lock()
         .new_monitor(&org.id, name, kind, query, message, tags);
     ok_json(StatusCode::OK, &created, "monitor_create")
 }
 
 /// `GET /api/v2/users`.
-pub(crate) async fn list_users(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, USER_ACCESS_READ) {
+pub(crate) async fn list_users(call: ApiCall) -> Response {
+    let org = match call.caller(USER_ACCESS_READ) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
-    let st = shared.lock();
+    let st = call.shared.lock();
     let data: Vec<Value> = st
         .users
         .iter()

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::site::Site;
-
-use super::pages::unescape;
+use crate::text::html_unescape as unescape;
 
 /// How many consent pages one walk clicks through at most (the region
 /// picker can show one on US1 and one on the org's own site).

@@ -29,18 +29,15 @@
 //! Incidents live in memory (none are seeded); they survive
 //! [`State::reset`], as monitors do.
 
-use std::sync::Arc;
-
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::api::{caller, ok_json};
-use super::server::{Target, errors};
-use super::state::{Shared, State, uuid};
+use super::api::{ApiCall, ok_json};
+use super::server::errors;
+use super::state::{State, uuid};
 
 /// Reads incidents (`GET /api/v2/incidents`, `GET /api/v2/incidents/{id}`).
 pub const INCIDENT_READ: &str = "incident_read";
@@ -270,15 +267,8 @@ impl State {
 }
 
 /// `POST /api/v2/incidents`.
-pub(crate) async fn create(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_WRITE) {
+pub(crate) async fn create(call: ApiCall, body: Body) -> Response {
+    let org = match call.caller(INCIDENT_WRITE) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
@@ -289,24 +279,17 @@ pub(crate) async fn create(
         Ok(new) => new,
         Err(why) => return errors(StatusCode::BAD_REQUEST, &why),
     };
-    let data = shared.lock().add_incident(&org.id, new);
+    let data = call.shared.lock().add_incident(&org.id, new);
     ok_json(StatusCode::CREATED, &json!({ "data": data }), "incidents")
 }
 
 /// `GET /api/v2/incidents/{incident_id}`.
-pub(crate) async fn get(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_READ) {
+pub(crate) async fn get(call: ApiCall, Path(id): Path<String>) -> Response {
+    let org = match call.caller(INCIDENT_READ) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
-    let st = shared.lock();
+    let st = call.shared.lock();
     match st.incidents.iter().find(|i| i.id == id && i.org == org.id) {
         Some(i) => ok_json(StatusCode::OK, &json!({ "data": i.data }), "incidents"),
         None => errors(StatusCode::NOT_FOUND, "Not found"),
@@ -314,19 +297,13 @@ pub(crate) async fn get(
 }
 
 /// `GET /api/v2/incidents`.
-pub(crate) async fn list(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let org = match caller(&shared, &target, &method, &uri, &headers, INCIDENT_READ) {
+pub(crate) async fn list(call: ApiCall) -> Response {
+    let org = match call.caller(INCIDENT_READ) {
         Ok(org) => org,
         Err(answer) => return *answer,
     };
-    let st = shared.lock();
-    let (size, offset) = match page(uri.query()) {
+    let st = call.shared.lock();
+    let (size, offset) = match page(call.uri.query()) {
         Ok(p) => p,
         Err(why) => return errors(StatusCode::BAD_REQUEST, &why),
     };

@@ -145,6 +145,38 @@ pub(crate) struct Outcome {
     pub kind: Option<Endpoint>,
 }
 
+impl Outcome {
+    /// Whether timestamp `t` falls outside `window`; if so, notes that
+    /// `what` (e.g. `log entry 3: timestamp`) was dropped.
+    fn dropped_outside(
+        &mut self,
+        window: &Bounds,
+        t: Option<i64>,
+        what: fmt::Arguments<'_>,
+    ) -> bool {
+        let Some(t) = t.filter(|t| !window.contains(*t)) else {
+            return false;
+        };
+        self.notes.push((
+            ViolationKind::TimestampWindow,
+            format!(
+                "{what} {t} outside the accepted window ({}) dropped",
+                window.describe()
+            ),
+        ));
+        true
+    }
+
+    /// Counts one accepted item, kept in full mode.
+    fn accept(&mut self, raw: &RawValue, keep: bool) -> Result<(), Reject> {
+        self.items += 1;
+        if keep {
+            self.values.push(to_value(raw)?);
+        }
+        Ok(())
+    }
+}
+
 /// `POST` on every intake path.
 pub(crate) async fn submit(
     AxState(shared): AxState<Arc<Shared>>,
@@ -600,32 +632,20 @@ struct SeriesV2<'a> {
     interval: Option<i64>,
 }
 
-/// A v1 series object (`Series`, docs/datadog.md "Series v1"): `metric`
-/// and `points` required, `type` one of `""`, `count`, `gauge`, `rate`.
-#[derive(Deserialize)]
-struct SeriesV1<'a> {
-    #[serde(borrow)]
-    metric: Option<Str<'a>>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Str<'a>>,
-    points: Option<Points<PointV1>>,
-    #[allow(dead_code)]
-    tags: Option<Strs>,
-    #[allow(dead_code)]
-    #[serde(borrow)]
-    host: Option<Str<'a>>,
-}
-
-/// A distribution series (`DistributionPointsSeries`, docs/datadog.md
-/// "Distribution points"): `metric` and `points` required, `type` only
+/// A v1 series object (`Series`, docs/datadog.md "Series v1"; points `P`
+/// = [`PointV1`]): `metric` and `points` required, `type` one of `""`,
+/// `count`, `gauge`, `rate`. Or a distribution series
+/// (`DistributionPointsSeries`, docs/datadog.md "Distribution points"; `P`
+/// = [`PointDist`]): `metric` and `points` required, `type` only
 /// `distribution`.
 #[derive(Deserialize)]
-struct SeriesDist<'a> {
+#[serde(bound(deserialize = "P: Deserialize<'de> + Timestamped"))]
+struct SeriesV1<'a, P> {
     #[serde(borrow)]
     metric: Option<Str<'a>>,
     #[serde(rename = "type", borrow)]
     kind: Option<Str<'a>>,
-    points: Option<Points<PointDist>>,
+    points: Option<Points<P>>,
     #[allow(dead_code)]
     tags: Option<Strs>,
     #[allow(dead_code)]
@@ -663,12 +683,12 @@ fn summarize(endpoint: Endpoint, raw: &RawValue) -> Result<SeriesSummary<'_>, se
             SeriesSummary::of(s.metric, kind_ok, s.points)
         }
         Endpoint::Distribution => {
-            let s: SeriesDist<'_> = serde_json::from_str(raw.get())?;
+            let s: SeriesV1<'_, PointDist> = serde_json::from_str(raw.get())?;
             let kind_ok = s.kind.as_ref().is_none_or(|k| k.0 == "distribution");
             SeriesSummary::of(s.metric, kind_ok, s.points)
         }
         _ => {
-            let s: SeriesV1<'_> = serde_json::from_str(raw.get())?;
+            let s: SeriesV1<'_, PointV1> = serde_json::from_str(raw.get())?;
             let kind_ok = s
                 .kind
                 .as_ref()
@@ -812,21 +832,9 @@ fn logs(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<()
                 ),
             ));
         }
-        if let Some(t) = item.timestamp.and_then(log_timestamp)
-            && !window.contains(t)
-        {
-            out.notes.push((
-                ViolationKind::TimestampWindow,
-                format!(
-                    "log entry {i}: timestamp {t} outside the accepted window ({}) dropped",
-                    window.describe()
-                ),
-            ));
-            continue;
-        }
-        out.items += 1;
-        if keep {
-            out.values.push(to_value(raw)?);
+        let t = item.timestamp.and_then(log_timestamp);
+        if !out.dropped_outside(&window, t, format_args!("log entry {i}: timestamp")) {
+            out.accept(raw, keep)?;
         }
     }
     Ok(())
@@ -902,23 +910,14 @@ fn event(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<(
         "priority": e.priority.as_ref().map(|p| p.0.as_ref()),
         "alert_type": e.alert_type.as_ref().map(|a| a.0.as_ref()).unwrap_or("info"),
     }));
-    if let Some(t) = e.date_happened
-        && !window.contains(t)
-    {
-        out.notes.push((
-            ViolationKind::TimestampWindow,
-            format!(
-                "event date_happened {t} outside the accepted window ({}) dropped",
-                window.describe()
-            ),
-        ));
+    if out.dropped_outside(
+        &window,
+        e.date_happened,
+        format_args!("event date_happened"),
+    ) {
         return Ok(());
     }
-    out.items = 1;
-    if keep {
-        out.values.push(to_value(raw)?);
-    }
-    Ok(())
+    out.accept(raw, keep)
 }
 
 /// A service check (`ServiceCheck`, docs/datadog.md "Service checks"):
@@ -976,21 +975,9 @@ fn checks(data: &[u8], window: Bounds, keep: bool, out: &mut Outcome) -> Result<
                 )));
             }
         }
-        if let Some(t) = c.timestamp
-            && !window.contains(t)
-        {
-            out.notes.push((
-                ViolationKind::TimestampWindow,
-                format!(
-                    "service check {i}: timestamp {t} outside the accepted window ({}) dropped",
-                    window.describe()
-                ),
-            ));
-            continue;
-        }
-        out.items += 1;
-        if keep {
-            out.values.push(to_value(raw)?);
+        let t = c.timestamp;
+        if !out.dropped_outside(&window, t, format_args!("service check {i}: timestamp")) {
+            out.accept(raw, keep)?;
         }
     }
     Ok(())

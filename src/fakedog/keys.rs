@@ -27,7 +27,7 @@ use axum::response::Response;
 use crate::site::HostRole;
 
 use super::server::{Target, errors, json, not_found};
-use super::state::{API_KEYS_WRITE, ApiKey, Shared, State, ViolationKind, new_key_value, uuid};
+use super::state::{API_KEYS_WRITE, ApiKey, Shared, State, new_key_value, uuid};
 
 /// Why a key was not created.
 #[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
@@ -118,17 +118,8 @@ impl State {
             .cloned()
             .ok_or(KeyError::Forbidden)?;
         let org = self.org(&grant.org).cloned().ok_or(KeyError::Forbidden)?;
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/api/v2/api_keys/marketplace",
-                Some(&org.id),
-                format!(
-                    "access token of an org on {} used at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        let path = "/api/v2/api_keys/marketplace";
+        if self.wrong_site(target, path, &org.id, org.site, "access token", "used") {
             return Err(KeyError::Forbidden);
         }
         if !grant.scopes.iter().any(|s| s == API_KEYS_WRITE) {
@@ -187,17 +178,7 @@ impl State {
     pub(crate) fn check_key(&mut self, target: &Target, path: &str, key: &str) -> Option<String> {
         let org_id = self.live_key(key)?.org.clone();
         let site = self.org(&org_id)?.site;
-        if site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                path,
-                Some(&org_id),
-                format!(
-                    "API key of an org on {} used at {}",
-                    site.domain, target.host
-                ),
-            );
+        if self.wrong_site(target, path, &org_id, site, "API key", "used") {
             return None;
         }
         Some(org_id)

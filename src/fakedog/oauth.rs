@@ -24,12 +24,13 @@
 //!
 //! A code, refresh token or revocation presented at another site's API host
 //! fails as at Datadog (that site has never heard of it) and is recorded as
-//! a [`ViolationKind::WrongSite`] violation.
+//! a [`super::ViolationKind::WrongSite`] violation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{RawQuery, State as AxState};
+use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -42,8 +43,8 @@ use crate::site::HostRole;
 use super::pages;
 use super::server::{Target, json, not_found};
 use super::state::{
-    AccessToken, AuthRequest, CODE_TTL, CONSENT_TTL, Code, Consent, Grant, Org, RefreshToken,
-    Shared, State, ViolationKind,
+    AccessToken, AuthRequest, CODE_TTL, CONSENT_TTL, Code, Consent, Grant, Org, Recording,
+    RefreshToken, Shared, State,
 };
 
 /// Datadog's description for a bad code or a failed PKCE check
@@ -366,21 +367,61 @@ pub(crate) async fn consent(
     answer.into_response()
 }
 
-/// `POST /oauth2/v1/token`.
-pub(crate) async fn token(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
+/// What a form endpoint of an API host (`token`, `revoke`) reads of its
+/// request.
+pub(crate) struct FormCall {
+    shared: Arc<Shared>,
+    target: Target,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if target.role != HostRole::Api {
-        return not_found();
+}
+
+impl FromRequest<Arc<Shared>> for FormCall {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Extension(target) = Extension::<Target>::from_request_parts(&mut parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(FormCall {
+            shared: shared.clone(),
+            target,
+            headers,
+            body,
+        })
     }
-    let mut st = shared.lock();
-    *st.rec.token_calls.entry(target.host.clone()).or_default() += 1;
-    let result =
-        body_params(&headers, &body).and_then(|p| st.token(&target, basic_auth(&headers), &p));
-    drop(st);
+}
+
+impl FormCall {
+    /// The call, counted per host in the counts `calls` picks, answered by
+    /// `op` with the client's Basic credentials and the form's parameters;
+    /// `None` off the API host.
+    fn answer<T>(
+        &self,
+        calls: impl FnOnce(&mut Recording) -> &mut BTreeMap<String, u64>,
+        op: fn(&mut State, &Target, Basic, &Params) -> Result<T, OAuthError>,
+    ) -> Option<Result<T, OAuthError>> {
+        let (target, headers) = (&self.target, &self.headers);
+        if target.role != HostRole::Api {
+            return None;
+        }
+        let mut st = self.shared.lock();
+        *calls(&mut st.rec).entry(target.host.clone()).or_default() += 1;
+        let params = body_params(headers, &self.body);
+        Some(params.and_then(|p| op(&mut st, target, basic_auth(headers), &p)))
+    }
+}
+
+/// `POST /oauth2/v1/token`.
+pub(crate) async fn token(call: FormCall) -> Response {
+    let Some(result) = call.answer(|rec| &mut rec.token_calls, State::token) else {
+        return not_found();
+    };
     match result {
         Ok(t) => {
             let mut r = json(
@@ -397,27 +438,17 @@ pub(crate) async fn token(
             r
         }
         Err(e) => {
-            tracing::debug!(host = %target.host, error = %e, "fakedog refused a token request");
+            tracing::debug!(host = %call.target.host, error = %e, "fakedog refused a token request");
             e.into_response()
         }
     }
 }
 
 /// `POST /oauth2/v1/revoke`.
-pub(crate) async fn revoke(
-    AxState(shared): AxState<Arc<Shared>>,
-    Extension(target): Extension<Target>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if target.role != HostRole::Api {
+pub(crate) async fn revoke(call: FormCall) -> Response {
+    let Some(result) = call.answer(|rec| &mut rec.revoke_calls, State::revoke) else {
         return not_found();
-    }
-    let mut st = shared.lock();
-    *st.rec.revoke_calls.entry(target.host.clone()).or_default() += 1;
-    let result =
-        body_params(&headers, &body).and_then(|p| st.revoke(&target, basic_auth(&headers), &p));
-    drop(st);
+    };
     match result {
         Ok(()) => {
             let mut r = StatusCode::OK.into_response();
@@ -786,17 +817,8 @@ impl State {
             .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
         let rec = self.codes.get(code).cloned().ok_or_else(bad)?;
         let org = self.org(&rec.org).cloned().ok_or_else(bad)?;
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/token",
-                Some(&org.id),
-                format!(
-                    "authorization code of an org on {} presented at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        let (path, what) = ("/oauth2/v1/token", "authorization code");
+        if self.wrong_site(target, path, &org.id, org.site, what, "presented") {
             return Err(bad());
         }
         if rec.client_id != client {
@@ -857,17 +879,8 @@ impl State {
         let rec = self.refresh.get(token).cloned().ok_or_else(invalid)?;
         let grant = self.grants.get(&rec.grant).cloned().ok_or_else(invalid)?;
         let org = self.org(&grant.org).cloned().ok_or_else(invalid)?;
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/token",
-                Some(&org.id),
-                format!(
-                    "refresh token of an org on {} presented at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        let (path, what) = ("/oauth2/v1/token", "refresh token");
+        if self.wrong_site(target, path, &org.id, org.site, what, "presented") {
             return Err(invalid());
         }
         if grant.client_id != client {
@@ -942,17 +955,14 @@ impl State {
         let Some(org) = self.org(&grant.org).cloned() else {
             return Ok(());
         };
-        if org.site != target.site {
-            self.violation(
-                ViolationKind::WrongSite,
-                &target.host,
-                "/oauth2/v1/revoke",
-                Some(&org.id),
-                format!(
-                    "token of an org on {} revoked at {}",
-                    org.site.domain, target.host
-                ),
-            );
+        if self.wrong_site(
+            target,
+            "/oauth2/v1/revoke",
+            &org.id,
+            org.site,
+            "token",
+            "revoked",
+        ) {
             return Ok(());
         }
         if grant.client_id != client {

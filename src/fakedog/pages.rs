@@ -11,33 +11,9 @@
 use std::fmt::Write as _;
 
 use crate::site::Site;
+use crate::text::html_escape as escape;
 
 use super::state::Org;
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Reverses [`escape`] (for the browser helper reading our own forms).
-pub(crate) fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
 padding:0 1rem;color:#222}h1{color:#632ca6}.box{border:1px solid #ddd;border-radius:8px;\
@@ -205,14 +181,6 @@ Datadog organization on <code>{}</code> ({}).</p>\n",
 mod tests {
     use super::*;
     use crate::site::SITES;
-
-    #[test]
-    fn escaping_round_trips() {
-        let s = r#"<script>alert("x&y's")</script>"#;
-        let e = escape(s);
-        assert!(!e.contains('<') && !e.contains('"') && !e.contains('\''));
-        assert_eq!(unescape(&e), s);
-    }
 
     #[test]
     fn consent_page_escapes_and_offers_both_buttons() {

@@ -128,23 +128,21 @@ async fn front_end(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
     let fault = shared
         .lock()
         .take_fault(&host, req.uri().path(), req.method().as_str());
+    // What the handlers read: where the request arrived.
+    let target = Target {
+        host: host.clone(),
+        site,
+        role,
+    };
     let response = match fault {
         None => {
-            req.extensions_mut().insert(Target {
-                host: host.clone(),
-                site,
-                role,
-            });
+            req.extensions_mut().insert(target);
             next.run(req).await
         }
         Some(fault) => {
             tracing::debug!(host = %host, path = %req.uri().path(), ?fault, "fakedog fault fires");
             if fault.late {
-                req.extensions_mut().insert(Target {
-                    host: host.clone(),
-                    site,
-                    role,
-                });
+                req.extensions_mut().insert(target);
                 // The work runs to completion whether or not the client
                 // waits for the answer.
                 let work = tokio::spawn(next.run(req));
@@ -170,11 +168,7 @@ async fn front_end(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
             match fault.status {
                 Some(status) => fault.response(status),
                 None => {
-                    req.extensions_mut().insert(Target {
-                        host: host.clone(),
-                        site,
-                        role,
-                    });
+                    req.extensions_mut().insert(target);
                     next.run(req).await
                 }
             }

@@ -28,6 +28,7 @@ use crate::site::{Endpoint, Site};
 use super::api::{ApiRequest, Monitor, User};
 use super::faults::{ActiveFault, Fault};
 use super::incidents::Incident;
+use super::server::Target;
 
 /// Datadog's access-token lifetime: "a time-to-live (TTL) of 1 hour"
 /// (docs/datadog.md "Token").
@@ -554,6 +555,36 @@ impl State {
             org: org.map(str::to_string),
             detail,
         });
+    }
+
+    /// Whether a credential of org `org_id`, whose site is `site`, was
+    /// presented at another site's host (`target`): then that is recorded
+    /// as a [`ViolationKind::WrongSite`] at `path`, saying that `what` of an
+    /// org on that site was `done` at the host.
+    pub(crate) fn wrong_site(
+        &mut self,
+        target: &Target,
+        path: &str,
+        org_id: &str,
+        site: &Site,
+        what: &str,
+        done: &str,
+    ) -> bool {
+        if site == target.site {
+            return false;
+        }
+        let detail = format!(
+            "{what} of an org on {} {done} at {}",
+            site.domain, target.host
+        );
+        self.violation(
+            ViolationKind::WrongSite,
+            &target.host,
+            path,
+            Some(org_id),
+            detail,
+        );
+        true
     }
 
     /// Counts one response to `host` (status 0: connection dropped).

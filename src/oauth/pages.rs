@@ -8,6 +8,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// HTML-escaping (one copy, in [`crate::text`]), under the name the status
+/// page imports it by.
+pub use crate::text::html_escape as escape;
+
 /// A rendered page with its status.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -92,25 +96,6 @@ impl IntoResponse for Page {
         );
         resp
     }
-}
-
-/// HTML-escapes text for element content and attribute values.
-pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]

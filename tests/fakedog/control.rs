@@ -54,14 +54,7 @@ async fn inspection_reports_items_requests_keys_tokens_and_violations() {
         logs(now, 3),
     )
     .await;
-    w.post(
-        "api.datadoghq.com",
-        "/api/v2/series",
-        Some(&key),
-        None,
-        series_v2(now, 1),
-    )
-    .await;
+    w.one_series("api.datadoghq.com", &key, now).await;
 
     let (s, counts) = get(&w, "/fakedog/counts").await;
     assert_eq!(s, StatusCode::OK);
@@ -269,7 +262,7 @@ async fn control_drives_orgs_clients_keys_grants_and_time() {
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     assert_eq!(t["expires_in"], 120);
-    let access = t["access_token"].as_str().unwrap();
+    let access = access_token(&t);
     let (_, created) = w.create_key("api.ap1.datadoghq.com", access).await;
     let key = created["data"]["attributes"]["key"]
         .as_str()

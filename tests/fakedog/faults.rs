@@ -23,27 +23,11 @@ async fn the_next_n_matching_responses_fail() {
     )
     .unwrap();
     // Another host and another path are not affected.
-    let (s, _) = w
-        .post(
-            "api.datadoghq.com",
-            "/api/v2/series",
-            Some(&us_key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, _) = w.one_series("api.datadoghq.com", &us_key, now).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(w.validate("api.datadoghq.eu", &key).await.0, StatusCode::OK);
     for _ in 0..2 {
-        let (s, body) = w
-            .post(
-                "api.datadoghq.eu",
-                "/api/v2/series",
-                Some(&key),
-                None,
-                series_v2(now, 1),
-            )
-            .await;
+        let (s, body) = w.one_series("api.datadoghq.eu", &key, now).await;
         assert_eq!(
             (s, body),
             (
@@ -52,15 +36,7 @@ async fn the_next_n_matching_responses_fail() {
             )
         );
     }
-    let (s, _) = w
-        .post(
-            "api.datadoghq.eu",
-            "/api/v2/series",
-            Some(&key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, _) = w.one_series("api.datadoghq.eu", &key, now).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(w.fd.requests("api.datadoghq.eu", 503), 2);
     assert_eq!(w.fd.requests("api.datadoghq.eu", 202), 1);
@@ -204,15 +180,7 @@ async fn fakeintake_overrides_and_faults_over_the_control_listener() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     for _ in 0..2 {
-        let (s, body) = w
-            .post(
-                "api.datadoghq.com",
-                "/api/v2/series",
-                Some(&key),
-                None,
-                series_v2(now, 1),
-            )
-            .await;
+        let (s, body) = w.one_series("api.datadoghq.com", &key, now).await;
         assert_eq!(
             (s, body),
             (
@@ -231,15 +199,7 @@ async fn fakeintake_overrides_and_faults_over_the_control_listener() {
         .send()
         .await
         .unwrap();
-    let (s, _) = w
-        .post(
-            "api.datadoghq.com",
-            "/api/v2/series",
-            Some(&key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, _) = w.one_series("api.datadoghq.com", &key, now).await;
     assert_eq!(s, StatusCode::ACCEPTED);
 
     // fakedog's own fault API.

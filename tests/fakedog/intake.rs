@@ -121,15 +121,7 @@ async fn keys_must_be_live_and_of_that_site() {
     let eu_key = w.fd.issue_key(&w.eu.id, CLIENT).unwrap();
     let now = w.fd.now_unix();
     // An EU key at US1: 403 and a violation.
-    let (s, body) = w
-        .post(
-            "api.datadoghq.com",
-            "/api/v2/series",
-            Some(&eu_key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, body) = w.one_series("api.datadoghq.com", &eu_key, now).await;
     assert_eq!(
         (s, body),
         (StatusCode::FORBIDDEN, json!({"errors": ["Forbidden"]}))
@@ -178,15 +170,7 @@ async fn keys_must_be_live_and_of_that_site() {
     assert_eq!(body["errors"][0]["title"], "Forbidden");
     // A revoked key stops working.
     w.fd.revoke_key(&w.eu.id).unwrap();
-    let (s, _) = w
-        .post(
-            "api.datadoghq.eu",
-            "/api/v2/series",
-            Some(&eu_key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, _) = w.one_series("api.datadoghq.eu", &eu_key, now).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(w.fd.violations().len(), 1);
     assert_eq!(w.fd.item_count(&w.eu.id, Endpoint::SeriesV2), 0);
@@ -482,15 +466,7 @@ async fn counting_mode_counts_without_keeping_and_still_enforces() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = w
-        .post(
-            "api.datadoghq.com",
-            "/api/v2/series",
-            Some(&key),
-            None,
-            series_v2(now, 1),
-        )
-        .await;
+    let (s, _) = w.one_series("api.datadoghq.com", &key, now).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(w.fd.violations().len(), 3);
     let r = plain()

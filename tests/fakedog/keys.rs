@@ -10,7 +10,7 @@ use super::*;
 async fn a_key_is_created_once_per_org_and_client() {
     let w = world().await;
     let t = w.tokens(&w.eu).await;
-    let access = t["access_token"].as_str().unwrap();
+    let access = access_token(&t);
     let (s, body) = w.create_key("api.datadoghq.eu", access).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let data = &body["data"];
@@ -77,9 +77,7 @@ async fn a_client_without_api_keys_write_is_forbidden() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(t["scope"], "metrics_read");
-    let (s, body) = w
-        .create_key("api.datadoghq.com", t["access_token"].as_str().unwrap())
-        .await;
+    let (s, body) = w.create_key("api.datadoghq.com", access_token(&t)).await;
     assert_eq!(
         (s, body),
         (StatusCode::FORBIDDEN, json!({"errors": ["Forbidden"]}))
@@ -93,7 +91,7 @@ async fn bad_expired_or_missing_tokens_are_forbidden() {
     w.fd.set_token_ttl(Duration::from_secs(5));
     let t = w.tokens(&w.us1).await;
     w.fd.advance(Duration::from_secs(6));
-    for token in [t["access_token"].as_str().unwrap(), "garbage"] {
+    for token in [access_token(&t), "garbage"] {
         let (s, _) = w.create_key("api.datadoghq.com", token).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
@@ -111,13 +109,9 @@ async fn bad_expired_or_missing_tokens_are_forbidden() {
 async fn keys_and_tokens_only_work_at_their_orgs_site() {
     let w = world().await;
     let t = w.tokens(&w.eu).await;
-    let (s, _) = w
-        .create_key("api.datadoghq.com", t["access_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.create_key("api.datadoghq.com", access_token(&t)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = w
-        .create_key("api.datadoghq.eu", t["access_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.create_key("api.datadoghq.eu", access_token(&t)).await;
     assert_eq!(s, StatusCode::CREATED);
     let key = w.fd.issue_key(&w.us5.id, CLIENT).unwrap();
     let (s, _) = w.validate("api.us3.datadoghq.com", &key).await;
@@ -133,7 +127,7 @@ async fn keys_and_tokens_only_work_at_their_orgs_site() {
 async fn revoked_and_rotated_keys() {
     let w = world().await;
     let t = w.tokens(&w.us1).await;
-    let access = t["access_token"].as_str().unwrap();
+    let access = access_token(&t);
     let (_, body) = w.create_key("api.datadoghq.com", access).await;
     let key = body["data"]["attributes"]["key"]
         .as_str()

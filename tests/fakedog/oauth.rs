@@ -211,11 +211,8 @@ async fn signed_out_users_pick_an_organization_on_the_consent_page() {
     let w = world_with(false, false).await;
     let second_us = w.fd.create_org("Other US", site("datadoghq.com")).unwrap();
     let html = w
-        .http
-        .get(standard_url("app.datadoghq.com"))
-        .send()
+        .open_authorize("app.datadoghq.com")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -230,12 +227,7 @@ async fn signed_out_users_pick_an_organization_on_the_consent_page() {
 async fn app_datadoghq_com_is_the_region_picker() {
     let w = world().await;
     w.fd.login(&w.eu.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("app.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("app.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::FOUND);
     let (loc, p) = location(&r);
     assert!(
@@ -264,12 +256,7 @@ async fn app_datadoghq_com_is_the_region_picker() {
 async fn another_sites_host_refuses_a_foreign_org() {
     let w = world().await;
     w.fd.login(&w.eu.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("us5.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("us5.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.headers().get("location").is_none());
     assert!(
@@ -284,12 +271,7 @@ async fn another_sites_host_refuses_a_foreign_org() {
 async fn custom_subdomains_authorize_for_their_site() {
     let w = world().await;
     w.fd.login(&w.us1.id).unwrap();
-    let r = w
-        .http
-        .get(standard_url("bigcorp.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("bigcorp.datadoghq.com").await;
     let (_, p) = location(&r);
     assert_eq!(p["site"], "https://bigcorp.datadoghq.com");
     assert_eq!(p["domain"], "datadoghq.com");
@@ -331,8 +313,8 @@ async fn code_exchange_returns_datadogs_token_response() {
     assert_eq!(t["token_type"], "Bearer");
     assert_eq!(t["expires_in"], 3600);
     assert_eq!(t["scope"], "api_keys_write");
-    assert!(t["access_token"].as_str().unwrap().len() >= 32);
-    assert!(t["refresh_token"].as_str().unwrap().len() >= 32);
+    assert!(access_token(&t).len() >= 32);
+    assert!(refresh_token(&t).len() >= 32);
     assert_eq!(w.fd.token_calls("api.datadoghq.eu"), 1);
     assert_eq!(w.fd.token_calls("api.datadoghq.com"), 0);
 }
@@ -392,15 +374,10 @@ async fn a_reused_code_fails_and_revokes_what_it_issued() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
     // RFC 6749 §4.1.2: the tokens issued from the replayed code are revoked.
-    let (s, _) = w
-        .refresh(
-            "api.datadoghq.com",
-            first["refresh_token"].as_str().unwrap(),
-        )
-        .await;
+    let (s, _) = w.refresh("api.datadoghq.com", refresh_token(&first)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = w
-        .create_key("api.datadoghq.com", first["access_token"].as_str().unwrap())
+        .create_key("api.datadoghq.com", access_token(&first))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
@@ -523,10 +500,10 @@ async fn the_redirect_uri_must_match_and_codes_expire() {
 async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
     let w = world().await;
     let t0 = w.tokens(&w.eu).await;
-    let r0 = t0["refresh_token"].as_str().unwrap();
+    let r0 = refresh_token(&t0);
     let (s, t1) = w.refresh("api.datadoghq.eu", r0).await;
     assert_eq!(s, StatusCode::OK, "{t1}");
-    let r1 = t1["refresh_token"].as_str().unwrap();
+    let r1 = refresh_token(&t1);
     assert_ne!(r0, r1);
     assert_eq!(t1["token_type"], "Bearer");
     let (s, t2) = w.refresh("api.datadoghq.eu", r1).await;
@@ -537,24 +514,16 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
         (s, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    let (s, _) = w
-        .refresh("api.datadoghq.eu", t2["refresh_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.refresh("api.datadoghq.eu", refresh_token(&t2)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = w
-        .create_key("api.datadoghq.eu", t2["access_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.create_key("api.datadoghq.eu", access_token(&t2)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Refreshing at another site's host is refused and recorded, not revoking.
     let t = w.tokens(&w.eu).await;
-    let (s, _) = w
-        .refresh("api.datadoghq.com", t["refresh_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.refresh("api.datadoghq.com", refresh_token(&t)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(w.fd.violations().len(), 1);
-    let (s, _) = w
-        .refresh("api.datadoghq.eu", t["refresh_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.refresh("api.datadoghq.eu", refresh_token(&t)).await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -565,21 +534,15 @@ async fn access_tokens_expire_after_the_configured_ttl() {
     let t = w.tokens(&w.us1).await;
     assert_eq!(t["expires_in"], 60);
     w.fd.advance(Duration::from_secs(61));
-    let (s, body) = w
-        .create_key("api.datadoghq.com", t["access_token"].as_str().unwrap())
-        .await;
+    let (s, body) = w.create_key("api.datadoghq.com", access_token(&t)).await;
     assert_eq!(
         (s, body),
         (StatusCode::FORBIDDEN, json!({"errors": ["Forbidden"]}))
     );
     // The refresh token still works and gives a fresh access token.
-    let (s, t2) = w
-        .refresh("api.datadoghq.com", t["refresh_token"].as_str().unwrap())
-        .await;
+    let (s, t2) = w.refresh("api.datadoghq.com", refresh_token(&t)).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = w
-        .create_key("api.datadoghq.com", t2["access_token"].as_str().unwrap())
-        .await;
+    let (s, _) = w.create_key("api.datadoghq.com", access_token(&t2)).await;
     assert_eq!(s, StatusCode::CREATED);
 }
 
@@ -591,6 +554,16 @@ async fn revoke(w: &World, host: &str, form: &[(&str, &str)]) -> StatusCode {
         .await
         .unwrap()
         .status()
+}
+
+/// The test client's revoke form for `token`, of kind `hint`.
+fn hinted<'a>(token: &'a str, hint: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("client_id", CLIENT),
+        ("client_secret", SECRET),
+        ("token", token),
+        ("token_type_hint", hint),
+    ]
 }
 
 #[tokio::test]
@@ -632,14 +605,9 @@ async fn revocation() {
 
     // Revoking an access token kills only it.
     let t = w.tokens(&w.eu).await;
-    let access = t["access_token"].as_str().unwrap();
-    let refresh = t["refresh_token"].as_str().unwrap();
-    let form = [
-        ("client_id", CLIENT),
-        ("client_secret", SECRET),
-        ("token", access),
-        ("token_type_hint", "access_token"),
-    ];
+    let access = access_token(&t);
+    let refresh = refresh_token(&t);
+    let form = hinted(access, "access_token");
     assert_eq!(revoke(&w, "api.datadoghq.eu", &form).await, StatusCode::OK);
     assert_eq!(
         w.create_key("api.datadoghq.eu", access).await.0,
@@ -649,14 +617,9 @@ async fn revocation() {
     assert_eq!(s, StatusCode::OK);
 
     // Revoking the refresh token revokes the grant.
-    let r2 = t2["refresh_token"].as_str().unwrap();
-    let a2 = t2["access_token"].as_str().unwrap();
-    let form = [
-        ("client_id", CLIENT),
-        ("client_secret", SECRET),
-        ("token", r2),
-        ("token_type_hint", "refresh_token"),
-    ];
+    let r2 = refresh_token(&t2);
+    let a2 = access_token(&t2);
+    let form = hinted(r2, "refresh_token");
     assert_eq!(revoke(&w, "api.datadoghq.eu", &form).await, StatusCode::OK);
     assert_eq!(
         w.refresh("api.datadoghq.eu", r2).await.0,
@@ -675,26 +638,16 @@ async fn an_uninstall_revokes_every_grant_of_the_org() {
     let t = w.tokens(&w.us5).await;
     let other = w.tokens(&w.us1).await;
     assert_eq!(w.fd.revoke_grants(&w.us5.id).unwrap(), 1);
-    let (s, body) = w
-        .refresh(
-            "api.us5.datadoghq.com",
-            t["refresh_token"].as_str().unwrap(),
-        )
-        .await;
+    let (s, body) = w.refresh("api.us5.datadoghq.com", refresh_token(&t)).await;
     assert_eq!(
         (s, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
     let (s, _) = w
-        .create_key("api.us5.datadoghq.com", t["access_token"].as_str().unwrap())
+        .create_key("api.us5.datadoghq.com", access_token(&t))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Another org is untouched.
-    let (s, _) = w
-        .refresh(
-            "api.datadoghq.com",
-            other["refresh_token"].as_str().unwrap(),
-        )
-        .await;
+    let (s, _) = w.refresh("api.datadoghq.com", refresh_token(&other)).await;
     assert_eq!(s, StatusCode::OK);
 }

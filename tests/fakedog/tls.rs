@@ -97,24 +97,13 @@ async fn each_path_lives_on_its_own_kind_of_host() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     let (s, _) = w
-        .post(
-            "http-intake.logs.datadoghq.com",
-            "/api/v2/series",
-            Some(&key),
-            None,
-            series_v2(now, 1),
-        )
+        .one_series("http-intake.logs.datadoghq.com", &key, now)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The token endpoint on a web host, authorize on an API host: 404.
     let (s, _) = w.token("app.datadoghq.com", &[("grant_type", "x")]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let r = w
-        .http
-        .get(standard_url("api.datadoghq.com"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.open_authorize("api.datadoghq.com").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(w.fd.item_count(&w.us1.id, ddrelay::site::Endpoint::Logs), 0);
     assert_eq!(w.fd.requests("api.datadoghq.com", 404), 2);

@@ -4,6 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod logs;
+pub mod process;
+pub mod proxy;
+pub mod tools;
 
 use std::time::Duration;
 
@@ -214,6 +217,66 @@ pub async fn tenant_json(relay: &Relay, tenant: &str) -> serde_json::Value {
     v
 }
 
+/// A client for the relays of a test: no proxy from the environment, and
+/// 30 s at most per request, so that a hung relay fails the test.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// The body of `GET url`, whatever its status (`/metrics`, mostly).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Sends `req` and reads its answer as JSON, whatever its status.
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Runs `cmd` to its end and returns its stdout; fails the test, showing
+/// stdout and stderr, unless it exited 0.
+pub async fn stdout_of(cmd: &mut tokio::process::Command) -> String {
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        cmd.as_std().get_program().to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Sends `body` gzip-compressed to `endpoint` for `tenant` and checks the
+/// relay accepted it (202).
+pub async fn accepted(
+    relay: &Relay,
+    tenant: &str,
+    endpoint: ddrelay::site::Endpoint,
+    body: impl AsRef<[u8]>,
+) {
+    accepted_as(relay, tenant, endpoint, ddrelay::site::Encoding::Gzip, body).await
+}
+
+/// As [`accepted`], `body` sent with `encoding`.
+pub async fn accepted_as(
+    relay: &Relay,
+    tenant: &str,
+    endpoint: ddrelay::site::Endpoint,
+    encoding: ddrelay::site::Encoding,
+    body: impl AsRef<[u8]>,
+) {
+    let (s, v) = relay
+        .send(tenant, endpoint, body.as_ref(), encoding)
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{v}");
+}
+
 /// Token calls fakedog saw on every site's API host.
 pub fn total_token_calls(dog: &FakeDog) -> u64 {
     SITES
@@ -309,6 +372,20 @@ pub fn noise(seed: u64, len: usize) -> String {
 pub async fn connect(relay: &Relay, dog: &FakeDog, tenant: &str, site: &str, org: &str) {
     let page = relay.connect(dog, tenant, Some(site), org).await.unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
+}
+
+/// Follows the authorize URL `url` in fakedog's browser, whose `relay.test`
+/// is `public`, and clicks Authorize: the page it lands on, checked to be a
+/// 200.
+pub async fn authorized(
+    dog: &FakeDog,
+    public: std::net::SocketAddr,
+    url: &str,
+) -> ddrelay::fakedog::Page {
+    let browser = dog.browser(&[(ddrelay::sandbox::RELAY_HOST, public)]);
+    let page = browser.unwrap().authorize(url).await.unwrap();
+    assert_eq!(page.status, 200, "{url}: {}", page.body);
+    page
 }
 
 /// Polls `cond` until it holds; fails the test with `what` after 60 s.
