@@ -622,8 +622,13 @@ fn floor(
     endpoint: Endpoint,
     encoding: Encoding,
 ) -> Vec<f64> {
-    // Blocks of at least BLOCK_CPU seconds of CPU each (CPU seconds per item
-    // of each block are returned; the caller takes a median).
+    cpu_per_item(items, || floor_round(raw, wire, gzip, endpoint, encoding))
+}
+
+/// CPU seconds per item of `round` (which handles `items` items) on this
+/// thread, in each of five blocks of at least a quarter CPU-second (the
+/// caller takes a median).
+fn cpu_per_item(items: u64, mut round: impl FnMut()) -> Vec<f64> {
     const BLOCKS: usize = 5;
     const BLOCK_CPU: f64 = 0.25;
     let mut per_item = Vec::with_capacity(BLOCKS);
@@ -631,7 +636,7 @@ fn floor(
         let started = cpu_now();
         let mut rounds = 0u64;
         while rounds == 0 || cpu_now() - started < BLOCK_CPU {
-            floor_round(raw, wire, gzip, endpoint, encoding);
+            round();
             rounds += 1;
         }
         per_item.push((cpu_now() - started) / (rounds as f64 * items as f64));
@@ -1400,6 +1405,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         blocks.extend(measure_floor(endpoint).await?);
         let floor_per_item = median(blocks);
         let relay_per_item = cpu / items.max(1) as f64;
+        // Where a span's CPU goes: the trace API's own work on one thread
+        // (decode, span rules, stats, items), beside the floor.
+        let stage = match endpoint {
+            Endpoint::Traces => {
+                let raw = raw.to_vec();
+                let blocks = tokio::task::spawn_blocking(move || {
+                    cpu_per_item(per_req, || {
+                        std::hint::black_box(crate::ingest::traces::stage_for_bench(&raw));
+                    })
+                })
+                .await?;
+                Some(median(blocks) * 1e6)
+            }
+            _ => None,
+        };
         let figures = json!({
             "accepted_items_per_s": items as f64 / secs,
             "accepted_mb_per_s": raw_bytes / secs / 1e6,
@@ -1412,6 +1432,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             "relay_cpu_us_per_request": cpu / requests.max(1) as f64 * 1e6,
             "floor_cpu_seconds_per_million_items": floor_per_item * 1e6,
             "relay_over_floor": relay_per_item / floor_per_item.max(1e-12),
+            "ingest_stage_cpu_seconds_per_million_items": stage,
             "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
             "drain_after_load_s": drain.as_secs_f64(),
             "rss_mib": st.rss_bytes as f64 / MIB,

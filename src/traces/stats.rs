@@ -488,17 +488,21 @@ fn status_code(span: &Span) -> u32 {
 
 /// The trace agent's latency sketch: logarithmic mapping at 1 % relative
 /// accuracy (gamma = 1.01 / 0.99, offset 0, no interpolation), dense bins,
-/// durations in nanoseconds with the mantissa cut to 10 bits.
+/// durations in nanoseconds with the mantissa cut to 10 bits. The bins are
+/// a dense run (`counts[i]` is bin `offset + i`), as the agent's store:
+/// durations of 1 ns to `i64::MAX` ns map to bins 0 to about 2,200, so the
+/// run is bounded whatever the spans say.
 #[derive(Debug, Default, Clone)]
 pub struct Sketch {
-    bins: BTreeMap<i32, f64>,
+    counts: Vec<f64>,
+    offset: i32,
     zero: f64,
 }
 
 const GAMMA: f64 = 1.01 / 0.99;
 
 /// The agent's sketch keeps at most 2,048 bins (`maxNumBins`).
-const MAX_BINS: i32 = 2048;
+const MAX_BINS: usize = 2048;
 
 impl Sketch {
     pub fn add(&mut self, duration_ns: i64) {
@@ -508,27 +512,43 @@ impl Sketch {
             return;
         }
         let index = (v.ln() / GAMMA.ln()).floor() as i32;
-        *self.bins.entry(index).or_default() += 1.0;
+        if self.counts.is_empty() {
+            self.offset = index;
+        } else if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0.0, grow));
+            self.offset = index;
+        }
+        let at = (index - self.offset) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0.0);
+        }
+        self.counts[at] += 1.0;
     }
 
     /// The protobuf `DDSketch` bytes the stats carry.
     pub fn to_proto(&self) -> Vec<u8> {
-        let positive = match (self.bins.keys().next(), self.bins.keys().next_back()) {
-            (Some(&lo), Some(&hi)) => {
-                // At most MAX_BINS bins, the lowest collapsed into the
-                // lowest kept, as the agent's collapsing store does.
-                let lo_kept = lo.max(hi - (MAX_BINS - 1));
-                let mut counts: Vec<f64> = (lo_kept..=hi)
-                    .map(|i| self.bins.get(&i).copied().unwrap_or(0.0))
-                    .collect();
-                counts[0] += self.bins.range(..lo_kept).map(|(_, c)| c).sum::<f64>();
-                Store {
-                    contiguous_bin_counts: counts,
-                    contiguous_bin_index_offset: lo_kept,
-                    ..Store::default()
-                }
+        static EMPTY: LazyLock<Vec<u8>> = LazyLock::new(|| Sketch::default().encode());
+        if self.counts.is_empty() && self.zero == 0.0 {
+            return EMPTY.clone();
+        }
+        self.encode()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let positive = if self.counts.is_empty() {
+            Store::default()
+        } else {
+            // At most MAX_BINS bins, the lowest collapsed into the lowest
+            // kept, as the agent's collapsing store does.
+            let cut = self.counts.len().saturating_sub(MAX_BINS);
+            let mut counts = self.counts[cut..].to_vec();
+            counts[0] += self.counts[..cut].iter().sum::<f64>();
+            Store {
+                contiguous_bin_counts: counts,
+                contiguous_bin_index_offset: self.offset + cut as i32,
+                ..Store::default()
             }
-            _ => Store::default(),
         };
         DdSketch {
             mapping: Some(IndexMapping {
@@ -651,5 +671,22 @@ mod tests {
         let store = pb.positive_values.unwrap();
         assert_eq!(store.contiguous_bin_counts.len(), 2048);
         assert_eq!(store.contiguous_bin_counts.iter().sum::<f64>(), 2.0);
+    }
+
+    #[test]
+    fn the_sketch_is_the_same_whatever_order_durations_come_in() {
+        let durations = [5_000, 1, 900, i64::MAX, 5_000, 0, 77, 1_000_000_007];
+        let sketch = |order: &mut dyn Iterator<Item = &i64>| {
+            let mut s = Sketch::default();
+            order.for_each(|d| s.add(*d));
+            s.to_proto()
+        };
+        let forward = sketch(&mut durations.iter());
+        assert_eq!(sketch(&mut durations.iter().rev()), forward);
+        let mut sorted = durations;
+        sorted.sort_unstable();
+        assert_eq!(sketch(&mut sorted.iter()), forward);
+        assert_eq!(sketch(&mut sorted.iter().rev()), forward);
+        assert_eq!(sketch_count(&forward), Some(durations.len() as f64));
     }
 }
