@@ -42,6 +42,8 @@ use serde_json::json;
 use crate::clock::now;
 use crate::codec;
 use crate::fakedog::{FakeDog, Options};
+
+mod loads;
 use crate::sandbox;
 use crate::site::{Encoding, Endpoint, SITES};
 
@@ -66,6 +68,8 @@ pub struct BenchOptions {
     pub dog_nice: i32,
     /// Series with two tags and no resource instead of five tags and a host.
     pub light_series: bool,
+    /// Also run the loads matrix (`bench/loads.rs`).
+    pub loads: bool,
 }
 
 /// A child relay process.
@@ -642,6 +646,23 @@ fn cpu_per_item(items: u64, mut round: impl FnMut()) -> Vec<f64> {
         per_item.push((cpu_now() - started) / (rounds as f64 * items as f64));
     }
     per_item
+}
+
+/// [`floor`] of a kind's bodies, on a blocking thread.
+fn floor_blocks(
+    bodies: &Bodies,
+    endpoint: Endpoint,
+    opts: &BenchOptions,
+) -> tokio::task::JoinHandle<Vec<f64>> {
+    let (raw, wire, per_req) = bodies.of(endpoint);
+    let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
+        Encoding::Zstd
+    } else {
+        Encoding::Gzip
+    };
+    let gzip = opts.gzip_ingest && endpoint != Endpoint::Traces;
+    let (raw, wire) = (raw.to_vec(), wire.clone());
+    tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, endpoint, encoding))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -1365,17 +1386,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     // third over minutes (one 20-request loop after each phase, as before,
     // swung that much from run to run, and five blocks before the phases
     // too), where the relay's CPU is summed over a whole phase.
-    let measure_floor = |endpoint: Endpoint| {
-        let (raw, wire, per_req) = sets[0].of(endpoint);
-        let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
-            Encoding::Zstd
-        } else {
-            Encoding::Gzip
-        };
-        let gzip = opts.gzip_ingest && endpoint != Endpoint::Traces;
-        let (raw, wire) = (raw.to_vec(), wire.clone());
-        tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, endpoint, encoding))
-    };
+    let measure_floor = |endpoint: Endpoint| floor_blocks(&sets[0], endpoint, &opts);
     let mut floors = HashMap::new();
     for (endpoint, label) in PHASES {
         floors.insert(label, measure_floor(endpoint).await?);
@@ -1455,6 +1466,29 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         report.insert("logs_one_tenant".into(), one);
     }
     let refused = refused_phase(&load, &sets[0].logs, &opts, pid, &report).await?;
+    if opts.loads {
+        let light: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(
+            tenants
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| {
+                    (
+                        n.clone(),
+                        Arc::new(bodies(n, i as u64, opts.gzip_ingest, true)),
+                    )
+                })
+                .collect(),
+        );
+        let setup = loads::Setup {
+            dog: &dog,
+            load: &load,
+            heavy: &tenants,
+            light: &light,
+            opts: &opts,
+            pid,
+        };
+        report.insert("loads".into(), loads::run(&setup).await?);
+    }
     println!("refused: {}", serde_json::to_string_pretty(&refused)?);
     report.insert("refused".into(), refused);
 

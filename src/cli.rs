@@ -93,6 +93,11 @@ pub enum Command {
         /// point) instead of five tags and a host resource (about 210).
         #[arg(long)]
         light_series: bool,
+        /// Also run the loads matrix: light series, series, logs and spans,
+        /// for one tenant and for all, at saturation and at 10 %, 50 % and
+        /// 90 % of it (several minutes).
+        #[arg(long)]
+        loads: bool,
     },
     /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
     Healthcheck {
@@ -266,6 +271,7 @@ pub fn main() -> ExitCode {
             steady_mib,
             dog_nice,
             light_series,
+            loads,
         } => bench_blocking(crate::bench::BenchOptions {
             tenants,
             duration: if smoke {
@@ -281,6 +287,7 @@ pub fn main() -> ExitCode {
             steady_mib_per_s: steady_mib,
             dog_nice,
             light_series,
+            loads,
         }),
         Command::Store {
             action: StoreAction::Migrate { config, to, force },
