@@ -20,13 +20,16 @@
 //!   *delivered*, its sustainable maximum: acceptance beyond delivery only
 //!   lasts until the queue quotas fill), for p50/p99/p99.9 of the ingest
 //!   acknowledgement as the client sees it;
-//! - end-to-end latency (202 → Datadog's 2xx) from the relay's own histogram.
+//! - end-to-end latency (202 → Datadog's 2xx) from the relay's own histogram;
+//! - with `--loads`, the loads matrix (`bench/loads.rs`): every kind for one
+//!   tenant and for all, at saturation and at 10, 50 and 90 % of it.
 //!
 //! The floor: the same payloads decompressed, parsed into typed values,
 //! re-serialized and compressed in a tight single-thread loop (the median
 //! of ten blocks of 0.25 CPU-seconds, five before the load phases and five
 //! after the phase); the report gives relay CPU per item divided by floor
-//! CPU per item.
+//! CPU per item. Beside it, diagnostics: the same floor on both CPUs at
+//! once, and for traces the trace API's own stage on one thread.
 //!
 //! The last line printed is one JSON object with every figure.
 
