@@ -173,7 +173,7 @@ pub enum TenantsAction {
         /// domain (datadoghq.eu) or a web URL; default: US1's region picker.
         #[arg(long)]
         site: Option<String>,
-        /// Authorize at fakedog, through the relay's [datadog] ca_file and
+        /// Authorize at fakedog, through the relay's `[datadog]` ca_file and
         /// resolve, and land on the relay's callback.
         #[arg(long)]
         fakedog: bool,
@@ -198,7 +198,7 @@ pub enum StoreAction {
         /// The relay's TOML configuration file (source store and master key).
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
-        /// The target: postgres://user[:password]@host:port/database
+        /// The target: `postgres://user[:password]@host:port/database`
         /// (the database must exist; tables are created).
         #[arg(long, value_name = "URL")]
         to: String,

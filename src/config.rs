@@ -1,7 +1,7 @@
 //! Configuration: TOML plus `DDRELAY_<SECTION>__<KEY>` environment overrides,
 //! parsed without I/O side effects into a validated, typed [`Config`].
 //!
-//! Two layers, as quickwit does it: [`raw`] mirrors the file with every field
+//! Two layers, as quickwit does it: `raw` mirrors the file with every field
 //! optional and unknown keys rejected; [`Config::from_sources`] validates the
 //! whole of it (`config/validate.rs`, one function per section) and reports
 //! *every* problem, one line each, naming the file (or environment

@@ -330,7 +330,7 @@ impl Tenants {
     /// For a caller about to refuse `id` because this replica does not know
     /// it or holds it as not connected: with a store shared by replicas,
     /// re-read it (another replica may have connected it since the last
-    /// sync) and return it. Bounded to [`RECHECKS_PER_SECOND`]; beyond that,
+    /// sync) and return it. Bounded to `RECHECKS_PER_SECOND`; beyond that,
     /// and with the embedded store (one process: memory is the truth), the
     /// entry as it is.
     pub async fn recheck(&self, id: &str) -> Option<Arc<Entry>> {

@@ -50,7 +50,7 @@ const DROPPED_RESPONSE_HEADERS: [&str; 15] = [
 ];
 
 /// The headers sent to Datadog: the allow-list, `Accept-Encoding` limited
-/// to [`ACCEPTED_CODINGS`], and the caller's `User-Agent` + ddrelay's.
+/// to `ACCEPTED_CODINGS`, and the caller's `User-Agent` + ddrelay's.
 pub fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in &FORWARDED_HEADERS {

@@ -26,7 +26,7 @@ use super::{AppendError, Limits, RecordId, Stats};
 /// A (tenant, stream code) pair: the unit of ordering.
 pub(crate) type StreamKey = (Arc<str>, u8);
 
-/// A summary of a stream's ready records (see [`State::ready_info`]).
+/// A summary of a stream's ready records (see `State::ready_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyInfo {
     /// Ready records counted (all of them, or until enough bytes or items).

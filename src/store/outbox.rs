@@ -2,7 +2,7 @@
 //! lifecycle event, written in the transaction of the state change it
 //! reports, claimed, settled and expired by delivery (`src/webhooks.rs`).
 //!
-//! - **Which changes are events** ([`event_for`]): becoming `connected`
+//! - **Which changes are events** (`event_for`): becoming `connected`
 //!   (or connecting to another org or site), becoming `reauth_required`
 //!   (or a new `reason_code` while in it) and becoming `disconnected`.
 //!   `pending` is not an event.

@@ -20,7 +20,7 @@
 //! nine sites times every kind and status class would be hundreds of
 //! series that stay zero.
 //!
-//! The process itself (`process_*`, [`process`]) is read at each scrape,
+//! The process itself (`process_*`, `telemetry/process.rs`) is read at each scrape,
 //! under Prometheus' standard unprefixed names.
 
 use std::sync::atomic::AtomicU64;
