@@ -47,8 +47,10 @@ use crate::codec;
 use crate::fakedog::{FakeDog, Options};
 
 mod loads;
+
 use crate::sandbox;
 use crate::site::{Encoding, Endpoint, SITES};
+pub use loads::gross_regressions;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -71,8 +73,9 @@ pub struct BenchOptions {
     pub dog_nice: i32,
     /// Series with two tags and no resource instead of five tags and a host.
     pub light_series: bool,
-    /// Also run the loads matrix (`bench/loads.rs`).
-    pub loads: bool,
+    /// Also run the loads matrix (`bench/loads.rs`): `Some(empty)` every
+    /// load, otherwise the loads named.
+    pub loads: Option<Vec<String>>,
 }
 
 /// A child relay process.
@@ -190,7 +193,9 @@ impl Bodies {
     /// items are spans for traces.
     fn of(&self, endpoint: Endpoint) -> (&[u8], &bytes::Bytes, u64) {
         match endpoint {
-            Endpoint::SeriesV2 => (&self.series_raw, &self.series, self.series_points),
+            Endpoint::SeriesV2 | Endpoint::SeriesV1 => {
+                (&self.series_raw, &self.series, self.series_points)
+            }
             Endpoint::Traces => (&self.traces, &self.traces, self.trace_spans),
             _ => (&self.logs_raw, &self.logs, self.logs_items),
         }
@@ -271,17 +276,36 @@ fn traces_msgpack(seed: u64) -> Vec<u8> {
     b
 }
 
-/// `n` series with 5 tags and a host resource each, one point; `light`:
-/// two tags and no resource (about half the bytes per point).
-fn series_json(tenant: &str, seed: u64, n: usize, light: bool) -> serde_json::Value {
+/// How heavy the series bodies are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// v2: five tags and a host resource, one point (about 210 B of JSON
+    /// per point).
+    Heavy,
+    /// v2: two tags, no resource (about 110 B per point): `--light-series`.
+    Light,
+    /// v1 (`/api/v1/series`): one tag, one point (about 60 B per point):
+    /// the loads matrix's light series.
+    Minimal,
+}
+
+/// `n` series of the given shape.
+fn series_json(tenant: &str, seed: u64, n: usize, shape: Shape) -> serde_json::Value {
     let ts = now();
+    if shape == Shape::Minimal {
+        return json!({ "series": (0..n).map(|i| json!({
+            "metric": format!("bench.m.{}", i % 50),
+            "points": [[ts, (i % 1000) as f64]],
+            "tags": [format!("host:h{}", (i as u64 + seed) % 200)],
+        })).collect::<Vec<_>>() });
+    }
     json!({ "series": (0..n).map(|i| {
         let mut s = json!({
             "metric": format!("bench.metric.{}", i % 50),
             "type": 3,
             "points": [{ "timestamp": ts, "value": (i as f64) * 1.5 }],
         });
-        if light {
+        if shape == Shape::Light {
             s["tags"] = json!([format!("host:h{}", (i as u64 + seed) % 200), format!("customer:{tenant}")]);
         } else {
             s["tags"] = json!([format!("host:h{}", i % 200), "env:prod", format!("customer:{tenant}"), format!("shard:{}", (i as u64 + seed) % 17), "service:api"]);
@@ -349,8 +373,8 @@ fn encode_body(v: &serde_json::Value, gzip: bool) -> bytes::Bytes {
     }
 }
 
-fn bodies(tenant: &str, seed: u64, gzip: bool, light: bool) -> Bodies {
-    let series = series_json(tenant, seed, SERIES_PER_REQUEST, light);
+fn bodies(tenant: &str, seed: u64, gzip: bool, shape: Shape) -> Bodies {
+    let series = series_json(tenant, seed, SERIES_PER_REQUEST, shape);
     let logs = logs_json(tenant, seed, LOGS_PER_REQUEST);
     let (event, checks) = (event_json(tenant), checks_json(tenant));
     Bodies {
@@ -379,7 +403,7 @@ struct MixedRequest {
 /// the steady phase cycles through: 100 series, 20 logs, 100 series, 20
 /// logs, one event, one service check.
 fn mixed_requests(tenant: &str, seed: u64, gzip: bool) -> Vec<MixedRequest> {
-    let series = series_json(tenant, seed, 100, false);
+    let series = series_json(tenant, seed, 100, Shape::Heavy);
     let logs = logs_json(tenant, seed, 20);
     let (event, checks) = (event_json(tenant), checks_json(tenant));
     let req = |endpoint, v: &serde_json::Value, items| MixedRequest {
@@ -494,7 +518,7 @@ async fn closed_loop(
                 let (tenant, b) = &tenants[i % tenants.len()];
                 i += concurrency;
                 let body = match endpoint {
-                    Endpoint::SeriesV2 => &b.series,
+                    Endpoint::SeriesV2 | Endpoint::SeriesV1 => &b.series,
                     Endpoint::Logs => &b.logs,
                     Endpoint::Traces => &b.traces,
                     Endpoint::Events => &b.event,
@@ -711,6 +735,19 @@ fn floor_round(raw: &[u8], wire: &[u8], gzip: bool, endpoint: Endpoint, encoding
         series: Vec<Series<'a>>,
     }
     #[derive(serde::Deserialize, serde::Serialize)]
+    struct SeriesV1<'a> {
+        #[serde(borrow)]
+        metric: std::borrow::Cow<'a, str>,
+        points: Vec<(f64, f64)>,
+        #[serde(borrow, default)]
+        tags: Vec<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct PayloadV1<'a> {
+        #[serde(borrow)]
+        series: Vec<SeriesV1<'a>>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
     struct Log<'a> {
         #[serde(borrow)]
         message: std::borrow::Cow<'a, str>,
@@ -733,6 +770,9 @@ fn floor_round(raw: &[u8], wire: &[u8], gzip: bool, endpoint: Endpoint, encoding
     };
     let out = match endpoint {
         Endpoint::SeriesV2 => serde_json::from_slice::<Payload>(&body)
+            .ok()
+            .and_then(|p| serde_json::to_vec(&p).ok()),
+        Endpoint::SeriesV1 => serde_json::from_slice::<PayloadV1>(&body)
             .ok()
             .and_then(|p| serde_json::to_vec(&p).ok()),
         _ => serde_json::from_slice::<Vec<Log>>(&body)
@@ -1223,6 +1263,9 @@ async fn refused_phase(
 }
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
+    if let Some(only) = &opts.loads {
+        loads::check_names(only)?;
+    }
     let dir = tempfile::tempdir()?;
     // fakedog gets its own runtime and threads, so its work (decompressing
     // and validating every delivery) never delays the load generator's
@@ -1330,7 +1373,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
                 &names[i],
                 i as u64,
                 opts.gzip_ingest,
-                opts.light_series,
+                if opts.light_series {
+                    Shape::Light
+                } else {
+                    Shape::Heavy
+                },
             ))
         })
         .collect();
@@ -1469,7 +1516,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         report.insert("logs_one_tenant".into(), one);
     }
     let refused = refused_phase(&load, &sets[0].logs, &opts, pid, &report).await?;
-    if opts.loads {
+    if let Some(only) = &opts.loads {
         let light: Arc<Vec<(String, Arc<Bodies>)>> = Arc::new(
             tenants
                 .iter()
@@ -1477,7 +1524,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
                 .map(|(i, (n, _))| {
                     (
                         n.clone(),
-                        Arc::new(bodies(n, i as u64, opts.gzip_ingest, true)),
+                        Arc::new(bodies(n, i as u64, opts.gzip_ingest, Shape::Minimal)),
                     )
                 })
                 .collect(),
@@ -1488,6 +1535,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
             heavy: &tenants,
             light: &light,
             opts: &opts,
+            only,
             pid,
         };
         report.insert("loads".into(), loads::run(&setup).await?);

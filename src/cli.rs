@@ -95,9 +95,10 @@ pub enum Command {
         light_series: bool,
         /// Also run the loads matrix: light series, series, logs and spans,
         /// for one tenant and for all, at saturation and at 10 %, 50 % and
-        /// 90 % of it (several minutes).
-        #[arg(long)]
-        loads: bool,
+        /// 90 % of it (several minutes). `--loads=logs,traces` runs only the
+        /// loads named (light_series, series, logs, traces).
+        #[arg(long, num_args = 0.., require_equals = true, value_delimiter = ',', value_name = "LOADS")]
+        loads: Option<Vec<String>>,
     },
     /// Probe a relay's health endpoint (for container HEALTHCHECKs): exit 0 when it answers 200.
     Healthcheck {
@@ -287,7 +288,13 @@ pub fn main() -> ExitCode {
             steady_mib_per_s: steady_mib,
             dog_nice,
             light_series,
-            loads,
+            // The smoke runs the whole matrix, so that it can fail on a
+            // gross regression of any load.
+            loads: if smoke {
+                loads.or(Some(Vec::new()))
+            } else {
+                loads
+            },
         }),
         Command::Store {
             action: StoreAction::Migrate { config, to, force },
@@ -335,6 +342,7 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
                         "idle RSS {idle:.1} MiB > {SMOKE_MAX_IDLE_RSS_MIB} MiB"
                     ));
                 }
+                failed.extend(crate::bench::gross_regressions(&report));
             }
             println!("{report}");
             if failed.is_empty() {
@@ -386,16 +394,23 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Blocking-pool threads: decoding and validation of large bodies, payload
-/// compression and queue reads run there. Bounded so that bursts do not
-/// create hundreds of threads (and as many allocator arenas).
-const MAX_BLOCKING_THREADS: usize = 16;
+/// Blocking-pool threads: ingest decodes and validates large bodies there
+/// (CPU work, nothing that waits on I/O). Two per core keep every core busy
+/// while one thread waits for decoding memory; more would only add
+/// allocator arenas and the memory each keeps (BENCHMARKS.md "Change 13:
+/// fewer decoding threads, the matrix in the CI smoke (2026-12-07)").
+/// Bodies decoded at once are at most this many, whatever
+/// `server.decode_memory` allows.
+fn max_blocking_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).max(4)
+}
 
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ddrelay")
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .max_blocking_threads(max_blocking_threads())
         .build()
 }
 

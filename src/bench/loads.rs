@@ -23,9 +23,9 @@ use crate::site::Endpoint;
 const FRACTIONS: [f64; 3] = [0.1, 0.5, 0.9];
 
 /// One load: a report label, the kind, and whether its series are light
-/// (one tag, one point, no resource).
+/// (v1, one tag, one point: about 60 B of JSON per point).
 const LOADS: [(&str, Endpoint, bool); 4] = [
-    ("light_series", Endpoint::SeriesV2, true),
+    ("light_series", Endpoint::SeriesV1, true),
     ("series", Endpoint::SeriesV2, false),
     ("logs", Endpoint::Logs, false),
     ("traces", Endpoint::Traces, false),
@@ -47,25 +47,95 @@ pub(super) struct Setup<'a> {
     pub heavy: &'a Arc<Vec<(String, Arc<Bodies>)>>,
     pub light: &'a Arc<Vec<(String, Arc<Bodies>)>>,
     pub opts: &'a BenchOptions,
+    /// The loads to run (every one when empty).
+    pub only: &'a [String],
     pub pid: u32,
+}
+
+/// The CI smoke's bounds on the matrix (`ddrelay bench --smoke`): far from
+/// the targets above, so that they catch a gross regression, not the noise
+/// of a shared 2-core VM (BENCHMARKS.md "Change 13: fewer decoding
+/// threads, the matrix in the CI smoke (2026-12-07)" has the figures they
+/// were set from).
+const GROSS_RELAY_OVER_FLOOR: f64 = 3.0;
+const GROSS_HALF_LOAD_ACK_P99_MS: f64 = 100.0;
+const GROSS_RSS_MIB: f64 = 256.0;
+const GROSS_ONE_TENANT_OVER_MANY: f64 = 0.5;
+
+/// What in a matrix report is past the smoke's bounds (empty when nothing
+/// is, or when the report holds no matrix).
+pub fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
+    let mut failed = Vec::new();
+    let Some(loads) = report["loads"].as_object() else {
+        return failed;
+    };
+    for (label, load) in loads {
+        if let Some(r) = load["one_tenant_over_many"].as_f64()
+            && r < GROSS_ONE_TENANT_OVER_MANY
+        {
+            failed.push(format!(
+                "{label}: one tenant's rate is {r:.2} of many tenants'"
+            ));
+        }
+        let by_tenants = load["by_tenants"].as_object().into_iter().flatten();
+        for (tenants, phases) in by_tenants {
+            let phase = |p: &str, k: &str| phases[p][k].as_f64().unwrap_or(f64::NAN);
+            let over = phase("saturation", "relay_over_floor");
+            // NaN (a figure missing) fails too.
+            if !(over <= GROSS_RELAY_OVER_FLOOR) {
+                failed.push(format!(
+                    "{label}, {tenants}: relay / floor at saturation {over:.2}"
+                ));
+            }
+            let p99 = phases["50%"]["ingest_ack_ms"]["p99"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            if !(p99 <= GROSS_HALF_LOAD_ACK_P99_MS) {
+                failed.push(format!(
+                    "{label}, {tenants}: ack p99 at 50 % load {p99:.1} ms"
+                ));
+            }
+            let rss = phase("saturation", "rss_mib").max(phase("90%", "rss_mib"));
+            if !(rss <= GROSS_RSS_MIB) {
+                failed.push(format!("{label}, {tenants}: RSS {rss:.0} MiB"));
+            }
+        }
+    }
+    failed
+}
+
+/// Refuses a load name the matrix does not know, before the run starts.
+pub(super) fn check_names(only: &[String]) -> anyhow::Result<()> {
+    let known: Vec<&str> = LOADS.iter().map(|l| l.0).collect();
+    match only.iter().find(|o| !known.contains(&o.as_str())) {
+        Some(o) => anyhow::bail!("--loads: no load named {o:?} (known: {})", known.join(", ")),
+        None => Ok(()),
+    }
 }
 
 /// Runs the whole matrix; returns its report.
 pub(super) async fn run(s: &Setup<'_>) -> anyhow::Result<serde_json::Value> {
     let mut report = serde_json::Map::new();
     for (label, endpoint, light) in LOADS {
+        if !s.only.is_empty() && !s.only.iter().any(|o| o == label) {
+            continue;
+        }
         let all = if light { s.light } else { s.heavy };
         let one = Arc::new(all[..1].to_vec());
-        let floor = floor_of(&all[0].1, endpoint, s.opts).await?;
+        // The floor is measured before, between and after the two sets of
+        // tenants, so that a quiet or a busy spell of the machine does not
+        // land on the floor alone.
+        let mut blocks = floor_blocks(&all[0].1, endpoint, s.opts).await?;
         let mut by_tenants = serde_json::Map::new();
         for tenants in [&one, all] {
-            let figures = one_load(s, tenants, endpoint, floor).await?;
-            println!(
-                "loads: {label}, {} tenant(s): {}",
-                tenants.len(),
-                serde_json::to_string(&figures)?
-            );
+            let figures = one_load(s, tenants, endpoint).await?;
+            blocks.extend(floor_blocks(&all[0].1, endpoint, s.opts).await?);
             by_tenants.insert(format!("tenants_{}", tenants.len()), figures);
+        }
+        let floor = median(blocks);
+        for (key, figures) in &mut by_tenants {
+            against_floor(figures, floor);
+            println!("loads: {label}, {key}: {}", serde_json::to_string(figures)?);
         }
         let sat = |k: &str| by_tenants[k]["saturation"]["items_per_s"].as_f64();
         let one_over_many = match (sat("tenants_1"), sat(&format!("tenants_{}", all.len()))) {
@@ -85,10 +155,19 @@ pub(super) async fn run(s: &Setup<'_>) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::Value::Object(report))
 }
 
-/// The single-thread floor of a kind's bodies (median of five blocks).
-async fn floor_of(bodies: &Bodies, endpoint: Endpoint, opts: &BenchOptions) -> anyhow::Result<f64> {
-    let blocks = floor_blocks(bodies, endpoint, opts).await?;
-    Ok(median(blocks))
+/// Adds each phase's relay / floor and whether it meets the target.
+fn against_floor(figures: &mut serde_json::Value, floor: f64) {
+    let Some(phases) = figures.as_object_mut() else {
+        return;
+    };
+    for phase in phases.values_mut() {
+        let relay = phase["relay_cpu_seconds_per_million_items"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let over = relay / (floor * 1e6);
+        phase["relay_over_floor"] = json!(over);
+        phase["relay_over_floor_met"] = json!(over <= RELAY_OVER_FLOOR);
+    }
 }
 
 /// Saturation, then the paced phases, for one load and set of tenants.
@@ -96,7 +175,6 @@ async fn one_load(
     s: &Setup<'_>,
     tenants: &Arc<Vec<(String, Arc<Bodies>)>>,
     endpoint: Endpoint,
-    floor: f64,
 ) -> anyhow::Result<serde_json::Value> {
     let per_req = tenants[0].1.of(endpoint).2;
     let samples = Arc::new(Samples::default());
@@ -121,20 +199,12 @@ async fn one_load(
         json!({
             "items_per_s": rate,
             "relay_cpu_seconds_per_million_items": relay * 1e6,
-            "relay_over_floor": relay / floor,
-            "relay_over_floor_met": relay / floor <= RELAY_OVER_FLOOR,
             "ingest_ack_ms": { "p50": p50, "p99": p99 },
             "rss_mib": st.rss_bytes as f64 / MIB,
         }),
     );
     for fraction in FRACTIONS {
         let mut paced = paced(s, tenants, endpoint, per_req, rate * fraction).await?;
-        let over = paced["relay_cpu_seconds_per_million_items"]
-            .as_f64()
-            .unwrap_or(f64::NAN)
-            / (floor * 1e6);
-        paced["relay_over_floor"] = json!(over);
-        paced["relay_over_floor_met"] = json!(over <= RELAY_OVER_FLOOR);
         if fraction == 0.5 {
             let p99 = paced["ingest_ack_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
             paced["ingest_ack_p99_met"] = json!(p99 <= HALF_LOAD_ACK_P99_MS);
@@ -152,6 +222,12 @@ async fn paced(
     per_req: u64,
     rate: f64,
 ) -> anyhow::Result<serde_json::Value> {
+    // On stderr, so that a profiler can be started on the phase.
+    eprintln!(
+        "loads: {} for {} tenant(s) at {rate:.0} items/s from now",
+        endpoint.name(),
+        tenants.len()
+    );
     let samples = Arc::new(Samples::default());
     let before = total_items(s.dog, endpoint);
     let (busy0, cpu0) = (machine_busy()?, proc_stat(s.pid)?.cpu_seconds);
@@ -179,4 +255,49 @@ async fn paced(
         "machine_busy": (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0),
         "rss_mib": st.rss_bytes as f64 / MIB,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(over: f64, p99: f64, rss: f64, one_over_many: f64) -> serde_json::Value {
+        let phases = json!({
+            "saturation": { "relay_over_floor": over, "rss_mib": rss },
+            "50%": { "ingest_ack_ms": { "p50": 1.0, "p99": p99 } },
+            "90%": { "rss_mib": rss },
+        });
+        json!({ "loads": { "logs": {
+            "one_tenant_over_many": one_over_many,
+            "by_tenants": { "tenants_1": phases.clone(), "tenants_20": phases },
+        } } })
+    }
+
+    #[test]
+    fn the_smoke_fails_on_each_gross_regression_and_passes_the_figures_of_a_good_run() {
+        assert!(gross_regressions(&report(1.6, 16.5, 184.0, 0.98)).is_empty());
+        assert!(gross_regressions(&json!({ "steady": {} })).is_empty());
+        let failed = gross_regressions(&report(3.5, 16.5, 184.0, 0.98));
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(
+            failed[0].contains("relay / floor at saturation 3.50"),
+            "{failed:?}"
+        );
+        let failed = gross_regressions(&report(1.6, 150.0, 300.0, 0.3));
+        assert_eq!(failed.len(), 5, "{failed:?}");
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.contains("one tenant's rate is 0.30"))
+        );
+        assert!(failed.iter().any(|f| f.contains("RSS 300 MiB")));
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.contains("ack p99 at 50 % load 150.0 ms"))
+        );
+        // A figure missing fails rather than passes.
+        let failed = gross_regressions(&report(f64::NAN, 16.5, 184.0, 0.98));
+        assert_eq!(failed.len(), 2, "{failed:?}");
+    }
 }
