@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::fakedog::{FakeDog, Options};
+use crate::dev::fakedog::{FakeDog, Options};
 use crate::telemetry;
 
 /// ddrelay: connect your customers' Datadog accounts through OAuth and
@@ -272,7 +272,7 @@ pub fn main() -> ExitCode {
             dog_nice,
             light_series,
             loads,
-        } => bench_blocking(crate::bench::BenchOptions {
+        } => bench_blocking(crate::dev::bench::BenchOptions {
             tenants,
             duration: if smoke {
                 duration.min(Duration::from_secs(2))
@@ -305,13 +305,13 @@ const SMOKE_MAX_IDLE_RSS_MIB: f64 = 64.0;
 /// smoke's bound only catches gross regressions).
 const SMOKE_MAX_STEADY_RSS_MIB: f64 = 128.0;
 
-fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
+fn bench_blocking(opts: crate::dev::bench::BenchOptions) -> ExitCode {
     telemetry::init_logging(&LogConfig {
         level: "error".into(),
         format: LogFormat::Text,
     });
     let smoke = opts.smoke;
-    match block_on(ExitCode::FAILURE, crate::bench::run(opts)) {
+    match block_on(ExitCode::FAILURE, crate::dev::bench::run(opts)) {
         Err(code) => code,
         Ok(Ok(report)) => {
             let mut failed = Vec::new();
@@ -356,7 +356,7 @@ fn demo_blocking(level: &str, keep_running: bool) -> ExitCode {
         level: level.to_string(),
         format: LogFormat::Text,
     });
-    match block_on(ExitCode::FAILURE, crate::demo::run(keep_running)) {
+    match block_on(ExitCode::FAILURE, crate::dev::demo::run(keep_running)) {
         Err(code) => code,
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

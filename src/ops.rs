@@ -191,7 +191,7 @@ fn onboarding_site(value: &str) -> Result<String, String> {
 /// A browser for fakedog as the relay's config reaches it: trusting
 /// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
 /// pins them, and the callback's host to the relay's public listener.
-fn fakedog_browser(config: &Config) -> Result<crate::fakedog::Browser, String> {
+fn fakedog_browser(config: &Config) -> Result<crate::dev::fakedog::Browser, String> {
     let not_fakedog = "--fakedog needs a relay configured for fakedog: [datadog] ca_file and \
                        [datadog.resolve] (docs/fakedog.md \"Point a relay at it\")";
     let ca_file = config.datadog.ca_file.as_ref().ok_or(not_fakedog)?;
@@ -206,7 +206,7 @@ fn fakedog_browser(config: &Config) -> Result<crate::fakedog::Browser, String> {
         .ok_or(not_fakedog)?;
     let host = config.oauth.redirect_uri.host_str().unwrap_or("localhost");
     let relay = loopback(config.server.public_listen);
-    crate::fakedog::Browser::new(&ca, dog, &[(host, relay)]).map_err(|e| e.to_string())
+    crate::dev::fakedog::Browser::new(&ca, dog, &[(host, relay)]).map_err(|e| e.to_string())
 }
 
 fn encode(id: &str) -> String {

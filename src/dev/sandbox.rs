@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::app::{App, Reloader, Shared};
 use crate::codec;
 use crate::config::Config;
-use crate::fakedog::{ClientSpec, FakeDog, Page};
+use crate::dev::fakedog::{ClientSpec, FakeDog, Page};
 use crate::site::{Encoding, Endpoint};
 
 /// The OAuth client the sandbox relay uses (registered at fakedog).
