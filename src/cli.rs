@@ -249,7 +249,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run_blocking(config),
-        Command::Tenants { config, action } => crate::ops::tenants(&config, action),
+        Command::Tenants { config, action } => {
+            crate::ops::tenants(&config, action, crate::dev::sandbox::walk_consent)
+        }
         Command::Verify {
             config,
             tenant,
