@@ -202,7 +202,7 @@ fn flow(_c: &mut Criterion) {
         };
         let (q, _) = Queue::open(dir.path(), limits).expect("open");
         // Every thread: the writer and the segment preparer included.
-        let cpu = || ddrelay::bench::proc_stat(std::process::id()).map(|p| p.cpu_seconds);
+        let cpu = || ddrelay::dev::bench::proc_stat(std::process::id()).map(|p| p.cpu_seconds);
         let (cpu0, wall0) = (cpu(), Instant::now());
         let mut done = 0u64;
         rt.block_on(async {

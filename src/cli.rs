@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::fakedog::{FakeDog, Options};
+use crate::dev::fakedog::{FakeDog, Options};
 use crate::telemetry;
 
 /// ddrelay: connect your customers' Datadog accounts through OAuth and
@@ -250,7 +250,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run_blocking(config),
-        Command::Tenants { config, action } => crate::ops::tenants(&config, action),
+        Command::Tenants { config, action } => {
+            crate::ops::tenants(&config, action, crate::dev::sandbox::walk_consent)
+        }
         Command::Verify {
             config,
             tenant,
@@ -273,7 +275,7 @@ pub fn main() -> ExitCode {
             dog_nice,
             light_series,
             loads,
-        } => bench_blocking(crate::bench::BenchOptions {
+        } => bench_blocking(crate::dev::bench::BenchOptions {
             tenants,
             duration: if smoke {
                 duration.min(Duration::from_secs(2))
@@ -312,13 +314,13 @@ const SMOKE_MAX_IDLE_RSS_MIB: f64 = 64.0;
 /// smoke's bound only catches gross regressions).
 const SMOKE_MAX_STEADY_RSS_MIB: f64 = 128.0;
 
-fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
+fn bench_blocking(opts: crate::dev::bench::BenchOptions) -> ExitCode {
     telemetry::init_logging(&LogConfig {
         level: "error".into(),
         format: LogFormat::Text,
     });
     let smoke = opts.smoke;
-    match block_on(ExitCode::FAILURE, crate::bench::run(opts)) {
+    match block_on(ExitCode::FAILURE, crate::dev::bench::run(opts)) {
         Err(code) => code,
         Ok(Ok(report)) => {
             let mut failed = Vec::new();
@@ -342,7 +344,7 @@ fn bench_blocking(opts: crate::bench::BenchOptions) -> ExitCode {
                         "idle RSS {idle:.1} MiB > {SMOKE_MAX_IDLE_RSS_MIB} MiB"
                     ));
                 }
-                failed.extend(crate::bench::gross_regressions(&report));
+                failed.extend(crate::dev::bench::gross_regressions(&report));
             }
             println!("{report}");
             if failed.is_empty() {
@@ -364,7 +366,7 @@ fn demo_blocking(level: &str, keep_running: bool) -> ExitCode {
         level: level.to_string(),
         format: LogFormat::Text,
     });
-    match block_on(ExitCode::FAILURE, crate::demo::run(keep_running)) {
+    match block_on(ExitCode::FAILURE, crate::dev::demo::run(keep_running)) {
         Err(code) => code,
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

@@ -45,38 +45,31 @@
 //!   process metrics and per-minute rates.
 //! - [`ops`]: operator commands that talk to a running relay's admin API
 //!   (`tenants`, `verify`, `healthcheck`) and `store migrate`.
-//! - [`sandbox`]: a relay wired to fakedog on loopback; [`demo`] (`ddrelay
-//!   demo`, the tour) and [`bench`](mod@bench) (`ddrelay bench`, the whole-path
-//!   benchmark) are built on it, as are the integration tests.
-//! - [`tls`]: a run-time CA and HTTPS server loop (fakedog, tests).
-//! - [`fakedog`]: the Datadog emulator (every site over TLS, OAuth, API
-//!   keys, intakes, faults) behind `ddrelay fakedog` and every test.
 //! - [`shutdown`]: the shutdown signal; [`text`]: small string helpers.
-//! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check;
-//!   its tests replay the checked-in corpus.
+//! - `dev` (hidden): the development tools, which the product never uses:
+//!   fakedog (the Datadog emulator behind `ddrelay fakedog` and every
+//!   test) and the run-time CA it serves TLS with, the sandbox (a relay
+//!   wired to fakedog on loopback), `ddrelay demo`, `ddrelay bench`, and
+//!   the properties the fuzz targets check.
 //!
 //! See ARCHITECTURE.md for the data flow and what each module may know.
 
 pub mod admin;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod credentials;
 pub mod datadog;
-pub mod demo;
-pub mod fakedog;
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod dev;
 pub mod ingest;
 pub mod oauth;
 pub mod ops;
 pub mod pipeline;
 pub mod proxy;
 pub mod queue;
-pub mod sandbox;
 pub mod secret;
 pub mod shutdown;
 pub mod site;
@@ -85,7 +78,6 @@ pub mod tags;
 pub mod telemetry;
 pub mod tenant;
 pub mod text;
-pub mod tls;
 pub mod traces;
 pub mod usage;
 pub mod verify;

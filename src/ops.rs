@@ -1,7 +1,7 @@
 //! Operator commands: those that talk to a running relay through its admin
 //! API (`ddrelay tenants list|show|disconnect|connect`, where `connect
-//! --fakedog` walks fakedog's consent page with its scripted browser, and
-//! `ddrelay verify`), `ddrelay healthcheck` (a probe of `/healthz` for
+//! --fakedog` walks fakedog's consent page with the [`ConsentWalk`] the
+//! binary's front passes in, and `ddrelay verify`), `ddrelay healthcheck` (a probe of `/healthz` for
 //! container health checks), and `ddrelay store migrate`, which works on
 //! the store itself, offline.
 
@@ -21,7 +21,7 @@ pub fn local_url(addr: SocketAddr) -> String {
 
 /// `addr`, with an unspecified IP (a listener on every interface) as
 /// loopback: where a command on the same machine reaches it.
-fn loopback(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
     let ip = match addr.ip() {
         IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -30,9 +30,28 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-pub fn tenants(path: &Path, action: TenantsAction) -> ExitCode {
+/// Where `tenants connect --fakedog`'s walk ended: the page the browser
+/// was left on.
+#[derive(Debug)]
+pub struct Landing {
+    pub status: u16,
+    pub url: String,
+    pub body: String,
+}
+
+/// `tenants connect --fakedog`'s walk of an authorize URL: with the
+/// relay's config, follow it through the emulator's consent page (as the
+/// named organization, if any) and say where it ended. The product knows no
+/// emulator: `cli.rs` passes the development tools' walk.
+pub type ConsentWalk = for<'a> fn(
+    &'a Config,
+    &'a str,
+    Option<&'a str>,
+) -> futures_util::future::BoxFuture<'a, Result<Landing, String>>;
+
+pub fn tenants(path: &Path, action: TenantsAction, walk: ConsentWalk) -> ExitCode {
     let done = with_config(path, ExitCode::FAILURE, |config| async move {
-        tenants_async(&config, action).await
+        tenants_async(&config, action, walk).await
     });
     done.map_or_else(|code| code, |()| ExitCode::SUCCESS)
 }
@@ -66,7 +85,11 @@ async fn admin_call(
     Ok(body)
 }
 
-async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), String> {
+async fn tenants_async(
+    config: &Config,
+    action: TenantsAction,
+    walk: ConsentWalk,
+) -> Result<(), String> {
     let base = local_url(config.server.api_listen);
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
@@ -84,6 +107,7 @@ async fn tenants_async(config: &Config, action: TenantsAction) -> Result<(), Str
             http: &http,
             base: &base,
             token,
+            walk,
         };
         return connect(config, ask, id, site.as_deref(), *fakedog, org.as_deref()).await;
     }
@@ -118,15 +142,16 @@ fn read_as<T: serde::de::DeserializeOwned>(
     serde_json::from_value(body).map_err(|e| format!("unreadable answer from {url}: {e}"))
 }
 
-/// How to reach the relay's admin API.
+/// How to reach the relay's admin API, and how to walk a consent page.
 struct ConnectAsk<'a> {
     http: &'a reqwest::Client,
     base: &'a str,
     token: &'a str,
+    walk: ConsentWalk,
 }
 
 /// `tenants connect`: asks the relay for the tenant's authorize URL;
-/// prints it, or with `fakedog` walks it at fakedog and reports the state.
+/// prints it, or with `fakedog` walks it (`ask.walk`) and reports the state.
 async fn connect(
     config: &Config,
     ask: ConnectAsk<'_>,
@@ -152,12 +177,7 @@ async fn connect(
         );
         return Ok(());
     }
-    let browser = fakedog_browser(config)?;
-    let page = match org {
-        Some(name) => browser.authorize_in(authorize, name).await,
-        None => browser.authorize(authorize).await,
-    }
-    .map_err(|e| e.to_string())?;
+    let page = (ask.walk)(config, authorize, org).await?;
     let url = format!("{}/v1/tenants/{}", ask.base, encode(id));
     let req = ask.http.get(&url).bearer_auth(ask.token);
     let t: TenantView = read_as(admin_call(req, ask.base, &url).await?, &url)?;
@@ -186,27 +206,6 @@ fn onboarding_site(value: &str) -> Result<String, String> {
     crate::site::Site::by_name_or_domain(value)
         .map(|s| format!("https://{}", s.web_host))
         .ok_or_else(|| format!("--site {value:?} is not a Datadog site name, domain or URL"))
-}
-
-/// A browser for fakedog as the relay's config reaches it: trusting
-/// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
-/// pins them, and the callback's host to the relay's public listener.
-fn fakedog_browser(config: &Config) -> Result<crate::fakedog::Browser, String> {
-    let not_fakedog = "--fakedog needs a relay configured for fakedog: [datadog] ca_file and \
-                       [datadog.resolve] (docs/fakedog.md \"Point a relay at it\")";
-    let ca_file = config.datadog.ca_file.as_ref().ok_or(not_fakedog)?;
-    let ca = std::fs::read_to_string(ca_file)
-        .map_err(|e| format!("datadog.ca_file {}: {e}", ca_file.display()))?;
-    let dog = config
-        .datadog
-        .resolve
-        .iter()
-        .find(|(host, _)| crate::site::Site::classify_host(host).is_some())
-        .map(|(_, addr)| *addr)
-        .ok_or(not_fakedog)?;
-    let host = config.oauth.redirect_uri.host_str().unwrap_or("localhost");
-    let relay = loopback(config.server.public_listen);
-    crate::fakedog::Browser::new(&ca, dog, &[(host, relay)]).map_err(|e| e.to_string())
 }
 
 fn encode(id: &str) -> String {

@@ -19,7 +19,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ddrelay::sandbox;
+use ddrelay::dev::sandbox;
 use serde_json::{Value, json};
 use support::tools::{CHROMIUM_FLAGS, tool};
 use support::{dog, relay, tenant_json};

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox;
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox;
 use ddrelay::site::Endpoint;
 use parking_lot::Mutex;
 use support::process::{RunningRelay, connect_across};

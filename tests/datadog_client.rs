@@ -12,9 +12,9 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use ddrelay::config::DatadogConfig;
 use ddrelay::datadog::{Client, Validity};
+use ddrelay::dev::tls::{Authority, ServerName};
 use ddrelay::secret::Secret;
 use ddrelay::site::{AllowedSites, Site};
-use ddrelay::tls::{Authority, ServerName};
 
 /// A TLS server with a certificate for `names`; answers `/api/v1/validate`
 /// with the Host header and SNI it saw.
@@ -56,7 +56,7 @@ async fn server(ca: &Authority, names: &[&str]) -> SocketAddr {
             },
         ),
     );
-    tokio::spawn(ddrelay::tls::serve(
+    tokio::spawn(ddrelay::dev::tls::serve(
         listener,
         config,
         router,

@@ -10,8 +10,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ddrelay::clock::now;
-use ddrelay::fakedog::{FakeDog, Fault};
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::fakedog::{FakeDog, Fault};
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use serde_json::json;
 use support::{Setup, dog, ms, relay, tenant_json};

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::{FakeDog, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::{self, ADMIN_TOKEN};
+use ddrelay::dev::fakedog::{FakeDog, INCIDENT_READ, INCIDENT_WRITE};
+use ddrelay::dev::sandbox::{self, ADMIN_TOKEN};
 use ddrelay::site::Endpoint;
 use support::{dog, tenant_json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use ddrelay::fakedog::{ClientSpec, FakeDog, Options, Org, OrgSpec, challenge_of};
+use ddrelay::dev::fakedog::{ClientSpec, FakeDog, Options, Org, OrgSpec, challenge_of};
 use ddrelay::site::{SITES, Site};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use ddrelay::clock::now;
 use ddrelay::codec;
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::json;

@@ -13,8 +13,8 @@ mod support;
 
 use std::time::Duration;
 
-use ddrelay::fakedog::{FakeDog, Fault, INCIDENT_READ, INCIDENT_WRITE};
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::fakedog::{FakeDog, Fault, INCIDENT_READ, INCIDENT_WRITE};
+use ddrelay::dev::sandbox::Relay;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::proxy::{Answer, admin_call};

@@ -10,8 +10,8 @@ mod support;
 use std::time::Duration;
 
 use ddrelay::clock::now;
-use ddrelay::fakedog::Fault;
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::fakedog::Fault;
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use serde_json::json;
 use support::{Setup, dog, fast, relay, tenant_json, wait_drained, wait_items};

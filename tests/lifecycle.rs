@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::{FakeDog, Fault};
-use ddrelay::sandbox;
+use ddrelay::dev::fakedog::{FakeDog, Fault};
+use ddrelay::dev::sandbox;
 use ddrelay::site::Endpoint;
 
 struct Proc {

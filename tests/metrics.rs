@@ -18,8 +18,8 @@ use support::tools::tool;
 use support::{Setup, dog, ms};
 
 async fn exercised_relay() -> (
-    ddrelay::fakedog::FakeDog,
-    ddrelay::sandbox::Relay,
+    ddrelay::dev::fakedog::FakeDog,
+    ddrelay::dev::sandbox::Relay,
     tempfile::TempDir,
 ) {
     let dog = dog().await;

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::dev::sandbox::{self, ADMIN_TOKEN, Relay};
 use ddrelay::site::SITES;
 use ddrelay::store::TenantState;
 use reqwest::Method;

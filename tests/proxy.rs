@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
-use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
+use ddrelay::dev::fakedog::{FakeDog, Fault, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
+use ddrelay::dev::sandbox::{ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::proxy::{Answer, admin_call, call, http};

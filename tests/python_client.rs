@@ -20,7 +20,7 @@ use support::dog;
 async fn run_script(
     python: &str,
     script: &str,
-    relay: &ddrelay::sandbox::Relay,
+    relay: &ddrelay::dev::sandbox::Relay,
     tenant: &str,
 ) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));

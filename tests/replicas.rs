@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::{FakeDog, Fault};
-use ddrelay::sandbox;
+use ddrelay::dev::fakedog::{FakeDog, Fault};
+use ddrelay::dev::sandbox;
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::{Connection, Flow, Store};

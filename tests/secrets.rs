@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ddrelay::sandbox;
+use ddrelay::dev::sandbox;
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::Endpoint;
 use ddrelay::store::Store;

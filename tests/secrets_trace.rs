@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ddrelay::sandbox::{ADMIN_TOKEN, CLIENT_SECRET, Relay};
+use ddrelay::dev::sandbox::{ADMIN_TOKEN, CLIENT_SECRET, Relay};
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::json;

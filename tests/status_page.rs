@@ -14,8 +14,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::{ADMIN_TOKEN, Relay};
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint, Site};
 use support::tools::{CHROMIUM_FLAGS, tool};
 use support::{dog, relay, tenant_json};

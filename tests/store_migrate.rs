@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::secret::{MasterKey, Secret};
 use ddrelay::site::{Encoding, Endpoint};
 use ddrelay::store::{Reason, ReasonCode, Store, TenantState};

@@ -8,8 +8,8 @@
 
 mod support;
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@
 
 mod support;
 
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::Endpoint;
 use serde_json::{Value, json};
 use support::{connect, dog, fast, wait_items};
@@ -67,7 +67,7 @@ fn v04(traces: u64, spans: u64, meta: &[(&str, &str)]) -> Vec<u8> {
     b
 }
 
-fn hits(dog: &ddrelay::fakedog::FakeDog, org: &str) -> u64 {
+fn hits(dog: &ddrelay::dev::fakedog::FakeDog, org: &str) -> u64 {
     dog.received(org, Endpoint::TraceStats)
         .iter()
         .map(|g| g["hits"].as_u64().unwrap())

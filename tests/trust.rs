@@ -9,8 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use ddrelay::fakedog::Fault;
-use ddrelay::sandbox::RELAY_HOST;
+use ddrelay::dev::fakedog::Fault;
+use ddrelay::dev::sandbox::RELAY_HOST;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A refresh whose caller is dropped after Datadog rotated the refresh token
@@ -70,7 +70,10 @@ async fn a_refresh_whose_caller_gave_up_is_still_stored() {
 /// The callback URL fakedog redirects the browser to, captured by a
 /// listener standing in for the relay's public host (the browser does not
 /// reach the relay).
-async fn callback_path(relay: &ddrelay::sandbox::Relay, dog: &ddrelay::fakedog::FakeDog) -> String {
+async fn callback_path(
+    relay: &ddrelay::dev::sandbox::Relay,
+    dog: &ddrelay::dev::fakedog::FakeDog,
+) -> String {
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = trap.local_addr().unwrap();
     let catch = tokio::spawn(async move {
@@ -143,7 +146,7 @@ async fn a_callback_whose_browser_gave_up_still_connects() {
 /// raw connection and returns once the relay asks for the body: the tenant
 /// was checked and the request is past the point where it is refused.
 async fn logs_request_waiting_for_body(
-    relay: &ddrelay::sandbox::Relay,
+    relay: &ddrelay::dev::sandbox::Relay,
     tenant: &str,
     body_len: usize,
 ) -> tokio::net::TcpStream {
@@ -187,7 +190,7 @@ fn logs(n: usize, tag: &str) -> Vec<u8> {
     serde_json::to_vec(&items).unwrap()
 }
 
-async fn send_logs(relay: &ddrelay::sandbox::Relay, tenant: &str, body: &[u8]) -> u16 {
+async fn send_logs(relay: &ddrelay::dev::sandbox::Relay, tenant: &str, body: &[u8]) -> u16 {
     let (status, v) = relay
         .send(
             tenant,
@@ -202,7 +205,7 @@ async fn send_logs(relay: &ddrelay::sandbox::Relay, tenant: &str, body: &[u8]) -
 }
 
 /// Waits until `org` received a log whose message is `message`.
-async fn wait_for_log(dog: &ddrelay::fakedog::FakeDog, org: &str, message: &str) {
+async fn wait_for_log(dog: &ddrelay::dev::fakedog::FakeDog, org: &str, message: &str) {
     let id = dog.org(org).unwrap().id;
     support::eventually(&format!("{org} to receive `{message}`"), || {
         dog.received(&id, ddrelay::site::Endpoint::Logs)
@@ -212,7 +215,7 @@ async fn wait_for_log(dog: &ddrelay::fakedog::FakeDog, org: &str, message: &str)
     .await;
 }
 
-fn logs_received(dog: &ddrelay::fakedog::FakeDog, org: &str, prefix: &str) -> usize {
+fn logs_received(dog: &ddrelay::dev::fakedog::FakeDog, org: &str, prefix: &str) -> usize {
     let id = dog.org(org).unwrap().id;
     dog.received(&id, ddrelay::site::Endpoint::Logs)
         .iter()
@@ -309,7 +312,7 @@ async fn a_replica_stopped_during_a_delete_never_sends_to_the_next_org() {
     let start = |dir: std::path::PathBuf| {
         let (dog, key, url) = (&dog, key.expose().to_string(), db.url.clone());
         async move {
-            ddrelay::sandbox::Relay::start_with_store(dog, &dir, &key, Some(&url), extra)
+            ddrelay::dev::sandbox::Relay::start_with_store(dog, &dir, &key, Some(&url), extra)
                 .await
                 .unwrap()
         }
@@ -419,7 +422,7 @@ async fn an_uninstall_stops_the_data_until_the_customer_reconnects() {
 }
 
 /// Reloads the relay's own config file with `allowed_sites` (JSON list).
-fn reload_with_sites(relay: &ddrelay::sandbox::Relay, allowed_sites: &str) {
+fn reload_with_sites(relay: &ddrelay::dev::sandbox::Relay, allowed_sites: &str) {
     let env = [(
         "DDRELAY_DATADOG__ALLOWED_SITES".to_string(),
         allowed_sites.to_string(),

@@ -8,13 +8,13 @@
 mod support;
 
 use ddrelay::clock::now;
-use ddrelay::fakedog::Fault;
+use ddrelay::dev::fakedog::Fault;
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{dog, fast, wait_drained, wait_items};
 
-async fn usage(relay: &ddrelay::sandbox::Relay, tenant: &str, query: &str) -> (u16, Value) {
+async fn usage(relay: &ddrelay::dev::sandbox::Relay, tenant: &str, query: &str) -> (u16, Value) {
     relay
         .admin(
             Method::GET,

@@ -8,7 +8,7 @@
 
 mod support;
 
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::Endpoint;
 use reqwest::Method;
 use serde_json::Value;
@@ -112,7 +112,7 @@ async fn a_healthy_tenant_passes_every_step_and_the_cli_exits_0() {
     assert!(dog.violations().is_empty(), "{:?}", dog.violations());
     // No secret in the report.
     let text = report.to_string();
-    assert!(!text.contains(ddrelay::sandbox::CLIENT_SECRET));
+    assert!(!text.contains(ddrelay::dev::sandbox::CLIENT_SECRET));
 
     // The real binary against the same relay.
     let (code, stdout, stderr) = cli(&relay, "acme").await;

@@ -1,6 +1,6 @@
 //! The OAuth callback's query string and its pure checks: no domain outside
 //! the known Datadog sites is ever accepted. See
-//! `ddrelay::fuzzing::callback_query`.
+//! `ddrelay::dev::fuzzing::callback_query`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ddrelay::fuzzing::callback_query(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ddrelay::dev::fuzzing::callback_query(data));

@@ -1,6 +1,6 @@
 //! Arbitrary bytes as a queue segment file: recovery never panics, never
 //! hands out a record whose checksums do not match, and is idempotent. See
-//! `ddrelay::fuzzing::queue_segment`.
+//! `ddrelay::dev::fuzzing::queue_segment`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ddrelay::fuzzing::queue_segment(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ddrelay::dev::fuzzing::queue_segment(data));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use ddrelay::fakedog::Fault;
+use ddrelay::dev::fakedog::Fault;
 use ddrelay::site::Endpoint;
 
 use super::*;

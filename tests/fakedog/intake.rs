@@ -2,7 +2,7 @@
 //! success bodies, and counting mode.
 
 use ddrelay::codec::compress;
-use ddrelay::fakedog::ViolationKind;
+use ddrelay::dev::fakedog::ViolationKind;
 use ddrelay::site::{Encoding, Endpoint};
 
 use super::*;

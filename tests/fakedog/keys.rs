@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ddrelay::fakedog::ViolationKind;
+use ddrelay::dev::fakedog::ViolationKind;
 
 use super::*;
 

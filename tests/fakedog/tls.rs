@@ -62,7 +62,7 @@ async fn a_name_outside_the_certificate_is_rejected() {
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_ca_is_rejected() {
     let w = world().await;
-    let other = ddrelay::tls::Authority::generate("someone else").unwrap();
+    let other = ddrelay::dev::tls::Authority::generate("someone else").unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(other.ca_pem().as_bytes()).unwrap()])
         .resolve("api.datadoghq.com", w.fd.tls_addr())

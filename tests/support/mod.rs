@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: fakedog and a relay on port 0,
-//! wired together by `ddrelay::sandbox` exactly as `ddrelay demo` does.
+//! wired together by `ddrelay::dev::sandbox` exactly as `ddrelay demo` does.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,8 +10,8 @@ pub mod tools;
 
 use std::time::Duration;
 
-use ddrelay::fakedog::{FakeDog, Options};
-use ddrelay::sandbox::Relay;
+use ddrelay::dev::fakedog::{FakeDog, Options};
+use ddrelay::dev::sandbox::Relay;
 use ddrelay::site::SITES;
 
 /// The `ddrelay` binary with no `DDRELAY_*` or `RUST_LOG` variable from the
@@ -381,8 +381,8 @@ pub async fn authorized(
     dog: &FakeDog,
     public: std::net::SocketAddr,
     url: &str,
-) -> ddrelay::fakedog::Page {
-    let browser = dog.browser(&[(ddrelay::sandbox::RELAY_HOST, public)]);
+) -> ddrelay::dev::fakedog::Page {
+    let browser = dog.browser(&[(ddrelay::dev::sandbox::RELAY_HOST, public)]);
     let page = browser.unwrap().authorize(url).await.unwrap();
     assert_eq!(page.status, 200, "{url}: {}", page.body);
     page
@@ -450,7 +450,7 @@ pub async fn wait_drained(relay: &Relay) {
 /// addresses are given the way an operator overrides any key: by
 /// environment. Returns the exit code, stdout and stderr.
 pub async fn ddrelay_against(
-    relay: &ddrelay::sandbox::Relay,
+    relay: &ddrelay::dev::sandbox::Relay,
     command: &[&str],
     args: &[&str],
 ) -> (i32, String, String) {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox;
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox;
 
 /// A `ddrelay run` child.
 pub struct RunningRelay {

@@ -1,8 +1,8 @@
 //! Calls through the pull-side proxy (`/v1/tenants/{tenant}/datadog/{path}`)
 //! and what they answered: shared by the proxy and incidents tests.
 
-use ddrelay::fakedog::FakeDog;
-use ddrelay::sandbox::{self, ADMIN_TOKEN, Relay};
+use ddrelay::dev::fakedog::FakeDog;
+use ddrelay::dev::sandbox::{self, ADMIN_TOKEN, Relay};
 use reqwest::Method;
 use serde_json::Value;
 

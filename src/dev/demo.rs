@@ -15,8 +15,8 @@ use anyhow::{Context as _, bail};
 use parking_lot::Mutex;
 
 use crate::clock::now;
-use crate::fakedog::{FakeDog, Options};
-use crate::sandbox::Relay;
+use crate::dev::fakedog::{FakeDog, Options};
+use crate::dev::sandbox::Relay;
 use crate::secret::Secret;
 use crate::site::{Encoding, Endpoint};
 use crate::webhooks::sign;
@@ -263,7 +263,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
 /// Keeps the relay and fakedog up for a person to try: where to look, a
 /// command per data kind (as tenant `acme`, on US1), then waits for Ctrl-C
 /// or SIGTERM.
-async fn play(relay: &crate::sandbox::Relay, dog: &FakeDog) -> anyhow::Result<()> {
+async fn play(relay: &crate::dev::sandbox::Relay, dog: &FakeDog) -> anyhow::Result<()> {
     step(
         7,
         "the relay and fakedog keep running for you to try (Ctrl-C stops both)",
@@ -271,7 +271,7 @@ async fn play(relay: &crate::sandbox::Relay, dog: &FakeDog) -> anyhow::Result<()
     println!(
         "    status page:  http://{}/   (admin token: {})",
         relay.api,
-        crate::sandbox::ADMIN_TOKEN
+        crate::dev::sandbox::ADMIN_TOKEN
     );
     println!(
         "    fakedog page: http://{}/   (what each org received; its control API is under /fakedog/)",
@@ -455,7 +455,7 @@ fn verify(header: &str, body: &str) -> bool {
 
 /// A trace of two spans, as Datadog's "Send traces to the Agent by API"
 /// guide sends it; returns the status.
-async fn send_trace(relay: &crate::sandbox::Relay, tenant: &str) -> anyhow::Result<u16> {
+async fn send_trace(relay: &crate::dev::sandbox::Relay, tenant: &str) -> anyhow::Result<u16> {
     let start = crate::clock::now_ms() * 1_000_000;
     let span = |id: u64, parent: u64, name: &str| {
         serde_json::json!({"trace_id": 4242, "span_id": id, "parent_id": parent,

@@ -7,19 +7,24 @@
 //!
 //! The relay's `redirect_uri` is `http://relay.test/oauth/callback`; the
 //! scripted browser resolves `relay.test` to the relay's public listener.
+//!
+//! [`walk_consent`] is the other way round: fakedog's browser for a relay
+//! someone configured for fakedog (`ddrelay tenants connect --fakedog`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::{App, Reloader, Shared};
 use crate::codec;
 use crate::config::Config;
-use crate::fakedog::{ClientSpec, FakeDog, Page};
+use crate::dev::fakedog::{Browser, ClientSpec, FakeDog, Page};
+use crate::ops::{Landing, loopback};
 use crate::site::{Encoding, Endpoint};
 
 /// The OAuth client the sandbox relay uses (registered at fakedog).
@@ -30,6 +35,49 @@ pub const CLIENT_SECRET: &str = "ddrelay-sandbox-client-secret";
 pub const RELAY_HOST: &str = "relay.test";
 /// The sandbox relay's admin token.
 pub const ADMIN_TOKEN: &str = "ddrelay-sandbox-admin-token";
+
+/// `ddrelay tenants connect --fakedog`'s walk ([`crate::ops::ConsentWalk`]):
+/// a browser for fakedog as the relay's config reaches it (trusting
+/// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
+/// pins them, and the callback's host to the relay's public listener)
+/// clicks Authorize, in the organization named `org` if given.
+pub fn walk_consent<'a>(
+    config: &'a Config,
+    authorize: &'a str,
+    org: Option<&'a str>,
+) -> BoxFuture<'a, Result<Landing, String>> {
+    Box::pin(async move {
+        let browser = relay_browser(config)?;
+        let page = match org {
+            Some(name) => browser.authorize_in(authorize, name).await,
+            None => browser.authorize(authorize).await,
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Landing {
+            status: page.status,
+            url: page.url,
+            body: page.body,
+        })
+    })
+}
+
+fn relay_browser(config: &Config) -> Result<Browser, String> {
+    let not_fakedog = "--fakedog needs a relay configured for fakedog: [datadog] ca_file and \
+                       [datadog.resolve] (docs/fakedog.md \"Point a relay at it\")";
+    let ca_file = config.datadog.ca_file.as_ref().ok_or(not_fakedog)?;
+    let ca = std::fs::read_to_string(ca_file)
+        .map_err(|e| format!("datadog.ca_file {}: {e}", ca_file.display()))?;
+    let dog = config
+        .datadog
+        .resolve
+        .iter()
+        .find(|(host, _)| crate::site::Site::classify_host(host).is_some())
+        .map(|(_, addr)| *addr)
+        .ok_or(not_fakedog)?;
+    let host = config.oauth.redirect_uri.host_str().unwrap_or("localhost");
+    let relay = loopback(config.server.public_listen);
+    Browser::new(&ca, dog, &[(host, relay)]).map_err(|e| e.to_string())
+}
 
 /// The redirect URI registered for the sandbox client.
 pub fn redirect_uri() -> String {

@@ -61,10 +61,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::dev::tls::{Authority, TlsError};
 use crate::secret::{Secret, random_token};
 use crate::shutdown::Shutdown;
 use crate::site::{Endpoint, SITES, Site};
-use crate::tls::{Authority, TlsError};
 
 pub use api::{ApiRequest, MONITORS_READ, MONITORS_WRITE, USER_ACCESS_READ};
 pub use browser::{Browser, BrowserError, Page};
@@ -489,7 +489,7 @@ impl FakeDog {
         let shutdown = Shutdown::new();
         let tls_task = {
             let s = shutdown.clone();
-            tokio::spawn(crate::tls::serve(
+            tokio::spawn(crate::dev::tls::serve(
                 tls_listener,
                 tls_config,
                 server::router(shared.clone()),

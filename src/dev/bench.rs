@@ -44,11 +44,11 @@ use serde_json::json;
 
 use crate::clock::now;
 use crate::codec;
-use crate::fakedog::{FakeDog, Options};
+use crate::dev::fakedog::{FakeDog, Options};
 
 mod loads;
 
-use crate::sandbox;
+use crate::dev::sandbox;
 use crate::site::{Encoding, Endpoint, SITES};
 pub use loads::gross_regressions;
 

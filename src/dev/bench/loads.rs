@@ -16,7 +16,7 @@ use super::{
     BenchOptions, Bodies, Load, MIB, Samples, Saturated, floor_blocks, machine_busy, median,
     open_loop, proc_stat, saturate, total_items, wait_delivered,
 };
-use crate::fakedog::FakeDog;
+use crate::dev::fakedog::FakeDog;
 use crate::site::Endpoint;
 
 /// Fractions of the saturation rate the paced phases run at.

@@ -24,8 +24,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::dev::tls::Abort;
 use crate::site::{Endpoint, HostRole, Site};
-use crate::tls::Abort;
 
 use super::state::Shared;
 use super::{api, incidents, intake, keys, oauth};
