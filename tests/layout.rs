@@ -10,6 +10,8 @@
 //!
 //! Each violation is printed as `file:line: text`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

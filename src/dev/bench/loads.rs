@@ -82,7 +82,7 @@ pub fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
             let phase = |p: &str, k: &str| phases[p][k].as_f64().unwrap_or(f64::NAN);
             let over = phase("saturation", "relay_over_floor");
             // NaN (a figure missing) fails too.
-            if !(over <= GROSS_RELAY_OVER_FLOOR) {
+            if !within(over, GROSS_RELAY_OVER_FLOOR) {
                 failed.push(format!(
                     "{label}, {tenants}: relay / floor at saturation {over:.2}"
                 ));
@@ -90,18 +90,23 @@ pub fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
             let p99 = phases["50%"]["ingest_ack_ms"]["p99"]
                 .as_f64()
                 .unwrap_or(f64::NAN);
-            if !(p99 <= GROSS_HALF_LOAD_ACK_P99_MS) {
+            if !within(p99, GROSS_HALF_LOAD_ACK_P99_MS) {
                 failed.push(format!(
                     "{label}, {tenants}: ack p99 at 50 % load {p99:.1} ms"
                 ));
             }
             let rss = phase("saturation", "rss_mib").max(phase("90%", "rss_mib"));
-            if !(rss <= GROSS_RSS_MIB) {
+            if !within(rss, GROSS_RSS_MIB) {
                 failed.push(format!("{label}, {tenants}: RSS {rss:.0} MiB"));
             }
         }
     }
     failed
+}
+
+/// `figure` is at most `bound`; a missing figure (NaN) is not.
+fn within(figure: f64, bound: f64) -> bool {
+    figure <= bound
 }
 
 /// Refuses a load name the matrix does not know, before the run starts.
