@@ -54,31 +54,31 @@
 //!
 //! See ARCHITECTURE.md for the data flow and what each module may know.
 
-pub mod admin;
-pub mod app;
+pub(crate) mod admin;
+pub(crate) mod app;
 pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
-pub mod credentials;
+pub(crate) mod credentials;
 pub mod datadog;
 #[doc(hidden)]
 pub mod dev;
 pub mod ingest;
-pub mod oauth;
-pub mod ops;
+pub(crate) mod oauth;
+pub(crate) mod ops;
 pub mod pipeline;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod queue;
 pub mod secret;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod site;
 pub mod store;
-pub mod tags;
-pub mod telemetry;
-pub mod tenant;
-pub mod text;
+pub(crate) mod tags;
+pub(crate) mod telemetry;
+pub(crate) mod tenant;
+pub(crate) mod text;
 pub mod traces;
 pub mod usage;
-pub mod verify;
-pub mod webhooks;
+pub(crate) mod verify;
+pub(crate) mod webhooks;

@@ -44,8 +44,8 @@
 //! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
 //! tenant lifecycle gives it.
 
-pub mod copy;
-pub mod outbox;
+pub(crate) mod copy;
+pub(crate) mod outbox;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ pub enum TenantState {
 }
 
 impl TenantState {
-    pub const ALL: [TenantState; 4] = [
+    pub(crate) const ALL: [TenantState; 4] = [
         TenantState::Pending,
         TenantState::Connected,
         TenantState::ReauthRequired,
@@ -142,7 +142,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 7] = [
+    pub(crate) const ALL: [ReasonCode; 7] = [
         ReasonCode::GrantRevoked,
         ReasonCode::KeyConflict,
         ReasonCode::KeyRefused,
@@ -165,7 +165,7 @@ impl ReasonCode {
     }
 
     /// The code stored as `s`; `None` for a code this build does not know.
-    pub fn parse(s: &str) -> Option<ReasonCode> {
+    pub(crate) fn parse(s: &str) -> Option<ReasonCode> {
         ReasonCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
@@ -173,8 +173,8 @@ impl ReasonCode {
 /// Why a tenant is in its state: a code and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
-    pub code: ReasonCode,
-    pub text: String,
+    pub(crate) code: ReasonCode,
+    pub(crate) text: String,
 }
 
 impl Reason {
@@ -196,26 +196,26 @@ pub struct Tenant {
     pub reason_code: Option<ReasonCode>,
     /// The API domain (`datadoghq.eu`), once connected.
     pub domain: Option<String>,
-    pub org_id: Option<String>,
-    pub org_name: Option<String>,
-    pub client_id: Option<String>,
-    pub scopes: Option<String>,
-    pub access_expires_at: Option<i64>,
+    pub(crate) org_id: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) scopes: Option<String>,
+    pub(crate) access_expires_at: Option<i64>,
     pub api_key_id: Option<String>,
     pub api_key_last4: Option<String>,
     pub has_api_key: bool,
     pub has_refresh_token: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub connected_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) connected_at: Option<i64>,
     /// Increases on every change; replicas use it to notice changes.
     pub version: i64,
     /// The connection generation: grows on a disconnect and on a reconnect
     /// to another org or site (migration 0003). Data is sent only for the
     /// generation it was accepted for.
-    pub generation: i64,
+    pub(crate) generation: i64,
     /// When Datadog last confirmed the grant (a refresh it answered).
-    pub grant_checked_at: Option<i64>,
+    pub(crate) grant_checked_at: Option<i64>,
     /// The tags the customer attaches to the integration's data,
     /// normalised (migration 0004; `crate::tags`). Empty: none.
     pub tags: Vec<String>,
@@ -230,8 +230,8 @@ pub struct Credentials {
     pub api_key: Option<Secret>,
     /// The site and connection generation the key belongs to (same row,
     /// same read).
-    pub domain: Option<String>,
-    pub generation: i64,
+    pub(crate) domain: Option<String>,
+    pub(crate) generation: i64,
 }
 
 /// An OAuth connect flow awaiting its callback.
@@ -313,7 +313,7 @@ const POSTGRES_CONNECTIONS: u32 = 16;
 /// makes at most five Datadog calls (validate, refresh, create, refresh,
 /// create) of at most 30 s each; a waiter gives up after this and its caller
 /// retries later (a transient error).
-pub const LOCK_WAIT: Duration = Duration::from_secs(180);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(180);
 
 /// A lock transaction left idle longer than this is ended by PostgreSQL, so
 /// a wedged holder cannot block a tenant forever (a holder that dies
@@ -522,10 +522,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    pub fn sealer(&self) -> &Sealer {
-        &self.sealer
     }
 
     /// Closes the pools (SQLite checkpoints its WAL).
@@ -1122,7 +1118,7 @@ fn last4(key: &Secret) -> String {
 }
 
 /// A database URL with its password and query removed, for messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

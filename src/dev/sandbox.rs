@@ -41,7 +41,7 @@ pub const ADMIN_TOKEN: &str = "ddrelay-sandbox-admin-token";
 /// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
 /// pins them, and the callback's host to the relay's public listener)
 /// clicks Authorize, in the organization named `org` if given.
-pub fn walk_consent<'a>(
+pub(crate) fn walk_consent<'a>(
     config: &'a Config,
     authorize: &'a str,
     org: Option<&'a str>,
@@ -80,7 +80,7 @@ fn relay_browser(config: &Config) -> Result<Browser, String> {
 }
 
 /// The redirect URI registered for the sandbox client.
-pub fn redirect_uri() -> String {
+pub(crate) fn redirect_uri() -> String {
     format!("http://{RELAY_HOST}/oauth/callback")
 }
 

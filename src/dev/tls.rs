@@ -147,7 +147,7 @@ pub async fn serve(
 /// connection (HTTP/1.1) or reset the stream (HTTP/2). fakedog uses it to
 /// emulate a connection lost mid-request.
 #[derive(Debug, Clone, Copy)]
-pub struct Abort;
+pub(crate) struct Abort;
 
 /// The service error that makes hyper drop the connection for [`Abort`].
 #[derive(Debug, thiserror::Error)]
