@@ -25,7 +25,7 @@ pub enum CodecError {
     Budget(String),
 }
 
-/// What the `grow` callback of [`decompress_with`] says when the budget
+/// What the `grow` callback of `decompress_with` says when the budget
 /// refuses: its message becomes [`CodecError::Budget`].
 #[derive(Debug)]
 pub struct OverBudget(pub String);

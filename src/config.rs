@@ -2,7 +2,7 @@
 //! parsed without I/O side effects into a validated, typed [`Config`].
 //!
 //! Two layers, as quickwit does it: `raw` mirrors the file with every field
-//! optional and unknown keys rejected; [`Config::from_sources`] validates the
+//! optional and unknown keys rejected; `Config::from_sources` validates the
 //! whole of it (`config/validate.rs`, one function per section) and reports
 //! *every* problem, one line each, naming the file (or environment
 //! variable), the key and what was expected.

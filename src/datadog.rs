@@ -11,7 +11,7 @@
 //! - Every call names a [`Site`] and is refused before anything is sent when
 //!   that site is not in `datadog.allowed_sites` as it stands now (a reload
 //!   that narrows the list takes effect on the next call, for tokens, keys,
-//!   intakes and the proxy alike: [`Client::set_allowed_sites`]); URLs come
+//!   intakes and the proxy alike: `Client::set_allowed_sites`); URLs come
 //!   from `site.rs` only.
 //!
 //! Errors are typed so callers can act on them ([`TokenError`],

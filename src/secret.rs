@@ -1,4 +1,4 @@
-//! Secrets in memory ([`Secret`]) and at rest ([`Sealer`]).
+//! Secrets in memory ([`Secret`]) and at rest (`Sealer`).
 //!
 //! A [`Secret`] never prints itself: `Debug`, `Display` and `Serialize` all
 //! write `[redacted]`, and its memory is zeroed on drop. Code that needs the

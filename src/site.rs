@@ -13,7 +13,7 @@
 //! - the `site` parameter Datadog passes to the partner's onboarding URL (a
 //!   full URL that may carry a custom subdomain, e.g.
 //!   `https://bigcorp.datadoghq.eu`), which decides where the browser goes to
-//!   authorize ([`WebSite::parse`]);
+//!   authorize (`WebSite::parse`);
 //! - the `domain` parameter on the OAuth callback (a bare site domain such as
 //!   `datadoghq.eu`), which decides where the relay sends the client secret
 //!   and every later call ([`AllowedSites::by_domain`]). It must be *exactly*
@@ -440,7 +440,7 @@ pub struct Limits {
 
 /// How far in the past and future an item's timestamp may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Window {
+pub struct Window {
     pub(crate) past: Duration,
     pub(crate) future: Duration,
 }
@@ -489,7 +489,7 @@ impl Endpoint {
 
     /// Whether queued items are binary (length-prefixed in a record,
     /// `pipeline/record.rs`) rather than compact JSON lines.
-    pub(crate) fn binary(self) -> bool {
+    pub fn binary(self) -> bool {
         Endpoint::TRACES.contains(&self)
     }
 
@@ -659,7 +659,7 @@ impl Endpoint {
 
     /// Datadog's timestamp acceptance window (docs/datadog.md, the section
     /// of each intake).
-    pub(crate) fn window(self) -> Window {
+    pub fn window(self) -> Window {
         match self {
             // "not more than ten minutes in the future or more than one hour in the past"
             // Distribution points: window UNCONFIRMED; the series' window.

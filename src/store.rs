@@ -1,7 +1,7 @@
 //! The credential and tenant store: tenants (their tags included), their
 //! sealed tokens and API keys, pending OAuth flows, the outbox of lifecycle
-//! events ([`outbox`]) that webhooks deliver, and the hourly usage rows
-//! ([`usage`]). [`copy`] is `ddrelay store migrate`.
+//! events (`outbox`) that webhooks deliver, and the hourly usage rows
+//! ([`usage`]). `copy` is `ddrelay store migrate`.
 //!
 //! One implementation over `sqlx::AnyPool` serves both backends: SQLite
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when
@@ -10,7 +10,7 @@
 //! lives in `migrations/<backend>/` (same versions on both) and is versioned
 //! by sqlx's migrator.
 //!
-//! Every secret column is sealed by [`Sealer`] with the tenant (or flow) and
+//! Every secret column is sealed by `Sealer` with the tenant (or flow) and
 //! the column name as associated data, so the database never sees plaintext
 //! and a value moved between rows fails to open. The `meta` table holds a
 //! sealed canary: opening the store with a different master key is a clear
@@ -38,7 +38,7 @@
 //! - **State changes and their events**: every write that may change a
 //!   tenant's state runs in one transaction that holds the row, writes it,
 //!   and inserts the lifecycle event the change calls for
-//!   ([`outbox`]); the outbox is claimed with row locks and leases, so one
+//!   (`outbox`); the outbox is claimed with row locks and leases, so one
 //!   replica sends each event.
 //!
 //! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
@@ -119,7 +119,7 @@ impl FromStr for TenantState {
 }
 
 /// Why a tenant is not connected, in a word partners' code can match
-/// (the admin API's `reason_code`); [`Reason::text`] is for people.
+/// (the admin API's `reason_code`); `Reason::text` is for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {

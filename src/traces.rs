@@ -1,14 +1,14 @@
 //! The trace kinds' formats and rules, shared by ingest (the Agent's trace
 //! API), delivery (the trace intake) and fakedog:
 //! - [`pb`]: the intake's protobuf messages;
-//! - [`msgpack`]: a lenient MessagePack reader, and writers;
-//! - [`decode`]: `/v0.3`, `/v0.4` and `/v0.5` trace bodies into spans;
-//! - [`normalize`]: Datadog's span rules;
+//! - `msgpack`: a lenient MessagePack reader, and writers;
+//! - `decode`: `/v0.3`, `/v0.4` and `/v0.5` trace bodies into spans;
+//! - `normalize`: Datadog's span rules;
 //! - [`stats`]: stats (model, MessagePack, computing, the DDSketch).
 //!
 //! A queued trace item is one `AgentPayload.tracerPayloads` field, framed
-//! ([`frame`]): a tracer payload holding one trace chunk. A payload to the
-//! intake is then the items one after another plus [`agent_payload_tail`],
+//! (`frame`): a tracer payload holding one trace chunk. A payload to the
+//! intake is then the items one after another plus `agent_payload_tail`,
 //! which the packer can bound exactly, like the JSON kinds.
 
 use std::sync::LazyLock;

@@ -4,7 +4,7 @@
 //! dead-lettered, aged out, discarded for an earlier connection).
 //!
 //! Owns the counting in memory ([`Usage`]): a cell per (tenant, kind,
-//! hour), taken whole by [`Usage::take`] and added to the store's
+//! hour), taken whole by `Usage::take` and added to the store's
 //! `tenant_usage` rows by the app's flush task (every few seconds, and at
 //! shutdown). Memory holds only what arrived since the last flush: at most
 //! a cell per tenant and kind of the current and previous hour, so 10,000
@@ -64,7 +64,7 @@ pub struct Key {
     pub hour: i64,
 }
 
-/// The counts since the last [`Usage::take`].
+/// The counts since the last `Usage::take`.
 #[derive(Debug, Default)]
 pub struct Usage {
     cells: Mutex<HashMap<Key, Counts>>,

@@ -425,7 +425,7 @@ fn server_names() -> Vec<String> {
 }
 
 /// A running fakedog. Dropping it stops it (in the background); call
-/// [`FakeDog::shutdown`] to wait.
+/// `FakeDog::shutdown` to wait.
 ///
 /// All inspection and control methods act on the state directly, with no
 /// HTTP round trip; the control listener offers the same over JSON.

@@ -17,7 +17,7 @@
 //!   items; the body read as a ready record is refused or rebuilt cleanly.
 //! - [`callback_query`]: the OAuth callback's query string, parsed with
 //!   axum's `Query` (as the public listener does), then the pure checks of
-//!   [`crate::oauth`]. A `domain` is accepted only when it *is* the domain
+//!   `crate::oauth`. A `domain` is accepted only when it *is* the domain
 //!   of one of [`site::SITES`] (and of the allowed ones); a `site` value only
 //!   as a host that is a known site's web host or one DNS label under a
 //!   known site domain; every failure page escapes what it shows.

@@ -1,4 +1,4 @@
-//! A relay wired to fakedog on loopback: the real [`App`], configured
+//! A relay wired to fakedog on loopback: the real `App`, configured
 //! through a real TOML file, trusting fakedog's CA and pinning every Datadog
 //! hostname to fakedog with `[datadog.resolve]`. `ddrelay demo`, the
 //! benchmarks and the integration tests all start the product this way, so
@@ -8,7 +8,7 @@
 //! The relay's `redirect_uri` is `http://relay.test/oauth/callback`; the
 //! scripted browser resolves `relay.test` to the relay's public listener.
 //!
-//! [`walk_consent`] is the other way round: fakedog's browser for a relay
+//! `walk_consent` is the other way round: fakedog's browser for a relay
 //! someone configured for fakedog (`ddrelay tenants connect --fakedog`).
 
 use std::net::SocketAddr;

@@ -85,7 +85,7 @@ impl Authority {
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves. Each
 /// request carries its TLS server name (SNI) as a [`ServerName`] extension.
-/// A response carrying the [`Abort`] extension is never sent: the connection
+/// A response carrying the `Abort` extension is never sent: the connection
 /// (HTTP/1.1) or the stream (HTTP/2) is dropped instead.
 pub async fn serve(
     listener: TcpListener,
