@@ -221,6 +221,38 @@ pub struct Tenant {
     pub tags: Vec<String>,
 }
 
+#[cfg(test)]
+impl Tenant {
+    /// A tenant record for unit tests: `id` in `state` on EU1's domain, with
+    /// an API key and a refresh token, version 1 and nothing else; a test
+    /// sets what it needs with `Tenant { .., ..Tenant::fixture(id, state) }`.
+    pub(crate) fn fixture(id: &str, state: TenantState) -> Tenant {
+        Tenant {
+            id: id.into(),
+            state,
+            reason: None,
+            reason_code: None,
+            domain: Some("datadoghq.eu".into()),
+            org_id: None,
+            org_name: None,
+            client_id: None,
+            scopes: None,
+            access_expires_at: None,
+            api_key_id: None,
+            api_key_last4: None,
+            has_api_key: true,
+            has_refresh_token: true,
+            created_at: 0,
+            updated_at: 0,
+            connected_at: None,
+            version: 1,
+            generation: 0,
+            grant_checked_at: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// A tenant's secrets, opened.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {

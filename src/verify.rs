@@ -622,27 +622,8 @@ mod tests {
 
     fn record(scopes: Option<&str>) -> Tenant {
         Tenant {
-            id: "t".into(),
-            state: TenantState::Connected,
-            reason: None,
-            reason_code: None,
-            domain: Some("datadoghq.eu".into()),
-            org_id: None,
-            org_name: None,
-            client_id: None,
             scopes: scopes.map(str::to_string),
-            access_expires_at: None,
-            api_key_id: None,
-            api_key_last4: None,
-            has_api_key: true,
-            has_refresh_token: true,
-            created_at: 0,
-            updated_at: 0,
-            connected_at: None,
-            version: 1,
-            generation: 0,
-            grant_checked_at: None,
-            tags: Vec::new(),
+            ..Tenant::fixture("t", TenantState::Connected)
         }
     }
 

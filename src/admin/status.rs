@@ -960,27 +960,9 @@ mod tests {
 
     fn tenant(id: &str, state: TenantState) -> Tenant {
         Tenant {
-            id: id.into(),
-            state,
-            reason: None,
-            reason_code: None,
-            domain: Some("datadoghq.eu".into()),
             org_id: Some("org-1".into()),
             org_name: Some("Org".into()),
-            client_id: None,
-            scopes: None,
-            access_expires_at: None,
-            api_key_id: None,
-            api_key_last4: None,
-            has_api_key: true,
-            has_refresh_token: true,
-            created_at: 0,
-            updated_at: 0,
-            connected_at: None,
-            version: 1,
-            generation: 0,
-            grant_checked_at: None,
-            tags: Vec::new(),
+            ..Tenant::fixture(id, state)
         }
     }
 
