@@ -39,27 +39,27 @@ pub mod status;
 /// Largest admin request body: a connect body is a few dozen bytes. The
 /// API listener disables axum's default body limit (ingest bounds its own),
 /// so the admin handlers bound theirs.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Per-tenant queue figures, as the admin API and status page show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Queued {
-    pub items: u64,
-    pub bytes: u64,
+pub(crate) struct Queued {
+    pub(crate) items: u64,
+    pub(crate) bytes: u64,
     /// Unix milliseconds of the oldest queued record, if any.
-    pub oldest_ms: Option<i64>,
+    pub(crate) oldest_ms: Option<i64>,
 }
 
 /// What was done with a disconnected tenant's queued data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Purged {
-    pub records: u64,
-    pub items: u64,
-    pub bytes: u64,
+pub(crate) struct Purged {
+    pub(crate) records: u64,
+    pub(crate) items: u64,
+    pub(crate) bytes: u64,
 }
 
 /// The queue as the admin API sees it.
-pub trait QueueView: Send + Sync {
+pub(crate) trait QueueView: Send + Sync {
     fn tenant(&self, tenant: &str) -> Queued;
     fn all(&self) -> HashMap<String, Queued>;
     fn purge(&self, tenant: &str) -> Purged;
@@ -67,9 +67,9 @@ pub trait QueueView: Send + Sync {
 
 /// Items per second accepted and delivered, all tenants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Throughput {
-    pub accepted: Rates,
-    pub delivered: Rates,
+pub(crate) struct Throughput {
+    pub(crate) accepted: Rates,
+    pub(crate) delivered: Rates,
 }
 
 /// One tenant's delivery and ingest figures: the `delivery` member of the
@@ -78,56 +78,56 @@ pub struct Throughput {
 /// The fields are in alphabetical order, the order the admin API has
 /// always answered them in (a test checks it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryFigures {
+pub(crate) struct DeliveryFigures {
     /// Items per second accepted at ingest.
-    pub accepted_items_per_s: Rates,
+    pub(crate) accepted_items_per_s: Rates,
     /// Items dropped unsent: older than Datadog's acceptance window.
-    pub aged_out_items: u64,
+    pub(crate) aged_out_items: u64,
     /// The oldest queued item is older than half of the shortest
     /// acceptance window.
-    pub approaching_acceptance_window: bool,
+    pub(crate) approaching_acceptance_window: bool,
     /// Items Datadog refused for good, since the relay started.
-    pub dead_lettered_items: u64,
+    pub(crate) dead_lettered_items: u64,
     /// The tenant's dead-letter area now.
-    pub dead_letters: DeadLetterTotals,
-    pub delivered_items: u64,
-    pub delivered_items_per_s: Rates,
+    pub(crate) dead_letters: DeadLetterTotals,
+    pub(crate) delivered_items: u64,
+    pub(crate) delivered_items_per_s: Rates,
     /// Items accepted for an earlier connection (before a disconnect, or
     /// for another org or site), discarded at send time.
-    pub discarded_items: u64,
+    pub(crate) discarded_items: u64,
     /// 403s while the key still validated, since the last success.
-    pub forbidden_in_a_row: u32,
+    pub(crate) forbidden_in_a_row: u32,
     /// Items queued while the tenant is not connected (0 when it is).
-    pub held_items: u64,
+    pub(crate) held_items: u64,
     /// What ingest accepted but did not keep: `{kind: {reason: count}}`,
     /// without zeros.
-    pub ingest_dropped: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(crate) ingest_dropped: BTreeMap<String, BTreeMap<String, u64>>,
     /// Unix milliseconds.
-    pub last_delivery_ms: Option<i64>,
-    pub last_error: Option<String>,
+    pub(crate) last_delivery_ms: Option<i64>,
+    pub(crate) last_error: Option<String>,
     /// Unix milliseconds.
-    pub last_error_ms: Option<i64>,
-    pub oldest_queued_age_s: Option<i64>,
+    pub(crate) last_error_ms: Option<i64>,
+    pub(crate) oldest_queued_age_s: Option<i64>,
     /// Ingest requests refused (any 4xx or 5xx) since the relay started.
-    pub rejected_requests: u64,
-    pub retries: u64,
+    pub(crate) rejected_requests: u64,
+    pub(crate) retries: u64,
 }
 
 /// A tenant's dead-letter area (fields in alphabetical order, as
 /// [`DeliveryFigures`]'s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetterTotals {
-    pub bytes: u64,
-    pub entries: u64,
+pub(crate) struct DeadLetterTotals {
+    pub(crate) bytes: u64,
+    pub(crate) entries: u64,
     /// Items evicted to stay within the budget since start.
-    pub evicted_items: u64,
-    pub items: u64,
+    pub(crate) evicted_items: u64,
+    pub(crate) items: u64,
 }
 
 /// Extra per-tenant figures: delivery (held, dead-lettered, aged out,
 /// retries, last delivery and error, rates) and ingest (refused requests,
 /// accepted rates).
-pub trait DeliveryView: Send + Sync {
+pub(crate) trait DeliveryView: Send + Sync {
     fn tenant(&self, tenant: &str) -> DeliveryFigures;
     /// Items per second, all tenants.
     fn throughput(&self) -> Throughput;
@@ -138,7 +138,7 @@ pub trait DeliveryView: Send + Sync {
 }
 
 /// The relay as a whole, as the status page shows it.
-pub trait RelayView: Send + Sync {
+pub(crate) trait RelayView: Send + Sync {
     /// True while `/readyz` answers 200.
     fn ready(&self) -> bool;
     /// `/healthz`'s `config_generation`.
@@ -147,29 +147,29 @@ pub trait RelayView: Send + Sync {
 
 /// Everything the admin API needs.
 #[derive(Clone)]
-pub struct AdminState {
-    pub tenants: Arc<Tenants>,
+pub(crate) struct AdminState {
+    pub(crate) tenants: Arc<Tenants>,
     /// Disconnect (revocation) and `verify`.
-    pub credentials: Arc<crate::credentials::Credentials>,
+    pub(crate) credentials: Arc<crate::credentials::Credentials>,
     /// The connect flow.
-    pub oauth: Arc<crate::oauth::OAuth>,
+    pub(crate) oauth: Arc<crate::oauth::OAuth>,
     /// What `verify` sends test items with.
-    pub datadog: crate::datadog::Client,
-    pub config: crate::tenant::ConfigHandle,
+    pub(crate) datadog: crate::datadog::Client,
+    pub(crate) config: crate::tenant::ConfigHandle,
     /// Whether replicas share the store (the DELETE answer says so).
-    pub shared_store: bool,
-    pub queue: Arc<dyn QueueView>,
-    pub delivery: Option<Arc<dyn DeliveryView>>,
-    pub relay: Arc<dyn RelayView>,
+    pub(crate) shared_store: bool,
+    pub(crate) queue: Arc<dyn QueueView>,
+    pub(crate) delivery: Option<Arc<dyn DeliveryView>>,
+    pub(crate) relay: Arc<dyn RelayView>,
     /// Usage per tenant, kind and hour (`GET /v1/tenants/{t}/usage`).
-    pub usage: Option<crate::usage::Ledger>,
+    pub(crate) usage: Option<crate::usage::Ledger>,
 }
 
 /// `{"errors": [...]}` with a status.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
@@ -203,35 +203,35 @@ impl From<ConnectError> for ApiError {
 
 /// The tenant as the admin API shows it (and `ddrelay tenants` reads it).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct TenantView {
-    pub tenant: String,
-    pub state: TenantState,
+pub(crate) struct TenantView {
+    pub(crate) tenant: String,
+    pub(crate) state: TenantState,
     /// The API domain, e.g. `datadoghq.eu`.
-    pub site: Option<String>,
-    pub org_id: Option<String>,
-    pub org_name: Option<String>,
-    pub reason: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) org_id: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The reason in a word partners' code can match (`grant_revoked`,
     /// `key_conflict`, `site_not_allowed`, ...).
-    pub reason_code: Option<ReasonCode>,
-    pub queued_items: u64,
-    pub queued_bytes: u64,
-    pub oldest_queued_ms: Option<i64>,
-    pub client_id: Option<String>,
-    pub api_key_last4: Option<String>,
-    pub access_token_expires_at: Option<i64>,
-    pub connected_at: Option<i64>,
-    pub updated_at: i64,
+    pub(crate) reason_code: Option<ReasonCode>,
+    pub(crate) queued_items: u64,
+    pub(crate) queued_bytes: u64,
+    pub(crate) oldest_queued_ms: Option<i64>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) api_key_last4: Option<String>,
+    pub(crate) access_token_expires_at: Option<i64>,
+    pub(crate) connected_at: Option<i64>,
+    pub(crate) updated_at: i64,
     /// The customer's tags, added to every item (`PUT .../tags`).
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliveryFigures>,
+    pub(crate) delivery: Option<DeliveryFigures>,
 }
 
 /// `GET /v1/tenants` as `ddrelay tenants list` reads it.
 #[derive(Debug, Deserialize)]
-pub struct TenantList {
-    pub tenants: Vec<TenantView>,
+pub(crate) struct TenantList {
+    pub(crate) tenants: Vec<TenantView>,
 }
 
 impl TenantView {
@@ -260,7 +260,7 @@ impl TenantView {
 
 /// The `/v1` routes, token-protected, and the status page on `/` (which
 /// also accepts a browser session, see [`status`]).
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/tenants", get(list))
         .route("/v1/tenants/{tenant}", get(show).delete(disconnect))
@@ -276,7 +276,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time.
-pub fn authorized(headers: &HeaderMap, expected: &[&crate::secret::Secret]) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, expected: &[&crate::secret::Secret]) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -294,7 +294,7 @@ pub fn authorized(headers: &HeaderMap, expected: &[&crate::secret::Secret]) -> b
 }
 
 /// Answers 401 without the admin token.
-pub fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut r = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "missing or wrong admin token (Authorization: Bearer <server.admin_token>)",

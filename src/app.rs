@@ -51,11 +51,11 @@ use crate::telemetry::metrics::Metrics;
 use crate::tenant::{ConfigHandle, Tenants};
 use crate::webhooks;
 
-pub mod public;
+pub(crate) mod public;
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     #[error("cannot listen on {name} {addr}: {error}")]
     Bind {
         name: &'static str,
@@ -80,25 +80,25 @@ pub enum BuildError {
 pub struct Shared {
     config: ConfigHandle,
     generation: AtomicU64,
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     pub store: Store,
     pub tenants: Arc<Tenants>,
     pub credentials: Arc<Credentials>,
-    pub datadog: datadog::Client,
+    pub(crate) datadog: datadog::Client,
     pub queue: Queue,
     /// Memory for decoding large request bodies (`server.decode_memory`).
     pub decode_memory: Arc<crate::ingest::budget::Budget>,
     /// Per-tenant refused requests and accepted rates (ingest counts them,
     /// the admin API and status page show them).
-    pub ingest_figures: Arc<Figures>,
+    pub(crate) ingest_figures: Arc<Figures>,
     /// Usage per tenant, kind and hour (counted by ingest and delivery,
     /// flushed to the store by housekeeping and at shutdown).
-    pub usage: crate::usage::Ledger,
+    pub(crate) usage: crate::usage::Ledger,
     pub pipeline: Arc<Pipeline>,
     /// Lifecycle webhook delivery: this replica's claims, the receiver.
     webhooks: (webhooks::StoreOutbox, webhooks::HttpReceiver),
     ready: AtomicBool,
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
     log: Option<LogHandle>,
 }
 
@@ -118,7 +118,7 @@ impl Shared {
         self.generation.load(Ordering::SeqCst)
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutdown.is_triggered()
     }
 }
@@ -133,7 +133,7 @@ impl RelayView for Shared {
 }
 
 /// A built, not yet running, relay.
-pub struct App {
+pub(crate) struct App {
     shared: Arc<Shared>,
     public: TcpListener,
     api: TcpListener,
@@ -157,7 +157,7 @@ pub struct Reloader {
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Settings that changed but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -257,28 +257,27 @@ impl Reloader {
     }
 
     /// Records a reload that failed validation (the old config stays).
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         self.shared
             .metrics
             .config_reloads
             .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "error" })
             .inc();
     }
-
-    pub fn generation(&self) -> u64 {
-        self.shared.generation()
-    }
 }
 
 impl App {
     /// Builds the app: checks the data dir, opens the store, binds both
     /// listeners. Nothing is served until [`App::run`].
-    pub async fn build(config: Config) -> Result<App, BuildError> {
+    pub(crate) async fn build(config: Config) -> Result<App, BuildError> {
         App::build_with_log(config, None).await
     }
 
     /// As [`App::build`], with a handle to change the log level on reload.
-    pub async fn build_with_log(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
+    pub(crate) async fn build_with_log(
+        config: Config,
+        log: Option<LogHandle>,
+    ) -> Result<App, BuildError> {
         check_data_dir(&config.storage.data_dir)?;
         let datadog = datadog::Client::new(&config.datadog)?;
         let store = open_store(&config).await?;
@@ -349,14 +348,14 @@ impl App {
     }
 
     /// The bound browser-facing address (useful with port 0).
-    pub fn public_addr(&self) -> SocketAddr {
+    pub(crate) fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
             .unwrap_or_else(|_| self.shared.config().server.public_listen)
     }
 
     /// The bound partner-facing address.
-    pub fn api_addr(&self) -> SocketAddr {
+    pub(crate) fn api_addr(&self) -> SocketAddr {
         self.api
             .local_addr()
             .unwrap_or_else(|_| self.shared.config().server.api_listen)
@@ -373,7 +372,7 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains and returns.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {

@@ -20,13 +20,13 @@ use crate::telemetry;
 /// forward their metrics, logs, events and service checks to their own site.
 #[derive(Debug, Parser)]
 #[command(name = "ddrelay", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the relay: OAuth callback, ingest API, admin API, /metrics, delivery.
     Run {
         /// The TOML configuration file.
@@ -146,7 +146,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TenantsAction {
+pub(crate) enum TenantsAction {
     /// List every tenant with its state, site and queue depth.
     List {
         /// Print the admin API's JSON instead of a table.
@@ -186,7 +186,7 @@ pub enum TenantsAction {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum StoreAction {
+pub(crate) enum StoreAction {
     /// Copy the store that FILE configures (the embedded SQLite store under
     /// storage.data_dir, or its database_url) into a PostgreSQL database, to
     /// run several replicas on it: every tenant with its sealed tokens and
@@ -212,36 +212,36 @@ pub enum StoreAction {
 
 /// `ddrelay fakedog` options.
 #[derive(Debug, clap::Args)]
-pub struct FakedogArgs {
+pub(crate) struct FakedogArgs {
     /// HTTPS listener serving every Datadog hostname.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Plain-HTTP control listener (inspection, faults, fakeintake API).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9444")]
-    pub control: SocketAddr,
+    pub(crate) control: SocketAddr,
     /// Where to write the generated CA certificate (PEM).
     #[arg(long, value_name = "FILE", default_value = "fakedog-ca.pem")]
-    pub ca_out: PathBuf,
+    pub(crate) ca_out: PathBuf,
     /// An OAuth client: `id=..,secret=..,redirect=..[,redirect=..][,scopes=a+b][,name=..][,test][,owner=ORG]`.
     /// Repeatable. Default: the demo client (demo-client / demo-secret).
     #[arg(long = "client", value_name = "SPEC")]
-    pub clients: Vec<String>,
+    pub(crate) clients: Vec<String>,
     /// An organization: name=..,site=datadoghq.eu[,id=..]. Repeatable.
     /// Default: one org per Datadog site.
     #[arg(long = "org", value_name = "SPEC")]
-    pub orgs: Vec<String>,
+    pub(crate) orgs: Vec<String>,
     /// Skip the consent page (authorize redirects at once).
     #[arg(long)]
-    pub auto_consent: bool,
+    pub(crate) auto_consent: bool,
     /// Validate and count only; keep no items (benchmarks).
     #[arg(long)]
-    pub counting: bool,
+    pub(crate) counting: bool,
     /// Access-token lifetime, e.g. 1h, 90s.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     /// Log level (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// Parses the command line and runs the command.

@@ -25,7 +25,7 @@ pub enum CodecError {
     Budget(String),
 }
 
-/// What the `grow` callback of [`decompress_with`] says when the budget
+/// What the `grow` callback of `decompress_with` says when the budget
 /// refuses: its message becomes [`CodecError::Budget`].
 #[derive(Debug)]
 pub struct OverBudget(pub String);
@@ -70,7 +70,7 @@ pub fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u
 /// As [`decompress`], telling `grow` the size of every chunk of output
 /// before keeping it; a refusal stops the decoding with
 /// [`CodecError::Budget`] (memory budgets reserve as the output grows).
-pub fn decompress_with(
+pub(crate) fn decompress_with(
     encoding: Encoding,
     body: &[u8],
     limit: usize,

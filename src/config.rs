@@ -2,7 +2,7 @@
 //! parsed without I/O side effects into a validated, typed [`Config`].
 //!
 //! Two layers, as quickwit does it: `raw` mirrors the file with every field
-//! optional and unknown keys rejected; [`Config::from_sources`] validates the
+//! optional and unknown keys rejected; `Config::from_sources` validates the
 //! whole of it (`config/validate.rs`, one function per section) and reports
 //! *every* problem, one line each, naming the file (or environment
 //! variable), the key and what was expected.
@@ -35,25 +35,25 @@ use raw::RawConfig;
 use validate::Validator;
 
 /// The environment variable prefix for overrides.
-pub const ENV_PREFIX: &str = "DDRELAY_";
+pub(crate) const ENV_PREFIX: &str = "DDRELAY_";
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     #[serde(skip)]
-    pub source: Option<PathBuf>,
-    pub oauth: OAuthConfig,
+    pub(crate) source: Option<PathBuf>,
+    pub(crate) oauth: OAuthConfig,
     pub server: ServerConfig,
-    pub storage: StorageConfig,
-    pub datadog: DatadogConfig,
-    pub log: LogConfig,
-    pub queue: QueueConfig,
-    pub delivery: DeliveryConfig,
-    pub limits: LimitsConfig,
-    pub proxy: ProxyConfig,
-    pub integration: IntegrationConfig,
+    pub(crate) storage: StorageConfig,
+    pub(crate) datadog: DatadogConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) queue: QueueConfig,
+    pub(crate) delivery: DeliveryConfig,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) proxy: ProxyConfig,
+    pub(crate) integration: IntegrationConfig,
     /// `[webhooks]`: where lifecycle events go; `None` when `url` is unset.
-    pub webhooks: Option<WebhooksConfig>,
+    pub(crate) webhooks: Option<WebhooksConfig>,
 }
 
 /// One OAuth client registered with Datadog.
@@ -64,32 +64,32 @@ pub struct ClientCredentials {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct OAuthConfig {
+pub(crate) struct OAuthConfig {
     /// The published client (or the only one).
     #[serde(flatten)]
-    pub client: ClientCredentials,
+    pub(crate) client: ClientCredentials,
     /// A private test client (Datadog's "Test the OAuth client" step); flows
     /// started with `"client": "test"` use it, and tenants remember which.
-    pub test_client: Option<ClientCredentials>,
+    pub(crate) test_client: Option<ClientCredentials>,
     #[serde(serialize_with = "ser_display")]
-    pub redirect_uri: Url,
+    pub(crate) redirect_uri: Url,
     #[serde(serialize_with = "ser_duration")]
-    pub state_ttl: Duration,
+    pub(crate) state_ttl: Duration,
     /// Every connected tenant's grant is confirmed with Datadog at least
     /// this often (a customer who uninstalls revokes the grant, while the
     /// API key may keep working): 5 s to 24 h, default 1 h.
     #[serde(serialize_with = "ser_duration")]
-    pub grant_check_interval: Duration,
+    pub(crate) grant_check_interval: Duration,
     /// Scopes sent on the authorize URL. Empty (the default): no `scope`
     /// parameter, since marketplace clients get their scopes from the
     /// Developer Platform (UNCONFIRMED whether to send it: docs/datadog.md
     /// "Authorize").
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
 }
 
 impl OAuthConfig {
     /// The configured client with this id, if any.
-    pub fn client(&self, client_id: &str) -> Option<&ClientCredentials> {
+    pub(crate) fn client(&self, client_id: &str) -> Option<&ClientCredentials> {
         std::iter::once(&self.client)
             .chain(self.test_client.as_ref())
             .find(|c| c.client_id == client_id)
@@ -98,18 +98,18 @@ impl OAuthConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
-    pub public_listen: SocketAddr,
-    pub api_listen: SocketAddr,
-    pub admin_token: Secret,
+    pub(crate) public_listen: SocketAddr,
+    pub(crate) api_listen: SocketAddr,
+    pub(crate) admin_token: Secret,
     /// Largest request body accepted on the wire.
     pub max_body: u64,
     /// Largest request body once decompressed (decompression bombs stop here).
-    pub max_decompressed_body: u64,
+    pub(crate) max_decompressed_body: u64,
     /// Memory for decoding large request bodies at once (decompressed
     /// bodies, their validated copies and records): see `ingest::budget`.
-    pub decode_memory: u64,
+    pub(crate) decode_memory: u64,
     #[serde(serialize_with = "ser_duration")]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// How long a client of `public_listen` may take to send a request's
     /// headers (also how long an idle keep-alive connection stays open):
     /// a slow client is cut off after it (SECURITY.md "Threats and how they
@@ -119,14 +119,14 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StorageConfig {
-    pub data_dir: PathBuf,
+pub(crate) struct StorageConfig {
+    pub(crate) data_dir: PathBuf,
     #[serde(serialize_with = "ser_redacted")]
-    pub master_key: MasterKey,
+    pub(crate) master_key: MasterKey,
     /// The shared store (PostgreSQL) URL; `None`: SQLite under `data_dir`.
     /// Printed with its password redacted.
     #[serde(serialize_with = "ser_db_url")]
-    pub database_url: Option<Secret>,
+    pub(crate) database_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,42 +139,42 @@ pub struct DatadogConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LogConfig {
-    pub level: String,
-    pub format: LogFormat,
+pub(crate) struct LogConfig {
+    pub(crate) level: String,
+    pub(crate) format: LogFormat,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct QueueConfig {
+pub(crate) struct QueueConfig {
     /// Global disk budget for queued data.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Per-tenant share of the queue.
-    pub tenant_max_bytes: u64,
+    pub(crate) tenant_max_bytes: u64,
     /// Data held for tenants that are not connected, in all: bounded apart
     /// from `max_bytes`, so held data never makes the queue refuse a
     /// connected tenant. Default: a quarter of `max_bytes`.
-    pub held_max_bytes: u64,
+    pub(crate) held_max_bytes: u64,
     /// Size at which a segment file is rolled.
-    pub segment_bytes: u64,
+    pub(crate) segment_bytes: u64,
     /// Per-tenant dead-letter budget.
-    pub dead_letter_max_bytes: u64,
+    pub(crate) dead_letter_max_bytes: u64,
     /// How accepted payloads are stored (new records; the queue reads both).
-    pub compression: QueueCompression,
+    pub(crate) compression: QueueCompression,
     /// Write segment files ahead with zeros, so that the fsync an
     /// acknowledgement waits for overwrites blocks already allocated.
-    pub preallocate: bool,
+    pub(crate) preallocate: bool,
 }
 
 /// How the queue stores accepted payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum QueueCompression {
+pub(crate) enum QueueCompression {
     /// Compressed: a logs request that fills half a payload as the
     /// payload it will be sent as (`pipeline::record`), anything else LZ4
     /// where it saves at least an eighth. Fewer bytes written, synced and
@@ -187,13 +187,13 @@ pub enum QueueCompression {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Compression {
+pub(crate) enum Compression {
     Gzip,
     Zstd,
 }
 
 impl Compression {
-    pub fn encoding(self) -> Encoding {
+    pub(crate) fn encoding(self) -> Encoding {
         match self {
             Compression::Gzip => Encoding::Gzip,
             Compression::Zstd => Encoding::Zstd,
@@ -202,55 +202,55 @@ impl Compression {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct DeliveryConfig {
+pub(crate) struct DeliveryConfig {
     #[serde(serialize_with = "ser_duration")]
-    pub batch_max_age: Duration,
+    pub(crate) batch_max_age: Duration,
     /// Compression for series v2 (`zstd` sends `zstd1`); other endpoints
     /// always use what Datadog documents for them (gzip, or deflate for checks).
-    pub compression: Compression,
-    pub compression_level: i32,
-    pub max_concurrency: usize,
-    pub tenant_concurrency: usize,
+    pub(crate) compression: Compression,
+    pub(crate) compression_level: i32,
+    pub(crate) max_concurrency: usize,
+    pub(crate) tenant_concurrency: usize,
     /// Memory for records read from the queue and not yet answered by
     /// Datadog, over all streams (read at start).
-    pub max_inflight_bytes: u64,
+    pub(crate) max_inflight_bytes: u64,
     #[serde(serialize_with = "ser_duration")]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
-    pub retry_initial: Duration,
+    pub(crate) retry_initial: Duration,
     #[serde(serialize_with = "ser_duration")]
-    pub retry_max: Duration,
+    pub(crate) retry_max: Duration,
     #[serde(serialize_with = "ser_duration")]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// How many times a 403 is retried while the key still validates.
-    pub forbidden_retries: u32,
+    pub(crate) forbidden_retries: u32,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LimitsConfig {
     /// 0 means unlimited.
-    pub tenant_requests_per_second: f64,
-    pub tenant_bytes_per_second: u64,
-    pub global_requests_per_second: f64,
-    pub global_bytes_per_second: u64,
+    pub(crate) tenant_requests_per_second: f64,
+    pub(crate) tenant_bytes_per_second: u64,
+    pub(crate) global_requests_per_second: f64,
+    pub(crate) global_bytes_per_second: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ProxyConfig {
-    pub allowed_prefixes: Vec<String>,
-    pub token: Option<Secret>,
-    pub max_request_body: u64,
-    pub max_response_body: u64,
+pub(crate) struct ProxyConfig {
+    pub(crate) allowed_prefixes: Vec<String>,
+    pub(crate) token: Option<Secret>,
+    pub(crate) max_request_body: u64,
+    pub(crate) max_response_body: u64,
     #[serde(serialize_with = "ser_duration")]
-    pub timeout: Duration,
-    pub tenant_concurrency: usize,
-    pub tenant_requests_per_second: f64,
+    pub(crate) timeout: Duration,
+    pub(crate) tenant_concurrency: usize,
+    pub(crate) tenant_requests_per_second: f64,
 }
 
 /// A `*_requests_per_second` setting (`[limits]`, `[proxy]`) as a
 /// governor quota: `rate` requests per second (burst: one second's worth,
 /// at least one request); `None` for 0 (unlimited).
-pub fn quota(rate: f64) -> Option<governor::Quota> {
+pub(crate) fn quota(rate: f64) -> Option<governor::Quota> {
     if rate <= 0.0 || !rate.is_finite() {
         return None;
     }
@@ -267,25 +267,25 @@ pub fn quota(rate: f64) -> Option<governor::Quota> {
 /// relay enforces it on the data it sends (docs/datadog.md "Partner log
 /// rules").
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct IntegrationConfig {
+pub(crate) struct IntegrationConfig {
     /// The integration's name: every log is sent with `ddsource` set to it
     /// (and `service` lowercase, this when the log has none). `None`: logs
     /// are sent with the source and service they came with.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Send one event to a tenant's org when it connects, so the customer
     /// sees the integration's data at once (default off).
-    pub test_event_on_connect: bool,
+    pub(crate) test_event_on_connect: bool,
 }
 
 /// `[webhooks]`: the partner's endpoint for lifecycle events and the
 /// secret that signs them (src/webhooks.rs).
 #[derive(Debug, Clone, Serialize)]
-pub struct WebhooksConfig {
+pub(crate) struct WebhooksConfig {
     /// `https://`, or `http://` on a loopback host. Shown with any password
     /// and query redacted: they may carry a credential.
     #[serde(serialize_with = "ser_redacted_url")]
-    pub url: Url,
-    pub secret: Secret,
+    pub(crate) url: Url,
+    pub(crate) secret: Secret,
 }
 
 fn ser_redacted_url<S: serde::Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
@@ -294,7 +294,7 @@ fn ser_redacted_url<S: serde::Serializer>(url: &Url, s: S) -> Result<S::Ok, S::E
 
 /// `url` with its password and query replaced by `redacted`, for config
 /// dumps and messages.
-pub fn redacted_url(url: &Url) -> String {
+pub(crate) fn redacted_url(url: &Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("redacted"));
@@ -317,11 +317,11 @@ fn is_loopback(url: &Url) -> bool {
 
 /// One configuration problem: where, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// The file, or `environment variable DDRELAY_...`.
-    pub origin: String,
-    pub key: String,
-    pub message: String,
+    pub(crate) origin: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -337,7 +337,7 @@ impl fmt::Display for Problem {
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigError {
@@ -354,7 +354,7 @@ impl fmt::Display for ConfigError {
 
 impl Config {
     /// Loads `path` with overrides from the process environment.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
@@ -377,7 +377,7 @@ impl Config {
     }
 
     /// Parses TOML `text` (named `origin` in errors) with `env` overrides.
-    pub fn from_sources(
+    pub(crate) fn from_sources(
         text: &str,
         origin: &str,
         env: &[(String, String)],
@@ -408,17 +408,17 @@ impl Config {
     }
 
     /// The effective configuration as TOML, every secret redacted.
-    pub fn redacted_toml(&self) -> String {
+    pub(crate) fn redacted_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// The SQLite store location when no `database_url` is set.
-    pub fn sqlite_path(&self) -> PathBuf {
+    pub(crate) fn sqlite_path(&self) -> PathBuf {
         self.storage.data_dir.join("ddrelay.db")
     }
 
     /// Where the durable queue lives.
-    pub fn queue_dir(&self) -> PathBuf {
+    pub(crate) fn queue_dir(&self) -> PathBuf {
         self.storage.data_dir.join("queue")
     }
 }
@@ -629,7 +629,7 @@ fn one_line(message: &str) -> String {
 }
 
 /// Parses `1234`, `512KiB`, `5MB`, `8GiB` (binary and decimal suffixes).
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

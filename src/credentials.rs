@@ -44,21 +44,21 @@ use crate::store::{Connection, Reason, ReasonCode, Store, StoreError, Tenant, Te
 use crate::telemetry::metrics::Metrics;
 use crate::tenant::{ConfigHandle, Sending, Tenants};
 
-pub mod grant;
+pub(crate) mod grant;
 
 /// A token that a forced refresh produced and Datadog then refused is not
 /// refreshed again for this long: it is fresh, so a refusal is about scope
 /// or permission. This keeps a caller polling an endpoint its grant does not
 /// cover from rotating the tenant's refresh token on every call.
-pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the tenant status says after key creation answered 409.
-pub const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
+pub(crate) const KEY_EXISTS_REASON: &str = "the Datadog org already has an \"OAuth Client API Key\" for this integration that ddrelay does not hold: \
      the customer must revoke \"OAuth Client API Key\" on Datadog's Organization Settings > API Keys page, then connect again";
 
 /// Refresh an access token this long before it expires (Datadog's own
 /// clients use a 300 s buffer: docs/datadog.md "Token").
-pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
 /// A token refreshed by a concurrent caller (here or on another replica) is
 /// used if it has at least this many seconds left.
@@ -87,7 +87,7 @@ pub enum CredentialError {
 
 impl CredentialError {
     /// True when retrying later can help (Datadog or the store briefly unavailable).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             CredentialError::Refresh { error, .. } => matches!(error, TokenError::Unavailable(_)),
             CredentialError::Store { .. } | CredentialError::ShuttingDown => true,
@@ -115,8 +115,8 @@ pub enum Recovery {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Revocation {
     /// `revoked`, `not_held`, or `failed: <why>`, per token.
-    pub refresh_token: String,
-    pub access_token: String,
+    pub(crate) refresh_token: String,
+    pub(crate) access_token: String,
 }
 
 /// Whether `record` is connected to this site and org (as `dd_oid` says:
@@ -142,7 +142,7 @@ fn fresh(expires_at: i64) -> bool {
 /// already issued is stored, a key Datadog already created is recorded.
 /// `None` only when the runtime is shutting down; a panic in the work is
 /// the caller's panic.
-pub async fn detached<T, Fut>(work: Fut) -> Option<T>
+pub(crate) async fn detached<T, Fut>(work: Fut) -> Option<T>
 where
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -163,17 +163,17 @@ struct Previous {
 
 /// What Datadog granted on a connect: the site, org, client and tokens.
 #[derive(Debug)]
-pub struct Granted<'a> {
-    pub site: &'static Site,
-    pub org_id: Option<String>,
-    pub org_name: Option<String>,
-    pub client: &'a ClientCredentials,
-    pub tokens: datadog::Tokens,
+pub(crate) struct Granted<'a> {
+    pub(crate) site: &'static Site,
+    pub(crate) org_id: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) client: &'a ClientCredentials,
+    pub(crate) tokens: datadog::Tokens,
 }
 
 /// Why a connect could not be completed.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectFailure {
+pub(crate) enum ConnectFailure {
     #[error("{0}")]
     Key(#[from] datadog::KeyError),
     #[error("{0}")]
@@ -183,7 +183,7 @@ pub enum ConnectFailure {
 /// What a call made with an access token came to, under the 401/403
 /// policy ([`refresh_once`]).
 #[derive(Debug)]
-pub enum Authorized<T> {
+pub(crate) enum Authorized<T> {
     /// Datadog accepted the token (perhaps a refreshed one).
     Accepted(T),
     /// Datadog refused the token; `refreshed`: a fresh one was tried too.
@@ -194,7 +194,7 @@ pub enum Authorized<T> {
 
 impl<T> Authorized<T> {
     /// The last answer, whatever it was.
-    pub fn into_answer(self) -> T {
+    pub(crate) fn into_answer(self) -> T {
         match self {
             Authorized::Accepted(t)
             | Authorized::Refused { answer: t, .. }
@@ -209,7 +209,7 @@ impl<T> Authorized<T> {
 /// once more, unless `settled` says that refusing this token cannot be
 /// about its age. Returns the outcome and the tokens used (for scrubbing
 /// answers). Fails only when no token could be had at all.
-pub async fn refresh_once<T, G, GF, C, CF>(
+pub(crate) async fn refresh_once<T, G, GF, C, CF>(
     mut tokens: G,
     mut call: C,
     refused: impl Fn(&T) -> bool,
@@ -297,7 +297,7 @@ impl Credentials {
     /// and was refused less than [`FORCED_REFRESH_INTERVAL`] ago (then the
     /// refusal is about scope or permission; refreshing again would only
     /// rotate the refresh token on every call).
-    pub async fn with_token<T, C, CF>(
+    pub(crate) async fn with_token<T, C, CF>(
         self: &Arc<Self>,
         id: &str,
         call: C,
@@ -340,7 +340,7 @@ impl Credentials {
 
     /// Whether this replica holds the tenant as connected (delivery sends
     /// only for connected tenants; held data waits for a reconnect).
-    pub fn connected(&self, id: &str) -> bool {
+    pub(crate) fn connected(&self, id: &str) -> bool {
         self.tenants
             .get(id)
             .is_some_and(|e| e.state() == crate::store::TenantState::Connected)
@@ -364,7 +364,7 @@ impl Credentials {
     }
 
     /// Stores a completed connection and caches its secrets.
-    pub async fn record_connection(
+    pub(crate) async fn record_connection(
         &self,
         id: &str,
         connection: Connection,
@@ -387,7 +387,7 @@ impl Credentials {
     /// data accepted meanwhile is held) and resumes those held for that
     /// reason whose site is allowed again. Run at start and on every
     /// reload; the Datadog client refuses calls to such sites regardless.
-    pub async fn apply_allowed_sites(&self) {
+    pub(crate) async fn apply_allowed_sites(&self) {
         let allowed = self.config().datadog.allowed_sites.clone();
         for t in self.tenants.list() {
             let Some(site) = t.domain.as_deref().and_then(Site::by_domain) else {
@@ -419,7 +419,11 @@ impl Credentials {
     }
 
     /// Stores a new API key (after key recovery) and caches it.
-    pub async fn record_api_key(&self, id: &str, key: &datadog::ApiKey) -> Result<(), StoreError> {
+    pub(crate) async fn record_api_key(
+        &self,
+        id: &str,
+        key: &datadog::ApiKey,
+    ) -> Result<(), StoreError> {
         self.store
             .save_api_key(id, &key.key, key.id.as_deref(), now())
             .await?;
@@ -431,7 +435,7 @@ impl Credentials {
     }
 
     /// The OAuth client a tenant was connected with.
-    pub fn client_for(&self, record: &Tenant) -> Result<ClientCredentials, CredentialError> {
+    pub(crate) fn client_for(&self, record: &Tenant) -> Result<ClientCredentials, CredentialError> {
         let config = self.config();
         let client_id = record
             .client_id
@@ -448,7 +452,7 @@ impl Credentials {
     }
 
     /// The tenant's API key. Opened from the store once.
-    pub async fn api_key(&self, id: &str) -> Result<Secret, CredentialError> {
+    pub(crate) async fn api_key(&self, id: &str) -> Result<Secret, CredentialError> {
         Ok(self.sending(id).await?.key)
     }
 
@@ -457,7 +461,7 @@ impl Credentials {
     /// With a store shared by replicas the tenant is re-read first, so a
     /// DELETE or reconnect answered by another replica is seen before
     /// anything more is sent, not at the next sync.
-    pub async fn sending(&self, id: &str) -> Result<Sending, CredentialError> {
+    pub(crate) async fn sending(&self, id: &str) -> Result<Sending, CredentialError> {
         let entry = if self.store.backend() == crate::store::Backend::Postgres {
             self.reread(id).await?
         } else {
@@ -495,7 +499,7 @@ impl Credentials {
     }
 
     /// Forgets the cached API key (after Datadog refused it).
-    pub fn forget_api_key(&self, id: &str) {
+    pub(crate) fn forget_api_key(&self, id: &str) {
         if let Some(e) = self.tenants.get(id) {
             *e.api_key.write() = None;
         }
@@ -665,7 +669,7 @@ impl Credentials {
     /// Single-flight across replicas: it runs under the tenant lock, and
     /// whoever waited for it re-reads the tenant and its key from the store
     /// first, so a 403 seen by every replica at once creates one key.
-    pub async fn recover_key(self: &Arc<Self>, id: &str, key_used: &Secret) -> Recovery {
+    pub(crate) async fn recover_key(self: &Arc<Self>, id: &str, key_used: &Secret) -> Recovery {
         if self.tenants.get(id).is_none() {
             return Recovery::Undecided(format!("tenant {id} is gone"));
         }
@@ -908,7 +912,7 @@ impl Credentials {
 
     /// Revokes freshly exchanged tokens the relay will not keep (an org
     /// already connected to another tenant).
-    pub async fn revoke_tokens(
+    pub(crate) async fn revoke_tokens(
         &self,
         site: &'static Site,
         client: &ClientCredentials,
@@ -929,7 +933,7 @@ impl Credentials {
     /// has its grant revoked. Under the tenant lock throughout, so a key
     /// re-creation or a refresh on another replica never interleaves with
     /// it (one key per org). The caller runs it detached (the callback).
-    pub async fn complete_connect(
+    pub(crate) async fn complete_connect(
         &self,
         tenant: &str,
         granted: Granted<'_>,

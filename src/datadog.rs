@@ -11,7 +11,7 @@
 //! - Every call names a [`Site`] and is refused before anything is sent when
 //!   that site is not in `datadog.allowed_sites` as it stands now (a reload
 //!   that narrows the list takes effect on the next call, for tokens, keys,
-//!   intakes and the proxy alike: [`Client::set_allowed_sites`]); URLs come
+//!   intakes and the proxy alike: `Client::set_allowed_sites`); URLs come
 //!   from `site.rs` only.
 //!
 //! Errors are typed so callers can act on them ([`TokenError`],
@@ -31,7 +31,7 @@ use crate::secret::Secret;
 use crate::site::{AllowedSites, Encoding, Endpoint, HostKind, Site};
 
 /// The `User-Agent` on every request.
-pub const USER_AGENT: &str = concat!("ddrelay/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("ddrelay/", env!("CARGO_PKG_VERSION"));
 
 /// Timeout for OAuth and key-management calls.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,19 +55,19 @@ pub struct Client {
 
 /// One request of the pull proxy (see [`Client::api_call`]).
 #[derive(Debug)]
-pub struct ApiCall<'a> {
-    pub method: &'a reqwest::Method,
-    pub url: &'a url::Url,
-    pub headers: &'a reqwest::header::HeaderMap,
+pub(crate) struct ApiCall<'a> {
+    pub(crate) method: &'a reqwest::Method,
+    pub(crate) url: &'a url::Url,
+    pub(crate) headers: &'a reqwest::header::HeaderMap,
     /// Sent when given (methods with a body, or a body on any method).
-    pub body: Option<&'a Bytes>,
-    pub token: &'a Secret,
-    pub timeout: Duration,
+    pub(crate) body: Option<&'a Bytes>,
+    pub(crate) token: &'a Secret,
+    pub(crate) timeout: Duration,
 }
 
 /// Why a proxied call got no answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("{0}")]
     NotAllowed(String),
     #[error("request timed out")]
@@ -82,7 +82,7 @@ pub struct Tokens {
     pub access_token: Secret,
     pub refresh_token: Option<Secret>,
     pub expires_in: Option<u64>,
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,7 +148,7 @@ impl TokenError {
     }
 
     /// The metric label for this failure (`ddrelay_oauth_events_total`).
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             TokenError::Refused { error, .. } if error == "invalid_client" => "invalid_client",
             TokenError::Refused { error, .. } if error == "invalid_grant" => "invalid_grant",
@@ -164,7 +164,7 @@ impl TokenError {
 #[derive(Debug, Clone)]
 pub struct ApiKey {
     pub key: Secret,
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
 }
 
 /// An API key creation failure.
@@ -189,7 +189,7 @@ pub enum KeyError {
 
 impl KeyError {
     /// The metric label for this failure (`ddrelay_oauth_events_total`).
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             KeyError::Exists => "exists",
             KeyError::Forbidden { .. } => "forbidden",
@@ -215,7 +215,7 @@ pub enum Validity {
 pub struct Answer {
     pub status: u16,
     /// `Retry-After` or `X-RateLimit-Reset`, whichever is given (seconds).
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
     /// The start of the body, for logs (Datadog's error text).
     pub excerpt: String,
 }
@@ -279,7 +279,7 @@ impl Client {
 
     /// Replaces the allow-list (on reload): every later call to a site no
     /// longer in it is refused before anything is sent.
-    pub fn set_allowed_sites(&self, allowed: AllowedSites) {
+    pub(crate) fn set_allowed_sites(&self, allowed: AllowedSites) {
         self.allowed.store(Arc::new(allowed));
     }
 
@@ -296,7 +296,7 @@ impl Client {
     /// A call to the tenant's API host with its access token (the pull
     /// proxy): `url` must be on `site`'s API host; the answer comes back
     /// unread, for streaming.
-    pub async fn api_call(
+    pub(crate) async fn api_call(
         &self,
         site: &Site,
         call: ApiCall<'_>,
@@ -331,7 +331,7 @@ impl Client {
 
     /// `GET https://<host>/` on one of `site`'s hosts: the HTTP status, or
     /// why no answer came (any status proves DNS, TCP, TLS and HTTP work).
-    pub async fn probe_host(&self, site: &Site, kind: HostKind) -> Result<u16, String> {
+    pub(crate) async fn probe_host(&self, site: &Site, kind: HostKind) -> Result<u16, String> {
         if let Some(why) = self.refused(site) {
             return Err(why);
         }
@@ -644,7 +644,7 @@ fn classify(e: &reqwest::Error) -> SendError {
 }
 
 /// A reqwest error as text, with its source chain (never contains a body).
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

@@ -17,8 +17,8 @@
 //! state) is `credentials.rs`'s ([`crate::credentials::Credentials`]), and
 //! the pending flows are rows of the store.
 
-pub mod pages;
-pub mod pkce;
+pub(crate) mod pages;
+pub(crate) mod pkce;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,21 +39,21 @@ use pages::Page;
 /// What the connect flow needs, given by `app.rs`: the tenants (states),
 /// the credentials (code exchange, key, connection), the store (pending
 /// flows), the config and the metrics.
-pub struct OAuth {
-    pub tenants: Arc<Tenants>,
-    pub credentials: Arc<Credentials>,
-    pub store: Store,
-    pub config: ConfigHandle,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct OAuth {
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) store: Store,
+    pub(crate) config: ConfigHandle,
+    pub(crate) metrics: Arc<Metrics>,
     /// Told of every connect completed (`app.rs` sends the test event on
     /// connect through it).
-    pub on_connected: Option<Arc<dyn OnConnected>>,
+    pub(crate) on_connected: Option<Arc<dyn OnConnected>>,
 }
 
 /// What happens once a tenant is connected and stored. Called on the
 /// callback's path: it must return at once, and whatever it starts may
 /// neither block nor fail the callback.
-pub trait OnConnected: Send + Sync {
+pub(crate) trait OnConnected: Send + Sync {
     fn connected(&self, tenant: &str);
 }
 
@@ -72,30 +72,30 @@ impl OAuth {
 /// Body of `POST /v1/tenants/{tenant}/connect`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectRequest {
+pub(crate) struct ConnectRequest {
     /// The `site` Datadog passed to the onboarding URL, a bare host, or a
     /// site domain. Absent: the US1 region picker.
     #[serde(default)]
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// `"test"` to use `[oauth.test_client]`.
     #[serde(default)]
-    pub client: Option<String>,
+    pub(crate) client: Option<String>,
 }
 
 /// Answer of `POST /v1/tenants/{tenant}/connect`.
 #[derive(Debug, Serialize)]
-pub struct ConnectResponse {
-    pub tenant: String,
-    pub authorize_url: String,
+pub(crate) struct ConnectResponse {
+    pub(crate) tenant: String,
+    pub(crate) authorize_url: String,
     /// Unix seconds after which the flow's state is refused.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// The site the flow is bound to, or `null` when the user picks a region.
-    pub site: Option<&'static str>,
+    pub(crate) site: Option<&'static str>,
 }
 
 /// Why a connect could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("{0}")]
     Site(#[from] SiteError),
     #[error("invalid tenant id: {0}")]
@@ -182,7 +182,7 @@ pub async fn connect(
 
 /// The site each started, unfinished connect named, by tenant (the newest
 /// connect of a tenant wins; a connect that named no site is left out).
-pub async fn pending_sites(oauth: &OAuth) -> Result<HashMap<String, String>, StoreError> {
+pub(crate) async fn pending_sites(oauth: &OAuth) -> Result<HashMap<String, String>, StoreError> {
     Ok(oauth
         .store
         .flow_sites(now())
@@ -194,23 +194,23 @@ pub async fn pending_sites(oauth: &OAuth) -> Result<HashMap<String, String>, Sto
 
 /// The query Datadog sends to the redirect URI.
 #[derive(Debug, Default, Deserialize)]
-pub struct CallbackQuery {
-    pub code: Option<String>,
-    pub state: Option<String>,
-    pub domain: Option<String>,
-    pub site: Option<String>,
-    pub dd_oid: Option<String>,
-    pub dd_org_name: Option<String>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
+pub(crate) struct CallbackQuery {
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) dd_oid: Option<String>,
+    pub(crate) dd_org_name: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 /// Longest value accepted for any callback parameter.
-pub const MAX_PARAM: usize = 2048;
+pub(crate) const MAX_PARAM: usize = 2048;
 
 impl CallbackQuery {
     /// True when a parameter is longer than [`MAX_PARAM`] bytes.
-    pub fn any_too_long(&self) -> bool {
+    pub(crate) fn any_too_long(&self) -> bool {
         [
             &self.code,
             &self.state,
@@ -242,7 +242,7 @@ const START_AGAIN: &str =
 /// up: every parameter at most [`MAX_PARAM`] bytes, and a non-empty
 /// `state`. Returns the state. Pure, so it is fuzzed
 /// (`fuzz/fuzz_targets/callback_query.rs`).
-pub fn check_params(q: &CallbackQuery) -> Result<&str, Page> {
+pub(crate) fn check_params(q: &CallbackQuery) -> Result<&str, Page> {
     if q.any_too_long() {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -266,7 +266,10 @@ pub fn check_params(q: &CallbackQuery) -> Result<&str, Page> {
 /// allowed site (`datadoghq.eu`, never `app.datadoghq.eu`,
 /// `datadoghq.eu.evil.example` or a custom subdomain). Pure, so it is
 /// fuzzed (`fuzz/fuzz_targets/callback_query.rs`).
-pub fn callback_site(allowed: &AllowedSites, domain: Option<&str>) -> Result<&'static Site, Page> {
+pub(crate) fn callback_site(
+    allowed: &AllowedSites,
+    domain: Option<&str>,
+) -> Result<&'static Site, Page> {
     let Some(domain) = domain.filter(|d| !d.is_empty()) else {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -286,7 +289,7 @@ pub fn callback_site(allowed: &AllowedSites, domain: Option<&str>) -> Result<&'s
 }
 
 /// Handles `GET /oauth/callback`: the whole second half of the flow.
-pub async fn callback(oauth: &Arc<OAuth>, q: CallbackQuery) -> Page {
+pub(crate) async fn callback(oauth: &Arc<OAuth>, q: CallbackQuery) -> Page {
     let metrics = &oauth.metrics;
     let state = match check_params(&q) {
         Ok(state) => state,

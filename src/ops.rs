@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::store::TenantState;
 
 /// The address to reach a listener bound to `addr` from this machine.
-pub fn local_url(addr: SocketAddr) -> String {
+pub(crate) fn local_url(addr: SocketAddr) -> String {
     format!("http://{}", loopback(addr))
 }
 
@@ -33,21 +33,22 @@ pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
 /// Where `tenants connect --fakedog`'s walk ended: the page the browser
 /// was left on.
 #[derive(Debug)]
-pub struct Landing {
-    pub status: u16,
-    pub url: String,
-    pub body: String,
+pub(crate) struct Landing {
+    pub(crate) status: u16,
+    pub(crate) url: String,
+    pub(crate) body: String,
 }
 
 /// `tenants connect --fakedog`'s walk of an authorize URL: with the
 /// relay's config, follow it through the emulator's consent page (as the
 /// named organization, if any) and say where it ended. The product knows no
 /// emulator: `cli.rs` passes the development tools' walk.
-pub type ConsentWalk = for<'a> fn(
-    &'a Config,
-    &'a str,
-    Option<&'a str>,
-) -> futures_util::future::BoxFuture<'a, Result<Landing, String>>;
+pub(crate) type ConsentWalk =
+    for<'a> fn(
+        &'a Config,
+        &'a str,
+        Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Landing, String>>;
 
 pub fn tenants(path: &Path, action: TenantsAction, walk: ConsentWalk) -> ExitCode {
     let done = with_config(path, ExitCode::FAILURE, |config| async move {
@@ -267,7 +268,7 @@ const VERIFY_NOT_RUN: u8 = 2;
 /// checklist (`POST /v1/tenants/{tenant}/verify`) and prints one PASS/FAIL
 /// line per step. Exit 0 when all pass, 1 when one fails, 2 when it could
 /// not run.
-pub fn verify(path: &Path, tenant: &str, json: bool) -> ExitCode {
+pub(crate) fn verify(path: &Path, tenant: &str, json: bool) -> ExitCode {
     let report = with_config(path, ExitCode::from(VERIFY_NOT_RUN), |config| async move {
         verify_async(&config, tenant).await
     });
@@ -309,7 +310,7 @@ async fn verify_async(config: &Config, tenant: &str) -> Result<serde_json::Value
 
 /// The checklist as text: a heading, one `PASS`/`FAIL` line per step (with
 /// the detail beneath), and a closing count.
-pub fn checklist_text(report: &serde_json::Value) -> String {
+pub(crate) fn checklist_text(report: &serde_json::Value) -> String {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
     let empty = Vec::new();
     let steps = report["steps"].as_array().unwrap_or(&empty);
@@ -351,7 +352,7 @@ pub fn checklist_text(report: &serde_json::Value) -> String {
 }
 
 /// `ddrelay healthcheck`: GET `url`, exit 0 on 200.
-pub fn healthcheck(url: &str) -> ExitCode {
+pub(crate) fn healthcheck(url: &str) -> ExitCode {
     let Ok(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -377,7 +378,7 @@ pub fn healthcheck(url: &str) -> ExitCode {
 }
 
 /// `ddrelay store migrate --config FILE --to URL [--force]`.
-pub fn store_migrate(path: &Path, to: &str, force: bool) -> ExitCode {
+pub(crate) fn store_migrate(path: &Path, to: &str, force: bool) -> ExitCode {
     let report = with_config(path, ExitCode::FAILURE, |config| async move {
         store_migrate_async(&config, to, force).await
     });

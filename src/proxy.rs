@@ -62,10 +62,9 @@ use crate::telemetry::metrics::{Metrics, StatusClass, status_class};
 use crate::tenant::{ConfigHandle, Entry, Tenants, validate_id};
 use crate::text::clip;
 
-pub use error::ProxyError;
-pub use explain::Cause;
+pub(crate) use error::ProxyError;
 use explain::{Buffered, Why, explain};
-pub use headers::{FORWARDED_HEADERS, forwarded_headers, returned_headers};
+pub(crate) use headers::forwarded_headers;
 use limits::Limits;
 use path::target_url;
 pub use path::{check_path, forwarded_query};
@@ -75,17 +74,17 @@ use stream::stream;
 const ROUTE_PREFIX: &str = "/v1/tenants/";
 
 /// Names the answer's author: `datadog` or `relay`.
-pub const ORIGIN_HEADER: &str = "dd-relay-origin";
+pub(crate) const ORIGIN_HEADER: &str = "dd-relay-origin";
 /// The cause of a 401/403 ddrelay explains.
-pub const EXPLANATION_HEADER: &str = "dd-relay-explanation";
+pub(crate) const EXPLANATION_HEADER: &str = "dd-relay-explanation";
 /// The tenant's state after an explained 401/403.
-pub const TENANT_STATE_HEADER: &str = "dd-relay-tenant-state";
+pub(crate) const TENANT_STATE_HEADER: &str = "dd-relay-tenant-state";
 
 /// What the proxy needs: the tenants (sites, states), their credentials
 /// (tokens and the refresh policy), the Datadog client, the current config
 /// and the metrics.
 #[derive(Clone)]
-pub struct ProxyState {
+pub(crate) struct ProxyState {
     tenants: Arc<Tenants>,
     credentials: Arc<Credentials>,
     datadog: crate::datadog::Client,
@@ -115,7 +114,7 @@ impl ProxyState {
 
 /// The proxy's routes. Mount them outside `server.request_timeout`: the
 /// proxy bounds each attempt with `proxy.timeout` itself.
-pub fn router(state: ProxyState) -> Router {
+pub(crate) fn router(state: ProxyState) -> Router {
     Router::new()
         .route("/v1/tenants/{tenant}/datadog", any(handle))
         .route("/v1/tenants/{tenant}/datadog/", any(handle))

@@ -1,4 +1,4 @@
-//! Secrets in memory ([`Secret`]) and at rest ([`Sealer`]).
+//! Secrets in memory ([`Secret`]) and at rest (`Sealer`).
 //!
 //! A [`Secret`] never prints itself: `Debug`, `Display` and `Serialize` all
 //! write `[redacted]`, and its memory is zeroed on drop. Code that needs the
@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
 
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
@@ -39,7 +39,7 @@ impl Secret {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -71,13 +71,13 @@ pub fn random_token(bytes: usize) -> String {
 
 /// Fills `buf` from the OS CSPRNG. An OS without randomness cannot run a
 /// security product: this is the one stated invariant that panics.
-pub fn fill_random(buf: &mut [u8]) {
+pub(crate) fn fill_random(buf: &mut [u8]) {
     #[allow(clippy::expect_used)]
     getrandom::fill(buf).expect("the operating system's random number generator failed");
 }
 
 /// Constant-time equality for bearer tokens.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     // Hash both sides so the comparison time does not depend on lengths.
     let ha = Sha256::digest(a);
@@ -165,7 +165,7 @@ const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 
 /// Seals and opens secrets at rest with the master key.
 #[derive(Clone)]
-pub struct Sealer {
+pub(crate) struct Sealer {
     cipher: XChaCha20Poly1305,
     key_id: [u8; 4],
 }
@@ -209,7 +209,7 @@ impl Sealer {
     }
 
     /// Seals `plaintext` for `scope` (a tenant id, or a flow id) and `field`.
-    pub fn seal(&self, scope: &str, field: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, scope: &str, field: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         let aad = Sealer::aad(scope, field);
@@ -234,12 +234,12 @@ impl Sealer {
     }
 
     /// Seals a [`Secret`].
-    pub fn seal_secret(&self, scope: &str, field: &str, secret: &Secret) -> Vec<u8> {
+    pub(crate) fn seal_secret(&self, scope: &str, field: &str, secret: &Secret) -> Vec<u8> {
         self.seal(scope, field, secret.expose().as_bytes())
     }
 
     /// Opens raw bytes sealed by [`Sealer::seal`] with the same scope and field.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         scope: &str,
         field: &str,
@@ -268,7 +268,7 @@ impl Sealer {
     }
 
     /// Opens a sealed UTF-8 secret.
-    pub fn open_secret(
+    pub(crate) fn open_secret(
         &self,
         scope: &str,
         field: &str,

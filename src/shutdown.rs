@@ -25,16 +25,16 @@ impl Shutdown {
     }
 
     /// Starts the shutdown. Idempotent.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.tx.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.rx.borrow()
     }
 
     /// Resolves once [`Shutdown::trigger`] has been called.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let mut rx = self.rx.clone();
         // An error means every sender is gone, which is also a shutdown.
         let _ = rx.wait_for(|v| *v).await;

@@ -13,7 +13,7 @@
 //! - the `site` parameter Datadog passes to the partner's onboarding URL (a
 //!   full URL that may carry a custom subdomain, e.g.
 //!   `https://bigcorp.datadoghq.eu`), which decides where the browser goes to
-//!   authorize ([`WebSite::parse`]);
+//!   authorize (`WebSite::parse`);
 //! - the `domain` parameter on the OAuth callback (a bare site domain such as
 //!   `datadoghq.eu`), which decides where the relay sends the client secret
 //!   and every later call ([`AllowedSites::by_domain`]). It must be *exactly*
@@ -90,7 +90,7 @@ pub static SITES: [Site; 9] = [
 ];
 
 /// The US1 site: the region picker for flows that start outside Datadog.
-pub fn us1() -> &'static Site {
+pub(crate) fn us1() -> &'static Site {
     &SITES[0]
 }
 
@@ -123,7 +123,7 @@ impl Site {
     }
 
     /// The host of the given kind, e.g. `api.datadoghq.eu`.
-    pub fn host(&self, kind: HostKind) -> String {
+    pub(crate) fn host(&self, kind: HostKind) -> String {
         match kind {
             HostKind::Api => format!("api.{}", self.domain),
             HostKind::Logs => format!("http-intake.logs.{}", self.domain),
@@ -155,7 +155,7 @@ impl Site {
 
     /// Classifies a request `Host` (as fakedog sees it): which site and which
     /// role. Custom subdomains (`bigcorp.datadoghq.com`) are web hosts.
-    pub fn classify_host(host: &str) -> Option<(&'static Site, HostRole)> {
+    pub(crate) fn classify_host(host: &str) -> Option<(&'static Site, HostRole)> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let host = host.split(':').next().unwrap_or_default();
         // Longest domain first so `api.us3.datadoghq.com` is US3, not US1.
@@ -191,7 +191,7 @@ impl Site {
 
 /// The role of a host within a site (see [`Site::classify_host`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostRole {
+pub(crate) enum HostRole {
     Web,
     Api,
     Logs,
@@ -240,10 +240,10 @@ pub enum SiteError {
 /// A site's web host as a user reaches it: the site's own web host, or a
 /// custom subdomain of the site (`bigcorp.datadoghq.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebSite {
-    pub site: &'static Site,
+pub(crate) struct WebSite {
+    pub(crate) site: &'static Site,
     /// The host the browser should authorize at.
-    pub host: String,
+    pub(crate) host: String,
 }
 
 impl WebSite {
@@ -252,7 +252,7 @@ impl WebSite {
     /// Accepts `https://app.datadoghq.eu`, `https://bigcorp.datadoghq.com`,
     /// `app.datadoghq.eu`, and a bare site domain such as `datadoghq.eu` or
     /// `us5.datadoghq.com` (which means that site's own web host).
-    pub fn parse(value: &str) -> Result<WebSite, SiteError> {
+    pub(crate) fn parse(value: &str) -> Result<WebSite, SiteError> {
         let raw = value.trim();
         let rest = if let Some(r) = raw.strip_prefix("https://") {
             r
@@ -294,7 +294,7 @@ impl WebSite {
     }
 
     /// True when this is US1's own app host, which acts as the region picker.
-    pub fn is_region_picker(&self) -> bool {
+    pub(crate) fn is_region_picker(&self) -> bool {
         self.host == us1().web_host
     }
 }
@@ -316,7 +316,7 @@ impl Default for AllowedSites {
 
 impl AllowedSites {
     /// Builds the allow-list from configured values (site names or domains).
-    pub fn from_values(values: &[String]) -> Result<AllowedSites, SiteError> {
+    pub(crate) fn from_values(values: &[String]) -> Result<AllowedSites, SiteError> {
         let mut sites = Vec::new();
         for v in values {
             let site =
@@ -335,12 +335,12 @@ impl AllowedSites {
     }
 
     /// Whether `site` (by domain) is in the list.
-    pub fn allows(&self, site: &Site) -> bool {
+    pub(crate) fn allows(&self, site: &Site) -> bool {
         self.sites.iter().any(|s| s.domain == site.domain)
     }
 
     /// Refuses a site outside the allow-list.
-    pub fn check(&self, site: &'static Site) -> Result<&'static Site, SiteError> {
+    pub(crate) fn check(&self, site: &'static Site) -> Result<&'static Site, SiteError> {
         if self.sites.contains(&site) {
             Ok(site)
         } else {
@@ -349,17 +349,17 @@ impl AllowedSites {
     }
 
     /// Parses an onboarding `site` value and checks it against the list.
-    pub fn web_site(&self, value: &str) -> Result<WebSite, SiteError> {
+    pub(crate) fn web_site(&self, value: &str) -> Result<WebSite, SiteError> {
         let web = WebSite::parse(value)?;
         self.check(web.site)?;
         Ok(web)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &'static Site> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'static Site> + '_ {
         self.sites.iter().copied()
     }
 
-    pub fn domains(&self) -> Vec<&'static str> {
+    pub(crate) fn domains(&self) -> Vec<&'static str> {
         self.sites.iter().map(|s| s.domain).collect()
     }
 }
@@ -389,7 +389,7 @@ impl Encoding {
     }
 
     /// The header token ddrelay sends for this encoding to `endpoint`.
-    pub fn header_token(self, endpoint: Endpoint) -> Option<&'static str> {
+    pub(crate) fn header_token(self, endpoint: Endpoint) -> Option<&'static str> {
         match self {
             Encoding::Identity => None,
             Encoding::Gzip => Some("gzip"),
@@ -435,14 +435,14 @@ pub struct Limits {
     /// Maximum items (series objects, log entries, events, checks) per request.
     pub max_items: usize,
     /// Maximum bytes of one serialized item.
-    pub max_item: usize,
+    pub(crate) max_item: usize,
 }
 
 /// How far in the past and future an item's timestamp may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub past: Duration,
-    pub future: Duration,
+    pub(crate) past: Duration,
+    pub(crate) future: Duration,
 }
 
 const MINUTE: u64 = 60;
@@ -461,14 +461,14 @@ impl Endpoint {
     ];
 
     /// The trace kinds, ingested on the Agent's trace API.
-    pub const TRACES: [Endpoint; 3] = [
+    pub(crate) const TRACES: [Endpoint; 3] = [
         Endpoint::Traces,
         Endpoint::TraceStats,
         Endpoint::ClientStats,
     ];
 
     /// Every kind the relay queues and delivers.
-    pub const EVERY: [Endpoint; 10] = [
+    pub(crate) const EVERY: [Endpoint; 10] = [
         Endpoint::SeriesV2,
         Endpoint::SeriesV1,
         Endpoint::Logs,
@@ -483,7 +483,7 @@ impl Endpoint {
 
     /// Whether every request carries one item, the body being the item
     /// itself (events, v1 and v2): such items are never batched.
-    pub fn one_per_request(self) -> bool {
+    pub(crate) fn one_per_request(self) -> bool {
         matches!(self, Endpoint::Events | Endpoint::EventsV2)
     }
 
@@ -494,7 +494,7 @@ impl Endpoint {
     }
 
     /// The `Content-Type` of a request body to this endpoint.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Endpoint::Traces => "application/x-protobuf",
             Endpoint::TraceStats | Endpoint::ClientStats => "application/msgpack",
@@ -518,12 +518,12 @@ impl Endpoint {
     }
 
     /// A JSON kind by its path (the trace kinds are not ingested at theirs).
-    pub fn from_path(path: &str) -> Option<Endpoint> {
+    pub(crate) fn from_path(path: &str) -> Option<Endpoint> {
         Endpoint::ALL.into_iter().find(|e| e.path() == path)
     }
 
     /// A short, stable name used in metrics labels, logs and the queue.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Endpoint::SeriesV2 => "series",
             Endpoint::SeriesV1 => "series_v1",
@@ -538,7 +538,7 @@ impl Endpoint {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Endpoint> {
+    pub(crate) fn from_name(name: &str) -> Option<Endpoint> {
         Endpoint::EVERY.into_iter().find(|e| e.name() == name)
     }
 
@@ -558,11 +558,11 @@ impl Endpoint {
         }
     }
 
-    pub fn from_code(code: u8) -> Option<Endpoint> {
+    pub(crate) fn from_code(code: u8) -> Option<Endpoint> {
         Endpoint::EVERY.into_iter().find(|e| e.code() == code)
     }
 
-    pub fn host_kind(self) -> HostKind {
+    pub(crate) fn host_kind(self) -> HostKind {
         match self {
             Endpoint::Logs => HostKind::Logs,
             Endpoint::Traces | Endpoint::TraceStats | Endpoint::ClientStats => HostKind::Trace,
@@ -710,7 +710,7 @@ impl Endpoint {
 
     /// Encodings Datadog accepts on this endpoint (what fakedog enforces and
     /// what ddrelay may be configured to send).
-    pub fn accepted_encodings(self) -> &'static [Encoding] {
+    pub(crate) fn accepted_encodings(self) -> &'static [Encoding] {
         match self {
             Endpoint::SeriesV2 => &[
                 Encoding::Identity,
@@ -737,7 +737,7 @@ impl Endpoint {
     /// 200 in Datadog's own test double (any 2xx is success to its senders;
     /// UNCONFIRMED which); the stats intake 202, the only answer its senders
     /// accept.
-    pub fn success_status(self) -> u16 {
+    pub(crate) fn success_status(self) -> u16 {
         match self {
             Endpoint::Traces => 200,
             _ => 202,

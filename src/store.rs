@@ -1,7 +1,7 @@
 //! The credential and tenant store: tenants (their tags included), their
 //! sealed tokens and API keys, pending OAuth flows, the outbox of lifecycle
-//! events ([`outbox`]) that webhooks deliver, and the hourly usage rows
-//! ([`usage`]). [`copy`] is `ddrelay store migrate`.
+//! events (`outbox`) that webhooks deliver, and the hourly usage rows
+//! ([`usage`]). `copy` is `ddrelay store migrate`.
 //!
 //! One implementation over `sqlx::AnyPool` serves both backends: SQLite
 //! under `storage.data_dir` (the embedded default) and PostgreSQL when
@@ -10,7 +10,7 @@
 //! lives in `migrations/<backend>/` (same versions on both) and is versioned
 //! by sqlx's migrator.
 //!
-//! Every secret column is sealed by [`Sealer`] with the tenant (or flow) and
+//! Every secret column is sealed by `Sealer` with the tenant (or flow) and
 //! the column name as associated data, so the database never sees plaintext
 //! and a value moved between rows fails to open. The `meta` table holds a
 //! sealed canary: opening the store with a different master key is a clear
@@ -38,14 +38,14 @@
 //! - **State changes and their events**: every write that may change a
 //!   tenant's state runs in one transaction that holds the row, writes it,
 //!   and inserts the lifecycle event the change calls for
-//!   ([`outbox`]); the outbox is claimed with row locks and leases, so one
+//!   (`outbox`); the outbox is claimed with row locks and leases, so one
 //!   replica sends each event.
 //!
 //! This module knows nothing of HTTP, OAuth or Datadog: it stores what the
 //! tenant lifecycle gives it.
 
-pub mod copy;
-pub mod outbox;
+pub(crate) mod copy;
+pub(crate) mod outbox;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ pub enum TenantState {
 }
 
 impl TenantState {
-    pub const ALL: [TenantState; 4] = [
+    pub(crate) const ALL: [TenantState; 4] = [
         TenantState::Pending,
         TenantState::Connected,
         TenantState::ReauthRequired,
@@ -119,7 +119,7 @@ impl FromStr for TenantState {
 }
 
 /// Why a tenant is not connected, in a word partners' code can match
-/// (the admin API's `reason_code`); [`Reason::text`] is for people.
+/// (the admin API's `reason_code`); `Reason::text` is for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
@@ -142,7 +142,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 7] = [
+    pub(crate) const ALL: [ReasonCode; 7] = [
         ReasonCode::GrantRevoked,
         ReasonCode::KeyConflict,
         ReasonCode::KeyRefused,
@@ -165,7 +165,7 @@ impl ReasonCode {
     }
 
     /// The code stored as `s`; `None` for a code this build does not know.
-    pub fn parse(s: &str) -> Option<ReasonCode> {
+    pub(crate) fn parse(s: &str) -> Option<ReasonCode> {
         ReasonCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
@@ -173,8 +173,8 @@ impl ReasonCode {
 /// Why a tenant is in its state: a code and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
-    pub code: ReasonCode,
-    pub text: String,
+    pub(crate) code: ReasonCode,
+    pub(crate) text: String,
 }
 
 impl Reason {
@@ -196,29 +196,61 @@ pub struct Tenant {
     pub reason_code: Option<ReasonCode>,
     /// The API domain (`datadoghq.eu`), once connected.
     pub domain: Option<String>,
-    pub org_id: Option<String>,
-    pub org_name: Option<String>,
-    pub client_id: Option<String>,
-    pub scopes: Option<String>,
-    pub access_expires_at: Option<i64>,
+    pub(crate) org_id: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) scopes: Option<String>,
+    pub(crate) access_expires_at: Option<i64>,
     pub api_key_id: Option<String>,
     pub api_key_last4: Option<String>,
     pub has_api_key: bool,
     pub has_refresh_token: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub connected_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) connected_at: Option<i64>,
     /// Increases on every change; replicas use it to notice changes.
     pub version: i64,
     /// The connection generation: grows on a disconnect and on a reconnect
     /// to another org or site (migration 0003). Data is sent only for the
     /// generation it was accepted for.
-    pub generation: i64,
+    pub(crate) generation: i64,
     /// When Datadog last confirmed the grant (a refresh it answered).
-    pub grant_checked_at: Option<i64>,
+    pub(crate) grant_checked_at: Option<i64>,
     /// The tags the customer attaches to the integration's data,
     /// normalised (migration 0004; `crate::tags`). Empty: none.
     pub tags: Vec<String>,
+}
+
+#[cfg(test)]
+impl Tenant {
+    /// A tenant record for unit tests: `id` in `state` on EU1's domain, with
+    /// an API key and a refresh token, version 1 and nothing else; a test
+    /// sets what it needs with `Tenant { .., ..Tenant::fixture(id, state) }`.
+    pub(crate) fn fixture(id: &str, state: TenantState) -> Tenant {
+        Tenant {
+            id: id.into(),
+            state,
+            reason: None,
+            reason_code: None,
+            domain: Some("datadoghq.eu".into()),
+            org_id: None,
+            org_name: None,
+            client_id: None,
+            scopes: None,
+            access_expires_at: None,
+            api_key_id: None,
+            api_key_last4: None,
+            has_api_key: true,
+            has_refresh_token: true,
+            created_at: 0,
+            updated_at: 0,
+            connected_at: None,
+            version: 1,
+            generation: 0,
+            grant_checked_at: None,
+            tags: Vec::new(),
+        }
+    }
 }
 
 /// A tenant's secrets, opened.
@@ -230,8 +262,8 @@ pub struct Credentials {
     pub api_key: Option<Secret>,
     /// The site and connection generation the key belongs to (same row,
     /// same read).
-    pub domain: Option<String>,
-    pub generation: i64,
+    pub(crate) domain: Option<String>,
+    pub(crate) generation: i64,
 }
 
 /// An OAuth connect flow awaiting its callback.
@@ -313,7 +345,7 @@ const POSTGRES_CONNECTIONS: u32 = 16;
 /// makes at most five Datadog calls (validate, refresh, create, refresh,
 /// create) of at most 30 s each; a waiter gives up after this and its caller
 /// retries later (a transient error).
-pub const LOCK_WAIT: Duration = Duration::from_secs(180);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(180);
 
 /// A lock transaction left idle longer than this is ended by PostgreSQL, so
 /// a wedged holder cannot block a tenant forever (a holder that dies
@@ -522,10 +554,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    pub fn sealer(&self) -> &Sealer {
-        &self.sealer
     }
 
     /// Closes the pools (SQLite checkpoints its WAL).
@@ -1122,7 +1150,7 @@ fn last4(key: &Secret) -> String {
 }
 
 /// A database URL with its password and query removed, for messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

@@ -21,24 +21,24 @@
 use std::fmt;
 
 /// Most tags a tenant may have.
-pub const MAX_TAGS: usize = 50;
+pub(crate) const MAX_TAGS: usize = 50;
 
 /// Longest tag, in characters (docs/datadog.md "Tags").
-pub const MAX_TAG_CHARS: usize = 200;
+pub(crate) const MAX_TAG_CHARS: usize = 200;
 
 /// Tag keys a tenant's tags may not use: `source` and `service` are the
 /// integration's, not editable by users (docs/datadog.md "Partner log
 /// rules"); `host` and `device` are Datadog's own correlation keys
 /// (docs/datadog.md "Tags").
-pub const RESERVED_KEYS: [&str; 4] = ["source", "service", "host", "device"];
+pub(crate) const RESERVED_KEYS: [&str; 4] = ["source", "service", "host", "device"];
 
 /// Longest integration source name, in characters: it is sent as the
 /// `source:<name>` tag, which must fit [`MAX_TAG_CHARS`].
-pub const MAX_SOURCE_CHARS: usize = MAX_TAG_CHARS - "source:".len();
+pub(crate) const MAX_SOURCE_CHARS: usize = MAX_TAG_CHARS - "source:".len();
 
 /// Why a tag was refused; the message names the tag as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TagError {
+pub(crate) enum TagError {
     #[error("tag {0:?} is empty")]
     Empty(String),
     #[error("tag {0:?} must start with a letter")]
@@ -56,7 +56,7 @@ pub enum TagError {
 /// `raw` as Datadog stores it: trimmed, lowercase, characters outside
 /// letters, digits and `_-:./` turned into `_`, runs of `_` made one, a
 /// trailing `_` removed; or why it cannot be a tag.
-pub fn normalize(raw: &str) -> Result<String, TagError> {
+pub(crate) fn normalize(raw: &str) -> Result<String, TagError> {
     let mut out = String::with_capacity(raw.len());
     for c in raw.trim().chars().flat_map(char::to_lowercase) {
         let c = if c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '/') {
@@ -93,14 +93,14 @@ pub fn normalize(raw: &str) -> Result<String, TagError> {
 
 /// A tag's key: what precedes its first `:` (the whole tag when it has
 /// none, docs/datadog.md "Tags").
-pub fn key_of(tag: &str) -> &str {
+pub(crate) fn key_of(tag: &str) -> &str {
     tag.split_once(':').map_or(tag, |(k, _)| k)
 }
 
 /// Normalises a tenant's list: each tag by [`normalize`], duplicates
 /// (after normalising) kept once, in the order given; at most
 /// [`MAX_TAGS`].
-pub fn normalize_list(raw: &[String]) -> Result<Vec<String>, TagError> {
+pub(crate) fn normalize_list(raw: &[String]) -> Result<Vec<String>, TagError> {
     if raw.len() > MAX_TAGS {
         return Err(TagError::TooMany(raw.len()));
     }
@@ -119,7 +119,7 @@ pub fn normalize_list(raw: &[String]) -> Result<Vec<String>, TagError> {
 /// integration's name, lowercase) and what a tag value may hold, since
 /// Datadog turns it into the `source:<name>` tag. Lowercase letters,
 /// digits, `_`, `-` and `.`, starting with a letter.
-pub fn check_source(name: &str) -> Result<(), String> {
+pub(crate) fn check_source(name: &str) -> Result<(), String> {
     let Some(first) = name.chars().next() else {
         return Err("is empty; expected the integration's name, e.g. \"acme-cloud\"".into());
     };
@@ -168,7 +168,7 @@ impl Tags {
         (!list.is_empty()).then_some(Tags { list })
     }
 
-    pub fn as_slice(&self) -> &[String] {
+    pub(crate) fn as_slice(&self) -> &[String] {
         &self.list
     }
 
@@ -176,7 +176,7 @@ impl Tags {
     /// key it does not already have (the item's own tag wins; a tag without
     /// a value is its own key). Keys compare case-insensitively, as
     /// Datadog lowercases tags.
-    pub fn missing_from<'a, S: AsRef<str>>(&'a self, has: &[S]) -> Vec<&'a str> {
+    pub(crate) fn missing_from<'a, S: AsRef<str>>(&'a self, has: &[S]) -> Vec<&'a str> {
         self.list
             .iter()
             .map(String::as_str)

@@ -7,9 +7,9 @@
 //! reserved for data loss or what needs an operator. No secret is ever a
 //! field: secrets are [`crate::secret::Secret`]s and print as `[redacted]`.
 
-pub mod metrics;
-pub mod process;
-pub mod rate;
+pub(crate) mod metrics;
+pub(crate) mod process;
+pub(crate) mod rate;
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ type SetLevel = dyn Fn(&str) -> Result<(), String> + Send + Sync;
 
 /// Changes the log filter of the running process.
 #[derive(Clone)]
-pub struct LogHandle {
+pub(crate) struct LogHandle {
     set: Arc<SetLevel>,
 }
 
@@ -37,7 +37,7 @@ impl std::fmt::Debug for LogHandle {
 impl LogHandle {
     /// Applies `level` unless `RUST_LOG` is set (it wins, as `[log] level` in
     /// `config/ddrelay.toml` says).
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub(crate) fn set_level(&self, level: &str) -> Result<(), String> {
         if std::env::var_os("RUST_LOG").is_some() {
             return Ok(());
         }
@@ -46,7 +46,7 @@ impl LogHandle {
 }
 
 /// Installs the global subscriber. Call once, from the CLI.
-pub fn init_logging(config: &LogConfig) -> LogHandle {
+pub(crate) fn init_logging(config: &LogConfig) -> LogHandle {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())

@@ -40,14 +40,14 @@ use crate::telemetry::metrics::Metrics;
 const RECHECKS_PER_SECOND: u32 = 50;
 
 /// Longest tenant id accepted.
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// The running configuration, shared and swapped on reload.
-pub type ConfigHandle = Arc<ArcSwap<Config>>;
+pub(crate) type ConfigHandle = Arc<ArcSwap<Config>>;
 
 /// Why a tenant id is refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum IdError {
+pub(crate) enum IdError {
     #[error("tenant id is empty")]
     Empty,
     #[error("tenant id is longer than {MAX_ID_LEN} characters")]
@@ -60,7 +60,7 @@ pub enum IdError {
 
 /// Checks a tenant id: 1 to 128 characters of `A-Za-z0-9._-`, starting
 /// with a letter or digit.
-pub fn validate_id(id: &str) -> Result<(), IdError> {
+pub(crate) fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return Err(IdError::Empty);
     }
@@ -97,19 +97,19 @@ pub struct Entry {
     /// it has none (ingest then does nothing extra).
     tags: RwLock<Option<Arc<Tags>>>,
     /// What ingest accepted for this tenant but did not keep.
-    pub dropped: IngestDropped,
+    pub(crate) dropped: IngestDropped,
 }
 
 /// Points and items a tenant's requests lost to Datadog's own treatment
 /// at ingest (`ingest::validate::Dropped`), by kind and reason, since the
 /// relay started: the admin API's `ingest_dropped`.
 #[derive(Debug, Default)]
-pub struct IngestDropped([[AtomicU64; 3]; Endpoint::EVERY.len()]);
+pub(crate) struct IngestDropped([[AtomicU64; 3]; Endpoint::EVERY.len()]);
 
 impl IngestDropped {
     /// Adds `(reason, count)` pairs for `endpoint`, in the order of
     /// `Dropped::by_reason`.
-    pub fn add(&self, endpoint: Endpoint, counts: [(&'static str, u32); 3]) {
+    pub(crate) fn add(&self, endpoint: Endpoint, counts: [(&'static str, u32); 3]) {
         let Some(row) = Endpoint::EVERY.iter().position(|e| *e == endpoint) else {
             return;
         };
@@ -119,7 +119,7 @@ impl IngestDropped {
     }
 
     /// `{kind: {reason: count}}`, without zeros.
-    pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let reasons = crate::ingest::validate::Dropped::default().by_reason();
         let mut out = BTreeMap::new();
         for (endpoint, row) in Endpoint::EVERY.iter().zip(&self.0) {
@@ -166,12 +166,12 @@ impl Entry {
 
     /// The tenant's tags, for ingest to add to every item it accepts;
     /// `None` when it has none.
-    pub fn tags(&self) -> Option<Arc<Tags>> {
+    pub(crate) fn tags(&self) -> Option<Arc<Tags>> {
         self.tags.read().clone()
     }
 
     /// The tenant's site, once connected.
-    pub fn site(&self) -> Option<&'static Site> {
+    pub(crate) fn site(&self) -> Option<&'static Site> {
         self.record
             .read()
             .domain
@@ -185,21 +185,21 @@ impl Entry {
 /// record is never sent with the key of another connection than its own.
 #[derive(Debug, Clone)]
 pub struct Sending {
-    pub site: &'static Site,
-    pub key: Secret,
+    pub(crate) site: &'static Site,
+    pub(crate) key: Secret,
     /// As the queue stores it (modulo 2^24), see [`Entry::generation`].
-    pub generation: u32,
+    pub(crate) generation: u32,
 }
 
 /// What one [`Tenants::sync`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Synced {
+pub(crate) struct Synced {
     /// Tenants whose record changed.
-    pub changed: usize,
+    pub(crate) changed: usize,
     /// Tenants seen becoming disconnected since the last sync (here or on
     /// another replica): data still queued here for them is to be
     /// discarded, as the relay that answered the DELETE did with its own.
-    pub disconnected: Vec<String>,
+    pub(crate) disconnected: Vec<String>,
 }
 
 /// The tenants and their credentials.
@@ -224,7 +224,7 @@ impl std::fmt::Debug for Tenants {
 
 impl Tenants {
     /// Loads every tenant from the store.
-    pub async fn load(store: Store, metrics: Arc<Metrics>) -> Result<Tenants, StoreError> {
+    pub(crate) async fn load(store: Store, metrics: Arc<Metrics>) -> Result<Tenants, StoreError> {
         let tenants = Tenants {
             store,
             metrics,
@@ -244,7 +244,7 @@ impl Tenants {
     /// Only this moves the mark it reads from: a record re-read alone
     /// ([`Tenants::reload`]) may carry a higher number than another tenant's
     /// change not yet read here.
-    pub async fn sync(&self) -> Result<Synced, StoreError> {
+    pub(crate) async fn sync(&self) -> Result<Synced, StoreError> {
         let since = *self.synced_version.lock();
         let changed = self.store.tenants_changed_since(since).await?;
         let mut synced = Synced {
@@ -333,7 +333,7 @@ impl Tenants {
     /// sync) and return it. Bounded to `RECHECKS_PER_SECOND`; beyond that,
     /// and with the embedded store (one process: memory is the truth), the
     /// entry as it is.
-    pub async fn recheck(&self, id: &str) -> Option<Arc<Entry>> {
+    pub(crate) async fn recheck(&self, id: &str) -> Option<Arc<Entry>> {
         if self.store.backend() == crate::store::Backend::Postgres {
             let allowed = {
                 let mut r = self.rechecks.lock();
@@ -353,7 +353,7 @@ impl Tenants {
 
     /// Takes tenant `id`'s credentials lock (single-flight across replicas,
     /// see [`Store::lock_tenant`]).
-    pub async fn lock(&self, id: &str) -> Result<TenantLock, StoreError> {
+    pub(crate) async fn lock(&self, id: &str) -> Result<TenantLock, StoreError> {
         self.store.lock_tenant(id).await
     }
 
@@ -378,7 +378,7 @@ impl Tenants {
     }
 
     /// The ids of the tenants in `state`.
-    pub fn ids_in(&self, state: TenantState) -> Vec<String> {
+    pub(crate) fn ids_in(&self, state: TenantState) -> Vec<String> {
         self.entries
             .read()
             .values()
@@ -390,7 +390,7 @@ impl Tenants {
     }
 
     /// The connected tenants and when each grant was last confirmed.
-    pub fn connected_grant_checks(&self) -> Vec<(String, Option<i64>)> {
+    pub(crate) fn connected_grant_checks(&self) -> Vec<(String, Option<i64>)> {
         self.entries
             .read()
             .values()
@@ -402,18 +402,10 @@ impl Tenants {
     }
 
     /// Every tenant, sorted by id.
-    pub fn list(&self) -> Vec<Tenant> {
+    pub(crate) fn list(&self) -> Vec<Tenant> {
         let mut v: Vec<Tenant> = self.entries.read().values().map(|e| e.record()).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Notes that a connect flow started for `id`.

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 /// `s` cut to at most `max` bytes, on a character boundary.
-pub fn clip(s: &str, max: usize) -> &str {
+pub(crate) fn clip(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -17,7 +17,7 @@ pub fn clip(s: &str, max: usize) -> &str {
 }
 
 /// HTML-escapes text for element content and attribute values.
-pub fn html_escape(s: &str) -> Cow<'_, str> {
+pub(crate) fn html_escape(s: &str) -> Cow<'_, str> {
     if !s.contains(['&', '<', '>', '"', '\'']) {
         return Cow::Borrowed(s);
     }
@@ -37,7 +37,7 @@ pub fn html_escape(s: &str) -> Cow<'_, str> {
 
 /// Reverses [`html_escape`] (for fakedog's browser helper reading its own
 /// forms).
-pub fn html_unescape(s: &str) -> String {
+pub(crate) fn html_unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")

@@ -1,30 +1,30 @@
 //! The trace kinds' formats and rules, shared by ingest (the Agent's trace
 //! API), delivery (the trace intake) and fakedog:
 //! - [`pb`]: the intake's protobuf messages;
-//! - [`msgpack`]: a lenient MessagePack reader, and writers;
-//! - [`decode`]: `/v0.3`, `/v0.4` and `/v0.5` trace bodies into spans;
-//! - [`normalize`]: Datadog's span rules;
+//! - `msgpack`: a lenient MessagePack reader, and writers;
+//! - `decode`: `/v0.3`, `/v0.4` and `/v0.5` trace bodies into spans;
+//! - `normalize`: Datadog's span rules;
 //! - [`stats`]: stats (model, MessagePack, computing, the DDSketch).
 //!
 //! A queued trace item is one `AgentPayload.tracerPayloads` field, framed
-//! ([`frame`]): a tracer payload holding one trace chunk. A payload to the
-//! intake is then the items one after another plus [`agent_payload_tail`],
+//! (`frame`): a tracer payload holding one trace chunk. A payload to the
+//! intake is then the items one after another plus `agent_payload_tail`,
 //! which the packer can bound exactly, like the JSON kinds.
 
 use std::sync::LazyLock;
 
 use prost::Message as _;
 
-pub mod decode;
-pub mod msgpack;
-pub mod normalize;
+pub(crate) mod decode;
+pub(crate) mod msgpack;
+pub(crate) mod normalize;
 pub mod pb;
 pub mod stats;
 
 /// A trace chunk's root, as the trace agent finds it (`GetRoot`): the span
 /// without a parent, else one whose parent is not in the chunk (a partial
 /// flush, a downstream service), else the last span. `spans` is not empty.
-pub fn root(spans: &[pb::Span]) -> &pb::Span {
+pub(crate) fn root(spans: &[pb::Span]) -> &pb::Span {
     if let Some(s) = spans.iter().find(|s| s.parent_id == 0) {
         return s;
     }
@@ -36,10 +36,10 @@ pub fn root(spans: &[pb::Span]) -> &pb::Span {
 }
 
 /// What the relay reports as its agent version to the intakes.
-pub const AGENT_VERSION: &str = concat!("ddrelay-", env!("CARGO_PKG_VERSION"));
+pub(crate) const AGENT_VERSION: &str = concat!("ddrelay-", env!("CARGO_PKG_VERSION"));
 
 /// One tracer payload as a queue item: the framed `tracerPayloads` field.
-pub fn frame(payload: &pb::TracerPayload) -> Vec<u8> {
+pub(crate) fn frame(payload: &pb::TracerPayload) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.encoded_len() + 8);
     prost::encoding::message::encode(pb::TRACER_PAYLOADS_FIELD, payload, &mut out);
     out
@@ -48,7 +48,7 @@ pub fn frame(payload: &pb::TracerPayload) -> Vec<u8> {
 /// [`frame`] for a tracer payload (`payload`, its `chunks` empty) holding
 /// one chunk (`chunk`, its `spans` empty) of `spans`. It decodes as
 /// [`frame`] of the assembled message ([`ChunkHead::write`]).
-pub fn frame_chunk(
+pub(crate) fn frame_chunk(
     payload: &pb::TracerPayload,
     chunk: &pb::TraceChunk,
     spans: &[pb::Span],
@@ -77,29 +77,29 @@ pub fn frame_chunk(
 /// set by the relay): a queue item is framed from them and the spans
 /// without building the messages.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ChunkHead<'a> {
-    pub container_id: &'a str,
-    pub language_name: &'a str,
-    pub language_version: &'a str,
-    pub tracer_version: &'a str,
-    pub runtime_id: &'a str,
-    pub env: &'a str,
-    pub hostname: &'a str,
-    pub app_version: &'a str,
-    pub priority: i32,
-    pub origin: &'a str,
+pub(crate) struct ChunkHead<'a> {
+    pub(crate) container_id: &'a str,
+    pub(crate) language_name: &'a str,
+    pub(crate) language_version: &'a str,
+    pub(crate) tracer_version: &'a str,
+    pub(crate) runtime_id: &'a str,
+    pub(crate) env: &'a str,
+    pub(crate) hostname: &'a str,
+    pub(crate) app_version: &'a str,
+    pub(crate) priority: i32,
+    pub(crate) origin: &'a str,
 }
 
 /// The sizes [`ChunkHead::write`] needs, from [`ChunkHead::size`].
 #[derive(Debug, Clone, Copy)]
-pub struct ChunkSize {
+pub(crate) struct ChunkSize {
     payload: usize,
     chunk: usize,
 }
 
 impl ChunkSize {
     /// Bytes of the framed `tracerPayloads` field.
-    pub fn framed(&self) -> usize {
+    pub(crate) fn framed(&self) -> usize {
         use prost::encoding::{encoded_len_varint, key_len};
         key_len(pb::TRACER_PAYLOADS_FIELD) + encoded_len_varint(self.payload as u64) + self.payload
     }
@@ -142,7 +142,7 @@ impl ChunkHead<'_> {
     /// Sizes the framed item; `lens` gets each span's encoded length (each
     /// span is sized once: prost's nested encoding sizes every span once
     /// per level above it).
-    pub fn size(&self, spans: &[pb::Span], lens: &mut Vec<usize>) -> ChunkSize {
+    pub(crate) fn size(&self, spans: &[pb::Span], lens: &mut Vec<usize>) -> ChunkSize {
         use prost::encoding::{encoded_len_varint, key_len};
         lens.clear();
         lens.extend(spans.iter().map(|s| s.encoded_len()));
@@ -169,7 +169,13 @@ impl ChunkHead<'_> {
     /// payload's fields, then the chunk's, then the spans, each after the
     /// other fields of its message (protobuf readers take fields in any
     /// order), so it decodes as [`frame`] of the assembled message.
-    pub fn write(&self, out: &mut Vec<u8>, spans: &[pb::Span], lens: &[usize], size: ChunkSize) {
+    pub(crate) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        spans: &[pb::Span],
+        lens: &[usize],
+        size: ChunkSize,
+    ) {
         use prost::encoding::{WireType, encode_key, encode_varint};
         encode_key(pb::TRACER_PAYLOADS_FIELD, WireType::LengthDelimited, out);
         encode_varint(size.payload as u64, out);
@@ -195,7 +201,7 @@ impl ChunkHead<'_> {
 /// The `AgentPayload` fields the relay sets, encoded once: the agent
 /// version, and the target and error rates Datadog's agentless sender
 /// reports (60 each; docs/datadog.md "Traces").
-pub fn agent_payload_tail() -> &'static [u8] {
+pub(crate) fn agent_payload_tail() -> &'static [u8] {
     static TAIL: LazyLock<Vec<u8>> = LazyLock::new(|| {
         pb::AgentPayload {
             agent_version: AGENT_VERSION.into(),

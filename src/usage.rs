@@ -4,7 +4,7 @@
 //! dead-lettered, aged out, discarded for an earlier connection).
 //!
 //! Owns the counting in memory ([`Usage`]): a cell per (tenant, kind,
-//! hour), taken whole by [`Usage::take`] and added to the store's
+//! hour), taken whole by `Usage::take` and added to the store's
 //! `tenant_usage` rows by the app's flush task (every few seconds, and at
 //! shutdown). Memory holds only what arrived since the last flush: at most
 //! a cell per tenant and kind of the current and previous hour, so 10,000
@@ -44,7 +44,7 @@ pub struct Counts {
 
 impl Counts {
     /// Adds `other` to these counts.
-    pub fn add(&mut self, other: &Counts) {
+    pub(crate) fn add(&mut self, other: &Counts) {
         self.accepted_items += other.accepted_items;
         self.accepted_bytes += other.accepted_bytes;
         self.delivered_items += other.delivered_items;
@@ -64,25 +64,31 @@ pub struct Key {
     pub hour: i64,
 }
 
-/// The counts since the last [`Usage::take`].
+/// The counts since the last `Usage::take`.
 #[derive(Debug, Default)]
 pub struct Usage {
     cells: Mutex<HashMap<Key, Counts>>,
 }
 
 /// The start of the hour `unix_s` falls in.
-pub fn hour_of(unix_s: i64) -> i64 {
+pub(crate) fn hour_of(unix_s: i64) -> i64 {
     unix_s - unix_s.rem_euclid(3600)
 }
 
 impl Usage {
     /// Counts for `tenant` and `kind` now: `f` updates the cell.
-    pub fn count(&self, tenant: &str, kind: Endpoint, f: impl FnOnce(&mut Counts)) {
+    pub(crate) fn count(&self, tenant: &str, kind: Endpoint, f: impl FnOnce(&mut Counts)) {
         self.count_at(tenant, kind, crate::clock::now(), f);
     }
 
     /// Counts at `unix_s` (tests).
-    pub fn count_at(&self, tenant: &str, kind: Endpoint, unix_s: i64, f: impl FnOnce(&mut Counts)) {
+    pub(crate) fn count_at(
+        &self,
+        tenant: &str,
+        kind: Endpoint,
+        unix_s: i64,
+        f: impl FnOnce(&mut Counts),
+    ) {
         let key = Key {
             tenant: tenant.to_string(),
             kind,
@@ -92,29 +98,29 @@ impl Usage {
     }
 
     /// Everything counted since the last take; memory is empty after.
-    pub fn take(&self) -> Vec<(Key, Counts)> {
+    pub(crate) fn take(&self) -> Vec<(Key, Counts)> {
         std::mem::take(&mut *self.cells.lock())
             .into_iter()
             .collect()
     }
 
     /// Gives back cells a flush could not store (they are counted again).
-    pub fn restore(&self, cells: Vec<(Key, Counts)>) {
+    pub(crate) fn restore(&self, cells: Vec<(Key, Counts)>) {
         let mut mine = self.cells.lock();
         for (key, counts) in cells {
             mine.entry(key).or_default().add(&counts);
         }
     }
-
-    /// How many cells wait for the next flush.
-    pub fn pending(&self) -> usize {
-        self.cells.lock().len()
-    }
 }
 
 /// The admin API's usage answer: the hours in `from..to`, one entry per
 /// hour and kind with counts, and totals per kind.
-pub fn report_json(tenant: &str, from: i64, to: i64, rows: &[UsageRow]) -> serde_json::Value {
+pub(crate) fn report_json(
+    tenant: &str,
+    from: i64,
+    to: i64,
+    rows: &[UsageRow],
+) -> serde_json::Value {
     let mut totals: std::collections::BTreeMap<&str, Counts> = Default::default();
     let hours: Vec<serde_json::Value> = rows
         .iter()
@@ -149,12 +155,12 @@ fn rfc3339(unix_s: i64) -> String {
 }
 
 /// How long hourly rows are kept: two billing months.
-pub const RETENTION_HOURS: i64 = 62 * 24;
+pub(crate) const RETENTION_HOURS: i64 = 62 * 24;
 
 /// The counts in memory and their rows in the store.
 #[derive(Clone)]
-pub struct Ledger {
-    pub usage: Arc<Usage>,
+pub(crate) struct Ledger {
+    pub(crate) usage: Arc<Usage>,
     store: Store,
 }
 
@@ -165,7 +171,7 @@ impl Ledger {
 
     /// Adds what was counted since the last flush to the store; on a store
     /// error the counts are kept for the next flush.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let cells = self.usage.take();
         if let Err(e) = self.store.add_usage(&cells).await {
             self.usage.restore(cells);
@@ -176,7 +182,7 @@ impl Ledger {
 
     /// `tenant`'s hourly rows in `from..to` (Unix seconds), everything
     /// counted so far included.
-    pub async fn report(
+    pub(crate) async fn report(
         &self,
         tenant: &str,
         from: i64,
@@ -187,7 +193,7 @@ impl Ledger {
     }
 
     /// Deletes the rows past the retention period, as of `now` (Unix s).
-    pub async fn prune(&self, now: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn prune(&self, now: i64) -> Result<u64, StoreError> {
         self.store
             .prune_usage(hour_of(now) - RETENTION_HOURS * 3600)
             .await

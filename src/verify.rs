@@ -40,11 +40,11 @@ use crate::store::{Tenant, TenantState};
 use crate::tenant::Tenants;
 
 /// The tag on every test item, so a customer can find (or filter out) them.
-pub const TAG: &str = "ddrelay:verify";
+pub(crate) const TAG: &str = "ddrelay:verify";
 
 /// The scope every data-sending integration needs (Datadog: "to submit data
 /// into Datadog, the api_keys_write scope must be selected").
-pub const API_KEYS_WRITE: &str = "api_keys_write";
+pub(crate) const API_KEYS_WRITE: &str = "api_keys_write";
 
 /// Time kept back from `server.request_timeout` to write the answer.
 const ANSWER_MARGIN: Duration = Duration::from_secs(3);
@@ -58,33 +58,26 @@ const MAX_STEP_BUDGET: Duration = Duration::from_secs(20);
 
 /// One checklist line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// A stable machine name (`authorization`, `intake_logs`, …).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// What is checked, in words.
-    pub title: String,
-    pub passed: bool,
+    pub(crate) title: String,
+    pub(crate) passed: bool,
     /// What was seen; on failure, why and what to do.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// The whole checklist for one tenant.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub tenant: String,
+pub(crate) struct Report {
+    pub(crate) tenant: String,
     /// The tenant's API domain, when known.
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// True when every step passed.
-    pub passed: bool,
-    pub steps: Vec<Step>,
-    pub duration_ms: u64,
-}
-
-impl Report {
-    /// The steps that failed.
-    pub fn failures(&self) -> impl Iterator<Item = &Step> {
-        self.steps.iter().filter(|s| !s.passed)
-    }
+    pub(crate) passed: bool,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) duration_ms: u64,
 }
 
 fn pass(name: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Step {
@@ -107,15 +100,15 @@ fn fail(name: &'static str, title: impl Into<String>, detail: impl Into<String>)
 
 /// What `verify` needs: the tenant's record, its credentials, the Datadog
 /// client the test items go through, and the config.
-pub struct Verifier<'a> {
-    pub tenants: &'a Arc<Tenants>,
-    pub credentials: &'a Arc<Credentials>,
-    pub datadog: &'a crate::datadog::Client,
-    pub config: Arc<crate::config::Config>,
+pub(crate) struct Verifier<'a> {
+    pub(crate) tenants: &'a Arc<Tenants>,
+    pub(crate) credentials: &'a Arc<Credentials>,
+    pub(crate) datadog: &'a crate::datadog::Client,
+    pub(crate) config: Arc<crate::config::Config>,
 }
 
 /// Runs every step for `id`. Returns `None` for an unknown tenant.
-pub async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
+pub(crate) async fn run(v: &Verifier<'_>, id: &str) -> Option<Report> {
     let started = Instant::now();
     let entry = v.tenants.get(id)?;
     let record = entry.record();
@@ -629,27 +622,8 @@ mod tests {
 
     fn record(scopes: Option<&str>) -> Tenant {
         Tenant {
-            id: "t".into(),
-            state: TenantState::Connected,
-            reason: None,
-            reason_code: None,
-            domain: Some("datadoghq.eu".into()),
-            org_id: None,
-            org_name: None,
-            client_id: None,
             scopes: scopes.map(str::to_string),
-            access_expires_at: None,
-            api_key_id: None,
-            api_key_last4: None,
-            has_api_key: true,
-            has_refresh_token: true,
-            created_at: 0,
-            updated_at: 0,
-            connected_at: None,
-            version: 1,
-            generation: 0,
-            grant_checked_at: None,
-            tags: Vec::new(),
+            ..Tenant::fixture("t", TenantState::Connected)
         }
     }
 

@@ -37,7 +37,7 @@
 //! This module knows the store (the outbox), the config (`[webhooks]`) and
 //! the metrics; nothing of tenants, OAuth, Datadog or the queue.
 
-pub mod sign;
+pub(crate) mod sign;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,43 +59,43 @@ type ConfigHandle = Arc<arc_swap::ArcSwap<crate::config::Config>>;
 
 /// How often the outbox is looked at when nothing wakes the loop (events
 /// written by another replica, retries coming due).
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// Deliveries in flight at once, per replica (one per tenant at most).
-pub const MAX_IN_FLIGHT: usize = 16;
+pub(crate) const MAX_IN_FLIGHT: usize = 16;
 
 /// One delivery attempt's limit: connect, send, answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The loop's own limit on an attempt, whatever the receiver seam does
 /// (the real one times out at [`REQUEST_TIMEOUT`]): a claim is always
 /// settled well within its lease.
-pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const ATTEMPT_LIMIT: Duration = Duration::from_secs(20);
 
 /// How long a claim holds an event: far above [`REQUEST_TIMEOUT`], so a
 /// live replica always settles first; a dead one's claims return after it.
-pub const LEASE: Duration = Duration::from_secs(60);
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
 /// The first retry's delay; each further failure doubles it, up to [`BACKOFF_MAX`].
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+pub(crate) const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 /// An event not delivered within this long is dropped (counted): a
 /// receiver gone for a week does not grow the store forever.
-pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How often the outbox's depth is measured and expired events removed.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// The delay before the attempt after `failures` failed ones.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.min(20);
     (BACKOFF_INITIAL * factor).min(BACKOFF_MAX)
 }
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The receiver answered with this status.
     Status(u16),
     /// No answer: connection refused, timeout, TLS (a message without the URL).
@@ -103,7 +103,7 @@ pub enum Answer {
 }
 
 /// Where events are kept: the store's outbox, or a scripted one in tests.
-pub trait Outbox: Send + Sync + 'static {
+pub(crate) trait Outbox: Send + Sync + 'static {
     /// Claims up to `limit` due events (each tenant's oldest) for [`LEASE`].
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEvent>, String>>;
     /// The event was acknowledged: remove it.
@@ -121,7 +121,7 @@ pub trait Outbox: Send + Sync + 'static {
 }
 
 /// Where events go: the partner's endpoint, or a scripted one in tests.
-pub trait Receiver: Send + Sync + 'static {
+pub(crate) trait Receiver: Send + Sync + 'static {
     /// Whether webhooks are configured now (a reload may change it).
     fn enabled(&self) -> bool;
     /// One signed `POST` of `body`, as of `now` (Unix seconds).
@@ -130,7 +130,7 @@ pub trait Receiver: Send + Sync + 'static {
 
 /// Runs delivery until `shutdown`; `wake` is notified when an event is
 /// written here (events of other replicas are found at the next [`TICK`]).
-pub async fn run(
+pub(crate) async fn run(
     outbox: Arc<dyn Outbox>,
     receiver: Arc<dyn Receiver>,
     metrics: Arc<Metrics>,
@@ -247,7 +247,7 @@ async fn release(outbox: &dyn Outbox, what: &str) {
 
 /// This replica's id for claims: kept in `data_dir/replica-id`, so a
 /// restart recognises (and releases) its own claims; made on first use.
-pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
+pub(crate) fn replica_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("replica-id");
     if let Ok(id) = std::fs::read_to_string(&path)
         && !id.trim().is_empty()
@@ -263,9 +263,9 @@ pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
 
 /// The store's outbox, claimed as replica `owner`.
 #[derive(Debug, Clone)]
-pub struct StoreOutbox {
-    pub store: Store,
-    pub owner: String,
+pub(crate) struct StoreOutbox {
+    pub(crate) store: Store,
+    pub(crate) owner: String,
 }
 
 impl Outbox for StoreOutbox {
@@ -323,7 +323,7 @@ impl Outbox for StoreOutbox {
 
 /// The partner's endpoint, as `[webhooks]` says now (reloadable).
 #[derive(Debug, Clone)]
-pub struct HttpReceiver {
+pub(crate) struct HttpReceiver {
     config: ConfigHandle,
     http: reqwest::Client,
 }

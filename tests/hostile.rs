@@ -30,7 +30,7 @@ use ddrelay::dev::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint};
 use reqwest::Method;
 use serde_json::json;
-use support::{dog, fast, relay, tenant_json};
+use support::{dog, expect_status, fast, relay, tenant_json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -343,20 +343,14 @@ async fn the_admin_api_and_status_page_refuse_a_missing_or_wrong_token() {
         assert!(!body.contains(ADMIN_TOKEN));
     }
     // The right token works, and the cookie opens the status page.
-    let r = client
-        .get(relay.url("/v1/tenants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = client
-        .get(relay.url("/"))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    expect_status(
+        client
+            .get(relay.url("/v1/tenants"))
+            .bearer_auth(ADMIN_TOKEN),
+        200,
+    )
+    .await;
+    expect_status(client.get(relay.url("/")).header("Cookie", &cookie), 200).await;
 }
 
 /// What a hostile request must get: `status`, and an errors body one of

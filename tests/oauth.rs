@@ -9,11 +9,21 @@ mod support;
 
 use std::time::Duration;
 
+use ddrelay::dev::fakedog::Browser;
 use ddrelay::dev::sandbox::{self, ADMIN_TOKEN, Relay};
 use ddrelay::site::SITES;
 use ddrelay::store::TenantState;
 use reqwest::Method;
 use support::{dog, relay, tenant_json, total_token_calls};
+
+/// Gets the relay's callback with `query` in `browser`, and checks the
+/// page refuses it (400) and says `says`.
+async fn refused_callback(browser: &Browser, relay: &Relay, query: &str, says: &str) {
+    let url = format!("http://{}/oauth/callback?{query}", relay.public);
+    let p = browser.get(&url).await.unwrap();
+    assert_eq!(p.status, 400, "{query}: {}", p.body);
+    assert!(p.body.contains(says), "{query}: {}", p.body);
+}
 
 fn query_param(url: &str, name: &str) -> String {
     url::Url::parse(url)
@@ -235,12 +245,8 @@ async fn denial_and_state_misuse_get_clear_pages_and_contact_nobody() {
 
     let callback = |q: &str| format!("http://{}/oauth/callback?{q}", relay.public);
     // Unknown state.
-    let p = browser
-        .get(&callback("code=abc&state=nope&domain=datadoghq.com"))
-        .await
-        .unwrap();
-    assert_eq!(p.status, 400);
-    assert!(p.body.contains("unknown or was already used"), "{}", p.body);
+    let query = "code=abc&state=nope&domain=datadoghq.com";
+    refused_callback(&browser, &relay, query, "unknown or was already used").await;
     // Missing state.
     let p = browser
         .get(&callback("code=abc&domain=datadoghq.com"))
@@ -270,14 +276,8 @@ async fn denial_and_state_misuse_get_clear_pages_and_contact_nobody() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let p = browser
-        .get(&callback(&format!(
-            "code=abc&state={state}&domain=datadoghq.com"
-        )))
-        .await
-        .unwrap();
-    assert_eq!(p.status, 400);
-    assert!(p.body.contains("expired"), "{}", p.body);
+    let query = format!("code=abc&state={state}&domain=datadoghq.com");
+    refused_callback(&browser, &relay, &query, "expired").await;
     assert_eq!(
         total_token_calls(&dog),
         1,
@@ -300,19 +300,8 @@ async fn tampered_domains_are_refused_without_contacting_anyone() {
     ] {
         let url = relay.authorize_url("victim", None).await.unwrap();
         let state = query_param(&url, "state");
-        let p = browser
-            .get(&format!(
-                "http://{}/oauth/callback?code=stolen&state={state}&domain={domain}",
-                relay.public
-            ))
-            .await
-            .unwrap();
-        assert_eq!(p.status, 400, "{domain}: {}", p.body);
-        assert!(
-            p.body.contains("not a Datadog site"),
-            "{domain}: {}",
-            p.body
-        );
+        let query = format!("code=stolen&state={state}&domain={domain}");
+        refused_callback(&browser, &relay, &query, "not a Datadog site").await;
     }
     // A flow started for EU1 cannot complete for another site.
     let url = relay
@@ -320,15 +309,8 @@ async fn tampered_domains_are_refused_without_contacting_anyone() {
         .await
         .unwrap();
     let state = query_param(&url, "state");
-    let p = browser
-        .get(&format!(
-            "http://{}/oauth/callback?code=c&state={state}&domain=datadoghq.com",
-            relay.public
-        ))
-        .await
-        .unwrap();
-    assert_eq!(p.status, 400, "{}", p.body);
-    assert!(p.body.contains("mismatch"), "{}", p.body);
+    let query = format!("code=c&state={state}&domain=datadoghq.com");
+    refused_callback(&browser, &relay, &query, "mismatch").await;
     assert_eq!(
         total_token_calls(&dog),
         0,
@@ -368,19 +350,8 @@ async fn a_code_with_another_flows_verifier_fails_pkce() {
     let code = query_param(&code_url, "code");
     let state_b = query_param(&url_b, "state");
     let good = dog.browser(&[(sandbox::RELAY_HOST, relay.public)]).unwrap();
-    let p = good
-        .get(&format!(
-            "http://{}/oauth/callback?code={code}&state={state_b}&domain=datadoghq.eu",
-            relay.public
-        ))
-        .await
-        .unwrap();
-    assert_eq!(p.status, 400, "{}", p.body);
-    assert!(
-        p.body.contains("Invalid code or code verifier"),
-        "{}",
-        p.body
-    );
+    let query = format!("code={code}&state={state_b}&domain=datadoghq.eu");
+    refused_callback(&good, &relay, &query, "Invalid code or code verifier").await;
     assert_eq!(dog.token_calls("api.datadoghq.eu"), 1);
     let t = tenant_json(&relay, "pkce").await;
     assert_eq!(t["state"], "pending");

@@ -18,7 +18,7 @@ use ddrelay::dev::fakedog::FakeDog;
 use ddrelay::dev::sandbox::{ADMIN_TOKEN, Relay};
 use ddrelay::site::{Encoding, Endpoint, Site};
 use support::tools::{CHROMIUM_FLAGS, tool};
-use support::{dog, relay, tenant_json};
+use support::{dog, expect_status, relay, tenant_json};
 
 /// The org name Datadog passes as `dd_org_name`: untrusted text.
 const EVIL_ORG: &str = "<b id=\"injected\">Evil & Co</b>";
@@ -157,20 +157,13 @@ async fn the_status_page_needs_the_token_and_keeps_it_out_of_the_page() {
     assert!(!body.contains(ADMIN_TOKEN));
 
     // The bearer header works too; the cookie does not open /v1.
-    let r = http
-        .get(relay.url("/"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .get(relay.url("/v1/tenants"))
-        .header("Cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    expect_status(http.get(relay.url("/")).bearer_auth(ADMIN_TOKEN), 200).await;
+    expect_status(
+        http.get(relay.url("/v1/tenants"))
+            .header("Cookie", &session),
+        401,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,24 +373,17 @@ async fn the_status_page_shows_figures_links_and_pending_sites() {
     let v: serde_json::Value = detail.json().await.unwrap();
     assert_eq!(v["tenant"], "acme", "{v}");
     assert_eq!(v["delivery"]["rejected_requests"], 1, "{v}");
-    let dead = http
-        .get(relay.url("/status/v1/tenants/acme/dead_letters"))
-        .header("Cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(dead.status(), 200);
-    let unauthenticated = http
-        .get(relay.url("/status/v1/tenants/acme"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthenticated.status(), 401);
-    let v1 = http
-        .get(relay.url("/v1/tenants/acme"))
-        .header("Cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(v1.status(), 401);
+    expect_status(
+        http.get(relay.url("/status/v1/tenants/acme/dead_letters"))
+            .header("Cookie", &session),
+        200,
+    )
+    .await;
+    expect_status(http.get(relay.url("/status/v1/tenants/acme")), 401).await;
+    expect_status(
+        http.get(relay.url("/v1/tenants/acme"))
+            .header("Cookie", &session),
+        401,
+    )
+    .await;
 }

@@ -9,8 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use ddrelay::dev::fakedog::Fault;
-use ddrelay::dev::sandbox::RELAY_HOST;
+use ddrelay::dev::fakedog::{FakeDog, Fault};
+use ddrelay::dev::sandbox::{RELAY_HOST, Relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A refresh whose caller is dropped after Datadog rotated the refresh token
@@ -70,10 +70,7 @@ async fn a_refresh_whose_caller_gave_up_is_still_stored() {
 /// The callback URL fakedog redirects the browser to, captured by a
 /// listener standing in for the relay's public host (the browser does not
 /// reach the relay).
-async fn callback_path(
-    relay: &ddrelay::dev::sandbox::Relay,
-    dog: &ddrelay::dev::fakedog::FakeDog,
-) -> String {
+async fn callback_path(relay: &Relay, dog: &FakeDog) -> String {
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = trap.local_addr().unwrap();
     let catch = tokio::spawn(async move {
@@ -146,7 +143,7 @@ async fn a_callback_whose_browser_gave_up_still_connects() {
 /// raw connection and returns once the relay asks for the body: the tenant
 /// was checked and the request is past the point where it is refused.
 async fn logs_request_waiting_for_body(
-    relay: &ddrelay::dev::sandbox::Relay,
+    relay: &Relay,
     tenant: &str,
     body_len: usize,
 ) -> tokio::net::TcpStream {
@@ -190,7 +187,7 @@ fn logs(n: usize, tag: &str) -> Vec<u8> {
     serde_json::to_vec(&items).unwrap()
 }
 
-async fn send_logs(relay: &ddrelay::dev::sandbox::Relay, tenant: &str, body: &[u8]) -> u16 {
+async fn send_logs(relay: &Relay, tenant: &str, body: &[u8]) -> u16 {
     let (status, v) = relay
         .send(
             tenant,
@@ -205,7 +202,7 @@ async fn send_logs(relay: &ddrelay::dev::sandbox::Relay, tenant: &str, body: &[u
 }
 
 /// Waits until `org` received a log whose message is `message`.
-async fn wait_for_log(dog: &ddrelay::dev::fakedog::FakeDog, org: &str, message: &str) {
+async fn wait_for_log(dog: &FakeDog, org: &str, message: &str) {
     let id = dog.org(org).unwrap().id;
     support::eventually(&format!("{org} to receive `{message}`"), || {
         dog.received(&id, ddrelay::site::Endpoint::Logs)
@@ -215,7 +212,21 @@ async fn wait_for_log(dog: &ddrelay::dev::fakedog::FakeDog, org: &str, message: 
     .await;
 }
 
-fn logs_received(dog: &ddrelay::dev::fakedog::FakeDog, org: &str, prefix: &str) -> usize {
+/// After acme moved from `Demo EU1` to `Demo US5`: a log tagged `new`
+/// sent through `relay` reaches `Demo US5`, `relay`'s queue drains, and no
+/// log tagged `old` reached either org.
+async fn only_new_logs_arrive(relay: &Relay, dog: &FakeDog, new: &str, old: &str) {
+    assert_eq!(send_logs(relay, "acme", &logs(1, new)).await, 202);
+    wait_for_log(dog, "Demo US5", &format!("{new} 0")).await;
+    support::eventually("the queue to drain", || {
+        relay.shared().queue.stats().items == 0
+    })
+    .await;
+    assert_eq!(logs_received(dog, "Demo US5", old), 0);
+    assert_eq!(logs_received(dog, "Demo EU1", old), 0);
+}
+
+fn logs_received(dog: &FakeDog, org: &str, prefix: &str) -> usize {
     let id = dog.org(org).unwrap().id;
     dog.received(&id, ddrelay::site::Endpoint::Logs)
         .iter()
@@ -249,17 +260,7 @@ async fn a_request_racing_a_delete_never_reaches_the_next_org() {
     dog.clear_faults();
 
     support::connect(&relay, &dog, "acme", "us5.datadoghq.com", "Demo US5").await;
-    assert_eq!(
-        send_logs(&relay, "acme", &logs(1, "after-reconnect")).await,
-        202
-    );
-    wait_for_log(&dog, "Demo US5", "after-reconnect 0").await;
-    support::eventually("the queue to drain", || {
-        relay.shared().queue.stats().items == 0
-    })
-    .await;
-    assert_eq!(logs_received(&dog, "Demo US5", "before-delete"), 0);
-    assert_eq!(logs_received(&dog, "Demo EU1", "before-delete"), 0);
+    only_new_logs_arrive(&relay, &dog, "after-reconnect", "before-delete").await;
 }
 
 /// A tenant that reconnects to another org on another site: the previous
@@ -312,7 +313,7 @@ async fn a_replica_stopped_during_a_delete_never_sends_to_the_next_org() {
     let start = |dir: std::path::PathBuf| {
         let (dog, key, url) = (&dog, key.expose().to_string(), db.url.clone());
         async move {
-            ddrelay::dev::sandbox::Relay::start_with_store(dog, &dir, &key, Some(&url), extra)
+            Relay::start_with_store(dog, &dir, &key, Some(&url), extra)
                 .await
                 .unwrap()
         }
@@ -338,14 +339,7 @@ async fn a_replica_stopped_during_a_delete_never_sends_to_the_next_org() {
 
     let b = start(dir_b.path().to_path_buf()).await;
     assert!(b.shared().queue.stats().items >= 15, "B kept its queue");
-    assert_eq!(send_logs(&b, "acme", &logs(1, "after-restart")).await, 202);
-    wait_for_log(&dog, "Demo US5", "after-restart 0").await;
-    support::eventually("replica B's queue to drain", || {
-        b.shared().queue.stats().items == 0
-    })
-    .await;
-    assert_eq!(logs_received(&dog, "Demo US5", "held-on-b"), 0);
-    assert_eq!(logs_received(&dog, "Demo EU1", "held-on-b"), 0);
+    only_new_logs_arrive(&b, &dog, "after-restart", "held-on-b").await;
 }
 
 /// A reconnect to the same org while Datadog cannot say whether the key is
@@ -422,7 +416,7 @@ async fn an_uninstall_stops_the_data_until_the_customer_reconnects() {
 }
 
 /// Reloads the relay's own config file with `allowed_sites` (JSON list).
-fn reload_with_sites(relay: &ddrelay::dev::sandbox::Relay, allowed_sites: &str) {
+fn reload_with_sites(relay: &Relay, allowed_sites: &str) {
     let env = [(
         "DDRELAY_DATADOG__ALLOWED_SITES".to_string(),
         allowed_sites.to_string(),

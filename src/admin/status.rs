@@ -63,23 +63,23 @@ use crate::store::{Tenant, TenantState};
 use crate::telemetry::rate::Rates;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "ddrelay_status";
+pub(crate) const COOKIE: &str = "ddrelay_status";
 
 /// How long a status-page session lasts.
 const SESSION_MAX_AGE_S: u64 = 12 * 3600;
 
 /// Rows shown when `?limit=` is not given.
-pub const DEFAULT_ROWS: usize = 500;
+pub(crate) const DEFAULT_ROWS: usize = 500;
 
 /// The most rows `?limit=` may ask for (keeps the page a few MB at most).
-pub const MAX_ROWS: usize = 5000;
+pub(crate) const MAX_ROWS: usize = 5000;
 
 /// A queue whose oldest item waits longer than this is a backlog (delivery
 /// batches within seconds; Datadog accepts series for an hour).
 const BACKLOG_AGE_MS: i64 = 5 * 60 * 1000;
 
 /// Seconds between reloads of the page when `?refresh=` is not given.
-pub const DEFAULT_REFRESH_S: u64 = 30;
+pub(crate) const DEFAULT_REFRESH_S: u64 = 30;
 
 /// The shortest and longest `?refresh=` (other than 0, which stops it).
 const REFRESH_RANGE_S: (u64, u64) = (5, 3600);
@@ -92,7 +92,7 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 's
                    frame-ancestors 'none'; base-uri 'none'";
 
 /// The routes: `GET /` and the tenant views its rows link to.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/status/v1/tenants/{tenant}", get(tenant_detail))
@@ -288,7 +288,7 @@ async fn connect_sites(state: &AdminState) -> HashMap<String, String> {
 
 /// `?state=` narrowing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateFilter {
+pub(crate) enum StateFilter {
     Is(TenantState),
     /// Only tenants with a problem.
     Problem,
@@ -296,15 +296,15 @@ pub enum StateFilter {
 
 /// The page's query: `state`, `q`, `limit`, `refresh`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter {
-    pub state: Option<StateFilter>,
+pub(crate) struct Filter {
+    pub(crate) state: Option<StateFilter>,
     /// Lowercased substring to look for.
-    pub q: String,
-    pub limit: usize,
+    pub(crate) q: String,
+    pub(crate) limit: usize,
     /// Seconds between reloads; 0: none.
-    pub refresh: u64,
+    pub(crate) refresh: u64,
     /// A note about a parameter that was ignored.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl Default for Filter {
@@ -320,7 +320,7 @@ impl Default for Filter {
 }
 
 impl Filter {
-    pub fn parse(params: &[(String, String)]) -> Filter {
+    pub(crate) fn parse(params: &[(String, String)]) -> Filter {
         let mut f = Filter::default();
         for (k, v) in params {
             let v = v.trim();
@@ -367,31 +367,31 @@ impl Filter {
 
 /// One table row.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub id: String,
-    pub state: TenantState,
-    pub site: Option<String>,
+pub(crate) struct Row {
+    pub(crate) id: String,
+    pub(crate) state: TenantState,
+    pub(crate) site: Option<String>,
     /// `site` is the one a pending tenant's connect named.
-    pub site_from_connect: bool,
-    pub org_name: Option<String>,
-    pub org_id: Option<String>,
-    pub queued_items: u64,
-    pub queued_bytes: u64,
-    pub oldest_age_ms: Option<i64>,
-    pub delivered: Option<u64>,
-    pub dead_lettered: Option<u64>,
-    pub aged_out: Option<u64>,
-    pub retries: Option<u64>,
-    pub rejected_requests: Option<u64>,
+    pub(crate) site_from_connect: bool,
+    pub(crate) org_name: Option<String>,
+    pub(crate) org_id: Option<String>,
+    pub(crate) queued_items: u64,
+    pub(crate) queued_bytes: u64,
+    pub(crate) oldest_age_ms: Option<i64>,
+    pub(crate) delivered: Option<u64>,
+    pub(crate) dead_lettered: Option<u64>,
+    pub(crate) aged_out: Option<u64>,
+    pub(crate) retries: Option<u64>,
+    pub(crate) rejected_requests: Option<u64>,
     /// Items per second accepted for the tenant, and delivered.
-    pub accepted_per_s: Option<Rates>,
-    pub delivered_per_s: Option<Rates>,
-    pub last_delivery_ms: Option<i64>,
-    pub last_error_ms: Option<i64>,
-    pub last_error: Option<String>,
-    pub reason: Option<String>,
+    pub(crate) accepted_per_s: Option<Rates>,
+    pub(crate) delivered_per_s: Option<Rates>,
+    pub(crate) last_delivery_ms: Option<i64>,
+    pub(crate) last_error_ms: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Why this tenant needs attention, if it does.
-    pub problem: Option<&'static str>,
+    pub(crate) problem: Option<&'static str>,
 }
 
 impl Row {
@@ -453,24 +453,24 @@ impl Row {
 
 /// Everything the page shows.
 #[derive(Debug, Clone, Default)]
-pub struct Overview {
-    pub ready: bool,
-    pub version: &'static str,
-    pub config_generation: u64,
-    pub generated_at: String,
-    pub tenants_total: usize,
-    pub by_state: Vec<(TenantState, usize)>,
-    pub queued: Queued,
-    pub queued_tenants: usize,
+pub(crate) struct Overview {
+    pub(crate) ready: bool,
+    pub(crate) version: &'static str,
+    pub(crate) config_generation: u64,
+    pub(crate) generated_at: String,
+    pub(crate) tenants_total: usize,
+    pub(crate) by_state: Vec<(TenantState, usize)>,
+    pub(crate) queued: Queued,
+    pub(crate) queued_tenants: usize,
     /// Items per second, all tenants (none without a delivery view).
-    pub throughput: Option<Throughput>,
-    pub now_ms: i64,
+    pub(crate) throughput: Option<Throughput>,
+    pub(crate) now_ms: i64,
     /// Tenants that passed the filter.
-    pub matching: usize,
+    pub(crate) matching: usize,
     /// Of those, how many have a problem.
-    pub problems: usize,
+    pub(crate) problems: usize,
     /// The rows shown (at most `filter.limit`).
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
 }
 
 /// Every tenant's queue figures added up, and how many tenants have
@@ -546,10 +546,10 @@ fn gather(
 
 /// Escapes text for HTML element content and quoted attribute values (the
 /// relay's one escaper, shared with the OAuth pages).
-pub use crate::oauth::pages::escape as esc;
+pub(crate) use crate::oauth::pages::escape as esc;
 
 /// `1234567` → `1.2 MiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -565,7 +565,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Milliseconds → `45 s`, `3 m 20 s`, `2 h 5 m`, `3 d 4 h`.
-pub fn human_age(ms: i64) -> String {
+pub(crate) fn human_age(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     match s {
         0..60 => format!("{s} s"),
@@ -699,7 +699,7 @@ fn opt_num(v: Option<u64>) -> String {
 }
 
 /// Renders the page. Pure: the same overview gives the same HTML.
-pub fn render(o: &Overview, filter: &Filter) -> String {
+pub(crate) fn render(o: &Overview, filter: &Filter) -> String {
     let mut s = page_head("ddrelay status", filter.refresh);
     s.reserve(o.rows.len() * 1200);
     header(&mut s, o, filter);
@@ -960,27 +960,9 @@ mod tests {
 
     fn tenant(id: &str, state: TenantState) -> Tenant {
         Tenant {
-            id: id.into(),
-            state,
-            reason: None,
-            reason_code: None,
-            domain: Some("datadoghq.eu".into()),
             org_id: Some("org-1".into()),
             org_name: Some("Org".into()),
-            client_id: None,
-            scopes: None,
-            access_expires_at: None,
-            api_key_id: None,
-            api_key_last4: None,
-            has_api_key: true,
-            has_refresh_token: true,
-            created_at: 0,
-            updated_at: 0,
-            connected_at: None,
-            version: 1,
-            generation: 0,
-            grant_checked_at: None,
-            tags: Vec::new(),
+            ..Tenant::fixture(id, state)
         }
     }
 

@@ -36,14 +36,14 @@ use crate::shutdown::Shutdown;
 /// Request line plus headers, in bytes. The callback's URL is a few hundred
 /// bytes; the rest is room for the cookies a browser sends to the partner's
 /// domain.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Header fields per request (browsers send about 20).
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// Open connections at once. Each costs a task and a small buffer; the
 /// callback is visited once per customer onboarding.
-pub const MAX_CONNECTIONS: usize = 2048;
+pub(crate) const MAX_CONNECTIONS: usize = 2048;
 
 /// Serves `router` on `listener` until `shutdown` fires, then lets
 /// in-flight requests finish.

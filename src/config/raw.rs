@@ -10,217 +10,217 @@ use serde::{Deserialize, Deserializer};
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     #[serde(default)]
-    pub oauth: RawOAuth,
+    pub(crate) oauth: RawOAuth,
     #[serde(default)]
-    pub server: RawServer,
+    pub(crate) server: RawServer,
     #[serde(default)]
-    pub storage: RawStorage,
+    pub(crate) storage: RawStorage,
     #[serde(default)]
-    pub datadog: RawDatadog,
+    pub(crate) datadog: RawDatadog,
     #[serde(default)]
-    pub log: RawLog,
+    pub(crate) log: RawLog,
     #[serde(default)]
-    pub queue: RawQueue,
+    pub(crate) queue: RawQueue,
     #[serde(default)]
-    pub delivery: RawDelivery,
+    pub(crate) delivery: RawDelivery,
     #[serde(default)]
-    pub limits: RawLimits,
+    pub(crate) limits: RawLimits,
     #[serde(default)]
-    pub proxy: RawProxy,
+    pub(crate) proxy: RawProxy,
     #[serde(default)]
-    pub integration: RawIntegration,
+    pub(crate) integration: RawIntegration,
     #[serde(default)]
-    pub webhooks: RawWebhooks,
+    pub(crate) webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIntegration {
     #[serde(default, deserialize_with = "string")]
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub test_event_on_connect: Option<String>,
+    pub(crate) test_event_on_connect: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOAuth {
     #[serde(default, deserialize_with = "string")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub client_secret: Option<String>,
+    pub(crate) client_secret: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub client_secret_file: Option<String>,
+    pub(crate) client_secret_file: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub redirect_uri: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub state_ttl: Option<String>,
+    pub(crate) state_ttl: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub grant_check_interval: Option<String>,
+    pub(crate) grant_check_interval: Option<String>,
     #[serde(default)]
-    pub scopes: Option<Vec<String>>,
+    pub(crate) scopes: Option<Vec<String>>,
     #[serde(default)]
-    pub test_client: Option<RawClient>,
+    pub(crate) test_client: Option<RawClient>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClient {
     #[serde(default, deserialize_with = "string")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub client_secret: Option<String>,
+    pub(crate) client_secret: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub client_secret_file: Option<String>,
+    pub(crate) client_secret_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     #[serde(default, deserialize_with = "string")]
-    pub public_listen: Option<String>,
+    pub(crate) public_listen: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub api_listen: Option<String>,
+    pub(crate) api_listen: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub admin_token_file: Option<String>,
+    pub(crate) admin_token_file: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub max_body: Option<String>,
+    pub(crate) max_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub max_decompressed_body: Option<String>,
+    pub(crate) max_decompressed_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub decode_memory: Option<String>,
+    pub(crate) decode_memory: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub request_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub public_header_timeout: Option<String>,
+    pub(crate) public_header_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStorage {
     #[serde(default, deserialize_with = "string")]
-    pub data_dir: Option<String>,
+    pub(crate) data_dir: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub master_key: Option<String>,
+    pub(crate) master_key: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub master_key_file: Option<String>,
+    pub(crate) master_key_file: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub database_url_file: Option<String>,
+    pub(crate) database_url_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDatadog {
     #[serde(default)]
-    pub allowed_sites: Option<Vec<String>>,
+    pub(crate) allowed_sites: Option<Vec<String>>,
     #[serde(default, deserialize_with = "string")]
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
     #[serde(default)]
-    pub resolve: Option<BTreeMap<String, String>>,
+    pub(crate) resolve: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLog {
     #[serde(default, deserialize_with = "string")]
-    pub level: Option<String>,
+    pub(crate) level: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawQueue {
     #[serde(default, deserialize_with = "string")]
-    pub max_bytes: Option<String>,
+    pub(crate) max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub tenant_max_bytes: Option<String>,
+    pub(crate) tenant_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub held_max_bytes: Option<String>,
+    pub(crate) held_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub segment_bytes: Option<String>,
+    pub(crate) segment_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub dead_letter_max_bytes: Option<String>,
+    pub(crate) dead_letter_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub compression: Option<String>,
+    pub(crate) compression: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub preallocate: Option<String>,
+    pub(crate) preallocate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDelivery {
     #[serde(default, deserialize_with = "string")]
-    pub batch_max_age: Option<String>,
+    pub(crate) batch_max_age: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub compression: Option<String>,
+    pub(crate) compression: Option<String>,
     #[serde(default)]
-    pub compression_level: Option<i64>,
+    pub(crate) compression_level: Option<i64>,
     #[serde(default)]
-    pub max_concurrency: Option<i64>,
+    pub(crate) max_concurrency: Option<i64>,
     #[serde(default)]
-    pub tenant_concurrency: Option<i64>,
+    pub(crate) tenant_concurrency: Option<i64>,
     #[serde(default, deserialize_with = "string")]
-    pub max_inflight_bytes: Option<String>,
+    pub(crate) max_inflight_bytes: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub request_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub retry_initial: Option<String>,
+    pub(crate) retry_initial: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub retry_max: Option<String>,
+    pub(crate) retry_max: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub drain_timeout: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
     #[serde(default)]
-    pub forbidden_retries: Option<i64>,
+    pub(crate) forbidden_retries: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
     #[serde(default)]
-    pub tenant_requests_per_second: Option<f64>,
+    pub(crate) tenant_requests_per_second: Option<f64>,
     #[serde(default, deserialize_with = "string")]
-    pub tenant_bytes_per_second: Option<String>,
+    pub(crate) tenant_bytes_per_second: Option<String>,
     #[serde(default)]
-    pub global_requests_per_second: Option<f64>,
+    pub(crate) global_requests_per_second: Option<f64>,
     #[serde(default, deserialize_with = "string")]
-    pub global_bytes_per_second: Option<String>,
+    pub(crate) global_bytes_per_second: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProxy {
     #[serde(default)]
-    pub allowed_prefixes: Option<Vec<String>>,
+    pub(crate) allowed_prefixes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "string")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub token_file: Option<String>,
+    pub(crate) token_file: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub max_request_body: Option<String>,
+    pub(crate) max_request_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub max_response_body: Option<String>,
+    pub(crate) max_response_body: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     #[serde(default)]
-    pub tenant_concurrency: Option<i64>,
+    pub(crate) tenant_concurrency: Option<i64>,
     #[serde(default)]
-    pub tenant_requests_per_second: Option<f64>,
+    pub(crate) tenant_requests_per_second: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWebhooks {
     #[serde(default, deserialize_with = "string")]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    pub secret_file: Option<String>,
+    pub(crate) secret_file: Option<String>,
 }
 
 /// Accepts a string, or a number or bool written where a string is

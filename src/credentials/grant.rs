@@ -44,7 +44,7 @@ const RETRY_AFTER_SECS: i64 = 60;
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
+pub(crate) enum Checked {
     /// Datadog answered a refresh: the grant stands.
     Confirmed,
     /// Another replica (or a refresh for another reason) confirmed it meanwhile.
@@ -58,10 +58,10 @@ pub enum Checked {
 }
 
 /// A boxed future (the probe is used as a trait object).
-pub type Pending = Pin<Box<dyn Future<Output = Checked> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Checked> + Send>>;
 
 /// What the scheduler checks grants with.
-pub trait Probe: Send + Sync + 'static {
+pub(crate) trait Probe: Send + Sync + 'static {
     /// Connected tenants and when each grant was last confirmed (Unix s).
     fn connected(&self) -> Vec<(String, Option<i64>)>;
     /// Confirms `tenant`'s grant unless it was confirmed since `since`.
@@ -72,7 +72,7 @@ pub trait Probe: Send + Sync + 'static {
 
 /// At most how many checks may start in one tick: twice the even spread
 /// of `tenants` over `interval`, rounded up, at least one.
-pub fn per_tick(tenants: usize, interval: Duration) -> usize {
+pub(crate) fn per_tick(tenants: usize, interval: Duration) -> usize {
     let secs = interval.as_secs().max(1) as usize;
     (2 * tenants).div_ceil(secs).max(1)
 }
@@ -80,7 +80,7 @@ pub fn per_tick(tenants: usize, interval: Duration) -> usize {
 /// The tenants to check now, oldest confirmation first (never confirmed
 /// first of all), at most `budget`: those confirmed longer than `interval`
 /// ago, not already being checked, and not waiting to be retried.
-pub fn due(
+pub(crate) fn due(
     connected: &[(String, Option<i64>)],
     now: i64,
     interval: Duration,
@@ -106,7 +106,7 @@ pub fn due(
 
 /// Runs the grant check until `shutdown`; `interval` is read on every tick
 /// (a reload changes it).
-pub async fn run(
+pub(crate) async fn run(
     probe: Arc<dyn Probe>,
     interval: impl Fn() -> Duration + Send,
     shutdown: Shutdown,
@@ -151,7 +151,7 @@ pub async fn run(
 
 /// The relay's credentials as a [`Probe`].
 #[derive(Debug, Clone)]
-pub struct Grants(pub Arc<Credentials>);
+pub(crate) struct Grants(pub Arc<Credentials>);
 
 impl Probe for Grants {
     fn connected(&self) -> Vec<(String, Option<i64>)> {
@@ -172,7 +172,7 @@ impl Credentials {
     /// Confirms `id`'s grant with a refresh, unless it was confirmed after
     /// `since` (by another replica, or a refresh for another reason). Runs
     /// on its own task under the tenant lock, like every refresh.
-    pub async fn confirm_grant(self: &Arc<Self>, id: &str, since: i64) -> Checked {
+    pub(crate) async fn confirm_grant(self: &Arc<Self>, id: &str, since: i64) -> Checked {
         let id = id.to_string();
         self.detached(move |this| async move {
             let lock = match this.tenants.lock(&id).await {

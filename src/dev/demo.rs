@@ -40,7 +40,7 @@ fn step(n: u32, text: &str) {
 /// Runs the demo; returns an error (non-zero exit) if anything is off.
 /// With `keep_running`, the relay and fakedog stay up after the tour until
 /// Ctrl-C (SIGINT) or SIGTERM.
-pub async fn run(keep_running: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     println!(

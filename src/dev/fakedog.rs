@@ -71,18 +71,17 @@ pub use browser::{Browser, BrowserError, Page};
 pub use faults::Fault;
 pub use incidents::{INCIDENT_READ, INCIDENT_WRITE};
 pub use oauth::challenge_of;
-pub use state::{
-    API_KEYS_WRITE, ClientInfo, DEFAULT_TOKEN_TTL, Org, StateError, Violation, ViolationKind,
-};
+pub use state::{API_KEYS_WRITE, ClientInfo, DEFAULT_TOKEN_TTL, StateError};
+pub use state::{Org, Violation, ViolationKind};
 
 use state::{Client, Shared, State};
 
 /// The demo client `ddrelay fakedog` registers when given no `--client`.
-pub const DEMO_CLIENT_ID: &str = "demo-client";
+pub(crate) const DEMO_CLIENT_ID: &str = "demo-client";
 /// The demo client's secret (a local emulator's, printed on start).
-pub const DEMO_CLIENT_SECRET: &str = "demo-secret";
+pub(crate) const DEMO_CLIENT_SECRET: &str = "demo-secret";
 /// The demo client's redirect URIs: a relay on its default public port.
-pub const DEMO_REDIRECT_URIS: [&str; 2] = [
+pub(crate) const DEMO_REDIRECT_URIS: [&str; 2] = [
     "http://localhost:8080/oauth/callback",
     "http://127.0.0.1:8080/oauth/callback",
 ];
@@ -114,22 +113,22 @@ pub enum FakeDogError {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
-    pub id: String,
-    pub secret: String,
+    pub(crate) id: String,
+    pub(crate) secret: String,
     /// Display name; the API key is named `<name> OAuth Client API Key`.
     #[serde(default)]
-    pub name: String,
-    pub redirect_uris: Vec<String>,
+    pub(crate) name: String,
+    pub(crate) redirect_uris: Vec<String>,
     /// Default: `["api_keys_write"]`.
     #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Published clients may be authorized by any org; unpublished (test)
     /// clients only by users of `owner`.
     #[serde(default = "yes")]
-    pub published: bool,
+    pub(crate) published: bool,
     /// The owner org (id or name); required when unpublished.
     #[serde(default)]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -180,7 +179,7 @@ impl ClientSpec {
     }
 
     /// Registers one more redirect URI.
-    pub fn redirect_uri(mut self, uri: impl Into<String>) -> ClientSpec {
+    pub(crate) fn redirect_uri(mut self, uri: impl Into<String>) -> ClientSpec {
         self.redirect_uris.push(uri.into());
         self
     }
@@ -210,7 +209,7 @@ impl ClientSpec {
 
     /// Parses `--client id=..,secret=..,redirect=..[,redirect=..][,scopes=a+b]
     /// [,name=..][,test][,owner=ORG]`.
-    pub fn parse_cli(spec: &str) -> Result<ClientSpec, String> {
+    pub(crate) fn parse_cli(spec: &str) -> Result<ClientSpec, String> {
         let mut c = ClientSpec {
             id: String::new(),
             secret: String::new(),
@@ -274,10 +273,10 @@ impl ClientSpec {
 /// An organization to create at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSpec {
-    pub name: String,
-    pub site: &'static Site,
+    pub(crate) name: String,
+    pub(crate) site: &'static Site,
     /// The `dd_oid`; default: a random UUID.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
 }
 
 impl OrgSpec {
@@ -289,15 +288,9 @@ impl OrgSpec {
         }
     }
 
-    /// Fixes the org's `dd_oid`.
-    pub fn with_id(mut self, id: impl Into<String>) -> OrgSpec {
-        self.id = Some(id.into());
-        self
-    }
-
     /// Parses `--org name=..,site=datadoghq.eu[,id=..]` (site: domain or
     /// short name such as `EU1`).
-    pub fn parse_cli(spec: &str) -> Result<OrgSpec, String> {
+    pub(crate) fn parse_cli(spec: &str) -> Result<OrgSpec, String> {
         let (mut name, mut site, mut id) = (None, None, None);
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
@@ -323,7 +316,7 @@ impl OrgSpec {
     }
 
     /// One demo org per Datadog site, named `Demo <site>` (e.g. `Demo EU1`).
-    pub fn one_per_site() -> Vec<OrgSpec> {
+    pub(crate) fn one_per_site() -> Vec<OrgSpec> {
         SITES
             .iter()
             .map(|s| OrgSpec::new(format!("Demo {}", s.name), s))
@@ -381,7 +374,7 @@ impl Options {
     /// Applies `--client` and `--org` values; without any, the demo client
     /// and one org per site. A `test` client without `owner=` belongs to the
     /// first org.
-    pub fn with_cli_specs(
+    pub(crate) fn with_cli_specs(
         mut self,
         clients: &[String],
         orgs: &[String],
@@ -432,7 +425,7 @@ fn server_names() -> Vec<String> {
 }
 
 /// A running fakedog. Dropping it stops it (in the background); call
-/// [`FakeDog::shutdown`] to wait.
+/// `FakeDog::shutdown` to wait.
 ///
 /// All inspection and control methods act on the state directly, with no
 /// HTTP round trip; the control listener offers the same over JSON.
@@ -522,7 +515,7 @@ impl FakeDog {
     }
 
     /// Stops both listeners and waits (at most a few seconds) for them.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.shutdown.trigger();
         for task in self.tasks.drain(..) {
             let abort = task.abort_handle();
@@ -541,7 +534,7 @@ impl FakeDog {
     }
 
     /// The control listener's address.
-    pub fn control_addr(&self) -> SocketAddr {
+    pub(crate) fn control_addr(&self) -> SocketAddr {
         self.control_addr
     }
 
@@ -598,7 +591,7 @@ impl FakeDog {
     }
 
     /// Registered clients (without secrets).
-    pub fn clients(&self) -> Vec<ClientInfo> {
+    pub(crate) fn clients(&self) -> Vec<ClientInfo> {
         self.shared
             .lock()
             .clients
@@ -796,11 +789,6 @@ impl FakeDog {
         Ok(self.shared.lock().revoke_grants(org)?)
     }
 
-    /// Forgets recorded items, payloads, counters, violations and faults.
-    pub fn reset(&self) {
-        self.shared.lock().reset();
-    }
-
     /// Counting mode is on.
     pub fn is_counting(&self) -> bool {
         self.shared.counting
@@ -808,7 +796,7 @@ impl FakeDog {
 
     /// The text `ddrelay fakedog` prints on start: addresses, the CA, a
     /// `[datadog]` snippet for a relay and curl examples.
-    pub fn banner(&self) -> String {
+    pub(crate) fn banner(&self) -> String {
         let st = self.shared.lock();
         let addr = display_addr(self.tls_addr);
         let ca = self.ca_file.display();
@@ -919,7 +907,7 @@ https://api.datadoghq.eu/api/v2/api_keys/marketplace"
 }
 
 /// The RFC 7636 Appendix B example verifier, used in printed examples.
-pub const EXAMPLE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const EXAMPLE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 impl Drop for FakeDog {
     fn drop(&mut self) {

@@ -17,7 +17,7 @@
 //!   items; the body read as a ready record is refused or rebuilt cleanly.
 //! - [`callback_query`]: the OAuth callback's query string, parsed with
 //!   axum's `Query` (as the public listener does), then the pure checks of
-//!   [`crate::oauth`]. A `domain` is accepted only when it *is* the domain
+//!   `crate::oauth`. A `domain` is accepted only when it *is* the domain
 //!   of one of [`site::SITES`] (and of the allowed ones); a `site` value only
 //!   as a host that is a known site's web host or one DNS label under a
 //!   known site domain; every failure page escapes what it shows.
@@ -51,13 +51,13 @@ use crate::queue::{self, Limits, Queue};
 use crate::site::{self, AllowedSites, Encoding, Endpoint, HostRole, SITES, Site, WebSite};
 
 /// The clock of [`ingest`]: fixed, so seeds with timestamps stay valid.
-pub const NOW_MS: i64 = 1_700_000_000_000;
+pub(crate) const NOW_MS: i64 = 1_700_000_000_000;
 
 /// Decompressed-size limit used by [`ingest`]: small, so bombs are cheap.
-pub const DECOMPRESS_LIMIT: usize = 256 * 1024;
+pub(crate) const DECOMPRESS_LIMIT: usize = 256 * 1024;
 
 /// Encodings in the order of the selector's high nibble.
-pub const ENCODINGS: [Encoding; 4] = [
+pub(crate) const ENCODINGS: [Encoding; 4] = [
     Encoding::Identity,
     Encoding::Gzip,
     Encoding::Deflate,
@@ -65,7 +65,7 @@ pub const ENCODINGS: [Encoding; 4] = [
 ];
 
 /// The selector byte [`ingest`] reads for `endpoint` and `encoding`.
-pub fn selector(endpoint: Endpoint, encoding: Encoding) -> u8 {
+pub(crate) fn selector(endpoint: Endpoint, encoding: Encoding) -> u8 {
     let e = Endpoint::ALL
         .iter()
         .position(|x| *x == endpoint)
@@ -123,7 +123,7 @@ pub fn ingest(data: &[u8]) {
 }
 
 /// Validates `body` and checks every promise of [`Validated`](crate::ingest::validate::Validated).
-pub fn check_validate(endpoint: Endpoint, body: &[u8]) {
+pub(crate) fn check_validate(endpoint: Endpoint, body: &[u8]) {
     let v = match validate(endpoint, body, NOW_MS) {
         Ok(v) => v,
         Err(e) => {
@@ -290,7 +290,7 @@ pub fn traces(data: &[u8]) {
 }
 
 /// Seeds for [`traces`]: (name, selector, body).
-pub fn sample_traces() -> Vec<(&'static str, u8, Vec<u8>)> {
+pub(crate) fn sample_traces() -> Vec<(&'static str, u8, Vec<u8>)> {
     use crate::traces::msgpack::write;
     let start = NOW_MS * 1_000_000;
     let v03 = format!(
@@ -745,7 +745,7 @@ pub fn queue_segment(data: &[u8]) {
 
 /// Sample bodies of every kind, as the relay's tests and Datadog's clients
 /// send them (timestamps at [`NOW_MS`]).
-pub fn sample_bodies() -> Vec<(&'static str, Endpoint, String)> {
+pub(crate) fn sample_bodies() -> Vec<(&'static str, Endpoint, String)> {
     let s = NOW_MS / 1000;
     vec![
         (
@@ -830,7 +830,7 @@ pub fn sample_bodies() -> Vec<(&'static str, Endpoint, String)> {
 }
 
 /// Callback queries: a real one, Datadog's error answer, tampered domains.
-pub fn sample_queries() -> Vec<(&'static str, String)> {
+pub(crate) fn sample_queries() -> Vec<(&'static str, String)> {
     let state = "q9c2wG3mZ1oL4x8Rk7YbP0sTnVdA6eHfJuIiCgKlMpN";
     vec![
         (
@@ -882,7 +882,7 @@ fn segment(records: &[(&str, u8, u32, &[u8])], more: bool, lz4: bool) -> Vec<u8>
 }
 
 /// Segment files: valid, a batch, a torn tail, a corrupt middle, with acks.
-pub fn sample_segments() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn sample_segments() -> Vec<(&'static str, Vec<u8>)> {
     let recs: [(&str, u8, u32, &[u8]); 3] = [
         ("acme", 1, 2, b"{\"metric\":\"a\"}\n{\"metric\":\"b\"}"),
         ("globex", 3, 1, b"{\"message\":\"hi\"}"),

@@ -1,4 +1,4 @@
-//! A relay wired to fakedog on loopback: the real [`App`], configured
+//! A relay wired to fakedog on loopback: the real `App`, configured
 //! through a real TOML file, trusting fakedog's CA and pinning every Datadog
 //! hostname to fakedog with `[datadog.resolve]`. `ddrelay demo`, the
 //! benchmarks and the integration tests all start the product this way, so
@@ -8,7 +8,7 @@
 //! The relay's `redirect_uri` is `http://relay.test/oauth/callback`; the
 //! scripted browser resolves `relay.test` to the relay's public listener.
 //!
-//! [`walk_consent`] is the other way round: fakedog's browser for a relay
+//! `walk_consent` is the other way round: fakedog's browser for a relay
 //! someone configured for fakedog (`ddrelay tenants connect --fakedog`).
 
 use std::net::SocketAddr;
@@ -41,7 +41,7 @@ pub const ADMIN_TOKEN: &str = "ddrelay-sandbox-admin-token";
 /// `[datadog] ca_file`, sending Datadog's hosts where `[datadog.resolve]`
 /// pins them, and the callback's host to the relay's public listener)
 /// clicks Authorize, in the organization named `org` if given.
-pub fn walk_consent<'a>(
+pub(crate) fn walk_consent<'a>(
     config: &'a Config,
     authorize: &'a str,
     org: Option<&'a str>,
@@ -80,7 +80,7 @@ fn relay_browser(config: &Config) -> Result<Browser, String> {
 }
 
 /// The redirect URI registered for the sandbox client.
-pub fn redirect_uri() -> String {
+pub(crate) fn redirect_uri() -> String {
     format!("http://{RELAY_HOST}/oauth/callback")
 }
 

@@ -85,7 +85,7 @@ impl Authority {
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves. Each
 /// request carries its TLS server name (SNI) as a [`ServerName`] extension.
-/// A response carrying the [`Abort`] extension is never sent: the connection
+/// A response carrying the `Abort` extension is never sent: the connection
 /// (HTTP/1.1) or the stream (HTTP/2) is dropped instead.
 pub async fn serve(
     listener: TcpListener,
@@ -147,7 +147,7 @@ pub async fn serve(
 /// connection (HTTP/1.1) or reset the stream (HTTP/2). fakedog uses it to
 /// emulate a connection lost mid-request.
 #[derive(Debug, Clone, Copy)]
-pub struct Abort;
+pub(crate) struct Abort;
 
 /// The service error that makes hyper drop the connection for [`Abort`].
 #[derive(Debug, thiserror::Error)]

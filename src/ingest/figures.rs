@@ -1,6 +1,6 @@
 //! Per-tenant ingest figures for operators (the admin API and the status
 //! page): requests refused for a tenant that exists, and the items
-//! accepted per minute, from which rates are drawn ([`Window`]). The
+//! accepted per minute, from which rates are drawn (`telemetry::rate::Window`). The
 //! relay-wide accepted rate is kept beside them.
 //!
 //! Only tenants the directory knows are counted: a request naming an

@@ -10,21 +10,21 @@ use axum::response::{IntoResponse, Response};
 
 /// HTML-escaping (one copy, in [`crate::text`]), under the name the status
 /// page imports it by.
-pub use crate::text::html_escape as escape;
+pub(crate) use crate::text::html_escape as escape;
 
 /// A rendered page with its status.
 #[derive(Debug, Clone)]
-pub struct Page {
-    pub status: StatusCode,
-    pub title: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) title: String,
     /// What happened.
-    pub message: String,
+    pub(crate) message: String,
     /// What to do next (may be empty).
-    pub advice: String,
+    pub(crate) advice: String,
 }
 
 impl Page {
-    pub fn success(org: Option<&str>, site: &str) -> Page {
+    pub(crate) fn success(org: Option<&str>, site: &str) -> Page {
         let who = org
             .map(|o| format!("Your Datadog organization {o} ({site})"))
             .unwrap_or_else(|| format!("Your Datadog account ({site})"));
@@ -36,7 +36,7 @@ impl Page {
         }
     }
 
-    pub fn failure(
+    pub(crate) fn failure(
         status: StatusCode,
         title: &str,
         message: impl Into<String>,
@@ -50,7 +50,7 @@ impl Page {
         }
     }
 
-    pub fn html(&self) -> String {
+    pub(crate) fn html(&self) -> String {
         let ok = self.status.is_success();
         let accent = if ok { "#2e7d32" } else { "#b71c1c" };
         format!(

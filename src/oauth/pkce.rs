@@ -18,12 +18,12 @@ const VERIFIER_BYTES: usize = 64;
 const STATE_BYTES: usize = 32;
 
 /// A fresh PKCE verifier.
-pub fn verifier() -> Secret {
+pub(crate) fn verifier() -> Secret {
     Secret::new(random_token(VERIFIER_BYTES))
 }
 
 /// The S256 challenge for `verifier`.
-pub fn challenge(verifier: &Secret) -> String {
+pub(crate) fn challenge(verifier: &Secret) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(Sha256::digest(verifier.expose().as_bytes()))
 }
@@ -34,7 +34,7 @@ pub fn state() -> Secret {
 }
 
 /// The lookup key stored for a `state` (hex SHA-256).
-pub fn state_hash(state: &str) -> String {
+pub(crate) fn state_hash(state: &str) -> String {
     let digest = Sha256::digest(state.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {

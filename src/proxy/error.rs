@@ -23,7 +23,7 @@ const REFRESH_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Why the proxy answered itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error(
         "missing or wrong token (Authorization: Bearer <proxy.token>, or <server.admin_token> when proxy.token is not set)"
     )]

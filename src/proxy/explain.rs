@@ -43,7 +43,7 @@ const AUTH_BODY_MAX: usize = 64 * 1024;
 
 /// What a 401/403 from Datadog most likely means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// A freshly refreshed token was refused too.
     ScopeOrPermission,
     /// The refresh failed with `invalid_grant`: the customer revoked access.

@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use crate::text::clip;
 
 /// Request headers forwarded as they are. Everything else is dropped.
-pub const FORWARDED_HEADERS: [HeaderName; 7] = [
+pub(crate) const FORWARDED_HEADERS: [HeaderName; 7] = [
     header::ACCEPT,
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
@@ -51,7 +51,7 @@ const DROPPED_RESPONSE_HEADERS: [&str; 15] = [
 
 /// The headers sent to Datadog: the allow-list, `Accept-Encoding` limited
 /// to `ACCEPTED_CODINGS`, and the caller's `User-Agent` + ddrelay's.
-pub fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
+pub(crate) fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in &FORWARDED_HEADERS {
         for v in incoming.get_all(name) {
@@ -87,7 +87,7 @@ pub fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
 }
 
 /// Datadog's response headers as returned to the caller (see the module doc).
-pub fn returned_headers(upstream: &HeaderMap, secrets: &[&Secret]) -> HeaderMap {
+pub(crate) fn returned_headers(upstream: &HeaderMap, secrets: &[&Secret]) -> HeaderMap {
     let listed: Vec<String> = upstream
         .get_all(header::CONNECTION)
         .iter()

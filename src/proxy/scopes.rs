@@ -21,7 +21,7 @@ const SCOPES: [(&str, &str, &str); 7] = [
 
 /// The scope `method` on `path` (the part after `datadog/`, no query)
 /// needs, when docs/datadog.md records it.
-pub fn required(method: &Method, path: &str) -> Option<&'static str> {
+pub(crate) fn required(method: &Method, path: &str) -> Option<&'static str> {
     let method = if *method == Method::HEAD {
         "GET"
     } else {

@@ -27,7 +27,7 @@ use super::{Store, StoreError, TenantState, flow_scope};
 
 /// Why a copy was refused or failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CopyError {
+pub(crate) enum CopyError {
     #[error(
         "the target store already holds {0} tenants; copy into an empty database, or pass --force to overwrite tenants with the same id"
     )]
@@ -42,19 +42,19 @@ pub enum CopyError {
 
 /// What a copy did.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Tenants the target held before the copy.
-    pub target_tenants_before: u64,
+    pub(crate) target_tenants_before: u64,
     /// Tenants copied (and verified).
-    pub tenants: u64,
+    pub(crate) tenants: u64,
     /// Copied tenants per state.
-    pub by_state: Vec<(TenantState, u64)>,
+    pub(crate) by_state: Vec<(TenantState, u64)>,
     /// Pending, unexpired flows copied (and verified).
-    pub flows: u64,
+    pub(crate) flows: u64,
     /// Expired flows left behind.
-    pub expired_flows_skipped: u64,
+    pub(crate) expired_flows_skipped: u64,
     /// Sealed values opened on the target during verification.
-    pub secrets_verified: u64,
+    pub(crate) secrets_verified: u64,
 }
 
 /// A tenant row as stored: secrets still sealed.
@@ -159,7 +159,7 @@ async fn flows_of(store: &Store) -> Result<Vec<RawFlow>, StoreError> {
 /// (see the module documentation), then verifies the copy. `now` (Unix
 /// seconds) decides which flows have expired. `same_database` is the
 /// caller's judgement that both name one database (refused).
-pub async fn copy(
+pub(crate) async fn copy(
     from: &Store,
     to: &Store,
     force: bool,

@@ -34,7 +34,7 @@ use super::{Backend, ReasonCode, Store, StoreError, Tenant, TenantState};
 
 /// The `type` of a lifecycle event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Connected,
     ReauthRequired,
     Disconnected,
@@ -136,14 +136,14 @@ pub struct OutboxEvent {
     /// The outbox's order (per tenant, the order of the changes).
     pub seq: i64,
     /// The event's `id` (in `body` too).
-    pub id: String,
+    pub(crate) id: String,
     pub tenant: String,
     /// The JSON body, exactly as sent.
     pub body: String,
     /// Failed attempts so far.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// When the event was written (Unix ms).
-    pub created_at_ms: i64,
+    pub(crate) created_at_ms: i64,
 }
 
 /// Whether events are recorded, shared by a store's clones.
@@ -174,7 +174,7 @@ impl Store {
     }
 
     /// Woken whenever an event is committed (delivery waits on it).
-    pub fn events_written(&self) -> Arc<tokio::sync::Notify> {
+    pub(crate) fn events_written(&self) -> Arc<tokio::sync::Notify> {
         self.events_written.clone()
     }
 

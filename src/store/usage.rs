@@ -68,7 +68,7 @@ fn counts(v: [u64; 8]) -> Counts {
 /// One hour of one kind for a tenant, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
-    pub kind: Endpoint,
+    pub(crate) kind: Endpoint,
     /// Unix seconds at the hour's start.
     pub hour: i64,
     pub counts: Counts,

@@ -38,89 +38,89 @@ use crate::site::Endpoint;
 /// Why a delivery is retried (the `reason` of `retries`): a retryable
 /// answer or transport error, a 403 handed to credential recovery, a 413
 /// that splits the payload in halves.
-pub mod retry_reason {
-    pub const RETRYABLE: &str = "retryable";
-    pub const FORBIDDEN: &str = "forbidden";
-    pub const SPLIT: &str = "split";
-    pub const ALL: [&str; 3] = [RETRYABLE, FORBIDDEN, SPLIT];
+pub(crate) mod retry_reason {
+    pub(crate) const RETRYABLE: &str = "retryable";
+    pub(crate) const FORBIDDEN: &str = "forbidden";
+    pub(crate) const SPLIT: &str = "split";
+    pub(crate) const ALL: [&str; 3] = [RETRYABLE, FORBIDDEN, SPLIT];
 }
 
 /// The `outcome` of ingested items and bytes.
-pub const INGEST_OUTCOMES: [&str; 2] = ["accepted", "rejected"];
+pub(crate) const INGEST_OUTCOMES: [&str; 2] = ["accepted", "rejected"];
 
 /// The `outcome` of a lifecycle webhook delivery attempt: `ok` (the
 /// partner answered 2xx), `refused` (another status), `error` (no answer:
 /// connection, timeout), `expired` (given up after the outbox's retention,
 /// see src/webhooks.rs).
-pub const WEBHOOK_OUTCOMES: [&str; 4] = ["ok", "refused", "error", "expired"];
+pub(crate) const WEBHOOK_OUTCOMES: [&str; 4] = ["ok", "refused", "error", "expired"];
 
 /// The listeners whose unserved requests are counted: `api_listen` and
 /// `public_listen`.
-pub const LISTENERS: [&str; 2] = ["api", "public"];
+pub(crate) const LISTENERS: [&str; 2] = ["api", "public"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
+pub(crate) struct KindLabels {
+    pub(crate) kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindReason {
-    pub kind: &'static str,
-    pub reason: &'static str,
+pub(crate) struct KindReason {
+    pub(crate) kind: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindOutcome {
-    pub kind: &'static str,
-    pub outcome: &'static str,
+pub(crate) struct KindOutcome {
+    pub(crate) kind: &'static str,
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SendLabels {
-    pub kind: &'static str,
-    pub site: &'static str,
-    pub status_class: &'static str,
+pub(crate) struct SendLabels {
+    pub(crate) kind: &'static str,
+    pub(crate) site: &'static str,
+    pub(crate) status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindSite {
-    pub kind: &'static str,
-    pub site: &'static str,
+pub(crate) struct KindSite {
+    pub(crate) kind: &'static str,
+    pub(crate) site: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub state: &'static str,
+pub(crate) struct StateLabels {
+    pub(crate) state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OAuthLabels {
-    pub event: &'static str,
-    pub outcome: &'static str,
+pub(crate) struct OAuthLabels {
+    pub(crate) event: &'static str,
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 /// A request to a path or method the listener does not serve. The path is
 /// deliberately not a label: scanners would make it unbounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UnservedLabels {
-    pub listener: &'static str,
+pub(crate) struct UnservedLabels {
+    pub(crate) listener: &'static str,
     /// `404` (no such path) or `405` (not this method).
-    pub status: &'static str,
+    pub(crate) status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusClass {
-    pub status_class: &'static str,
+pub(crate) struct StatusClass {
+    pub(crate) status_class: &'static str,
 }
 
 /// The relay's metrics.
@@ -128,63 +128,63 @@ pub struct Metrics {
     registry: Registry,
     /// Ingest requests by kind, the named tenant's site (`none` when the
     /// request names no tenant the relay knows) and HTTP status class.
-    pub ingest_requests: Family<SendLabels, Counter>,
+    pub(crate) ingest_requests: Family<SendLabels, Counter>,
     /// Items received, by kind and outcome (`accepted`, `rejected`).
-    pub ingest_items: Family<KindOutcome, Counter>,
+    pub(crate) ingest_items: Family<KindOutcome, Counter>,
     /// Decompressed body bytes received, by kind and outcome.
-    pub ingest_bytes: Family<KindOutcome, Counter>,
+    pub(crate) ingest_bytes: Family<KindOutcome, Counter>,
     /// Rejected requests by kind and reason.
-    pub ingest_rejections: Family<KindReason, Counter>,
+    pub(crate) ingest_rejections: Family<KindReason, Counter>,
     /// Accepted but not kept, as Datadog would not keep it, by kind and
     /// reason (`stale`: points of series kinds, items of others, outside
     /// the window; `truncated`: logs cut to 1 MB; `oversized`: logs over
     /// 1 MB with no message to cut).
-    pub ingest_dropped: Family<KindReason, Counter>,
+    pub(crate) ingest_dropped: Family<KindReason, Counter>,
     /// Seconds from request start to the 202 (durable) answer.
-    pub ingest_ack_seconds: Family<KindLabels, Histogram>,
+    pub(crate) ingest_ack_seconds: Family<KindLabels, Histogram>,
     /// Items and bytes in the durable queue, and the oldest item's age.
-    pub queue_items: Gauge,
-    pub queue_bytes: Gauge,
-    pub queue_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) queue_items: Gauge,
+    pub(crate) queue_bytes: Gauge,
+    pub(crate) queue_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// Records that failed their checksum on read (reported, skipped).
-    pub queue_corrupt_records: Counter,
+    pub(crate) queue_corrupt_records: Counter,
     /// Seconds per group commit of the queue (vectored write + fdatasync):
     /// the disk's share of every ingest acknowledgement.
-    pub queue_commit_seconds: Histogram,
+    pub(crate) queue_commit_seconds: Histogram,
     /// Requests sent to Datadog by kind, site and status class
     /// (`2xx`, `4xx`, `5xx`, `transport`).
-    pub send_requests: Family<SendLabels, Counter>,
+    pub(crate) send_requests: Family<SendLabels, Counter>,
     /// Items and compressed bytes delivered (2xx) by kind and site.
-    pub delivered_items: Family<KindSite, Counter>,
-    pub delivered_bytes: Family<KindSite, Counter>,
+    pub(crate) delivered_items: Family<KindSite, Counter>,
+    pub(crate) delivered_bytes: Family<KindSite, Counter>,
     /// Retries scheduled, by kind and reason.
-    pub retries: Family<KindReason, Counter>,
+    pub(crate) retries: Family<KindReason, Counter>,
     /// Items dead-lettered (Datadog answered 400) and aged out.
-    pub dead_lettered_items: Family<KindLabels, Counter>,
-    pub aged_out_items: Family<KindLabels, Counter>,
+    pub(crate) dead_lettered_items: Family<KindLabels, Counter>,
+    pub(crate) aged_out_items: Family<KindLabels, Counter>,
     /// Items accepted for an earlier connection of their tenant (before a
     /// disconnect, or for another org or site), discarded at send time.
-    pub discarded_items: Family<KindLabels, Counter>,
+    pub(crate) discarded_items: Family<KindLabels, Counter>,
     /// Seconds from ingest acknowledgement to Datadog's 2xx.
-    pub end_to_end_seconds: Family<KindLabels, Histogram>,
+    pub(crate) end_to_end_seconds: Family<KindLabels, Histogram>,
     /// Tenants by state.
-    pub tenants: Family<StateLabels, Gauge>,
+    pub(crate) tenants: Family<StateLabels, Gauge>,
     /// OAuth events: connect, callback, refresh, key_create, key_validate, revoke.
-    pub oauth_events: Family<OAuthLabels, Counter>,
+    pub(crate) oauth_events: Family<OAuthLabels, Counter>,
     /// Config reloads by result, and the current generation.
-    pub config_reloads: Family<ResultLabels, Counter>,
-    pub config_generation: Gauge,
+    pub(crate) config_reloads: Family<ResultLabels, Counter>,
+    pub(crate) config_generation: Gauge,
     /// Pull-side proxy responses by status class.
-    pub proxy_requests: Family<StatusClass, Counter>,
+    pub(crate) proxy_requests: Family<StatusClass, Counter>,
     /// Requests to paths (404) or methods (405) a listener does not serve.
-    pub unserved_requests: Family<UnservedLabels, Counter>,
+    pub(crate) unserved_requests: Family<UnservedLabels, Counter>,
     /// Lifecycle webhook deliveries by this replica, by outcome
     /// ([`WEBHOOK_OUTCOMES`]).
-    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub(crate) webhook_deliveries: Family<OutcomeLabels, Counter>,
     /// Events in the webhook outbox (shared by replicas: each reports the
     /// same figure), and the oldest one's age.
-    pub webhook_outbox_events: Gauge,
-    pub webhook_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) webhook_outbox_events: Gauge,
+    pub(crate) webhook_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -402,7 +402,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -411,7 +411,7 @@ impl Metrics {
 
     /// The classic Prometheus text format (0.0.4), for scrapers and tools
     /// that do not speak OpenMetrics (promtool, older agents).
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         openmetrics_to_text(&self.render())
     }
 
@@ -459,7 +459,7 @@ impl Metrics {
     }
 
     /// Counts a webhook delivery attempt (`outcome` of [`WEBHOOK_OUTCOMES`]).
-    pub fn webhook(&self, outcome: &'static str, n: u64) {
+    pub(crate) fn webhook(&self, outcome: &'static str, n: u64) {
         self.webhook_deliveries
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
@@ -468,7 +468,7 @@ impl Metrics {
     /// The counter of requests `listener` answered with `status` (404 or
     /// 405) because it serves no such path or method; other statuses are
     /// counted as `other`.
-    pub fn unserved(&self, listener: &'static str, status: u16) -> Counter {
+    pub(crate) fn unserved(&self, listener: &'static str, status: u16) -> Counter {
         let status = match status {
             404 => "404",
             405 => "405",
@@ -479,7 +479,7 @@ impl Metrics {
             .clone()
     }
 
-    pub fn oauth(&self, event: &'static str, outcome: &'static str) {
+    pub(crate) fn oauth(&self, event: &'static str, outcome: &'static str) {
         self.oauth_events
             .get_or_create(&OAuthLabels { event, outcome })
             .inc();
@@ -489,7 +489,7 @@ impl Metrics {
 /// Converts OpenMetrics text to the Prometheus 0.0.4 text format: counter
 /// families are named with their `_total` samples, `info` families become
 /// `_info` gauges, and `# UNIT` / `# EOF` lines are dropped.
-pub fn openmetrics_to_text(om: &str) -> String {
+pub(crate) fn openmetrics_to_text(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
     let mut pending_help: Option<(String, String)> = None;
     for line in om.lines() {
@@ -522,7 +522,7 @@ pub fn openmetrics_to_text(om: &str) -> String {
 }
 
 /// `2xx`, `4xx`, `5xx` for an HTTP status.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -19,35 +19,35 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// The `process_*` collector (registered unprefixed, see the module docs).
 #[derive(Debug, Default)]
-pub struct Process;
+pub(crate) struct Process;
 
 /// One reading of the process.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Reading {
-    pub resident_bytes: u64,
-    pub virtual_bytes: u64,
-    pub cpu_seconds: f64,
-    pub open_fds: u64,
-    pub max_fds: Option<u64>,
-    pub start_time_seconds: f64,
+pub(crate) struct Reading {
+    pub(crate) resident_bytes: u64,
+    pub(crate) virtual_bytes: u64,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) open_fds: u64,
+    pub(crate) max_fds: Option<u64>,
+    pub(crate) start_time_seconds: f64,
 }
 
 /// What `/proc/self/stat` says (its fields 14, 15, 22, 23 and 24, counted
 /// from 1: utime, stime, starttime, vsize, rss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// User and system CPU time, in clock ticks.
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Start time after boot, in clock ticks.
-    pub start_ticks: u64,
-    pub virtual_bytes: u64,
-    pub resident_pages: u64,
+    pub(crate) start_ticks: u64,
+    pub(crate) virtual_bytes: u64,
+    pub(crate) resident_pages: u64,
 }
 
 /// Parses `/proc/self/stat`. The command name (field 2) is in parentheses
 /// and may hold spaces and parentheses itself, so fields are counted from
 /// the last `)`.
-pub fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let after = &text[text.rfind(')')? + 1..];
     // `after` starts at field 3 (state): field n is at index n - 3.
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -61,7 +61,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 /// The boot time (`btime`, Unix seconds) from `/proc/stat`.
-pub fn parse_boot_time(text: &str) -> Option<u64> {
+pub(crate) fn parse_boot_time(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("btime "))
         .and_then(|v| v.trim().parse().ok())
@@ -69,7 +69,7 @@ pub fn parse_boot_time(text: &str) -> Option<u64> {
 
 impl Reading {
     /// A reading from the two files' text and the system's constants.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         stat: Stat,
         boot_time: u64,
         ticks_per_second: u64,
@@ -91,7 +91,7 @@ impl Reading {
 
 /// Reads the running process, or `None` where there is no `/proc`.
 #[cfg(target_os = "linux")]
-pub fn read() -> Option<Reading> {
+pub(crate) fn read() -> Option<Reading> {
     let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
     let boot = parse_boot_time(&std::fs::read_to_string("/proc/stat").ok()?)?;
     let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
@@ -107,7 +107,7 @@ pub fn read() -> Option<Reading> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn read() -> Option<Reading> {
+pub(crate) fn read() -> Option<Reading> {
     None
 }
 

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// The longest span a rate covers, in minutes.
-pub const MINUTES: usize = 5;
+pub(crate) const MINUTES: usize = 5;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Counts per minute over the last [`MINUTES`] minutes and the current one.
 #[derive(Debug, Clone, Default)]
-pub struct Window {
+pub(crate) struct Window {
     /// When the current minute began; `None` until the first count.
     current: Option<Instant>,
     /// `counts[0]` is the current minute, `counts[i]` the one `i` minutes before.
@@ -29,14 +29,14 @@ pub struct Window {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     #[serde(rename = "1m")]
-    pub one: f64,
+    pub(crate) one: f64,
     #[serde(rename = "5m")]
-    pub five: f64,
+    pub(crate) five: f64,
 }
 
 impl Window {
     /// Counts `n` items at `now`.
-    pub fn add(&mut self, n: u64, now: Instant) {
+    pub(crate) fn add(&mut self, n: u64, now: Instant) {
         self.advance(now);
         self.counts[0] = self.counts[0].saturating_add(n);
     }
@@ -57,7 +57,7 @@ impl Window {
     /// Items per second over the last `minutes` (1 to [`MINUTES`]) before
     /// `now`: the minutes wholly inside that span, plus the share of the
     /// oldest minute that still is (a sliding window over minute counts).
-    pub fn per_second(&self, minutes: usize, now: Instant) -> f64 {
+    pub(crate) fn per_second(&self, minutes: usize, now: Instant) -> f64 {
         let mut w = self.clone();
         w.advance(now);
         let Some(current) = w.current else { return 0.0 };
@@ -69,7 +69,7 @@ impl Window {
     }
 
     /// The rates over the last minute and the last five.
-    pub fn rates(&self, now: Instant) -> Rates {
+    pub(crate) fn rates(&self, now: Instant) -> Rates {
         Rates {
             one: self.per_second(1, now),
             five: self.per_second(MINUTES, now),

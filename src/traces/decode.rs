@@ -12,7 +12,7 @@ use super::msgpack::{Malformed, Reader};
 use super::pb::{Span, SpanLink};
 
 /// The traces of one request, each the spans of one trace.
-pub type Traces = Vec<Vec<Span>>;
+pub(crate) type Traces = Vec<Vec<Span>>;
 
 /// Elements reserved ahead of decoding them: counts come from the body.
 const PREALLOCATE: usize = 1024;
@@ -101,7 +101,7 @@ impl std::fmt::Display for Field<'_> {
 }
 
 /// Decodes a `/v0.4/traces` body.
-pub fn v04(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v04(body: &[u8]) -> Result<Traces, Malformed> {
     let mut r = Reader::new(body);
     let mut budget = SpanBudget::new(body);
     let n = r.array("body (an array of traces)")?;
@@ -225,7 +225,7 @@ fn end(r: &Reader<'_>) -> Result<(), Malformed> {
 /// Decodes a `/v0.5/traces` body: `[strings, traces]`, each span
 /// `[service, name, resource, trace_id, span_id, parent_id, start,
 /// duration, error, meta, metrics, type]` with strings as indexes.
-pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v05(body: &[u8]) -> Result<Traces, Malformed> {
     let mut r = Reader::new(body);
     let top = r.array("body (an array of [strings, traces])")?;
     if top != 2 {
@@ -304,7 +304,7 @@ pub fn v05(body: &[u8]) -> Result<Traces, Malformed> {
 }
 
 /// Decodes a `/v0.3/traces` body (JSON).
-pub fn v03(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v03(body: &[u8]) -> Result<Traces, Malformed> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Malformed(format!("body is not valid JSON: {e}")))?;
     let Some(list) = v.as_array() else {

@@ -12,14 +12,14 @@ use rmp::Marker;
 /// Why a body is not the MessagePack expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Malformed(pub String);
+pub(crate) struct Malformed(pub String);
 
 /// Nesting the reader follows when it skips a value it does not use.
 const MAX_DEPTH: usize = 64;
 
 /// A cursor over MessagePack bytes.
 #[derive(Debug, Clone)]
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
@@ -30,7 +30,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Bytes not read yet.
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
@@ -63,7 +63,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether the next value is nil (then it is consumed).
-    pub fn nil(&mut self) -> bool {
+    pub(crate) fn nil(&mut self) -> bool {
         if self.peek() == Some(Marker::Null) {
             self.pos += 1;
             true
@@ -74,12 +74,12 @@ impl<'a> Reader<'a> {
 
     /// An integer of any width or sign, as the 64 bits the agent keeps
     /// (`parseUint64Bytes`: a negative id is its two's complement); nil is 0.
-    pub fn u64(&mut self, what: impl Display) -> Result<u64, Malformed> {
+    pub(crate) fn u64(&mut self, what: impl Display) -> Result<u64, Malformed> {
         Ok(self.int(what)? as u64)
     }
 
     /// A signed integer; an unsigned one over `i64::MAX` is refused.
-    pub fn i64(&mut self, what: impl Display) -> Result<i64, Malformed> {
+    pub(crate) fn i64(&mut self, what: impl Display) -> Result<i64, Malformed> {
         let v = self.int(&what)?;
         i64::try_from(v)
             .map_err(|_| Malformed(format!("{what}: {v} does not fit a signed 64-bit integer")))
@@ -105,7 +105,7 @@ impl<'a> Reader<'a> {
 
     /// A number: integer or float (the agent's `parseFloat64Bytes`, plus
     /// float32, which some encoders pick for small values); nil is 0.
-    pub fn f64(&mut self, what: impl Display) -> Result<f64, Malformed> {
+    pub(crate) fn f64(&mut self, what: impl Display) -> Result<f64, Malformed> {
         match self.peek() {
             Some(Marker::F64) => {
                 self.pos += 1;
@@ -121,12 +121,15 @@ impl<'a> Reader<'a> {
 
     /// A string, from str or bin; nil is empty; invalid UTF-8 is repaired
     /// as the agent does (U+FFFD).
-    pub fn str(&mut self, what: impl Display) -> Result<std::borrow::Cow<'a, str>, Malformed> {
+    pub(crate) fn str(
+        &mut self,
+        what: impl Display,
+    ) -> Result<std::borrow::Cow<'a, str>, Malformed> {
         Ok(String::from_utf8_lossy(self.raw(what, "a string")?))
     }
 
     /// Raw bytes (bin, or str); nil is empty.
-    pub fn bytes(&mut self, what: impl Display) -> Result<&'a [u8], Malformed> {
+    pub(crate) fn bytes(&mut self, what: impl Display) -> Result<&'a [u8], Malformed> {
         self.raw(what, "bytes")
     }
 
@@ -144,7 +147,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A boolean; nil is false.
-    pub fn bool(&mut self, what: impl Display) -> Result<bool, Malformed> {
+    pub(crate) fn bool(&mut self, what: impl Display) -> Result<bool, Malformed> {
         match self.marker()? {
             Marker::True => Ok(true),
             Marker::False | Marker::Null => Ok(false),
@@ -155,7 +158,7 @@ impl<'a> Reader<'a> {
     /// An array header; nil is an empty array. The length is checked
     /// against the bytes left (each element takes at least one), so a
     /// forged header cannot make a caller reserve memory for nothing.
-    pub fn array(&mut self, what: impl Display) -> Result<usize, Malformed> {
+    pub(crate) fn array(&mut self, what: impl Display) -> Result<usize, Malformed> {
         let n = match self.marker()? {
             Marker::Null => 0,
             Marker::FixArray(n) => usize::from(n),
@@ -167,7 +170,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A map header (entries); nil is an empty map.
-    pub fn map(&mut self, what: impl Display) -> Result<usize, Malformed> {
+    pub(crate) fn map(&mut self, what: impl Display) -> Result<usize, Malformed> {
         let n = match self.marker()? {
             Marker::Null => 0,
             Marker::FixMap(n) => usize::from(n),
@@ -189,7 +192,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips one value of any type.
-    pub fn skip(&mut self) -> Result<(), Malformed> {
+    pub(crate) fn skip(&mut self) -> Result<(), Malformed> {
         self.skip_at(0)
     }
 
@@ -242,50 +245,50 @@ fn type_error(what: impl Display, expected: &str, got: Marker) -> Malformed {
 }
 
 /// Small MessagePack writers for what the relay sends (stats) and tests.
-pub mod write {
+pub(crate) mod write {
     /// A string.
-    pub fn str(out: &mut Vec<u8>, s: &str) {
+    pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
         let _ = rmp::encode::write_str(out, s);
     }
 
     /// An unsigned integer, in its smallest form.
-    pub fn uint(out: &mut Vec<u8>, v: u64) {
+    pub(crate) fn uint(out: &mut Vec<u8>, v: u64) {
         let _ = rmp::encode::write_uint(out, v);
     }
 
     /// A signed integer, in its smallest form.
-    pub fn sint(out: &mut Vec<u8>, v: i64) {
+    pub(crate) fn sint(out: &mut Vec<u8>, v: i64) {
         let _ = rmp::encode::write_sint(out, v);
     }
 
-    pub fn f64(out: &mut Vec<u8>, v: f64) {
+    pub(crate) fn f64(out: &mut Vec<u8>, v: f64) {
         let _ = rmp::encode::write_f64(out, v);
     }
 
-    pub fn bool(out: &mut Vec<u8>, v: bool) {
+    pub(crate) fn bool(out: &mut Vec<u8>, v: bool) {
         let _ = rmp::encode::write_bool(out, v);
     }
 
-    pub fn bin(out: &mut Vec<u8>, v: &[u8]) {
+    pub(crate) fn bin(out: &mut Vec<u8>, v: &[u8]) {
         let _ = rmp::encode::write_bin(out, v);
     }
 
-    pub fn map(out: &mut Vec<u8>, n: u32) {
+    pub(crate) fn map(out: &mut Vec<u8>, n: u32) {
         let _ = rmp::encode::write_map_len(out, n);
     }
 
-    pub fn array(out: &mut Vec<u8>, n: u32) {
+    pub(crate) fn array(out: &mut Vec<u8>, n: u32) {
         let _ = rmp::encode::write_array_len(out, n);
     }
 
     /// A map key and a string value.
-    pub fn kv_str(out: &mut Vec<u8>, k: &str, v: &str) {
+    pub(crate) fn kv_str(out: &mut Vec<u8>, k: &str, v: &str) {
         str(out, k);
         str(out, v);
     }
 
     /// A map key and an unsigned value.
-    pub fn kv_uint(out: &mut Vec<u8>, k: &str, v: u64) {
+    pub(crate) fn kv_uint(out: &mut Vec<u8>, k: &str, v: u64) {
         str(out, k);
         uint(out, v);
     }

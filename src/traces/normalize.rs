@@ -31,7 +31,7 @@ const DEFAULT_NAME: &str = "unnamed_operation";
 
 /// Applies the rules to every span; empty traces are left out. Returns how
 /// many fields were rewritten.
-pub fn normalize(traces: &mut Traces, lang: &str) -> Result<u64, Malformed> {
+pub(crate) fn normalize(traces: &mut Traces, lang: &str) -> Result<u64, Malformed> {
     traces.retain(|t| !t.is_empty());
     let mut rewritten = 0;
     for (t, trace) in traces.iter_mut().enumerate() {
@@ -183,7 +183,7 @@ fn is_normal_name(s: &str) -> bool {
 }
 
 /// The agent's `NormalizeService`.
-pub fn service(s: &str, lang: &str) -> String {
+pub(crate) fn service(s: &str, lang: &str) -> String {
     let fallback = || {
         if lang.is_empty() {
             "unnamed-service".to_string()
@@ -201,7 +201,7 @@ pub fn service(s: &str, lang: &str) -> String {
 /// The agent's `NormalizeTagValue`: lower case; letters, digits and
 /// `: . / - _` kept; each run of anything else one `_`, none at the end;
 /// at most 200 characters.
-pub fn tag_value(s: &str) -> String {
+pub(crate) fn tag_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_underscore = false;
     for c in s.chars().take(MAX_TAG) {
@@ -221,7 +221,7 @@ pub fn tag_value(s: &str) -> String {
 /// The agent's `NormalizeName`: leading non-letters skipped; ASCII letters
 /// and digits kept; `.` kept (replacing a `_` before it); any other run one
 /// `_`; no `_` at the end; no letter at all gives `unnamed_operation`.
-pub fn name(s: &str) -> String {
+pub(crate) fn name(s: &str) -> String {
     let s = truncate(s, MAX_NAME);
     let Some(first) = s.find(|c: char| c.is_ascii_alphabetic()) else {
         return DEFAULT_NAME.to_string();

@@ -56,119 +56,119 @@ pub struct Span {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SpanLink {
     #[prost(uint64, tag = "1")]
-    pub trace_id: u64,
+    pub(crate) trace_id: u64,
     #[prost(uint64, tag = "2")]
-    pub trace_id_high: u64,
+    pub(crate) trace_id_high: u64,
     #[prost(uint64, tag = "3")]
-    pub span_id: u64,
+    pub(crate) span_id: u64,
     #[prost(btree_map = "string, string", tag = "4")]
-    pub attributes: BTreeMap<String, String>,
+    pub(crate) attributes: BTreeMap<String, String>,
     #[prost(string, tag = "5")]
-    pub tracestate: String,
+    pub(crate) tracestate: String,
     #[prost(uint32, tag = "6")]
-    pub flags: u32,
+    pub(crate) flags: u32,
 }
 
 /// Spans of one trace (`tracer_payload.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TraceChunk {
+pub(crate) struct TraceChunk {
     #[prost(int32, tag = "1")]
-    pub priority: i32,
+    pub(crate) priority: i32,
     #[prost(string, tag = "2")]
-    pub origin: String,
+    pub(crate) origin: String,
     #[prost(message, repeated, tag = "3")]
-    pub spans: Vec<Span>,
+    pub(crate) spans: Vec<Span>,
     #[prost(map = "string, string", tag = "4")]
-    pub tags: HashMap<String, String>,
+    pub(crate) tags: HashMap<String, String>,
     #[prost(bool, tag = "5")]
-    pub dropped_trace: bool,
+    pub(crate) dropped_trace: bool,
 }
 
 /// What one tracer sent (`tracer_payload.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TracerPayload {
+pub(crate) struct TracerPayload {
     #[prost(string, tag = "1")]
-    pub container_id: String,
+    pub(crate) container_id: String,
     #[prost(string, tag = "2")]
-    pub language_name: String,
+    pub(crate) language_name: String,
     #[prost(string, tag = "3")]
-    pub language_version: String,
+    pub(crate) language_version: String,
     #[prost(string, tag = "4")]
-    pub tracer_version: String,
+    pub(crate) tracer_version: String,
     #[prost(string, tag = "5")]
-    pub runtime_id: String,
+    pub(crate) runtime_id: String,
     #[prost(message, repeated, tag = "6")]
-    pub chunks: Vec<TraceChunk>,
+    pub(crate) chunks: Vec<TraceChunk>,
     #[prost(map = "string, string", tag = "7")]
-    pub tags: HashMap<String, String>,
+    pub(crate) tags: HashMap<String, String>,
     #[prost(string, tag = "8")]
-    pub env: String,
+    pub(crate) env: String,
     #[prost(string, tag = "9")]
-    pub hostname: String,
+    pub(crate) hostname: String,
     #[prost(string, tag = "10")]
-    pub app_version: String,
+    pub(crate) app_version: String,
 }
 
 /// The body of `POST /api/v0.2/traces` (`agent_payload.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct AgentPayload {
+pub(crate) struct AgentPayload {
     #[prost(string, tag = "1")]
-    pub host_name: String,
+    pub(crate) host_name: String,
     #[prost(string, tag = "2")]
-    pub env: String,
+    pub(crate) env: String,
     #[prost(message, repeated, tag = "5")]
-    pub tracer_payloads: Vec<TracerPayload>,
+    pub(crate) tracer_payloads: Vec<TracerPayload>,
     #[prost(map = "string, string", tag = "6")]
-    pub tags: HashMap<String, String>,
+    pub(crate) tags: HashMap<String, String>,
     #[prost(string, tag = "7")]
-    pub agent_version: String,
+    pub(crate) agent_version: String,
     #[prost(double, tag = "8")]
-    pub target_tps: f64,
+    pub(crate) target_tps: f64,
     #[prost(double, tag = "9")]
-    pub error_tps: f64,
+    pub(crate) error_tps: f64,
     #[prost(bool, tag = "10")]
-    pub rare_sampler_enabled: bool,
+    pub(crate) rare_sampler_enabled: bool,
 }
 
 /// The field number of `AgentPayload.tracerPayloads`: a queued trace item
 /// is one such field, framed (tag and length), so that payloads are the
 /// items' concatenation (see `pipeline/batch.rs`).
-pub const TRACER_PAYLOADS_FIELD: u32 = 5;
+pub(crate) const TRACER_PAYLOADS_FIELD: u32 = 5;
 
 /// A latency distribution (`ddsketch.proto`), as stats carry it.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct DdSketch {
+pub(crate) struct DdSketch {
     #[prost(message, optional, tag = "1")]
-    pub mapping: Option<IndexMapping>,
+    pub(crate) mapping: Option<IndexMapping>,
     #[prost(message, optional, tag = "2")]
-    pub positive_values: Option<Store>,
+    pub(crate) positive_values: Option<Store>,
     #[prost(message, optional, tag = "3")]
-    pub negative_values: Option<Store>,
+    pub(crate) negative_values: Option<Store>,
     #[prost(double, tag = "4")]
-    pub zero_count: f64,
+    pub(crate) zero_count: f64,
 }
 
 /// `IndexMapping`: bin index of `v` is `floor(ln(v) / ln(gamma) + indexOffset)`
 /// (interpolation NONE, 0).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct IndexMapping {
+pub(crate) struct IndexMapping {
     #[prost(double, tag = "1")]
-    pub gamma: f64,
+    pub(crate) gamma: f64,
     #[prost(double, tag = "2")]
-    pub index_offset: f64,
+    pub(crate) index_offset: f64,
     #[prost(int32, tag = "3")]
-    pub interpolation: i32,
+    pub(crate) interpolation: i32,
 }
 
 /// `Store`: bin counts, sparse or contiguous.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Store {
     #[prost(map = "sint32, double", tag = "1")]
-    pub bin_counts: HashMap<i32, f64>,
+    pub(crate) bin_counts: HashMap<i32, f64>,
     #[prost(double, repeated, tag = "2")]
-    pub contiguous_bin_counts: Vec<f64>,
+    pub(crate) contiguous_bin_counts: Vec<f64>,
     #[prost(sint32, tag = "3")]
-    pub contiguous_bin_index_offset: i32,
+    pub(crate) contiguous_bin_index_offset: i32,
 }
 
 #[cfg(test)]

@@ -25,48 +25,48 @@ use super::msgpack::{Malformed, Reader, write};
 use super::pb::{DdSketch, IndexMapping, Span, Store};
 
 /// Stats bucket width: the trace agent's 10 s.
-pub const BUCKET_NS: u64 = 10_000_000_000;
+pub(crate) const BUCKET_NS: u64 = 10_000_000_000;
 
 /// One client's stats (`ClientStatsPayload`; fields the relay uses).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientStats {
-    pub hostname: String,
-    pub env: String,
-    pub version: String,
-    pub buckets: Vec<Bucket>,
-    pub lang: String,
-    pub tracer_version: String,
-    pub runtime_id: String,
-    pub sequence: u64,
-    pub service: String,
+    pub(crate) hostname: String,
+    pub(crate) env: String,
+    pub(crate) version: String,
+    pub(crate) buckets: Vec<Bucket>,
+    pub(crate) lang: String,
+    pub(crate) tracer_version: String,
+    pub(crate) runtime_id: String,
+    pub(crate) sequence: u64,
+    pub(crate) service: String,
 }
 
 /// `ClientStatsBucket`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Bucket {
-    pub start: u64,
-    pub duration: u64,
-    pub groups: Vec<Group>,
+pub(crate) struct Bucket {
+    pub(crate) start: u64,
+    pub(crate) duration: u64,
+    pub(crate) groups: Vec<Group>,
 }
 
 /// `ClientGroupedStats` (the fields the relay computes or checks).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Group {
-    pub service: String,
-    pub name: String,
-    pub resource: String,
-    pub http_status_code: u32,
+pub(crate) struct Group {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) resource: String,
+    pub(crate) http_status_code: u32,
     pub r#type: String,
-    pub span_kind: String,
-    pub hits: u64,
-    pub errors: u64,
-    pub duration: u64,
-    pub top_level_hits: u64,
-    pub synthetics: bool,
+    pub(crate) span_kind: String,
+    pub(crate) hits: u64,
+    pub(crate) errors: u64,
+    pub(crate) duration: u64,
+    pub(crate) top_level_hits: u64,
+    pub(crate) synthetics: bool,
     /// `Trilean`: 1 true, 2 false.
-    pub is_trace_root: i32,
-    pub ok_summary: Vec<u8>,
-    pub error_summary: Vec<u8>,
+    pub(crate) is_trace_root: i32,
+    pub(crate) ok_summary: Vec<u8>,
+    pub(crate) error_summary: Vec<u8>,
 }
 
 // ---------------------------------------------------------------------------
@@ -82,7 +82,7 @@ impl ClientStats {
 
     /// About the bytes of the MessagePack form (at least them, give or
     /// take a few per field name), so that one allocation holds it.
-    pub fn size_hint(&self) -> usize {
+    pub(crate) fn size_hint(&self) -> usize {
         let group = |g: &Group| {
             g.service.len()
                 + g.name.len()
@@ -107,7 +107,7 @@ impl ClientStats {
     }
 
     /// Appends the MessagePack form to `o`.
-    pub fn write_msgpack(&self, o: &mut Vec<u8>) {
+    pub(crate) fn write_msgpack(&self, o: &mut Vec<u8>) {
         write::map(o, 9);
         write::kv_str(o, "Hostname", &self.hostname);
         write::kv_str(o, "Env", &self.env);
@@ -132,7 +132,7 @@ impl ClientStats {
     }
 
     /// Reads a `ClientStatsPayload` (unknown keys skipped).
-    pub fn from_msgpack(r: &mut Reader<'_>) -> Result<ClientStats, Malformed> {
+    pub(crate) fn from_msgpack(r: &mut Reader<'_>) -> Result<ClientStats, Malformed> {
         let mut s = ClientStats::default();
         for _ in 0..r.map("stats payload")? {
             let key = r.str("stats payload: a field name")?;
@@ -229,7 +229,7 @@ impl Group {
 
 /// A `StatsPayload` body holding `items` (each a client payload's
 /// MessagePack): what the stats intake takes.
-pub fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
     let len: usize = items.iter().map(|i| i.len()).sum();
     let mut o = Vec::with_capacity(len + 128);
     write::map(&mut o, 6);
@@ -249,7 +249,7 @@ pub fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Reads a `StatsPayload` body: (client computed, client payloads).
-pub fn read_stats_payload(body: &[u8]) -> Result<(bool, Vec<ClientStats>), Malformed> {
+pub(crate) fn read_stats_payload(body: &[u8]) -> Result<(bool, Vec<ClientStats>), Malformed> {
     let mut r = Reader::new(body);
     let (mut computed, mut stats) = (false, Vec::new());
     for _ in 0..r.map("StatsPayload")? {
@@ -278,10 +278,10 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(1);
 /// Who sent the traces (from the request's headers).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
-    pub lang: String,
-    pub tracer_version: String,
+    pub(crate) lang: String,
+    pub(crate) tracer_version: String,
     /// The tracer computed top-level flags (`_dd.top_level`) itself.
-    pub top_level_computed: bool,
+    pub(crate) top_level_computed: bool,
 }
 
 /// Aggregation of one group.
@@ -493,7 +493,7 @@ fn status_code(span: &Span) -> u32 {
 /// durations of 1 ns to `i64::MAX` ns map to bins 0 to about 2,200, so the
 /// run is bounded whatever the spans say.
 #[derive(Debug, Default, Clone)]
-pub struct Sketch {
+pub(crate) struct Sketch {
     counts: Vec<f64>,
     offset: i32,
     zero: f64,
@@ -505,7 +505,7 @@ const GAMMA: f64 = 1.01 / 0.99;
 const MAX_BINS: usize = 2048;
 
 impl Sketch {
-    pub fn add(&mut self, duration_ns: i64) {
+    pub(crate) fn add(&mut self, duration_ns: i64) {
         let v = f64::from_bits((duration_ns.max(0) as f64).to_bits() & 0xffff_f800_0000_0000);
         if v <= 0.0 {
             self.zero += 1.0;
@@ -527,7 +527,7 @@ impl Sketch {
     }
 
     /// The protobuf `DDSketch` bytes the stats carry.
-    pub fn to_proto(&self) -> Vec<u8> {
+    pub(crate) fn to_proto(&self) -> Vec<u8> {
         static EMPTY: LazyLock<Vec<u8>> = LazyLock::new(|| Sketch::default().encode());
         if self.counts.is_empty() && self.zero == 0.0 {
             return EMPTY.clone();
@@ -565,7 +565,7 @@ impl Sketch {
 }
 
 /// Total count in a `DDSketch` (for checks and fakedog).
-pub fn sketch_count(bytes: &[u8]) -> Option<f64> {
+pub(crate) fn sketch_count(bytes: &[u8]) -> Option<f64> {
     let s = DdSketch::decode(bytes).ok()?;
     let store = |s: &Option<Store>| {
         s.as_ref().map_or(0.0, |s| {

@@ -11,12 +11,12 @@ use hmac::{KeyInit as _, Mac as _};
 use crate::secret::Secret;
 
 /// The header that carries the signature.
-pub const HEADER: &str = "DD-Relay-Signature";
+pub(crate) const HEADER: &str = "DD-Relay-Signature";
 
 type HmacSha256 = hmac::Hmac<sha2_hmac::Sha256>;
 
 /// Lowercase hex of HMAC-SHA256(`key`, `message`).
-pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+pub(crate) fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     // HMAC takes a key of any length: this cannot fail.
     let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
         return String::new();
@@ -30,7 +30,7 @@ pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 }
 
 /// The header's value for `body` sent at `t` (Unix seconds).
-pub fn header_value(secret: &Secret, t: i64, body: &str) -> String {
+pub(crate) fn header_value(secret: &Secret, t: i64, body: &str) -> String {
     let v1 = hmac_hex(secret.expose().as_bytes(), format!("{t}.{body}").as_bytes());
     format!("t={t},v1={v1}")
 }

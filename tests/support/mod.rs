@@ -237,6 +237,15 @@ pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
     req.send().await.unwrap().json().await.unwrap()
 }
 
+/// Sends `req` and checks that its answer's status is `status`.
+pub async fn expect_status(req: reqwest::RequestBuilder, status: u16) {
+    let (client, req) = req.build_split();
+    let req = req.unwrap();
+    let what = format!("{} {}", req.method(), req.url());
+    let got = client.execute(req).await.unwrap().status().as_u16();
+    assert_eq!(got, status, "{what}");
+}
+
 /// Runs `cmd` to its end and returns its stdout; fails the test, showing
 /// stdout and stderr, unless it exited 0.
 pub async fn stdout_of(cmd: &mut tokio::process::Command) -> String {

@@ -66,7 +66,7 @@ pub struct ApiRequest {
     pub path: String,
     pub query: Option<String>,
     /// Every header, names lowercase, values as received (lossy UTF-8).
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl ApiRequest {
@@ -83,16 +83,16 @@ impl ApiRequest {
 /// A monitor of one org.
 #[derive(Debug, Clone)]
 pub(crate) struct Monitor {
-    pub org: String,
-    pub id: i64,
-    pub body: Value,
+    pub(crate) org: String,
+    pub(crate) id: i64,
+    pub(crate) body: Value,
 }
 
 /// A user of one org.
 #[derive(Debug, Clone)]
 pub(crate) struct User {
-    pub org: String,
-    pub body: Value,
+    pub(crate) org: String,
+    pub(crate) body: Value,
 }
 
 pub(super) fn record(
@@ -147,11 +147,11 @@ pub(super) fn ok_json(status: StatusCode, body: &Value, limit_name: &'static str
 /// host it arrived at, and the method, URI and headers [`ApiCall::caller`]
 /// records.
 pub(crate) struct ApiCall {
-    pub shared: Arc<Shared>,
-    pub target: Target,
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Target,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
 }
 
 impl FromRequestParts<Arc<Shared>> for ApiCall {

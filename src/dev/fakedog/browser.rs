@@ -42,7 +42,7 @@ pub struct Page {
 
 impl Page {
     /// True when this is fakedog's consent page.
-    pub fn is_consent(&self) -> bool {
+    pub(crate) fn is_consent(&self) -> bool {
         self.body.contains("name=\"consent_id\"")
     }
 
@@ -121,11 +121,6 @@ impl Browser {
         Ok(Browser { http })
     }
 
-    /// The underlying client (same trust, resolution and redirects).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// `GET url`, following redirects.
     pub async fn get(&self, url: &str) -> Result<Page, BrowserError> {
         let resp = self
@@ -146,7 +141,7 @@ impl Browser {
 
     /// Like [`Browser::authorize`], choosing the organization named `org`
     /// where the consent page offers a choice (no one is signed in).
-    pub async fn authorize_in(&self, url: &str, org: &str) -> Result<Page, BrowserError> {
+    pub(crate) async fn authorize_in(&self, url: &str, org: &str) -> Result<Page, BrowserError> {
         self.walk(url, Decision::Authorize, Some(org)).await
     }
 

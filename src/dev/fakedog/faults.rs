@@ -29,42 +29,42 @@ use crate::site::Endpoint;
 #[serde(default, deny_unknown_fields)]
 pub struct Fault {
     /// Only requests to this host (e.g. `api.datadoghq.eu`).
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Only requests to this path (e.g. `/api/v2/series`).
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Only this method (e.g. `POST`).
-    pub method: Option<String>,
+    pub(crate) method: Option<String>,
     /// The status to answer; none: after `delay_ms`, Datadog answers.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Fire for the next N matching requests only.
-    pub times: Option<u32>,
+    pub(crate) times: Option<u32>,
     /// Fire for this many seconds (fakedog's clock) from now.
-    pub for_secs: Option<u64>,
+    pub(crate) for_secs: Option<u64>,
     /// Wait this long before answering (or dropping).
-    pub delay_ms: Option<u64>,
+    pub(crate) delay_ms: Option<u64>,
     /// Drop the connection instead of answering.
-    pub drop_connection: bool,
+    pub(crate) drop_connection: bool,
     /// With `delay_ms` and no status: Datadog does the work first, then the
     /// answer takes `delay_ms` to come back (a slow or lost response: the
     /// effect happened whether or not the client waits for it).
-    pub late: bool,
+    pub(crate) late: bool,
     /// For 429 (and 503): `Retry-After` and `X-RateLimit-Reset` in seconds.
-    pub retry_after_secs: Option<u64>,
+    pub(crate) retry_after_secs: Option<u64>,
     /// The response body; default: Datadog's `{"errors":["..."]}`.
-    pub body: Option<String>,
+    pub(crate) body: Option<String>,
     /// The body's content type; default `application/json`.
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
 }
 
 /// A fault waiting to fire.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ActiveFault {
-    pub id: u64,
+    pub(crate) id: u64,
     #[serde(flatten)]
-    pub fault: Fault,
-    pub remaining: Option<u32>,
+    pub(crate) fault: Fault,
+    pub(crate) remaining: Option<u32>,
     #[serde(skip)]
-    pub until: Option<SystemTime>,
+    pub(crate) until: Option<SystemTime>,
 }
 
 impl Fault {
@@ -239,14 +239,14 @@ impl Fault {
 /// "content_type","method","body"}` with `body` as base64 (Go's `[]byte`).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Override {
-    pub endpoint: String,
-    pub status_code: u16,
+    pub(crate) endpoint: String,
+    pub(crate) status_code: u16,
     #[serde(default)]
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
     #[serde(default)]
-    pub method: Option<String>,
+    pub(crate) method: Option<String>,
     #[serde(default)]
-    pub body: Option<String>,
+    pub(crate) body: Option<String>,
 }
 
 impl Override {

@@ -68,9 +68,9 @@ const FIELD_TYPES: [&str; 6] = [
 /// An incident of one org: the `data` member of Datadog's answers.
 #[derive(Debug, Clone)]
 pub(crate) struct Incident {
-    pub org: String,
-    pub id: String,
-    pub data: Value,
+    pub(crate) org: String,
+    pub(crate) id: String,
+    pub(crate) data: Value,
 }
 
 /// A create request that passed the checks.

@@ -132,17 +132,17 @@ fn error_response(endpoint: Endpoint, status: StatusCode, detail: &str) -> Respo
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     /// Items accepted (series objects, log entries, events, checks).
-    pub items: u64,
+    pub(crate) items: u64,
     /// The accepted items themselves (full mode only).
-    pub values: Vec<serde_json::Value>,
+    pub(crate) values: Vec<serde_json::Value>,
     /// Accepted but against the rules (dropped points, truncated logs,
     /// undocumented encodings).
-    pub notes: Vec<(ViolationKind, String)>,
+    pub(crate) notes: Vec<(ViolationKind, String)>,
     /// Events: what the 202 body echoes.
-    pub event: Option<serde_json::Value>,
+    pub(crate) event: Option<serde_json::Value>,
     /// The kind to record under, when the body decides it (stats a
     /// tracer computed).
-    pub kind: Option<Endpoint>,
+    pub(crate) kind: Option<Endpoint>,
 }
 
 impl Outcome {

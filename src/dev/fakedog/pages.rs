@@ -33,11 +33,11 @@ fn page(title: &str, body: &str) -> String {
 
 /// One org on the received page: its counts per kind and latest items.
 pub(crate) struct OrgReceived<'a> {
-    pub org: &'a Org,
+    pub(crate) org: &'a Org,
     /// `(kind, items received)`, every kind.
-    pub counts: Vec<(&'static str, u64)>,
+    pub(crate) counts: Vec<(&'static str, u64)>,
     /// `(kind, the latest items, newest first)`, kinds with items only.
-    pub latest: Vec<(&'static str, Vec<&'a serde_json::Value>)>,
+    pub(crate) latest: Vec<(&'static str, Vec<&'a serde_json::Value>)>,
 }
 
 /// The control listener's `/`: what each org received, per kind, with its
@@ -111,15 +111,15 @@ pub(crate) fn error(message: &str, hint: &str) -> String {
 
 /// What the consent page shows.
 pub(crate) struct ConsentView<'a> {
-    pub consent_id: &'a str,
-    pub client_name: &'a str,
-    pub scopes: &'a [String],
-    pub host: &'a str,
-    pub site: &'static Site,
+    pub(crate) consent_id: &'a str,
+    pub(crate) client_name: &'a str,
+    pub(crate) scopes: &'a [String],
+    pub(crate) host: &'a str,
+    pub(crate) site: &'static Site,
     /// The org being authorized, when known.
-    pub org: Option<&'a Org>,
+    pub(crate) org: Option<&'a Org>,
     /// Otherwise, the orgs the user may pick from (first is the default).
-    pub candidates: &'a [Org],
+    pub(crate) candidates: &'a [Org],
 }
 
 /// The consent page: Authorize / Deny, posted back to `/oauth2/v1/authorize`.

@@ -34,9 +34,9 @@ use super::{api, incidents, intake, keys, oauth};
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     /// Lowercase, without port.
-    pub host: String,
-    pub site: &'static Site,
-    pub role: HostRole,
+    pub(crate) host: String,
+    pub(crate) site: &'static Site,
+    pub(crate) role: HostRole,
 }
 
 impl Target {

@@ -67,7 +67,7 @@ pub struct Org {
     /// The org UUID, sent as `dd_oid` on the OAuth redirect.
     pub id: String,
     /// The display name, sent as `dd_org_name`.
-    pub name: String,
+    pub(crate) name: String,
     /// The org's home site.
     #[serde(serialize_with = "ser_site")]
     pub site: &'static Site,
@@ -80,27 +80,27 @@ fn ser_site<S: serde::Serializer>(site: &&'static Site, s: S) -> Result<S::Ok, S
 /// What a registered OAuth client looks like to the control listener (no secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientInfo {
-    pub id: String,
-    pub name: String,
-    pub redirect_uris: Vec<String>,
-    pub scopes: Vec<String>,
-    pub published: bool,
-    pub owner: Option<String>,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) published: bool,
+    pub(crate) owner: Option<String>,
 }
 
 /// A registered OAuth client (Datadog's Developer Platform configuration).
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
-    pub id: String,
-    pub name: String,
-    pub secret: Secret,
-    pub redirect_uris: Vec<String>,
-    pub scopes: Vec<String>,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) secret: Secret,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Published clients may be authorized by any org; unpublished ones only
     /// by their owner org ("Before publishing, only the partner's own org can
     /// authorize", docs/datadog.md "Authorize").
-    pub published: bool,
-    pub owner: Option<String>,
+    pub(crate) published: bool,
+    pub(crate) owner: Option<String>,
 }
 
 impl Client {
@@ -119,76 +119,76 @@ impl Client {
 /// A validated authorization request (the parameters of `GET /oauth2/v1/authorize`).
 #[derive(Debug, Clone)]
 pub(crate) struct AuthRequest {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub state: Option<String>,
-    pub challenge: String,
-    pub scopes: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
+    pub(crate) challenge: String,
+    pub(crate) scopes: Vec<String>,
     /// The web host the request arrived at (the `site` sent back).
-    pub host: String,
-    pub site: &'static Site,
+    pub(crate) host: String,
+    pub(crate) site: &'static Site,
     /// The original query, replayed when the region picker sends the
     /// browser to the org's own site.
-    pub query: String,
+    pub(crate) query: String,
 }
 
 /// An authorization request shown on a consent page, waiting for a decision.
 #[derive(Debug, Clone)]
 pub(crate) struct Consent {
-    pub req: AuthRequest,
+    pub(crate) req: AuthRequest,
     /// The org, when it was already known; otherwise the user picks one of
     /// `candidates`.
-    pub org: Option<String>,
-    pub candidates: Vec<String>,
-    pub expires: SystemTime,
+    pub(crate) org: Option<String>,
+    pub(crate) candidates: Vec<String>,
+    pub(crate) expires: SystemTime,
 }
 
 /// An authorization code.
 #[derive(Debug, Clone)]
 pub(crate) struct Code {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub challenge: String,
-    pub org: String,
-    pub scopes: Vec<String>,
-    pub expires: SystemTime,
-    pub used: bool,
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) challenge: String,
+    pub(crate) org: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) expires: SystemTime,
+    pub(crate) used: bool,
     /// The grant issued from this code, revoked if the code is replayed.
-    pub grant: Option<u64>,
+    pub(crate) grant: Option<u64>,
 }
 
 /// One authorization of one client by one org: the family of tokens that
 /// a code exchange starts and refreshes continue.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
-    pub client_id: String,
-    pub org: String,
-    pub scopes: Vec<String>,
-    pub revoked: bool,
+    pub(crate) client_id: String,
+    pub(crate) org: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) revoked: bool,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct AccessToken {
-    pub grant: u64,
-    pub expires: SystemTime,
-    pub revoked: bool,
+    pub(crate) grant: u64,
+    pub(crate) expires: SystemTime,
+    pub(crate) revoked: bool,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshToken {
-    pub grant: u64,
+    pub(crate) grant: u64,
     /// Already exchanged for a newer refresh token; presenting it again is
     /// reuse, which revokes the grant.
-    pub rotated: bool,
+    pub(crate) rotated: bool,
 }
 
 /// An API key, live or dead.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiKey {
-    pub id: String,
-    pub org: String,
-    pub client_id: String,
-    pub live: bool,
+    pub(crate) id: String,
+    pub(crate) org: String,
+    pub(crate) client_id: String,
+    pub(crate) live: bool,
 }
 
 /// What kind of rule the client broke.
@@ -216,17 +216,17 @@ pub struct Violation {
     pub path: String,
     /// The org whose key or token was used, when known.
     pub org: Option<String>,
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// One accepted intake request as received (for the fakeintake view).
 #[derive(Debug, Clone)]
 pub(crate) struct Payload {
-    pub timestamp: SystemTime,
-    pub api_key: String,
-    pub data: Bytes,
-    pub encoding: String,
-    pub content_type: String,
+    pub(crate) timestamp: SystemTime,
+    pub(crate) api_key: String,
+    pub(crate) data: Bytes,
+    pub(crate) encoding: String,
+    pub(crate) content_type: String,
 }
 
 /// Per-endpoint counters, indexed by [`slot`].
@@ -255,48 +255,48 @@ pub(crate) fn slot(e: Endpoint) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Recording {
     /// Accepted items per org (full mode only).
-    pub items: BTreeMap<String, [Vec<serde_json::Value>; SLOTS]>,
+    pub(crate) items: BTreeMap<String, [Vec<serde_json::Value>; SLOTS]>,
     /// Accepted item counts per org.
-    pub counts: BTreeMap<String, Counts>,
+    pub(crate) counts: BTreeMap<String, Counts>,
     /// Accepted item counts per host.
-    pub host_counts: BTreeMap<String, Counts>,
+    pub(crate) host_counts: BTreeMap<String, Counts>,
     /// Raw accepted payloads per path (full mode only).
-    pub payloads: BTreeMap<&'static str, Vec<Payload>>,
+    pub(crate) payloads: BTreeMap<&'static str, Vec<Payload>>,
     /// Responses per host and status (0: connection dropped).
-    pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
-    pub token_calls: BTreeMap<String, u64>,
-    pub revoke_calls: BTreeMap<String, u64>,
-    pub keys_created: BTreeMap<String, u64>,
-    pub violations: Vec<Violation>,
+    pub(crate) requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    pub(crate) token_calls: BTreeMap<String, u64>,
+    pub(crate) revoke_calls: BTreeMap<String, u64>,
+    pub(crate) keys_created: BTreeMap<String, u64>,
+    pub(crate) violations: Vec<Violation>,
     /// Requests to the public API routes and to unknown paths (`api.rs`).
-    pub api_requests: Vec<ApiRequest>,
+    pub(crate) api_requests: Vec<ApiRequest>,
 }
 
 /// The emulated Datadog, and what it saw.
 #[derive(Debug)]
 pub(crate) struct State {
     offset: Duration,
-    pub token_ttl: Duration,
-    pub auto_consent: bool,
-    pub logged_in: Option<String>,
-    pub clients: BTreeMap<String, Client>,
+    pub(crate) token_ttl: Duration,
+    pub(crate) auto_consent: bool,
+    pub(crate) logged_in: Option<String>,
+    pub(crate) clients: BTreeMap<String, Client>,
     /// In creation order: the first org of a site is its default.
-    pub orgs: Vec<Org>,
-    pub consents: HashMap<String, Consent>,
-    pub codes: HashMap<String, Code>,
-    pub grants: HashMap<u64, Grant>,
-    pub access: HashMap<String, AccessToken>,
-    pub refresh: HashMap<String, RefreshToken>,
+    pub(crate) orgs: Vec<Org>,
+    pub(crate) consents: HashMap<String, Consent>,
+    pub(crate) codes: HashMap<String, Code>,
+    pub(crate) grants: HashMap<u64, Grant>,
+    pub(crate) access: HashMap<String, AccessToken>,
+    pub(crate) refresh: HashMap<String, RefreshToken>,
     /// Every key ever created, by value.
-    pub keys: HashMap<String, ApiKey>,
+    pub(crate) keys: HashMap<String, ApiKey>,
     /// Every org's monitors and users (`api.rs`), seeded at org creation.
-    pub monitors: Vec<Monitor>,
-    pub users: Vec<User>,
+    pub(crate) monitors: Vec<Monitor>,
+    pub(crate) users: Vec<User>,
     /// Every org's incidents (`incidents.rs`), none seeded.
-    pub incidents: Vec<Incident>,
-    pub faults: Vec<ActiveFault>,
+    pub(crate) incidents: Vec<Incident>,
+    pub(crate) faults: Vec<ActiveFault>,
     next_id: u64,
-    pub rec: Recording,
+    pub(crate) rec: Recording,
 }
 
 /// The state and the one switch read on every intake request without the lock.
@@ -304,7 +304,7 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Counting mode: validate and count, keep no items or payloads.
-    pub counting: bool,
+    pub(crate) counting: bool,
 }
 
 impl Shared {
