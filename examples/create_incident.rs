@@ -17,6 +17,8 @@
 //! The body is Datadog's `IncidentCreateRequest` (docs/datadog.md
 //! "Incidents").
 
+mod proxy;
+
 use anyhow::Context as _;
 use clap::Parser;
 use serde_json::{Value, json};
@@ -81,21 +83,7 @@ async fn main() -> anyhow::Result<()> {
         .send()
         .await
         .with_context(|| format!("calling {url}"))?;
-    let status = resp.status();
-    let origin = resp
-        .headers()
-        .get("dd-relay-origin")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_string();
-    let body: Value = resp.json().await.context("reading the answer")?;
-    if !status.is_success() {
-        let errors = body["errors"].to_string();
-        match body["ddrelay"]["explanation"].as_str() {
-            Some(why) => anyhow::bail!("{status} from {origin}: {errors}\n{why}"),
-            None => anyhow::bail!("{status} from {origin}: {errors}"),
-        }
-    }
+    let body = proxy::answer(resp).await?;
     let data = &body["data"];
     let id = data["id"]
         .as_str()

@@ -12,9 +12,10 @@
 //! When Datadog refuses, ddrelay's `ddrelay.explanation` says why (a scope
 //! the integration lacks, a revoked grant) and this tool prints it.
 
+mod proxy;
+
 use anyhow::Context as _;
 use clap::Parser;
-use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(about = "List a customer's Datadog monitors through ddrelay")]
@@ -50,21 +51,7 @@ async fn main() -> anyhow::Result<()> {
         req = req.query(&[("name", name)]);
     }
     let resp = req.send().await.with_context(|| format!("calling {url}"))?;
-    let status = resp.status();
-    let origin = resp
-        .headers()
-        .get("dd-relay-origin")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_string();
-    let body: Value = resp.json().await.context("reading the answer")?;
-    if !status.is_success() {
-        let errors = body["errors"].to_string();
-        match body["ddrelay"]["explanation"].as_str() {
-            Some(why) => anyhow::bail!("{status} from {origin}: {errors}\n{why}"),
-            None => anyhow::bail!("{status} from {origin}: {errors}"),
-        }
-    }
+    let body = proxy::answer(resp).await?;
     let monitors = body
         .as_array()
         .context("expected a JSON array of monitors")?;

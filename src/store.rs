@@ -1181,6 +1181,91 @@ fn redact_text(text: &str, url: &Secret) -> String {
 mod tests {
     use super::*;
 
+    /// The two dialects' migrations are one schema written twice, because a
+    /// shipped migration can never change (below). What keeps them the
+    /// same: every SQLite file is its PostgreSQL twin with the types mapped,
+    /// except 0002, whose counter only PostgreSQL needs (the file says why).
+    #[test]
+    fn the_sqlite_migrations_are_the_postgres_ones_with_sqlite_types() {
+        let map = [
+            ("(PostgreSQL)", "(SQLite)"),
+            ("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            ("BYTEA", "BLOB"),
+            ("BIGINT", "INTEGER"),
+        ];
+        let pg: Vec<_> = POSTGRES_MIGRATOR.iter().collect();
+        let lite: Vec<_> = SQLITE_MIGRATOR.iter().collect();
+        let versions =
+            |m: &[&sqlx::migrate::Migration]| m.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(versions(&pg), versions(&lite), "the same versions on both");
+        for (p, l) in pg.iter().zip(&lite) {
+            assert_eq!(p.description, l.description, "version {}", p.version);
+            if p.version == 2 {
+                continue;
+            }
+            // SQLite takes BIGINT too (as INTEGER), so both sides are mapped.
+            let sqlite = |sql: &str| {
+                map.iter()
+                    .fold(sql.to_string(), |s, (a, b)| s.replace(a, b))
+            };
+            assert_eq!(
+                sqlite(p.sql.as_str()),
+                sqlite(l.sql.as_str()),
+                "migration {} differs beyond its types",
+                p.version
+            );
+        }
+    }
+
+    /// sqlx records each applied migration's checksum and refuses to start
+    /// on a database whose migration file changed since: editing a shipped
+    /// migration would stop every deployed relay. A schema change is a new
+    /// file; this pins the shipped ones.
+    #[test]
+    fn shipped_migrations_never_change() {
+        for (migrator, want) in [
+            (&SQLITE_MIGRATOR, SQLITE_SHIPPED),
+            (&POSTGRES_MIGRATOR, POSTGRES_SHIPPED),
+        ] {
+            let got: Vec<(i64, String)> = migrator
+                .iter()
+                .map(|m| {
+                    (
+                        m.version,
+                        m.checksum
+                            .iter()
+                            .take(8)
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
+                    )
+                })
+                .collect();
+            for (version, checksum) in want {
+                assert!(
+                    got.contains(&(*version, checksum.to_string())),
+                    "shipped migration {version} changed (or is gone); got {got:?}"
+                );
+            }
+        }
+    }
+
+    const SQLITE_SHIPPED: &[(i64, &str)] = &[
+        (1, "d385b71d3a8b8615"),
+        (2, "86be422a2037b723"),
+        (3, "04b4e649e038f513"),
+        (4, "1d3cadb04cbce2cf"),
+        (5, "8ffe7e1592429618"),
+        (6, "1be7c14696ad5ace"),
+    ];
+    const POSTGRES_SHIPPED: &[(i64, &str)] = &[
+        (1, "c700f0c8534e6c7a"),
+        (2, "11125db5c3caf0cc"),
+        (3, "04b4e649e038f513"),
+        (4, "1d3cadb04cbce2cf"),
+        (5, "9491cab15701f6d6"),
+        (6, "1be7c14696ad5ace"),
+    ];
+
     async fn store(dir: &tempfile::TempDir) -> (Store, MasterKey) {
         let key = MasterKey::generate();
         (
