@@ -1,7 +1,7 @@
 //! Delivery: from the durable queue to each tenant's own Datadog site.
 //!
 //! Synchronous stages, without I/O, clock or locks, each unit-tested:
-//! - [`plan`]: what one take sends (items to pack, payloads stored ready,
+//! - `plan`: what one take sends (items to pack, payloads stored ready,
 //!   age-out, which records settle when);
 //! - [`batch`]: packs items (compact JSON) into payloads that satisfy the
 //!   endpoint's [`crate::site::Limits`] exactly;
@@ -9,23 +9,23 @@
 //!   compressed body can still become;
 //! - [`record`]: what a queue record's payload holds (items, or one payload
 //!   packed at ingest and sent as stored);
-//! - [`retry`]: the verdict on each answer and the backoff;
-//! - [`age`]: trimming items to Datadog's acceptance window.
+//! - `retry`: the verdict on each answer and the backoff;
+//! - `age`: trimming items to Datadog's acceptance window.
 //!
 //! The rest runs them: [`send`] (the dispatcher, the per-take loop that
-//! sends and settles, isolation between tenants), [`seam`] (the intake and
-//! the credentials as delivery sees them: scripted in tests), [`limits`]
-//! (outbound rate limits), [`deadletter`] (refused payloads kept per
-//! tenant) and [`background`] (the low-priority threads that read and pack).
+//! sends and settles, isolation between tenants), `seam` (the intake and
+//! the credentials as delivery sees them: scripted in tests), `limits`
+//! (outbound rate limits), `deadletter` (refused payloads kept per
+//! tenant) and `background` (the low-priority threads that read and pack).
 
-pub mod age;
-pub mod background;
+pub(crate) mod age;
+pub(crate) mod background;
 pub mod batch;
-pub mod deadletter;
+pub(crate) mod deadletter;
 pub mod encode;
-pub mod limits;
-pub mod plan;
+pub(crate) mod limits;
+pub(crate) mod plan;
 pub mod record;
-pub mod retry;
-pub mod seam;
+pub(crate) mod retry;
+pub(crate) mod seam;
 pub mod send;

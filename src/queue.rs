@@ -183,18 +183,18 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::QueueConfig;
 use format::HEADER_LEN;
-pub use index::ReadyInfo;
+pub(crate) use index::ReadyInfo;
 use index::{StateCell, StreamKey, ToRead};
 use writer::{Job, Pending, Writer};
 
 /// Retry-after suggested when a tenant is over its quota: its backlog
 /// drains at its destination's pace, usually slower than the budget's.
-pub const TENANT_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const TENANT_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Retry-after suggested when the global budget is full: senders and
 /// compaction free space continuously.
-pub const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Longest tenant id stored (it is a `u16` on disk).
-pub const MAX_TENANT_LEN: usize = u16::MAX as usize;
+pub(crate) const MAX_TENANT_LEN: usize = u16::MAX as usize;
 /// Smallest `segment_bytes` accepted (tests use small segments).
 const MIN_SEGMENT_BYTES: u64 = 256;
 
@@ -205,7 +205,7 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Per-tenant quota of live framed bytes (header + tenant + payload).
     pub tenant_max_bytes: u64,
-    /// Live framed bytes of held tenants ([`Queue::set_held`]), in all.
+    /// Live framed bytes of held tenants (`Queue::set_held`), in all.
     /// Held bytes do not count against `max_bytes` for the other tenants:
     /// the disk holds up to `max_bytes + held_max_bytes` (plus segments
     /// written ahead).
@@ -222,7 +222,7 @@ pub struct Limits {
 
 impl Limits {
     /// Bytes of `max_bytes` set aside for segments written ahead.
-    pub fn written_ahead(&self) -> u64 {
+    pub(crate) fn written_ahead(&self) -> u64 {
         if self.preallocate {
             2 * self.segment_bytes
         } else {
@@ -245,7 +245,7 @@ impl From<&QueueConfig> for Limits {
 
 /// A generation as records store it (modulo 2^24): compare a record's
 /// [`Taken::generation`] with this of the current one.
-pub fn stored_generation(generation: i64) -> u32 {
+pub(crate) fn stored_generation(generation: i64) -> u32 {
     (generation.rem_euclid(i64::from(format::GENERATION_MODULUS))) as u32
 }
 
@@ -348,7 +348,7 @@ pub struct Taken {
     pub tenant: Arc<str>,
     /// The generation it was appended with, modulo 2^24 (see
     /// [`NewRecord::generation`]).
-    pub generation: u32,
+    pub(crate) generation: u32,
     pub stream: u8,
     pub items: u32,
     pub created_ms: i64,
@@ -378,9 +378,9 @@ pub struct Stats {
     /// Payload bytes, as stored (after any compression).
     pub bytes: u64,
     /// `created_ms` of the earliest-appended record, per stream, minimum.
-    pub oldest_created_ms: Option<i64>,
+    pub(crate) oldest_created_ms: Option<i64>,
     /// Whole queue: bytes of segment files. Per tenant: its live framed bytes.
-    pub disk_bytes: u64,
+    pub(crate) disk_bytes: u64,
 }
 
 /// Why an append was refused.
@@ -404,7 +404,8 @@ pub enum AppendError {
 
 impl AppendError {
     /// The suggested retry-after, for the two "full" errors.
-    pub fn retry_after(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             AppendError::TenantFull { retry_after, .. } | AppendError::DiskFull { retry_after } => {
                 Some(*retry_after)
@@ -444,7 +445,7 @@ pub(crate) struct Shared {
 }
 
 /// See [`Queue::observe_commits`].
-pub type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+pub(crate) type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl Shared {
     pub(crate) fn notify_data(&self) {
@@ -693,7 +694,7 @@ impl Queue {
     /// What is ready in one stream, counted from the front up to
     /// `enough_bytes` payload bytes (as stored) or `enough_items` items:
     /// lets the sender wait for a fuller batch.
-    pub fn ready_info(
+    pub(crate) fn ready_info(
         &self,
         tenant: &str,
         stream: u8,
@@ -804,7 +805,7 @@ impl Queue {
     /// body, so a client that keeps sending into a full share costs a
     /// header's worth of work per request, not a body's. Never refuses what
     /// the append would take.
-    pub fn admits(&self, tenant: &str) -> Result<(), AppendError> {
+    pub(crate) fn admits(&self, tenant: &str) -> Result<(), AppendError> {
         let shared = self.shared();
         if shared.closed.load(Ordering::SeqCst) {
             return Err(AppendError::Closed);
@@ -814,14 +815,14 @@ impl Queue {
 
     /// Bytes of files kept beside the queue that count against its budget
     /// (the dead-letter areas); replaces the previous figure.
-    pub fn set_outside_bytes(&self, bytes: u64) {
+    pub(crate) fn set_outside_bytes(&self, bytes: u64) {
         self.shared().state.lock().outside = bytes;
     }
 
     /// Marks the tenants whose data is held (not connected): their live
     /// bytes count against `held_max_bytes` and no longer against
     /// `max_bytes` for the others. Replaces the previous set.
-    pub fn set_held<'a>(&self, held: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn set_held<'a>(&self, held: impl IntoIterator<Item = &'a str>) {
         let mut st = self.shared().state.lock();
         let held = held.into_iter().map(|t| st.intern(t)).collect();
         st.set_held(held);
@@ -829,7 +830,7 @@ impl Queue {
 
     /// Drops the records of one stream of `tenant` accepted before
     /// `before_ms` and not in flight: (records, items).
-    pub fn expire(&self, tenant: &str, stream: u8, before_ms: i64) -> (u64, u64) {
+    pub(crate) fn expire(&self, tenant: &str, stream: u8, before_ms: i64) -> (u64, u64) {
         let mut st = self.shared().state.lock();
         let key = (st.intern(tenant), stream);
         st.expire(&key, before_ms)
@@ -856,7 +857,7 @@ impl Queue {
     /// Calls `f` with the duration of every group commit (the vectored
     /// write and its `fdatasync`): the disk's share of ingest latency. Set
     /// once; later calls are ignored.
-    pub fn observe_commits(&self, f: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+    pub(crate) fn observe_commits(&self, f: impl Fn(std::time::Duration) + Send + Sync + 'static) {
         let _ = self.shared().commit_observer.set(Box::new(f));
     }
 
@@ -867,7 +868,7 @@ impl Queue {
 
     /// Resolves when new data may be ready (appended or released). May
     /// resolve spuriously; re-check [`Queue::ready_streams`].
-    pub async fn wait_for_data(&self) {
+    pub(crate) async fn wait_for_data(&self) {
         self.shared().notify.notified().await;
     }
 

@@ -50,32 +50,32 @@ mod loads;
 
 use crate::dev::sandbox;
 use crate::site::{Encoding, Endpoint, SITES};
-pub use loads::gross_regressions;
+pub(crate) use loads::gross_regressions;
 
 /// How to run.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
-    pub tenants: usize,
-    pub duration: Duration,
-    pub concurrency: usize,
+pub(crate) struct BenchOptions {
+    pub(crate) tenants: usize,
+    pub(crate) duration: Duration,
+    pub(crate) concurrency: usize,
     /// Compress ingest bodies with gzip (as Datadog's clients do).
-    pub gzip_ingest: bool,
+    pub(crate) gzip_ingest: bool,
     /// Series compression towards Datadog.
-    pub zstd: bool,
+    pub(crate) zstd: bool,
     /// A short run for CI: checks memory bounds, not timings.
-    pub smoke: bool,
+    pub(crate) smoke: bool,
     /// Series points/s for the latency phase; default half the measured
     /// delivered (sustainable) rate.
-    pub latency_rate: Option<f64>,
+    pub(crate) latency_rate: Option<f64>,
     /// MiB/s of uncompressed JSON for the steady mixed phase (0: skipped).
-    pub steady_mib_per_s: f64,
+    pub(crate) steady_mib_per_s: f64,
     /// Nice value of fakedog's threads (0: the relay's priority).
-    pub dog_nice: i32,
+    pub(crate) dog_nice: i32,
     /// Series with two tags and no resource instead of five tags and a host.
-    pub light_series: bool,
+    pub(crate) light_series: bool,
     /// Also run the loads matrix (`bench/loads.rs`): `Some(empty)` every
     /// load, otherwise the loads named.
-    pub loads: Option<Vec<String>>,
+    pub(crate) loads: Option<Vec<String>>,
 }
 
 /// A child relay process.
@@ -96,8 +96,8 @@ impl Drop for RelayProc {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStat {
     pub cpu_seconds: f64,
-    pub rss_bytes: u64,
-    pub peak_rss_bytes: u64,
+    pub(crate) rss_bytes: u64,
+    pub(crate) peak_rss_bytes: u64,
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
@@ -1262,7 +1262,7 @@ async fn refused_phase(
     }))
 }
 
-pub async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     if let Some(only) = &opts.loads {
         loads::check_names(only)?;
     }

@@ -46,7 +46,7 @@ use crate::telemetry::metrics::{
 use crate::tenant::{Tenants, validate_id};
 
 /// The header that names the tenant.
-pub const TENANT_HEADER: &str = "dd-relay-tenant";
+pub(crate) const TENANT_HEADER: &str = "dd-relay-tenant";
 
 /// Bodies expected to take at least this much memory to decode (three
 /// copies, see [`expected_memory`]) are decoded and validated off the
@@ -59,20 +59,20 @@ pub(super) const BLOCKING_THRESHOLD: u64 = 48 * 1024;
 
 /// What the ingest endpoints need.
 #[derive(Clone)]
-pub struct IngestState {
-    pub tenants: Arc<Tenants>,
-    pub queue: Queue,
-    pub metrics: Arc<Metrics>,
-    pub config: crate::tenant::ConfigHandle,
+pub(crate) struct IngestState {
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) queue: Queue,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: crate::tenant::ConfigHandle,
     /// Memory for decoding bodies at once (`server.decode_memory`).
-    pub decode_memory: Arc<Budget>,
+    pub(crate) decode_memory: Arc<Budget>,
     /// Per-tenant refused requests and accepted rates.
-    pub figures: Arc<super::figures::Figures>,
+    pub(crate) figures: Arc<super::figures::Figures>,
     /// Usage per tenant, kind and hour (`crate::usage`).
-    pub usage: Arc<crate::usage::Usage>,
+    pub(crate) usage: Arc<crate::usage::Usage>,
     /// Triggered by SIGTERM: from then on requests are refused (`503`),
     /// also on connections opened before it, while the queue drains.
-    pub shutdown: crate::shutdown::Shutdown,
+    pub(crate) shutdown: crate::shutdown::Shutdown,
 }
 
 /// The tenant a request named, once the directory knew it, and its site:
@@ -103,11 +103,11 @@ impl Named {
 
 /// An ingest failure: a status, the errors body, and maybe Retry-After.
 #[derive(Debug)]
-pub struct IngestError {
-    pub status: StatusCode,
-    pub reason: &'static str,
-    pub errors: Vec<String>,
-    pub retry_after: Option<Duration>,
+pub(crate) struct IngestError {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
+    pub(crate) errors: Vec<String>,
+    pub(crate) retry_after: Option<Duration>,
     /// For a request refused before its body was read: how much of the
     /// body to read and throw away so the connection stays usable.
     discard_limit: u64,
@@ -198,7 +198,7 @@ impl IntoResponse for IngestError {
 }
 
 /// The ingest routes.
-pub fn router(state: IngestState) -> Router {
+pub(crate) fn router(state: IngestState) -> Router {
     let mut r = Router::new();
     for endpoint in Endpoint::ALL {
         r = r.route(
@@ -305,7 +305,10 @@ fn success_body(endpoint: Endpoint) -> &'static str {
 /// The tenant a request names: `DD-Relay-Tenant`, else `DD-API-KEY`, else
 /// the `api_key` query parameter (Datadog's v1 endpoints accept the key
 /// there, and some clients put it there).
-pub fn tenant_named(headers: &HeaderMap, query: Option<&str>) -> Result<String, IngestError> {
+pub(crate) fn tenant_named(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<String, IngestError> {
     if headers.contains_key(TENANT_HEADER) || headers.contains_key("dd-api-key") {
         return tenant_of(headers);
     }
@@ -349,7 +352,7 @@ async fn validate_key(
 }
 
 /// The tenant named by a header (`DD-Relay-Tenant`, else `DD-API-KEY`).
-pub fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
+pub(crate) fn tenant_of(headers: &HeaderMap) -> Result<String, IngestError> {
     let name = if headers.contains_key(TENANT_HEADER) {
         TENANT_HEADER
     } else {
@@ -423,14 +426,14 @@ pub(super) fn checked_id(id: String) -> Result<String, IngestError> {
 
 /// What the headers decided: the request may be read.
 pub(super) struct Admitted {
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// The tenant's connection generation when it was checked.
-    pub generation: u32,
+    pub(crate) generation: u32,
     /// The tenant's tags when it was checked: added to every item of the
     /// request (`None`: it has none, nothing is added).
-    pub tags: Option<Arc<Tags>>,
-    pub encoding: Encoding,
-    pub config: Arc<crate::config::Config>,
+    pub(crate) tags: Option<Arc<Tags>>,
+    pub(crate) encoding: Encoding,
+    pub(crate) config: Arc<crate::config::Config>,
 }
 
 async fn ingest(
@@ -455,7 +458,7 @@ async fn ingest(
 /// own request, through everything a partner's request goes through
 /// (admission, validation, the tenant's tags, the durable append); for
 /// [`super::test_event`].
-pub async fn queue_own(
+pub(crate) async fn queue_own(
     state: &IngestState,
     endpoint: Endpoint,
     tenant: &str,
@@ -759,8 +762,8 @@ struct Decode<'a> {
 /// to the blocking pool.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Additions {
-    pub tags: Option<Arc<Tags>>,
-    pub source: Option<String>,
+    pub(crate) tags: Option<Arc<Tags>>,
+    pub(crate) source: Option<String>,
 }
 
 impl Additions {

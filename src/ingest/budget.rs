@@ -5,11 +5,11 @@
 //! A burst of large bodies (each up to `server.max_decompressed_body` once
 //! decoded, on a blocking pool of hundreds of threads) would otherwise hold
 //! several copies of each at once, without bound. A request first reserves
-//! what it expects to need ([`Held::reserve`]), waiting a bounded time for
+//! what it expects to need (`Held::reserve`), waiting a bounded time for
 //! room while it holds nothing (so waiters never hold what others wait
 //! for: no deadlock); one that waits too long is refused with 503 and
 //! Retry-After. A request that needs more than it expected grows past its
-//! reservation ([`Held::grow`]) one at a time: it takes the one overrun
+//! reservation (`Held::grow`) one at a time: it takes the one overrun
 //! token, so at most one request's overrun (bounded by its own limits)
 //! adds to the budget. The bound is the budget plus one request.
 
@@ -39,7 +39,7 @@ struct State {
 
 /// What one request holds of the budget; given back when dropped.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     budget: Arc<Budget>,
     bytes: u64,
     /// This request holds the overrun token.
@@ -47,7 +47,7 @@ pub struct Held {
 }
 
 impl Budget {
-    pub fn new(max: u64) -> Arc<Budget> {
+    pub(crate) fn new(max: u64) -> Arc<Budget> {
         Arc::new(Budget {
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
@@ -56,7 +56,7 @@ impl Budget {
     }
 
     /// A request's share, empty to start with.
-    pub fn hold(self: &Arc<Self>) -> Held {
+    pub(crate) fn hold(self: &Arc<Self>) -> Held {
         Held {
             budget: self.clone(),
             bytes: 0,
@@ -65,7 +65,8 @@ impl Budget {
     }
 
     /// Bytes held by every request now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
         self.state.lock().used
     }
 
@@ -80,7 +81,7 @@ impl Held {
     /// Reserves `n` bytes for a request holding nothing yet, waiting at
     /// most `wait` for others to give room back. Alone (nobody holds
     /// anything) it never waits, whatever `n`.
-    pub fn reserve(&mut self, n: u64, wait: Duration) -> Result<(), OverBudget> {
+    pub(crate) fn reserve(&mut self, n: u64, wait: Duration) -> Result<(), OverBudget> {
         debug_assert_eq!(self.bytes, 0, "reserve comes first");
         let deadline = Instant::now() + wait;
         let b = &self.budget;
@@ -103,7 +104,7 @@ impl Held {
     /// Takes `n` bytes beyond the reservation: past the budget if need be,
     /// but one request at a time (the overrun token, held until this
     /// request is done).
-    pub fn grow(&mut self, n: u64) {
+    pub(crate) fn grow(&mut self, n: u64) {
         if n == 0 {
             return;
         }

@@ -18,7 +18,7 @@ use crate::telemetry::rate::{Rates, Window};
 
 /// The ingest figures of every tenant, and the relay-wide accepted rate.
 #[derive(Debug, Default)]
-pub struct Figures {
+pub(crate) struct Figures {
     inner: Mutex<Inner>,
 }
 
@@ -36,10 +36,10 @@ struct Tenant {
 
 /// One tenant's figures, as the admin API shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct TenantFigures {
+pub(crate) struct TenantFigures {
     /// Ingest requests refused (any 4xx or 5xx) since the relay started.
-    pub rejected_requests: u64,
-    pub accepted_items_per_s: Rates,
+    pub(crate) rejected_requests: u64,
+    pub(crate) accepted_items_per_s: Rates,
 }
 
 impl Inner {
@@ -54,12 +54,12 @@ impl Inner {
 
 impl Figures {
     /// A request for `tenant` (known to the directory) was refused.
-    pub fn refused(&self, tenant: &str) {
+    pub(crate) fn refused(&self, tenant: &str) {
         self.inner.lock().with(tenant, |t| t.rejected_requests += 1);
     }
 
     /// `items` were queued for `tenant`.
-    pub fn accepted(&self, tenant: &str, items: u64) {
+    pub(crate) fn accepted(&self, tenant: &str, items: u64) {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.accepted.add(items, now);
@@ -67,7 +67,7 @@ impl Figures {
     }
 
     /// `tenant`'s figures now (zeros for a tenant with no request yet).
-    pub fn tenant(&self, tenant: &str) -> TenantFigures {
+    pub(crate) fn tenant(&self, tenant: &str) -> TenantFigures {
         let now = Instant::now();
         let inner = self.inner.lock();
         inner
@@ -81,7 +81,7 @@ impl Figures {
     }
 
     /// Items accepted per second, all tenants.
-    pub fn accepted_rates(&self) -> Rates {
+    pub(crate) fn accepted_rates(&self) -> Rates {
         self.inner.lock().accepted.rates(Instant::now())
     }
 }

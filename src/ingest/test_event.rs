@@ -13,7 +13,7 @@ use crate::site::Endpoint;
 
 /// The event's body: a v1 event (docs/datadog.md "Events v1"), with the
 /// integration's source as `source_type_name` when one is configured.
-pub fn body(source: Option<&str>) -> Vec<u8> {
+pub(crate) fn body(source: Option<&str>) -> Vec<u8> {
     let name = source.unwrap_or("ddrelay");
     let mut event = serde_json::json!({
         "title": format!("{name} is connected"),
@@ -30,7 +30,7 @@ pub fn body(source: Option<&str>) -> Vec<u8> {
 }
 
 /// Queues the test event for `tenant`.
-pub async fn send(state: &IngestState, tenant: &str) -> Result<(), IngestError> {
+pub(crate) async fn send(state: &IngestState, tenant: &str) -> Result<(), IngestError> {
     let source = state.config.load().integration.source.clone();
     queue_own(state, Endpoint::Events, tenant, body(source.as_deref())).await
 }

@@ -47,7 +47,7 @@ use crate::traces::stats::{self, ClientStats, Origin};
 use crate::traces::{ChunkHead, normalize};
 
 /// The span tag that names the tenant.
-pub const TENANT_TAG: &str = "ddrelay.tenant";
+pub(crate) const TENANT_TAG: &str = "ddrelay.tenant";
 
 /// The trace API's versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ enum Version {
 }
 
 /// The trace API routes (merged into the ingest router).
-pub fn routes() -> Router<IngestState> {
+pub(crate) fn routes() -> Router<IngestState> {
     let traces =
         |v: Version| move |s: State<IngestState>, h: HeaderMap, b: Body| handle(v, s, h, b);
     Router::new()

@@ -11,7 +11,7 @@
 //! request. What Datadog itself accepts and then drops or cuts is not bad
 //! (docs/datadog.md "What Datadog accepts and drops or cuts"): a point or
 //! item outside the timestamp window is dropped, a log over 1 MB has its
-//! message cut, and [`Validated::dropped`] and [`Validated::notes`] say so.
+//! message cut, and `Validated::dropped` and `Validated::notes` say so.
 //!
 //! Limits enforced (values from [`Endpoint::limits`] and
 //! [`Endpoint::window`]):
@@ -34,7 +34,7 @@
 //!
 //! What the relay adds to the items it keeps (the tenant's tags, the
 //! integration's source on logs) is `validate/enrich.rs`'s, applied by
-//! [`validate_with`] after the checks, within the same per-item limits.
+//! `validate_with` after the checks, within the same per-item limits.
 //!
 //! Decisions where docs/datadog.md finds Datadog silent or UNCONFIRMED (each
 //! also noted at the check itself):
@@ -75,7 +75,7 @@
 
 mod checks;
 mod context;
-pub mod enrich;
+pub(crate) mod enrich;
 mod errors;
 mod events;
 mod events_v2;
@@ -95,11 +95,11 @@ use crate::pipeline::age::Trimmed;
 use crate::site::Endpoint;
 use checks::{Check, with_empty_tags};
 use context::{Ctx, ItemSeen};
-pub use enrich::Added;
+pub(crate) use enrich::Added;
 use errors::Errors;
-pub use errors::{Invalid, ItemError, MAX_ERRORS};
+pub(crate) use errors::MAX_ERRORS;
+pub use errors::{Invalid, ItemError};
 use events::Event;
-pub use frame::MAX_DEPTH;
 use frame::frame;
 use logs::{LOGS_MAX_ENTRIES, Log, truncate_log};
 use series::Series;
@@ -119,29 +119,29 @@ pub struct Validated {
     pub oldest_ms: i64,
     pub newest_ms: i64,
     /// What was accepted but not kept, as Datadog would not keep it.
-    pub dropped: Dropped,
+    pub(crate) dropped: Dropped,
     /// One line per dropped or truncated point or item (at most
     /// [`MAX_ERRORS`]), worded as the errors are.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// What a request lost to Datadog's own treatment: Datadog answers `202`
 /// for these and drops or cuts them, so the relay does the same (and says
 /// so), rather than refusing the request and losing the rest of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// Outside the acceptance window: points of a series kind, whole items
     /// of the others.
-    pub stale: u32,
+    pub(crate) stale: u32,
     /// Logs over 1 MB whose message was cut to fit.
-    pub truncated: u32,
+    pub(crate) truncated: u32,
     /// Logs over 1 MB with no message to cut: dropped.
-    pub oversized: u32,
+    pub(crate) oversized: u32,
 }
 
 impl Dropped {
     /// The counts by reason, for metrics: `(reason, count)`.
-    pub fn by_reason(&self) -> [(&'static str, u32); 3] {
+    pub(crate) fn by_reason(&self) -> [(&'static str, u32); 3] {
         [
             ("stale", self.stale),
             ("truncated", self.truncated),
@@ -153,7 +153,7 @@ impl Dropped {
 /// What the relay appends to a log message it cut to fit 1 MB (the
 /// Datadog Agent marks the lines it cuts the same way; docs/datadog.md
 /// "What Datadog accepts and drops or cuts").
-pub const TRUNCATED_MARK: &str = "...TRUNCATED...";
+pub(crate) const TRUNCATED_MARK: &str = "...TRUNCATED...";
 
 /// Checks `body` (already decompressed) for `endpoint` and builds the queue
 /// payload. `now_ms` is the current unix time in milliseconds.
@@ -164,7 +164,7 @@ pub fn validate(endpoint: Endpoint, body: &[u8], now_ms: i64) -> Result<Validate
 /// As [`validate`], with `added` (the tenant's tags, the integration's
 /// source) added to every item kept (`validate/enrich.rs`), within the
 /// kind's per-item limit.
-pub fn validate_with(
+pub(crate) fn validate_with(
     endpoint: Endpoint,
     body: &[u8],
     now_ms: i64,

@@ -13,7 +13,7 @@ use crate::site::Endpoint;
 
 /// What to do with one item.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Trimmed {
+pub(crate) enum Trimmed {
     /// Fresh enough: send as is.
     Keep,
     /// Entirely past the window.
@@ -23,14 +23,14 @@ pub enum Trimmed {
 }
 
 /// Trims `item` (compact JSON) to what is newer than `cutoff_ms`.
-pub fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
+pub(crate) fn trim(endpoint: Endpoint, item: &[u8], cutoff_ms: i64) -> Trimmed {
     trim_to(endpoint, item, cutoff_ms, i64::MAX)
 }
 
 /// Trims `item` (compact JSON) to what lies within `lo_ms..=hi_ms`: a
 /// series keeps the points inside, an item of another kind is kept or
 /// dropped whole by its timestamp. Items without a timestamp are kept.
-pub fn trim_to(endpoint: Endpoint, item: &[u8], lo_ms: i64, hi_ms: i64) -> Trimmed {
+pub(crate) fn trim_to(endpoint: Endpoint, item: &[u8], lo_ms: i64, hi_ms: i64) -> Trimmed {
     // Binary items (traces, stats) age as whole records: the planner drops
     // a record once all of it is past the window, never part of one.
     if endpoint.binary() {

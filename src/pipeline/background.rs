@@ -27,17 +27,17 @@ use parking_lot::Mutex;
 /// acknowledgement (4.8–6.5 ms against 4.0–4.5 ms at 150,000 points/s:
 /// BENCHMARKS.md "Change 4: LZ4 at rest, delivery at nice 19, unlinks
 /// outside the lock"). Delivery still gets every idle cycle.
-pub const DELIVERY_NICE: i32 = 19;
+pub(crate) const DELIVERY_NICE: i32 = 19;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The pool is shut down or the job panicked.
 #[derive(Debug, thiserror::Error)]
 #[error("delivery worker unavailable (shutting down, or the job panicked)")]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// A fixed set of low-priority threads.
-pub struct Background {
+pub(crate) struct Background {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     /// Jobs run on the caller (see [`Background::inline`]).
     inline: bool,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Background {
 impl Background {
     /// Starts `threads` threads named `name`, each lowered to `nice` (where
     /// the platform allows it; failing to lower is logged, not fatal).
-    pub fn start(name: &str, threads: usize, nice: i32) -> std::io::Result<Background> {
+    pub(crate) fn start(name: &str, threads: usize, nice: i32) -> std::io::Result<Background> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -85,7 +85,7 @@ impl Background {
     /// paused tokio time, where work on threads the runtime cannot see
     /// would let the clock jump while it runs.
     #[cfg(test)]
-    pub fn inline() -> Background {
+    pub(crate) fn inline() -> Background {
         Background {
             tx: Mutex::new(None),
             inline: true,
@@ -93,7 +93,7 @@ impl Background {
     }
 
     /// Runs `f` on one of the threads and waits for its result.
-    pub async fn run<F, R>(&self, f: F) -> Result<R, Closed>
+    pub(crate) async fn run<F, R>(&self, f: F) -> Result<R, Closed>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -113,7 +113,7 @@ impl Background {
     }
 
     /// Stops accepting jobs; threads exit once the queued ones are done.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.tx.lock().take();
     }
 }
@@ -128,7 +128,7 @@ impl Drop for Background {
 /// no-op elsewhere). Failing to lower is logged at debug level: it changes
 /// latency under contention, never correctness.
 #[cfg(target_os = "linux")]
-pub fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     // On Linux, setpriority with a thread id applies to that thread alone.
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
@@ -138,7 +138,7 @@ pub fn lower_priority(nice: i32) {
 
 /// Lowers the calling thread's scheduling priority (not on this platform).
 #[cfg(not(target_os = "linux"))]
-pub fn lower_priority(_nice: i32) {}
+pub(crate) fn lower_priority(_nice: i32) {}
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@
 //! "Service checks").
 //!
 //! Exact, not estimated. The uncompressed size and the item count are
-//! counted. The compressed size is bounded by [`Encoder::final_bound`]: an
+//! counted. The compressed size is bounded by `Encoder::final_bound`: an
 //! item goes in only while the bound with it (and the closing wrapper) stays
 //! within `max_compressed`. When the bound says no, the encoder is sync-
 //! flushed, which replaces the worst case of everything since the last flush
@@ -45,15 +45,15 @@ use crate::site::{Encoding, Endpoint, Limits};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub body: Bytes,
-    pub encoding: Encoding,
+    pub(crate) encoding: Encoding,
     /// The payload holds `items[first_item..first_item + item_count]`.
-    pub first_item: usize,
+    pub(crate) first_item: usize,
     pub item_count: usize,
     pub uncompressed_len: usize,
 }
 
 impl Payload {
-    pub fn items(&self) -> Range<usize> {
+    pub(crate) fn items(&self) -> Range<usize> {
         self.first_item..self.first_item + self.item_count
     }
 }
@@ -84,7 +84,7 @@ pub enum BatchError {
 
 impl BatchError {
     /// The input items this error covers.
-    pub fn items(&self) -> Range<usize> {
+    pub(crate) fn items(&self) -> Range<usize> {
         match self {
             BatchError::Oversized { index, .. } => *index..index + 1,
             BatchError::Encode {
@@ -177,7 +177,7 @@ impl Packer {
 
     /// At most `n` items per payload (never more than the endpoint allows,
     /// never fewer than one): used to split in halves after an unexpected 413.
-    pub fn with_max_items(mut self, n: usize) -> Packer {
+    pub(crate) fn with_max_items(mut self, n: usize) -> Packer {
         self.limits.max_items = n.clamp(1, self.limits.max_items.max(1));
         self
     }
@@ -185,7 +185,7 @@ impl Packer {
     /// Replaces the limits, e.g. smaller ones for tests. Sending with limits
     /// above [`Endpoint::limits`] gets payloads refused by Datadog.
     /// Events always go one per request (their body is the event itself).
-    pub fn with_limits(mut self, limits: Limits) -> Packer {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Packer {
         self.limits = limits;
         if self.endpoint.one_per_request() {
             self.limits.max_items = self.limits.max_items.min(1);
@@ -193,7 +193,8 @@ impl Packer {
         self
     }
 
-    pub fn limits(&self) -> Limits {
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
 

@@ -20,15 +20,15 @@ use serde::{Deserialize, Serialize};
 
 /// One dead-lettered payload, as listed by the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub id: u64,
-    pub kind: String,
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) kind: String,
     /// Datadog's status and the start of its answer.
-    pub status: u16,
-    pub answer: String,
-    pub items: u64,
-    pub bytes: u64,
-    pub at_ms: i64,
+    pub(crate) status: u16,
+    pub(crate) answer: String,
+    pub(crate) items: u64,
+    pub(crate) bytes: u64,
+    pub(crate) at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -40,17 +40,17 @@ struct TenantArea {
 
 /// Totals for one tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    pub entries: u64,
-    pub items: u64,
-    pub bytes: u64,
+pub(crate) struct Totals {
+    pub(crate) entries: u64,
+    pub(crate) items: u64,
+    pub(crate) bytes: u64,
     /// Items evicted to stay within the budget since start.
-    pub evicted_items: u64,
+    pub(crate) evicted_items: u64,
 }
 
 /// The dead-letter areas of every tenant.
 #[derive(Debug)]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     dir: PathBuf,
     max_bytes_per_tenant: u64,
     /// Every tenant's area together.
@@ -61,7 +61,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// Opens the areas under `dir`, indexing what is there.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         max_bytes_per_tenant: u64,
         max_bytes_total: u64,
@@ -109,7 +109,7 @@ impl DeadLetters {
     }
 
     /// Stores a refused payload's items. Returns the entry.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         tenant: &str,
         kind: &str,
@@ -188,7 +188,7 @@ impl DeadLetters {
     }
 
     /// The tenant's entries, oldest first.
-    pub fn list(&self, tenant: &str) -> Vec<Entry> {
+    pub(crate) fn list(&self, tenant: &str) -> Vec<Entry> {
         self.areas
             .lock()
             .get(tenant)
@@ -197,7 +197,7 @@ impl DeadLetters {
     }
 
     /// The items of one entry.
-    pub fn items(&self, tenant: &str, id: u64) -> Option<Vec<String>> {
+    pub(crate) fn items(&self, tenant: &str, id: u64) -> Option<Vec<String>> {
         let entry = self
             .areas
             .lock()
@@ -216,7 +216,7 @@ impl DeadLetters {
         )
     }
 
-    pub fn totals(&self, tenant: &str) -> Totals {
+    pub(crate) fn totals(&self, tenant: &str) -> Totals {
         self.areas
             .lock()
             .get(tenant)
@@ -230,12 +230,12 @@ impl DeadLetters {
     }
 
     /// Bytes held in every tenant's area.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.areas.lock().values().map(|a| a.bytes).sum()
     }
 
     /// Deletes a tenant's area (disconnect).
-    pub fn purge(&self, tenant: &str) {
+    pub(crate) fn purge(&self, tenant: &str) {
         self.areas.lock().remove(tenant);
         let _ = std::fs::remove_dir_all(self.dir.join(tenant));
     }

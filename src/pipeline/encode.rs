@@ -10,7 +10,7 @@
 //! How the promise works: after a sync flush every byte written so far is
 //! final output, so the finished body is at most
 //! `output at the last flush + worst_case(input since that flush) + trailer`
-//! ([`Encoder::final_bound`]). The worst cases are the libraries' own bounds:
+//! (`Encoder::final_bound`). The worst cases are the libraries' own bounds:
 //! - deflate/gzip, zlib-rs: `n + ⌈n/8⌉ + ⌈n/64⌉ + 5` (zlib-rs
 //!   `deflate::bound`; the `n/8` is level 1's "quick" strategy, which codes
 //!   every literal with a fixed Huffman code of up to 9 bits and never falls
@@ -62,7 +62,7 @@ const ZSTD_TRAILER: usize = 3 + 4 + 5;
 
 /// Worst-case compressed size of `n` input bytes written between two sync
 /// flushes (or before `finish`), headers and trailers excluded.
-pub fn segment_bound(encoding: Encoding, n: usize) -> usize {
+pub(crate) fn segment_bound(encoding: Encoding, n: usize) -> usize {
     match encoding {
         Encoding::Identity => n,
         // zlib-rs `deflate::bound`, plus a 5-byte empty stored block for the
@@ -95,7 +95,7 @@ enum Sink {
 /// One body being compressed. Write input, [`sync_flush`](Self::sync_flush)
 /// when [`final_bound`](Self::final_bound) must be tightened, then
 /// [`finish`](Self::finish).
-pub struct Encoder {
+pub(crate) struct Encoder {
     sink: Sink,
     encoding: Encoding,
     staged: Vec<u8>,
@@ -104,13 +104,16 @@ pub struct Encoder {
     /// Input bytes since the last sync flush (staged ones included).
     unflushed_in: usize,
     total_in: usize,
-    flushes: usize,
 }
 
 impl Encoder {
     /// A new body. `level` is 0..=9 for gzip and deflate, 1..=19 for zstd
     /// (clamped); `capacity` pre-sizes the output buffer.
-    pub fn new(encoding: Encoding, level: i32, capacity: usize) -> Result<Encoder, EncodeError> {
+    pub(crate) fn new(
+        encoding: Encoding,
+        level: i32,
+        capacity: usize,
+    ) -> Result<Encoder, EncodeError> {
         let out = Vec::with_capacity(capacity);
         let zlib_level = Compression::new(level.clamp(0, 9).unsigned_abs());
         let sink = match encoding {
@@ -129,32 +132,22 @@ impl Encoder {
             flushed_out: 0,
             unflushed_in: 0,
             total_in: 0,
-            flushes: 0,
         })
     }
 
-    pub fn encoding(&self) -> Encoding {
-        self.encoding
-    }
-
     /// Input bytes written so far: the body's uncompressed length.
-    pub fn uncompressed_len(&self) -> usize {
+    pub(crate) fn uncompressed_len(&self) -> usize {
         self.total_in
     }
 
     /// Input bytes not yet covered by a sync flush (always 0 for identity).
-    pub fn unflushed(&self) -> usize {
+    pub(crate) fn unflushed(&self) -> usize {
         self.unflushed_in
-    }
-
-    /// How many sync flushes this body has had.
-    pub fn flushes(&self) -> usize {
-        self.flushes
     }
 
     /// The most bytes the finished body can have if `extra` more input bytes
     /// are written before [`finish`](Self::finish). Exact for identity.
-    pub fn final_bound(&self, extra: usize) -> usize {
+    pub(crate) fn final_bound(&self, extra: usize) -> usize {
         let (header, trailer) = header_trailer(self.encoding);
         let header = if self.flushed_out == 0 { header } else { 0 };
         self.flushed_out
@@ -163,7 +156,7 @@ impl Encoder {
             + trailer
     }
 
-    pub fn write(&mut self, data: &[u8]) -> Result<(), EncodeError> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), EncodeError> {
         self.total_in += data.len();
         if let Sink::Identity(v) = &mut self.sink {
             v.extend_from_slice(data);
@@ -195,7 +188,7 @@ impl Encoder {
     /// Makes all input so far final output (a deflate sync flush, a zstd
     /// block flush), so [`final_bound`](Self::final_bound) only has to
     /// bound what comes after.
-    pub fn sync_flush(&mut self) -> Result<(), EncodeError> {
+    pub(crate) fn sync_flush(&mut self) -> Result<(), EncodeError> {
         if self.unflushed_in == 0 {
             return Ok(());
         }
@@ -218,12 +211,11 @@ impl Encoder {
             }
         };
         self.unflushed_in = 0;
-        self.flushes += 1;
         Ok(())
     }
 
     /// Ends the stream and returns the body.
-    pub fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
         self.push_staged()?;
         let encoding = self.encoding;
         let io = |source| EncodeError::Io { encoding, source };

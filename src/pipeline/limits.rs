@@ -16,10 +16,10 @@ use crate::config::{LimitsConfig, quota};
 
 /// Datadog: "The rate limit for event submission is 250,000 events per
 /// minute per organization."
-pub const EVENTS_PER_MINUTE: u32 = 250_000;
+pub(crate) const EVENTS_PER_MINUTE: u32 = 250_000;
 
 /// The limiters for one configuration.
-pub struct Limiters {
+pub(crate) struct Limiters {
     config: LimitsConfig,
     tenant_requests: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     tenant_bytes: Option<(DefaultKeyedRateLimiter<Arc<str>>, u32)>,
@@ -52,7 +52,7 @@ fn bytes_quota(bytes_per_second: u64) -> Option<(Quota, u32)> {
 }
 
 impl Limiters {
-    pub fn new(config: &LimitsConfig) -> Limiters {
+    pub(crate) fn new(config: &LimitsConfig) -> Limiters {
         let events =
             Quota::per_minute(NonZeroU32::new(EVENTS_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
         Limiters {
@@ -67,13 +67,13 @@ impl Limiters {
         }
     }
 
-    pub fn config(&self) -> &LimitsConfig {
+    pub(crate) fn config(&self) -> &LimitsConfig {
         &self.config
     }
 
     /// Waits until `tenant` may send one request of `bytes` bytes carrying
     /// `events` events (0 for other kinds).
-    pub async fn wait(&self, tenant: &Arc<str>, bytes: usize, events: u32) {
+    pub(crate) async fn wait(&self, tenant: &Arc<str>, bytes: usize, events: u32) {
         if let Some(l) = &self.tenant_requests {
             l.until_key_ready(tenant).await;
         }
@@ -97,7 +97,7 @@ impl Limiters {
     }
 
     /// Forgets idle tenants' limiter state (called periodically).
-    pub fn shrink(&self) {
+    pub(crate) fn shrink(&self) {
         if let Some(l) = &self.tenant_requests {
             l.retain_recent();
         }

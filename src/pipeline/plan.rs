@@ -23,26 +23,26 @@ use crate::site::Endpoint;
 
 /// One take, planned.
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Every item to send: first the items of the records not stored ready
     /// (one run, [`Plan::items_run`]), then one run of placeholders per
     /// ready record (rebuilt only if its payload must fall back to items).
     /// Items share the records' buffers, so they move without copying.
-    pub items: Vec<Bytes>,
+    pub(crate) items: Vec<Bytes>,
     /// For each item, the index of the record (in the take) it belongs to.
-    pub owner: Vec<usize>,
+    pub(crate) owner: Vec<usize>,
     /// For each record, how many of its items are still to be settled: a
     /// record at zero (all sent, or all aged out, or damaged) is acked.
-    pub remaining: Vec<u32>,
+    pub(crate) remaining: Vec<u32>,
     /// The items to pack.
-    pub items_run: Range<usize>,
+    pub(crate) items_run: Range<usize>,
     /// The ready records: their placeholders' range and stored payload.
-    pub ready: Vec<(Range<usize>, Ready)>,
+    pub(crate) ready: Vec<(Range<usize>, Ready)>,
     /// Items dropped for being past the window.
-    pub aged: u64,
+    pub(crate) aged: u64,
     /// Records whose stored payload cannot be read back: (record index,
     /// why). Their items are not sent (the caller dead-letters them).
-    pub damaged: Vec<(usize, String)>,
+    pub(crate) damaged: Vec<(usize, String)>,
     /// For each item, whether it is settled (delivered or dead-lettered).
     settled: Vec<bool>,
 }
@@ -51,15 +51,15 @@ pub struct Plan {
 /// `max_items` items, or a ready record's stored payload (sent as is) over
 /// its placeholder items.
 #[derive(Debug)]
-pub struct Work {
-    pub range: Range<usize>,
-    pub max_items: usize,
-    pub ready: Option<Ready>,
+pub(crate) struct Work {
+    pub(crate) range: Range<usize>,
+    pub(crate) max_items: usize,
+    pub(crate) ready: Option<Ready>,
 }
 
 /// What to do after one payload's answer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Delivered; its items are settled.
     Next,
     /// Refused for good: dead-letter these items (they are settled).
@@ -73,14 +73,14 @@ pub enum Step {
 
 /// Which records of a take to ack and which to give back, by index.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Settlement {
-    pub ack: Vec<usize>,
-    pub release: Vec<usize>,
+pub(crate) struct Settlement {
+    pub(crate) ack: Vec<usize>,
+    pub(crate) release: Vec<usize>,
 }
 
 impl Plan {
     /// The take's work: the ready payloads first, then the items to pack.
-    pub fn work(&mut self, max_items: usize) -> VecDeque<Work> {
+    pub(crate) fn work(&mut self, max_items: usize) -> VecDeque<Work> {
         let mut work: VecDeque<Work> = std::mem::take(&mut self.ready)
             .into_iter()
             .map(|(range, ready)| Work {
@@ -100,14 +100,14 @@ impl Plan {
     }
 
     /// Marks items settled (delivered, dead-lettered, or unpackable).
-    pub fn settle(&mut self, r: Range<usize>) {
+    pub(crate) fn settle(&mut self, r: Range<usize>) {
         for s in &mut self.settled[r] {
             *s = true;
         }
     }
 
     /// Applies the verdict on the payload that carried items `r`.
-    pub fn answered(&mut self, r: Range<usize>, verdict: Verdict) -> Step {
+    pub(crate) fn answered(&mut self, r: Range<usize>, verdict: Verdict) -> Step {
         match verdict {
             Verdict::Delivered => {
                 self.settle(r);
@@ -129,7 +129,7 @@ impl Plan {
 
     /// Fills a ready record's placeholders (`r`) with the items rebuilt
     /// from its payload, for when the payload cannot be sent as stored.
-    pub fn rebuild(
+    pub(crate) fn rebuild(
         &mut self,
         ready: &Ready,
         endpoint: Endpoint,
@@ -148,7 +148,7 @@ impl Plan {
 
     /// The records whose items are all settled (or that had none left to
     /// send) are acked; the others go back to the queue whole.
-    pub fn settlement(&self) -> Settlement {
+    pub(crate) fn settlement(&self) -> Settlement {
         let mut open = self.remaining.clone();
         for (i, s) in self.settled.iter().enumerate() {
             if *s {
@@ -171,7 +171,7 @@ impl Plan {
 /// acceptance window) are dropped, a record partly past it is trimmed item
 /// by item (a ready one is rebuilt into its items for that), and a ready
 /// record wholly inside it stays one payload.
-pub fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
+pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
     let mut p = Plan {
         items: Vec::new(),
         owner: Vec::new(),

@@ -3,7 +3,7 @@
 //!
 //! - **Items**: compact JSON items joined by `\n` (JSON text never holds a
 //!   raw newline outside strings, and compact JSON none at all). Delivery
-//!   splits them ([`item_ranges`]) and packs them, with the items of other
+//!   splits them (`item_ranges`) and packs them, with the items of other
 //!   records, into Datadog payloads.
 //! - **Ready**: one Datadog payload, packed and compressed at ingest, sent
 //!   as stored. The ingest API stores a request this way when its items
@@ -17,7 +17,7 @@
 //!
 //! Binary kinds (traces and stats, [`Endpoint::binary`]) hold their items
 //! each prefixed by its length (unsigned LEB128 varint), one after another
-//! ([`join_binary`], [`binary_ranges`]); they are never stored ready.
+//! (`join_binary`, `binary_ranges`); they are never stored ready.
 //!
 //! A ready payload starts with a zero byte, which JSON text can never hold,
 //! so the two forms cannot be confused:
@@ -39,7 +39,7 @@
 //! Delivery falls back to the items when it must: the record is partly past
 //! Datadog's acceptance window (items are trimmed one by one), or Datadog
 //! answers the payload with a 400-class refusal (items are dead-lettered) or
-//! an unexpected 413 (items are split in halves). [`Ready::items`] rebuilds
+//! an unexpected 413 (items are split in halves). `Ready::items` rebuilds
 //! them from the body and the lengths.
 //!
 //! Compatibility: a build from before ready records would read one as a
@@ -62,7 +62,7 @@ const MAX_UNCOMPRESSED: usize = 64 << 20;
 
 /// The items of a record payload (compact JSON joined by `\n`), found with
 /// a vectorised search: this runs over every byte that is delivered.
-pub fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+pub(crate) fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut start = 0;
     memchr::memchr_iter(b'\n', payload)
         .chain(std::iter::once(payload.len()))
@@ -74,7 +74,7 @@ pub fn item_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
 }
 
 /// A binary kind's record payload: each item prefixed by its length.
-pub fn join_binary<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
+pub(crate) fn join_binary<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
     let len: usize = items.iter().map(|i| i.as_ref().len() + 5).sum();
     let mut out = Vec::with_capacity(len);
     for item in items {
@@ -86,14 +86,14 @@ pub fn join_binary<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
 
 /// Appends the prefix of an item of `len` bytes to a binary kind's record
 /// payload (the item's bytes follow): [`join_binary`] one item at a time.
-pub fn put_item_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn put_item_len(out: &mut Vec<u8>, len: usize) {
     put_varint(out, len as u64);
 }
 
 /// The items of a binary kind's record payload. The queue checksums the
 /// payload, so a length that runs past the end is a bug: the items before
 /// it are still given, and the rest ends the list.
-pub fn binary_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+pub(crate) fn binary_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
         if at >= payload.len() {
@@ -111,12 +111,12 @@ pub fn binary_ranges(payload: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ 
 /// their items are long text, which LZ4 compresses slowly and by little.
 /// Series compress ten-fold under LZ4 at several GB/s, so packing them at
 /// ingest would only move gzip or zstd into the acknowledgement's path.
-pub fn packs_at_ingest(endpoint: Endpoint) -> bool {
+pub(crate) fn packs_at_ingest(endpoint: Endpoint) -> bool {
     endpoint == Endpoint::Logs
 }
 
 /// Whether `payload` is in the ready form.
-pub fn is_ready(payload: &[u8]) -> bool {
+pub(crate) fn is_ready(payload: &[u8]) -> bool {
     payload.first() == Some(&MARKER)
 }
 
@@ -164,7 +164,7 @@ pub fn pack_ready(
 
 /// A ready record, parsed.
 #[derive(Debug, Clone)]
-pub struct Ready {
+pub(crate) struct Ready {
     encoding: Encoding,
     uncompressed_len: usize,
     item_lens: Vec<usize>,
@@ -175,11 +175,11 @@ pub struct Ready {
 /// items (a bug: the queue checksums what it stores).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stored payload is not a valid ready payload: {0}")]
-pub struct BadReady(&'static str);
+pub(crate) struct BadReady(&'static str);
 
 impl Ready {
     /// Parses a payload for which [`is_ready`] holds. Shares its buffer.
-    pub fn parse(payload: &Bytes) -> Result<Ready, BadReady> {
+    pub(crate) fn parse(payload: &Bytes) -> Result<Ready, BadReady> {
         let mut at = 0usize;
         let byte = |at: &mut usize| -> Result<u8, BadReady> {
             let b = *payload.get(*at).ok_or(BadReady("truncated header"))?;
@@ -220,12 +220,12 @@ impl Ready {
         })
     }
 
-    pub fn item_count(&self) -> usize {
+    pub(crate) fn item_count(&self) -> usize {
         self.item_lens.len()
     }
 
     /// The payload to send, covering items `0..item_count()`.
-    pub fn payload(&self) -> Payload {
+    pub(crate) fn payload(&self) -> Payload {
         Payload {
             body: self.body.clone(),
             encoding: self.encoding,
@@ -236,7 +236,7 @@ impl Ready {
     }
 
     /// Rebuilds the items (compact JSON) from the body and their lengths.
-    pub fn items(&self, endpoint: Endpoint) -> Result<Vec<Bytes>, BadReady> {
+    pub(crate) fn items(&self, endpoint: Endpoint) -> Result<Vec<Bytes>, BadReady> {
         let raw = codec::decompress(self.encoding, &self.body, self.uncompressed_len)
             .map_err(|_| BadReady("body does not decompress"))?;
         if raw.len() != self.uncompressed_len {

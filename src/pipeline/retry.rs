@@ -23,7 +23,7 @@ use crate::datadog::{Answer, SendError};
 
 /// The decision for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Delivered,
     DeadLetter,
     Forbidden,
@@ -35,7 +35,7 @@ impl Verdict {
     /// The decision on what an intake request gave: Datadog's answer by
     /// its status, and any transport failure (timeout, refused connection,
     /// a site outside `datadog.allowed_sites`) retried with backoff.
-    pub fn of(sent: &Result<Answer, SendError>) -> Verdict {
+    pub(crate) fn of(sent: &Result<Answer, SendError>) -> Verdict {
         match sent {
             Ok(a) => classify(a.status, a.retry_after),
             Err(_) => Verdict::Retry { after: None },
@@ -44,7 +44,7 @@ impl Verdict {
 }
 
 /// Classifies an HTTP status (with the server's suggested wait).
-pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
     match status {
         200..=299 => Verdict::Delivered,
         401 | 403 => Verdict::Forbidden,
@@ -60,15 +60,15 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
 /// `[d/2, d]`; a server-given wait is honoured (never less than it, capped
 /// at `max` so a bogus header cannot stall a tenant for hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
+pub(crate) struct Backoff {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Backoff {
     /// The wait after `failures` consecutive failures (1 = the first),
     /// with `unit` in `[0, 1)` supplying the jitter.
-    pub fn delay(&self, failures: u32, server: Option<Duration>, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, failures: u32, server: Option<Duration>, unit: f64) -> Duration {
         let exp = failures.saturating_sub(1).min(30);
         let base = self
             .initial

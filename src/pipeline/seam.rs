@@ -19,23 +19,23 @@ use crate::tenant::Sending;
 
 /// One payload for one tenant's intake.
 #[derive(Debug, Clone)]
-pub struct Request<'a> {
-    pub site: &'static Site,
-    pub endpoint: Endpoint,
-    pub key: &'a Secret,
-    pub encoding: Encoding,
-    pub body: Bytes,
+pub(crate) struct Request<'a> {
+    pub(crate) site: &'static Site,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) key: &'a Secret,
+    pub(crate) encoding: Encoding,
+    pub(crate) body: Bytes,
     /// `delivery.request_timeout`: the intake answers `SendError::Timeout`
     /// past it.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// What Datadog answered, or why it could not be asked. The retry decision
 /// on it is [`super::retry::Verdict::of`].
-pub type Sent = Result<Answer, SendError>;
+pub(crate) type Sent = Result<Answer, SendError>;
 
 /// Sends one payload to an intake.
-pub trait Intake: Send + Sync + 'static {
+pub(crate) trait Intake: Send + Sync + 'static {
     fn send<'a>(&'a self, request: Request<'a>) -> BoxFuture<'a, Sent>;
 }
 
@@ -48,7 +48,7 @@ impl Intake for crate::datadog::Client {
 }
 
 /// The tenants' credentials, as delivery needs them.
-pub trait Keys: Send + Sync + 'static {
+pub(crate) trait Keys: Send + Sync + 'static {
     /// Whether the tenant's data may be sent now (connected; a held tenant,
     /// `reauth_required` or gone, is not dispatched).
     fn connected(&self, tenant: &str) -> bool;

@@ -88,16 +88,16 @@ pub struct TenantDelivery {
     recovering: bool,
     /// 403s while the key still validated, since the last success.
     pub forbidden_in_a_row: u32,
-    pub delivered_items: u64,
+    pub(crate) delivered_items: u64,
     pub dead_lettered_items: u64,
     pub aged_out_items: u64,
     /// Items accepted for an earlier connection (before a disconnect, or
     /// for another org or site), discarded at send time.
-    pub discarded_items: u64,
-    pub retries: u64,
-    pub last_error: Option<String>,
-    pub last_error_ms: Option<i64>,
-    pub last_delivery_ms: Option<i64>,
+    pub(crate) discarded_items: u64,
+    pub(crate) retries: u64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_error_ms: Option<i64>,
+    pub(crate) last_delivery_ms: Option<i64>,
     /// Items delivered per minute, for rates.
     #[serde(skip)]
     delivered: Window,
@@ -105,7 +105,7 @@ pub struct TenantDelivery {
 
 impl TenantDelivery {
     /// Items delivered per second over the last minutes.
-    pub fn delivered_per_s(&self) -> Rates {
+    pub(crate) fn delivered_per_s(&self) -> Rates {
         self.delivered.rates(Instant::now())
     }
 }
@@ -205,17 +205,17 @@ fn fill_target(endpoint: Endpoint) -> (u64, u64) {
 }
 
 /// What the pipeline reaches the world through (see `seam.rs`).
-pub struct Seams {
-    pub keys: Arc<dyn Keys>,
-    pub intake: Arc<dyn Intake>,
+pub(crate) struct Seams {
+    pub(crate) keys: Arc<dyn Keys>,
+    pub(crate) intake: Arc<dyn Intake>,
     /// Where queue reads and packing run.
-    pub work: Background,
+    pub(crate) work: Background,
 }
 
 impl Seams {
     /// The relay's own: its credentials, Datadog's intakes, and one
     /// low-priority delivery thread per core.
-    pub fn live(
+    pub(crate) fn live(
         credentials: Arc<Credentials>,
         datadog: crate::datadog::Client,
     ) -> std::io::Result<Seams> {
@@ -234,7 +234,7 @@ fn cores() -> usize {
 }
 
 impl Pipeline {
-    pub fn new(
+    pub(crate) fn new(
         queue: Queue,
         seams: Seams,
         config: ConfigHandle,
@@ -263,7 +263,7 @@ impl Pipeline {
         }
     }
 
-    pub fn dead_letters(&self) -> &DeadLetters {
+    pub(crate) fn dead_letters(&self) -> &DeadLetters {
         &self.dead
     }
 
@@ -278,12 +278,12 @@ impl Pipeline {
     }
 
     /// Items delivered per second over the last minutes, all tenants.
-    pub fn delivered_per_s(&self) -> Rates {
+    pub(crate) fn delivered_per_s(&self) -> Rates {
         self.state.lock().delivered.rates(Instant::now())
     }
 
     /// Wakes the dispatcher (a tenant reconnected, the config changed).
-    pub fn poke(&self) {
+    pub(crate) fn poke(&self) {
         self.wake.notify_one();
     }
 
@@ -293,7 +293,7 @@ impl Pipeline {
 
     /// Runs until `shutdown`, then drains for at most `delivery.drain_timeout`
     /// and leaves the rest on disk.
-    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let mut tasks = JoinSet::new();
         let mut housekeeping = tokio::time::interval(Duration::from_secs(30));
         loop {
@@ -557,7 +557,7 @@ impl Pipeline {
     /// it is dropped and counted while held, not kept until a reconnect.
     /// A record goes when even its newest possible item is too old: it was
     /// accepted before `now - past - future` of its kind's window.
-    pub fn age_out_held(&self, held: &[String]) {
+    pub(crate) fn age_out_held(&self, held: &[String]) {
         if held.is_empty() {
             return;
         }
@@ -607,7 +607,7 @@ impl Pipeline {
     }
 
     /// Counts usage in `usage` (the app's ledger) instead of on its own.
-    pub fn with_usage(mut self, usage: Arc<crate::usage::Usage>) -> Pipeline {
+    pub(crate) fn with_usage(mut self, usage: Arc<crate::usage::Usage>) -> Pipeline {
         self.usage = usage;
         self
     }
@@ -626,7 +626,7 @@ impl Pipeline {
 
 /// The wire encoding for an endpoint: series v2 may use zstd (`zstd1`);
 /// the others use what Datadog documents for them (`Endpoint::default_encoding`).
-pub fn encoding_for(endpoint: Endpoint, config: &Config) -> Encoding {
+pub(crate) fn encoding_for(endpoint: Endpoint, config: &Config) -> Encoding {
     match endpoint {
         Endpoint::SeriesV2 => config.delivery.compression.encoding(),
         e => e.default_encoding(),

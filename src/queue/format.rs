@@ -69,22 +69,22 @@ const OFF_HCRC: usize = 56;
 /// The decoded fixed header of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
-    pub flags: u8,
-    pub stream: u8,
-    pub generation: u32,
-    pub tenant_len: u16,
-    pub items: u32,
-    pub payload_len: u32,
-    pub seq: u64,
-    pub created_ms: i64,
-    pub oldest_ms: i64,
-    pub newest_ms: i64,
-    pub pcrc: u32,
+    pub(crate) flags: u8,
+    pub(crate) stream: u8,
+    pub(crate) generation: u32,
+    pub(crate) tenant_len: u16,
+    pub(crate) items: u32,
+    pub(crate) payload_len: u32,
+    pub(crate) seq: u64,
+    pub(crate) created_ms: i64,
+    pub(crate) oldest_ms: i64,
+    pub(crate) newest_ms: i64,
+    pub(crate) pcrc: u32,
 }
 
 impl Header {
     /// Total framed length of the record.
-    pub fn record_len(&self) -> u64 {
+    pub(crate) fn record_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.tenant_len) + u64::from(self.payload_len)
     }
 }
@@ -271,7 +271,7 @@ pub(crate) fn check_header(fixed: &[u8], tenant: &[u8]) -> Result<(), HeaderErro
 /// A fully verified record, as bytes: header, tenant and payload checked.
 #[derive(Debug)]
 pub(crate) struct Verified {
-    pub header: Header,
+    pub(crate) header: Header,
 }
 
 /// Why a whole record failed verification.

@@ -28,31 +28,31 @@ pub(crate) type StreamKey = (Arc<str>, u8);
 
 /// A summary of a stream's ready records (see `State::ready_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadyInfo {
+pub(crate) struct ReadyInfo {
     /// Ready records counted (all of them, or until enough bytes or items).
-    pub records: u64,
+    pub(crate) records: u64,
     /// Their payload bytes (as stored).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Their items.
-    pub items: u64,
+    pub(crate) items: u64,
     /// The earliest `created_ms` among them.
-    pub oldest_created_ms: i64,
+    pub(crate) oldest_created_ms: i64,
 }
 
 /// What the index keeps per live record: 32 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub seq: u64,
-    pub created_ms: i64,
-    pub seg: u32,
-    pub offset: u32,
+    pub(crate) seq: u64,
+    pub(crate) created_ms: i64,
+    pub(crate) seg: u32,
+    pub(crate) offset: u32,
     /// Framed length (header + tenant + payload).
-    pub len: u32,
-    pub items: u32,
+    pub(crate) len: u32,
+    pub(crate) items: u32,
 }
 
 impl Entry {
-    pub fn payload_len(&self, tenant: &str) -> u64 {
+    pub(crate) fn payload_len(&self, tenant: &str) -> u64 {
         u64::from(self.len).saturating_sub((HEADER_LEN + tenant.len()) as u64)
     }
 }
@@ -74,28 +74,28 @@ pub(crate) fn seg_path(dir: &Path, seg: u32) -> PathBuf {
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// Read handle (payloads are read with `pread`).
-    pub file: Arc<File>,
+    pub(crate) file: Arc<File>,
     /// Bytes in the file (durably written, or being written by the writer).
-    pub len: u64,
-    pub live_records: u64,
-    pub live_bytes: u64,
+    pub(crate) len: u64,
+    pub(crate) live_records: u64,
+    pub(crate) live_bytes: u64,
     /// `None` while this is the head segment the writer appends to.
-    pub sealed_at: Option<Instant>,
+    pub(crate) sealed_at: Option<Instant>,
     /// Receiving compaction copies not yet committed: not to be deleted.
-    pub pinned: bool,
+    pub(crate) pinned: bool,
     /// Being compacted; not picked again.
-    pub compacting: bool,
+    pub(crate) compacting: bool,
     /// Compaction of this segment failed once; not retried until restart.
-    pub compact_failed: bool,
+    pub(crate) compact_failed: bool,
     /// The ack file, opened on first use in append mode.
-    pub ack: Option<File>,
+    pub(crate) ack: Option<File>,
     /// Its length up to the last whole entry written: a write that fails
     /// part way is cut back to it.
-    pub ack_len: u64,
+    pub(crate) ack_len: u64,
 }
 
 impl Segment {
-    pub fn new(file: File, len: u64, sealed: bool) -> Segment {
+    pub(crate) fn new(file: File, len: u64, sealed: bool) -> Segment {
         Segment {
             file: Arc::new(file),
             len,
@@ -113,12 +113,12 @@ impl Segment {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Acc {
-    pub records: u64,
-    pub items: u64,
+    pub(crate) records: u64,
+    pub(crate) items: u64,
     /// Payload bytes.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Framed bytes on disk.
-    pub disk: u64,
+    pub(crate) disk: u64,
 }
 
 impl Acc {
@@ -189,16 +189,16 @@ impl Stream {
 
 /// One taken record: where to read it.
 pub(crate) struct ToRead {
-    pub entry: Entry,
-    pub file: Option<Arc<File>>,
+    pub(crate) entry: Entry,
+    pub(crate) file: Option<Arc<File>>,
 }
 
 /// A move done by compaction, to commit.
 pub(crate) struct Move {
-    pub key: StreamKey,
-    pub seq: u64,
-    pub seg: u32,
-    pub offset: u32,
+    pub(crate) key: StreamKey,
+    pub(crate) seq: u64,
+    pub(crate) seg: u32,
+    pub(crate) offset: u32,
 }
 
 /// The index.
@@ -208,10 +208,10 @@ pub(crate) struct State {
     streams: HashMap<StreamKey, Stream>,
     tenants: HashMap<Arc<str>, Tenant>,
     in_flight: HashMap<u64, StreamKey>,
-    pub segments: BTreeMap<u32, Segment>,
+    pub(crate) segments: BTreeMap<u32, Segment>,
     total: Acc,
     /// Sum of segment file lengths.
-    pub disk_bytes: u64,
+    pub(crate) disk_bytes: u64,
     /// Framed bytes reserved by appends not yet durable.
     reserved: u64,
     /// Tenants whose data is held (not connected): their live bytes count
@@ -220,7 +220,7 @@ pub(crate) struct State {
     /// Live framed bytes of the held tenants.
     held_live: u64,
     /// Bytes the queue's budget holds for files beside it (dead letters).
-    pub outside: u64,
+    pub(crate) outside: u64,
     tick: u64,
     /// Segments gone from the index whose files are still to be deleted:
     /// [`StateGuard`] deletes them once the lock is released.
@@ -236,13 +236,13 @@ pub(crate) struct StateCell {
 }
 
 impl StateCell {
-    pub fn new(state: State) -> StateCell {
+    pub(crate) fn new(state: State) -> StateCell {
         StateCell {
             inner: parking_lot::Mutex::new(state),
         }
     }
 
-    pub fn lock(&self) -> StateGuard<'_> {
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
         StateGuard {
             guard: Some(self.inner.lock()),
         }
@@ -309,7 +309,7 @@ pub(crate) fn delete_segment_files(dir: &Path, ids: &[u32]) {
 }
 
 impl State {
-    pub fn new(dir: PathBuf) -> State {
+    pub(crate) fn new(dir: PathBuf) -> State {
         State {
             doomed: Vec::new(),
             dir,
@@ -328,7 +328,7 @@ impl State {
     }
 
     /// Interns a tenant id so every record of a tenant shares one `Arc`.
-    pub fn intern(&self, tenant: &str) -> Arc<str> {
+    pub(crate) fn intern(&self, tenant: &str) -> Arc<str> {
         match self.tenants.get_key_value(tenant) {
             Some((k, _)) => k.clone(),
             None => Arc::from(tenant),
@@ -337,7 +337,7 @@ impl State {
 
     /// Checks quota and budget for `per_tenant` framed bytes and reserves
     /// them until [`State::unreserve`].
-    pub fn reserve(
+    pub(crate) fn reserve(
         &mut self,
         per_tenant: &[(&str, u64)],
         limits: &Limits,
@@ -354,13 +354,17 @@ impl State {
 
     /// Whether an append for `tenant` is refused now whatever its size:
     /// not even the smallest record fits its quota or its budget.
-    pub fn admits(&self, tenant: &str, limits: &Limits) -> Result<(), AppendError> {
+    pub(crate) fn admits(&self, tenant: &str, limits: &Limits) -> Result<(), AppendError> {
         let smallest = (HEADER_LEN + tenant.len() + 1) as u64;
         self.check(&[(tenant, smallest)], limits)
     }
 
     /// Whether `per_tenant` framed bytes fit the quotas and budgets now.
-    pub fn check(&self, per_tenant: &[(&str, u64)], limits: &Limits) -> Result<(), AppendError> {
+    pub(crate) fn check(
+        &self,
+        per_tenant: &[(&str, u64)],
+        limits: &Limits,
+    ) -> Result<(), AppendError> {
         let total: u64 = per_tenant.iter().map(|(_, b)| b).sum();
         for (tenant, bytes) in per_tenant {
             let used = self
@@ -402,7 +406,7 @@ impl State {
         Ok(())
     }
 
-    pub fn unreserve(&mut self, tenant: &str, bytes: u64) {
+    pub(crate) fn unreserve(&mut self, tenant: &str, bytes: u64) {
         self.reserved = self.reserved.saturating_sub(bytes);
         if let Some(t) = self.tenants.get_mut(tenant) {
             t.reserved = t.reserved.saturating_sub(bytes);
@@ -411,7 +415,7 @@ impl State {
     }
 
     /// Adds a durable record to the back of its stream.
-    pub fn insert(&mut self, key: &StreamKey, e: Entry) {
+    pub(crate) fn insert(&mut self, key: &StreamKey, e: Entry) {
         let payload = e.payload_len(&key.0);
         self.total.add(&e, payload);
         if self.held.contains(&key.0) {
@@ -430,20 +434,20 @@ impl State {
     }
 
     /// Grows a segment's recorded length (the writer wrote to it).
-    pub fn grow(&mut self, seg: u32, new_len: u64) {
+    pub(crate) fn grow(&mut self, seg: u32, new_len: u64) {
         if let Some(s) = self.segments.get_mut(&seg) {
             self.disk_bytes = self.disk_bytes.saturating_sub(s.len) + new_len;
             s.len = new_len;
         }
     }
 
-    pub fn add_segment(&mut self, id: u32, seg: Segment) {
+    pub(crate) fn add_segment(&mut self, id: u32, seg: Segment) {
         self.disk_bytes += seg.len;
         self.segments.insert(id, seg);
     }
 
     /// Seals the head segment (the writer rolled past it).
-    pub fn seal(&mut self, id: u32) {
+    pub(crate) fn seal(&mut self, id: u32) {
         if let Some(s) = self.segments.get_mut(&id) {
             s.sealed_at = Some(Instant::now());
         }
@@ -455,7 +459,7 @@ impl State {
     /// copies) nor receiving compaction copies. Its files are deleted once
     /// the lock is released ([`StateGuard`]), or by [`State::take_doomed`]'s
     /// caller.
-    pub fn reap(&mut self, id: u32) {
+    pub(crate) fn reap(&mut self, id: u32) {
         let Some(s) = self.segments.get(&id) else {
             return;
         };
@@ -470,12 +474,12 @@ impl State {
 
     /// The segments reaped and not yet deleted (for callers holding a bare
     /// `State`, i.e. recovery).
-    pub fn take_doomed(&mut self) -> Vec<u32> {
+    pub(crate) fn take_doomed(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.doomed)
     }
 
     /// Deletes every sealed segment with no live record.
-    pub fn reap_all(&mut self) {
+    pub(crate) fn reap_all(&mut self) {
         let ids: Vec<u32> = self.segments.keys().copied().collect();
         for id in ids {
             self.reap(id);
@@ -484,7 +488,7 @@ impl State {
 
     /// Appends encoded ack entries to segment ack files (no fsync: see the
     /// module doc, "Ack files").
-    pub fn write_acks(&mut self, per_seg: BTreeMap<u32, Vec<u8>>) {
+    pub(crate) fn write_acks(&mut self, per_seg: BTreeMap<u32, Vec<u8>>) {
         for (id, buf) in per_seg {
             let dir = &self.dir;
             let Some(seg) = self.segments.get_mut(&id) else {
@@ -523,7 +527,7 @@ impl State {
     }
 
     /// fsyncs every open ack file.
-    pub fn sync_acks(&self) -> std::io::Result<()> {
+    pub(crate) fn sync_acks(&self) -> std::io::Result<()> {
         for seg in self.segments.values() {
             if let Some(f) = &seg.ack {
                 f.sync_data()?;
@@ -579,7 +583,7 @@ impl State {
 
     /// What is ready in one stream, counting from the front until `enough`
     /// payload bytes (so the cost is bounded by one batch, not the backlog).
-    pub fn ready_info(
+    pub(crate) fn ready_info(
         &self,
         tenant: &str,
         stream: u8,
@@ -609,7 +613,7 @@ impl State {
 
     /// Streams with ready records, least recently served first (ties: the
     /// one whose oldest ready record is older).
-    pub fn ready_streams(&self) -> Vec<(Arc<str>, u8)> {
+    pub(crate) fn ready_streams(&self) -> Vec<(Arc<str>, u8)> {
         let mut v: Vec<(u64, u64, &StreamKey)> = self
             .streams
             .iter()
@@ -620,7 +624,7 @@ impl State {
     }
 
     /// Moves up to the limits from the front of a stream to in flight.
-    pub fn take(
+    pub(crate) fn take(
         &mut self,
         tenant: &str,
         stream: u8,
@@ -665,7 +669,7 @@ impl State {
     }
 
     /// Returns in-flight records to the front of their streams, in order.
-    pub fn release(&mut self, ids: &[RecordId]) -> bool {
+    pub(crate) fn release(&mut self, ids: &[RecordId]) -> bool {
         let mut any = false;
         for id in ids {
             let Some(key) = self.in_flight.remove(&id.0) else {
@@ -682,7 +686,7 @@ impl State {
     }
 
     /// Removes in-flight records for good. Returns how many were removed.
-    pub fn ack(&mut self, ids: &[RecordId]) -> u64 {
+    pub(crate) fn ack(&mut self, ids: &[RecordId]) -> u64 {
         let mut acks = BTreeMap::new();
         let mut n = 0;
         for id in ids {
@@ -706,7 +710,7 @@ impl State {
 
     /// Marks exactly `held` as the tenants whose data is held, recounting
     /// their live bytes.
-    pub fn set_held(&mut self, held: HashSet<Arc<str>>) {
+    pub(crate) fn set_held(&mut self, held: HashSet<Arc<str>>) {
         self.held_live = held
             .iter()
             .filter_map(|t| self.tenants.get(t))
@@ -717,7 +721,7 @@ impl State {
 
     /// Drops the ready records at the front of a stream created before
     /// `before_ms` (held data past Datadog's window): (records, items).
-    pub fn expire(&mut self, key: &StreamKey, before_ms: i64) -> (u64, u64) {
+    pub(crate) fn expire(&mut self, key: &StreamKey, before_ms: i64) -> (u64, u64) {
         let mut acks = BTreeMap::new();
         let (mut records, mut items) = (0, 0);
         while let Some(e) = self
@@ -739,7 +743,7 @@ impl State {
     }
 
     /// Drops every record of a tenant, ready or in flight.
-    pub fn purge_tenant(&mut self, tenant: &str) -> (u64, u64, u64) {
+    pub(crate) fn purge_tenant(&mut self, tenant: &str) -> (u64, u64, u64) {
         let Some(t) = self.tenants.get(tenant) else {
             return (0, 0, 0);
         };
@@ -769,7 +773,7 @@ impl State {
     }
 
     /// Drops one in-flight record found corrupt on read.
-    pub fn drop_corrupt(&mut self, seq: u64) -> Option<Entry> {
+    pub(crate) fn drop_corrupt(&mut self, seq: u64) -> Option<Entry> {
         let key = self.in_flight.remove(&seq)?;
         let e = self
             .streams
@@ -784,7 +788,7 @@ impl State {
 
     /// Drops a record wherever it is (ready or in flight), as corrupt:
     /// used by compaction when a live record fails its checksum.
-    pub fn drop_corrupt_anywhere(&mut self, key: &StreamKey, seq: u64) -> Option<Entry> {
+    pub(crate) fn drop_corrupt_anywhere(&mut self, key: &StreamKey, seq: u64) -> Option<Entry> {
         let s = self.streams.get_mut(key)?;
         let e = if let Some(e) = s.in_flight.remove(&seq) {
             self.in_flight.remove(&seq);
@@ -806,7 +810,7 @@ impl State {
 
     /// Live records of segment `id`, ascending `seq` (a walk of the whole
     /// index: compaction is rare).
-    pub fn live_in(&self, id: u32) -> Vec<(StreamKey, Entry)> {
+    pub(crate) fn live_in(&self, id: u32) -> Vec<(StreamKey, Entry)> {
         let mut v = Vec::new();
         for (k, s) in &self.streams {
             for e in s.ready.iter().chain(s.in_flight.values()) {
@@ -822,7 +826,7 @@ impl State {
     /// Commits compaction moves: points each still-live record at its new
     /// copy; a record acked meanwhile gets an ack entry next to its new
     /// (dead) copy so that copy is never resurrected; then deletes `from`.
-    pub fn commit_moves(&mut self, from: u32, moves: Vec<Move>, dest: &[u32]) {
+    pub(crate) fn commit_moves(&mut self, from: u32, moves: Vec<Move>, dest: &[u32]) {
         let mut acks: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         for m in moves {
             let found = self
@@ -871,7 +875,7 @@ impl State {
     }
 
     /// Whole-queue statistics.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let oldest = self
             .streams
             .values()
@@ -902,14 +906,14 @@ impl State {
         }
     }
 
-    pub fn tenant_stats(&self, tenant: &str) -> Stats {
+    pub(crate) fn tenant_stats(&self, tenant: &str) -> Stats {
         match self.tenants.get_key_value(tenant) {
             Some((name, t)) => self.tenant_stats_of(name, t),
             None => Stats::default(),
         }
     }
 
-    pub fn all_tenant_stats(&self) -> HashMap<Arc<str>, Stats> {
+    pub(crate) fn all_tenant_stats(&self) -> HashMap<Arc<str>, Stats> {
         self.tenants
             .iter()
             .filter(|(_, t)| t.acc.records > 0)
@@ -919,7 +923,7 @@ impl State {
 
     /// Picks a sealed segment to compact: the lowest live fraction among
     /// those under `max_fraction` (and older than `min_age`, if given).
-    pub fn compaction_candidate(
+    pub(crate) fn compaction_candidate(
         &self,
         max_fraction: f64,
         min_age: Option<std::time::Duration>,

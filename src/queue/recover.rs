@@ -24,10 +24,10 @@ use super::{QueueError, Recovery};
 
 /// The outcome of recovery.
 pub(crate) struct Recovered {
-    pub state: State,
-    pub report: Recovery,
-    pub next_seq: u64,
-    pub next_seg: u32,
+    pub(crate) state: State,
+    pub(crate) report: Recovery,
+    pub(crate) next_seq: u64,
+    pub(crate) next_seg: u32,
 }
 
 /// One copy of a record found on disk.

@@ -72,7 +72,7 @@ struct Worker {
 }
 
 impl Spares {
-    pub fn new(dir: PathBuf) -> Spares {
+    pub(crate) fn new(dir: PathBuf) -> Spares {
         Spares {
             dir,
             worker: None,
@@ -85,7 +85,7 @@ impl Spares {
     /// its start, if one is ready; never waits. Asks for the next one when
     /// this one is taken (or none was asked for yet): the caller renames the
     /// returned file before it calls `take` again.
-    pub fn take(&mut self, len: u64) -> Option<File> {
+    pub(crate) fn take(&mut self, len: u64) -> Option<File> {
         let mut got = None;
         if self.pending
             && let Some(w) = &self.worker
@@ -118,7 +118,7 @@ impl Spares {
     }
 
     /// Asks for the next spare once the caller has renamed the last one.
-    pub fn request_next(&mut self, len: u64) {
+    pub(crate) fn request_next(&mut self, len: u64) {
         if !self.pending {
             self.request(len);
         }
@@ -141,7 +141,7 @@ impl Spares {
 
     /// Stops the helper (interrupting a preparation within one chunk),
     /// waits for it and deletes an unused spare.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Some(w) = self.worker.take() {
             w.cancel.store(true, Ordering::Relaxed);
             drop(w.requests);

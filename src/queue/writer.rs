@@ -55,10 +55,10 @@ const SEQ_BLOCK: u64 = 1 << 20;
 
 /// One record ready to write (encoded by the appending task).
 pub(crate) struct Pending {
-    pub key: StreamKey,
-    pub bytes: Vec<u8>,
-    pub items: u32,
-    pub created_ms: i64,
+    pub(crate) key: StreamKey,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) items: u32,
+    pub(crate) created_ms: i64,
 }
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<RecordId>, AppendError>>;
@@ -190,7 +190,12 @@ fn copy_err(e: &std::io::Error) -> std::io::Error {
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, rx: Receiver<Job>, next_seq: u64, next_seg: u32) -> Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Job>,
+        next_seq: u64,
+        next_seg: u32,
+    ) -> Writer {
         Writer {
             rx,
             head: None,
@@ -207,7 +212,7 @@ impl Writer {
     }
 
     /// The thread body: runs until `Close` or every sender is gone.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         loop {
             let first = match self.rx.recv_timeout(COMPACT_INTERVAL) {
                 Ok(job) => job,

@@ -40,16 +40,16 @@ const ONE_TENANT_OVER_MANY: f64 = 0.9;
 
 /// What the matrix needs from the run.
 pub(super) struct Setup<'a> {
-    pub dog: &'a FakeDog,
-    pub load: &'a Arc<Load>,
+    pub(crate) dog: &'a FakeDog,
+    pub(crate) load: &'a Arc<Load>,
     /// Tenants with the heavy series bodies, and the same tenants with the
     /// light ones.
-    pub heavy: &'a Arc<Vec<(String, Arc<Bodies>)>>,
-    pub light: &'a Arc<Vec<(String, Arc<Bodies>)>>,
-    pub opts: &'a BenchOptions,
+    pub(crate) heavy: &'a Arc<Vec<(String, Arc<Bodies>)>>,
+    pub(crate) light: &'a Arc<Vec<(String, Arc<Bodies>)>>,
+    pub(crate) opts: &'a BenchOptions,
     /// The loads to run (every one when empty).
-    pub only: &'a [String],
-    pub pid: u32,
+    pub(crate) only: &'a [String],
+    pub(crate) pid: u32,
 }
 
 /// The CI smoke's bounds on the matrix (`ddrelay bench --smoke`): far from
@@ -64,7 +64,7 @@ const GROSS_ONE_TENANT_OVER_MANY: f64 = 0.5;
 
 /// What in a matrix report is past the smoke's bounds (empty when nothing
 /// is, or when the report holds no matrix).
-pub fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
+pub(crate) fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
     let mut failed = Vec::new();
     let Some(loads) = report["loads"].as_object() else {
         return failed;

@@ -27,22 +27,22 @@ use crate::tags::Tags;
 
 /// What to add to a request's items.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Added<'a> {
+pub(crate) struct Added<'a> {
     /// The tenant's tags; `None` when it has none.
-    pub tags: Option<&'a Tags>,
+    pub(crate) tags: Option<&'a Tags>,
     /// `[integration] source`, for logs.
-    pub source: Option<&'a str>,
+    pub(crate) source: Option<&'a str>,
 }
 
 impl Added<'_> {
     /// Nothing to add.
-    pub const NONE: Added<'static> = Added {
+    pub(crate) const NONE: Added<'static> = Added {
         tags: None,
         source: None,
     };
 
     /// Whether items of `endpoint` change at all.
-    pub fn applies(&self, endpoint: Endpoint) -> bool {
+    pub(crate) fn applies(&self, endpoint: Endpoint) -> bool {
         self.tags.is_some() || (self.source.is_some() && endpoint == Endpoint::Logs)
     }
 }

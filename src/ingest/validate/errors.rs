@@ -8,11 +8,11 @@ use std::fmt;
 pub struct ItemError {
     /// The item's position in the request's array; `None` for a body that is
     /// one object.
-    pub index: Option<usize>,
+    pub(crate) index: Option<usize>,
     /// Path of the field, e.g. `series[3].points[0].timestamp` or `status`;
     /// empty when the item itself is wrong.
-    pub field: String,
-    pub message: String,
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ItemError {
@@ -33,7 +33,7 @@ pub enum Invalid {
     /// Not JSON, or not the top-level shape this endpoint takes.
     #[error("{0}")]
     Body(String),
-    /// Items with invalid fields: at most [`MAX_ERRORS`] listed, `more` not.
+    /// Items with invalid fields: at most `MAX_ERRORS` listed, `more` not.
     #[error("{}", self.messages().join("; "))]
     Items { errors: Vec<ItemError>, more: usize },
     /// One item is larger than Datadog accepts for a single item, even alone.
@@ -50,7 +50,7 @@ pub enum Invalid {
 
 impl Invalid {
     /// The strings for Datadog's `{"errors":[...]}` response body.
-    pub fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         match self {
             Invalid::Items { errors, more } => {
                 let mut out: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -66,7 +66,7 @@ impl Invalid {
 
 /// How many item errors a response lists; a client that sends 50,000 bad
 /// series needs the pattern, not 50,000 lines.
-pub const MAX_ERRORS: usize = 100;
+pub(crate) const MAX_ERRORS: usize = 100;
 
 #[derive(Default)]
 pub(super) struct Errors {

@@ -62,7 +62,7 @@ pub(super) fn string_end(s: &[u8], mut i: usize) -> usize {
 /// this refuses nothing Datadog would use. serde_json alone does not bound
 /// it here: values skipped as `IgnoredAny` are not depth-limited (found by
 /// `tests/hostile.rs`).
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Copies the value that starts at `start` (not whitespace) into `out`
 /// without insignificant whitespace; returns the index just past it (equal
