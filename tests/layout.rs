@@ -1,4 +1,6 @@
-//! The product does not use the development tools.
+//! The product does not use the development tools, and the maps of the
+//! tree (README.md's "Where things live", ARCHITECTURE.md's module table)
+//! agree with it.
 //!
 //! Everything that exists to rehearse, demonstrate, measure or test the
 //! relay (fakedog, the run-time CA, the sandbox, the demo, the benchmark,
@@ -167,4 +169,82 @@ fn the_scan_sees_every_form() {
     assert!(violations("cli.rs", "use crate::dev::demo;").is_empty());
     assert!(violations("lib.rs", "#[doc(hidden)]\npub mod dev;").is_empty());
     assert_eq!(violations("lib.rs", "pub use dev::fakedog;").len(), 1);
+}
+
+/// The modules `src/lib.rs` and `src/dev.rs` declare, as `dev::bench` for
+/// the tools.
+fn declared_modules() -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, prefix) in [("lib.rs", ""), ("dev.rs", "dev::")] {
+        let text = fs::read_to_string(src().join(file)).unwrap();
+        for line in text.lines() {
+            let line = line.trim();
+            let rest = ["pub mod ", "pub(crate) mod ", "mod "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p));
+            if let Some(name) = rest.and_then(|r| r.strip_suffix(';')) {
+                out.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    out
+}
+
+/// The backticked repository paths `doc` names (`src/queue.rs`,
+/// `src/proxy/`), wildcards and placeholders left out.
+fn named_paths(doc: &str) -> Vec<String> {
+    let roots = [
+        "src/",
+        "tests/",
+        "migrations/",
+        "examples/",
+        "docs/",
+        "fuzz/",
+        "scripts/",
+        "config/",
+        "packaging/",
+    ];
+    doc.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| roots.iter().any(|r| s.starts_with(r)))
+        .filter(|s| !s.contains(['*', '{', ' ', '<']))
+        .map(str::to_string)
+        .collect()
+}
+
+/// README's "where things live" table, ARCHITECTURE.md's module table and
+/// the tree agree: every path either names exists, every module has a row
+/// in ARCHITECTURE.md, and README points at each module's file.
+#[test]
+fn the_maps_of_the_tree_agree_with_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut wrong = Vec::new();
+    for (name, doc) in [("README.md", &readme), ("ARCHITECTURE.md", &architecture)] {
+        for path in named_paths(doc) {
+            if !root.join(&path).exists() {
+                wrong.push(format!("{name} names {path}, which does not exist"));
+            }
+        }
+    }
+    let modules = declared_modules();
+    assert!(modules.len() > 25, "only {} modules found", modules.len());
+    for module in &modules {
+        if !architecture.contains(&format!("| `{module}`"))
+            && !architecture.contains(&format!("`{module}` |"))
+            && !architecture.contains(&format!("`{module}`,"))
+        {
+            wrong.push(format!(
+                "ARCHITECTURE.md's module table has no row for `{module}`"
+            ));
+        }
+        let file = module.replace("::", "/");
+        if !readme.contains(&format!("src/{file}.rs")) && !readme.contains(&format!("src/{file}/"))
+        {
+            wrong.push(format!("README.md's table does not point at src/{file}.rs"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
