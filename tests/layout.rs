@@ -1,6 +1,6 @@
 //! The product does not use the development tools, and the maps of the
-//! tree (README.md's "Where things live", ARCHITECTURE.md's module table)
-//! agree with it.
+//! tree (README.md "Where things live", ARCHITECTURE.md "Modules: what
+//! each may and may not know") agree with it.
 //!
 //! Everything that exists to rehearse, demonstrate, measure or test the
 //! relay (fakedog, the run-time CA, the sandbox, the demo, the benchmark,
