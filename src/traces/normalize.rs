@@ -171,15 +171,17 @@ fn is_normal_service(s: &str) -> bool {
 /// Whether [`name`] would leave `s` as it is (ASCII fast path).
 fn is_normal_name(s: &str) -> bool {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_NAME
-        && b[0].is_ascii_alphabetic()
-        && !s.ends_with('_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_'))
-        && !s.contains("__")
-        && !s.contains("_.")
-        && !s.contains("._")
+    if b.is_empty() || b.len() > MAX_NAME || !b[0].is_ascii_alphabetic() || s.ends_with('_') {
+        return false;
+    }
+    // One pass: allowed bytes, and no `__`, `_.` or `._`.
+    let mut prev = b[0];
+    b[1..].iter().all(|&c| {
+        let ok = (c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_'))
+            && !matches!((prev, c), (b'_', b'_' | b'.') | (b'.', b'_'));
+        prev = c;
+        ok
+    })
 }
 
 /// The agent's `NormalizeService`.
@@ -301,6 +303,38 @@ mod tests {
             }
         }
         assert!(is_normal_service("web-store") && is_normal_name("http.request"));
+    }
+
+    /// The one-pass check says what the plain reading of the rules says,
+    /// for every string of up to five bytes over the bytes that matter.
+    #[test]
+    fn the_name_fast_path_is_the_rules_read_plainly() {
+        let plain = |s: &str| {
+            let b = s.as_bytes();
+            !b.is_empty()
+                && b.len() <= MAX_NAME
+                && b[0].is_ascii_alphabetic()
+                && !s.ends_with('_')
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_'))
+                && !s.contains("__")
+                && !s.contains("_.")
+                && !s.contains("._")
+        };
+        let alphabet = ["a", "Z", "1", "_", ".", " ", "é"];
+        let mut level = vec![String::new()];
+        let mut strings = level.clone();
+        for _ in 0..5 {
+            level = level
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(level.iter().cloned());
+        }
+        assert!(strings.len() > 10_000, "{}", strings.len());
+        for s in &strings {
+            assert_eq!(is_normal_name(s), plain(s), "{s:?}");
+        }
     }
 
     #[test]

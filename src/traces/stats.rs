@@ -330,7 +330,8 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
         let buckets = payloads.entry(pkey).or_default();
         for span in trace {
             let top = top_level(span, &ids, origin.top_level_computed);
-            if !eligible(span, top) {
+            let kind = span.meta.get("span.kind").map_or("", String::as_str);
+            if !eligible(span, top, kind) {
                 continue;
             }
             let end = (span.start + span.duration).max(0) as u64;
@@ -339,7 +340,7 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
                 &span.name,
                 &span.resource,
                 &span.r#type,
-                span.meta.get("span.kind").map_or("", String::as_str),
+                kind,
                 status_code(span),
                 synthetics,
                 if span.parent_id == 0 { 1 } else { 2 },
@@ -457,7 +458,8 @@ impl<'a> Parents<'a> {
 
 /// Which spans count: top-level, measured, or of a kind the agent computes
 /// stats for; never a partial snapshot of a long-running span.
-fn eligible(span: &Span, top: bool) -> bool {
+/// `kind` is the span's `span.kind` (empty without one).
+fn eligible(span: &Span, top: bool, kind: &str) -> bool {
     if span
         .metrics
         .get("_dd.partial_version")
@@ -466,11 +468,9 @@ fn eligible(span: &Span, top: bool) -> bool {
         return false;
     }
     top || span.metrics.get("_dd.measured") == Some(&1.0)
-        || span.meta.get("span.kind").is_some_and(|k| {
-            ["server", "client", "producer", "consumer"]
-                .iter()
-                .any(|kind| k.eq_ignore_ascii_case(kind))
-        })
+        || ["server", "client", "producer", "consumer"]
+            .iter()
+            .any(|k| kind.eq_ignore_ascii_case(k))
 }
 
 fn status_code(span: &Span) -> u32 {
