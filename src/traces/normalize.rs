@@ -306,7 +306,7 @@ mod tests {
     }
 
     /// The one-pass check says what the plain reading of the rules says,
-    /// for every string of up to five bytes over the bytes that matter.
+    /// for every string of up to five characters over the ones that matter.
     #[test]
     fn the_name_fast_path_is_the_rules_read_plainly() {
         let plain = |s: &str| {
