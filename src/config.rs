@@ -990,7 +990,7 @@ master_key = "{key}"
     #[test]
     fn inflight_budget_default_value_and_floor() {
         let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &[]).unwrap();
-        assert_eq!(c.delivery.max_inflight_bytes, 64 << 20);
+        assert_eq!(c.delivery.max_inflight_bytes, 32 << 20);
         let text = minimal("/tmp/x", &key()) + "\n[delivery]\nmax_inflight_bytes = \"16MiB\"\n";
         let c = Config::from_sources(&text, "c.toml", &[]).unwrap();
         assert_eq!(c.delivery.max_inflight_bytes, 16 << 20);

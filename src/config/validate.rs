@@ -619,7 +619,7 @@ impl Validator<'_> {
             max_inflight_bytes: self.min_size(
                 "delivery.max_inflight_bytes",
                 raw.max_inflight_bytes,
-                64 << 20,
+                32 << 20,
                 MIN_INFLIGHT_BYTES,
             ),
             request_timeout: self.duration(

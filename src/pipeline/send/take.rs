@@ -112,7 +112,7 @@ impl Pipeline {
             // workers, at delivery's lower priority.
             let (queue, name) = (self.queue.clone(), tenant.clone());
             let read = self
-                .work
+                .read
                 .run(move || queue.take(&name, code, max_records, limits.max_uncompressed))
                 .await;
             let records = match read

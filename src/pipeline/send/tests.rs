@@ -214,6 +214,7 @@ impl Harness {
             keys: keys.clone(),
             intake: intake.clone(),
             work: Background::inline(),
+            read: Background::inline(),
         };
         let handle = Arc::new(arc_swap::ArcSwap::from_pointee(config));
         let pipeline = Arc::new(Pipeline::new(
