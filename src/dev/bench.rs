@@ -939,9 +939,16 @@ fn targets(report: &serde_json::Value, opts: &BenchOptions) -> Vec<Target> {
         target(
             "idle_rss_mib",
             "idle RSS, MiB",
-            20.0,
+            16.0,
             true,
             f(&report["idle_rss_mib"]),
+        ),
+        target(
+            "peak_rss_mib",
+            "peak RSS over the whole run, MiB",
+            128.0,
+            true,
+            f(&report["peak_rss_mib"]),
         ),
         target(
             "steady_10mib_1000_tenants_peak_rss_mib",

@@ -56,49 +56,57 @@ pub(super) struct Setup<'a> {
 /// the targets above, so that they catch a gross regression, not the noise
 /// of a shared 2-core VM (BENCHMARKS.md "Change 13: fewer decoding
 /// threads, the matrix in the CI smoke (2026-12-07)" has the figures they
-/// were set from).
+/// were set from; the RSS bound is half again the 128 MiB target since
+/// BENCHMARKS.md "Change 15: a smaller binary, one reading thread, half the
+/// in-flight budget (2026-12-07)").
 const GROSS_RELAY_OVER_FLOOR: f64 = 3.0;
 const GROSS_HALF_LOAD_ACK_P99_MS: f64 = 100.0;
-const GROSS_RSS_MIB: f64 = 256.0;
+const GROSS_RSS_MIB: f64 = 192.0;
 const GROSS_ONE_TENANT_OVER_MANY: f64 = 0.5;
 
 /// What in a matrix report is past the smoke's bounds (empty when nothing
 /// is, or when the report holds no matrix).
 pub(crate) fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
-    let mut failed = Vec::new();
     let Some(loads) = report["loads"].as_object() else {
-        return failed;
+        return Vec::new();
     };
-    for (label, load) in loads {
-        let r = load["one_tenant_over_many"].as_f64().unwrap_or(f64::NAN);
-        // The bound is a floor here: at least half of many tenants' rate.
-        if !within(GROSS_ONE_TENANT_OVER_MANY, r) {
+    loads
+        .iter()
+        .flat_map(|(label, load)| load_regressions(label, load))
+        .collect()
+}
+
+/// What in one load's figures is past the smoke's bounds.
+fn load_regressions(label: &str, load: &serde_json::Value) -> Vec<String> {
+    let mut failed = Vec::new();
+    let r = load["one_tenant_over_many"].as_f64().unwrap_or(f64::NAN);
+    // The bound is a floor here: at least half of many tenants' rate.
+    if !within(GROSS_ONE_TENANT_OVER_MANY, r) {
+        failed.push(format!(
+            "{label}: one tenant's rate is {r:.2} of many tenants'"
+        ));
+    }
+    let by_tenants = load["by_tenants"].as_object().into_iter().flatten();
+    for (tenants, phases) in by_tenants {
+        let phase = |p: &str, k: &str| phases[p][k].as_f64().unwrap_or(f64::NAN);
+        let over = phase("saturation", "relay_over_floor");
+        // NaN (a figure missing) fails too.
+        if !within(over, GROSS_RELAY_OVER_FLOOR) {
             failed.push(format!(
-                "{label}: one tenant's rate is {r:.2} of many tenants'"
+                "{label}, {tenants}: relay / floor at saturation {over:.2}"
             ));
         }
-        let by_tenants = load["by_tenants"].as_object().into_iter().flatten();
-        for (tenants, phases) in by_tenants {
-            let phase = |p: &str, k: &str| phases[p][k].as_f64().unwrap_or(f64::NAN);
-            let over = phase("saturation", "relay_over_floor");
-            // NaN (a figure missing) fails too.
-            if !within(over, GROSS_RELAY_OVER_FLOOR) {
-                failed.push(format!(
-                    "{label}, {tenants}: relay / floor at saturation {over:.2}"
-                ));
-            }
-            let p99 = phases["50%"]["ingest_ack_ms"]["p99"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            if !within(p99, GROSS_HALF_LOAD_ACK_P99_MS) {
-                failed.push(format!(
-                    "{label}, {tenants}: ack p99 at 50 % load {p99:.1} ms"
-                ));
-            }
-            let rss = phase("saturation", "rss_mib").max(phase("90%", "rss_mib"));
-            if !within(rss, GROSS_RSS_MIB) {
-                failed.push(format!("{label}, {tenants}: RSS {rss:.0} MiB"));
-            }
+        let p99 = phases["50%"]["ingest_ack_ms"]["p99"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        if !within(p99, GROSS_HALF_LOAD_ACK_P99_MS) {
+            failed.push(format!(
+                "{label}, {tenants}: ack p99 at 50 % load {p99:.1} ms"
+            ));
+        }
+        let rss = phase("saturation", "rss_mib").max(phase("90%", "rss_mib"));
+        if !within(rss, GROSS_RSS_MIB) {
+            failed.push(format!("{label}, {tenants}: RSS {rss:.0} MiB"));
         }
     }
     failed
@@ -119,45 +127,67 @@ pub(super) fn check_names(only: &[String]) -> anyhow::Result<()> {
 }
 
 /// Runs the whole matrix; returns its report.
+///
+/// In the smoke, a load past a bound is measured once more and the second
+/// figures are the ones reported (and checked): a gross regression is past
+/// its bound every time, a stall of the shared VM during one 2-second phase
+/// is not. The first try's findings stay in the report.
 pub(super) async fn run(s: &Setup<'_>) -> anyhow::Result<serde_json::Value> {
     let mut report = serde_json::Map::new();
     for (label, endpoint, light) in LOADS {
         if !s.only.is_empty() && !s.only.iter().any(|o| o == label) {
             continue;
         }
-        let all = if light { s.light } else { s.heavy };
-        let one = Arc::new(all[..1].to_vec());
-        // The floor is measured before, between and after the two sets of
-        // tenants, so that a quiet or a busy spell of the machine does not
-        // land on the floor alone.
-        let mut blocks = floor_blocks(&all[0].1, endpoint, s.opts).await?;
-        let mut by_tenants = serde_json::Map::new();
-        for tenants in [&one, all] {
-            let figures = one_load(s, tenants, endpoint).await?;
-            blocks.extend(floor_blocks(&all[0].1, endpoint, s.opts).await?);
-            by_tenants.insert(format!("tenants_{}", tenants.len()), figures);
+        let mut figures = measure_load(s, label, endpoint, light).await?;
+        let past = load_regressions(label, &figures);
+        if s.opts.smoke && !past.is_empty() {
+            eprintln!(
+                "loads: {label} past the smoke's bounds ({}); measuring it once more",
+                past.join("; ")
+            );
+            figures = measure_load(s, label, endpoint, light).await?;
+            figures["first_try_past_bounds"] = json!(past);
         }
-        let floor = median(blocks);
-        for (key, figures) in &mut by_tenants {
-            against_floor(figures, floor);
-            println!("loads: {label}, {key}: {}", serde_json::to_string(figures)?);
-        }
-        let sat = |k: &str| by_tenants[k]["saturation"]["items_per_s"].as_f64();
-        let one_over_many = match (sat("tenants_1"), sat(&format!("tenants_{}", all.len()))) {
-            (Some(one), Some(many)) if many > 0.0 => Some(one / many),
-            _ => None,
-        };
-        report.insert(
-            label.into(),
-            json!({
-                "floor_cpu_seconds_per_million_items": floor * 1e6,
-                "by_tenants": by_tenants,
-                "one_tenant_over_many": one_over_many,
-                "one_tenant_over_many_met": one_over_many.map(|r| r >= ONE_TENANT_OVER_MANY),
-            }),
-        );
+        report.insert(label.into(), figures);
     }
     Ok(serde_json::Value::Object(report))
+}
+
+/// One load for one tenant and for all of them, against its floor.
+async fn measure_load(
+    s: &Setup<'_>,
+    label: &str,
+    endpoint: Endpoint,
+    light: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let all = if light { s.light } else { s.heavy };
+    let one = Arc::new(all[..1].to_vec());
+    // The floor is measured before, between and after the two sets of
+    // tenants, so that a quiet or a busy spell of the machine does not
+    // land on the floor alone.
+    let mut blocks = floor_blocks(&all[0].1, endpoint, s.opts).await?;
+    let mut by_tenants = serde_json::Map::new();
+    for tenants in [&one, all] {
+        let figures = one_load(s, tenants, endpoint).await?;
+        blocks.extend(floor_blocks(&all[0].1, endpoint, s.opts).await?);
+        by_tenants.insert(format!("tenants_{}", tenants.len()), figures);
+    }
+    let floor = median(blocks);
+    for (key, figures) in &mut by_tenants {
+        against_floor(figures, floor);
+        println!("loads: {label}, {key}: {}", serde_json::to_string(figures)?);
+    }
+    let sat = |k: &str| by_tenants[k]["saturation"]["items_per_s"].as_f64();
+    let one_over_many = match (sat("tenants_1"), sat(&format!("tenants_{}", all.len()))) {
+        (Some(one), Some(many)) if many > 0.0 => Some(one / many),
+        _ => None,
+    };
+    Ok(json!({
+        "floor_cpu_seconds_per_million_items": floor * 1e6,
+        "by_tenants": by_tenants,
+        "one_tenant_over_many": one_over_many,
+        "one_tenant_over_many_met": one_over_many.map(|r| r >= ONE_TENANT_OVER_MANY),
+    }))
 }
 
 /// Adds each phase's relay / floor and whether it meets the target.
@@ -280,9 +310,9 @@ mod tests {
 
     #[test]
     fn the_smoke_fails_on_each_gross_regression_and_passes_the_figures_of_a_good_run() {
-        assert!(gross_regressions(&report(1.6, 16.5, 184.0, 0.98)).is_empty());
+        assert!(gross_regressions(&report(1.6, 16.5, 130.0, 0.98)).is_empty());
         assert!(gross_regressions(&json!({ "steady": {} })).is_empty());
-        let failed = gross_regressions(&report(3.5, 16.5, 184.0, 0.98));
+        let failed = gross_regressions(&report(3.5, 16.5, 130.0, 0.98));
         assert_eq!(failed.len(), 2, "{failed:?}");
         assert!(
             failed[0].contains("relay / floor at saturation 3.50"),
@@ -301,10 +331,14 @@ mod tests {
                 .iter()
                 .any(|f| f.contains("ack p99 at 50 % load 150.0 ms"))
         );
-        // A figure missing fails rather than passes.
-        let failed = gross_regressions(&report(f64::NAN, 16.5, 184.0, 0.98));
+        // Above the 128 MiB target by half again.
+        let failed = gross_regressions(&report(1.6, 16.5, 200.0, 0.98));
         assert_eq!(failed.len(), 2, "{failed:?}");
-        let failed = gross_regressions(&report(1.6, 16.5, 184.0, f64::NAN));
+        assert!(failed[0].contains("RSS 200 MiB"), "{failed:?}");
+        // A figure missing fails rather than passes.
+        let failed = gross_regressions(&report(f64::NAN, 16.5, 130.0, 0.98));
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        let failed = gross_regressions(&report(1.6, 16.5, 130.0, f64::NAN));
         assert_eq!(failed.len(), 1, "{failed:?}");
     }
 }
