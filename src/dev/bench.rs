@@ -451,6 +451,19 @@ struct Load {
 }
 
 impl Load {
+    /// The relay's `/metrics` text.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.api);
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
     async fn post(
         &self,
         tenant: &str,

@@ -861,7 +861,6 @@ fn decode_and_prepare(
     grow(2 * body_len).map_err(|over| (busy(over.0), body_len))?;
     let validated = validate_with(endpoint, &body, now, &additions.added())
         .map_err(|e| (invalid_to_error(endpoint, e), body_len))?;
-    drop(body);
     if validated.items == 0 {
         return Ok(Accepted {
             record: None,
@@ -871,9 +870,17 @@ fn decode_and_prepare(
             notes: validated.notes,
         });
     }
-    let ready = at_rest.ready.and_then(|(encoding, level)| {
-        record::pack_ready(endpoint, encoding, level, &validated.payload)
+    // A request that is already the payload (its body exactly the items,
+    // compressed as they are sent) is stored as the client compressed it.
+    let sent = record::AsSent {
+        encoding,
+        wire,
+        body: &body,
+    };
+    let ready = at_rest.ready.and_then(|(at_rest, level)| {
+        record::pack_ready_as_sent(endpoint, at_rest, level, &validated.payload, Some(sent))
     });
+    drop(body);
     let (payload, lz4) = match &ready {
         Some(ready) => (&ready[..], false),
         None => (&validated.payload[..], at_rest.lz4),

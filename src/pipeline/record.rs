@@ -132,6 +132,86 @@ pub fn pack_ready(
     level: i32,
     payload: &[u8],
 ) -> Option<Vec<u8>> {
+    pack_ready_as_sent(endpoint, encoding, level, payload, None)
+}
+
+/// A request body as the client sent it: its compressed bytes, their
+/// encoding, and what they decompress to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AsSent<'a> {
+    pub(crate) encoding: Encoding,
+    pub(crate) wire: &'a [u8],
+    pub(crate) body: &'a [u8],
+}
+
+impl AsSent<'_> {
+    /// Whether the client's compressed bytes are already the payload the
+    /// items would be packed into: `body` is exactly the endpoint's framing
+    /// of `items` (compact JSON in brackets, comma-separated, nothing
+    /// else), and `wire` is gzip whose trailer holds the CRC-32 and length
+    /// of all of `body`, in the encoding the payload is sent with.
+    ///
+    /// A stream of several gzip members passes only when the members before
+    /// the last decompress to nothing. Datadog's acceptance of multi-member
+    /// gzip is not in datadog-api.md (so unconfirmed); such a payload, if
+    /// refused, falls back to its items like any refused ready payload
+    /// (the module's doc), which the relay's own decoder gives back.
+    fn is_payload_of(&self, endpoint: Endpoint, encoding: Encoding, items: &[&[u8]]) -> bool {
+        self.encoding == Encoding::Gzip
+            && encoding == Encoding::Gzip
+            && frames(endpoint, items, self.body)
+            && gzip_trailer_matches(self.wire, self.body)
+    }
+}
+
+/// `body` is `open item sep item … close`, byte for byte.
+fn frames(endpoint: Endpoint, items: &[&[u8]], body: &[u8]) -> bool {
+    let (open, sep, close) = super::batch::frame_parts(endpoint);
+    let Some(mut rest) = body.strip_prefix(open) else {
+        return false;
+    };
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix(sep) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(*item) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest == close
+}
+
+/// A gzip stream (RFC 1952: magic, deflate method) whose last eight bytes,
+/// CRC-32 and length modulo 2^32, are those of `body`.
+fn gzip_trailer_matches(wire: &[u8], body: &[u8]) -> bool {
+    const HEADER: usize = 10;
+    const TRAILER: usize = 8;
+    if wire.len() < HEADER + TRAILER || wire[..3] != [0x1f, 0x8b, 8] {
+        return false;
+    }
+    let trailer = &wire[wire.len() - TRAILER..];
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    word(&trailer[4..]) == body.len() as u32 && word(&trailer[..4]) == crc.sum()
+}
+
+/// As [`pack_ready`]; when the client's compressed bytes already are the
+/// payload (`AsSent::is_payload_of`), they are stored as they came and
+/// nothing is compressed on the acknowledgement's path (BENCHMARKS.md
+/// "Change 16: a logs request stored as the client compressed it
+/// (2026-12-07)").
+pub(crate) fn pack_ready_as_sent(
+    endpoint: Endpoint,
+    encoding: Encoding,
+    level: i32,
+    payload: &[u8],
+    sent: Option<AsSent<'_>>,
+) -> Option<Vec<u8>> {
     let code = encoding_code(encoding)?;
     let limits = endpoint.limits();
     let items: Vec<&[u8]> = item_ranges(payload).map(|r| &payload[r]).collect();
@@ -143,22 +223,30 @@ pub fn pack_ready(
     if !fills || items.len() > limits.max_items || payload.len() + 2 > limits.max_uncompressed {
         return None;
     }
-    let mut packed = Packer::new(endpoint, encoding, level).pack(&items);
-    if packed.len() != 1 {
-        return None;
-    }
-    let body = match packed.pop() {
-        Some(Ok(p)) if p.item_count == items.len() => p,
-        _ => return None,
-    };
-    let mut out = Vec::with_capacity(body.body.len() + 16 + 3 * items.len());
+    let packed;
+    let (body, uncompressed_len) =
+        match sent.filter(|s| s.is_payload_of(endpoint, encoding, &items)) {
+            Some(sent) => (sent.wire, sent.body.len()),
+            None => {
+                let mut all = Packer::new(endpoint, encoding, level).pack(&items);
+                if all.len() != 1 {
+                    return None;
+                }
+                packed = match all.pop() {
+                    Some(Ok(p)) if p.item_count == items.len() => p,
+                    _ => return None,
+                };
+                (&packed.body[..], packed.uncompressed_len)
+            }
+        };
+    let mut out = Vec::with_capacity(body.len() + 16 + 3 * items.len());
     out.extend_from_slice(&[MARKER, VERSION, code]);
-    put_varint(&mut out, body.uncompressed_len as u64);
+    put_varint(&mut out, uncompressed_len as u64);
     put_varint(&mut out, items.len() as u64);
     for item in &items {
         put_varint(&mut out, item.len() as u64);
     }
-    out.extend_from_slice(&body.body);
+    out.extend_from_slice(body);
     Some(out)
 }
 
@@ -365,6 +453,106 @@ mod tests {
             let want: Vec<&[u8]> = item_ranges(&payload).map(|r| &payload[r]).collect();
             let got: Vec<&[u8]> = items.iter().map(|b| b.as_ref()).collect();
             assert_eq!(got, want, "{encoding:?}");
+        }
+    }
+
+    /// The JSON array a client sends for `payload`'s items, and its gzip.
+    fn as_client_sends(payload: &[u8], level: u32) -> (Vec<u8>, Vec<u8>) {
+        use std::io::Write as _;
+        let mut body = b"[".to_vec();
+        body.extend(payload.iter().map(|&b| if b == b'\n' { b',' } else { b }));
+        body.push(b']');
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        gz.write_all(&body).expect("gzip");
+        (body, gz.finish().expect("gzip"))
+    }
+
+    fn stored_as_sent(payload: &[u8], wire: &[u8], body: &[u8], encoding: Encoding) -> Vec<u8> {
+        let sent = AsSent {
+            encoding,
+            wire,
+            body,
+        };
+        pack_ready_as_sent(Endpoint::Logs, Encoding::Gzip, 1, payload, Some(sent)).expect("fills")
+    }
+
+    #[test]
+    fn a_request_that_is_already_the_payload_is_stored_as_the_client_compressed_it() {
+        let payload = logs(500, 200);
+        // Level 6: not what the relay would produce at level 1.
+        let (body, wire) = as_client_sends(&payload, 6);
+        let stored = stored_as_sent(&payload, &wire, &body, Encoding::Gzip);
+        assert!(stored.ends_with(&wire), "the client's bytes, as they came");
+        let ready = Ready::parse(&Bytes::from(stored)).expect("parses");
+        let sent = ready.payload();
+        assert_eq!(&sent.body[..], &wire[..]);
+        assert_eq!(
+            (sent.encoding, sent.item_count, sent.uncompressed_len),
+            (Encoding::Gzip, 500, body.len())
+        );
+        // The items come back byte for byte, as from a payload the relay packed.
+        let items = ready.items(Endpoint::Logs).expect("items");
+        let want: Vec<&[u8]> = item_ranges(&payload).map(|r| &payload[r]).collect();
+        let got: Vec<&[u8]> = items.iter().map(|b| b.as_ref()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_request_that_is_not_exactly_the_payload_is_packed_by_the_relay() {
+        let payload = logs(500, 200);
+        let (body, wire) = as_client_sends(&payload, 6);
+        let packed_here = pack_ready(Endpoint::Logs, Encoding::Gzip, 1, &payload).expect("fills");
+        let mut spaced = body.clone();
+        spaced.insert(1, b' ');
+        let (_, spaced_wire) = as_client_sends(&payload, 6);
+        // Two gzip members that together decompress to the body.
+        let gzip = |part: &[u8]| {
+            use std::io::Write as _;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(part).expect("gzip");
+            gz.finish().expect("gzip")
+        };
+        let two_members = [gzip(&body[..1000]), gzip(&body[1000..])].concat();
+        assert_eq!(
+            codec::decompress(Encoding::Gzip, &two_members, 1 << 24).expect("valid gzip"),
+            body
+        );
+        let mut bad_crc = wire.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 1;
+        // Items the relay changed or dropped (fewer than the body holds).
+        let fewer = logs(499, 200);
+        let fewer = [fewer.clone(), b"\n".to_vec(), logs(1, 200)].concat();
+        for (why, payload, wire, body, encoding) in [
+            (
+                "deflate, not gzip",
+                &payload,
+                &wire,
+                &body,
+                Encoding::Deflate,
+            ),
+            (
+                "a space in the body",
+                &payload,
+                &spaced_wire,
+                &spaced,
+                Encoding::Gzip,
+            ),
+            ("two members", &payload, &two_members, &body, Encoding::Gzip),
+            (
+                "a trailer that is not the body's",
+                &payload,
+                &bad_crc,
+                &body,
+                Encoding::Gzip,
+            ),
+            ("items not the body's", &fewer, &wire, &body, Encoding::Gzip),
+        ] {
+            let stored = stored_as_sent(payload, wire, body, encoding);
+            assert!(!stored.ends_with(wire), "{why}");
+            if payload == &logs(500, 200) {
+                assert_eq!(stored, packed_here, "{why}");
+            }
         }
     }
 

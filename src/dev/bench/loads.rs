@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    BenchOptions, Bodies, Load, MIB, Samples, Saturated, floor_blocks, machine_busy, median,
-    open_loop, proc_stat, saturate, total_items, wait_delivered,
+    BenchOptions, Bodies, Load, MIB, Samples, Saturated, floor_blocks, histogram_delta_quantiles,
+    machine_busy, median, open_loop, proc_stat, saturate, total_items, wait_delivered,
 };
 use crate::dev::fakedog::FakeDog;
 use crate::site::Endpoint;
@@ -265,6 +265,7 @@ async fn paced(
     );
     let samples = Arc::new(Samples::default());
     let before = total_items(s.dog, endpoint);
+    let metrics_before = s.load.metrics().await?;
     let (busy0, cpu0) = (machine_busy()?, proc_stat(s.pid)?.cpu_seconds);
     let started = Instant::now();
     let req_rate = (rate / per_req as f64).max(0.5);
@@ -283,10 +284,19 @@ async fn paced(
     let (busy1, st) = (machine_busy()?, proc_stat(s.pid)?);
     let items = (sent * per_req).max(1) as f64;
     let (p50, p99, p999) = samples.quantiles();
+    // The same acknowledgements timed inside the relay, from its histogram
+    // (bucket upper bounds): a tail the client sees and the relay does not
+    // is the load generator's or the loopback's.
+    let (r50, r99, r999) = histogram_delta_quantiles(
+        &metrics_before,
+        &s.load.metrics().await?,
+        "ddrelay_ingest_ack_seconds",
+    );
     Ok(json!({
         "items_per_s": items / secs,
         "relay_cpu_seconds_per_million_items": (st.cpu_seconds - cpu0) / items * 1e6,
         "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
+        "relay_ack_ms": { "p50": r50, "p99": r99, "p999": r999 },
         "machine_busy": (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0),
         "rss_mib": st.rss_bytes as f64 / MIB,
     }))
