@@ -152,10 +152,11 @@ impl AsSent<'_> {
     /// of all of `body`, in the encoding the payload is sent with.
     ///
     /// A stream of several gzip members passes only when the members before
-    /// the last decompress to nothing. Datadog's acceptance of multi-member
-    /// gzip is not in datadog-api.md (so unconfirmed); such a payload, if
-    /// refused, falls back to its items like any refused ready payload
-    /// (the module's doc), which the relay's own decoder gives back.
+    /// the last decompress to nothing. docs/datadog.md "Intakes" says gzip
+    /// is accepted, not whether several members are (so unconfirmed: the
+    /// safe reading is that they may not be); such a payload, if refused,
+    /// falls back to its items like any refused ready payload (the
+    /// module's doc), which the relay's own decoder gives back.
     fn is_payload_of(&self, endpoint: Endpoint, encoding: Encoding, items: &[&[u8]]) -> bool {
         self.encoding == Encoding::Gzip
             && encoding == Encoding::Gzip
