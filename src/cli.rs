@@ -307,7 +307,10 @@ pub fn main() -> ExitCode {
 
 /// Memory bounds the CI smoke enforces (generous: they catch leaks and
 /// unbounded buffering, not noise). Peak RSS of the relay under load.
-const SMOKE_MAX_PEAK_RSS_MIB: f64 = 192.0;
+/// The peak is the whole run's high-water mark (`VmHWM`), matrix included:
+/// 154 MiB in the smoke of BENCHMARKS.md "Where the performance targets
+/// stand"; before change 15 the saturation phases alone reached 201 MiB.
+const SMOKE_MAX_PEAK_RSS_MIB: f64 = 224.0;
 const SMOKE_MAX_IDLE_RSS_MIB: f64 = 64.0;
 /// Peak RSS during the steady phase (the target is 64 MiB at 10 MiB/s over
 /// 1,000 tenants, BENCHMARKS.md "Where the performance targets stand"; the

@@ -1660,6 +1660,8 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
         json!(received_bytes / sent_bytes.max(1.0)),
     );
     report.insert("intake_requests".into(), json!(requests));
+    // The process's high-water mark now: the matrix (`--loads`) included.
+    let peak = peak.max(proc_stat(pid)?.peak_rss_bytes);
     report.insert("peak_rss_mib".into(), json!(peak as f64 / MIB));
     let violations = dog.violations().len();
     report.insert("fakedog_violations".into(), json!(violations));
