@@ -1574,18 +1574,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
     });
     let req_rate = (series_rate / SERIES_PER_REQUEST as f64).max(1.0);
     let samples = Arc::new(Samples::default());
-    let scrape = || async {
-        anyhow::Ok(
-            admin
-                .get(format!("{api}/metrics"))
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?,
-        )
-    };
-    let metrics_before = scrape().await?;
+    let metrics_before = load.metrics().await?;
     let (busy0, cpu0) = (machine_busy()?, proc_stat(pid)?.cpu_seconds);
     let started = Instant::now();
     open_loop(req_rate, opts.duration, |k| {
@@ -1606,7 +1595,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
     // The same acknowledgements timed inside the relay (request received →
     // answer ready): the client's figure less the load generator's own
     // scheduling and the loopback.
-    let metrics_after = scrape().await?;
+    let metrics_after = load.metrics().await?;
     let (r50, r99, r999) = histogram_delta_quantiles(
         &metrics_before,
         &metrics_after,
@@ -1635,7 +1624,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
         load.post(&t.0, Endpoint::Events, &t.1.event).await?;
         load.post(&t.0, Endpoint::CheckRun, &t.1.checks).await?;
     }
-    let metrics = scrape().await?;
+    let metrics = load.metrics().await?;
     let (e50, e99, e999) = histogram_quantiles(&metrics, "ddrelay_end_to_end_seconds");
     report.insert("end_to_end_ms".into(), json!({ "p50": e50, "p99": e99, "p999": e999, "note": "from the relay's histogram: bucket upper bounds" }));
     let (c50, c99, c999) = histogram_quantiles(&metrics, "ddrelay_queue_commit_seconds");
