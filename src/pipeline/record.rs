@@ -458,14 +458,12 @@ mod tests {
     }
 
     /// The JSON array a client sends for `payload`'s items, and its gzip.
-    fn as_client_sends(payload: &[u8], level: u32) -> (Vec<u8>, Vec<u8>) {
-        use std::io::Write as _;
+    fn as_client_sends(payload: &[u8], level: i32) -> (Vec<u8>, Vec<u8>) {
         let mut body = b"[".to_vec();
         body.extend(payload.iter().map(|&b| if b == b'\n' { b',' } else { b }));
         body.push(b']');
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-        gz.write_all(&body).expect("gzip");
-        (body, gz.finish().expect("gzip"))
+        let wire = codec::compress(Encoding::Gzip, level, &body);
+        (body, wire)
     }
 
     fn stored_as_sent(payload: &[u8], wire: &[u8], body: &[u8], encoding: Encoding) -> Vec<u8> {
@@ -507,12 +505,7 @@ mod tests {
         spaced.insert(1, b' ');
         let (_, spaced_wire) = as_client_sends(&payload, 6);
         // Two gzip members that together decompress to the body.
-        let gzip = |part: &[u8]| {
-            use std::io::Write as _;
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(part).expect("gzip");
-            gz.finish().expect("gzip")
-        };
+        let gzip = |part: &[u8]| codec::compress(Encoding::Gzip, 1, part);
         let two_members = [gzip(&body[..1000]), gzip(&body[1000..])].concat();
         assert_eq!(
             codec::decompress(Encoding::Gzip, &two_members, 1 << 24).expect("valid gzip"),
