@@ -4,6 +4,8 @@
 //! - `msgpack`: a lenient MessagePack reader, and writers;
 //! - `decode`: `/v0.3`, `/v0.4` and `/v0.5` trace bodies into spans;
 //! - `normalize`: Datadog's span rules;
+//! - `span`: the span as the trace path holds it (borrowing the request's
+//!   body) and its protobuf encoding;
 //! - [`stats`]: stats (model, MessagePack, computing, the DDSketch).
 //!
 //! A queued trace item is one `AgentPayload.tracerPayloads` field, framed
@@ -15,16 +17,19 @@ use std::sync::LazyLock;
 
 use prost::Message as _;
 
+use span::EncodeSpan;
+
 pub(crate) mod decode;
 pub(crate) mod msgpack;
 pub(crate) mod normalize;
 pub mod pb;
+pub(crate) mod span;
 pub mod stats;
 
 /// A trace chunk's root, as the trace agent finds it (`GetRoot`): the span
 /// without a parent, else one whose parent is not in the chunk (a partial
 /// flush, a downstream service), else the last span. `spans` is not empty.
-pub(crate) fn root(spans: &[pb::Span]) -> &pb::Span {
+pub(crate) fn root<'s, 'a>(spans: &'s [span::Span<'a>]) -> &'s span::Span<'a> {
     if let Some(s) = spans.iter().find(|s| s.parent_id == 0) {
         return s;
     }
@@ -48,10 +53,10 @@ pub(crate) fn frame(payload: &pb::TracerPayload) -> Vec<u8> {
 /// [`frame`] for a tracer payload (`payload`, its `chunks` empty) holding
 /// one chunk (`chunk`, its `spans` empty) of `spans`. It decodes as
 /// [`frame`] of the assembled message ([`ChunkHead::write`]).
-pub(crate) fn frame_chunk(
+pub(crate) fn frame_chunk<S: EncodeSpan>(
     payload: &pb::TracerPayload,
     chunk: &pb::TraceChunk,
-    spans: &[pb::Span],
+    spans: &[S],
 ) -> Vec<u8> {
     let head = ChunkHead {
         container_id: &payload.container_id,
@@ -142,7 +147,7 @@ impl ChunkHead<'_> {
     /// Sizes the framed item; `lens` gets each span's encoded length (each
     /// span is sized once: prost's nested encoding sizes every span once
     /// per level above it).
-    pub(crate) fn size(&self, spans: &[pb::Span], lens: &mut Vec<usize>) -> ChunkSize {
+    pub(crate) fn size<S: EncodeSpan>(&self, spans: &[S], lens: &mut Vec<usize>) -> ChunkSize {
         use prost::encoding::{encoded_len_varint, key_len};
         lens.clear();
         lens.extend(spans.iter().map(|s| s.encoded_len()));
@@ -169,10 +174,10 @@ impl ChunkHead<'_> {
     /// payload's fields, then the chunk's, then the spans, each after the
     /// other fields of its message (protobuf readers take fields in any
     /// order), so it decodes as [`frame`] of the assembled message.
-    pub(crate) fn write(
+    pub(crate) fn write<S: EncodeSpan>(
         &self,
         out: &mut Vec<u8>,
-        spans: &[pb::Span],
+        spans: &[S],
         lens: &[usize],
         size: ChunkSize,
     ) {

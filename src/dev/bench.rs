@@ -797,25 +797,23 @@ fn floor_round(raw: &[u8], wire: &[u8], gzip: bool, endpoint: Endpoint, encoding
     std::hint::black_box(c);
 }
 
-/// The traces floor: decode the MessagePack into spans, encode them as a
-/// protobuf `AgentPayload`, compress at level 1.
+/// The traces floor: decode the MessagePack into typed spans whose
+/// strings borrow the body (as the JSON kinds' floors borrow theirs, and
+/// with the relay's own decoder), encode them as a protobuf
+/// `AgentPayload` (one tracer payload per trace, as the relay's items),
+/// compress at level 1.
 fn trace_floor_round(raw: &[u8], encoding: Encoding) {
-    use prost::Message as _;
-    let traces = crate::traces::decode::v04(raw).unwrap_or_default();
-    let payload = crate::traces::pb::AgentPayload {
-        tracer_payloads: vec![crate::traces::pb::TracerPayload {
-            chunks: traces
-                .into_iter()
-                .map(|spans| crate::traces::pb::TraceChunk {
-                    spans,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let c = codec::compress(encoding, 1, &payload.encode_to_vec());
+    use crate::traces::{ChunkHead, agent_payload_tail, decode};
+    let traces = decode::v04(raw).unwrap_or_default();
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 4);
+    let mut lens = Vec::new();
+    let head = ChunkHead::default();
+    for spans in &traces {
+        let size = head.size(spans, &mut lens);
+        head.write(&mut out, spans, &lens, size);
+    }
+    out.extend_from_slice(agent_payload_tail());
+    let c = codec::compress(encoding, 1, &out);
     std::hint::black_box(c);
 }
 

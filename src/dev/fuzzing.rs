@@ -289,7 +289,8 @@ pub fn traces(data: &[u8]) {
         let back = <pb::AgentPayload as prost::Message>::decode(framed.as_slice());
         assert!(back.is_ok(), "a framed chunk does not decode: {back:?}");
         let back = back.unwrap_or_default();
-        assert_eq!(back.tracer_payloads[0].chunks[0].spans, *trace);
+        let expected: Vec<pb::Span> = trace.iter().map(|s| s.to_pb()).collect();
+        assert_eq!(back.tracer_payloads[0].chunks[0].spans, expected);
     }
     for s in stats::compute(&traces, &stats::Origin::default()) {
         let bytes = s.to_msgpack();
@@ -338,10 +339,13 @@ pub(crate) fn sample_traces() -> Vec<(&'static str, u8, Vec<u8>)> {
     write::map(&mut v05, 0);
     write::map(&mut v05, 0);
     write::uint(&mut v05, 0);
+    let origin = crate::traces::stats::Origin::default();
     let stats = crate::traces::decode::v03(v03.as_bytes())
-        .map(|t| crate::traces::stats::compute(&t, &Default::default()))
         .ok()
-        .and_then(|s| s.first().map(|s| s.to_msgpack()))
+        .and_then(|t| {
+            let s = crate::traces::stats::compute(&t, &origin);
+            s.first().map(|s| s.to_msgpack())
+        })
         .unwrap_or_default();
     vec![
         ("v03", 0, v03.into_bytes()),

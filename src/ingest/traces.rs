@@ -37,12 +37,12 @@ use crate::codec;
 use crate::config::QueueCompression;
 use crate::pipeline::record::{join_binary, put_item_len};
 use crate::queue::{NewRecord, Prepared};
-use crate::site::Endpoint;
+use crate::site::{Encoding, Endpoint};
 use crate::tags::Tags;
 use crate::telemetry::metrics::KindOutcome;
 use crate::traces::decode::{self, Traces};
 use crate::traces::msgpack::{Malformed, Reader};
-use crate::traces::pb::Span;
+use crate::traces::span::{EncodeSpan as _, Span};
 use crate::traces::stats::{self, ClientStats, Origin};
 use crate::traces::{ChunkHead, normalize};
 
@@ -187,34 +187,46 @@ async fn traces(
     // A tenant named by a header is known before the spans are decoded:
     // its tags go on them, and they are encoded on the same thread.
     let early_tags = early.as_ref().map(|a| a.tags.clone());
-    let stage = tokio::task::spawn_blocking(move || -> Result<Stage, IngestError> {
+    let (stage, plain, held) = tokio::task::spawn_blocking(move || {
         held.reserve(expected, DECODE_MEMORY_WAIT)
             .map_err(|over| busy(over.0))?;
-        let plain = codec::decompress(encoding, &wire, limit)
-            .map_err(|e| bad("bad_encoding", e.to_string()))?;
-        drop(wire);
-        job.run(&plain, early_tags)
+        // Tracers send MessagePack uncompressed: decoded where it arrived,
+        // not copied first.
+        let plain = match encoding {
+            Encoding::Identity if wire.len() <= limit => wire,
+            _ => codec::decompress(encoding, &wire, limit)
+                .map_err(|e| bad("bad_encoding", e.to_string()))?
+                .into(),
+        };
+        let stage = job.run(&plain, early_tags)?;
+        Ok::<_, IngestError>((stage, plain, held))
     })
     .await
     .map_err(|_| bad("internal", "decoding task failed".into()))??;
     let (encoded, admitted) = match stage {
         Stage::Encoded(e) => {
+            drop((plain, held));
             let tagged = e.tagged.clone();
             (e, admitted(state, early, tagged, headers, named).await?)
         }
         // An empty payload (some tracers check the agent with one) names
         // no tenant and holds nothing to keep: answered as the Agent does.
-        Stage::Decoded { traces, .. } if traces.is_empty() => return Ok(()),
-        Stage::Decoded {
-            job,
-            traces,
-            tagged,
+        Stage::Tagged { empty: true, .. } => return Ok(()),
+        Stage::Tagged {
+            mut job, tagged, ..
         } => {
-            let a = admitted(state, None, tagged.clone(), headers, named).await?;
+            let a = admitted(state, None, tagged, headers, named).await?;
             let tags = a.tags.clone();
-            let encoded = tokio::task::spawn_blocking(move || job.encode(traces, tags, tagged))
-                .await
-                .map_err(|_| bad("internal", "encoding task failed".into()))??;
+            // Decoded again with the tenant's tags known, the body and its
+            // memory held meanwhile: cheaper than keeping the spans across
+            // the admission, which would copy every string out of the body.
+            let encoded = tokio::task::spawn_blocking(move || {
+                let _held = held;
+                let (traces, tagged) = job.decode(&plain)?;
+                job.encode(traces, tags, tagged)
+            })
+            .await
+            .map_err(|_| bad("internal", "encoding task failed".into()))??;
             (encoded, a)
         }
     };
@@ -222,14 +234,15 @@ async fn traces(
 }
 
 /// A request's spans after the first blocking step: encoded when a header
-/// named the tenant, else decoded and waiting for the tenant their tag
-/// names (its tags go on them before they are encoded).
+/// named the tenant, else checked, and the tenant their tag names (its
+/// tags go on them when they are decoded again and encoded).
 enum Stage {
     Encoded(Encoded),
-    Decoded {
+    Tagged {
         job: Encode,
-        traces: Traces,
         tagged: Option<String>,
+        /// The body holds no span.
+        empty: bool,
     },
 }
 
@@ -301,6 +314,20 @@ impl Encode {
         plain: &[u8],
         tenant_tags: Option<Option<Arc<Tags>>>,
     ) -> Result<Stage, IngestError> {
+        let (traces, tagged) = self.decode(plain)?;
+        match tenant_tags {
+            Some(tags) => Ok(Stage::Encoded(self.encode(traces, tags, tagged)?)),
+            None => Ok(Stage::Tagged {
+                empty: traces.is_empty(),
+                job: self,
+                tagged,
+            }),
+        }
+    }
+
+    /// Decodes `plain`, takes the tenant tag off (returned) and applies
+    /// the span rules.
+    fn decode<'p>(&mut self, plain: &'p [u8]) -> Result<(Traces<'p>, Option<String>), IngestError> {
         self.plain_len = plain.len();
         let mut traces = match self.version {
             Version::V03 => decode::v03(plain),
@@ -311,33 +338,37 @@ impl Encode {
         let tagged = take_tenant_tag(&mut traces).map_err(|Malformed(m)| bad("bad_tenant", m))?;
         normalize::normalize(&mut traces, &self.origin.lang)
             .map_err(|Malformed(m)| bad("bad_traces", m))?;
-        match tenant_tags {
-            Some(tags) => Ok(Stage::Encoded(self.encode(traces, tags, tagged)?)),
-            None => Ok(Stage::Decoded {
-                job: self,
-                traces,
-                tagged,
-            }),
-        }
+        Ok((traces, tagged))
     }
 
     /// Adds the tenant's tags, computes the stats and encodes the items;
     /// the spans are dropped here.
     fn encode(
         &self,
-        mut traces: Traces,
+        traces: Traces<'_>,
         tags: Option<Arc<Tags>>,
         tagged: Option<String>,
     ) -> Result<Encoded, IngestError> {
+        // The tags' strings are borrowed by the spans that get them.
+        let mut traces = traces;
         if let Some(tags) = &tags {
             add_span_tags(&mut traces, tags);
         }
         let times = span_times(&traces, now_ms());
+        // The stats first: they borrow the spans' strings.
         let stats = if self.client_stats || traces.is_empty() {
             Vec::new()
         } else {
             stats::compute(&traces, &self.origin)
         };
+        let mut joined = Joined {
+            payload: Vec::with_capacity(stats.iter().map(|s| s.size_hint() + 4).sum()),
+            count: 0,
+        };
+        let mut scratch = Vec::new();
+        for s in stats {
+            append_stats(s, MAX_ITEM - 1024, &mut joined, &mut scratch);
+        }
         // Items framed straight into the record's payload: one buffer for
         // the request, sized for the spans' MessagePack (protobuf spans
         // take a little more), not one per trace.
@@ -348,14 +379,6 @@ impl Encode {
         let mut lens = Vec::new();
         for trace in traces {
             self.meta.append_items(trace, &mut items, &mut lens)?;
-        }
-        let mut joined = Joined {
-            payload: Vec::with_capacity(stats.iter().map(|s| s.size_hint() + 4).sum()),
-            count: 0,
-        };
-        let mut scratch = Vec::new();
-        for s in stats {
-            append_stats(s, MAX_ITEM - 1024, &mut joined, &mut scratch);
         }
         Ok(Encoded {
             traces: items,
@@ -417,7 +440,7 @@ fn truthy(headers: &HeaderMap, name: &str) -> bool {
 
 /// Removes the tenant tag from every span; returns its value, which must
 /// be the same on every span (or on none).
-fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
+fn take_tenant_tag(traces: &mut Traces<'_>) -> Result<Option<String>, Malformed> {
     let mut seen: Option<String> = None;
     let mut untagged: Option<(usize, usize)> = None;
     for (t, trace) in traces.iter_mut().enumerate() {
@@ -425,7 +448,7 @@ fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
             span.metrics.remove(TENANT_TAG);
             match (span.meta.remove(TENANT_TAG), &seen) {
                 (None, _) => untagged = untagged.or(Some((t, s))),
-                (Some(v), None) => seen = Some(v),
+                (Some(v), None) => seen = Some(v.into_owned()),
                 (Some(v), Some(first)) if v != *first => {
                     return Err(Malformed(format!(
                         "trace {t}, span {s}: {TENANT_TAG}: {v:?} differs from {first:?} on an earlier span; one request carries one tenant's spans"
@@ -449,7 +472,7 @@ fn take_tenant_tag(traces: &mut Traces) -> Result<Option<String>, Malformed> {
 /// place in meta (a key with an empty value would read as `key:`, which
 /// is no tag) and is not added to spans. Before the items are cut to
 /// size, so the spans' grown size is what is counted.
-fn add_span_tags(traces: &mut Traces, tags: &Tags) {
+fn add_span_tags<'a>(traces: &mut Traces<'a>, tags: &'a Tags) {
     let pairs: Vec<(&str, &str)> = tags
         .as_slice()
         .iter()
@@ -457,8 +480,8 @@ fn add_span_tags(traces: &mut Traces, tags: &Tags) {
         .collect();
     for span in traces.iter_mut().flatten() {
         for (k, v) in &pairs {
-            if !span.meta.contains_key(*k) {
-                span.meta.insert((*k).to_string(), (*v).to_string());
+            if !span.meta.contains_key(k) {
+                span.meta.insert(*k, (*v).into());
             }
         }
     }
@@ -549,7 +572,7 @@ fn record(
 }
 
 /// The first start and the last end of the spans, in milliseconds.
-fn span_times(traces: &Traces, now: i64) -> (i64, i64) {
+fn span_times(traces: &Traces<'_>, now: i64) -> (i64, i64) {
     let spans = traces.iter().flatten();
     let oldest = spans
         .clone()
@@ -591,12 +614,12 @@ impl TracerMeta {
     /// is scratch space, reused from trace to trace.
     fn append_items(
         &self,
-        spans: Vec<Span>,
+        spans: Vec<Span<'_>>,
         items: &mut Joined,
         lens: &mut Vec<usize>,
     ) -> Result<(), IngestError> {
         let root = crate::traces::root(&spans);
-        let meta = |k: &str| root.meta.get(k).map_or("", String::as_str);
+        let meta = |k: &str| root.meta.get(k).map_or("", |v| v.as_ref());
         let head = ChunkHead {
             container_id: &self.container_id,
             language_name: &self.lang,
@@ -625,7 +648,7 @@ impl TracerMeta {
         }
         // Room for spans once the chunk's and the payload's own fields and
         // the framing are counted.
-        let room = MAX_ITEM.saturating_sub(head.size(&[], lens).framed() + 16);
+        let room = MAX_ITEM.saturating_sub(head.size::<Span<'_>>(&[], lens).framed() + 16);
         let mut rest = &spans[..];
         while !rest.is_empty() {
             let take = fit(rest, room);
@@ -652,8 +675,7 @@ impl TracerMeta {
 
 /// How many leading spans fit in `budget` bytes (none, when the first
 /// alone does not).
-fn fit(spans: &[Span], budget: usize) -> usize {
-    use prost::Message as _;
+fn fit(spans: &[Span<'_>], budget: usize) -> usize {
     let mut size = 0;
     for (i, s) in spans.iter().enumerate() {
         // Tag and length of the span within the chunk: at most 6 bytes.
@@ -665,28 +687,31 @@ fn fit(spans: &[Span], budget: usize) -> usize {
     spans.len()
 }
 
+/// `s` in two payloads of about half its buckets each, or of half the
+/// groups of its one bucket; the second is empty when `s` holds one group.
+fn halves(mut s: ClientStats<'_>) -> (ClientStats<'_>, ClientStats<'_>) {
+    let mut other = ClientStats {
+        buckets: Vec::new(),
+        ..s.clone()
+    };
+    if s.buckets.len() > 1 {
+        other.buckets = s.buckets.split_off(s.buckets.len() / 2);
+    } else if let Some(b) = s.buckets.first_mut().filter(|b| b.groups.len() > 1) {
+        let rest = b.groups.split_off(b.groups.len() / 2);
+        other.buckets.push(stats::Bucket {
+            groups: rest,
+            ..b.clone()
+        });
+    }
+    (s, other)
+}
+
 /// Appends a client stats payload to `items` as queue items of at most
 /// `max` bytes each: split by buckets, then by groups, as needed (the
 /// backend adds up payloads of the same bucket). `scratch` is reused.
-fn append_stats(s: ClientStats, max: usize, items: &mut Joined, scratch: &mut Vec<u8>) {
+fn append_stats(s: ClientStats<'_>, max: usize, items: &mut Joined, scratch: &mut Vec<u8>) {
     scratch.clear();
     s.write_msgpack(scratch);
-    let halves = |mut s: ClientStats| -> (ClientStats, ClientStats) {
-        let mut other = ClientStats {
-            buckets: Vec::new(),
-            ..s.clone()
-        };
-        if s.buckets.len() > 1 {
-            other.buckets = s.buckets.split_off(s.buckets.len() / 2);
-        } else if let Some(b) = s.buckets.first_mut().filter(|b| b.groups.len() > 1) {
-            let rest = b.groups.split_off(b.groups.len() / 2);
-            other.buckets.push(stats::Bucket {
-                groups: rest,
-                ..b.clone()
-            });
-        }
-        (s, other)
-    };
     if scratch.len() > max {
         let (a, b) = halves(s);
         // One group alone is bounded by the span rules' limits.
@@ -779,14 +804,14 @@ mod tests {
     use super::*;
     use crate::pipeline::record::binary_ranges;
 
-    fn span(id: u64, tenant: Option<&str>) -> Span {
+    fn span(id: u64, tenant: Option<&str>) -> Span<'static> {
         let mut s = Span {
             trace_id: 1,
             span_id: id,
             ..Span::default()
         };
         if let Some(t) = tenant {
-            s.meta.insert(TENANT_TAG.into(), t.into());
+            s.meta.insert(TENANT_TAG, t.to_string().into());
         }
         s
     }
@@ -816,7 +841,7 @@ mod tests {
     #[test]
     fn large_stats_are_split_into_items_that_fit() {
         let group = |i: usize| stats::Group {
-            resource: format!("{i} {}", "r".repeat(4000)),
+            resource: format!("{i} {}", "r".repeat(4000)).into(),
             hits: 1,
             ..Default::default()
         };
@@ -860,7 +885,7 @@ mod tests {
             .map(|i| Span {
                 trace_id: 5,
                 span_id: i,
-                resource: "r".repeat(10_000),
+                resource: "r".repeat(10_000).into(),
                 ..Span::default()
             })
             .collect();

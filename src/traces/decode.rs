@@ -6,13 +6,15 @@
 //! docs/datadog.md "Traces". Every error names the trace, the span and
 //! the field.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use super::msgpack::{Malformed, Reader};
-use super::pb::{Span, SpanLink};
+use super::pb::SpanLink;
+use super::span::{Span, SpanMap, Text};
 
-/// The traces of one request, each the spans of one trace.
-pub(crate) type Traces = Vec<Vec<Span>>;
+/// The traces of one request, each the spans of one trace; their strings
+/// borrow the request's body (`'a`).
+pub(crate) type Traces<'a> = Vec<Vec<Span<'a>>>;
 
 /// Elements reserved ahead of decoding them: counts come from the body.
 const PREALLOCATE: usize = 1024;
@@ -24,8 +26,9 @@ const PREALLOCATE: usize = 1024;
 const MIN_SPAN_BYTES: usize = 20;
 
 /// How much the strings a v0.5 body's spans resolve may add up to, as a
-/// multiple of the body: each index copies a table string, so without a
-/// bound a few bytes could copy a megabyte many times.
+/// multiple of the body: each index puts a table string in its span's
+/// protobuf, so without a bound a few bytes could become a megabyte many
+/// times over.
 const MAX_V05_EXPANSION: usize = 8;
 
 /// Counts spans against what the body can hold.
@@ -101,7 +104,7 @@ impl std::fmt::Display for Field<'_> {
 }
 
 /// Decodes a `/v0.4/traces` body.
-pub(crate) fn v04(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v04(body: &[u8]) -> Result<Traces<'_>, Malformed> {
     let mut r = Reader::new(body);
     let mut budget = SpanBudget::new(body);
     let n = r.array("body (an array of traces)")?;
@@ -123,17 +126,17 @@ pub(crate) fn v04(body: &[u8]) -> Result<Traces, Malformed> {
     Ok(traces)
 }
 
-fn span_v04(r: &mut Reader<'_>, at: At) -> Result<Span, Malformed> {
+fn span_v04<'a>(r: &mut Reader<'a>, at: At) -> Result<Span<'a>, Malformed> {
     let mut span = Span::default();
     let fields = r.map(at)?;
     for _ in 0..fields {
         let key = r.str(format_args!("{at}: a field name"))?;
         let what = Field::new(at, &key);
         match &*key {
-            "service" => span.service = r.str(what)?.into_owned(),
-            "name" => span.name = r.str(what)?.into_owned(),
-            "resource" => span.resource = r.str(what)?.into_owned(),
-            "type" => span.r#type = r.str(what)?.into_owned(),
+            "service" => span.service = r.str(what)?,
+            "name" => span.name = r.str(what)?,
+            "resource" => span.resource = r.str(what)?,
+            "type" => span.r#type = r.str(what)?,
             "trace_id" => span.trace_id = r.u64(what)?,
             "span_id" => span.span_id = r.u64(what)?,
             "parent_id" => span.parent_id = r.u64(what)?,
@@ -143,8 +146,9 @@ fn span_v04(r: &mut Reader<'_>, at: At) -> Result<Span, Malformed> {
             "meta" => span.meta = string_map(r, what)?,
             "metrics" => {
                 let n = r.map(what)?;
+                span.metrics.reserve(n);
                 for _ in 0..n {
-                    let k = r.str(what)?.into_owned();
+                    let k = r.str(what)?;
                     let v = r.f64(what.entry(&k))?;
                     span.metrics.insert(k, v);
                 }
@@ -152,9 +156,9 @@ fn span_v04(r: &mut Reader<'_>, at: At) -> Result<Span, Malformed> {
             "meta_struct" => {
                 let n = r.map(what)?;
                 for _ in 0..n {
-                    let k = r.str(what)?.into_owned();
-                    let v = r.bytes(what.entry(&k))?.to_vec();
-                    span.meta_struct.insert(k, v);
+                    let k = r.str(what)?;
+                    let v = r.bytes(what.entry(&k))?;
+                    span.meta_struct.insert(k, Cow::Borrowed(v));
                 }
             }
             "span_links" => {
@@ -180,7 +184,7 @@ fn link(r: &mut Reader<'_>, at: std::fmt::Arguments<'_>) -> Result<SpanLink, Mal
             "trace_id" => l.trace_id = r.u64(&what)?,
             "trace_id_high" => l.trace_id_high = r.u64(&what)?,
             "span_id" => l.span_id = r.u64(&what)?,
-            "attributes" => l.attributes = string_map_named(r, &what)?,
+            "attributes" => l.attributes = links_attributes(r, &what)?,
             "tracestate" => l.tracestate = r.str(&what)?.into_owned(),
             "flags" => l.flags = r.u64(&what)? as u32,
             _ => r.skip()?,
@@ -189,20 +193,24 @@ fn link(r: &mut Reader<'_>, at: std::fmt::Arguments<'_>) -> Result<SpanLink, Mal
     Ok(l)
 }
 
-fn string_map(r: &mut Reader<'_>, what: Field<'_>) -> Result<BTreeMap<String, String>, Malformed> {
+fn string_map<'a>(r: &mut Reader<'a>, what: Field<'_>) -> Result<SpanMap<'a, Text<'a>>, Malformed> {
     let n = r.map(what)?;
-    let mut m = BTreeMap::new();
+    let mut m = SpanMap::default();
+    m.reserve(n);
     for _ in 0..n {
-        let k = r.str(what)?.into_owned();
-        let v = r.str(what.entry(&k))?.into_owned();
+        let k = r.str(what)?;
+        let v = r.str(what.entry(&k))?;
         m.insert(k, v);
     }
     Ok(m)
 }
 
-fn string_map_named(r: &mut Reader<'_>, what: &str) -> Result<BTreeMap<String, String>, Malformed> {
+fn links_attributes(
+    r: &mut Reader<'_>,
+    what: &str,
+) -> Result<std::collections::BTreeMap<String, String>, Malformed> {
     let n = r.map(what)?;
-    let mut m = BTreeMap::new();
+    let mut m = std::collections::BTreeMap::new();
     for _ in 0..n {
         let k = r.str(what)?.into_owned();
         let v = r.str(format_args!("{what}.{k}"))?.into_owned();
@@ -225,7 +233,7 @@ fn end(r: &Reader<'_>) -> Result<(), Malformed> {
 /// Decodes a `/v0.5/traces` body: `[strings, traces]`, each span
 /// `[service, name, resource, trace_id, span_id, parent_id, start,
 /// duration, error, meta, metrics, type]` with strings as indexes.
-pub(crate) fn v05(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v05<'a>(body: &'a [u8]) -> Result<Traces<'a>, Malformed> {
     let mut r = Reader::new(body);
     let top = r.array("body (an array of [strings, traces])")?;
     if top != 2 {
@@ -236,11 +244,11 @@ pub(crate) fn v05(body: &[u8]) -> Result<Traces, Malformed> {
     let n = r.array("the string table")?;
     let mut table = Vec::with_capacity(n.min(PREALLOCATE));
     for i in 0..n {
-        table.push(r.str(format_args!("string {i}"))?.into_owned());
+        table.push(r.str(format_args!("string {i}"))?);
     }
     let mut budget = SpanBudget::new(body);
     let resolved = std::cell::Cell::new(0usize);
-    let at = |i: u64, what: Field<'_>| -> Result<String, Malformed> {
+    let at = |i: u64, what: Field<'_>| -> Result<Text<'a>, Malformed> {
         let s = table.get(i as usize).ok_or_else(|| {
             Malformed(format!(
                 "{what}: string index {i} is out of the table's {} entries",
@@ -304,7 +312,7 @@ pub(crate) fn v05(body: &[u8]) -> Result<Traces, Malformed> {
 }
 
 /// Decodes a `/v0.3/traces` body (JSON).
-pub(crate) fn v03(body: &[u8]) -> Result<Traces, Malformed> {
+pub(crate) fn v03(body: &[u8]) -> Result<Traces<'static>, Malformed> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Malformed(format!("body is not valid JSON: {e}")))?;
     let Some(list) = v.as_array() else {
@@ -326,7 +334,7 @@ pub(crate) fn v03(body: &[u8]) -> Result<Traces, Malformed> {
     Ok(traces)
 }
 
-fn span_json(v: &serde_json::Value, at: &str) -> Result<Span, Malformed> {
+fn span_json(v: &serde_json::Value, at: &str) -> Result<Span<'static>, Malformed> {
     let Some(obj) = v.as_object() else {
         return Err(Malformed(format!("{at}: must be a JSON object")));
     };
@@ -337,7 +345,7 @@ fn span_json(v: &serde_json::Value, at: &str) -> Result<Span, Malformed> {
         let string = || {
             value
                 .as_str()
-                .map(str::to_string)
+                .map(|s| Cow::Owned(s.to_string()))
                 .ok_or_else(|| bad("a string"))
         };
         match key.as_str() {
@@ -382,7 +390,7 @@ fn span_json(v: &serde_json::Value, at: &str) -> Result<Span, Malformed> {
                     let s = v.as_str().ok_or_else(|| {
                         Malformed(format!("{what}.{k}: expected a string, found {v}"))
                     })?;
-                    span.meta.insert(k.clone(), s.to_string());
+                    span.meta.insert(k.clone(), Cow::Owned(s.to_string()));
                 }
             }
             "metrics" => {
@@ -461,7 +469,7 @@ mod tests {
         let t = v05(&b).unwrap();
         let s = &t[0][0];
         assert_eq!(
-            (s.service.as_str(), s.name.as_str(), s.resource.as_str()),
+            (&*s.service, &*s.name, &*s.resource),
             ("svc", "op", "GET /")
         );
         assert_eq!(s.meta["_dd.origin"], "op");

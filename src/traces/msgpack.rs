@@ -125,7 +125,13 @@ impl<'a> Reader<'a> {
         &mut self,
         what: impl Display,
     ) -> Result<std::borrow::Cow<'a, str>, Malformed> {
-        Ok(String::from_utf8_lossy(self.raw(what, "a string")?))
+        let raw = self.raw(what, "a string")?;
+        // Valid text (almost all of it) is checked by the standard
+        // library's fast path and borrowed; only the rest is repaired.
+        Ok(match std::str::from_utf8(raw) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        })
     }
 
     /// Raw bytes (bin, or str); nil is empty.

@@ -14,6 +14,7 @@
 //! adds them up (the usual case of many tracers feeding one service;
 //! UNCONFIRMED beyond that).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,42 +23,45 @@ use prost::Message as _;
 
 use super::decode::Traces;
 use super::msgpack::{Malformed, Reader, write};
-use super::pb::{DdSketch, IndexMapping, Span, Store};
+use super::pb::{DdSketch, IndexMapping, Store};
+use super::span::Span;
 
 /// Stats bucket width: the trace agent's 10 s.
 pub(crate) const BUCKET_NS: u64 = 10_000_000_000;
 
-/// One client's stats (`ClientStatsPayload`; fields the relay uses).
+/// One client's stats (`ClientStatsPayload`; fields the relay uses). Its
+/// strings borrow what it was computed or read from (`'a`): the spans'
+/// names, or a `/v0.6/stats` body.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClientStats {
-    pub(crate) hostname: String,
-    pub(crate) env: String,
-    pub(crate) version: String,
-    pub(crate) buckets: Vec<Bucket>,
-    pub(crate) lang: String,
-    pub(crate) tracer_version: String,
-    pub(crate) runtime_id: String,
+pub struct ClientStats<'a> {
+    pub(crate) hostname: Cow<'a, str>,
+    pub(crate) env: Cow<'a, str>,
+    pub(crate) version: Cow<'a, str>,
+    pub(crate) buckets: Vec<Bucket<'a>>,
+    pub(crate) lang: Cow<'a, str>,
+    pub(crate) tracer_version: Cow<'a, str>,
+    pub(crate) runtime_id: Cow<'a, str>,
     pub(crate) sequence: u64,
-    pub(crate) service: String,
+    pub(crate) service: Cow<'a, str>,
 }
 
 /// `ClientStatsBucket`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Bucket {
+pub(crate) struct Bucket<'a> {
     pub(crate) start: u64,
     pub(crate) duration: u64,
-    pub(crate) groups: Vec<Group>,
+    pub(crate) groups: Vec<Group<'a>>,
 }
 
 /// `ClientGroupedStats` (the fields the relay computes or checks).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Group {
-    pub(crate) service: String,
-    pub(crate) name: String,
-    pub(crate) resource: String,
+pub(crate) struct Group<'a> {
+    pub(crate) service: Cow<'a, str>,
+    pub(crate) name: Cow<'a, str>,
+    pub(crate) resource: Cow<'a, str>,
     pub(crate) http_status_code: u32,
-    pub r#type: String,
-    pub(crate) span_kind: String,
+    pub r#type: Cow<'a, str>,
+    pub(crate) span_kind: Cow<'a, str>,
     pub(crate) hits: u64,
     pub(crate) errors: u64,
     pub(crate) duration: u64,
@@ -72,7 +76,7 @@ pub(crate) struct Group {
 // ---------------------------------------------------------------------------
 // MessagePack
 
-impl ClientStats {
+impl<'a> ClientStats<'a> {
     /// The MessagePack form, with the Go field names.
     pub fn to_msgpack(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(self.size_hint());
@@ -83,7 +87,7 @@ impl ClientStats {
     /// About the bytes of the MessagePack form (at least them, give or
     /// take a few per field name), so that one allocation holds it.
     pub(crate) fn size_hint(&self) -> usize {
-        let group = |g: &Group| {
+        let group = |g: &Group<'_>| {
             g.service.len()
                 + g.name.len()
                 + g.resource.len()
@@ -132,19 +136,19 @@ impl ClientStats {
     }
 
     /// Reads a `ClientStatsPayload` (unknown keys skipped).
-    pub(crate) fn from_msgpack(r: &mut Reader<'_>) -> Result<ClientStats, Malformed> {
+    pub(crate) fn from_msgpack(r: &mut Reader<'a>) -> Result<ClientStats<'a>, Malformed> {
         let mut s = ClientStats::default();
         for _ in 0..r.map("stats payload")? {
             let key = r.str("stats payload: a field name")?;
             match &*key {
-                "Hostname" => s.hostname = r.str("Hostname")?.into_owned(),
-                "Env" => s.env = r.str("Env")?.into_owned(),
-                "Version" => s.version = r.str("Version")?.into_owned(),
-                "Lang" => s.lang = r.str("Lang")?.into_owned(),
-                "TracerVersion" => s.tracer_version = r.str("TracerVersion")?.into_owned(),
-                "RuntimeID" => s.runtime_id = r.str("RuntimeID")?.into_owned(),
+                "Hostname" => s.hostname = r.str("Hostname")?,
+                "Env" => s.env = r.str("Env")?,
+                "Version" => s.version = r.str("Version")?,
+                "Lang" => s.lang = r.str("Lang")?,
+                "TracerVersion" => s.tracer_version = r.str("TracerVersion")?,
+                "RuntimeID" => s.runtime_id = r.str("RuntimeID")?,
                 "Sequence" => s.sequence = r.u64("Sequence")?,
-                "Service" => s.service = r.str("Service")?.into_owned(),
+                "Service" => s.service = r.str("Service")?,
                 "Stats" => {
                     for i in 0..r.array("Stats")? {
                         s.buckets.push(Bucket::read(r, &format!("Stats[{i}]"))?);
@@ -157,8 +161,8 @@ impl ClientStats {
     }
 }
 
-impl Bucket {
-    fn read(r: &mut Reader<'_>, at: &str) -> Result<Bucket, Malformed> {
+impl<'a> Bucket<'a> {
+    fn read(r: &mut Reader<'a>, at: &str) -> Result<Bucket<'a>, Malformed> {
         let mut b = Bucket::default();
         for _ in 0..r.map(at)? {
             let key = r.str(at)?;
@@ -177,7 +181,7 @@ impl Bucket {
     }
 }
 
-impl Group {
+impl<'a> Group<'a> {
     fn write(&self, o: &mut Vec<u8>) {
         write::map(o, 14);
         write::kv_str(o, "Service", &self.service);
@@ -200,18 +204,18 @@ impl Group {
         write::sint(o, i64::from(self.is_trace_root));
     }
 
-    fn read(r: &mut Reader<'_>, at: &str) -> Result<Group, Malformed> {
+    fn read(r: &mut Reader<'a>, at: &str) -> Result<Group<'a>, Malformed> {
         let mut g = Group::default();
         for _ in 0..r.map(at)? {
             let key = r.str(at)?;
             let what = format!("{at}.{key}");
             match &*key {
-                "Service" => g.service = r.str(&what)?.into_owned(),
-                "Name" => g.name = r.str(&what)?.into_owned(),
-                "Resource" => g.resource = r.str(&what)?.into_owned(),
+                "Service" => g.service = r.str(&what)?,
+                "Name" => g.name = r.str(&what)?,
+                "Resource" => g.resource = r.str(&what)?,
                 "HTTPStatusCode" => g.http_status_code = r.u64(&what)? as u32,
-                "Type" => g.r#type = r.str(&what)?.into_owned(),
-                "SpanKind" => g.span_kind = r.str(&what)?.into_owned(),
+                "Type" => g.r#type = r.str(&what)?,
+                "SpanKind" => g.span_kind = r.str(&what)?,
                 "Hits" => g.hits = r.u64(&what)?,
                 "Errors" => g.errors = r.u64(&what)?,
                 "Duration" => g.duration = r.u64(&what)?,
@@ -249,7 +253,7 @@ pub(crate) fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Reads a `StatsPayload` body: (client computed, client payloads).
-pub(crate) fn read_stats_payload(body: &[u8]) -> Result<(bool, Vec<ClientStats>), Malformed> {
+pub(crate) fn read_stats_payload(body: &[u8]) -> Result<(bool, Vec<ClientStats<'_>>), Malformed> {
     let mut r = Reader::new(body);
     let (mut computed, mut stats) = (false, Vec::new());
     for _ in 0..r.map("StatsPayload")? {
@@ -304,7 +308,7 @@ type PayloadKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// The stats of `traces`, one client payload per (env, hostname, version,
 /// service of the root) as the agent keys them.
-pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
+pub(crate) fn compute<'s>(traces: &'s Traces<'_>, origin: &'s Origin) -> Vec<ClientStats<'s>> {
     let mut payloads: BTreeMap<PayloadKey, BTreeMap<u64, Groups>> = BTreeMap::new();
     for trace in traces {
         if trace.is_empty() {
@@ -315,7 +319,7 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
             Some(r) if *r > 0.0 && *r <= 1.0 => 1.0 / r,
             _ => 1.0,
         };
-        let meta = |k: &str| root.meta.get(k).map_or("", String::as_str);
+        let meta = |k: &str| root.meta.get(k).map_or("", |v| v.as_ref());
         let env = Some(meta("env"))
             .filter(|e| !e.is_empty())
             .unwrap_or("none");
@@ -323,14 +327,14 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
             env,
             meta("_dd.hostname"),
             meta("version"),
-            root.service.as_str(),
+            root.service.as_ref(),
         );
         let synthetics = meta("_dd.origin").starts_with("synthetics");
         let ids = Parents::of(trace);
         let buckets = payloads.entry(pkey).or_default();
         for span in trace {
             let top = top_level(span, &ids, origin.top_level_computed);
-            let kind = span.meta.get("span.kind").map_or("", String::as_str);
+            let kind = span.meta.get("span.kind").map_or("", |v| v.as_ref());
             if !eligible(span, top, kind) {
                 continue;
             }
@@ -370,9 +374,9 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
             env: env.into(),
             version: version.into(),
             service: service.into(),
-            lang: origin.lang.clone(),
-            tracer_version: origin.tracer_version.clone(),
-            runtime_id: RUNTIME_ID.clone(),
+            lang: origin.lang.as_str().into(),
+            tracer_version: origin.tracer_version.as_str().into(),
+            runtime_id: RUNTIME_ID.as_str().into(),
             sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed),
             buckets: buckets
                 .into_iter()
@@ -382,12 +386,12 @@ pub fn compute(traces: &Traces, origin: &Origin) -> Vec<ClientStats> {
         .collect()
 }
 
-fn bucket(start: u64, groups: Groups) -> Bucket {
+fn bucket<'s>(start: u64, groups: Groups<'s>) -> Bucket<'s> {
     let mut groups: Vec<(GroupKey, Acc)> = groups.into_iter().collect();
     // In the order of their keys, as an ordered map would give them: the
     // same traces make the same payload.
     groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let groups: Vec<Group> = groups
+    let groups: Vec<Group<'s>> = groups
         .into_iter()
         .map(
             |((service, name, resource, r#type, span_kind, code, synthetics, root), a)| Group {
@@ -418,7 +422,7 @@ fn bucket(start: u64, groups: Groups) -> Bucket {
 /// Top-level: marked by the tracer (`_top_level`, `_dd.top_level`) or,
 /// when it did not compute them, a root, a span whose parent is not in the
 /// chunk, or one whose parent is of another service.
-fn top_level(span: &Span, ids: &Parents<'_>, tracer_computed: bool) -> bool {
+fn top_level(span: &Span<'_>, ids: &Parents<'_, '_>, tracer_computed: bool) -> bool {
     let marked = |k: &str| span.metrics.get(k) == Some(&1.0);
     if marked("_top_level") || marked("_dd.top_level") {
         return true;
@@ -434,13 +438,13 @@ fn top_level(span: &Span, ids: &Parents<'_>, tracer_computed: bool) -> bool {
 
 /// A trace's spans by id: a scan for a small trace (most are), a map for a
 /// large one.
-enum Parents<'a> {
-    Few(&'a [Span]),
-    Many(HashMap<u64, &'a Span>),
+enum Parents<'s, 'a> {
+    Few(&'s [Span<'a>]),
+    Many(HashMap<u64, &'s Span<'a>>),
 }
 
-impl<'a> Parents<'a> {
-    fn of(trace: &'a [Span]) -> Parents<'a> {
+impl<'s, 'a> Parents<'s, 'a> {
+    fn of(trace: &'s [Span<'a>]) -> Parents<'s, 'a> {
         if trace.len() <= 32 {
             Parents::Few(trace)
         } else {
@@ -448,7 +452,7 @@ impl<'a> Parents<'a> {
         }
     }
 
-    fn get(&self, id: u64) -> Option<&'a Span> {
+    fn get(&self, id: u64) -> Option<&'s Span<'a>> {
         match self {
             Parents::Few(spans) => spans.iter().find(|s| s.span_id == id),
             Parents::Many(map) => map.get(&id).copied(),
@@ -459,7 +463,7 @@ impl<'a> Parents<'a> {
 /// Which spans count: top-level, measured, or of a kind the agent computes
 /// stats for; never a partial snapshot of a long-running span.
 /// `kind` is the span's `span.kind` (empty without one).
-fn eligible(span: &Span, top: bool, kind: &str) -> bool {
+fn eligible(span: &Span<'_>, top: bool, kind: &str) -> bool {
     if span
         .metrics
         .get("_dd.partial_version")
@@ -473,7 +477,7 @@ fn eligible(span: &Span, top: bool, kind: &str) -> bool {
             .any(|k| kind.eq_ignore_ascii_case(k))
 }
 
-fn status_code(span: &Span) -> u32 {
+fn status_code(span: &Span<'_>) -> u32 {
     if let Some(c) = span.metrics.get("http.status_code") {
         return *c as u32;
     }
@@ -581,12 +585,12 @@ mod tests {
 
     const T0: i64 = 1_750_000_000_000_000_000;
 
-    fn span(id: u64, parent: u64, service: &str, error: i32, duration: i64) -> Span {
+    fn span(id: u64, parent: u64, service: &str, error: i32, duration: i64) -> Span<'static> {
         Span {
             trace_id: 7,
             span_id: id,
             parent_id: parent,
-            service: service.into(),
+            service: service.to_string().into(),
             name: "op".into(),
             resource: "GET /".into(),
             start: T0,
@@ -599,17 +603,18 @@ mod tests {
     #[test]
     fn top_level_spans_are_counted_per_group_and_bucket() {
         let mut root = span(1, 0, "web", 0, 2_000_000);
-        root.meta.insert("env".into(), "prod".into());
-        root.metrics.insert("http.status_code".into(), 200.0);
+        root.meta.insert("env", "prod".into());
+        root.metrics.insert("http.status_code", 200.0);
         let trace = vec![
             root,
             span(2, 1, "web", 0, 1_000), // same service, not top-level: skipped
             span(3, 1, "db", 1, 500_000), // another service: top-level, an error
         ];
-        let stats = compute(&vec![trace], &Origin::default());
+        let (traces, origin) = (vec![trace], Origin::default());
+        let stats = compute(&traces, &origin);
         assert_eq!(stats.len(), 1);
         let p = &stats[0];
-        assert_eq!((p.env.as_str(), p.service.as_str()), ("prod", "web"));
+        assert_eq!((&*p.env, &*p.service), ("prod", "web"));
         assert_eq!(p.buckets.len(), 1);
         assert_eq!(p.buckets[0].start % BUCKET_NS, 0);
         let groups = &p.buckets[0].groups;
@@ -634,14 +639,16 @@ mod tests {
     #[test]
     fn a_sample_rate_weights_the_counts() {
         let mut root = span(1, 0, "web", 0, 10);
-        root.metrics.insert("_sample_rate".into(), 0.25);
-        let stats = compute(&vec![vec![root]], &Origin::default());
+        root.metrics.insert("_sample_rate", 0.25);
+        let (traces, origin) = (vec![vec![root]], Origin::default());
+        let stats = compute(&traces, &origin);
         assert_eq!(stats[0].buckets[0].groups[0].hits, 4);
     }
 
     #[test]
     fn msgpack_round_trip_through_a_stats_payload() {
-        let stats = compute(&vec![vec![span(1, 0, "web", 0, 10)]], &Origin::default());
+        let (traces, origin) = (vec![vec![span(1, 0, "web", 0, 10)]], Origin::default());
+        let stats = compute(&traces, &origin);
         let item = stats[0].to_msgpack();
         let body = stats_payload(false, &[&item, &item]);
         let (computed, read) = read_stats_payload(&body).unwrap();
