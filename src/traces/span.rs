@@ -394,6 +394,13 @@ mod tests {
         }
     }
 
+    /// The same entries, inserted in key order.
+    fn in_key_order<'a, V: Clone>(m: &SpanMap<'a, V>) -> SpanMap<'a, V> {
+        let mut entries = m.entries.clone();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.into_iter().collect()
+    }
+
     /// The hand encoding reads back as the schema's message, and is as
     /// long as prost's, for spans with and without each field, default
     /// keys and values included; in key order it is prost's byte for byte.
@@ -420,27 +427,9 @@ mod tests {
             assert_eq!(back, span.to_pb());
             // Tags inserted in key order encode as prost's tree map does.
             let mut sorted = span.clone();
-            sorted.meta = span
-                .meta
-                .iter()
-                .collect::<std::collections::BTreeMap<_, _>>()
-                .into_iter()
-                .map(|(k, v)| (k, v.clone()))
-                .collect();
-            sorted.metrics = span
-                .metrics
-                .iter()
-                .collect::<std::collections::BTreeMap<_, _>>()
-                .into_iter()
-                .map(|(k, v)| (k, *v))
-                .collect();
-            sorted.meta_struct = span
-                .meta_struct
-                .iter()
-                .collect::<std::collections::BTreeMap<_, _>>()
-                .into_iter()
-                .map(|(k, v)| (k, v.clone()))
-                .collect();
+            sorted.meta = in_key_order(&span.meta);
+            sorted.metrics = in_key_order(&span.metrics);
+            sorted.meta_struct = in_key_order(&span.meta_struct);
             let mut in_order = Vec::new();
             sorted.encode_raw(&mut in_order);
             assert_eq!(in_order, theirs, "{span:?}");
