@@ -180,10 +180,10 @@ impl EncodeSpan for Span<'_> {
             + str_len(2, &self.name)
             + str_len(3, &self.resource)
             + ints.iter().map(|(t, v)| varint_len(*t, *v)).sum::<usize>()
-            + map_len(10, &self.meta, |v| str_len(2, v))
-            + map_len(11, &self.metrics, |v| double_len(2, *v))
+            + map_len(10, &self.meta)
+            + map_len(11, &self.metrics)
             + str_len(12, &self.r#type)
-            + map_len(13, &self.meta_struct, |v| bytes_len(2, v))
+            + map_len(13, &self.meta_struct)
             + self
                 .span_links
                 .iter()
@@ -202,28 +202,10 @@ impl EncodeSpan for Span<'_> {
         put_varint(out, 7, self.start as u64);
         put_varint(out, 8, self.duration as u64);
         put_varint(out, 9, i64::from(self.error) as u64);
-        put_map(
-            out,
-            10,
-            &self.meta,
-            |v| str_len(2, v),
-            |o, v| put_str(o, 2, v),
-        );
-        put_map(
-            out,
-            11,
-            &self.metrics,
-            |v| double_len(2, *v),
-            |o, v| put_double(o, 2, *v),
-        );
+        put_map(out, 10, &self.meta);
+        put_map(out, 11, &self.metrics);
         put_str(out, 12, &self.r#type);
-        put_map(
-            out,
-            13,
-            &self.meta_struct,
-            |v| bytes_len(2, v),
-            |o, v| put_bytes(o, 2, v),
-        );
+        put_map(out, 13, &self.meta_struct);
         for link in &self.span_links {
             prost::encoding::message::encode(14, link, out);
         }
@@ -322,30 +304,60 @@ fn put_double(out: &mut Vec<u8>, tag: u32, v: f64) {
     }
 }
 
-/// A map field: one length-delimited entry per key, the key as field 1
-/// and the value as field 2, each left out when it is the default.
-fn entry_len<V>(k: &str, v: &V, value_len: &impl Fn(&V) -> usize) -> usize {
-    str_len(1, k) + value_len(v)
+/// A map's value: field 2 of its entry, left out when it is the default.
+trait MapValue {
+    fn field_len(&self) -> usize;
+    fn put_field(&self, out: &mut Vec<u8>);
 }
 
-fn map_len<V>(tag: u32, m: &SpanMap<'_, V>, value_len: impl Fn(&V) -> usize) -> usize {
+impl MapValue for Text<'_> {
+    fn field_len(&self) -> usize {
+        str_len(2, self)
+    }
+
+    fn put_field(&self, out: &mut Vec<u8>) {
+        put_str(out, 2, self);
+    }
+}
+
+impl MapValue for f64 {
+    fn field_len(&self) -> usize {
+        double_len(2, *self)
+    }
+
+    fn put_field(&self, out: &mut Vec<u8>) {
+        put_double(out, 2, *self);
+    }
+}
+
+impl MapValue for Cow<'_, [u8]> {
+    fn field_len(&self) -> usize {
+        bytes_len(2, self)
+    }
+
+    fn put_field(&self, out: &mut Vec<u8>) {
+        put_bytes(out, 2, self);
+    }
+}
+
+/// A map field: one length-delimited entry per key, the key as field 1
+/// and the value as field 2, each left out when it is the default.
+fn entry_len(k: &str, v: &impl MapValue) -> usize {
+    str_len(1, k) + v.field_len()
+}
+
+fn map_len<V: MapValue>(tag: u32, m: &SpanMap<'_, V>) -> usize {
     m.iter()
-        .map(|(k, v)| message_len(tag, entry_len(k, v, &value_len)))
+        .map(|(k, v)| message_len(tag, entry_len(k, v)))
         .sum()
 }
 
-fn put_map<V>(
-    out: &mut Vec<u8>,
-    tag: u32,
-    m: &SpanMap<'_, V>,
-    value_len: impl Fn(&V) -> usize,
-    put_value: impl Fn(&mut Vec<u8>, &V),
-) {
+fn put_map<V: MapValue>(out: &mut Vec<u8>, tag: u32, m: &SpanMap<'_, V>) {
     for (k, v) in m.iter() {
         encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(entry_len(k, v, &value_len) as u64, out);
+        encode_varint(entry_len(k, v) as u64, out);
         put_str(out, 1, k);
-        put_value(out, v);
+        v.put_field(out);
     }
 }
 
