@@ -158,7 +158,8 @@ fn long_tags(span: &mut Span<'_>) -> u64 {
         }
     }
     // Rebuilt entry by entry: two keys cut to the same text are one key,
-    // the later (in key order) value kept, as a map collected would.
+    // the later value in the map's order kept, as a map collected would
+    // (the agent, iterating a Go map, keeps either).
     span.meta = SpanMap::from_iter(
         span.meta
             .take()
