@@ -1,10 +1,10 @@
 //! A span as the relay's trace path holds it between the request's body
 //! and the queue item: its strings borrowed from the decompressed body
 //! where they came valid, owned only where the span rules or the tenant's
-//! tags rewrote them, and its tags in one sorted vector per map. It is
+//! tags rewrote them, and its tags in one small vector per map. It is
 //! encoded as the intake's `pb::Span` (the same fields, numbers and
-//! types), byte for byte as prost encodes that message, so fakedog and
-//! any protobuf reader read it as one.
+//! types), as prost encodes that message (byte for byte when the tags are
+//! in key order), so fakedog and any protobuf reader read it as one.
 //!
 //! Why not the prost struct: it owns every string and keeps tags in a
 //! tree, so a span of ten tags cost some thirty allocations and as many
@@ -32,8 +32,8 @@ pub(crate) type Text<'a> = Cow<'a, str>;
 /// spans encode the same way.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SpanMap<'a, V> {
+    /// Sorted by key whenever there are more than [`SCAN_MAX`].
     entries: Vec<(Text<'a>, V)>,
-    sorted: bool,
 }
 
 /// Entries found by a scan; more are sorted.
@@ -43,7 +43,6 @@ impl<V> Default for SpanMap<'_, V> {
     fn default() -> Self {
         SpanMap {
             entries: Vec::new(),
-            sorted: false,
         }
     }
 }
@@ -51,7 +50,7 @@ impl<V> Default for SpanMap<'_, V> {
 impl<'a, V> SpanMap<'a, V> {
     /// The key's index, or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
-        if self.sorted {
+        if self.entries.len() > SCAN_MAX {
             return self.entries.binary_search_by(|(k, _)| k.as_ref().cmp(key));
         }
         self.entries
@@ -75,9 +74,11 @@ impl<'a, V> SpanMap<'a, V> {
             Ok(i) => self.entries[i].1 = value,
             Err(i) => {
                 self.entries.insert(i, (key, value));
-                if !self.sorted && self.entries.len() > SCAN_MAX {
+                // Past the scan's size for the first time: sorted from now
+                // on (a larger map inserts at its sorted place, a removal
+                // keeps the order).
+                if self.entries.len() == SCAN_MAX + 1 {
                     self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    self.sorted = true;
                 }
             }
         }
@@ -97,7 +98,6 @@ impl<'a, V> SpanMap<'a, V> {
 
     /// The entries, in the map's order, to rebuild the map from.
     pub(crate) fn take(&mut self) -> Vec<(Text<'a>, V)> {
-        self.sorted = false;
         std::mem::take(&mut self.entries)
     }
 
@@ -471,5 +471,14 @@ mod tests {
         assert!(m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b));
         assert_eq!(m.remove("k5"), Some(6));
         assert!(!m.contains_key("k5"));
+        // Back to the scan's size by removals, then past it again.
+        for i in 6..75 {
+            m.remove(&format!("k{i}"));
+        }
+        assert_eq!(m.keys().count(), 32);
+        m.insert("zz", 1);
+        m.insert("k5", 2);
+        assert!(m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b));
+        assert!(m.contains_key("zz") && m.get("k5") == Some(&2) && m.get("k99") == Some(&100));
     }
 }
