@@ -8,7 +8,9 @@
 //! - [`encode`]: the streaming compressor that tells [`batch`] how large the
 //!   compressed body can still become;
 //! - [`record`]: what a queue record's payload holds (items, or one payload
-//!   packed at ingest and sent as stored);
+//!   packed at ingest and sent as stored, or one compressed piece that
+//!   delivery splices with others);
+//! - `splice`: gzip payloads joined from pieces compressed apart;
 //! - `retry`: the verdict on each answer and the backoff;
 //! - `age`: trimming items to Datadog's acceptance window.
 //!
@@ -29,3 +31,4 @@ pub mod record;
 pub(crate) mod retry;
 pub(crate) mod seam;
 pub mod send;
+pub(crate) mod splice;

@@ -275,6 +275,7 @@ pub fn traces(data: &[u8]) {
     if normalize::normalize(&mut traces, "go").is_err() {
         return;
     }
+    let mut items = Vec::new();
     for trace in &traces {
         for span in trace {
             assert!(span.trace_id != 0 && span.span_id != 0);
@@ -291,12 +292,43 @@ pub fn traces(data: &[u8]) {
         let back = back.unwrap_or_default();
         let expected: Vec<pb::Span> = trace.iter().map(|s| s.to_pb()).collect();
         assert_eq!(back.tracer_payloads[0].chunks[0].spans, expected);
+        items.push(framed);
     }
+    piece_round_trip(&items);
     for s in stats::compute(&traces, &stats::Origin::default()) {
         let bytes = s.to_msgpack();
         let mut r = crate::traces::msgpack::Reader::new(&bytes);
         assert_eq!(stats::ClientStats::from_msgpack(&mut r).ok(), Some(s));
     }
+}
+
+/// The framed chunks stored as a piece (`record::pack_piece`) give back
+/// their bytes, and sent (spliced) decode as the payload of all of them.
+fn piece_round_trip(items: &[Vec<u8>]) {
+    use crate::pipeline::record::{self, Ready};
+    use crate::site::Endpoint;
+    let joined = record::join_binary(items);
+    let Some(piece) = record::pack_piece(Endpoint::Traces, 1, &joined) else {
+        let limits = Endpoint::Traces.limits();
+        let fits = joined.len() < limits.max_uncompressed / 2 && items.len() <= limits.max_items;
+        assert!(
+            items.is_empty() || !fits,
+            "{} items that fit were not packed",
+            items.len()
+        );
+        return;
+    };
+    let ready = Ready::parse(&bytes::Bytes::from(piece));
+    let ready = ready.as_ref().ok().filter(|r| r.is_piece());
+    assert!(ready.is_some(), "a piece does not parse as one");
+    let Some(ready) = ready else { return };
+    let back = ready.items(Endpoint::Traces).unwrap_or_default();
+    assert!(back.iter().map(|b| &b[..]).eq(items.iter().map(|i| &i[..])));
+    let sent = ready.payload(Endpoint::Traces);
+    let body = crate::codec::decompress(sent.encoding, &sent.body, 1 << 26).unwrap_or_default();
+    let mut want = items.concat();
+    want.extend_from_slice(crate::traces::agent_payload_tail());
+    assert!(body == want, "the spliced payload differs from its items");
 }
 
 /// Seeds for [`traces`]: (name, selector, body).

@@ -14,9 +14,10 @@
 //!
 //! The tenant's tags go on every span's meta (`add_span_tags`), the span's
 //! own keys winning. A request becomes, in one durable append: a record of trace items (one
-//! tracer payload per trace chunk, `crate::traces`) and, unless the tracer
-//! says it computed them (`Datadog-Client-Computed-Stats`), a record of the
-//! stats the trace agent would have computed for those traces.
+//! tracer payload per trace chunk, `crate::traces`; compressed as one gzip
+//! piece, `pipeline::record`, when delivery sends gzip) and, unless the
+//! tracer says it computed them (`Datadog-Client-Computed-Stats`), a record
+//! of the stats the trace agent would have computed for those traces.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,7 +36,7 @@ use super::api::{
 use crate::clock::now_ms;
 use crate::codec;
 use crate::config::QueueCompression;
-use crate::pipeline::record::{join_binary, put_item_len};
+use crate::pipeline::record::{self, join_binary, put_item_len};
 use crate::queue::{NewRecord, Prepared};
 use crate::site::{Encoding, Endpoint};
 use crate::tags::Tags;
@@ -179,6 +180,7 @@ async fn traces(
         meta: TracerMeta::from_headers(headers),
         client_stats,
         plain_len: 0,
+        pieces: pieces_level(&config),
     };
     // Decoded spans take several times their MessagePack bytes: reserved
     // from the decoding memory budget like any large body (`api.rs`).
@@ -286,6 +288,19 @@ struct Encode {
     client_stats: bool,
     /// Bytes of the decompressed body (the items' buffer is sized by it).
     plain_len: usize,
+    /// Store the traces as a piece (`record::pack_piece`), compressed at
+    /// this level.
+    pieces: Option<i32>,
+}
+
+/// The level to compress trace records at as pieces, when they are stored
+/// so: the queue compresses records, and delivery sends traces gzipped
+/// (pieces splice into gzip only). Compressing here, on the thread that
+/// encoded the items, replaces the queue's LZ4 and delivery's gzip.
+fn pieces_level(config: &crate::config::Config) -> Option<i32> {
+    (config.queue.compression == QueueCompression::Lz4
+        && crate::pipeline::send::encoding_for(Endpoint::Traces, config) == Encoding::Gzip)
+        .then_some(config.delivery.compression_level)
 }
 
 /// Items joined as a queue record's payload, and how many.
@@ -301,6 +316,8 @@ struct Joined {
 /// cost a third of the trace path's CPU in `ddrelay bench`).
 struct Encoded {
     traces: Joined,
+    /// Bytes of the trace items (usage counts these, compressed or not).
+    trace_bytes: usize,
     stats: Joined,
     times: (i64, i64),
     tagged: Option<String>,
@@ -380,8 +397,16 @@ impl Encode {
         for trace in traces {
             self.meta.append_items(trace, &mut items, &mut lens)?;
         }
+        let trace_bytes = items.payload.len();
+        if let Some(piece) = self
+            .pieces
+            .and_then(|level| record::pack_piece(Endpoint::Traces, level, &items.payload))
+        {
+            items.payload = piece;
+        }
         Ok(Encoded {
             traces: items,
+            trace_bytes,
             stats: joined,
             times,
             tagged,
@@ -391,8 +416,9 @@ impl Encode {
 
 /// The trace API's CPU work on one `/v0.4` body, on this thread, as a
 /// request whose tenant a header named has it done (decode, span rules,
-/// stats, items): `ddrelay bench` reports it beside the floor. Returns the
-/// items' bytes (0 for a body the API refuses).
+/// stats, items compressed as a piece at level 1): `ddrelay bench` reports
+/// it beside the floor. Returns the items' bytes (0 for a body the API
+/// refuses).
 pub(crate) fn stage_for_bench(plain: &[u8]) -> usize {
     let job = Encode {
         version: Version::V04,
@@ -400,6 +426,7 @@ pub(crate) fn stage_for_bench(plain: &[u8]) -> usize {
         meta: TracerMeta::from_headers(&HeaderMap::new()),
         client_stats: false,
         plain_len: 0,
+        pieces: Some(1),
     };
     match job.run(plain, Some(None)) {
         Ok(Stage::Encoded(e)) => e.traces.payload.len() + e.stats.payload.len(),
@@ -500,13 +527,15 @@ async fn store_traces(
     let lz4 = admitted.config.queue.compression == QueueCompression::Lz4;
     let now = now_ms();
     let items = encoded.traces.count as u64;
+    // A piece is compressed already.
+    let pieces = record::is_ready(&encoded.traces.payload);
     let mut records = vec![record(
         admitted,
         Endpoint::Traces,
         &encoded.traces,
         encoded.times,
         now,
-        lz4,
+        lz4 && !pieces,
     )?];
     if encoded.stats.count > 0 {
         records.push(record(
@@ -518,7 +547,7 @@ async fn store_traces(
             lz4,
         )?);
     }
-    let bytes = encoded.traces.payload.len() as u64;
+    let bytes = encoded.trace_bytes as u64;
     append(state, admitted, records, Endpoint::Traces, (items, bytes)).await
 }
 

@@ -1,6 +1,7 @@
 //! What one take sends, as plain synchronous code (no I/O, no clock, no
 //! locks): the records taken from the queue become the items to pack and
-//! the payloads stored ready, with what passed Datadog's acceptance window
+//! the payloads stored ready (trace pieces joined as far as one payload
+//! holds them, [`Plan::work`]), with what passed Datadog's acceptance window
 //! dropped, and the bookkeeping that tells, once the payloads are
 //! answered, which records are settled (acked) and which go back.
 //!
@@ -16,7 +17,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::age::{self, Trimmed};
-use super::record::{Ready, binary_ranges, is_ready, item_ranges};
+use super::record::{Ready, binary_ranges, is_ready, item_ranges, may_be_ready, stores_pieces};
 use super::retry::Verdict;
 use crate::queue::Taken;
 use crate::site::Endpoint;
@@ -48,13 +49,14 @@ pub(crate) struct Plan {
 }
 
 /// One unit of sending: a run of items packed into payloads of at most
-/// `max_items` items, or a ready record's stored payload (sent as is) over
-/// its placeholder items.
+/// `max_items` items, or ready records over their placeholder items: one
+/// stored payload sent as is, or pieces spliced into one payload. `ready`
+/// holds each record's placeholders, in order; together they are `range`.
 #[derive(Debug)]
 pub(crate) struct Work {
     pub(crate) range: Range<usize>,
     pub(crate) max_items: usize,
-    pub(crate) ready: Option<Ready>,
+    pub(crate) ready: Vec<(Range<usize>, Ready)>,
 }
 
 /// What to do after one payload's answer.
@@ -79,21 +81,36 @@ pub(crate) struct Settlement {
 }
 
 impl Plan {
-    /// The take's work: the ready payloads first, then the items to pack.
-    pub(crate) fn work(&mut self, max_items: usize) -> VecDeque<Work> {
-        let mut work: VecDeque<Work> = std::mem::take(&mut self.ready)
-            .into_iter()
-            .map(|(range, ready)| Work {
-                range,
+    /// The take's work: the ready payloads first (pieces spliced together
+    /// as far as one `endpoint` payload holds them), then the items to pack.
+    pub(crate) fn work(&mut self, endpoint: Endpoint) -> VecDeque<Work> {
+        let max_items = endpoint.limits().max_items;
+        let mut work: VecDeque<Work> = VecDeque::new();
+        let mut room = Room::new(endpoint);
+        for (range, ready) in std::mem::take(&mut self.ready) {
+            // Pieces join the pieces before them; a stored payload is alone.
+            let after_piece = work
+                .back()
+                .is_some_and(|w| w.ready.first().is_some_and(|(_, r)| r.is_piece()));
+            let joins = after_piece && ready.is_piece() && room.takes(&ready);
+            if let (true, Some(w)) = (joins, work.back_mut()) {
+                w.range.end = range.end;
+                w.ready.push((range, ready));
+                continue;
+            }
+            room = Room::new(endpoint);
+            room.takes(&ready);
+            work.push_back(Work {
+                range: range.clone(),
                 max_items,
-                ready: Some(ready),
-            })
-            .collect();
+                ready: vec![(range, ready)],
+            });
+        }
         if !self.items_run.is_empty() {
             work.push_back(Work {
                 range: self.items_run.clone(),
                 max_items,
-                ready: None,
+                ready: Vec::new(),
             });
         }
         work
@@ -167,6 +184,40 @@ impl Plan {
     }
 }
 
+/// What is left of one spliced payload's limits.
+struct Room {
+    limits: crate::site::Limits,
+    items: usize,
+    raw: usize,
+    compressed: usize,
+}
+
+impl Room {
+    fn new(endpoint: Endpoint) -> Room {
+        let closing = super::batch::frame_parts(endpoint).2;
+        Room {
+            limits: endpoint.limits(),
+            items: 0,
+            raw: closing.len(),
+            compressed: super::splice::overhead(closing),
+        }
+    }
+
+    /// Counts `piece` in when the payload still holds it.
+    fn takes(&mut self, piece: &Ready) -> bool {
+        let items = self.items.saturating_add(piece.item_count());
+        let raw = self.raw + piece.uncompressed_len();
+        let compressed = self.compressed + piece.body_len();
+        let fits = items <= self.limits.max_items
+            && raw <= self.limits.max_uncompressed
+            && compressed <= self.limits.max_compressed;
+        if fits {
+            (self.items, self.raw, self.compressed) = (items, raw, compressed);
+        }
+        fits
+    }
+}
+
 /// Plans `taken` for `endpoint`: items older than `cutoff_ms` (Datadog's
 /// acceptance window) are dropped, a record partly past it is trimmed item
 /// by item (a ready one is rebuilt into its items for that), and a ready
@@ -188,8 +239,13 @@ pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan 
             p.aged += u64::from(rec.items);
             continue;
         }
-        let rebuilt = if !endpoint.binary() && is_ready(&rec.payload) {
+        let rebuilt = if may_be_ready(endpoint) && is_ready(&rec.payload) {
             match Ready::parse(&rec.payload) {
+                Ok(r) if r.is_piece() && !stores_pieces(endpoint) => {
+                    p.damaged
+                        .push((ri, "a piece on an endpoint without pieces".into()));
+                    continue;
+                }
                 Ok(r) if rec.oldest_ms >= cutoff_ms => {
                     ready_records.push((ri, r));
                     continue;
@@ -329,7 +385,7 @@ mod tests {
     fn each_answer_settles_splits_or_stops() {
         let take = [logs(3), logs(4)];
         let mut p = plan(&take, Endpoint::Logs, 0);
-        let work = p.work(1000);
+        let work = p.work(Endpoint::Logs);
         assert_eq!(work.len(), 1);
         assert_eq!((work[0].range.clone(), work[0].max_items), (0..7, 1000));
         // 413 on all seven: halves.
@@ -386,7 +442,65 @@ mod tests {
                 release: vec![1]
             }
         );
-        assert_eq!(p.work(1000).len(), 1);
+        assert_eq!(p.work(Endpoint::SeriesV2).len(), 1);
+    }
+
+    /// A traces record of `n` one-span items, stored as a piece.
+    fn trace_piece(n: u64) -> Taken {
+        let items: Vec<Vec<u8>> = (1..=n)
+            .map(|id| {
+                crate::traces::frame(&crate::traces::pb::TracerPayload {
+                    container_id: format!("c{id}"),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let joined = crate::pipeline::record::join_binary(&items);
+        let piece = crate::pipeline::record::pack_piece(Endpoint::Traces, 1, &joined).unwrap();
+        let mut t = taken(&[], 1000, 1000);
+        (t.stream, t.items, t.payload) = (Endpoint::Traces.code(), n as u32, Bytes::from(piece));
+        t
+    }
+
+    #[test]
+    fn pieces_join_while_one_payload_holds_them() {
+        // 10,000 items at most per traces payload: three records of 3,000
+        // join, the fourth starts the next payload.
+        let take: Vec<Taken> = (0..4).map(|_| trace_piece(3000)).collect();
+        let mut p = plan(&take, Endpoint::Traces, 0);
+        assert_eq!((p.items_run.clone(), p.ready.len()), (0..0, 4));
+        let work = p.work(Endpoint::Traces);
+        let shape: Vec<(Range<usize>, usize)> = work
+            .iter()
+            .map(|w| (w.range.clone(), w.ready.len()))
+            .collect();
+        assert_eq!(shape, vec![(0..9000, 3), (9000..12000, 1)]);
+        assert_eq!(work[0].ready[1].0, 3000..6000, "each record's placeholders");
+        // Every item settled acks every record.
+        p.settle(0..12000);
+        assert_eq!(p.settlement().ack, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_stored_payload_is_sent_alone_and_a_piece_elsewhere_is_damaged() {
+        let mut stored = logs(600);
+        let ready = crate::pipeline::record::pack_ready(
+            Endpoint::Logs,
+            crate::site::Encoding::Gzip,
+            1,
+            &stored.payload,
+        )
+        .unwrap();
+        stored.payload = Bytes::from(ready);
+        let mut misplaced = trace_piece(5);
+        misplaced.stream = Endpoint::Logs.code();
+        let take = [stored.clone(), stored, misplaced];
+        let mut p = plan(&take, Endpoint::Logs, 0);
+        assert_eq!(p.damaged.len(), 1, "{:?}", p.damaged);
+        assert_eq!(p.damaged[0].0, 2);
+        let work = p.work(Endpoint::Logs);
+        let shape: Vec<usize> = work.iter().map(|w| w.ready.len()).collect();
+        assert_eq!(shape, vec![1, 1], "stored payloads never join");
     }
 
     proptest::proptest! {

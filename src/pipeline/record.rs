@@ -15,18 +15,28 @@
 //!   costs delivery no parsing, packing or compression, and the queue holds
 //!   the smaller gzip bytes instead of LZ4's.
 //!
+//! - **Piece** (traces, [`stores_pieces`]): the items compressed at ingest
+//!   as one raw-deflate piece (`super::splice`), which delivery splices
+//!   with the pieces of other records into one gzip payload. Nothing is
+//!   compressed twice, and records still merge into full payloads.
+//!
 //! Binary kinds (traces and stats, [`Endpoint::binary`]) hold their items
 //! each prefixed by its length (unsigned LEB128 varint), one after another
-//! (`join_binary`, `binary_ranges`); they are never stored ready.
+//! (`join_binary`, `binary_ranges`). Stats are never stored ready; traces
+//! are stored as pieces when the queue compresses and delivery gzips.
 //!
-//! A ready payload starts with a zero byte, which JSON text can never hold,
-//! so the two forms cannot be confused:
+//! A ready payload starts with a zero byte, which JSON text can never hold
+//! and a binary record cannot start with (its first item's length; a trace
+//! item is never empty), so the forms cannot be confused:
 //!
 //! ```text
 //! 0x00                      marker
 //! 0x01                      version
-//! u8                        encoding: 1 gzip, 2 deflate (zlib), 3 zstd
-//! varint                    uncompressed length of the body
+//! u8                        encoding: 1 gzip, 2 deflate (zlib), 3 zstd,
+//!                           4 gzip piece
+//! varint                    uncompressed length of the body (a piece:
+//!                           of its items, without the payload's closing)
+//! u32 little-endian         a piece only: the CRC-32 of those bytes
 //! varint                    item count n
 //! varint × n                each item's length (to rebuild the items)
 //! …                         the compressed body, to the end
@@ -44,18 +54,23 @@
 //!
 //! Compatibility: a build from before ready records would read one as a
 //! single item of binary garbage, which Datadog refuses (400): it ends in
-//! the dead-letter store, not lost. Drain the queue before going back.
+//! the dead-letter store, not lost. A build from before pieces reads a
+//! piece as trace items of garbage, refused the same way. Drain the queue
+//! before going back.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 
 use super::batch::{Packer, Payload};
+use super::splice::{self, Sum};
 use crate::codec;
 use crate::site::{Encoding, Endpoint};
 
 const MARKER: u8 = 0;
 const VERSION: u8 = 1;
+/// The encoding code of a piece.
+const PIECE: u8 = 4;
 /// No Datadog payload is larger (logs: 5 MB); a header claiming more is
 /// refused before anything is allocated for it.
 const MAX_UNCOMPRESSED: usize = 64 << 20;
@@ -118,6 +133,54 @@ pub(crate) fn packs_at_ingest(endpoint: Endpoint) -> bool {
 /// Whether `payload` is in the ready form.
 pub(crate) fn is_ready(payload: &[u8]) -> bool {
     payload.first() == Some(&MARKER)
+}
+
+/// Whether `endpoint`'s records may be in the ready form: the JSON kinds,
+/// and the kinds stored as pieces.
+pub(crate) fn may_be_ready(endpoint: Endpoint) -> bool {
+    !endpoint.binary() || stores_pieces(endpoint)
+}
+
+/// Endpoints whose records are stored as one compressed piece when
+/// delivery sends gzip: traces, whose payload is its items with nothing
+/// between them, then the relay's own closing fields (see BENCHMARKS.md
+/// "Change 18: trace records stored as gzip pieces (2026-12-07)").
+pub(crate) fn stores_pieces(endpoint: Endpoint) -> bool {
+    let (open, sep, _) = super::batch::frame_parts(endpoint);
+    endpoint == Endpoint::Traces && open.is_empty() && sep.is_empty()
+}
+
+/// A binary kind's record payload (`join_binary`) as a piece, its items
+/// compressed at zlib `level`, when `endpoint` stores pieces and they fit
+/// one payload with its closing; `None` otherwise (store the items).
+pub(crate) fn pack_piece(endpoint: Endpoint, level: i32, payload: &[u8]) -> Option<Vec<u8>> {
+    if !stores_pieces(endpoint) {
+        return None;
+    }
+    let limits = endpoint.limits();
+    let closing = super::batch::frame_parts(endpoint).2;
+    let ranges: Vec<Range<usize>> = binary_ranges(payload).collect();
+    let raw: usize = ranges.iter().map(|r| r.len()).sum();
+    if ranges.is_empty()
+        || ranges.len() > limits.max_items
+        || raw + closing.len() > limits.max_uncompressed
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw / 2 + 16 + 3 * ranges.len());
+    out.extend_from_slice(&[MARKER, VERSION, PIECE]);
+    put_varint(&mut out, raw as u64);
+    let crc_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    put_varint(&mut out, ranges.len() as u64);
+    for r in &ranges {
+        put_varint(&mut out, r.len() as u64);
+    }
+    let body_at = out.len();
+    let level = level.clamp(0, 9).unsigned_abs();
+    let sum = splice::deflate(level, ranges.iter().map(|r| &payload[r.clone()]), &mut out)?;
+    out[crc_at..crc_at + 4].copy_from_slice(&sum.crc.to_le_bytes());
+    (out.len() - body_at + splice::overhead(closing) <= limits.max_compressed).then_some(out)
 }
 
 /// Packs an items payload into the ready form when its items fill at least
@@ -256,6 +319,8 @@ pub(crate) fn pack_ready_as_sent(
 pub(crate) struct Ready {
     encoding: Encoding,
     uncompressed_len: usize,
+    /// A piece: the CRC-32 of its uncompressed bytes.
+    piece_crc: Option<u32>,
     item_lens: Vec<usize>,
     body: Bytes,
 }
@@ -278,8 +343,9 @@ impl Ready {
         if byte(&mut at)? != MARKER || byte(&mut at)? != VERSION {
             return Err(BadReady("unknown marker or version"));
         }
-        let encoding = match byte(&mut at)? {
-            1 => Encoding::Gzip,
+        let code = byte(&mut at)?;
+        let encoding = match code {
+            1 | PIECE => Encoding::Gzip,
             2 => Encoding::Deflate,
             3 => Encoding::Zstd,
             _ => return Err(BadReady("unknown encoding")),
@@ -288,6 +354,16 @@ impl Ready {
         if uncompressed_len > MAX_UNCOMPRESSED {
             return Err(BadReady("uncompressed length too large"));
         }
+        let piece_crc = match code {
+            PIECE => {
+                let word = payload
+                    .get(at..at + 4)
+                    .ok_or(BadReady("truncated header"))?;
+                at += 4;
+                Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
+            }
+            _ => None,
+        };
         let n = get_varint(payload, &mut at)?;
         if n == 0 {
             return Err(BadReady("no items"));
@@ -304,6 +380,7 @@ impl Ready {
         Ok(Ready {
             encoding,
             uncompressed_len,
+            piece_crc,
             item_lens,
             body: payload.slice(at..),
         })
@@ -313,26 +390,52 @@ impl Ready {
         self.item_lens.len()
     }
 
+    /// Whether this is a piece, to be spliced with others ([`spliced`]).
+    pub(crate) fn is_piece(&self) -> bool {
+        self.piece_crc.is_some()
+    }
+
+    /// Bytes of the stored body (compressed).
+    pub(crate) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Bytes the body decompresses to.
+    pub(crate) fn uncompressed_len(&self) -> usize {
+        self.uncompressed_len
+    }
+
     /// The payload to send, covering items `0..item_count()`.
-    pub(crate) fn payload(&self) -> Payload {
-        Payload {
-            body: self.body.clone(),
-            encoding: self.encoding,
-            first_item: 0,
-            item_count: self.item_lens.len(),
-            uncompressed_len: self.uncompressed_len,
+    pub(crate) fn payload(&self, endpoint: Endpoint) -> Payload {
+        match self.piece_crc {
+            Some(_) => spliced(endpoint, &[self]),
+            None => Payload {
+                body: self.body.clone(),
+                encoding: self.encoding,
+                first_item: 0,
+                item_count: self.item_lens.len(),
+                uncompressed_len: self.uncompressed_len,
+            },
         }
     }
 
     /// Rebuilds the items (compact JSON) from the body and their lengths.
     pub(crate) fn items(&self, endpoint: Endpoint) -> Result<Vec<Bytes>, BadReady> {
-        let raw = codec::decompress(self.encoding, &self.body, self.uncompressed_len)
-            .map_err(|_| BadReady("body does not decompress"))?;
+        let raw = match self.piece_crc {
+            Some(_) => splice::inflate(&self.body, self.uncompressed_len),
+            None => codec::decompress(self.encoding, &self.body, self.uncompressed_len).ok(),
+        }
+        .ok_or(BadReady("body does not decompress"))?;
         if raw.len() != self.uncompressed_len {
             return Err(BadReady("body length differs from the header"));
         }
         let raw = Bytes::from(raw);
-        let (open, sep, close) = super::batch::frame_parts(endpoint);
+        let (mut open, sep, mut close) = super::batch::frame_parts(endpoint);
+        // A piece holds the items alone: the payload's closing is added
+        // when pieces are spliced.
+        if self.is_piece() {
+            (open, close) = (b"", b"");
+        }
         let mut at = 0;
         let expect = |at: &mut usize, part: &[u8]| -> Result<(), BadReady> {
             if raw.get(*at..*at + part.len()) == Some(part) {
@@ -360,6 +463,31 @@ impl Ready {
             return Err(BadReady("bytes after the last item"));
         }
         Ok(items)
+    }
+}
+
+/// One gzip payload of pieces (the `endpoint`'s closing after them),
+/// covering their items in order from 0. Each must be a piece.
+/// (A record that is not would get a wrong CRC-32, which the intake
+/// refuses; the refusal falls back to the items, as for any ready payload.)
+pub(crate) fn spliced(endpoint: Endpoint, pieces: &[&Ready]) -> Payload {
+    let closing = super::batch::frame_parts(endpoint).2;
+    let parts = pieces.iter().map(|r| {
+        let sum = Sum {
+            crc: r.piece_crc.unwrap_or_default(),
+            len: r.uncompressed_len as u64,
+        };
+        (&r.body[..], sum)
+    });
+    let body = splice::splice(parts, closing);
+    let items = pieces.iter().map(|r| r.item_count()).sum();
+    let raw: usize = pieces.iter().map(|r| r.uncompressed_len).sum();
+    Payload {
+        body: Bytes::from(body),
+        encoding: Encoding::Gzip,
+        first_item: 0,
+        item_count: items,
+        uncompressed_len: raw + closing.len(),
     }
 }
 
@@ -438,7 +566,7 @@ mod tests {
             assert!(stored.len() < payload.len() / 4, "{encoding:?}: compressed");
             let ready = Ready::parse(&Bytes::from(stored)).expect("parses");
             assert_eq!(ready.item_count(), 500);
-            let sent = ready.payload();
+            let sent = ready.payload(Endpoint::Logs);
             assert_eq!((sent.encoding, sent.item_count), (encoding, 500));
             // The body is what Datadog gets: a JSON array of the items.
             let body = codec::decompress(encoding, &sent.body, 1 << 24).expect("body");
@@ -483,7 +611,7 @@ mod tests {
         let stored = stored_as_sent(&payload, &wire, &body, Encoding::Gzip);
         assert!(stored.ends_with(&wire), "the client's bytes, as they came");
         let ready = Ready::parse(&Bytes::from(stored)).expect("parses");
-        let sent = ready.payload();
+        let sent = ready.payload(Endpoint::Logs);
         assert_eq!(&sent.body[..], &wire[..]);
         assert_eq!(
             (sent.encoding, sent.item_count, sent.uncompressed_len),
@@ -590,5 +718,102 @@ mod tests {
         let mut ready = Ready::parse(&Bytes::from(stored)).expect("parses");
         ready.item_lens[0] += 1;
         assert!(ready.items(Endpoint::Logs).is_err());
+    }
+
+    /// `n` trace items (framed tracer payloads) of one span each, ids from
+    /// `first`, joined as a binary record.
+    fn trace_record(first: u64, n: u64) -> (Vec<Vec<u8>>, Vec<u8>) {
+        use crate::traces::pb;
+        let items: Vec<Vec<u8>> = (first..first + n)
+            .map(|id| {
+                crate::traces::frame(&pb::TracerPayload {
+                    language_name: "python".into(),
+                    chunks: vec![pb::TraceChunk {
+                        spans: vec![pb::Span {
+                            trace_id: id,
+                            span_id: id,
+                            service: "checkout".into(),
+                            name: "http.request".into(),
+                            resource: format!("GET /orders/{}", id % 7),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let joined = join_binary(&items);
+        (items, joined)
+    }
+
+    /// The trace ids of a traces payload as Datadog decodes it.
+    fn trace_ids(payload: &Payload) -> Vec<u64> {
+        use prost::Message as _;
+        let body = codec::decompress(payload.encoding, &payload.body, 1 << 24).expect("gzip");
+        assert_eq!(body.len(), payload.uncompressed_len);
+        let decoded = crate::traces::pb::AgentPayload::decode(&body[..]).expect("AgentPayload");
+        assert_eq!(
+            decoded.agent_version,
+            crate::traces::AGENT_VERSION,
+            "the closing"
+        );
+        decoded
+            .tracer_payloads
+            .iter()
+            .map(|t| t.chunks[0].spans[0].trace_id)
+            .collect()
+    }
+
+    #[test]
+    fn trace_pieces_splice_into_one_payload_and_give_their_items_back() {
+        let (items_a, a) = trace_record(1, 300);
+        let (items_b, b) = trace_record(301, 2);
+        let pieces: Vec<Ready> = [&a, &b]
+            .iter()
+            .map(|r| {
+                let stored = pack_piece(Endpoint::Traces, 1, r).expect("a piece");
+                assert!(is_ready(&stored) && !is_ready(r));
+                Ready::parse(&Bytes::from(stored)).expect("parses")
+            })
+            .collect();
+        assert!(pieces[0].is_piece() && pieces[0].body_len() < a.len() / 3);
+        // Alone, each is a payload of its own items.
+        let one = pieces[1].payload(Endpoint::Traces);
+        assert_eq!((one.encoding, one.item_count), (Encoding::Gzip, 2));
+        assert_eq!(trace_ids(&one), vec![301, 302]);
+        // Spliced, one payload of both, in order.
+        let both = spliced(Endpoint::Traces, &[&pieces[0], &pieces[1]]);
+        assert_eq!(both.item_count, 302);
+        assert_eq!(trace_ids(&both), (1..=302).collect::<Vec<_>>());
+        // The items come back byte for byte.
+        for (ready, want) in pieces.iter().zip([items_a, items_b]) {
+            let got = ready.items(Endpoint::Traces).expect("items");
+            assert!(got.iter().map(|b| &b[..]).eq(want.iter().map(|v| &v[..])));
+        }
+    }
+
+    #[test]
+    fn only_traces_store_pieces_and_only_what_fits_one_payload() {
+        let (_, small) = trace_record(1, 3);
+        assert!(pack_piece(Endpoint::TraceStats, 1, &small).is_none());
+        assert!(pack_piece(Endpoint::Logs, 1, &small).is_none());
+        assert!(pack_piece(Endpoint::Traces, 1, &[]).is_none(), "no items");
+        let max = Endpoint::Traces.limits().max_items as u64;
+        let (_, many) = trace_record(1, max + 1);
+        assert!(
+            pack_piece(Endpoint::Traces, 1, &many).is_none(),
+            "too many items"
+        );
+        let big = join_binary(&vec![vec![7u8; 900_000]; 4]);
+        assert!(
+            pack_piece(Endpoint::Traces, 1, &big).is_none(),
+            "too many bytes"
+        );
+        // A cut or altered piece is reported, not sent as garbage items.
+        let stored = pack_piece(Endpoint::Traces, 1, &small).expect("a piece");
+        let cut = Bytes::from(stored[..stored.len() - 20].to_vec());
+        let ready = Ready::parse(&cut).expect("the header parses");
+        assert!(ready.items(Endpoint::Traces).is_err());
     }
 }

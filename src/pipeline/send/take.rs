@@ -4,6 +4,7 @@
 //! the [`Intake`](crate::pipeline::seam::Intake) seam, and settle each
 //! record from the answers (ack, dead-letter, or back to the queue).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::clock::now_ms;
 use crate::credentials::CredentialError;
 use crate::pipeline::batch::{BatchError, Packer, Payload};
 use crate::pipeline::plan::{Plan, Settlement, Step, Work, plan};
+use crate::pipeline::record::{self, Ready};
 use crate::pipeline::retry::Verdict;
 use crate::pipeline::seam::{Request, Sent};
 use crate::queue::{RecordId, Taken};
@@ -152,16 +154,22 @@ impl Pipeline {
         let encoding = encoding_for(s.endpoint, &config);
         let packer = Packer::new(s.endpoint, encoding, config.delivery.compression_level);
         let mut prepare = Some(prepare);
-        let mut work = plan.work(s.endpoint.limits().max_items);
+        let mut work = plan.work(s.endpoint);
         while let Some(w) = work.pop_front() {
-            let packed = match &w.ready {
-                Some(ready) => vec![Ok(ready.payload())],
-                None => {
+            let packed = match &w.ready[..] {
+                [] => {
                     let items = &plan.items[w.range.clone()];
                     match self.pack(&packer, items, w.max_items, prepare.take()).await {
                         Ok(p) => p,
                         Err(why) => return Some(Outcome::retry(why)),
                     }
+                }
+                [(_, ready)] => vec![Ok(ready.payload(s.endpoint))],
+                // Pieces spliced: their compressed bytes copied once, with
+                // nothing decompressed or compressed again.
+                pieces => {
+                    let pieces: Vec<&Ready> = pieces.iter().map(|(_, r)| r).collect();
+                    vec![Ok(record::spliced(s.endpoint, &pieces))]
                 }
             };
             for result in packed {
@@ -177,37 +185,64 @@ impl Pipeline {
                 let r = shift(payload.items(), w.range.start);
                 let sent = self.send_payload(s, &payload).await;
                 let verdict = Verdict::of(&sent);
-                // A ready payload refused or split falls back to its items,
-                // rebuilt into its placeholders. (Inflating one payload here,
-                // on an async worker, is acceptable for this rare path.)
-                if let Some(ready) = &w.ready
-                    && matches!(verdict, Verdict::DeadLetter | Verdict::Split)
-                    && let Err(why) = plan.rebuild(ready, s.endpoint, r.clone())
-                {
-                    let raw = &taken[plan.owner[r.start]].payload;
-                    self.dead_letter(s, 0, &why, &[raw]);
-                    plan.settle(r);
-                    continue;
-                }
-                match plan.answered(r.clone(), verdict) {
-                    Step::Next => self.count_delivered(s, r.len(), payload.body.len()),
-                    Step::DeadLetter(r) => {
-                        let (status, why) = answer_text(&sent);
-                        self.dead_letter(s, status, &why, &as_slices(&plan.items[r]));
+                let answered = match verdict {
+                    Verdict::DeadLetter | Verdict::Split if !w.ready.is_empty() => {
+                        self.fall_back(s, taken, plan, &w, r)
                     }
-                    Step::Split(r, half) => {
-                        self.count_split(s, r.len());
-                        work.push_back(Work {
-                            range: r,
-                            max_items: half,
-                            ready: None,
-                        });
+                    _ => vec![r],
+                };
+                for r in answered {
+                    match plan.answered(r.clone(), verdict) {
+                        Step::Next => self.count_delivered(s, r.len(), payload.body.len()),
+                        Step::DeadLetter(r) => {
+                            let (status, why) = answer_text(&sent);
+                            self.dead_letter(s, status, &why, &as_slices(&plan.items[r]));
+                        }
+                        Step::Split(r, half) => {
+                            self.count_split(s, r.len());
+                            work.push_back(Work {
+                                range: r,
+                                max_items: half,
+                                ready: Vec::new(),
+                            });
+                        }
+                        Step::Stop => return Some(stopped(verdict, &sent, &s.key)),
                     }
-                    Step::Stop => return Some(stopped(verdict, &sent, &s.key)),
                 }
             }
         }
         None
+    }
+
+    /// Ready records refused or split fall back to their items, rebuilt
+    /// into their placeholders; returns the ranges the verdict applies to
+    /// (`r`, all of `w`'s items, unless a record cannot be rebuilt: that
+    /// one is dead-lettered as stored, and the others' ranges are given).
+    /// Inflating here, on an async worker, is acceptable for this rare path.
+    fn fall_back(
+        &self,
+        s: &Stream<'_>,
+        taken: &[Taken],
+        plan: &mut Plan,
+        w: &Work,
+        r: Range<usize>,
+    ) -> Vec<Range<usize>> {
+        let mut rebuilt = Vec::with_capacity(w.ready.len());
+        for (rr, ready) in &w.ready {
+            match plan.rebuild(ready, s.endpoint, rr.clone()) {
+                Ok(()) => rebuilt.push(rr.clone()),
+                Err(why) => {
+                    let raw = &taken[plan.owner[rr.start]].payload;
+                    self.dead_letter(s, 0, &why, &[raw]);
+                    plan.settle(rr.clone());
+                }
+            }
+        }
+        if rebuilt.len() == w.ready.len() {
+            vec![r]
+        } else {
+            rebuilt
+        }
     }
 
     /// Packs `items` on a delivery thread (compression is CPU work; the

@@ -76,7 +76,7 @@ impl Intake for ScriptedIntake {
                 tenant,
                 version,
                 endpoint: r.endpoint,
-                items: items_in(&r.body),
+                items: items_in(r.endpoint, &r.body),
             };
             let before = self.calls(&call.tenant).len();
             let reply = (self.script)(&call, before);
@@ -107,12 +107,18 @@ fn parse_key(key: &Secret) -> (String, u32) {
     (tenant.to_string(), version.parse().expect("key version"))
 }
 
-/// Items in a gzip JSON array body (logs) or an events body (one item).
-fn items_in(body: &[u8]) -> usize {
+/// Items in a gzip JSON array body (logs), an events body (one item) or
+/// a traces body (tracer payloads).
+fn items_in(endpoint: Endpoint, body: &[u8]) -> usize {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(body)
         .read_to_end(&mut text)
         .expect("gzip body");
+    if endpoint == Endpoint::Traces {
+        use prost::Message as _;
+        let payload = crate::traces::pb::AgentPayload::decode(&text[..]).expect("protobuf body");
+        return payload.tracer_payloads.len();
+    }
     match serde_json::from_slice::<serde_json::Value>(&text).expect("JSON body") {
         serde_json::Value::Array(a) => a.len(),
         _ => 1,
@@ -261,7 +267,8 @@ impl Drop for Harness {
     }
 }
 
-/// One record of `items` logs (or events), accepted a minute ago.
+/// One record of `items` logs, events or traces (stored as a piece, as
+/// ingest stores them), accepted a minute ago.
 async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
     let body: Vec<String> = (0..items)
         .map(|i| match endpoint {
@@ -269,6 +276,20 @@ async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
             _ => format!("{{\"message\":\"m{i}\"}}"),
         })
         .collect();
+    let mut payload = body.join("\n").into_bytes();
+    if endpoint == Endpoint::Traces {
+        let frames: Vec<Vec<u8>> = body
+            .iter()
+            .map(|name| {
+                crate::traces::frame(&crate::traces::pb::TracerPayload {
+                    container_id: name.clone(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let joined = crate::pipeline::record::join_binary(&frames);
+        payload = crate::pipeline::record::pack_piece(endpoint, 1, &joined).expect("a piece");
+    }
     let at = crate::clock::now_ms() - 60_000;
     queue
         .append(NewRecord {
@@ -279,7 +300,7 @@ async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
             created_ms: at,
             oldest_ms: at,
             newest_ms: at,
-            payload: body.join("\n").as_bytes(),
+            payload: &payload,
         })
         .await
         .unwrap();
@@ -351,6 +372,28 @@ async fn an_unexpected_413_splits_in_halves_until_the_payloads_fit() {
     assert_eq!(sizes, vec![40, 20, 20, 10, 10, 10, 10]);
     assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
     assert_eq!(h.pipeline.tenant("a").delivered_items, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trace_pieces_go_spliced_and_fall_back_to_their_items() {
+    // Three records of 40 traces, spliced into one payload of 120; Datadog
+    // takes at most 50 here, so it falls back to the items, in halves.
+    let script: Script = Box::new(|c, _| Reply::Status(if c.items > 50 { 413 } else { 202 }));
+    let fill = [("a", Endpoint::Traces, 40); 3];
+    let h = Harness::start(&["a"], "", script, &fill).await;
+    h.until("delivered", Duration::from_secs(10), |h| h.queued("a") == 0)
+        .await;
+    let sizes: Vec<usize> = h.intake.calls("a").iter().map(|c| c.items).collect();
+    assert_eq!(sizes, vec![120, 60, 60, 30, 30, 30, 30]);
+    assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
+    assert_eq!(h.pipeline.tenant("a").delivered_items, 120);
+    // Refused for good: every record's items are dead-lettered, once.
+    let script: Script = Box::new(|_, _| Reply::Status(400));
+    let h = Harness::start(&["b"], "", script, &[("b", Endpoint::Traces, 40); 3]).await;
+    h.until("settled", Duration::from_secs(10), |h| h.queued("b") == 0)
+        .await;
+    assert_eq!(h.intake.calls("b").len(), 1, "sent once, spliced");
+    assert_eq!(h.pipeline.dead_letters().totals("b").items, 120);
 }
 
 #[tokio::test(start_paused = true)]
