@@ -361,32 +361,34 @@ async fn a_retry_after_is_waited_for_and_no_longer() {
     );
 }
 
+/// Tenant `a`'s `fill` delivered to an intake that answers 413 to more
+/// than `most` items: the item count of each request it saw. Everything
+/// is delivered, nothing dead-lettered.
+async fn sizes_under_413(fill: &[(&str, Endpoint, usize)], most: usize) -> Vec<usize> {
+    let script: Script =
+        Box::new(move |c, _| Reply::Status(if c.items > most { 413 } else { 202 }));
+    let h = Harness::start(&["a"], "", script, fill).await;
+    h.until("delivered", Duration::from_secs(10), |h| h.queued("a") == 0)
+        .await;
+    let total: usize = fill.iter().map(|f| f.2).sum();
+    assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
+    assert_eq!(h.pipeline.tenant("a").delivered_items, total as u64);
+    h.intake.calls("a").iter().map(|c| c.items).collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unexpected_413_splits_in_halves_until_the_payloads_fit() {
     // Datadog takes at most 10 items here; the record holds 40.
-    let script: Script = Box::new(|c, _| Reply::Status(if c.items > 10 { 413 } else { 202 }));
-    let h = Harness::start(&["a"], "", script, &[("a", Endpoint::Logs, 40)]).await;
-    h.until("delivered", Duration::from_secs(10), |h| h.queued("a") == 0)
-        .await;
-    let sizes: Vec<usize> = h.intake.calls("a").iter().map(|c| c.items).collect();
+    let sizes = sizes_under_413(&[("a", Endpoint::Logs, 40)], 10).await;
     assert_eq!(sizes, vec![40, 20, 20, 10, 10, 10, 10]);
-    assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
-    assert_eq!(h.pipeline.tenant("a").delivered_items, 40);
 }
 
 #[tokio::test(start_paused = true)]
 async fn trace_pieces_go_spliced_and_fall_back_to_their_items() {
     // Three records of 40 traces, spliced into one payload of 120; Datadog
     // takes at most 50 here, so it falls back to the items, in halves.
-    let script: Script = Box::new(|c, _| Reply::Status(if c.items > 50 { 413 } else { 202 }));
-    let fill = [("a", Endpoint::Traces, 40); 3];
-    let h = Harness::start(&["a"], "", script, &fill).await;
-    h.until("delivered", Duration::from_secs(10), |h| h.queued("a") == 0)
-        .await;
-    let sizes: Vec<usize> = h.intake.calls("a").iter().map(|c| c.items).collect();
+    let sizes = sizes_under_413(&[("a", Endpoint::Traces, 40); 3], 50).await;
     assert_eq!(sizes, vec![120, 60, 60, 30, 30, 30, 30]);
-    assert_eq!(h.pipeline.dead_letters().totals("a").items, 0);
-    assert_eq!(h.pipeline.tenant("a").delivered_items, 120);
     // Refused for good: every record's items are dead-lettered, once.
     let script: Script = Box::new(|_, _| Reply::Status(400));
     let h = Harness::start(&["b"], "", script, &[("b", Endpoint::Traces, 40); 3]).await;
