@@ -180,7 +180,7 @@ async fn traces(
         meta: TracerMeta::from_headers(headers),
         client_stats,
         plain_len: 0,
-        pieces: pieces_level(&config),
+        piece_level: piece_level(&config),
     };
     // Decoded spans take several times their MessagePack bytes: reserved
     // from the decoding memory budget like any large body (`api.rs`).
@@ -290,14 +290,14 @@ struct Encode {
     plain_len: usize,
     /// Store the traces as a piece (`record::pack_piece`), compressed at
     /// this level.
-    pieces: Option<i32>,
+    piece_level: Option<i32>,
 }
 
 /// The level to compress trace records at as pieces, when they are stored
 /// so: the queue compresses records, and delivery sends traces gzipped
 /// (pieces splice into gzip only). Compressing here, on the thread that
 /// encoded the items, replaces the queue's LZ4 and delivery's gzip.
-fn pieces_level(config: &crate::config::Config) -> Option<i32> {
+fn piece_level(config: &crate::config::Config) -> Option<i32> {
     (config.queue.compression == QueueCompression::Lz4
         && crate::pipeline::send::encoding_for(Endpoint::Traces, config) == Encoding::Gzip)
         .then_some(config.delivery.compression_level)
@@ -399,7 +399,7 @@ impl Encode {
         }
         let trace_bytes = items.payload.len();
         if let Some(piece) = self
-            .pieces
+            .piece_level
             .and_then(|level| record::pack_piece(Endpoint::Traces, level, &items.payload))
         {
             items.payload = piece;
@@ -426,7 +426,7 @@ pub(crate) fn stage_for_bench(plain: &[u8]) -> usize {
         meta: TracerMeta::from_headers(&HeaderMap::new()),
         client_stats: false,
         plain_len: 0,
-        pieces: Some(1),
+        piece_level: Some(1),
     };
     match job.run(plain, Some(None)) {
         Ok(Stage::Encoded(e)) => e.traces.payload.len() + e.stats.payload.len(),
@@ -528,14 +528,14 @@ async fn store_traces(
     let now = now_ms();
     let items = encoded.traces.count as u64;
     // A piece is compressed already.
-    let pieces = record::is_ready(&encoded.traces.payload);
+    let piece = record::is_ready(&encoded.traces.payload);
     let mut records = vec![record(
         admitted,
         Endpoint::Traces,
         &encoded.traces,
         encoded.times,
         now,
-        lz4 && !pieces,
+        lz4 && !piece,
     )?];
     if encoded.stats.count > 0 {
         records.push(record(
