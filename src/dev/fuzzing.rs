@@ -32,7 +32,9 @@
 //!   body. Decoding never panics; spans that pass Datadog's span rules have
 //!   ids, one trace id per trace, a start after 2000, no negative duration
 //!   and service and name within 100 bytes; a trace framed by hand decodes
-//!   as the protobuf of the same spans; the stats computed for them, and a
+//!   as the protobuf of the same spans; the framed traces stored as a
+//!   gzip piece give their items back, and sent decode as exactly the
+//!   items and the payload's closing; the stats computed for them, and a
 //!   client stats body, read back as they were written.
 //!
 //! [`write_corpus`] writes the seed corpus (run by the `write_fuzz_corpus`
