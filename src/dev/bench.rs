@@ -655,20 +655,6 @@ async fn wait_delivered(
     Ok(started.elapsed())
 }
 
-/// The single-thread floor: decompress (if compressed), parse into typed
-/// values (borrowing serde structs for the bench's series and logs), re-serialize,
-/// compress at level 1. Returns CPU seconds per item of each of five blocks.
-fn floor(
-    raw: &[u8],
-    wire: &[u8],
-    gzip: bool,
-    items: u64,
-    endpoint: Endpoint,
-    encoding: Encoding,
-) -> Vec<f64> {
-    cpu_per_item(items, || floor_round(raw, wire, gzip, endpoint, encoding))
-}
-
 /// CPU seconds per item of `round` (which handles `items` items) on this
 /// thread, in each of five blocks of at least a quarter CPU-second (the
 /// caller takes a median).
@@ -688,12 +674,26 @@ fn cpu_per_item(items: u64, mut round: impl FnMut()) -> Vec<f64> {
     per_item
 }
 
-/// [`floor`] of a kind's bodies, on a blocking thread.
+/// The single-thread floor of a kind's bodies, on a blocking thread:
+/// decompress (if compressed), parse into typed values (borrowing serde
+/// structs for the bench's series and logs), re-serialize, compress at
+/// level 1 ([`floor_round`]). CPU seconds per item of each of five blocks.
 fn floor_blocks(
     bodies: &Bodies,
     endpoint: Endpoint,
     opts: &BenchOptions,
 ) -> tokio::task::JoinHandle<Vec<f64>> {
+    let (items, round) = floor_job(bodies, endpoint, opts);
+    tokio::task::spawn_blocking(move || cpu_per_item(items, round))
+}
+
+/// One request of a kind through the floor ([`floor_round`] on a copy of
+/// its bodies), and the items it handles.
+fn floor_job(
+    bodies: &Bodies,
+    endpoint: Endpoint,
+    opts: &BenchOptions,
+) -> (u64, impl FnMut() + Send + 'static) {
     let (raw, wire, per_req) = bodies.of(endpoint);
     let encoding = if endpoint == Endpoint::SeriesV2 && opts.zstd {
         Encoding::Zstd
@@ -702,7 +702,9 @@ fn floor_blocks(
     };
     let gzip = opts.gzip_ingest && endpoint != Endpoint::Traces;
     let (raw, wire) = (raw.to_vec(), wire.clone());
-    tokio::task::spawn_blocking(move || floor(&raw, &wire, gzip, per_req, endpoint, encoding))
+    (per_req, move || {
+        floor_round(&raw, &wire, gzip, endpoint, encoding)
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -5,7 +5,9 @@
 //! phase reports relay CPU per item (delivery included: the figures are
 //! taken once fakedog holds every item), the acknowledgement p50/p99, how
 //! busy the whole machine was and the relay's RSS, beside the single-thread
-//! floor of the same bodies measured in the same run.
+//! floor of the same bodies measured in the same run; each paced phase
+//! also beside that floor run at the phase's own pace ([`paced_floor`]:
+//! what working from idle costs on this machine).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    BenchOptions, Bodies, Load, MIB, Samples, Saturated, floor_blocks, histogram_delta_quantiles,
-    machine_busy, median, open_loop, proc_stat, saturate, total_items, wait_delivered,
+    BenchOptions, Bodies, Load, MIB, Samples, Saturated, cpu_now, floor_blocks, floor_job,
+    histogram_delta_quantiles, machine_busy, median, open_loop, proc_stat, saturate, total_items,
+    wait_delivered,
 };
 use crate::dev::fakedog::FakeDog;
 use crate::site::Endpoint;
@@ -309,15 +312,59 @@ async fn paced(
         &metrics_after,
         "ddrelay_queue_commit_seconds",
     );
+    // The floor at this phase's pace, while the relay is idle again.
+    let relay = (st.cpu_seconds - cpu0) / items;
+    let paced_floor = paced_floor(&tenants[0].1, endpoint, s.opts, req_rate).await?;
     Ok(json!({
         "items_per_s": items / secs,
-        "relay_cpu_seconds_per_million_items": (st.cpu_seconds - cpu0) / items * 1e6,
+        "relay_cpu_seconds_per_million_items": relay * 1e6,
+        "paced_floor_cpu_seconds_per_million_items": paced_floor * 1e6,
+        "relay_over_paced_floor": relay / paced_floor,
         "ingest_ack_ms": { "p50": p50, "p99": p99, "p999": p999 },
         "relay_ack_ms": { "p50": r50, "p99": r99, "p999": r999 },
         "queue_commit_ms": { "p50": c50, "p99": c99, "p999": c999 },
         "machine_busy": (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0),
         "rss_mib": st.rss_bytes as f64 / MIB,
     }))
+}
+
+/// How long [`paced_floor`] runs: a second, or a quarter of a shorter
+/// phase (the CI smoke's).
+fn paced_floor_for(phase: Duration) -> Duration {
+    (phase / 4).min(Duration::from_secs(1))
+}
+
+/// The floor at a phase's pace: one request through the floor every
+/// `1 / req_rate` seconds for `run_for`, on one thread that
+/// sleeps in between, as the relay's threads do below saturation. CPU
+/// seconds per item. What it costs above the tight floor is what this
+/// machine charges for working from idle (a wake-up per request; caches
+/// and predictors that the idle time and other processes cooled), whoever
+/// does the work: BENCHMARKS.md "Change 20: the floor at each phase's
+/// pace (2026-12-07)".
+fn paced_floor(
+    bodies: &Bodies,
+    endpoint: Endpoint,
+    opts: &BenchOptions,
+    req_rate: f64,
+) -> tokio::task::JoinHandle<f64> {
+    let (items, mut round) = floor_job(bodies, endpoint, opts);
+    let run_for = paced_floor_for(opts.duration);
+    tokio::task::spawn_blocking(move || {
+        let every = Duration::from_secs_f64(1.0 / req_rate);
+        let started = Instant::now();
+        let cpu0 = cpu_now();
+        let mut rounds = 0u32;
+        while rounds == 0 || started.elapsed() < run_for {
+            let due = started + every * rounds;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            round();
+            rounds += 1;
+        }
+        (cpu_now() - cpu0) / (f64::from(rounds) * items as f64)
+    })
 }
 
 #[cfg(test)]
@@ -344,6 +391,45 @@ mod tests {
             "one_tenant_over_many": one_over_many,
             "by_tenants": { "tenants_1": phases.clone(), "tenants_20": phases },
         } } })
+    }
+
+    #[tokio::test]
+    async fn the_paced_floor_keeps_its_pace_and_counts_only_its_own_work() {
+        let opts = BenchOptions {
+            tenants: 1,
+            duration: Duration::from_millis(1200),
+            concurrency: 1,
+            gzip_ingest: true,
+            zstd: false,
+            smoke: true,
+            latency_rate: None,
+            steady_mib_per_s: 0.0,
+            dog_nice: 0,
+            light_series: false,
+            loads: None,
+        };
+        let bodies = super::super::bodies("t", 1, true, super::super::Shape::Minimal);
+        let run_for = paced_floor_for(opts.duration);
+        assert_eq!(run_for, Duration::from_millis(300));
+        assert_eq!(
+            paced_floor_for(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        // Ten requests a second for 0.3 s: rounds at 0, 0.1, 0.2 and 0.3 s
+        // (five at most), sleeping in between.
+        let started = Instant::now();
+        let per_item = paced_floor(&bodies, Endpoint::SeriesV1, &opts, 10.0)
+            .await
+            .unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        assert!(wall >= 0.3, "kept the pace: {wall} s");
+        let (_, _, items) = bodies.of(Endpoint::SeriesV1);
+        let cpu = per_item * (5 * items) as f64;
+        assert!(per_item > 0.0, "{per_item}");
+        assert!(
+            cpu < wall / 2.0,
+            "slept between rounds: {cpu} CPU-s in {wall} s"
+        );
     }
 
     #[test]
