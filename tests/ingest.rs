@@ -388,9 +388,12 @@ async fn overload_is_refused_before_the_body_is_read() {
     dog.inject_fault(Fault::status(503).on_host("http-intake.logs.datadoghq.eu"))
         .unwrap();
     // Fill the tenant's share to the byte: one record whose framed length
-    // (60-byte header, the tenant id, the payload) is the whole 8 MiB.
+    // (60-byte header, the tenant id, the payload) is the whole 8 MiB. Its
+    // items are logs delivery can send, so the refusing intake keeps them
+    // queued: one oversized item instead would be dead-lettered at once,
+    // freeing the share before the request below (a race CI lost).
     let generation = relay.shared().tenants.get("full").unwrap().generation();
-    let payload = vec![b'x'; (8 << 20) - 60 - "full".len()];
+    let (payload, items) = log_items_of_len((8 << 20) - 60 - "full".len());
     relay
         .shared()
         .queue
@@ -398,7 +401,7 @@ async fn overload_is_refused_before_the_body_is_read() {
             tenant: "full",
             generation,
             stream: Endpoint::Logs.code(),
-            items: 1,
+            items,
             created_ms: ddrelay::clock::now_ms(),
             oldest_ms: ddrelay::clock::now_ms(),
             newest_ms: ddrelay::clock::now_ms(),
@@ -422,6 +425,30 @@ async fn overload_is_refused_before_the_body_is_read() {
         status_before_the_body(&relay, "full", max_body + 1).await,
         413
     );
+}
+
+/// Logs items as ingest stores them (compact JSON joined by `\n`), each
+/// about 100 kB, joined to exactly `len` bytes; and how many there are.
+fn log_items_of_len(len: usize) -> (Vec<u8>, u32) {
+    const EMPTY: usize = r#"{"message":""}"#.len();
+    let n = len.div_ceil(100_001);
+    let body = len - (n - 1);
+    let mut out = Vec::with_capacity(len);
+    for i in 0..n {
+        let size = if i + 1 < n {
+            body / n
+        } else {
+            body - (n - 1) * (body / n)
+        };
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(br#"{"message":""#);
+        out.resize(out.len() + size - EMPTY, b'x');
+        out.extend_from_slice(br#""}"#);
+    }
+    assert_eq!(out.len(), len);
+    (out, u32::try_from(n).unwrap())
 }
 
 /// Reads one HTTP/1.1 answer (head and a Content-Length body) from `s`;
