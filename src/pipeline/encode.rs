@@ -22,11 +22,17 @@
 //! The caller flushes only when the bound stops promising a fit (see
 //! `batch`), so a payload that ends up far below its cap pays no flush, and
 //! one that approaches it pays a few dozen small ones.
+//!
+//! Also owns [`Deflater`]: zlib-rs compressors kept per thread and reset
+//! for the next body instead of built anew. A new compressor allocates and
+//! zeroes a few hundred kB of state; below saturation, with one small
+//! payload per request, that was a twelfth of the relay's CPU for traces
+//! (BENCHMARKS.md "Change 21: compressors kept per thread (2026-12-07)").
 
+use std::cell::RefCell;
 use std::io::Write;
 
-use flate2::Compression;
-use flate2::write::{GzEncoder, ZlibEncoder};
+use flate2::{Compress, Compression, FlushCompress};
 
 use crate::site::Encoding;
 
@@ -85,10 +91,115 @@ fn header_trailer(encoding: Encoding) -> (usize, usize) {
     }
 }
 
+/// The compressors a thread keeps for reuse, at most this many.
+const KEPT_PER_THREAD: usize = 2;
+
+thread_local! {
+    /// Idle compressors, each with its level and whether it writes the
+    /// zlib wrapper.
+    static KEPT: RefCell<Vec<(u32, bool, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A deflate compressor at one level, raw (`zlib_header` false) or
+/// zlib-wrapped, taken from this thread's kept ones (reset) or made; it
+/// goes back to the kept ones of the thread that drops it.
+pub(crate) struct Deflater {
+    level: u32,
+    zlib_header: bool,
+    c: Option<Compress>,
+}
+
+impl Deflater {
+    pub(crate) fn new(level: u32, zlib_header: bool) -> Deflater {
+        let level = level.min(9);
+        let kept = KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            let at = k
+                .iter()
+                .position(|(l, z, _)| (*l, *z) == (level, zlib_header))?;
+            Some(k.swap_remove(at).2)
+        });
+        let c = match kept {
+            Some(mut c) => {
+                c.reset();
+                c
+            }
+            None => Compress::new(Compression::new(level), zlib_header),
+        };
+        Deflater {
+            level,
+            zlib_header,
+            c: Some(c),
+        }
+    }
+
+    /// Runs the compressor over `input` with `flush`, growing `out`, until
+    /// the input is taken and (for a flush or the finish) everything is
+    /// written: zlib's rule is that a call that leaves output room has
+    /// flushed all it had. `None` when the compressor fails to progress
+    /// (not expected).
+    pub(crate) fn feed(
+        &mut self,
+        mut input: &[u8],
+        flush: FlushCompress,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        let c = self.c.as_mut()?;
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(4096));
+            }
+            let (taken, written) = (c.total_in(), c.total_out());
+            c.compress_vec(input, out, flush).ok()?;
+            let consumed = usize::try_from(c.total_in() - taken).ok()?;
+            input = input.get(consumed..)?;
+            if input.is_empty() && out.len() < out.capacity() {
+                return Some(());
+            }
+            if consumed == 0 && c.total_out() == written {
+                return None;
+            }
+        }
+    }
+
+    /// Input bytes taken since this body began.
+    pub(crate) fn total_in(&self) -> u64 {
+        self.c.as_ref().map_or(0, Compress::total_in)
+    }
+}
+
+impl Drop for Deflater {
+    fn drop(&mut self) {
+        let Some(c) = self.c.take() else { return };
+        // During thread exit the thread-local may be gone: then the
+        // compressor is simply freed.
+        let _ = KEPT.try_with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= KEPT_PER_THREAD {
+                k.remove(0);
+            }
+            k.push((self.level, self.zlib_header, c));
+        });
+    }
+}
+
+/// gzip's header as flate2's `GzEncoder` writes it: no name, comment,
+/// extra field or time; XFL 4 at level ≤ 1, 2 at 9; OS 255 (unknown).
+fn gzip_header(level: u32) -> [u8; GZIP_HEADER] {
+    let xfl = match level {
+        0 | 1 => 4,
+        9 => 2,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]
+}
+
 enum Sink {
     Identity(Vec<u8>),
-    Gzip(GzEncoder<Vec<u8>>),
-    Deflate(ZlibEncoder<Vec<u8>>),
+    /// Raw deflate, framed here (header, CRC-32 and length).
+    Gzip(Deflater, Vec<u8>, crc32fast::Hasher),
+    /// The compressor writes the zlib header and the Adler-32 itself.
+    Deflate(Deflater, Vec<u8>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
@@ -114,12 +225,16 @@ impl Encoder {
         level: i32,
         capacity: usize,
     ) -> Result<Encoder, EncodeError> {
-        let out = Vec::with_capacity(capacity);
-        let zlib_level = Compression::new(level.clamp(0, 9).unsigned_abs());
+        let mut out = Vec::with_capacity(capacity);
+        let zlib_level = level.clamp(0, 9).unsigned_abs();
         let sink = match encoding {
             Encoding::Identity => Sink::Identity(out),
-            Encoding::Gzip => Sink::Gzip(GzEncoder::new(out, zlib_level)),
-            Encoding::Deflate => Sink::Deflate(ZlibEncoder::new(out, zlib_level)),
+            Encoding::Gzip => {
+                out.extend_from_slice(&gzip_header(zlib_level));
+                let crc = crc32fast::Hasher::new();
+                Sink::Gzip(Deflater::new(zlib_level, false), out, crc)
+            }
+            Encoding::Deflate => Sink::Deflate(Deflater::new(zlib_level, true), out),
             Encoding::Zstd => Sink::Zstd(
                 zstd::stream::write::Encoder::new(out, level.clamp(1, 19))
                     .map_err(|source| EncodeError::Io { encoding, source })?,
@@ -174,8 +289,11 @@ impl Encoder {
     fn push_staged(&mut self) -> Result<(), EncodeError> {
         let result = match &mut self.sink {
             Sink::Identity(_) => Ok(()),
-            Sink::Gzip(e) => e.write_all(&self.staged),
-            Sink::Deflate(e) => e.write_all(&self.staged),
+            Sink::Gzip(d, out, crc) => {
+                crc.update(&self.staged);
+                deflate(d, &self.staged, FlushCompress::None, out)
+            }
+            Sink::Deflate(d, out) => deflate(d, &self.staged, FlushCompress::None, out),
             Sink::Zstd(e) => e.write_all(&self.staged),
         };
         self.staged.clear();
@@ -197,13 +315,9 @@ impl Encoder {
         let io = |source| EncodeError::Io { encoding, source };
         self.flushed_out = match &mut self.sink {
             Sink::Identity(v) => v.len(),
-            Sink::Gzip(e) => {
-                e.flush().map_err(io)?;
-                e.get_ref().len()
-            }
-            Sink::Deflate(e) => {
-                e.flush().map_err(io)?;
-                e.get_ref().len()
+            Sink::Gzip(d, out, _) | Sink::Deflate(d, out) => {
+                deflate(d, &[], FlushCompress::Sync, out).map_err(io)?;
+                out.len()
             }
             Sink::Zstd(e) => {
                 e.flush().map_err(io)?;
@@ -221,11 +335,31 @@ impl Encoder {
         let io = |source| EncodeError::Io { encoding, source };
         match self.sink {
             Sink::Identity(v) => Ok(v),
-            Sink::Gzip(e) => e.finish().map_err(io),
-            Sink::Deflate(e) => e.finish().map_err(io),
+            Sink::Gzip(mut d, mut out, crc) => {
+                deflate(&mut d, &[], FlushCompress::Finish, &mut out).map_err(io)?;
+                out.extend_from_slice(&crc.finalize().to_le_bytes());
+                // ISIZE: the input's length modulo 2^32 (RFC 1952).
+                out.extend_from_slice(&(d.total_in() as u32).to_le_bytes());
+                Ok(out)
+            }
+            Sink::Deflate(mut d, mut out) => {
+                deflate(&mut d, &[], FlushCompress::Finish, &mut out).map_err(io)?;
+                Ok(out)
+            }
             Sink::Zstd(e) => e.finish().map_err(io),
         }
     }
+}
+
+/// [`Deflater::feed`] as an I/O result.
+fn deflate(
+    d: &mut Deflater,
+    input: &[u8],
+    flush: FlushCompress,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    d.feed(input, flush, out)
+        .ok_or_else(|| std::io::Error::other("the deflate compressor made no progress"))
 }
 
 #[cfg(test)]
@@ -299,6 +433,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A kept compressor gives the bytes a new one gives, whatever the
+    /// body before it left behind (finished, or dropped halfway), and
+    /// whichever level and wrapper the thread used in between.
+    #[test]
+    fn a_kept_compressor_compresses_as_a_new_one() {
+        let data = noise(9, 90_000, b"abcdefgh{}:,0123");
+        let fresh = |encoding| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut e = Encoder::new(encoding, 1, 0).unwrap();
+                    e.write(&data).unwrap();
+                    e.finish().unwrap()
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        let (gzip, zlib) = (fresh(Encoding::Gzip), fresh(Encoding::Deflate));
+        for round in 0..3 {
+            // Left halfway: written and flushed, never finished.
+            let mut half = Encoder::new(Encoding::Gzip, 1, 0).unwrap();
+            half.write(&data[..40_000]).unwrap();
+            half.sync_flush().unwrap();
+            drop(half);
+            let mut other = Deflater::new(6, false);
+            other.feed(&data[..5_000], FlushCompress::None, &mut Vec::new());
+            drop(other);
+            for (encoding, want) in [(Encoding::Gzip, &gzip), (Encoding::Deflate, &zlib)] {
+                let mut e = Encoder::new(encoding, 1, 0).unwrap();
+                e.write(&data).unwrap();
+                assert_eq!(&e.finish().unwrap(), want, "{encoding:?}, round {round}");
+            }
+        }
+        assert!(KEPT.with(|k| k.borrow().len()) <= KEPT_PER_THREAD);
+        // The gzip framing is flate2's own: the same header and trailer
+        // (CRC-32 and length), and flate2 reads the body back.
+        let mut theirs = flate2::write::GzEncoder::new(Vec::new(), Compression::new(1));
+        theirs.write_all(&data).unwrap();
+        let theirs = theirs.finish().unwrap();
+        assert_eq!(gzip[..GZIP_HEADER], theirs[..GZIP_HEADER]);
+        assert_eq!(gzip[gzip.len() - 8..], theirs[theirs.len() - 8..]);
+        assert_eq!(
+            codec::decompress(Encoding::Gzip, &gzip, data.len()).unwrap(),
+            data
+        );
     }
 
     /// Incompressible input alone: the worst case the bound is for.

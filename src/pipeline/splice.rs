@@ -15,7 +15,9 @@
 //! piece's own without reading them again, and their length modulo 2^32.
 //! It is one ordinary gzip member.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Decompress, FlushCompress, FlushDecompress};
+
+use super::encode::Deflater;
 
 /// The CRC-32 and length of a piece's uncompressed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,38 +46,17 @@ pub(crate) fn deflate<'a>(
     parts: impl IntoIterator<Item = &'a [u8]>,
     out: &mut Vec<u8>,
 ) -> Option<Sum> {
-    let mut c = Compress::new(Compression::new(level.min(9)), false);
+    let mut c = Deflater::new(level, false);
     let mut crc = crc32fast::Hasher::new();
     for part in parts {
         crc.update(part);
-        feed(&mut c, part, FlushCompress::None, out)?;
+        c.feed(part, FlushCompress::None, out)?;
     }
-    feed(&mut c, &[], FlushCompress::Sync, out)?;
+    c.feed(&[], FlushCompress::Sync, out)?;
     Some(Sum {
         crc: crc.finalize(),
         len: c.total_in(),
     })
-}
-
-/// Runs the compressor over `input` with `flush`, growing `out`, until the
-/// input is taken and (for a flush) everything is written: zlib's rule is
-/// that a call that leaves output room has flushed all it had.
-fn feed(c: &mut Compress, mut input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) -> Option<()> {
-    loop {
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(4096));
-        }
-        let (taken, written) = (c.total_in(), c.total_out());
-        c.compress_vec(input, out, flush).ok()?;
-        let consumed = usize::try_from(c.total_in() - taken).ok()?;
-        input = input.get(consumed..)?;
-        if input.is_empty() && out.len() < out.capacity() {
-            return Some(());
-        }
-        if consumed == 0 && c.total_out() == written {
-            return None;
-        }
-    }
 }
 
 /// Decompresses one piece, which must give exactly `len` bytes; `None`
