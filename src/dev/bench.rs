@@ -464,6 +464,27 @@ impl Load {
             .await?)
     }
 
+    /// Items queued in the relay, over every tenant and kind, delivery's
+    /// takes in flight included (the admin API's tenant list).
+    async fn queued_items(&self) -> anyhow::Result<u64> {
+        let list: serde_json::Value = self
+            .http
+            .get(format!("{}/v1/tenants", self.api))
+            .bearer_auth(sandbox::ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let tenants = list["tenants"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("the tenant list has no tenants array"))?;
+        Ok(tenants
+            .iter()
+            .map(|t| t["queued_items"].as_u64().unwrap_or(0))
+            .sum())
+    }
+
     async fn post(
         &self,
         tenant: &str,
@@ -636,8 +657,13 @@ fn total_items(dog: &FakeDog, endpoint: Endpoint) -> u64 {
         .sum()
 }
 
+/// Waits until fakedog holds `n` items of `endpoint`, then until the
+/// relay's queue is empty: what a phase's requests made besides (the
+/// trace stats computed from its spans) is delivered, and its cost
+/// charged, before the phase's figures are taken, not in the next phase.
 async fn wait_delivered(
     dog: &FakeDog,
+    load: &Load,
     endpoint: Endpoint,
     n: u64,
     timeout: Duration,
@@ -652,7 +678,16 @@ async fn wait_delivered(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(started.elapsed())
+    loop {
+        let queued = load.queued_items().await?;
+        if queued == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("{endpoint}: {queued} items still queued in the relay after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// CPU seconds per item of `round` (which handles `items` items) on this
@@ -1113,7 +1148,7 @@ async fn steady_phase(
     let secs = started.elapsed().as_secs_f64();
     for (i, e) in KINDS.iter().enumerate() {
         let n = before[i] + items[i].load(Ordering::Relaxed);
-        wait_delivered(dog, *e, n, Duration::from_secs(120)).await?;
+        wait_delivered(dog, load, *e, n, Duration::from_secs(120)).await?;
     }
     let total_secs = started.elapsed().as_secs_f64();
     let (rss_max, rss_steady) = rss.finish().await?;
@@ -1175,7 +1210,7 @@ async fn saturate(
     .await?;
     let accepted_at = Instant::now();
     let expected = before_items + requests * per_req;
-    let drain = wait_delivered(dog, endpoint, expected, Duration::from_secs(300)).await?;
+    let drain = wait_delivered(dog, load, endpoint, expected, Duration::from_secs(300)).await?;
     let st = proc_stat(pid)?;
     Ok(Saturated {
         requests,

@@ -292,7 +292,7 @@ async fn paced(
     .await? as u64;
     let secs = started.elapsed().as_secs_f64();
     let expected = before + sent * per_req;
-    wait_delivered(s.dog, endpoint, expected, Duration::from_secs(300)).await?;
+    wait_delivered(s.dog, s.load, endpoint, expected, Duration::from_secs(300)).await?;
     let (busy1, st) = (machine_busy()?, proc_stat(s.pid)?);
     let items = (sent * per_req).max(1) as f64;
     let (p50, p99, p999) = samples.quantiles();
