@@ -26,8 +26,9 @@
 //! Also owns [`Deflater`]: zlib-rs compressors kept per thread and reset
 //! for the next body instead of built anew. A new compressor allocates and
 //! zeroes a few hundred kB of state; below saturation, with one small
-//! payload per request, that was a twelfth of the relay's CPU for traces
-//! (BENCHMARKS.md "Change 21: compressors kept per thread (2026-12-07)").
+//! payload per request, that was about a twentieth of the relay's CPU for
+//! spans, and a reset costs half of it (BENCHMARKS.md "Change 21:
+//! compressors kept per thread (2026-12-07)").
 
 use std::cell::RefCell;
 use std::io::Write;
