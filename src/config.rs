@@ -30,7 +30,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::secret::{MasterKey, Secret};
-use crate::site::{AllowedSites, Encoding};
+use crate::site::{AllowedSites, Encoding, Endpoint};
 use raw::RawConfig;
 use validate::Validator;
 
@@ -205,6 +205,9 @@ impl Compression {
 pub(crate) struct DeliveryConfig {
     #[serde(serialize_with = "ser_duration")]
     pub(crate) batch_max_age: Duration,
+    /// The batch age of trace stats streams (`Endpoint::is_stats`).
+    #[serde(serialize_with = "ser_duration")]
+    pub(crate) stats_max_age: Duration,
     /// Compression for series v2 (`zstd` sends `zstd1`); other endpoints
     /// always use what Datadog documents for them (gzip, or deflate for checks).
     pub(crate) compression: Compression,
@@ -224,6 +227,17 @@ pub(crate) struct DeliveryConfig {
     pub(crate) drain_timeout: Duration,
     /// How many times a 403 is retried while the key still validates.
     pub(crate) forbidden_retries: u32,
+}
+
+impl DeliveryConfig {
+    /// How long a stream of `endpoint` may wait to fill a payload.
+    pub(crate) fn batch_age(&self, endpoint: Endpoint) -> Duration {
+        if endpoint.is_stats() {
+            self.stats_max_age
+        } else {
+            self.batch_max_age
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

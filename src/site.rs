@@ -487,6 +487,12 @@ impl Endpoint {
         matches!(self, Endpoint::Events | Endpoint::EventsV2)
     }
 
+    /// Whether items are trace stats (computed by the relay or by a
+    /// tracer): batched by `delivery.stats_max_age`, not `batch_max_age`.
+    pub(crate) fn is_stats(self) -> bool {
+        matches!(self, Endpoint::TraceStats | Endpoint::ClientStats)
+    }
+
     /// Whether queued items are binary (length-prefixed in a record,
     /// `pipeline/record.rs`) rather than compact JSON lines.
     pub fn binary(self) -> bool {

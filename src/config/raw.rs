@@ -157,6 +157,8 @@ pub(crate) struct RawDelivery {
     #[serde(default, deserialize_with = "string")]
     pub(crate) batch_max_age: Option<String>,
     #[serde(default, deserialize_with = "string")]
+    pub(crate) stats_max_age: Option<String>,
+    #[serde(default, deserialize_with = "string")]
     pub(crate) compression: Option<String>,
     #[serde(default)]
     pub(crate) compression_level: Option<i64>,

@@ -607,6 +607,14 @@ impl Validator<'_> {
                 raw.batch_max_age,
                 Duration::from_secs(1),
             ),
+            // Stats come in 10 s buckets, which the trace agent flushes every
+            // 10 s (docs/datadog.md "Stats the relay computes (as the trace
+            // agent does)"): sending partial buckets sooner buys nothing.
+            stats_max_age: self.duration(
+                "delivery.stats_max_age",
+                raw.stats_max_age,
+                Duration::from_secs(10),
+            ),
             compression,
             compression_level,
             max_concurrency: self.count("delivery.max_concurrency", raw.max_concurrency, 64, 1),

@@ -26,7 +26,8 @@
 //! - the dispatcher serves ready streams least-recently-served first.
 //!
 //! Batching: a stream is sent when it holds about a payload's worth of data
-//! or its oldest record is `delivery.batch_max_age` old (or on drain).
+//! or its oldest record is `delivery.batch_max_age` old (trace stats:
+//! `delivery.stats_max_age`), or on drain.
 //!
 //! Age-out: items that could only arrive after Datadog's acceptance window
 //! (`Endpoint::window`) are not sent; they are counted per tenant and kind.
@@ -357,7 +358,6 @@ impl Pipeline {
         let now = Instant::now();
         let mut wake = now + IDLE_RECHECK;
         let config = self.config();
-        let max_age_ms = config.delivery.batch_max_age.as_millis() as i64;
         let now_wall = now_ms();
         let ready = self.queue.ready_streams();
         let tenant_cap = tenant_cap(
@@ -415,6 +415,7 @@ impl Pipeline {
                 && let Some(info) = info
             {
                 let age = now_wall - info.oldest_created_ms;
+                let max_age_ms = config.delivery.batch_age(endpoint).as_millis() as i64;
                 if age < max_age_ms {
                     wake = wake.min(now + Duration::from_millis((max_age_ms - age).max(1) as u64));
                     continue;

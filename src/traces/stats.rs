@@ -8,11 +8,13 @@
 //!
 //! Computed per request, not in a ten-second concentrator: a request's
 //! stats are stored with its traces in one durable append, so they are
-//! never lost in memory and never sent without their traces. Several
-//! payloads may then cover one bucket; each carries the relay's runtime id
-//! and its own sequence number, as tracers' payloads do, and the backend
-//! adds them up (the usual case of many tracers feeding one service;
-//! UNCONFIRMED beyond that).
+//! never lost in memory and never sent without their traces. Delivery
+//! batches them for `delivery.stats_max_age` (10 s, the concentrator's
+//! flush period), so a quiet tenant's stats go in one payload per 10 s,
+//! not one per request. Several payloads may still cover one bucket; each
+//! carries the relay's runtime id and its own sequence number, as tracers'
+//! payloads do, and the backend adds them up (the usual case of many
+//! tracers feeding one service; UNCONFIRMED beyond that).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -114,6 +114,10 @@ fn items_in(endpoint: Endpoint, body: &[u8]) -> usize {
     flate2::read::GzDecoder::new(body)
         .read_to_end(&mut text)
         .expect("gzip body");
+    if endpoint.is_stats() {
+        let (_, stats) = crate::traces::stats::read_stats_payload(&text).expect("stats body");
+        return stats.len();
+    }
     if endpoint == Endpoint::Traces {
         use prost::Message as _;
         let payload = crate::traces::pb::AgentPayload::decode(&text[..]).expect("protobuf body");
@@ -270,6 +274,17 @@ impl Drop for Harness {
 /// One record of `items` logs, events or traces (stored as a piece, as
 /// ingest stores them), accepted a minute ago.
 async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
+    append_aged(queue, tenant, endpoint, items, Duration::from_secs(60)).await;
+}
+
+/// The same, accepted `age` ago (by the wall clock, which batch ages read);
+/// stats records hold client stats payloads.
+async fn append_aged(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize, age: Duration) {
+    if endpoint.is_stats() {
+        let one = crate::traces::stats::ClientStats::default().to_msgpack();
+        let payload = crate::pipeline::record::join_binary(&vec![one; items]);
+        return append_payload(queue, tenant, endpoint, items, age, &payload).await;
+    }
     let body: Vec<String> = (0..items)
         .map(|i| match endpoint {
             Endpoint::Events => format!("{{\"title\":\"e{i}\",\"text\":\"t\"}}"),
@@ -290,7 +305,18 @@ async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
         let joined = crate::pipeline::record::join_binary(&frames);
         payload = crate::pipeline::record::pack_piece(endpoint, 1, &joined).expect("a piece");
     }
-    let at = crate::clock::now_ms() - 60_000;
+    append_payload(queue, tenant, endpoint, items, age, &payload).await;
+}
+
+async fn append_payload(
+    queue: &Queue,
+    tenant: &str,
+    endpoint: Endpoint,
+    items: usize,
+    age: Duration,
+    payload: &[u8],
+) {
+    let at = crate::clock::now_ms() - age.as_millis() as i64;
     queue
         .append(NewRecord {
             tenant,
@@ -300,7 +326,7 @@ async fn append(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usize) {
             created_ms: at,
             oldest_ms: at,
             newest_ms: at,
-            payload: &payload,
+            payload,
         })
         .await
         .unwrap();
@@ -396,6 +422,53 @@ async fn trace_pieces_go_spliced_and_fall_back_to_their_items() {
         .await;
     assert_eq!(h.intake.calls("b").len(), 1, "sent once, spliced");
     assert_eq!(h.pipeline.dead_letters().totals("b").items, 120);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trace_stats_wait_for_their_own_batch_age() {
+    // Traces and stats 5 s old, stats 11 s old for another tenant: with a
+    // 1 s batch age and a 10 s stats age, the 5 s old stats wait (until
+    // drain) and the rest go at once.
+    let fill = [
+        ("a", Endpoint::Traces, 3),
+        ("a", Endpoint::TraceStats, 2),
+        ("b", Endpoint::ClientStats, 4),
+    ];
+    let config = "[delivery]\nbatch_max_age = \"1s\"\nstats_max_age = \"10s\"\n";
+    let script: Script = Box::new(|_, _| Reply::Status(202));
+    let h = Harness::start(&["a", "b"], config, script, &[]).await;
+    for (tenant, endpoint, items) in fill {
+        let age = if tenant == "a" { 5 } else { 11 };
+        append_aged(&h.queue, tenant, endpoint, items, Duration::from_secs(age)).await;
+    }
+    h.until(
+        "the traces and the old stats",
+        Duration::from_secs(2),
+        |h| h.queued("b") == 0 && h.queued("a") == 2,
+    )
+    .await;
+    // Held for seconds more of (paused) dispatcher time: the wall clock,
+    // which ages are read from, stands still meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.queued("a"),
+        2,
+        "stats younger than stats_max_age are held"
+    );
+    let sent: Vec<(Endpoint, usize)> = h
+        .intake
+        .calls("a")
+        .iter()
+        .map(|c| (c.endpoint, c.items))
+        .collect();
+    assert_eq!(sent, vec![(Endpoint::Traces, 3)]);
+    assert_eq!(h.intake.calls("b")[0].items, 4);
+    // Drain sends them, whatever their age.
+    h.shutdown.trigger();
+    h.until("drained", Duration::from_secs(5), |h| h.queued("a") == 0)
+        .await;
+    let last = h.intake.calls("a").pop().unwrap();
+    assert_eq!((last.endpoint, last.items), (Endpoint::TraceStats, 2));
 }
 
 #[tokio::test(start_paused = true)]
