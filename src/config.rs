@@ -1018,6 +1018,24 @@ master_key = "{key}"
     }
 
     #[test]
+    fn stats_batch_age_follows_the_batch_age_unless_set() {
+        let with = |extra: &str| {
+            let text = minimal("/tmp/x", &key()) + "\n[delivery]\n" + extra;
+            let c = Config::from_sources(&text, "c.toml", &[]).unwrap();
+            (c.delivery.batch_max_age, c.delivery.stats_max_age)
+        };
+        let s = Duration::from_secs;
+        assert_eq!(with(""), (s(1), s(1)));
+        assert_eq!(with("batch_max_age = \"200ms\"\n"), (s(1) / 5, s(1) / 5));
+        assert_eq!(with("stats_max_age = \"10s\"\n"), (s(1), s(10)));
+        let text = minimal("/tmp/x", &key()) + "\n[delivery]\nstats_max_age = \"soon\"\n";
+        let msg = Config::from_sources(&text, "c.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("delivery.stats_max_age"), "{msg}");
+    }
+
+    #[test]
     fn queue_compression_default_choices_and_typo() {
         let c = Config::from_sources(&minimal("/tmp/x", &key()), "c.toml", &[]).unwrap();
         assert_eq!(c.queue.compression, QueueCompression::Lz4);

@@ -601,19 +601,23 @@ impl Validator<'_> {
     fn delivery(&mut self, raw: raw::RawDelivery) -> DeliveryConfig {
         let (compression, compression_level) =
             self.compression(raw.compression.as_deref(), raw.compression_level);
+        let batch_max_age = self.duration(
+            "delivery.batch_max_age",
+            raw.batch_max_age,
+            Duration::from_secs(1),
+        );
         let delivery = DeliveryConfig {
-            batch_max_age: self.duration(
-                "delivery.batch_max_age",
-                raw.batch_max_age,
-                Duration::from_secs(1),
-            ),
-            // Stats come in 10 s buckets, which the trace agent flushes every
-            // 10 s (docs/datadog.md "Stats the relay computes (as the trace
-            // agent does)"): sending partial buckets sooner buys nothing.
+            batch_max_age,
+            // Unset: the same as the other kinds. 10 s, the trace agent's
+            // flush period (docs/datadog.md "Stats the relay computes (as the
+            // trace agent does)"), sends fewer payloads for quiet tenants;
+            // not the default, for what it cost in the bench (BENCHMARKS.md
+            // "Change 22: trace stats on their own batch age, not by default
+            // (2026-12-07)").
             stats_max_age: self.duration(
                 "delivery.stats_max_age",
                 raw.stats_max_age,
-                Duration::from_secs(10),
+                batch_max_age,
             ),
             compression,
             compression_level,

@@ -661,8 +661,8 @@ fn total_items(dog: &FakeDog, endpoint: Endpoint) -> u64 {
 /// relay's queue is empty: what a phase's requests made besides (the
 /// trace stats computed from its spans) is delivered, and its cost
 /// charged, before the phase's figures are taken, not in the next phase.
-/// Returns how long the items took: trace stats wait for their own batch
-/// age (`delivery.stats_max_age`, 10 s), which is not the spans' delivery
+/// Returns how long the items took: trace stats may wait for their own
+/// batch age (`delivery.stats_max_age`), which is not the spans' delivery
 /// rate.
 async fn wait_delivered(
     dog: &FakeDog,
@@ -682,9 +682,8 @@ async fn wait_delivered(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let items_took = started.elapsed();
-    // The tenant list costs the relay CPU (a few ms for 100 tenants),
-    // which the phase is charged: asked at growing intervals, about 15
-    // times over a 10 s stats age.
+    // The tenant list costs the relay CPU, which the phase is charged:
+    // asked at growing intervals (about 15 times over 10 s).
     let mut every = Duration::from_millis(20);
     loop {
         let queued = load.queued_items().await?;

@@ -9,9 +9,9 @@
 //! Computed per request, not in a ten-second concentrator: a request's
 //! stats are stored with its traces in one durable append, so they are
 //! never lost in memory and never sent without their traces. Delivery
-//! batches them for `delivery.stats_max_age` (10 s, the concentrator's
-//! flush period), so a quiet tenant's stats go in one payload per 10 s,
-//! not one per request. Several payloads may still cover one bucket; each
+//! batches them for `delivery.stats_max_age` (by default the other kinds'
+//! age; at 10 s, the concentrator's flush period, a quiet tenant's stats
+//! go in one payload per 10 s). Several payloads may cover one bucket; each
 //! carries the relay's runtime id and its own sequence number, as tracers'
 //! payloads do, and the backend adds them up (the usual case of many
 //! tracers feeding one service; UNCONFIRMED beyond that).
