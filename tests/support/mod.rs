@@ -90,14 +90,9 @@ impl Setup {
         self
     }
 
-    /// `delivery.batch_max_age`, and `delivery.stats_max_age` the same (so
-    /// trace stats arrive as soon as the rest).
+    /// `delivery.batch_max_age`.
     pub fn batch_max_age(self, d: Duration) -> Setup {
-        self.set("delivery", "batch_max_age", toml_duration(d)).set(
-            "delivery",
-            "stats_max_age",
-            toml_duration(d),
-        )
+        self.set("delivery", "batch_max_age", toml_duration(d))
     }
 
     /// `delivery.retry_initial` and `delivery.retry_max`.

@@ -447,8 +447,9 @@ async fn trace_stats_wait_for_their_own_batch_age() {
         |h| h.queued("b") == 0 && h.queued("a") == 2,
     )
     .await;
-    // Held for seconds more of (paused) dispatcher time: the wall clock,
-    // which ages are read from, stands still meanwhile.
+    // Held through seconds more of (paused) dispatcher time; the wall
+    // clock, which ages are read from, moves only by the test's own
+    // milliseconds meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         h.queued("a"),
