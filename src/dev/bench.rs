@@ -129,6 +129,25 @@ pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
     })
 }
 
+/// The relay's high-water mark over the run so far, folded in at each
+/// [`reset_peak_rss`] (the kernel's own restarts there).
+static RUN_PEAK_RSS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts a phase's own high-water mark (`VmHWM`): folds the one so far
+/// into the run's, then resets the kernel's (`/proc/<pid>/clear_refs`,
+/// "5"). Where the kernel refuses, a phase's figure is the run's so far.
+pub(crate) fn reset_peak_rss(pid: u32) -> anyhow::Result<()> {
+    RUN_PEAK_RSS.fetch_max(proc_stat(pid)?.peak_rss_bytes, Ordering::Relaxed);
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    Ok(())
+}
+
+/// The relay's high-water mark over the whole run, across the resets.
+pub(crate) fn run_peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let now = proc_stat(pid)?.peak_rss_bytes;
+    Ok(RUN_PEAK_RSS.load(Ordering::Relaxed).max(now))
+}
+
 fn spawn_relay(config: &Path) -> anyhow::Result<RelayProc> {
     use std::io::BufRead as _;
     let exe = std::env::current_exe()?;
@@ -1206,6 +1225,7 @@ async fn saturate(
 ) -> anyhow::Result<Saturated> {
     load.backpressured.store(0, Ordering::Relaxed);
     let before_items = total_items(dog, endpoint);
+    reset_peak_rss(pid)?;
     let cpu0 = proc_stat(pid)?.cpu_seconds;
     let (requests, secs) = closed_loop(
         load,
@@ -1693,7 +1713,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
     );
     report.insert("intake_requests".into(), json!(requests));
     // The process's high-water mark now: the matrix (`--loads`) included.
-    let peak = peak.max(proc_stat(pid)?.peak_rss_bytes);
+    let peak = peak.max(run_peak_rss(pid)?);
     report.insert("peak_rss_mib".into(), json!(peak as f64 / MIB));
     let violations = dog.violations().len();
     report.insert("fakedog_violations".into(), json!(violations));

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::{
     BenchOptions, Bodies, Load, MIB, Samples, Saturated, cpu_now, floor_blocks, floor_job,
-    histogram_delta_quantiles, machine_busy, median, open_loop, proc_stat, saturate, total_items,
-    wait_delivered,
+    histogram_delta_quantiles, machine_busy, median, open_loop, proc_stat, reset_peak_rss,
+    saturate, total_items, wait_delivered,
 };
 use crate::dev::fakedog::FakeDog;
 use crate::site::Endpoint;
@@ -248,6 +248,7 @@ async fn one_load(
             "relay_cpu_seconds_per_million_items": relay * 1e6,
             "ingest_ack_ms": { "p50": p50, "p99": p99 },
             "rss_mib": st.rss_bytes as f64 / MIB,
+            "peak_rss_mib": st.peak_rss_bytes as f64 / MIB,
         }),
     );
     for fraction in FRACTIONS {
@@ -278,6 +279,7 @@ async fn paced(
     let samples = Arc::new(Samples::default());
     let before = total_items(s.dog, endpoint);
     let metrics_before = s.load.metrics().await?;
+    reset_peak_rss(s.pid)?;
     let (busy0, cpu0) = (machine_busy()?, proc_stat(s.pid)?.cpu_seconds);
     let started = Instant::now();
     let req_rate = (rate / per_req as f64).max(0.5);
@@ -325,6 +327,7 @@ async fn paced(
         "queue_commit_ms": { "p50": c50, "p99": c99, "p999": c999 },
         "machine_busy": (busy1.0 - busy0.0) / (busy1.1 - busy0.1).max(1.0),
         "rss_mib": st.rss_bytes as f64 / MIB,
+        "peak_rss_mib": st.peak_rss_bytes as f64 / MIB,
     }))
 }
 
