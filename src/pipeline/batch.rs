@@ -202,7 +202,7 @@ impl Packer {
     /// cover `0..items.len()` in order, each a contiguous range, every item
     /// exactly once: `Ok` payloads satisfy every limit; an `Err` names the
     /// items it covers ([`BatchError::items`]).
-    pub fn pack(&self, items: &[&[u8]]) -> Vec<Result<Payload, BatchError>> {
+    pub fn pack<T: AsRef<[u8]>>(&self, items: &[T]) -> Vec<Result<Payload, BatchError>> {
         let mut out = Vec::new();
         match self.endpoint {
             Endpoint::TraceStats | Endpoint::ClientStats => self.pack_counted(items, 0, &mut out),
@@ -216,30 +216,31 @@ impl Packer {
     /// first (by uncompressed size and count, exact), then written and
     /// compressed in one pass. A compressed body over the cap (possible
     /// only for data gzip cannot shrink) is packed again in halves.
-    fn pack_counted(
+    fn pack_counted<T: AsRef<[u8]>>(
         &self,
-        items: &[&[u8]],
+        items: &[T],
         offset: usize,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
         let l = self.limits;
         let computed = self.endpoint == Endpoint::ClientStats;
-        let overhead = crate::traces::stats::stats_payload(computed, &[]).len() + 4;
+        let overhead = crate::traces::stats::stats_payload::<&[u8]>(computed, &[]).len() + 4;
         let mut i = 0;
+        let len = |k: usize| items[k].as_ref().len();
         while i < items.len() {
-            if items[i].len() > l.max_item || overhead + items[i].len() > l.max_uncompressed {
+            if len(i) > l.max_item || overhead + len(i) > l.max_uncompressed {
                 let why = format!("Datadog accepts at most {} bytes per item", l.max_item);
-                out.push(Err(self.oversized(offset + i, items[i].len(), why)));
+                out.push(Err(self.oversized(offset + i, len(i), why)));
                 i += 1;
                 continue;
             }
             let (mut j, mut size) = (i, overhead);
             while j < items.len()
                 && j - i < l.max_items
-                && items[j].len() <= l.max_item
-                && size + items[j].len() <= l.max_uncompressed
+                && len(j) <= l.max_item
+                && size + len(j) <= l.max_uncompressed
             {
-                size += items[j].len();
+                size += len(j);
                 j += 1;
             }
             let body = crate::traces::stats::stats_payload(computed, &items[i..j]);
@@ -260,7 +261,7 @@ impl Packer {
                         c.len(),
                         l.max_compressed
                     );
-                    out.push(Err(self.oversized(offset + i, items[i].len(), why)));
+                    out.push(Err(self.oversized(offset + i, len(i), why)));
                 }
                 Ok(c) => out.push(Ok(Payload {
                     body: Bytes::from(c),
@@ -280,17 +281,22 @@ impl Packer {
     }
 
     /// Packs `items`, which start at input index `offset`, onto `out`.
-    fn pack_into(
+    fn pack_into<T: AsRef<[u8]>>(
         &self,
-        items: &[&[u8]],
+        items: &[T],
         offset: usize,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
         let frame = frame(self.endpoint);
         let mut open: Option<Open> = None;
+        // Bytes of the items from this one on: a payload's buffer is sized
+        // for what is left to pack, not for the largest payload.
+        let mut left: usize = items.iter().map(|i| i.as_ref().len()).sum();
         for (k, item) in items.iter().enumerate() {
+            let rest = left;
+            left -= item.as_ref().len();
             if let Some(mut p) = open.take() {
-                match self.try_add(&frame, &mut p, item) {
+                match self.try_add(&frame, &mut p, item.as_ref()) {
                     Ok(true) => {
                         open = Some(p);
                         continue;
@@ -303,7 +309,7 @@ impl Packer {
                     })),
                 }
             }
-            open = self.start(&frame, offset + k, item, out);
+            open = self.start(&frame, offset + k, item.as_ref(), rest, out);
         }
         if let Some(p) = open {
             self.close(&frame, p, items, offset, out);
@@ -327,6 +333,7 @@ impl Packer {
         frame: &Frame,
         index: usize,
         item: &[u8],
+        rest: usize,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) -> Option<Open> {
         let l = &self.limits;
@@ -355,7 +362,7 @@ impl Packer {
             item_count: 1,
             source,
         };
-        let capacity = self.capacity();
+        let capacity = self.capacity(rest);
         let mut enc = match Encoder::new(self.encoding, self.level, capacity) {
             Ok(e) => e,
             Err(e) => {
@@ -433,11 +440,11 @@ impl Packer {
     }
 
     /// Finishes `p` onto `out`. `items` start at input index `offset`.
-    fn close(
+    fn close<T: AsRef<[u8]>>(
         &self,
         frame: &Frame,
         p: Open,
-        items: &[&[u8]],
+        items: &[T],
         offset: usize,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
@@ -462,7 +469,7 @@ impl Packer {
             }
             Ok(payload) => out.push(Err(self.oversized(
                 first,
-                items.get(first - offset).map_or(0, |i| i.len()),
+                items.get(first - offset).map_or(0, |i| i.as_ref().len()),
                 format!(
                     "it compresses to {} bytes; Datadog accepts at most {}",
                     payload.body.len(),
@@ -477,10 +484,19 @@ impl Packer {
         }
     }
 
-    /// A starting size for the output buffer: most payloads end near the
-    /// compressed cap or are small, so start at a quarter of it.
-    fn capacity(&self) -> usize {
-        (self.limits.max_compressed / 4).min(1 << 20)
+    /// A starting size for the output buffer of a payload that begins
+    /// with `rest` bytes of items left to pack: a quarter of those (JSON
+    /// and span items compress four to ten times; a payload that does not
+    /// grows its buffer), at most a quarter of the compressed cap (most
+    /// payloads end near it or are small) and 1 MiB. Packed payloads wait
+    /// for their turn to be sent, so their unused room is memory held: a
+    /// take of a light series tenant packs about 25 KB into a buffer that
+    /// was 128 KB (BENCHMARKS.md "Change 23: delivery's bookkeeping sized
+    /// to the items (2026-12-07)").
+    fn capacity(&self, rest: usize) -> usize {
+        (self.limits.max_compressed / 4)
+            .min(1 << 20)
+            .min(rest / 4 + 4096)
     }
 }
 

@@ -109,13 +109,13 @@ impl DeadLetters {
     }
 
     /// Stores a refused payload's items. Returns the entry.
-    pub(crate) fn put(
+    pub(crate) fn put<T: AsRef<[u8]>>(
         &self,
         tenant: &str,
         kind: &str,
         status: u16,
         answer: &str,
-        items: &[&[u8]],
+        items: &[T],
         at_ms: i64,
     ) -> std::io::Result<Entry> {
         let id = {
@@ -124,7 +124,7 @@ impl DeadLetters {
             *n += 1;
             id
         };
-        let bytes: u64 = items.iter().map(|i| i.len() as u64 + 1).sum();
+        let bytes: u64 = items.iter().map(|i| i.as_ref().len() as u64 + 1).sum();
         let entry = Entry {
             id,
             kind: kind.to_string(),
@@ -140,7 +140,7 @@ impl DeadLetters {
         serde_json::to_writer(&mut f, &entry)?;
         f.write_all(b"\n")?;
         for item in items {
-            f.write_all(item)?;
+            f.write_all(item.as_ref())?;
             f.write_all(b"\n")?;
         }
         f.into_inner().map_err(|e| e.into_error())?.sync_data()?;

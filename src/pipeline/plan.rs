@@ -25,13 +25,19 @@ use crate::site::Endpoint;
 /// One take, planned.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// Every item to send: first the items of the records not stored ready
-    /// (one run, [`Plan::items_run`]), then one run of placeholders per
-    /// ready record (rebuilt only if its payload must fall back to items).
-    /// Items share the records' buffers, so they move without copying.
+    /// The items to pack: those of the records not stored ready (one run,
+    /// [`Plan::items_run`]). Items share the records' buffers, so they move
+    /// without copying. Each ready record has a run of item indices after
+    /// them (in `ready`), whose items exist here only once rebuilt
+    /// ([`Plan::rebuild`], when its payload must fall back to items): a
+    /// ready record is sent as stored, and a take of trace pieces holds
+    /// hundreds of thousands of spans, so placeholders made up front would
+    /// cost 32 bytes a span for nothing.
     pub(crate) items: Vec<Bytes>,
-    /// For each item, the index of the record (in the take) it belongs to.
-    pub(crate) owner: Vec<usize>,
+    /// For each item, the index of the record (in the take) it belongs to
+    /// (a take is at most a few thousand records; four bytes an item, as a
+    /// light series item is about 60).
+    pub(crate) owner: Vec<u32>,
     /// For each record, how many of its items are still to be settled: a
     /// record at zero (all sent, or all aged out, or damaged) is acked.
     pub(crate) remaining: Vec<u32>,
@@ -153,6 +159,9 @@ impl Plan {
         r: Range<usize>,
     ) -> Result<(), String> {
         let list = ready.items(endpoint).map_err(|e| e.to_string())?;
+        if self.items.len() < r.end {
+            self.items.resize(r.end, Bytes::new());
+        }
         let slots = &mut self.items[r];
         if list.len() != slots.len() {
             return Err("stored payload's item count differs from its header".into());
@@ -163,13 +172,20 @@ impl Plan {
         Ok(())
     }
 
+    /// The items `r`, as far as they exist: a ready record's only once
+    /// rebuilt.
+    pub(crate) fn items_in(&self, r: Range<usize>) -> &[Bytes] {
+        let end = r.end.min(self.items.len());
+        self.items.get(r.start.min(end)..end).unwrap_or_default()
+    }
+
     /// The records whose items are all settled (or that had none left to
     /// send) are acked; the others go back to the queue whole.
     pub(crate) fn settlement(&self) -> Settlement {
         let mut open = self.remaining.clone();
         for (i, s) in self.settled.iter().enumerate() {
             if *s {
-                open[self.owner[i]] -= 1;
+                open[self.owner[i] as usize] -= 1;
             }
         }
         let mut out = Settlement::default();
@@ -281,7 +297,7 @@ pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan 
                 }
             }
             p.items.push(item);
-            p.owner.push(ri);
+            p.owner.push(ri as u32);
             p.remaining[ri] += 1;
         }
     }
@@ -289,13 +305,12 @@ pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan 
     // the items of the other records form one run to pack.
     p.items_run = 0..p.items.len();
     for (ri, r) in ready_records {
-        let start = p.items.len();
-        p.items.resize(start + r.item_count(), Bytes::new());
-        p.owner.resize(p.items.len(), ri);
+        let start = p.owner.len();
+        p.owner.resize(start + r.item_count(), ri as u32);
         p.remaining[ri] += r.item_count() as u32;
-        p.ready.push((start..p.items.len(), r));
+        p.ready.push((start..p.owner.len(), r));
     }
-    p.settled = vec![false; p.items.len()];
+    p.settled = vec![false; p.owner.len()];
     p
 }
 
@@ -463,6 +478,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_records_items_exist_only_once_rebuilt() {
+        let take: Vec<Taken> = (0..3).map(|_| trace_piece(3000)).collect();
+        let mut p = plan(&take, Endpoint::Traces, 0);
+        assert!(p.items.is_empty(), "no placeholders are made up front");
+        assert_eq!(p.ready[1].0, 3000..6000);
+        assert!(p.items_in(0..9000).is_empty());
+        // The second record falls back to its items: they fill its run,
+        // and only the runs up to it exist.
+        let (r, ready) = p.ready[1].clone();
+        p.rebuild(&ready, Endpoint::Traces, r.clone()).unwrap();
+        assert_eq!(p.items_in(r.clone()).len(), 3000);
+        assert!(p.items_in(r.clone()).iter().all(|i| !i.is_empty()));
+        assert!(p.items_in(0..3000).iter().all(|i| i.is_empty()));
+        assert!(p.items_in(6000..9000).is_empty());
+        // Settlement counts every record's items, made or not.
+        p.settle(0..6000);
+        let out = p.settlement();
+        assert_eq!((out.ack, out.release), (vec![0, 1], vec![2]));
+    }
+
+    #[test]
     fn pieces_join_while_one_payload_holds_them() {
         // 10,000 items at most per traces payload: three records of 3,000
         // join, the fourth starts the next payload.
@@ -521,7 +557,7 @@ mod tests {
             let out = p.settlement();
             for ri in 0..take.len() {
                 let all = (0..p.items.len())
-                    .filter(|i| p.owner[*i] == ri)
+                    .filter(|i| p.owner[*i] as usize == ri)
                     .all(|i| settled[i]);
                 proptest::prop_assert_eq!(out.ack.contains(&ri), all);
                 proptest::prop_assert_eq!(out.release.contains(&ri), !all);
@@ -558,7 +594,7 @@ mod tests {
             proptest::prop_assert_eq!(p.items.len() as u64 + p.aged, total as u64);
             proptest::prop_assert_eq!(p.items_run.clone(), 0..p.items.len());
             for (ri, _) in take.iter().enumerate() {
-                let owned = p.owner.iter().filter(|o| **o == ri).count() as u32;
+                let owned = p.owner.iter().filter(|o| **o as usize == ri).count() as u32;
                 proptest::prop_assert_eq!(p.remaining[ri], owned);
             }
             let kept = records.iter().flatten().filter(|t| **t >= cut).count();

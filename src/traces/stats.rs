@@ -235,8 +235,8 @@ impl<'a> Group<'a> {
 
 /// A `StatsPayload` body holding `items` (each a client payload's
 /// MessagePack): what the stats intake takes.
-pub(crate) fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
-    let len: usize = items.iter().map(|i| i.len()).sum();
+pub(crate) fn stats_payload<T: AsRef<[u8]>>(client_computed: bool, items: &[T]) -> Vec<u8> {
+    let len: usize = items.iter().map(|i| i.as_ref().len()).sum();
     let mut o = Vec::with_capacity(len + 128);
     write::map(&mut o, 6);
     write::kv_str(&mut o, "AgentHostname", "");
@@ -244,7 +244,7 @@ pub(crate) fn stats_payload(client_computed: bool, items: &[&[u8]]) -> Vec<u8> {
     write::str(&mut o, "Stats");
     write::array(&mut o, items.len() as u32);
     for i in items {
-        o.extend_from_slice(i);
+        o.extend_from_slice(i.as_ref());
     }
     write::kv_str(&mut o, "AgentVersion", super::AGENT_VERSION);
     write::str(&mut o, "ClientComputed");

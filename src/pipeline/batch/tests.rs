@@ -169,7 +169,7 @@ fn wrappers_and_encodings_round_trip() {
     );
     assert!(
         Packer::new(Endpoint::Logs, Encoding::Gzip, 1)
-            .pack(&[])
+            .pack::<&[u8]>(&[])
             .is_empty()
     );
 }

@@ -7,7 +7,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{MAX_RECORDS_PER_TAKE, Outcome, Pipeline, encoding_for};
@@ -158,8 +157,10 @@ impl Pipeline {
         while let Some(w) = work.pop_front() {
             let packed = match &w.ready[..] {
                 [] => {
-                    let items = &plan.items[w.range.clone()];
-                    match self.pack(&packer, items, w.max_items, prepare.take()).await {
+                    let packed = self
+                        .pack(&packer, plan, w.range.clone(), w.max_items, prepare.take())
+                        .await;
+                    match packed {
                         Ok(p) => p,
                         Err(why) => return Some(Outcome::retry(why)),
                     }
@@ -177,7 +178,7 @@ impl Pipeline {
                     Ok(p) => p,
                     Err(e) => {
                         let r = shift(e.items(), w.range.start);
-                        self.dead_letter(s, 0, &e.to_string(), &as_slices(&plan.items[r.clone()]));
+                        self.dead_letter(s, 0, &e.to_string(), plan.items_in(r.clone()));
                         plan.settle(r);
                         continue;
                     }
@@ -196,7 +197,7 @@ impl Pipeline {
                         Step::Next => self.count_delivered(s, r.len(), payload.body.len()),
                         Step::DeadLetter(r) => {
                             let (status, why) = answer_text(&sent);
-                            self.dead_letter(s, status, &why, &as_slices(&plan.items[r]));
+                            self.dead_letter(s, status, &why, plan.items_in(r));
                         }
                         Step::Split(r, half) => {
                             self.count_split(s, r.len());
@@ -232,7 +233,7 @@ impl Pipeline {
             match plan.rebuild(ready, s.endpoint, rr.clone()) {
                 Ok(()) => rebuilt.push(rr.clone()),
                 Err(why) => {
-                    let raw = &taken[plan.owner[rr.start]].payload;
+                    let raw = &taken[plan.owner[rr.start] as usize].payload;
                     self.dead_letter(s, 0, &why, &[raw]);
                     plan.settle(rr.clone());
                 }
@@ -245,12 +246,18 @@ impl Pipeline {
         }
     }
 
-    /// Packs `items` on a delivery thread (compression is CPU work; the
-    /// async workers and ingest keep answering promptly).
+    /// Packs the plan's items `range` on a delivery thread (compression is
+    /// CPU work; the async workers and ingest keep answering promptly). The
+    /// items move to that thread and back, not copied: a light series item
+    /// is about 60 bytes, so a copy of the list (and of each item's
+    /// reference count) would cost as much as the items. If packing fails,
+    /// the plan is left without items: the take stops, and nothing of it
+    /// is settled that was not before.
     async fn pack(
         &self,
         packer: &Packer,
-        items: &[Bytes],
+        plan: &mut Plan,
+        range: Range<usize>,
         max_items: usize,
         prepare: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Result<Payload, BatchError>>, String> {
@@ -264,10 +271,18 @@ impl Pipeline {
                 .map_err(|_| "shutting down".to_string())?,
         };
         let packer = packer.with_max_items(max_items);
-        let chunk = items.to_vec();
-        let packed = self.work.run(move || packer.pack(&as_slices(&chunk))).await;
+        let items = std::mem::take(&mut plan.items);
+        let packed = self
+            .work
+            .run(move || {
+                let packed = packer.pack(&items[range]);
+                (items, packed)
+            })
+            .await;
         drop(permit);
-        packed.map_err(|e| format!("packing failed: {e}"))
+        let (items, packed) = packed.map_err(|e| format!("packing failed: {e}"))?;
+        plan.items = items;
+        Ok(packed)
     }
 
     /// One payload through the tenant's rate limit, a sending slot (held
@@ -401,7 +416,7 @@ impl Pipeline {
         keep
     }
 
-    fn dead_letter(&self, s: &Stream<'_>, status: u16, answer: &str, items: &[&[u8]]) {
+    fn dead_letter<T: AsRef<[u8]>>(&self, s: &Stream<'_>, status: u16, answer: &str, items: &[T]) {
         let (tenant, kind) = (s.tenant, s.endpoint.name());
         // Stored first, counted after: a reader who sees the count finds
         // the entry.
@@ -461,10 +476,6 @@ fn kib(taken: &[Taken]) -> usize {
 
 fn ids(taken: &[Taken]) -> Vec<RecordId> {
     taken.iter().map(|t| t.id).collect()
-}
-
-fn as_slices(items: &[Bytes]) -> Vec<&[u8]> {
-    items.iter().map(|b| b.as_ref()).collect()
 }
 
 fn shift(r: std::ops::Range<usize>, by: usize) -> std::ops::Range<usize> {
