@@ -116,9 +116,20 @@ fn load_regressions(label: &str, load: &serde_json::Value) -> Vec<String> {
                 "{label}, {tenants}: ack p99 at 50 % load {p99:.1} ms"
             ));
         }
-        let rss = phase("saturation", "rss_mib").max(phase("90%", "rss_mib"));
+        // The most any phase held, at its own peak (a figure missing in
+        // any phase fails).
+        let rss = ["10%", "50%", "90%", "saturation"]
+            .map(|p| phase(p, "peak_rss_mib"))
+            .into_iter()
+            .fold(0.0, |m: f64, p| {
+                if m.is_nan() || p.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(p)
+                }
+            });
         if !within(rss, GROSS_RSS_MIB) {
-            failed.push(format!("{label}, {tenants}: RSS {rss:.0} MiB"));
+            failed.push(format!("{label}, {tenants}: peak RSS {rss:.0} MiB"));
         }
     }
     failed
@@ -386,9 +397,10 @@ mod tests {
         one_over_many: f64,
     ) -> serde_json::Value {
         let phases = json!({
-            "saturation": { "relay_over_floor": over, "rss_mib": rss },
-            "50%": { "ingest_ack_ms": { "p50": 1.0, "p99": p99 } },
-            "90%": { "rss_mib": rss },
+            "saturation": { "relay_over_floor": over, "peak_rss_mib": rss },
+            "10%": { "peak_rss_mib": 90.0 },
+            "50%": { "ingest_ack_ms": { "p50": 1.0, "p99": p99 }, "peak_rss_mib": 90.0 },
+            "90%": { "peak_rss_mib": rss },
         });
         json!({ "loads": { label: {
             "one_tenant_over_many": one_over_many,
@@ -471,5 +483,17 @@ mod tests {
         assert_eq!(failed.len(), 2, "{failed:?}");
         let failed = gross_regressions(&report(1.6, 16.5, 130.0, f64::NAN));
         assert_eq!(failed.len(), 1, "{failed:?}");
+        // The peak of a paced phase counts as much as saturation's, and a
+        // phase without its peak fails.
+        let mut r = report(1.6, 16.5, 130.0, 0.98);
+        r["loads"]["logs"]["by_tenants"]["tenants_1"]["10%"]["peak_rss_mib"] = json!(250.0);
+        let failed = gross_regressions(&r);
+        assert_eq!(failed, vec!["logs, tenants_1: peak RSS 250 MiB"]);
+        let mut r = report(1.6, 16.5, 130.0, 0.98);
+        r["loads"]["logs"]["by_tenants"]["tenants_20"]["50%"] = json!({
+            "ingest_ack_ms": { "p50": 1.0, "p99": 16.5 },
+        });
+        let failed = gross_regressions(&r);
+        assert_eq!(failed, vec!["logs, tenants_20: peak RSS NaN MiB"]);
     }
 }
