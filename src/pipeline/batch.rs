@@ -204,9 +204,10 @@ impl Packer {
     /// items it covers ([`BatchError::items`]).
     pub fn pack<T: AsRef<[u8]>>(&self, items: &[T]) -> Vec<Result<Payload, BatchError>> {
         let mut out = Vec::new();
-        match self.endpoint {
-            Endpoint::TraceStats | Endpoint::ClientStats => self.pack_counted(items, 0, &mut out),
-            _ => self.pack_into(items, 0, &mut out),
+        if self.endpoint.is_stats() {
+            self.pack_counted(items, 0, &mut out);
+        } else {
+            self.pack_into(items, 0, &mut out);
         }
         out
     }
