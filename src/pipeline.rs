@@ -3,6 +3,7 @@
 //! Synchronous stages, without I/O, clock or locks, each unit-tested:
 //! - `plan`: what one take sends (items to pack, payloads stored ready,
 //!   age-out, which records settle when);
+//! - `items`: a take's items, as byte ranges of its records' buffers;
 //! - [`batch`]: packs items (compact JSON) into payloads that satisfy the
 //!   endpoint's [`crate::site::Limits`] exactly;
 //! - [`encode`]: the streaming compressor that tells [`batch`] how large the
@@ -25,6 +26,7 @@ pub(crate) mod background;
 pub mod batch;
 pub(crate) mod deadletter;
 pub mod encode;
+pub(crate) mod items;
 pub(crate) mod limits;
 pub(crate) mod plan;
 pub mod record;

@@ -96,6 +96,34 @@ impl BatchError {
     }
 }
 
+/// A list of items the packer reads by index: a slice of byte strings, or
+/// a take's item table (`pipeline::items`), whose items are ranges of the
+/// records' buffers.
+pub trait Items {
+    /// How many items the list holds.
+    fn count(&self) -> usize;
+    /// Item `i` (`i < count()`).
+    fn item(&self, i: usize) -> &[u8];
+}
+
+impl<T: AsRef<[u8]>> Items for [T] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn item(&self, i: usize) -> &[u8] {
+        self[i].as_ref()
+    }
+}
+
+impl<T: AsRef<[u8]>> Items for Vec<T> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn item(&self, i: usize) -> &[u8] {
+        self[i].as_ref()
+    }
+}
+
 /// How items are joined into one body.
 struct Frame {
     open: &'static [u8],
@@ -202,12 +230,13 @@ impl Packer {
     /// cover `0..items.len()` in order, each a contiguous range, every item
     /// exactly once: `Ok` payloads satisfy every limit; an `Err` names the
     /// items it covers ([`BatchError::items`]).
-    pub fn pack<T: AsRef<[u8]>>(&self, items: &[T]) -> Vec<Result<Payload, BatchError>> {
+    pub fn pack<L: Items + ?Sized>(&self, items: &L) -> Vec<Result<Payload, BatchError>> {
         let mut out = Vec::new();
+        let all = 0..items.count();
         if self.endpoint.is_stats() {
-            self.pack_counted(items, 0, &mut out);
+            self.pack_counted(items, all, &mut out);
         } else {
-            self.pack_into(items, 0, &mut out);
+            self.pack_into(items, all, &mut out);
         }
         out
     }
@@ -217,26 +246,26 @@ impl Packer {
     /// first (by uncompressed size and count, exact), then written and
     /// compressed in one pass. A compressed body over the cap (possible
     /// only for data gzip cannot shrink) is packed again in halves.
-    fn pack_counted<T: AsRef<[u8]>>(
+    fn pack_counted<L: Items + ?Sized>(
         &self,
-        items: &[T],
-        offset: usize,
+        items: &L,
+        range: Range<usize>,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
         let l = self.limits;
         let computed = self.endpoint == Endpoint::ClientStats;
-        let overhead = crate::traces::stats::stats_payload::<&[u8]>(computed, &[]).len() + 4;
-        let mut i = 0;
-        let len = |k: usize| items[k].as_ref().len();
-        while i < items.len() {
+        let overhead = crate::traces::stats::stats_payload(computed, std::iter::empty()).len() + 4;
+        let mut i = range.start;
+        let len = |k: usize| items.item(k).len();
+        while i < range.end {
             if len(i) > l.max_item || overhead + len(i) > l.max_uncompressed {
                 let why = format!("Datadog accepts at most {} bytes per item", l.max_item);
-                out.push(Err(self.oversized(offset + i, len(i), why)));
+                out.push(Err(self.oversized(i, len(i), why)));
                 i += 1;
                 continue;
             }
             let (mut j, mut size) = (i, overhead);
-            while j < items.len()
+            while j < range.end
                 && j - i < l.max_items
                 && len(j) <= l.max_item
                 && size + len(j) <= l.max_uncompressed
@@ -244,17 +273,14 @@ impl Packer {
                 size += len(j);
                 j += 1;
             }
-            let body = crate::traces::stats::stats_payload(computed, &items[i..j]);
+            let body = crate::traces::stats::stats_payload(computed, (i..j).map(|k| items.item(k)));
             let encoded = Encoder::new(self.encoding, self.level, body.len() / 2 + 64)
                 .and_then(|mut e| e.write(&body).map(|()| e))
                 .and_then(|e| e.finish());
             match encoded {
                 Ok(c) if c.len() > l.max_compressed && j - i > 1 => {
-                    self.with_max_items((j - i).div_ceil(2)).pack_counted(
-                        &items[i..j],
-                        offset + i,
-                        out,
-                    );
+                    self.with_max_items((j - i).div_ceil(2))
+                        .pack_counted(items, i..j, out);
                 }
                 Ok(c) if c.len() > l.max_compressed => {
                     let why = format!(
@@ -262,17 +288,17 @@ impl Packer {
                         c.len(),
                         l.max_compressed
                     );
-                    out.push(Err(self.oversized(offset + i, len(i), why)));
+                    out.push(Err(self.oversized(i, len(i), why)));
                 }
                 Ok(c) => out.push(Ok(Payload {
                     body: Bytes::from(c),
                     encoding: self.encoding,
-                    first_item: offset + i,
+                    first_item: i,
                     item_count: j - i,
                     uncompressed_len: body.len(),
                 })),
                 Err(source) => out.push(Err(BatchError::Encode {
-                    first_item: offset + i,
+                    first_item: i,
                     item_count: j - i,
                     source,
                 })),
@@ -281,28 +307,29 @@ impl Packer {
         }
     }
 
-    /// Packs `items`, which start at input index `offset`, onto `out`.
-    fn pack_into<T: AsRef<[u8]>>(
+    /// Packs `items[range]` onto `out`.
+    fn pack_into<L: Items + ?Sized>(
         &self,
-        items: &[T],
-        offset: usize,
+        items: &L,
+        range: Range<usize>,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
         let frame = frame(self.endpoint);
         let mut open: Option<Open> = None;
         // Bytes of the items from this one on: a payload's buffer is sized
         // for what is left to pack, not for the largest payload.
-        let mut left: usize = items.iter().map(|i| i.as_ref().len()).sum();
-        for (k, item) in items.iter().enumerate() {
+        let mut left: usize = range.clone().map(|k| items.item(k).len()).sum();
+        for k in range {
+            let item = items.item(k);
             let rest = left;
-            left -= item.as_ref().len();
+            left -= item.len();
             if let Some(mut p) = open.take() {
-                match self.try_add(&frame, &mut p, item.as_ref()) {
+                match self.try_add(&frame, &mut p, item) {
                     Ok(true) => {
                         open = Some(p);
                         continue;
                     }
-                    Ok(false) => self.close(&frame, p, items, offset, out),
+                    Ok(false) => self.close(&frame, p, items, out),
                     Err(source) => out.push(Err(BatchError::Encode {
                         first_item: p.first,
                         item_count: p.count,
@@ -310,10 +337,10 @@ impl Packer {
                     })),
                 }
             }
-            open = self.start(&frame, offset + k, item.as_ref(), rest, out);
+            open = self.start(&frame, k, item, rest, out);
         }
         if let Some(p) = open {
-            self.close(&frame, p, items, offset, out);
+            self.close(&frame, p, items, out);
         }
     }
 
@@ -440,13 +467,12 @@ impl Packer {
         })
     }
 
-    /// Finishes `p` onto `out`. `items` start at input index `offset`.
-    fn close<T: AsRef<[u8]>>(
+    /// Finishes `p` onto `out`.
+    fn close<L: Items + ?Sized>(
         &self,
         frame: &Frame,
         p: Open,
-        items: &[T],
-        offset: usize,
+        items: &L,
         out: &mut Vec<Result<Payload, BatchError>>,
     ) {
         let (first, count) = (p.first, p.count);
@@ -464,13 +490,12 @@ impl Packer {
                     limit = self.limits.max_compressed,
                     "compressed payload above its bound; splitting it"
                 );
-                let range = first - offset..first - offset + count;
                 self.with_max_items(count.div_ceil(2))
-                    .pack_into(&items[range], first, out);
+                    .pack_into(items, first..first + count, out);
             }
             Ok(payload) => out.push(Err(self.oversized(
                 first,
-                items.get(first - offset).map_or(0, |i| i.as_ref().len()),
+                items.item(first).len(),
                 format!(
                     "it compresses to {} bytes; Datadog accepts at most {}",
                     payload.body.len(),

@@ -17,6 +17,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::age::{self, Trimmed};
+use super::items::{ItemTable, Source};
 use super::record::{Ready, binary_ranges, is_ready, item_ranges, may_be_ready, stores_pieces};
 use super::retry::Verdict;
 use crate::queue::Taken;
@@ -26,21 +27,20 @@ use crate::site::Endpoint;
 #[derive(Debug)]
 pub(crate) struct Plan {
     /// The items to pack: those of the records not stored ready (one run,
-    /// [`Plan::items_run`]). Items share the records' buffers, so they move
-    /// without copying. Each ready record has a run of item indices after
-    /// them (in `ready`), whose items exist here only once rebuilt
-    /// ([`Plan::rebuild`], when its payload must fall back to items): a
-    /// ready record is sent as stored, and a take of trace pieces holds
-    /// hundreds of thousands of spans, so placeholders made up front would
-    /// cost 32 bytes a span for nothing.
-    pub(crate) items: Vec<Bytes>,
-    /// For each item, the index of the record (in the take) it belongs to
-    /// (a take is at most a few thousand records; four bytes an item, as a
-    /// light series item is about 60).
-    pub(crate) owner: Vec<u32>,
-    /// For each record, how many of its items are still to be settled: a
-    /// record at zero (all sent, or all aged out, or damaged) is acked.
-    pub(crate) remaining: Vec<u32>,
+    /// [`Plan::items_run`]). Items are ranges of the records' buffers, so
+    /// they move without copying. Each ready record has a run of item
+    /// indices after them (in `ready`), whose items exist here only once
+    /// rebuilt ([`Plan::rebuild`], when its payload must fall back to
+    /// items): a ready record is sent as stored, and a take of trace pieces
+    /// holds hundreds of thousands of spans, so placeholders made up front
+    /// would cost 12 bytes a span for nothing.
+    pub(crate) items: ItemTable,
+    /// For each record (in the take), the indices of its items, in order
+    /// (a ready record's are placeholders until rebuilt): a record is acked
+    /// once they are all settled, at once when it has none left to send
+    /// (all aged out, or damaged). Per record, not per item: a take of
+    /// trace pieces holds up to a million spans.
+    pub(crate) runs: Vec<Range<u32>>,
     /// The items to pack.
     pub(crate) items_run: Range<usize>,
     /// The ready records: their placeholders' range and stored payload.
@@ -50,8 +50,28 @@ pub(crate) struct Plan {
     /// Records whose stored payload cannot be read back: (record index,
     /// why). Their items are not sent (the caller dead-letters them).
     pub(crate) damaged: Vec<(usize, String)>,
-    /// For each item, whether it is settled (delivered or dead-lettered).
-    settled: Vec<bool>,
+    /// Which items are settled (delivered or dead-lettered).
+    settled: Bits,
+}
+
+/// One bit per item.
+#[derive(Debug, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn set(&mut self, r: Range<usize>) {
+        for i in r {
+            self.0[i / 64] |= 1 << (i % 64);
+        }
+    }
+
+    fn all(&self, r: Range<usize>) -> bool {
+        r.into_iter().all(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
+    }
 }
 
 /// One unit of sending: a run of items packed into payloads of at most
@@ -124,9 +144,12 @@ impl Plan {
 
     /// Marks items settled (delivered, dead-lettered, or unpackable).
     pub(crate) fn settle(&mut self, r: Range<usize>) {
-        for s in &mut self.settled[r] {
-            *s = true;
-        }
+        self.settled.set(r);
+    }
+
+    /// The record (its index in the take) item `i` belongs to.
+    pub(crate) fn record_of(&self, i: usize) -> Option<usize> {
+        self.runs.iter().position(|r| r.contains(&(i as u32)))
     }
 
     /// Applies the verdict on the payload that carried items `r`.
@@ -159,38 +182,27 @@ impl Plan {
         r: Range<usize>,
     ) -> Result<(), String> {
         let list = ready.items(endpoint).map_err(|e| e.to_string())?;
-        if self.items.len() < r.end {
-            self.items.resize(r.end, Bytes::new());
-        }
-        let slots = &mut self.items[r];
-        if list.len() != slots.len() {
+        if list.len() != r.len() {
             return Err("stored payload's item count differs from its header".into());
         }
-        for (slot, item) in slots.iter_mut().zip(list) {
-            *slot = item;
+        for (i, item) in r.zip(list) {
+            self.items.set(i, item);
         }
         Ok(())
     }
 
     /// The items `r`, as far as they exist: a ready record's only once
     /// rebuilt.
-    pub(crate) fn items_in(&self, r: Range<usize>) -> &[Bytes] {
-        let end = r.end.min(self.items.len());
-        self.items.get(r.start.min(end)..end).unwrap_or_default()
+    pub(crate) fn items_in(&self, r: Range<usize>) -> Vec<&[u8]> {
+        self.items.slice(r)
     }
 
     /// The records whose items are all settled (or that had none left to
     /// send) are acked; the others go back to the queue whole.
     pub(crate) fn settlement(&self) -> Settlement {
-        let mut open = self.remaining.clone();
-        for (i, s) in self.settled.iter().enumerate() {
-            if *s {
-                open[self.owner[i] as usize] -= 1;
-            }
-        }
         let mut out = Settlement::default();
-        for (ri, n) in open.iter().enumerate() {
-            if *n == 0 {
+        for (ri, run) in self.runs.iter().enumerate() {
+            if self.settled.all(run.start as usize..run.end as usize) {
                 out.ack.push(ri);
             } else {
                 out.release.push(ri);
@@ -234,20 +246,51 @@ impl Room {
     }
 }
 
+/// An item of a record being planned: a range of its payload, or made
+/// anew from a ready record's payload.
+enum Kept {
+    Range(Source, Range<usize>),
+    Made(Bytes),
+}
+
+impl Plan {
+    /// Adds `item` of `rec` to the items, trimmed item by item when the
+    /// record is partly past the window (`cutoff_ms`); counts what aged out.
+    fn keep(&mut self, endpoint: Endpoint, cutoff_ms: i64, rec: &Taken, item: Kept) {
+        if rec.oldest_ms < cutoff_ms {
+            let bytes = match &item {
+                Kept::Range(_, r) => &rec.payload[r.clone()],
+                Kept::Made(b) => &b[..],
+            };
+            match age::trim(endpoint, bytes, cutoff_ms) {
+                Trimmed::Keep => {}
+                Trimmed::Drop => {
+                    self.aged += 1;
+                    return;
+                }
+                Trimmed::Rewritten(bytes) => return self.items.push(Bytes::from(bytes)),
+            }
+        }
+        match item {
+            Kept::Range(source, r) => self.items.push_range(source, r),
+            Kept::Made(b) => self.items.push(b),
+        }
+    }
+}
+
 /// Plans `taken` for `endpoint`: items older than `cutoff_ms` (Datadog's
 /// acceptance window) are dropped, a record partly past it is trimmed item
 /// by item (a ready one is rebuilt into its items for that), and a ready
 /// record wholly inside it stays one payload.
 pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan {
     let mut p = Plan {
-        items: Vec::new(),
-        owner: Vec::new(),
-        remaining: vec![0; taken.len()],
+        items: ItemTable::default(),
+        runs: vec![0..0; taken.len()],
         items_run: 0..0,
         ready: Vec::new(),
         aged: 0,
         damaged: Vec::new(),
-        settled: Vec::new(),
+        settled: Bits::default(),
     };
     let mut ready_records: Vec<(usize, Ready)> = Vec::new();
     for (ri, rec) in taken.iter().enumerate() {
@@ -278,39 +321,38 @@ pub(crate) fn plan(taken: &[Taken], endpoint: Endpoint, cutoff_ms: i64) -> Plan 
         } else {
             None
         };
-        let record_items: Box<dyn Iterator<Item = Bytes>> = match rebuilt {
-            Some(list) => Box::new(list.into_iter()),
-            None if endpoint.binary() => {
-                Box::new(binary_ranges(&rec.payload).map(|r| rec.payload.slice(r)))
-            }
-            None => Box::new(item_ranges(&rec.payload).map(|r| rec.payload.slice(r))),
-        };
-        for mut item in record_items {
-            if rec.oldest_ms < cutoff_ms {
-                match age::trim(endpoint, &item, cutoff_ms) {
-                    Trimmed::Keep => {}
-                    Trimmed::Drop => {
-                        p.aged += 1;
-                        continue;
-                    }
-                    Trimmed::Rewritten(bytes) => item = Bytes::from(bytes),
+        let items = p.items.len();
+        match rebuilt {
+            Some(list) => {
+                for item in list {
+                    p.keep(endpoint, cutoff_ms, rec, Kept::Made(item));
                 }
             }
-            p.items.push(item);
-            p.owner.push(ri as u32);
-            p.remaining[ri] += 1;
+            None => {
+                let source = p.items.source(rec.payload.clone());
+                let ranges: Box<dyn Iterator<Item = Range<usize>>> = if endpoint.binary() {
+                    Box::new(binary_ranges(&rec.payload))
+                } else {
+                    Box::new(item_ranges(&rec.payload))
+                };
+                for r in ranges {
+                    p.keep(endpoint, cutoff_ms, rec, Kept::Range(source, r));
+                }
+            }
         }
+        p.runs[ri] = items as u32..p.items.len() as u32;
     }
     // The ready records' placeholders go after every other item, so that
     // the items of the other records form one run to pack.
     p.items_run = 0..p.items.len();
+    let mut end = p.items.len();
     for (ri, r) in ready_records {
-        let start = p.owner.len();
-        p.owner.resize(start + r.item_count(), ri as u32);
-        p.remaining[ri] += r.item_count() as u32;
-        p.ready.push((start..p.owner.len(), r));
+        let start = end;
+        end += r.item_count();
+        p.runs[ri] = start as u32..end as u32;
+        p.ready.push((start..end, r));
     }
-    p.settled = vec![false; p.owner.len()];
+    p.settled = Bits::new(end);
     p
 }
 
@@ -351,10 +393,9 @@ mod tests {
         ];
         let p = plan(&take, Endpoint::SeriesV2, 0);
         assert_eq!(p.items.len(), 3);
-        assert_eq!(p.owner, vec![0, 0, 1]);
-        assert_eq!(p.remaining, vec![2, 1]);
+        assert_eq!(p.runs, vec![0..2, 2..3]);
         assert_eq!(p.items_run, 0..3);
-        assert_eq!(&p.items[1][..], b.as_bytes());
+        assert_eq!(p.items.get(1), b.as_bytes());
         assert_eq!((p.aged, p.damaged.len(), p.ready.len()), (0, 0, 0));
     }
 
@@ -371,10 +412,9 @@ mod tests {
         ];
         let p = plan(&take, Endpoint::SeriesV2, 100_000);
         assert_eq!(p.aged, 3, "two whole, one trimmed away");
-        assert_eq!(p.remaining, vec![0, 2], "the first record settles at once");
-        assert_eq!(p.owner, vec![1, 1]);
-        assert_eq!(&p.items[0][..], series(&[500]).as_bytes(), "rewritten");
-        assert_eq!(&p.items[1][..], fresh.as_bytes(), "kept as is");
+        assert_eq!(p.runs, vec![0..0, 0..2], "the first record settles at once");
+        assert_eq!(p.items.get(0), series(&[500]).as_bytes(), "rewritten");
+        assert_eq!(p.items.get(1), fresh.as_bytes(), "kept as is");
     }
 
     #[test]
@@ -384,7 +424,7 @@ mod tests {
         bad.payload = Bytes::from_static(&[0, 1, 2]);
         let p = plan(&[bad], Endpoint::Logs, 1);
         assert_eq!(p.damaged.len(), 1, "{:?}", p.damaged);
-        assert_eq!(p.remaining, vec![0]);
+        assert_eq!(p.runs, vec![0..0]);
         assert!(p.items.is_empty());
     }
 
@@ -557,7 +597,7 @@ mod tests {
             let out = p.settlement();
             for ri in 0..take.len() {
                 let all = (0..p.items.len())
-                    .filter(|i| p.owner[*i] as usize == ri)
+                    .filter(|i| p.record_of(*i) == Some(ri))
                     .all(|i| settled[i]);
                 proptest::prop_assert_eq!(out.ack.contains(&ri), all);
                 proptest::prop_assert_eq!(out.release.contains(&ri), !all);
@@ -566,9 +606,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Every item of a take is either planned (once, owned by its
-        /// record, counted in its record's `remaining`) or aged out, and
-        /// nothing planned is older than the cut.
+        /// Every item of a take is either planned (once, in its record's
+        /// run, the runs in the records' order) or aged out, and nothing
+        /// planned is older than the cut.
         #[test]
         fn every_item_is_planned_or_aged_once(
             records in proptest::collection::vec(
@@ -593,9 +633,15 @@ mod tests {
             let total: usize = records.iter().map(Vec::len).sum();
             proptest::prop_assert_eq!(p.items.len() as u64 + p.aged, total as u64);
             proptest::prop_assert_eq!(p.items_run.clone(), 0..p.items.len());
-            for (ri, _) in take.iter().enumerate() {
-                let owned = p.owner.iter().filter(|o| **o as usize == ri).count() as u32;
-                proptest::prop_assert_eq!(p.remaining[ri], owned);
+            let mut next = 0;
+            for (ri, ts) in records.iter().enumerate() {
+                let kept = ts.iter().filter(|t| **t >= cut).count() as u32;
+                let run = p.runs[ri].clone();
+                proptest::prop_assert_eq!(run.len() as u32, kept);
+                if kept > 0 {
+                    proptest::prop_assert_eq!(run.start, next);
+                }
+                next += kept;
             }
             let kept = records.iter().flatten().filter(|t| **t >= cut).count();
             proptest::prop_assert_eq!(p.items.len(), kept);

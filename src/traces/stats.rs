@@ -235,8 +235,11 @@ impl<'a> Group<'a> {
 
 /// A `StatsPayload` body holding `items` (each a client payload's
 /// MessagePack): what the stats intake takes.
-pub(crate) fn stats_payload<T: AsRef<[u8]>>(client_computed: bool, items: &[T]) -> Vec<u8> {
-    let len: usize = items.iter().map(|i| i.as_ref().len()).sum();
+pub(crate) fn stats_payload<'a, I>(client_computed: bool, items: I) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = &'a [u8]> + Clone,
+{
+    let len: usize = items.clone().map(<[u8]>::len).sum();
     let mut o = Vec::with_capacity(len + 128);
     write::map(&mut o, 6);
     write::kv_str(&mut o, "AgentHostname", "");
@@ -244,7 +247,7 @@ pub(crate) fn stats_payload<T: AsRef<[u8]>>(client_computed: bool, items: &[T]) 
     write::str(&mut o, "Stats");
     write::array(&mut o, items.len() as u32);
     for i in items {
-        o.extend_from_slice(i.as_ref());
+        o.extend_from_slice(i);
     }
     write::kv_str(&mut o, "AgentVersion", super::AGENT_VERSION);
     write::str(&mut o, "ClientComputed");
@@ -652,7 +655,7 @@ mod tests {
         let (traces, origin) = (vec![vec![span(1, 0, "web", 0, 10)]], Origin::default());
         let stats = compute(&traces, &origin);
         let item = stats[0].to_msgpack();
-        let body = stats_payload(false, &[&item, &item]);
+        let body = stats_payload(false, [&item[..], &item[..]].into_iter());
         let (computed, read) = read_stats_payload(&body).unwrap();
         assert!(!computed);
         assert_eq!(read, vec![stats[0].clone(), stats[0].clone()]);

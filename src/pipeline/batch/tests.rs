@@ -160,16 +160,16 @@ fn wrappers_and_encodings_round_trip() {
             assert_eq!(payloads.len(), want, "{endpoint} {encoding:?}");
         }
     }
-    let p = &Packer::new(Endpoint::Logs, Encoding::Identity, 1).pack(&[b"{}", b"{}"])[0];
+    let p = &Packer::new(Endpoint::Logs, Encoding::Identity, 1).pack(&[b"{}", b"{}"][..])[0];
     assert_eq!(p.as_ref().unwrap().body, Bytes::from_static(b"[{},{}]"));
-    let p = &Packer::new(Endpoint::SeriesV2, Encoding::Identity, 1).pack(&[b"{}"])[0];
+    let p = &Packer::new(Endpoint::SeriesV2, Encoding::Identity, 1).pack(&[b"{}"][..])[0];
     assert_eq!(
         p.as_ref().unwrap().body,
         Bytes::from_static(br#"{"series":[{}]}"#)
     );
     assert!(
         Packer::new(Endpoint::Logs, Encoding::Gzip, 1)
-            .pack::<&[u8]>(&[])
+            .pack::<[&[u8]]>(&[])
             .is_empty()
     );
 }

@@ -178,7 +178,7 @@ impl Pipeline {
                     Ok(p) => p,
                     Err(e) => {
                         let r = shift(e.items(), w.range.start);
-                        self.dead_letter(s, 0, &e.to_string(), plan.items_in(r.clone()));
+                        self.dead_letter(s, 0, &e.to_string(), &plan.items_in(r.clone()));
                         plan.settle(r);
                         continue;
                     }
@@ -197,7 +197,7 @@ impl Pipeline {
                         Step::Next => self.count_delivered(s, r.len(), payload.body.len()),
                         Step::DeadLetter(r) => {
                             let (status, why) = answer_text(&sent);
-                            self.dead_letter(s, status, &why, plan.items_in(r));
+                            self.dead_letter(s, status, &why, &plan.items_in(r));
                         }
                         Step::Split(r, half) => {
                             self.count_split(s, r.len());
@@ -233,8 +233,9 @@ impl Pipeline {
             match plan.rebuild(ready, s.endpoint, rr.clone()) {
                 Ok(()) => rebuilt.push(rr.clone()),
                 Err(why) => {
-                    let raw = &taken[plan.owner[rr.start] as usize].payload;
-                    self.dead_letter(s, 0, &why, &[raw]);
+                    if let Some(ri) = plan.record_of(rr.start) {
+                        self.dead_letter(s, 0, &why, &[&taken[ri].payload]);
+                    }
                     plan.settle(rr.clone());
                 }
             }
@@ -248,9 +249,9 @@ impl Pipeline {
 
     /// Packs the plan's items `range` on a delivery thread (compression is
     /// CPU work; the async workers and ingest keep answering promptly). The
-    /// items move to that thread and back, not copied: a light series item
-    /// is about 60 bytes, so a copy of the list (and of each item's
-    /// reference count) would cost as much as the items. If packing fails,
+    /// item table moves to that thread and back, not copied: a light series
+    /// item is about 60 bytes, so a copy of the list would cost as much as
+    /// the items. If packing fails,
     /// the plan is left without items: the take stops, and nothing of it
     /// is settled that was not before.
     async fn pack(
@@ -275,7 +276,7 @@ impl Pipeline {
         let packed = self
             .work
             .run(move || {
-                let packed = packer.pack(&items[range]);
+                let packed = packer.pack(&items.view(range));
                 (items, packed)
             })
             .await;
