@@ -5,10 +5,10 @@
 //! it. The buffers are the records' payloads (one shared reference per
 //! record, not per item) and the items made anew (trimmed past the window,
 //! or rebuilt from a ready record's payload), each its own buffer. A light
-//! series item is about 60 bytes, so a shared reference per item (32
-//! bytes, with an atomic increment and decrement each) cost half as much
-//! again as the item (BENCHMARKS.md "Change 24: a take's items as ranges of
-//! its records (2026-12-08)").
+//! series item is about 60 bytes, so the shared reference per item this
+//! replaces (32 bytes, with an atomic increment and decrement each) added
+//! half the item's size again (BENCHMARKS.md "Change 24: a take's items as
+//! ranges of its records (2026-12-08)").
 
 use std::ops::Range;
 

@@ -232,11 +232,13 @@ impl Pipeline {
         for (rr, ready) in &w.ready {
             match plan.rebuild(ready, s.endpoint, rr.clone()) {
                 Ok(()) => rebuilt.push(rr.clone()),
+                // Every placeholder run is its record's; were one not,
+                // it would stay unsettled and go back to the queue.
                 Err(why) => {
                     if let Some(ri) = plan.record_of(rr.start) {
                         self.dead_letter(s, 0, &why, &[&taken[ri].payload]);
+                        plan.settle(rr.clone());
                     }
-                    plan.settle(rr.clone());
                 }
             }
         }
@@ -251,9 +253,8 @@ impl Pipeline {
     /// CPU work; the async workers and ingest keep answering promptly). The
     /// item table moves to that thread and back, not copied: a light series
     /// item is about 60 bytes, so a copy of the list would cost as much as
-    /// the items. If packing fails,
-    /// the plan is left without items: the take stops, and nothing of it
-    /// is settled that was not before.
+    /// the items. If packing fails, the plan is left without items: the
+    /// take stops, and nothing of it is settled that was not before.
     async fn pack(
         &self,
         packer: &Packer,

@@ -108,12 +108,16 @@ fn parse_key(key: &Secret) -> (String, u32) {
 }
 
 /// Items in a gzip JSON array body (logs), an events body (one item) or
-/// a traces body (tracer payloads).
+/// a traces body (tracer payloads); none in a body that does not inflate
+/// (a damaged record sent as stored, which Datadog refuses).
 fn items_in(endpoint: Endpoint, body: &[u8]) -> usize {
     let mut text = Vec::new();
-    flate2::read::GzDecoder::new(body)
+    if flate2::read::GzDecoder::new(body)
         .read_to_end(&mut text)
-        .expect("gzip body");
+        .is_err()
+    {
+        return 0;
+    }
     if endpoint.is_stats() {
         let (_, stats) = crate::traces::stats::read_stats_payload(&text).expect("stats body");
         return stats.len();
@@ -291,21 +295,27 @@ async fn append_aged(queue: &Queue, tenant: &str, endpoint: Endpoint, items: usi
             _ => format!("{{\"message\":\"m{i}\"}}"),
         })
         .collect();
-    let mut payload = body.join("\n").into_bytes();
-    if endpoint == Endpoint::Traces {
-        let frames: Vec<Vec<u8>> = body
-            .iter()
-            .map(|name| {
-                crate::traces::frame(&crate::traces::pb::TracerPayload {
-                    container_id: name.clone(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let joined = crate::pipeline::record::join_binary(&frames);
-        payload = crate::pipeline::record::pack_piece(endpoint, 1, &joined).expect("a piece");
-    }
+    let payload = if endpoint == Endpoint::Traces {
+        trace_piece(&body)
+    } else {
+        body.join("\n").into_bytes()
+    };
     append_payload(queue, tenant, endpoint, items, age, &payload).await;
+}
+
+/// A traces record stored as a piece: one tracer payload per name.
+fn trace_piece(names: &[String]) -> Vec<u8> {
+    let frames: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| {
+            crate::traces::frame(&crate::traces::pb::TracerPayload {
+                container_id: name.clone(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let joined = crate::pipeline::record::join_binary(&frames);
+    crate::pipeline::record::pack_piece(Endpoint::Traces, 1, &joined).expect("a piece")
 }
 
 async fn append_payload(
@@ -422,6 +432,49 @@ async fn trace_pieces_go_spliced_and_fall_back_to_their_items() {
         .await;
     assert_eq!(h.intake.calls("b").len(), 1, "sent once, spliced");
     assert_eq!(h.pipeline.dead_letters().totals("b").items, 120);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_piece_that_cannot_be_rebuilt_is_dead_lettered_as_stored() {
+    // Three pieces refused for good; the middle one (30 traces) has a
+    // damaged body, so its items cannot be rebuilt: it is kept whole, the
+    // others item by item, and every record is settled.
+    let script: Script = Box::new(|_, _| Reply::Status(400));
+    // Connected once the three are queued, so that they go in one take.
+    let h = Harness::start(&[], "", script, &[]).await;
+    let names = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+    let mut damaged = trace_piece(&names(30));
+    let at = damaged.len() - 8;
+    damaged[at] ^= 0xff;
+    let age = Duration::from_secs(60);
+    for (items, payload) in [
+        (40, trace_piece(&names(40))),
+        (30, damaged.clone()),
+        (40, trace_piece(&names(40))),
+    ] {
+        append_payload(&h.queue, "c", Endpoint::Traces, items, age, &payload).await;
+    }
+    h.keys.tenants.lock().insert("c".into(), (true, 0));
+    h.until("settled", Duration::from_secs(10), |h| h.queued("c") == 0)
+        .await;
+    assert_eq!(
+        h.intake.calls("c").len(),
+        1,
+        "the three spliced, in one take"
+    );
+    let dead = h.pipeline.dead_letters();
+    assert_eq!(dead.totals("c").items, 81, "80 items and one stored record");
+    // The damaged record was sent and refused, not found damaged before:
+    // kept whole, with why its items could not be rebuilt.
+    let whole: Vec<(u64, String)> = dead
+        .list("c")
+        .into_iter()
+        .filter(|e| e.items == 1)
+        .map(|e| (e.bytes, e.answer))
+        .collect();
+    assert_eq!(whole.len(), 1, "{whole:?}");
+    assert_eq!(whole[0].0, damaged.len() as u64 + 1, "the damaged record");
+    assert!(whole[0].1.contains("decompress"), "{whole:?}");
 }
 
 #[tokio::test(start_paused = true)]
