@@ -115,12 +115,13 @@ impl<T: AsRef<[u8]>> Items for [T] {
     }
 }
 
+/// As the slice it holds.
 impl<T: AsRef<[u8]>> Items for Vec<T> {
     fn count(&self) -> usize {
-        self.len()
+        self.as_slice().count()
     }
     fn item(&self, i: usize) -> &[u8] {
-        self[i].as_ref()
+        self.as_slice().item(i)
     }
 }
 
@@ -227,7 +228,7 @@ impl Packer {
     }
 
     /// Packs `items` (compact JSON, in order) into payloads. The entries
-    /// cover `0..items.len()` in order, each a contiguous range, every item
+    /// cover `0..items.count()` in order, each a contiguous range, every item
     /// exactly once: `Ok` payloads satisfy every limit; an `Err` names the
     /// items it covers ([`BatchError::items`]).
     pub fn pack<L: Items + ?Sized>(&self, items: &L) -> Vec<Result<Payload, BatchError>> {
