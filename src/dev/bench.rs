@@ -24,6 +24,10 @@
 //! - with `--loads`, the loads matrix (`bench/loads.rs`): every kind for one
 //!   tenant and for all, at saturation and at 10, 50 and 90 % of it.
 //!
+//! Each saturation phase says what set its rate: the relay, fakedog or the
+//! load generator (`bench/bottleneck.rs`), both of which share the relay's
+//! machine and run in this process.
+//!
 //! The floor: the same payloads decompressed, parsed into typed values,
 //! re-serialized and compressed in a tight single-thread loop (the median
 //! of ten blocks of 0.25 CPU-seconds, five before the load phases and five
@@ -46,6 +50,7 @@ use crate::clock::now;
 use crate::codec;
 use crate::dev::fakedog::{FakeDog, Options};
 
+mod bottleneck;
 mod loads;
 
 use crate::dev::sandbox;
@@ -103,15 +108,6 @@ pub struct ProcStat {
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
 pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the `(comm)`: utime is field 14, stime 15 (1-based).
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let utime: f64 = fields.get(11).context("utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("stime")?.parse()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = |key: &str| -> u64 {
         status
@@ -123,10 +119,23 @@ pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
             * 1024
     };
     Ok(ProcStat {
-        cpu_seconds: (utime + stime) / ticks,
+        cpu_seconds: stat_cpu_seconds(&stat)?,
         rss_bytes: kb("VmRSS:"),
         peak_rss_bytes: kb("VmHWM:"),
     })
+}
+
+/// User + system CPU seconds in a process's or thread's `/proc/…/stat`.
+pub(crate) fn stat_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
+    // Fields after the `(comm)`: utime is field 14, stime 15 (1-based).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / 100.0) // USER_HZ on Linux
 }
 
 /// The relay's high-water mark over the run so far, folded in at each
@@ -1208,6 +1217,8 @@ struct Saturated {
     /// Relay CPU-seconds over the phase, drain included.
     cpu: f64,
     st: ProcStat,
+    /// Who set the phase's rate.
+    shares: bottleneck::Shares,
 }
 
 /// Posts `endpoint` bodies for `tenants` in a closed loop for the run's
@@ -1227,6 +1238,7 @@ async fn saturate(
     let before_items = total_items(dog, endpoint);
     reset_peak_rss(pid)?;
     let cpu0 = proc_stat(pid)?.cpu_seconds;
+    let start = bottleneck::Mark::now(dog, pid)?;
     let (requests, secs) = closed_loop(
         load,
         tenants,
@@ -1237,9 +1249,19 @@ async fn saturate(
     )
     .await?;
     let accepted_at = Instant::now();
+    let accepted = bottleneck::Mark::now(dog, pid)?;
     let expected = before_items + requests * per_req;
     let drain = wait_delivered(dog, load, endpoint, expected, Duration::from_secs(300)).await?;
     let st = proc_stat(pid)?;
+    let shares = bottleneck::Shares::between(&start, &accepted, &bottleneck::Mark::now(dog, pid)?);
+    if shares.bottleneck() != bottleneck::Bottleneck::Relay {
+        println!(
+            "{endpoint} for {} tenant(s): the {} set this phase's rate, not the relay: {}",
+            tenants.len(),
+            shares.bottleneck().name(),
+            shares.to_json()
+        );
+    }
     Ok(Saturated {
         requests,
         secs,
@@ -1247,6 +1269,7 @@ async fn saturate(
         drain,
         cpu: st.cpu_seconds - cpu0,
         st,
+        shares,
     })
 }
 
@@ -1286,6 +1309,7 @@ async fn one_tenant_phase(
         "over_many_tenants": delivered / many.max(1e-9),
         "relay_cpu_seconds_per_gb": s.cpu / (raw / 1e9),
         "backpressured_requests": load.backpressured.load(Ordering::Relaxed),
+        "bottleneck": s.shares.to_json(),
     }))
 }
 
@@ -1364,6 +1388,10 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
             // --dog-nice 0 asks for the same priority as the relay).
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                // Named, and kept (blocking threads too), so a phase can
+                // read fakedog's CPU apart from the load generator's.
+                .thread_name(bottleneck::FAKEDOG_THREADS)
+                .thread_keep_alive(Duration::from_secs(24 * 3600))
                 .on_thread_start(move || crate::pipeline::background::lower_priority(dog_nice))
                 .enable_all()
                 .build()
@@ -1536,6 +1564,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
             drain,
             cpu,
             st,
+            shares,
         } = saturate(
             &dog, &load, &tenants, endpoint, per_req, &opts, &samples, pid,
         )
@@ -1589,6 +1618,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value>
             "drain_after_load_s": drain.as_secs_f64(),
             "rss_mib": st.rss_bytes as f64 / MIB,
             "backpressured_requests": load.backpressured.load(Ordering::Relaxed),
+            "bottleneck": shares.to_json(),
         });
         println!("{label}: {}", serde_json::to_string_pretty(&figures)?);
         report.insert(label.into(), figures);

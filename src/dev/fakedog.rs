@@ -675,6 +675,18 @@ impl FakeDog {
             .unwrap_or_default()
     }
 
+    /// The time requests have spent in fakedog's hands, summed over
+    /// requests (from each one's head to its answer): a client waiting on
+    /// fakedog waits this long in all. Over an interval, divided by its
+    /// length: how many requests fakedog held on average.
+    pub fn answering(&self) -> Duration {
+        Duration::from_nanos(
+            self.shared
+                .answering_ns
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// How many responses `host` gave with `status` (0: dropped connection).
     pub fn requests(&self, host: &str, status: u16) -> u64 {
         self.shared

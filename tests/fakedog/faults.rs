@@ -253,3 +253,30 @@ async fn fakeintake_overrides_and_faults_over_the_control_listener() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_time_requests_spend_answered_counts_a_delay() {
+    // What `ddrelay bench` reads to tell a phase fakedog held up from one
+    // the relay did: the time requests spent in fakedog's hands.
+    let w = world().await;
+    let key = w.fd.issue_key(&w.us1.id, CLIENT).unwrap();
+    let now = w.fd.now_unix();
+    let (s, _) = w.one_series("api.datadoghq.com", &key, now).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let before = w.fd.answering();
+    assert!(before > Duration::ZERO, "an answered request counts");
+    w.fd.inject_fault(
+        Fault::delay(Duration::from_millis(300))
+            .times(2)
+            .on_endpoint(Endpoint::SeriesV2),
+    )
+    .unwrap();
+    let (a, b) = tokio::join!(
+        w.one_series("api.datadoghq.com", &key, now),
+        w.one_series("api.datadoghq.com", &key, now)
+    );
+    assert_eq!((a.0, b.0), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    // Two requests held at once count twice.
+    let held = w.fd.answering() - before;
+    assert!(held >= Duration::from_millis(600), "{held:?}");
+}

@@ -84,14 +84,29 @@ pub(crate) fn gross_regressions(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Who set a saturation phase's rate when it was not the relay, as a
+/// note to a figure (empty when it was the relay).
+fn set_by(phases: &serde_json::Value) -> String {
+    match phases["saturation"]["bottleneck"]["by"].as_str() {
+        Some(by) if by != "relay" => format!(" (the {by} set that saturation rate, not the relay)"),
+        _ => String::new(),
+    }
+}
+
 /// What in one load's figures is past the smoke's bounds.
 fn load_regressions(label: &str, load: &serde_json::Value) -> Vec<String> {
     let mut failed = Vec::new();
     let r = load["one_tenant_over_many"].as_f64().unwrap_or(f64::NAN);
     // The bound is a floor here: at least half of many tenants' rate.
     if !within(GROSS_ONE_TENANT_OVER_MANY, r) {
+        let by: String = load["by_tenants"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, phases)| set_by(phases))
+            .collect();
         failed.push(format!(
-            "{label}: one tenant's rate is {r:.2} of many tenants'"
+            "{label}: one tenant's rate is {r:.2} of many tenants'{by}"
         ));
     }
     let by_tenants = load["by_tenants"].as_object().into_iter().flatten();
@@ -105,7 +120,8 @@ fn load_regressions(label: &str, load: &serde_json::Value) -> Vec<String> {
         // NaN (a figure missing) fails too.
         if !within(over, bound) {
             failed.push(format!(
-                "{label}, {tenants}: relay / floor at saturation {over:.2}"
+                "{label}, {tenants}: relay / floor at saturation {over:.2}{}",
+                set_by(phases)
             ));
         }
         let p99 = phases["50%"]["ingest_ack_ms"]["p99"]
@@ -200,16 +216,20 @@ async fn measure_load(
         against_floor(figures, floor);
         println!("loads: {label}, {key}: {}", serde_json::to_string(figures)?);
     }
-    let sat = |k: &str| by_tenants[k]["saturation"]["items_per_s"].as_f64();
-    let one_over_many = match (sat("tenants_1"), sat(&format!("tenants_{}", all.len()))) {
-        (Some(one), Some(many)) if many > 0.0 => Some(one / many),
-        _ => None,
+    let over = |figure: &str| {
+        let sat = |k: &str| by_tenants[k]["saturation"][figure].as_f64();
+        match (sat("tenants_1"), sat(&format!("tenants_{}", all.len()))) {
+            (Some(one), Some(many)) if many > 0.0 => Some(one / many),
+            _ => None,
+        }
     };
+    let one_over_many = over("items_per_s");
     Ok(json!({
         "floor_cpu_seconds_per_million_items": floor * 1e6,
         "by_tenants": by_tenants,
         "one_tenant_over_many": one_over_many,
         "one_tenant_over_many_met": one_over_many.map(|r| r >= ONE_TENANT_OVER_MANY),
+        "one_tenant_over_many_accepted": over("accepted_items_per_s"),
     }))
 }
 
@@ -238,9 +258,11 @@ async fn one_load(
     let samples = Arc::new(Samples::default());
     let Saturated {
         requests,
+        secs,
         total_secs,
         cpu,
         st,
+        shares,
         ..
     } = saturate(
         s.dog, s.load, tenants, endpoint, per_req, s.opts, &samples, s.pid,
@@ -256,10 +278,14 @@ async fn one_load(
         "saturation".into(),
         json!({
             "items_per_s": rate,
+            // Durably acknowledged: the relay's own rate when fakedog set
+            // the delivered one (`bottleneck`).
+            "accepted_items_per_s": items / secs,
             "relay_cpu_seconds_per_million_items": relay * 1e6,
             "ingest_ack_ms": { "p50": p50, "p99": p99 },
             "rss_mib": st.rss_bytes as f64 / MIB,
             "peak_rss_mib": st.peak_rss_bytes as f64 / MIB,
+            "bottleneck": shares.to_json(),
         }),
     );
     for fraction in FRACTIONS {
@@ -495,5 +521,21 @@ mod tests {
         });
         let failed = gross_regressions(&r);
         assert_eq!(failed, vec!["logs, tenants_20: peak RSS NaN MiB"]);
+    }
+
+    #[test]
+    fn a_regression_says_when_fakedog_set_the_rate() {
+        let mut r = report(1.6, 16.5, 130.0, 0.3);
+        r["loads"]["logs"]["by_tenants"]["tenants_1"]["saturation"]["bottleneck"] =
+            json!({ "by": "fakedog" });
+        r["loads"]["logs"]["by_tenants"]["tenants_20"]["saturation"]["bottleneck"] =
+            json!({ "by": "relay" });
+        let failed = gross_regressions(&r);
+        assert_eq!(
+            failed,
+            vec![
+                "logs: one tenant's rate is 0.30 of many tenants' (the fakedog set that saturation rate, not the relay)"
+            ]
+        );
     }
 }

@@ -116,8 +116,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Host classification, faults and per-host response counting.
-async fn front_end(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+/// Host classification, faults and per-host response counting; the time
+/// each request spent here (`Shared::answering_ns`).
+async fn front_end(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = classify_and_answer(&shared, req, next).await;
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    shared
+        .answering_ns
+        .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    response
+}
+
+async fn classify_and_answer(shared: &Arc<Shared>, mut req: Request, next: Next) -> Response {
     let Some(host) = request_host(&req) else {
         return errors(StatusCode::BAD_REQUEST, "Missing Host header");
     };

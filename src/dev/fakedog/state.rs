@@ -299,12 +299,15 @@ pub(crate) struct State {
     pub(crate) rec: Recording,
 }
 
-/// The state and the one switch read on every intake request without the lock.
+/// The state and what is read or counted on every request without the lock.
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Counting mode: validate and count, keep no items or payloads.
     pub(crate) counting: bool,
+    /// Nanoseconds requests spent in fakedog's hands, summed over requests
+    /// (from their head to their answer): how long a client waited on it.
+    pub(crate) answering_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -312,6 +315,7 @@ impl Shared {
         Shared {
             state: Mutex::new(state),
             counting,
+            answering_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
