@@ -125,17 +125,11 @@ pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
     })
 }
 
-/// User + system CPU seconds in a process's or thread's `/proc/…/stat`.
+/// User + system CPU seconds in a process's or thread's `/proc/…/stat`
+/// (the relay's own parser, `telemetry::process::parse_stat`).
 pub(crate) fn stat_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
-    // Fields after the `(comm)`: utime is field 14, stime 15 (1-based).
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("stime")?.parse()?;
-    Ok((utime + stime) / 100.0) // USER_HZ on Linux
+    let stat = crate::telemetry::process::parse_stat(stat).context("malformed /proc stat")?;
+    Ok(stat.cpu_ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64)
 }
 
 /// The relay's high-water mark over the run so far, folded in at each
