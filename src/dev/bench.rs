@@ -1231,7 +1231,6 @@ async fn saturate(
     load.backpressured.store(0, Ordering::Relaxed);
     let before_items = total_items(dog, endpoint);
     reset_peak_rss(pid)?;
-    let cpu0 = proc_stat(pid)?.cpu_seconds;
     let start = bottleneck::Mark::now(dog, pid)?;
     let (requests, secs) = closed_loop(
         load,
@@ -1242,12 +1241,12 @@ async fn saturate(
         samples,
     )
     .await?;
-    let accepted_at = Instant::now();
     let accepted = bottleneck::Mark::now(dog, pid)?;
     let expected = before_items + requests * per_req;
     let drain = wait_delivered(dog, load, endpoint, expected, Duration::from_secs(300)).await?;
     let st = proc_stat(pid)?;
-    let shares = bottleneck::Shares::between(&start, &accepted, &bottleneck::Mark::now(dog, pid)?);
+    let delivered = bottleneck::Mark::now(dog, pid)?;
+    let shares = bottleneck::Shares::between(&start, &accepted, &delivered);
     if shares.bottleneck() != bottleneck::Bottleneck::Relay {
         println!(
             "{endpoint} for {} tenant(s): the {} set this phase's rate, not the relay: {}",
@@ -1259,9 +1258,9 @@ async fn saturate(
     Ok(Saturated {
         requests,
         secs,
-        total_secs: secs + accepted_at.elapsed().as_secs_f64().min(drain.as_secs_f64()),
+        total_secs: secs + accepted.at.elapsed().as_secs_f64().min(drain.as_secs_f64()),
         drain,
-        cpu: st.cpu_seconds - cpu0,
+        cpu: delivered.relay_cpu - start.relay_cpu,
         st,
         shares,
     })

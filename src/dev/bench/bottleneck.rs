@@ -38,12 +38,12 @@ const HELD_REQUESTS: f64 = 0.5;
 /// CPU seconds and fakedog's answering time at one instant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mark {
-    at: Instant,
+    pub(crate) at: Instant,
     /// This process: the load generator and fakedog.
     own_cpu: f64,
     dog_cpu: f64,
     dog_answering: f64,
-    relay_cpu: f64,
+    pub(crate) relay_cpu: f64,
 }
 
 impl Mark {

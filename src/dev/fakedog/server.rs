@@ -128,6 +128,8 @@ async fn front_end(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     response
 }
 
+/// The host's site and role, a fault if one matches, the handler's answer
+/// and its count.
 async fn classify_and_answer(shared: &Arc<Shared>, mut req: Request, next: Next) -> Response {
     let Some(host) = request_host(&req) else {
         return errors(StatusCode::BAD_REQUEST, "Missing Host header");
